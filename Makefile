@@ -1,0 +1,46 @@
+# IIR developer entry points. `make dev` starts the local stack; `make test` runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+SRC_ROOTS := libs gen services/gateway services/auth services/classifier services/registry \
+             services/simbackend operator tools
+PROTOS := $(wildcard protos/iir/v1/*.proto)
+
+.PHONY: install protos dev test lint fmt clean
+
+install: $(STAMP) gen/.stamp
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev,embedded]'
+	$(PY) -c 'import sys,site,pathlib; p=pathlib.Path(site.getsitepackages()[0])/"iir-src.pth"; p.write_text("\n".join(str(pathlib.Path(r).resolve()) for r in sys.argv[1:])+"\n")' $(SRC_ROOTS)
+	touch $@
+
+# gRPC code is generated from protos/ at build time and never committed.
+gen/.stamp: $(PROTOS) $(STAMP)
+	rm -rf gen && mkdir -p gen
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
+	touch gen/iir/__init__.py gen/iir/v1/__init__.py gen/.stamp
+
+protos: gen/.stamp
+
+dev: install
+	$(PY) -m iir_dev up
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+fmt: install
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+clean:
+	rm -rf $(VENV) gen .dev

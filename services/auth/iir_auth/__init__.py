@@ -1,0 +1,1 @@
+"""Auth service: API keys (hashed, PostgreSQL), scopes, limits. Served over gRPC."""

@@ -1,0 +1,29 @@
+"""API key format: `iir-<random>`; only a SHA-256 digest is stored, plus a short visible prefix."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+KEY_PREFIX = "iir-"
+VISIBLE_CHARS = 12
+
+
+def generate_key(length: int = 40, prefix: str = KEY_PREFIX) -> str:
+    """A new random key: `prefix` + `length` URL-safe characters."""
+    body = secrets.token_urlsafe(length)[:length]
+    return f"{prefix}{body}"
+
+
+def hash_key(key: str) -> bytes:
+    # Keys carry 200+ bits of entropy, so a fast unsalted digest is safe and lets us look a key up by hash.
+    return hashlib.sha256(key.encode()).digest()
+
+
+def visible_prefix(key: str) -> str:
+    return key[:VISIBLE_CHARS]
+
+
+def same_secret(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())

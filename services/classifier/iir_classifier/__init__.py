@@ -1,0 +1,1 @@
+"""Classifier service: what kind of work a prompt is, for `model: "auto"` routing."""

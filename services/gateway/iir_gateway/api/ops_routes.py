@@ -1,0 +1,36 @@
+"""Operational routes, without authentication: health, Prometheus metrics, version."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request
+from iir_common import __version__
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from iir_gateway.gateway import Gateway
+
+router = APIRouter(tags=["Operations"])
+
+
+@router.get("/health", summary="Health of the gateway and of each dependency (503 when a required one is down)")
+async def health(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    healthy, report = await gw.health()
+    return Response(orjson.dumps(report), status_code=200 if healthy else 503, media_type="application/json")
+
+
+@router.get("/health/live", summary="Liveness: the process answers")
+async def live() -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/version", summary="Gateway version")
+async def version() -> Response:
+    return Response(orjson.dumps({"name": "iir-gateway", "version": __version__}), media_type="application/json")

@@ -1,0 +1,59 @@
+"""The gateway's FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from iir_common import __version__
+from iir_common.logging import setup_logging
+
+from iir_gateway.api import openai_routes, ops_routes
+from iir_gateway.errors import install_error_handlers
+from iir_gateway.gateway import Gateway
+from iir_gateway.middleware import RequestContextMiddleware
+from iir_gateway.schemas import OPENAPI_MODELS
+from iir_gateway.settings import GatewaySettings
+
+
+def _add_schemas(app: FastAPI) -> None:
+    """Puts the request models the routes read themselves into the OpenAPI components."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in OPENAPI_MODELS:
+            js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(js.pop("$defs", {}))
+            components[model.__name__] = js
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    setup_logging("gateway", settings.log_level)
+    gateway = Gateway(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        yield
+        await gateway.stop()
+
+    app = FastAPI(title="IIR gateway", version=__version__, lifespan=lifespan,
+                  description="OpenAI-compatible inference router. Model names are `<provider>/<model>`.")
+    app.state.gateway = gateway
+    install_error_handlers(app)
+    app.include_router(openai_routes.router)
+    app.include_router(ops_routes.router)
+    app.add_middleware(RequestContextMiddleware, metrics=gateway.metrics,
+                       max_body_bytes=settings.max_body_bytes, access_log=settings.access_log)
+    _add_schemas(app)
+    return app

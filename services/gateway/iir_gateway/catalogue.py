@@ -1,0 +1,54 @@
+"""The gateway's local copy of the registry's catalogue, kept current by the registry's Watch stream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from iir.v1 import registry_pb2, registry_pb2_grpc
+
+log = logging.getLogger(__name__)
+Event = registry_pb2.WatchEvent
+
+
+class ModelCatalogue:
+    """Models by public name. Reads are local; the registry pushes every change."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        self.models: dict[str, registry_pb2.Model] = {}
+        # True once a snapshot arrived; a lost stream keeps the last catalogue (stale beats empty).
+        self.synced = asyncio.Event()
+        self.connected = False
+
+    def get(self, name: str) -> registry_pb2.Model | None:
+        return self.models.get(name)
+
+    def apply(self, event: registry_pb2.WatchEvent) -> None:
+        if event.type == Event.SNAPSHOT:
+            self.models = {m.name: m for m in event.models}
+            self.synced.set()
+        elif event.type == Event.UPSERT:
+            self.models[event.model.name] = event.model
+        elif event.type == Event.DELETE:
+            self.models.pop(event.model.name, None)
+
+    async def run(self) -> None:
+        """Follows the Watch stream for ever, reconnecting with backoff."""
+        backoff = 0.1
+        while True:
+            try:
+                async for event in self._stub.Watch(registry_pb2.WatchRequest()):
+                    if not self.connected:
+                        log.info("registry watch connected")
+                    self.connected = True
+                    backoff = 0.1
+                    self.apply(event)
+            except grpc.aio.AioRpcError as exc:
+                if self.connected:
+                    log.warning("registry watch lost; serving the last catalogue",
+                                extra={"grpc_code": exc.code().name})
+            self.connected = False
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)

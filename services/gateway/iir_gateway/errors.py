@@ -1,0 +1,70 @@
+"""OpenAI-style errors: `{"error": {"message", "type", "param", "code"}}` with the right HTTP status."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+log = logging.getLogger(__name__)
+
+_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
+          404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
+          429: "rate_limit_error", 502: "upstream_error", 503: "service_unavailable_error",
+          504: "timeout_error"}
+
+
+def error_body(status: int, message: str, *, type: str | None = None, code: str | None = None,
+               param: str | None = None) -> bytes:
+    kind = type or _TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
+
+
+class APIError(Exception):
+    """An error the client should see, with its HTTP status and OpenAI error fields."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, type: str | None = None,
+                 param: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.type = type
+        self.param = param
+        self.headers = dict(headers or {})
+
+    def response(self) -> Response:
+        return Response(error_body(self.status, self.message, type=self.type, code=self.code, param=self.param),
+                        status_code=self.status, media_type="application/json", headers=self.headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    message = exc.detail if isinstance(exc.detail, str) else "request failed"
+    if exc.status_code == 404:
+        message = f"Unknown request URL: {request.method} {request.url.path}."
+    code = {404: "unknown_url", 405: "method_not_allowed"}.get(exc.status_code)
+    return APIError(exc.status_code, message, code=code, headers=getattr(exc, "headers", None)).response()
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
+    param = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
+    return APIError(400, f"Invalid request: {first['msg']}", param=param or None).response()
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)

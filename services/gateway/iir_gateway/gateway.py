@@ -1,0 +1,120 @@
+"""The gateway's running parts, built once per process: gRPC channels, caches, upstream pool, providers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import grpc
+import redis.asyncio as aioredis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from iir_common import __version__
+
+from iir_gateway.auth import Authenticator, Principal
+from iir_gateway.catalogue import ModelCatalogue
+from iir_gateway.endpoint_pickers import make_picker
+from iir_gateway.errors import APIError
+from iir_gateway.metrics import GatewayMetrics
+from iir_gateway.providers.base import Provider, Upstream
+from iir_gateway.providers.local import LocalProvider
+from iir_gateway.settings import GatewaySettings
+from iir_gateway.upstream import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+# gRPC health service names checked by /health; `required` ones make the gateway unhealthy when down.
+_DEPENDENCIES = {"auth": ("iir.v1.AuthService", True), "registry": ("iir.v1.RegistryService", True),
+                 "classifier": ("iir.v1.ClassifierService", False)}
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.metrics = GatewayMetrics()
+        self.upstream = UpstreamClient(settings, self.metrics)
+        opts = [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1)]
+        self.channels = {
+            "auth": grpc.aio.insecure_channel(settings.auth_addr, options=opts),
+            "registry": grpc.aio.insecure_channel(settings.registry_addr, options=opts),
+            "classifier": grpc.aio.insecure_channel(settings.classifier_addr, options=opts),
+        }
+        self.auth = Authenticator(self.channels["auth"], settings.grpc_timeout_s, self.metrics)
+        self.catalogue = ModelCatalogue(self.channels["registry"])
+        self.providers: dict[str, Provider] = {
+            "local": LocalProvider(self.catalogue, make_picker(settings.endpoint_picker)),
+        }
+        self.redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.upstream.start()
+        self._tasks.append(asyncio.create_task(self.catalogue.run(), name="registry-watch"))
+        # Give the first snapshot a moment, so the first requests after start see the catalogue.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.catalogue.synced.wait(), timeout=2)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.upstream.close()
+        await self.redis.aclose()
+        for channel in self.channels.values():
+            await channel.close()
+
+    def route(self, model: str, principal: Principal) -> tuple[str, Upstream]:
+        """The provider name and upstream for a public model name, after the key's scope check."""
+        provider_name, sep, name = model.partition("/")
+        if not sep or not name:
+            raise APIError(404, f"The model `{model}` does not exist. Model names are `<provider>/<model>`, "
+                           f"e.g. `local/llama-3-8b-instruct`; see GET /v1/models.",
+                           code="model_not_found", param="model")
+        provider = self.providers.get(provider_name)
+        if provider is None:
+            raise APIError(404, f"Unknown provider `{provider_name}` in model `{model}`; known providers: "
+                           f"{', '.join(sorted(self.providers))}.", code="model_not_found", param="model")
+        if not principal.may_use(model):
+            raise APIError(403, f"This API key may not use the model `{model}`.", code="model_not_allowed",
+                           param="model")
+        return provider_name, provider.resolve(name)
+
+    def list_models(self, principal: Principal) -> list[dict[str, Any]]:
+        cards = [card for p in self.providers.values() for card in p.list_models()]
+        return sorted((c for c in cards if principal.may_use(c["id"])), key=lambda c: c["id"])
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        """Checks every dependency concurrently; healthy when every required one answers."""
+
+        async def grpc_check(name: str) -> dict[str, Any]:
+            service, _ = _DEPENDENCIES[name]
+            start = time.perf_counter()
+            try:
+                reply = await health_pb2_grpc.HealthStub(self.channels[name]).Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+                ok = reply.status == health_pb2.HealthCheckResponse.SERVING
+                status = "ok" if ok else health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status).lower()
+            except grpc.aio.AioRpcError as exc:
+                status = f"unavailable: {exc.code().name.lower()}"
+            return {"status": status, "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
+
+        async def redis_check() -> dict[str, Any]:
+            start = time.perf_counter()
+            try:
+                await self.redis.ping()
+                status = "ok"
+            except Exception as exc:  # any Redis failure is reported, not raised
+                status = f"unavailable: {type(exc).__name__}"
+            return {"status": status, "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
+
+        names = list(_DEPENDENCIES)
+        results = await asyncio.gather(*(grpc_check(n) for n in names), redis_check())
+        deps = dict(zip([*names, "redis"], results, strict=True))
+        deps["registry"]["watch"] = "connected" if self.catalogue.connected else "disconnected"
+        deps["registry"]["models"] = len(self.catalogue.models)
+        healthy = all(deps[n]["status"] == "ok" for n, (_, required) in _DEPENDENCIES.items() if required)
+        degraded = any(d["status"] != "ok" for d in deps.values())
+        return healthy, {"status": "ok" if not degraded else ("degraded" if healthy else "unavailable"),
+                         "version": __version__, "dependencies": deps}

@@ -1,0 +1,24 @@
+"""The gateway's Prometheus metrics, in a registry of its own (one per app)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        disable_created_metrics()
+        self.registry = CollectorRegistry()
+        self.requests = Counter("iir_gateway_requests", "HTTP requests by route and status.",
+                                ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram("iir_gateway_request_duration_seconds", "HTTP request latency by route.",
+                                 ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.model_requests = Counter("iir_gateway_model_requests",
+                                      "Inference requests by model, provider and status.",
+                                      ["model", "provider", "status"], registry=self.registry)
+        self.upstream_errors = Counter("iir_gateway_upstream_errors", "Failed upstream calls by kind.",
+                                       ["provider", "kind"], registry=self.registry)
+        self.auth_failures = Counter("iir_gateway_auth_failures", "Refused authentications by reason.",
+                                     ["reason"], registry=self.registry)

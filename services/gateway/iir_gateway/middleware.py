@@ -1,0 +1,80 @@
+"""Pure ASGI middleware: request id, body-size guard, access log, HTTP metrics, last-resort 500."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from iir_common.logging import request_id_var
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from iir_gateway.errors import error_body
+from iir_gateway.metrics import GatewayMetrics
+
+log = logging.getLogger("iir_gateway.access")
+_VALID_RID = re.compile(rb"^[\w\-.:]{1,128}$")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics, max_body_bytes: int, access_log: bool) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        rid = b""
+        length = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id" and _VALID_RID.match(value):
+                rid = value
+            elif name == b"content-length":
+                length = value
+        if not rid:
+            rid = uuid.uuid4().hex.encode()
+        token = request_id_var.set(rid.decode())
+        status = 500
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid)]
+            await send(message)
+
+        try:
+            if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+                await self._reply(send_wrapper, 413, f"Request body too large: the limit is "
+                                  f"{self.max_body_bytes} bytes.", "request_too_large")
+            else:
+                await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception("unhandled error", extra={"path": scope["path"]})
+            if not started:
+                await self._reply(send_wrapper, 500, "The server had an error while processing your request.",
+                                  "internal_error")
+        finally:
+            elapsed = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(route).observe(elapsed)
+            if self.access_log:
+                log.info("request", extra={"method": scope["method"], "path": scope["path"], "status": status,
+                                           "duration_ms": round(elapsed * 1000, 3)})
+            request_id_var.reset(token)
+
+    @staticmethod
+    async def _reply(send: Send, status: int, message: str, code: str) -> None:
+        body = error_body(status, message, code=code)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,1 @@
+"""Providers: where a `<provider>/<model>` request goes. Each is a small class behind `Provider`."""

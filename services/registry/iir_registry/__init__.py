@@ -1,0 +1,1 @@
+"""Registry service: the model catalogue, served over gRPC with a streaming Watch."""

@@ -1,0 +1,64 @@
+"""The in-memory catalogue of models, and the fan-out of its changes to watchers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable
+
+from iir.v1 import registry_pb2
+
+log = logging.getLogger(__name__)
+
+Event = registry_pb2.WatchEvent
+
+
+class Catalogue:
+    """Models by public name. Sources write into it; every Watch reads a snapshot then the changes."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, registry_pb2.Model] = {}
+        self._watchers: set[asyncio.Queue[Event]] = set()
+
+    def get(self, name: str) -> registry_pb2.Model | None:
+        return self._models.get(name)
+
+    def models(self) -> list[registry_pb2.Model]:
+        return sorted(self._models.values(), key=lambda m: m.name)
+
+    def upsert(self, model: registry_pb2.Model) -> None:
+        if self._models.get(model.name) == model:
+            return
+        self._models[model.name] = model
+        log.info("model updated", extra={"model": model.name, "phase": model.phase,
+                                         "ready_endpoints": sum(e.ready for e in model.endpoints)})
+        self._publish(Event(type=Event.UPSERT, model=model))
+
+    def delete(self, name: str) -> None:
+        model = self._models.pop(name, None)
+        if model is not None:
+            log.info("model removed", extra={"model": name})
+            self._publish(Event(type=Event.DELETE, model=model))
+
+    def replace_source(self, source: str, models: Iterable[registry_pb2.Model]) -> None:
+        """Makes the models of `source` exactly `models`: upserts them and deletes the rest."""
+        fresh = {m.name: m for m in models}
+        for name in [n for n, m in self._models.items() if m.source == source and n not in fresh]:
+            self.delete(name)
+        for model in fresh.values():
+            self.upsert(model)
+
+    def _publish(self, event: Event) -> None:
+        for queue in self._watchers:
+            queue.put_nowait(event)
+
+    async def watch(self) -> AsyncIterator[Event]:
+        """Yields a SNAPSHOT, then every change until the caller stops iterating."""
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._watchers.add(queue)
+        try:
+            yield Event(type=Event.SNAPSHOT, models=self.models())
+            while True:
+                yield await queue.get()
+        finally:
+            self._watchers.discard(queue)

@@ -1,0 +1,55 @@
+"""Maps an InferenceModel (spec + status, as a dict) to the catalogue's Model message."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from iir.v1 import registry_pb2
+
+LOCAL_PROVIDER = "local"
+
+
+def served_name(resource: Mapping[str, Any]) -> str:
+    spec = resource.get("spec") or {}
+    return spec.get("servedName") or resource["metadata"]["name"]
+
+
+def _created(meta: Mapping[str, Any]) -> int:
+    stamp = meta.get("creationTimestamp")
+    if not stamp:
+        return 0
+    return int(datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp())
+
+
+def model_from_resource(resource: Mapping[str, Any], source: str) -> registry_pb2.Model:
+    """The catalogue entry for one InferenceModel; endpoints come from its status."""
+    meta = resource.get("metadata") or {}
+    spec = resource.get("spec") or {}
+    status = resource.get("status") or {}
+    routing = spec.get("routing") or {}
+    name = served_name(resource)
+    endpoints = [
+        registry_pb2.Endpoint(url=e["url"], ready=bool(e.get("ready", True)), target=e.get("target", ""))
+        for e in status.get("endpoints") or []
+        if e.get("url")
+    ]
+    return registry_pb2.Model(
+        name=f"{LOCAL_PROVIDER}/{name}",
+        provider=LOCAL_PROVIDER,
+        served_name=name,
+        phase=status.get("phase", "Pending"),
+        replicas=int(spec.get("replicas", 1)),
+        ready_replicas=int(status.get("readyReplicas", 0)),
+        endpoints=endpoints,
+        source=source,
+        created=_created(meta),
+        owned_by=meta.get("namespace", "iir"),
+        fallbacks=routing.get("fallbacks") or [],
+        cost_tier=routing.get("costTier", ""),
+        categories=routing.get("categories") or [],
+        message=status.get("message", ""),
+        namespace=meta.get("namespace", ""),
+        gpus_per_replica=int(spec.get("gpusPerReplica") or 0),
+    )

@@ -1,0 +1,18 @@
+"""Registry settings (`IIR_` environment variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from iir_common.settings import IIRSettings
+
+
+class RegistrySettings(IIRSettings):
+    registry_host: str = "127.0.0.1"
+    registry_port: int = 50052
+    # Where local models come from: InferenceModel resources, or a file of the same shape (no cluster).
+    registry_source: Literal["file", "kubernetes"] = "file"
+    models_file: Path = Path("deploy/dev/models.yaml")
+    # How often the file source looks for changes to the file.
+    models_file_poll_s: float = 1.0

@@ -1,0 +1,1 @@
+"""Where the registry learns of models: a file (no cluster) or Kubernetes."""

@@ -1,0 +1,60 @@
+"""Local models from a YAML file of InferenceModel documents (spec and status), for clusterless runs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import yaml
+from iir.v1 import registry_pb2
+
+from iir_registry.catalogue import Catalogue
+from iir_registry.resource_mapping import model_from_resource
+
+log = logging.getLogger(__name__)
+
+SOURCE = "file"
+
+
+def load_models_file(path: Path) -> list[registry_pb2.Model]:
+    """Every InferenceModel document in `path`; other kinds are skipped."""
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return [model_from_resource(d, SOURCE) for d in docs if d.get("kind") == "InferenceModel"]
+
+
+class FileSource:
+    """Keeps the catalogue equal to the file, reloading it when it changes; a bad file keeps the last good one."""
+
+    def __init__(self, path: Path, catalogue: Catalogue, poll_s: float = 1.0) -> None:
+        self.path = path
+        self.catalogue = catalogue
+        self.poll_s = poll_s
+        self._stamp: tuple[int, int] | None = None
+
+    def refresh(self, force: bool = False) -> None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            if self._stamp is not None or force:
+                log.warning("models file missing", extra={"path": str(self.path)})
+                self.catalogue.replace_source(SOURCE, [])
+            self._stamp = None
+            return
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp and not force:
+            return
+        try:
+            models = load_models_file(self.path)
+        except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.error("cannot read models file; keeping the last good one",
+                      extra={"path": str(self.path), "error": str(exc)})
+            self._stamp = stamp
+            return
+        self._stamp = stamp
+        self.catalogue.replace_source(SOURCE, models)
+
+    async def run(self) -> None:
+        while True:
+            self.refresh()
+            await asyncio.sleep(self.poll_s)

@@ -1,0 +1,1 @@
+"""A simulated vLLM OpenAI-compatible server: deterministic text, configurable token timing, vLLM metrics."""

@@ -1,0 +1,1 @@
+"""Developer tooling: the local stack behind `make dev`, reused by the test fixtures."""
