@@ -6,14 +6,14 @@ import asyncio
 import logging
 
 import asyncpg
-from iir.v1 import auth_pb2_grpc
-from iir_common.grpc_server import GrpcService, run_until_signal
-from iir_common.logging import setup_logging
 
+from iir.v1 import auth_pb2_grpc
 from iir_auth.grpc_api import AuthServicer
 from iir_auth.settings import AuthSettings
 from iir_auth.storage.key_store import KeyStore
 from iir_auth.storage.migrations import migrate
+from iir_common.grpc_server import GrpcService, run_until_signal
+from iir_common.logging import setup_logging
 
 log = logging.getLogger("iir_auth")
 

@@ -6,8 +6,8 @@ import logging
 from datetime import UTC, datetime
 
 import grpc
-from iir.v1 import auth_pb2, auth_pb2_grpc
 
+from iir.v1 import auth_pb2, auth_pb2_grpc
 from iir_auth.keys import generate_key, same_secret
 from iir_auth.settings import AuthSettings
 from iir_auth.storage.key_store import KeyRecord, KeyStore

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from iir_common.settings import IIRSettings
 from pydantic import SecretStr
+
+from iir_common.settings import IIRSettings
 
 
 class AuthSettings(IIRSettings):

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from iir.v1 import classifier_pb2_grpc
-from iir_common.grpc_server import GrpcService, run_until_signal
-from iir_common.logging import setup_logging
-
 from iir_classifier.grpc_api import ClassifierServicer
 from iir_classifier.model import KeywordClassifier
 from iir_classifier.settings import ClassifierSettings
+from iir_common.grpc_server import GrpcService, run_until_signal
+from iir_common.logging import setup_logging
 
 
 async def serve(settings: ClassifierSettings) -> None:

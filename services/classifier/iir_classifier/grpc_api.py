@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import grpc
-from iir.v1 import classifier_pb2, classifier_pb2_grpc
 
+from iir.v1 import classifier_pb2, classifier_pb2_grpc
 from iir_classifier.model import Classifier
 
 

@@ -7,9 +7,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+
 from iir_common import __version__
 from iir_common.logging import setup_logging
-
 from iir_gateway.api import openai_routes, ops_routes
 from iir_gateway.errors import install_error_handlers
 from iir_gateway.gateway import Gateway

@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass
 
 import grpc
-from iir.v1 import auth_pb2, auth_pb2_grpc
 
+from iir.v1 import auth_pb2, auth_pb2_grpc
 from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import grpc
+
 from iir.v1 import registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from typing import Any
 import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from iir_common import __version__
 
+from iir_common import __version__
 from iir_gateway.auth import Authenticator, Principal
 from iir_gateway.catalogue import ModelCatalogue
 from iir_gateway.endpoint_pickers import make_picker

@@ -7,9 +7,9 @@ import re
 import time
 import uuid
 
-from iir_common.logging import request_id_var
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from iir_common.logging import request_id_var
 from iir_gateway.errors import error_body
 from iir_gateway.metrics import GatewayMetrics
 

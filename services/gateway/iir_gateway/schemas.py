@@ -47,12 +47,17 @@ class CompletionRequest(_Sampling):
     prompt: str | list[str] | list[int] | list[list[int]]
 
 
+# Pydantic names the member of a union that failed inside `loc`; those are not field names.
+_UNION_TAGS = {"str", "int", "float", "bool", "none", "dict", "list"}
+
+
 def _param(loc: tuple[Any, ...]) -> str:
+    """`("messages", 0, "role")` → `messages[0].role`."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif not str(part).startswith(("str", "list[", "int", "function-")):
+        elif part not in _UNION_TAGS and "[" not in str(part):
             out += f".{part}" if out else str(part)
     return out
 

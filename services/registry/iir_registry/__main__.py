@@ -9,7 +9,6 @@ import logging
 from iir.v1 import registry_pb2_grpc
 from iir_common.grpc_server import GrpcService, run_until_signal
 from iir_common.logging import setup_logging
-
 from iir_registry.catalogue import Catalogue
 from iir_registry.grpc_api import RegistryServicer
 from iir_registry.settings import RegistrySettings

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
-from iir.v1 import registry_pb2, registry_pb2_grpc
 
+from iir.v1 import registry_pb2, registry_pb2_grpc
 from iir_registry.catalogue import Catalogue
 
 

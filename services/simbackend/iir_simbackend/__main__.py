@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-from iir_common.logging import setup_logging
 
+from iir_common.logging import setup_logging
 from iir_simbackend.app import create_app
 from iir_simbackend.settings import SimSettings
 
@@ -17,7 +17,9 @@ def main() -> None:
     logging.getLogger("iir_simbackend").info("simulated vLLM listening",
                                              extra={"port": settings.port, "models": settings.model_names})
     web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None,
-                print=None, handle_signals=True)
+                print=None, handle_signals=True,
+                # Like vLLM, stop generating when the client goes away.
+                handler_cancellation=True)
 
 
 if __name__ == "__main__":

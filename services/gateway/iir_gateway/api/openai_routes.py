@@ -6,9 +6,9 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from iir_common.logging import request_id_var
 from starlette.responses import Response
 
+from iir_common.logging import request_id_var
 from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.gateway import Gateway
 from iir_gateway.providers.local import model_not_found

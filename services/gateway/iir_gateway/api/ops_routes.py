@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import orjson
 from fastapi import APIRouter, Request
-from iir_common import __version__
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
+from iir_common import __version__
 from iir_gateway.gateway import Gateway
 
 router = APIRouter(tags=["Operations"])

@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 
 import yaml
-from iir.v1 import registry_pb2
 
+from iir.v1 import registry_pb2
 from iir_registry.catalogue import Catalogue
 from iir_registry.resource_mapping import model_from_resource
 

@@ -1,0 +1,43 @@
+"""The gateway learns of added and removed models from the registry's Watch, with no restart."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import yaml
+
+from iir_dev.stack import Stack
+from tests.conftest import inference_model
+
+
+def wait_for(check, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_added_model_is_served_and_removed_model_is_404(stack: Stack, openai_client: openai.OpenAI) -> None:
+    original = stack.models_file.read_text()
+    docs = list(yaml.safe_load_all(original))
+    docs.append(inference_model("added-later", stack.sim_url))
+    try:
+        stack.models_file.write_text(yaml.safe_dump_all(docs))
+        assert wait_for(lambda: "local/added-later" in [m.id for m in openai_client.models.list()])
+        stack.models_file.write_text(yaml.safe_dump_all([d for d in docs if d["metadata"]["name"] != "slow"]))
+        assert wait_for(lambda: "local/slow" not in [m.id for m in openai_client.models.list()], timeout=2)
+        try:
+            openai_client.chat.completions.create(model="local/slow", messages=[{"role": "user", "content": "x"}])
+            raise AssertionError("a removed model must answer 404")
+        except openai.NotFoundError:
+            pass
+        # A broken file keeps the last good catalogue.
+        stack.models_file.write_text("kind: [unclosed")
+        time.sleep(0.5)
+        assert "local/llama-3-8b-instruct" in [m.id for m in openai_client.models.list()]
+    finally:
+        stack.models_file.write_text(original)
+        assert wait_for(lambda: "local/slow" in [m.id for m in openai_client.models.list()])

@@ -1,0 +1,56 @@
+"""Health, metrics, version, docs, and JSON logs with the request id."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+
+from iir_dev.stack import Stack
+from tests.conftest import SERVED
+
+
+def test_health_reports_each_dependency(stack: Stack) -> None:
+    resp = httpx.get(f"{stack.gateway_url}/health")
+    assert resp.status_code == 200
+    report = resp.json()
+    assert report["status"] == "ok"
+    assert set(report["dependencies"]) == {"auth", "registry", "classifier", "redis"}
+    assert all(d["status"] == "ok" for d in report["dependencies"].values())
+    assert report["dependencies"]["registry"]["watch"] == "connected"
+
+
+def test_metrics_are_prometheus_text(stack: Stack, api_key: str) -> None:
+    httpx.post(f"{stack.gateway_url}/v1/chat/completions", headers={"Authorization": f"Bearer {api_key}"},
+               json={"model": f"local/{SERVED}", "messages": [{"role": "user", "content": "m"}]})
+    text = httpx.get(f"{stack.gateway_url}/metrics").text
+    assert 'iir_gateway_requests_total{method="POST",route="/v1/chat/completions",status="200"}' in text
+    assert f'iir_gateway_model_requests_total{{model="local/{SERVED}",provider="local",status="200"}}' in text
+    assert "iir_gateway_request_duration_seconds_bucket" in text
+
+
+def test_version_and_docs(stack: Stack) -> None:
+    assert httpx.get(f"{stack.gateway_url}/version").json()["version"]
+    assert httpx.get(f"{stack.gateway_url}/docs").status_code == 200
+    spec = httpx.get(f"{stack.gateway_url}/openapi.json").json()
+    assert "/v1/chat/completions" in spec["paths"]
+    assert "ChatCompletionRequest" in spec["components"]["schemas"]
+    body = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"]["$ref"].endswith("ChatCompletionRequest")
+
+
+def test_logs_are_json_lines_with_the_request_id(stack: Stack, api_key: str) -> None:
+    httpx.post(f"{stack.gateway_url}/v1/chat/completions",
+               headers={"Authorization": f"Bearer {api_key}", "X-Request-ID": "log-check-7"},
+               json={"model": f"local/{SERVED}", "messages": [{"role": "user", "content": "log"}]})
+    log_path = stack.processes["gateway"].log_path
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        entries = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+        mine = [e for e in entries if e.get("request_id") == "log-check-7"]
+        if mine:
+            break
+        time.sleep(0.1)
+    assert mine and mine[0]["status"] == 200 and mine[0]["service"] == "gateway"
+    assert api_key not in log_path.read_text()

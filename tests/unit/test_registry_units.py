@@ -1,0 +1,70 @@
+"""The registry's catalogue fan-out and the InferenceModel → Model mapping."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from iir.v1 import registry_pb2
+from iir_registry.catalogue import Catalogue
+from iir_registry.resource_mapping import model_from_resource
+from iir_registry.sources.file_source import FileSource
+
+Event = registry_pb2.WatchEvent
+
+
+def model(name: str, phase: str = "Ready") -> registry_pb2.Model:
+    return registry_pb2.Model(name=name, phase=phase, source="file")
+
+
+async def test_watch_gets_snapshot_then_changes() -> None:
+    cat = Catalogue()
+    cat.upsert(model("local/a"))
+    stream = cat.watch()
+    snap = await anext(stream)
+    assert snap.type == Event.SNAPSHOT and [m.name for m in snap.models] == ["local/a"]
+    cat.upsert(model("local/a"))  # unchanged: no event
+    cat.upsert(model("local/a", "Degraded"))
+    cat.delete("local/a")
+    cat.delete("local/a")  # already gone: no event
+    events = [await asyncio.wait_for(anext(stream), 1) for _ in range(2)]
+    assert [(e.type, e.model.phase) for e in events] == [(Event.UPSERT, "Degraded"), (Event.DELETE, "Degraded")]
+    await stream.aclose()
+    assert not cat._watchers
+
+
+def test_replace_source_only_touches_that_source() -> None:
+    cat = Catalogue()
+    cat.upsert(registry_pb2.Model(name="openai/gpt", source="config"))
+    cat.replace_source("file", [model("local/a"), model("local/b")])
+    cat.replace_source("file", [model("local/b")])
+    assert [m.name for m in cat.models()] == ["local/b", "openai/gpt"]
+
+
+def test_mapping_uses_served_name_status_and_routing_hints() -> None:
+    m = model_from_resource({
+        "metadata": {"name": "llama", "namespace": "ml", "creationTimestamp": "2026-01-02T03:04:05Z"},
+        "spec": {"servedName": "llama-3", "replicas": 2, "gpusPerReplica": 1,
+                 "routing": {"fallbacks": ["local/small"], "costTier": "high", "categories": ["code"]}},
+        "status": {"phase": "Degraded", "readyReplicas": 1, "message": "1/2 ready",
+                   "endpoints": [{"url": "http://10.0.0.1:8000", "ready": True}, {"url": "http://10.0.0.2:8000",
+                                                                                    "ready": False}]},
+    }, "kubernetes")
+    assert (m.name, m.served_name, m.provider, m.phase) == ("local/llama-3", "llama-3", "local", "Degraded")
+    assert [e.ready for e in m.endpoints] == [True, False] and m.created == 1767323045
+    assert list(m.fallbacks) == ["local/small"] and m.cost_tier == "high" and m.replicas == 2
+
+
+def test_file_source_keeps_last_good_file(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text("kind: InferenceModel\nmetadata: {name: a}\nstatus: {phase: Ready}\n")
+    cat = Catalogue()
+    source = FileSource(path, cat)
+    source.refresh()
+    assert [m.name for m in cat.models()] == ["local/a"]
+    path.write_text("kind: [broken")
+    source.refresh(force=True)
+    assert [m.name for m in cat.models()] == ["local/a"]
+    path.unlink()
+    source.refresh()
+    assert cat.models() == []
