@@ -18,7 +18,7 @@ def test_models_list_shows_ready_local_models(openai_client: openai.OpenAI) -> N
     assert MODEL in ids
     assert "local/pending" not in ids  # not ready: no endpoint
     model = openai_client.models.retrieve(MODEL)
-    assert model.object == "model" and model.id == MODEL
+    assert model.object == "model" and model.id == MODEL and model.created > 0
 
 
 def test_chat_completion_has_openai_shape(openai_client: openai.OpenAI) -> None:

@@ -16,14 +16,14 @@ def served_name(resource: Mapping[str, Any]) -> str:
     return spec.get("servedName") or resource["metadata"]["name"]
 
 
-def _created(meta: Mapping[str, Any]) -> int:
+def _created(meta: Mapping[str, Any], default: int) -> int:
     stamp = meta.get("creationTimestamp")
     if not stamp:
-        return 0
+        return default
     return int(datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp())
 
 
-def model_from_resource(resource: Mapping[str, Any], source: str) -> registry_pb2.Model:
+def model_from_resource(resource: Mapping[str, Any], source: str, default_created: int = 0) -> registry_pb2.Model:
     """The catalogue entry for one InferenceModel; endpoints come from its status."""
     meta = resource.get("metadata") or {}
     spec = resource.get("spec") or {}
@@ -44,7 +44,7 @@ def model_from_resource(resource: Mapping[str, Any], source: str) -> registry_pb
         ready_replicas=int(status.get("readyReplicas", 0)),
         endpoints=endpoints,
         source=source,
-        created=_created(meta),
+        created=_created(meta, default_created),
         owned_by=meta.get("namespace", "iir"),
         fallbacks=routing.get("fallbacks") or [],
         cost_tier=routing.get("costTier", ""),

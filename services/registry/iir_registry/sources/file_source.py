@@ -20,7 +20,8 @@ SOURCE = "file"
 def load_models_file(path: Path) -> list[registry_pb2.Model]:
     """Every InferenceModel document in `path`; other kinds are skipped."""
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return [model_from_resource(d, SOURCE) for d in docs if d.get("kind") == "InferenceModel"]
+    created = int(path.stat().st_mtime)
+    return [model_from_resource(d, SOURCE, created) for d in docs if d.get("kind") == "InferenceModel"]
 
 
 class FileSource:
