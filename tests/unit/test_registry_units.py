@@ -60,11 +60,11 @@ def test_file_source_keeps_last_good_file(tmp_path: Path) -> None:
     path.write_text("kind: InferenceModel\nmetadata: {name: a}\nstatus: {phase: Ready}\n")
     cat = Catalogue()
     source = FileSource(path, cat)
-    source.refresh()
+    source.load()
     assert [m.name for m in cat.models()] == ["local/a"]
     path.write_text("kind: [broken")
-    source.refresh(force=True)
+    source.load(force=True)
     assert [m.name for m in cat.models()] == ["local/a"]
     path.unlink()
-    source.refresh()
+    source.load()
     assert cat.models() == []

@@ -23,18 +23,22 @@ def _created(meta: Mapping[str, Any], default: int) -> int:
     return int(datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp())
 
 
-def model_from_resource(resource: Mapping[str, Any], source: str, default_created: int = 0) -> registry_pb2.Model:
-    """The catalogue entry for one InferenceModel; endpoints come from its status."""
+def endpoints_from_status(resource: Mapping[str, Any]) -> list[registry_pb2.Endpoint]:
+    status = resource.get("status") or {}
+    return [registry_pb2.Endpoint(url=e["url"], ready=bool(e.get("ready", True)), target=e.get("target", ""))
+            for e in status.get("endpoints") or [] if e.get("url")]
+
+
+def model_from_resource(resource: Mapping[str, Any], source: str, default_created: int = 0,
+                        endpoints: list[registry_pb2.Endpoint] | None = None) -> registry_pb2.Model:
+    """The catalogue entry for one InferenceModel; endpoints are given, or else taken from its status."""
     meta = resource.get("metadata") or {}
     spec = resource.get("spec") or {}
     status = resource.get("status") or {}
     routing = spec.get("routing") or {}
     name = served_name(resource)
-    endpoints = [
-        registry_pb2.Endpoint(url=e["url"], ready=bool(e.get("ready", True)), target=e.get("target", ""))
-        for e in status.get("endpoints") or []
-        if e.get("url")
-    ]
+    if endpoints is None:
+        endpoints = endpoints_from_status(resource)
     return registry_pb2.Model(
         name=f"{LOCAL_PROVIDER}/{name}",
         provider=LOCAL_PROVIDER,
@@ -51,5 +55,5 @@ def model_from_resource(resource: Mapping[str, Any], source: str, default_create
         categories=routing.get("categories") or [],
         message=status.get("message", ""),
         namespace=meta.get("namespace", ""),
-        gpus_per_replica=int(spec.get("gpusPerReplica") or 0),
+        gpus_per_replica=int(spec.get("gpusPerReplica") or status.get("gpusPerReplica") or 0),
     )

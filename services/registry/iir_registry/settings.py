@@ -16,3 +16,7 @@ class RegistrySettings(IIRSettings):
     models_file: Path = Path("deploy/dev/models.yaml")
     # How often the file source looks for changes to the file.
     models_file_poll_s: float = 1.0
+    # API server URL without TLS checks (tests, emulators); in-cluster config or kubeconfig otherwise.
+    kube_server: str | None = None
+    # Namespace whose InferenceModels are served; empty means every namespace.
+    registry_namespace: str = ""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from pathlib import Path
 
 import yaml
 
 from iir.v1 import registry_pb2
+from iir_common.gpus import GpuNode
 from iir_registry.catalogue import Catalogue
 from iir_registry.resource_mapping import model_from_resource
 
@@ -27,13 +30,17 @@ def load_models_file(path: Path) -> list[registry_pb2.Model]:
 class FileSource:
     """Keeps the catalogue equal to the file, reloading it when it changes; a bad file keeps the last good one."""
 
+    name = SOURCE
+
     def __init__(self, path: Path, catalogue: Catalogue, poll_s: float = 1.0) -> None:
         self.path = path
         self.catalogue = catalogue
         self.poll_s = poll_s
+        self.last_refresh = 0.0
         self._stamp: tuple[int, int] | None = None
+        self._task: asyncio.Task[None] | None = None
 
-    def refresh(self, force: bool = False) -> None:
+    def load(self, force: bool = False) -> None:
         try:
             st = self.path.stat()
         except FileNotFoundError:
@@ -45,17 +52,33 @@ class FileSource:
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp == self._stamp and not force:
             return
+        self._stamp = stamp
         try:
             models = load_models_file(self.path)
         except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
             log.error("cannot read models file; keeping the last good one",
                       extra={"path": str(self.path), "error": str(exc)})
-            self._stamp = stamp
             return
-        self._stamp = stamp
+        self.last_refresh = time.time()
         self.catalogue.replace_source(SOURCE, models)
 
-    async def run(self) -> None:
+    async def _poll(self) -> None:
         while True:
-            self.refresh()
             await asyncio.sleep(self.poll_s)
+            self.load()
+
+    def start(self) -> None:
+        self.load(force=True)
+        self._task = asyncio.create_task(self._poll(), name="models-file")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def refresh(self) -> None:
+        self.load(force=True)
+
+    async def gpu_nodes(self) -> list[GpuNode]:
+        return []

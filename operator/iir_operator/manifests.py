@@ -1,0 +1,140 @@
+"""The Deployment and Service the operator owns for each InferenceModel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iir_common.gpus import PRODUCT_LABEL
+from iir_common.kube import GPU_RESOURCE, GROUP, KIND, MANAGED_BY, MODEL_LABEL, VERSION, service_name
+from iir_operator.plan import Plan
+
+Obj = dict[str, Any]
+MODEL_DIR = "/models"
+CACHE_DIR = "/cache"
+
+
+def labels(im: Obj) -> dict[str, str]:
+    name = im["metadata"]["name"]
+    return {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": name,
+            "app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/part-of": "iir", MODEL_LABEL: name}
+
+
+def owner_reference(im: Obj) -> Obj:
+    meta = im["metadata"]
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": meta["name"], "uid": meta.get("uid", ""),
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def _metadata(im: Obj) -> Obj:
+    meta = im["metadata"]
+    return {"name": service_name(meta["name"]), "namespace": meta["namespace"], "labels": labels(im),
+            "ownerReferences": [owner_reference(im)]}
+
+
+def served_name(im: Obj) -> str:
+    return str(im["spec"].get("servedName") or im["metadata"]["name"])
+
+
+def _model_arg(source: Obj) -> tuple[str, list[Obj], list[Obj]]:
+    """vLLM's --model value, plus the volumes and mounts the source needs."""
+    if "huggingFace" in source:
+        return source["huggingFace"]["id"], [], []
+    if "pvc" in source:
+        vol = {"name": "model", "persistentVolumeClaim": {"claimName": source["pvc"]["claimName"], "readOnly": True}}
+        path = f"{MODEL_DIR}/{source['pvc'].get('path', '')}".rstrip("/")
+        return path, [vol], [{"name": "model", "mountPath": MODEL_DIR, "readOnly": True}]
+    if "hostPath" in source:
+        vol = {"name": "model", "hostPath": {"path": source["hostPath"]["path"], "type": "Directory"}}
+        return MODEL_DIR, [vol], [{"name": "model", "mountPath": MODEL_DIR, "readOnly": True}]
+    return str(source["uri"]), [], []
+
+
+def vllm_args(im: Obj, plan: Plan, model: str) -> list[str]:
+    spec = im["spec"]
+    vllm = spec.get("vllm") or {}
+    args = ["--model", model, "--served-model-name", served_name(im), "--host", "0.0.0.0",
+            "--port", str(vllm.get("port", 8000)), "--tensor-parallel-size", str(plan.tensor_parallel),
+            "--dtype", vllm.get("dtype", "auto"),
+            "--gpu-memory-utilization", str(vllm.get("gpuMemoryUtilization", 0.9))]
+    if vllm.get("maxModelLen"):
+        args += ["--max-model-len", str(vllm["maxModelLen"])]
+    if vllm.get("quantization"):
+        args += ["--quantization", vllm["quantization"]]
+    revision = ((spec.get("source") or {}).get("huggingFace") or {}).get("revision")
+    if revision:
+        args += ["--revision", revision]
+    return args + list(vllm.get("extraArgs") or [])
+
+
+def build_deployment(im: Obj, plan: Plan) -> Obj:
+    spec = im["spec"]
+    vllm = spec.get("vllm") or {}
+    port = int(vllm.get("port", 8000))
+    gpu_resource = (spec.get("gpu") or {}).get("resourceName", GPU_RESOURCE)
+    model, volumes, mounts = _model_arg(spec["source"])
+    resources = spec.get("resources") or {}
+    env: list[Obj] = [{"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"}]
+    token = spec.get("huggingFaceTokenSecret")
+    if token:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token["name"],
+                                                                        "key": token.get("key", "token")}}})
+    env += list(spec.get("env") or [])
+    cache = spec.get("cache") or {}
+    cache_volume = ({"name": "cache", "persistentVolumeClaim": {"claimName": cache["claimName"]}}
+                    if cache.get("claimName") else
+                    {"name": "cache", "emptyDir": {"sizeLimit": cache.get("sizeLimit", "100Gi")}})
+    node_selector = {**({PRODUCT_LABEL: plan.product} if plan.product else {}), **(spec.get("nodeSelector") or {})}
+    tolerations = [{"key": gpu_resource, "operator": "Exists", "effect": "NoSchedule"},
+                   *(spec.get("tolerations") or [])]
+    probe = {"httpGet": {"path": "/health", "port": "http"}}
+    container = {
+        "name": "vllm",
+        "image": vllm.get("image", "vllm/vllm-openai:v0.11.0"),
+        "args": vllm_args(im, plan, model),
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "env": env,
+        "resources": {
+            "requests": {**(resources.get("requests") or {}), gpu_resource: str(plan.gpus)},
+            "limits": {**(resources.get("limits") or {}), gpu_resource: str(plan.gpus)},
+        },
+        # Loading weights can take many minutes: the startup probe allows 30 before liveness applies.
+        "startupProbe": {**probe, "periodSeconds": 10, "failureThreshold": 180},
+        "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {**probe, "periodSeconds": 15, "failureThreshold": 4},
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "cache", "mountPath": CACHE_DIR},
+                         *mounts],
+    }
+    pod_labels = labels(im)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(im),
+        "spec": {
+            "replicas": int(spec.get("replicas", 1)),
+            "selector": {"matchLabels": {MODEL_LABEL: im["metadata"]["name"]}},
+            "template": {
+                "metadata": {"labels": pod_labels,
+                             "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
+                                             "prometheus.io/path": "/metrics"}},
+                "spec": {
+                    "nodeSelector": node_selector,
+                    "tolerations": tolerations,
+                    "containers": [container],
+                    "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}},
+                                cache_volume, *volumes],
+                    "terminationGracePeriodSeconds": 60,
+                },
+            },
+        },
+    }
+
+
+def build_service(im: Obj, plan: Plan) -> Obj:
+    port = int((im["spec"].get("vllm") or {}).get("port", 8000))
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(im),
+        "spec": {"selector": {MODEL_LABEL: im["metadata"]["name"]},
+                 "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]},
+    }

@@ -1,0 +1,127 @@
+"""Local models from InferenceModel resources, with endpoints from their Services' EndpointSlices.
+
+Both are watched (list, then watch from the list's resourceVersion; on expiry or error, list again),
+so a new, scaled or removed model reaches the catalogue, and from there every gateway, at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+
+import aiohttp
+
+from iir.v1 import registry_pb2
+from iir_common.gpus import GpuNode, gpu_nodes
+from iir_common.kube import PLURAL, ApiException, Kube, Obj, service_name
+from iir_registry.catalogue import Catalogue
+from iir_registry.resource_mapping import model_from_resource
+
+log = logging.getLogger(__name__)
+
+SOURCE = "kubernetes"
+SERVICE_LABEL = "kubernetes.io/service-name"
+_WATCHED = (PLURAL, "endpointslices")
+
+
+def _key(obj: Obj) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return meta.get("namespace", ""), meta.get("name", "")
+
+
+def slice_endpoints(slices: Iterable[Obj]) -> list[registry_pb2.Endpoint]:
+    """Endpoints of EndpointSlices; an endpoint whose readiness is unknown counts as ready (as kube-proxy)."""
+    out = []
+    for sl in slices:
+        ports = sl.get("ports") or []
+        port = next((p.get("port") for p in ports if p.get("name") == "http"), ports[0].get("port") if ports else None)
+        if not port:
+            continue
+        for ep in sl.get("endpoints") or []:
+            ready = (ep.get("conditions") or {}).get("ready")
+            target = (ep.get("targetRef") or {}).get("name", "")
+            for addr in ep.get("addresses") or []:
+                host = f"[{addr}]" if ":" in addr else addr
+                out.append(registry_pb2.Endpoint(url=f"http://{host}:{port}", ready=ready is not False, target=target))
+    return sorted(out, key=lambda e: e.url)
+
+
+class KubernetesSource:
+    name = SOURCE
+
+    def __init__(self, kube: Kube, catalogue: Catalogue, namespace: str | None = None) -> None:
+        self.kube = kube
+        self.catalogue = catalogue
+        self.namespace = namespace or None
+        self.objects: dict[str, dict[tuple[str, str], Obj]] = {p: {} for p in _WATCHED}
+        self.last_refresh = 0.0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def publish(self) -> None:
+        by_service: dict[tuple[str, str], list[Obj]] = {}
+        for sl in self.objects["endpointslices"].values():
+            svc = (sl.get("metadata", {}).get("labels") or {}).get(SERVICE_LABEL)
+            if svc:
+                by_service.setdefault((sl["metadata"].get("namespace", ""), svc), []).append(sl)
+        models = []
+        for (ns, name), im in self.objects[PLURAL].items():
+            slices = by_service.get((ns, service_name(name)))
+            endpoints = slice_endpoints(slices) if slices else None
+            models.append(model_from_resource(im, SOURCE, endpoints=endpoints))
+        self.catalogue.replace_source(SOURCE, models)
+
+    async def relist(self, plural: str) -> str:
+        items, version = await self.kube.list(plural, self.namespace)
+        self.objects[plural] = {_key(o): o for o in items}
+        self.last_refresh = time.time()
+        self.publish()
+        return version
+
+    async def refresh(self) -> None:
+        for plural in _WATCHED:
+            await self.relist(plural)
+
+    def apply(self, plural: str, event: Obj) -> bool:
+        """Applies one watch event; False when the watch must restart from a fresh list."""
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            log.info("watch expired; listing again", extra={"resource": plural, "detail": obj.get("message")})
+            return False
+        if kind == "BOOKMARK":
+            return True
+        if kind == "DELETED":
+            self.objects[plural].pop(_key(obj), None)
+        else:
+            self.objects[plural][_key(obj)] = obj
+        self.publish()
+        return True
+
+    async def follow(self, plural: str) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                version = await self.relist(plural)
+                backoff = 0.2
+                async for event in self.kube.watch(plural, self.namespace, version):
+                    if not self.apply(plural, event):
+                        break
+            except (ApiException, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                log.warning("kubernetes watch failed; retrying", extra={"resource": plural, "error": repr(exc)[:300]})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self.follow(p), name=f"watch-{p}") for p in _WATCHED]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.kube.close()
+
+    async def gpu_nodes(self) -> list[GpuNode]:
+        nodes, _ = await self.kube.list("nodes")
+        pods, _ = await self.kube.list("pods")
+        return gpu_nodes(nodes, pods)

@@ -1,0 +1,113 @@
+"""A stateful Kubernetes API emulator (kmock) over HTTP, and the real operator (kopf) running against it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import kmock
+import kopf
+import pytest
+
+from iir_common.kube import GROUP, PLURAL, VERSION, Kube
+from iir_operator.handlers import build_registry
+from iir_operator.settings import OperatorSettings
+
+Obj = dict[str, Any]
+A100 = "NVIDIA-A100-SXM4-80GB"
+
+
+class Emulator(kmock.KubernetesEmulator):
+    """kmock, plus `metadata.generateName` (kopf names its Events that way)."""
+
+    async def _handle(self, request: Any) -> Any:
+        data = request.data
+        if request.action == kmock.action.CREATE and isinstance(data, dict):
+            meta = data.setdefault("metadata", {})
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:6]
+        return await super()._handle(request)
+
+
+@pytest.fixture
+async def apiserver() -> AsyncIterator[kmock.KubernetesEmulator]:
+    async with Emulator() as emulator, kmock.Server(emulator):
+        emulator.resources.load_bundled()
+        emulator.resources[f"{GROUP}/{VERSION}/{PLURAL}"] = kmock.ResourceInfo(
+            kind="InferenceModel", namespaced=True, subresources={"status"},
+            verbs={"list", "watch", "get", "create", "patch", "update", "delete"})
+        yield emulator
+
+
+@pytest.fixture
+async def kube(apiserver: kmock.KubernetesEmulator) -> AsyncIterator[Kube]:
+    client = await Kube.connect(str(apiserver.url))
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def operator(apiserver: kmock.KubernetesEmulator) -> AsyncIterator[None]:
+    """The operator's real kopf machinery, watching the emulator (objects made after it starts)."""
+    settings = OperatorSettings(kube_server=str(apiserver.url))
+    ready = asyncio.Event()
+    task = asyncio.create_task(kopf.operator(registry=build_registry(settings), standalone=True,
+                                             clusterwide=True, ready_flag=ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    await asyncio.sleep(0.5)  # the watch streams open just after readiness
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def eventually(check: Callable[[], Awaitable[Any] | Any], timeout: float = 5.0) -> Any:
+    """Polls `check` (sync or async) until it gives something truthy; fails with the last value otherwise."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Any = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = check()
+        if inspect.isawaitable(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+def inference_model(name: str, namespace: str = "ml", **spec: Any) -> Obj:
+    body: Obj = {"source": {"huggingFace": {"id": "meta-llama/Meta-Llama-3-8B-Instruct"}}, "replicas": 1, **spec}
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferenceModel",
+            # kmock keeps no resourceVersion; kopf guards its patches with a test on it.
+            "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "generation": 1,
+                         "resourceVersion": "1"},
+            "spec": body}
+
+
+def gpu_node(name: str, product: str = A100, gpus: int = 8, memory_mib: int | None = None) -> Obj:
+    labels = {"nvidia.com/gpu.product": product}
+    if memory_mib:
+        labels["nvidia.com/gpu.memory"] = str(memory_mib)
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
+            "status": {"allocatable": {"nvidia.com/gpu": str(gpus), "cpu": "64"}}}
+
+
+def pod(model: str, index: int, namespace: str = "ml", ready: bool = True, ip: str = "10.0.0.{i}",
+        waiting: tuple[str, str] | None = None) -> Obj:
+    """A vLLM pod as the Deployment controller and kubelet would leave it (there are none here)."""
+    status: Obj = {"phase": "Running", "podIP": ip.format(i=index + 10),
+                   "conditions": [{"type": "PodScheduled", "status": "True"},
+                                  {"type": "Ready", "status": "True" if ready else "False"}]}
+    if waiting:
+        status["containerStatuses"] = [{"name": "vllm", "ready": False,
+                                        "state": {"waiting": {"reason": waiting[0], "message": waiting[1]}}}]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"iir-{model}-{index}", "namespace": namespace,
+                         "labels": {"iir.dev/model": model, "app.kubernetes.io/managed-by": "iir-operator"}},
+            "spec": {"nodeName": "gpu-a", "containers": [{"name": "vllm", "image": "vllm",
+                                                          "resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
+            "status": status}

@@ -1,0 +1,100 @@
+"""The registry's Kubernetes source: InferenceModels and EndpointSlices watched into the catalogue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from iir.v1 import registry_pb2, registry_pb2_grpc
+from iir_common.grpc_server import GrpcService
+from iir_common.kube import PLURAL, Kube
+from iir_registry.catalogue import Catalogue
+from iir_registry.grpc_api import RegistryServicer
+from iir_registry.sources.kubernetes_source import KubernetesSource
+from tests.kube.conftest import eventually, gpu_node, inference_model, pod
+
+NS = "ml"
+
+
+def ready_model(name: str, url: str = "http://10.0.0.10:8000") -> dict:
+    im = inference_model(name, gpusPerReplica=1, routing={"costTier": "low", "categories": ["chat"]})
+    im["status"] = {"phase": "Ready", "readyReplicas": 1, "endpoints": [{"url": url, "ready": True}]}
+    return im
+
+
+def endpoint_slice(model: str, ready: list[bool], port: int = 8000) -> dict:
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": f"iir-{model}-abcde", "namespace": NS,
+                         "labels": {"kubernetes.io/service-name": f"iir-{model}"}},
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [f"10.1.0.{i}"], "conditions": {"ready": r},
+                           "targetRef": {"kind": "Pod", "name": f"iir-{model}-{i}"}} for i, r in enumerate(ready)]}
+
+
+@pytest.fixture
+async def source(kube: Kube) -> AsyncIterator[tuple[Catalogue, KubernetesSource]]:
+    catalogue = Catalogue()
+    src = KubernetesSource(await Kube.connect(str(kube.api.configuration.host)), catalogue)
+    src.start()
+    await asyncio.sleep(0.3)
+    yield catalogue, src
+    await src.stop()
+
+
+async def test_models_follow_resources_and_slices(kube: Kube, source: tuple[Catalogue, KubernetesSource]) -> None:
+    catalogue, _ = source
+    await kube.create(PLURAL, NS, ready_model("alpha"))
+    model = await eventually(lambda: catalogue.get("local/alpha"))
+    assert model.source == "kubernetes" and model.cost_tier == "low" and list(model.categories) == ["chat"]
+    assert [e.url for e in model.endpoints] == ["http://10.0.0.10:8000"]  # from status: no slice yet
+
+    await kube.create("endpointslices", NS, endpoint_slice("alpha", [True, False]))
+    model = await eventually(
+        lambda: (m := catalogue.get("local/alpha")) is not None and len(m.endpoints) == 2 and m)
+    assert [(e.url, e.ready, e.target) for e in model.endpoints] == [
+        ("http://10.1.0.0:8000", True, "iir-alpha-0"), ("http://10.1.0.1:8000", False, "iir-alpha-1")]
+
+    await kube.merge_patch(PLURAL, NS, "alpha", {"spec": {"servedName": "alpha-v2"}})
+    await eventually(lambda: catalogue.get("local/alpha-v2"))
+    assert catalogue.get("local/alpha") is None
+
+    await kube.delete(PLURAL, NS, "alpha")
+    await eventually(lambda: catalogue.get("local/alpha-v2") is None, timeout=1.0)
+
+
+async def test_watch_stream_reports_changes_to_subscribers(kube: Kube,
+                                                           source: tuple[Catalogue, KubernetesSource]) -> None:
+    catalogue, src = source
+    service = GrpcService([lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(
+        RegistryServicer(catalogue, src), s)], ["iir.v1.RegistryService"], 0)
+    await service.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = registry_pb2_grpc.RegistryServiceStub(channel)
+            call = stub.Watch(registry_pb2.WatchRequest())
+            assert (await call.read()).type == registry_pb2.WatchEvent.SNAPSHOT
+            await kube.create(PLURAL, NS, ready_model("beta"))
+            event = await asyncio.wait_for(call.read(), 1.0)
+            assert event.type == registry_pb2.WatchEvent.UPSERT and event.model.name == "local/beta"
+            await kube.delete(PLURAL, NS, "beta")
+            event = await asyncio.wait_for(call.read(), 1.0)
+            assert event.type == registry_pb2.WatchEvent.DELETE and event.model.name == "local/beta"
+            call.cancel()
+
+            await kube.create("nodes", None, gpu_node("gpu-a", gpus=8))
+            await kube.create("nodes", None, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "cpu-only"},
+                                              "status": {"allocatable": {"cpu": "8"}}})
+            busy = pod("beta", 0)
+            await kube.create("pods", NS, busy)
+            status = await stub.Status(registry_pb2.StatusRequest())
+            assert status.source == "kubernetes" and status.last_refresh > 0
+            assert [(n.name, n.product, n.memory_gib, n.allocatable, n.free) for n in status.nodes] == [
+                ("gpu-a", "NVIDIA-A100-SXM4-80GB", 80.0, 8, 7)]
+            refreshed = await stub.Refresh(registry_pb2.RefreshRequest())
+            assert refreshed.source == "kubernetes"
+    finally:
+        await service.stop(0)
+
