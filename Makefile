@@ -8,7 +8,7 @@ SRC_ROOTS := libs gen services/gateway services/auth services/classifier service
              services/simbackend operator tools
 PROTOS := $(wildcard protos/iir/v1/*.proto)
 
-.PHONY: install protos dev test lint fmt clean
+.PHONY: install protos dev test lint fmt docs clean
 
 install: $(STAMP) gen/.stamp
 
@@ -41,6 +41,9 @@ lint: install
 fmt: install
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
+
+docs: install
+	$(PY) -m iir_dev.crd_docs
 
 clean:
 	rm -rf $(VENV) gen .dev

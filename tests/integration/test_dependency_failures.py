@@ -52,3 +52,5 @@ def test_gateway_degrades_as_dependencies_stop(fragile: Stack) -> None:
     assert httpx.post(chat, json=BODY, headers={"Authorization": f"Bearer {cached_key}"}).status_code == 200
     report = httpx.get(f"{url}/health").json()
     assert report["status"] == "unavailable" and report["dependencies"]["registry"]["watch"] == "disconnected"
+    resp = httpx.get(f"{url}/v1/registry/status", headers={"Authorization": f"Bearer {cached_key}"})
+    assert resp.status_code == 503 and resp.json()["error"]["code"] == "registry_unavailable"

@@ -54,3 +54,21 @@ def test_logs_are_json_lines_with_the_request_id(stack: Stack, api_key: str) -> 
         time.sleep(0.1)
     assert mine and mine[0]["status"] == 200 and mine[0]["service"] == "gateway"
     assert api_key not in log_path.read_text()
+
+
+def test_registry_status_and_refresh(stack: Stack, api_key: str) -> None:
+    from tests.conftest import MASTER_KEY
+
+    status = httpx.get(f"{stack.gateway_url}/v1/registry/status", headers={"Authorization": f"Bearer {api_key}"})
+    assert status.status_code == 200
+    body = status.json()
+    assert body["source"] == "file" and body["nodes"] == [] and body["last_refresh"]
+    pending = next(m for m in body["models"] if m["name"] == "local/pending")
+    assert pending["phase"] == "Pending" and pending["endpoints"] == [] and pending["message"]
+    ready = next(m for m in body["models"] if m["name"] == f"local/{SERVED}")
+    assert ready["endpoints"][0]["ready"] is True and ready["source"] == "file"
+    denied = httpx.post(f"{stack.gateway_url}/v1/registry/refresh", headers={"Authorization": f"Bearer {api_key}"})
+    assert denied.status_code == 403 and denied.json()["error"]["code"] == "admin_required"
+    ok = httpx.post(f"{stack.gateway_url}/v1/registry/refresh", headers={"Authorization": f"Bearer {MASTER_KEY}"})
+    assert ok.status_code == 200 and ok.json()["models"]
+    assert httpx.get(f"{stack.gateway_url}/v1/registry/status").status_code == 401

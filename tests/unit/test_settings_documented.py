@@ -7,6 +7,7 @@ from pathlib import Path
 from iir_auth.settings import AuthSettings
 from iir_classifier.settings import ClassifierSettings
 from iir_gateway.settings import GatewaySettings
+from iir_operator.settings import OperatorSettings
 from iir_registry.settings import RegistrySettings
 from iir_simbackend.settings import SimSettings
 
@@ -15,7 +16,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 def test_every_setting_is_in_the_readme() -> None:
     missing = []
-    for cls in (GatewaySettings, AuthSettings, RegistrySettings, ClassifierSettings, SimSettings):
+    for cls in (GatewaySettings, AuthSettings, RegistrySettings, ClassifierSettings, OperatorSettings, SimSettings):
         prefix = cls.model_config["env_prefix"]
         for name in cls.model_fields:
             var = f"`{prefix}{name.upper()}`"

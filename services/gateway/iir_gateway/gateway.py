@@ -12,6 +12,7 @@ import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from iir.v1 import registry_pb2_grpc
 from iir_common import __version__
 from iir_gateway.auth import Authenticator, Principal
 from iir_gateway.catalogue import ModelCatalogue
@@ -43,6 +44,7 @@ class Gateway:
         }
         self.auth = Authenticator(self.channels["auth"], settings.grpc_timeout_s, self.metrics)
         self.catalogue = ModelCatalogue(self.channels["registry"])
+        self.registry_stub = registry_pb2_grpc.RegistryServiceStub(self.channels["registry"])
         self.providers: dict[str, Provider] = {
             "local": LocalProvider(self.catalogue, make_picker(settings.endpoint_picker)),
         }

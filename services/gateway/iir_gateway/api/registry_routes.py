@@ -1,0 +1,60 @@
+"""The registry's view through the gateway: model states and GPU nodes; an admin re-list."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import grpc
+import orjson
+from fastapi import APIRouter, Request
+from google.protobuf.json_format import MessageToDict
+from starlette.responses import Response
+
+from iir.v1 import registry_pb2
+from iir_gateway.api.requests import client_ip
+from iir_gateway.errors import APIError
+from iir_gateway.gateway import Gateway
+
+router = APIRouter(tags=["Registry"])
+
+
+def _render(reply: registry_pb2.StatusResponse) -> Response:
+    def as_dict(msg: object) -> dict:
+        return MessageToDict(msg, preserving_proto_field_name=True,  # type: ignore[arg-type]
+                             always_print_fields_with_no_presence=True)
+
+    body = {
+        "source": reply.source,
+        "last_refresh": datetime.fromtimestamp(reply.last_refresh, UTC).isoformat() if reply.last_refresh else None,
+        "models": [as_dict(m) for m in reply.models],
+        "nodes": [as_dict(n) for n in reply.nodes],
+        "error": reply.error or None,
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def _call(gw: Gateway, method: str) -> registry_pb2.StatusResponse:
+    stub = gw.registry_stub
+    try:
+        if method == "refresh":
+            return await stub.Refresh(registry_pb2.RefreshRequest(), timeout=30)
+        return await stub.Status(registry_pb2.StatusRequest(), timeout=10)
+    except grpc.aio.AioRpcError as exc:
+        raise APIError(503, f"The model registry is unavailable: {exc.details() or exc.code().name}.",
+                       code="registry_unavailable") from None
+
+
+@router.get("/v1/registry/status", summary="Models with state, source, replicas, endpoints; GPU nodes")
+async def registry_status(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    await gw.auth.authenticate(request.headers, client_ip(request))
+    return _render(await _call(gw, "status"))
+
+
+@router.post("/v1/registry/refresh", summary="Re-list every model source now (admin)")
+async def registry_refresh(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    principal = await gw.auth.authenticate(request.headers, client_ip(request))
+    if not principal.admin:
+        raise APIError(403, "Refreshing the registry needs an admin key.", code="admin_required")
+    return _render(await _call(gw, "refresh"))

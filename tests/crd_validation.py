@@ -1,0 +1,42 @@
+"""Validates an InferenceModel as the API server would: the CRD's OpenAPI schema, then its CEL rules."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import celpy
+import jsonschema
+import yaml
+
+CRD_PATH = Path(__file__).resolve().parents[1] / "deploy" / "crds" / "inferencemodels.iir.dev.yaml"
+
+
+@cache
+def crd() -> dict[str, Any]:
+    return yaml.safe_load(CRD_PATH.read_text())
+
+
+def schema() -> dict[str, Any]:
+    return crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def _cel_errors(node_schema: dict[str, Any], value: Any, path: str, env: celpy.Environment) -> list[str]:
+    errors = []
+    for rule in node_schema.get("x-kubernetes-validations") or []:
+        program = env.program(env.compile(rule["rule"]))
+        if not program.evaluate({"self": celpy.json_to_cel(value)}):
+            errors.append(f"{path or '<root>'}: {rule.get('message', rule['rule'])}")
+    if isinstance(value, dict):
+        for key, child in (node_schema.get("properties") or {}).items():
+            if key in value:
+                errors += _cel_errors(child, value[key], f"{path}.{key}" if path else key, env)
+    return errors
+
+
+def validate_inference_model(obj: dict[str, Any]) -> list[str]:
+    """Every schema error, then (if the schema passes) every CEL rule that fails, as messages."""
+    validator = jsonschema.Draft7Validator(schema())
+    errors = [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(obj)]
+    return errors or _cel_errors(schema(), obj, "", celpy.Environment())

@@ -1,0 +1,76 @@
+"""Every manifest under deploy/ and every object the operator builds is valid Kubernetes."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from iir_common.gpus import GpuNode
+from iir_operator.manifests import build_deployment, build_service
+from iir_operator.plan import plan_model
+from tests.crd_validation import validate_inference_model
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+K8S_VERSION = "1.30.0"
+NODES = [GpuNode("gpu-a", "NVIDIA-A100-SXM4-80GB", 80, 8, 8), GpuNode("gpu-b", "NVIDIA-L4", 22.5, 4, 4),
+         GpuNode("gpu-c", "NVIDIA-A10G", 24, 4, 4)]
+
+
+def docs(folder: str) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in sorted((DEPLOY / folder).glob("*.yaml")):
+        out += [(f"{path.name}#{i}", d) for i, d in enumerate(yaml.safe_load_all(path.read_text())) if d]
+    return out
+
+
+BUILTIN = [(n, d) for folder in ("crds", "operator", "registry") for n, d in docs(folder)
+           if not d["apiVersion"].startswith("kopf.dev")]
+EXAMPLES = docs("examples")
+
+
+@pytest.mark.parametrize(("name", "doc"), BUILTIN, ids=[n for n, _ in BUILTIN])
+def test_manifest_is_valid_kubernetes(name: str, doc: dict[str, Any]) -> None:
+    kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(("name", "doc"), EXAMPLES, ids=[n for n, _ in EXAMPLES])
+def test_example_matches_the_crd(name: str, doc: dict[str, Any]) -> None:
+    assert doc["kind"] == "InferenceModel"
+    assert validate_inference_model(doc) == []
+
+
+@pytest.mark.parametrize(("name", "doc"), EXAMPLES, ids=[n for n, _ in EXAMPLES])
+def test_operator_objects_are_valid_kubernetes(name: str, doc: dict[str, Any]) -> None:
+    im = copy.deepcopy(doc)
+    im["metadata"]["uid"] = "0b0e5c3a-1111-2222-3333-444455556666"
+    plan = plan_model(im["spec"], NODES, 80)
+    assert plan.fit_problem is None, plan.fit_problem
+    for obj in (build_deployment(im, plan), build_service(im, plan)):
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def _example(**spec_changes: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(EXAMPLES[0][1])
+    doc["spec"].update(spec_changes)
+    return doc
+
+
+@pytest.mark.parametrize(("doc", "message"), [
+    (_example(source={"huggingFace": {"id": "a/b"}, "uri": "s3://bucket/model"}), "exactly one of"),
+    (_example(source={}), "exactly one of"),
+    (_example(gpusPerReplica=2, tensorParallelSize=4), "must not exceed spec.gpusPerReplica"),
+    (_example(replicas=-1), "minimum"),
+    (_example(vllm={"dtype": "float8"}), "is not one of"),
+    (_example(vllm={"gpuMemoryUtilization": 1.5}), "maximum"),
+    (_example(routing={"categories": ["gossip"]}), "is not one of"),
+    (_example(source={"huggingFace": {"id": "no-slash"}}), "does not match"),
+    ({**_example(), "metadata": {"name": "x" * 60, "namespace": "ml"}}, "at most 58 characters"),
+])
+def test_bad_manifests_are_refused_with_a_clear_message(doc: dict[str, Any], message: str) -> None:
+    errors = validate_inference_model(doc)
+    assert errors and any(message in e for e in errors), errors
