@@ -99,13 +99,13 @@ class Reconciler:
                     raise
                 existing = await self.kube.get(plural, meta["namespace"], meta["name"])
             else:
-                log.info("created", extra={"kind": kind, "name": meta["name"], "model": key_of(im)})
+                log.info("created", extra={"kind": kind, "object": meta["name"], "model": key_of(im)})
                 _event(im, "Progressing", f"{kind}Created", f"created {kind} {meta['name']}")
                 return created
         if existing is not None and is_subset({"metadata": {"labels": meta["labels"]}, "spec": desired["spec"]},
                                               existing):
             return existing
-        log.info("repairing drift", extra={"kind": kind, "name": meta["name"], "model": key_of(im)})
+        log.info("repairing drift", extra={"kind": kind, "object": meta["name"], "model": key_of(im)})
         patched = await self.kube.merge_patch(plural, meta["namespace"], meta["name"],
                                               {"metadata": {"labels": meta["labels"],
                                                             "ownerReferences": meta["ownerReferences"]},

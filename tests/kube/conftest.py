@@ -33,13 +33,18 @@ class Emulator(kmock.KubernetesEmulator):
         return await super()._handle(request)
 
 
+def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
+    """The built-in kinds, and the InferenceModel CRD as the API server would serve it."""
+    emulator.resources.load_bundled()
+    emulator.resources[f"{GROUP}/{VERSION}/{PLURAL}"] = kmock.ResourceInfo(
+        kind="InferenceModel", namespaced=True, subresources={"status"},
+        verbs={"list", "watch", "get", "create", "patch", "update", "delete"})
+
+
 @pytest.fixture
 async def apiserver() -> AsyncIterator[kmock.KubernetesEmulator]:
     async with Emulator() as emulator, kmock.Server(emulator):
-        emulator.resources.load_bundled()
-        emulator.resources[f"{GROUP}/{VERSION}/{PLURAL}"] = kmock.ResourceInfo(
-            kind="InferenceModel", namespaced=True, subresources={"status"},
-            verbs={"list", "watch", "get", "create", "patch", "update", "delete"})
+        declare_resources(emulator)
         yield emulator
 
 

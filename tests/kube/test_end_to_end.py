@@ -59,7 +59,7 @@ async def test_applied_model_is_listed_and_served(kube: Kube, operator: None, ku
     assert status["nodes"][0]["name"] == "gpu-a" and status["nodes"][0]["free"] == 7
 
     await kube.delete(PLURAL, NS, SERVED)
-    await eventually(lambda: _not_listed(client, model), timeout=1.5)
+    await eventually(lambda: _not_listed(client, model), timeout=1.0)
     with pytest.raises(openai.NotFoundError):
         await client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
     await client.close()
