@@ -18,6 +18,7 @@ from iir_dev.stack import REPO, Stack, http_ok
 
 SERVED = "llama-3-8b-instruct"
 MASTER_KEY = "iir-test-master-" + uuid.uuid4().hex
+STATIC_KEY = "iir-test-static-" + uuid.uuid4().hex
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +87,10 @@ def slow_sim() -> Iterator[str]:
 def make_stack(workdir: Path, database_url: str, redis_url: str, slow_url: str) -> Stack:
     stack = Stack(workdir=workdir, database_url=database_url, redis_url=redis_url, master_key=MASTER_KEY,
                   env={"IIR_UPSTREAM_READ_TIMEOUT_S": "1.5", "IIR_MAX_BODY_BYTES": "65536",
-                       "IIR_MODELS_FILE_POLL_S": "0.2", "IIR_KEY_CACHE_TTL_S": "30"})
+                       # Keys and channels of this stack only: stacks sharing one Redis never meet.
+                       "IIR_REDIS_PREFIX": f"iir-test-{uuid.uuid4().hex[:8]}:",
+                       "IIR_MODELS_FILE_POLL_S": "0.2", "IIR_KEY_CACHE_TTL_S": "30",
+                       "IIR_ALLOWED_KEYS": STATIC_KEY, "IIR_USAGE_FLUSH_INTERVAL_S": "0.2"})
     dead = f"http://127.0.0.1:{datastores.free_port()}"
     write_models(stack.models_file, [
         inference_model(SERVED, stack.sim_url),

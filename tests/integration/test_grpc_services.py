@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from iir.v1 import auth_pb2, auth_pb2_grpc, classifier_pb2, classifier_pb2_grpc, registry_pb2, registry_pb2_grpc
-from iir_auth.keys import hash_key
 from iir_auth.storage.migrations import MIGRATIONS, migrate
+from iir_common.api_keys import hash_key
 from iir_dev.stack import Stack
 from tests.conftest import MASTER_KEY, SERVED
 

@@ -106,12 +106,12 @@ class Stack:
         env.update(self.env)
         return env
 
-    def _spawn(self, name: str, module: str) -> None:
+    def _spawn(self, name: str, module: str, env: dict[str, str] | None = None) -> None:
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{name}.log"
         log_file = log_path.open("ab")
-        popen = subprocess.Popen([sys.executable, "-m", module], env=self._env(), cwd=REPO,
+        popen = subprocess.Popen([sys.executable, "-m", module], env={**self._env(), **(env or {})}, cwd=REPO,
                                  stdout=log_file, stderr=subprocess.STDOUT)
         self.processes[name] = Process(name, popen, log_path, log_file)
 
@@ -146,6 +146,14 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+
+    def start_gateway_replica(self, name: str, timeout: float = 30) -> str:
+        """Another gateway process sharing this stack's services and Redis; returns its URL."""
+        port = free_port()
+        self._spawn(name, "iir_gateway", {"IIR_GATEWAY_PORT": str(port)})
+        url = f"http://127.0.0.1:{port}"
+        self._wait(name, lambda: http_ok(f"{url}/health"), timeout)
+        return url
 
     def stop(self) -> None:
         for proc in self.processes.values():

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import asyncpg
+import redis.asyncio as aioredis
 
 from iir.v1 import auth_pb2_grpc
 from iir_auth.grpc_api import AuthServicer
@@ -23,10 +24,15 @@ async def serve(settings: AuthSettings) -> None:
     async with pool.acquire() as conn:
         version = await migrate(conn)
     log.info("database ready", extra={"schema_version": version})
-    servicer = AuthServicer(KeyStore(pool), settings)
+    redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+    servicer = AuthServicer(KeyStore(pool), settings, redis)
     service = GrpcService([lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, s)],
                           ["iir.v1.AuthService"], settings.auth_port, settings.auth_host)
-    await run_until_signal(service, "auth", on_stop=pool.close)
+    async def close() -> None:
+        await pool.close()
+        await redis.aclose()
+
+    await run_until_signal(service, "auth", on_stop=close)
 
 
 def main() -> None:

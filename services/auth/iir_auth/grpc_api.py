@@ -3,55 +3,165 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+import time
+from datetime import UTC, date, datetime
 
 import grpc
+import redis.asyncio as aioredis
 
 from iir.v1 import auth_pb2, auth_pb2_grpc
-from iir_auth.keys import generate_key, same_secret
 from iir_auth.settings import AuthSettings
-from iir_auth.storage.key_store import KeyRecord, KeyStore
+from iir_auth.storage.key_store import KeyRecord, KeySettings, KeyStore, UsageRow
+from iir_common.api_keys import generate_key, same_secret
+from iir_common.key_events import KeyEvent, channel
 
 log = logging.getLogger(__name__)
 
 MASTER_KEY_ID = "master"
+BUDGET_PERIODS = ("day", "month")
 
 
-def _key_info(rec: KeyRecord) -> auth_pb2.KeyInfo:
+def _unix(moment: datetime | None) -> int:
+    return int(moment.timestamp()) if moment else 0
+
+
+def key_info(rec: KeyRecord) -> auth_pb2.KeyInfo:
     return auth_pb2.KeyInfo(
         id=rec.id, name=rec.name, prefix=rec.prefix, admin=rec.admin, priority=rec.priority,
         allowed_models=rec.allowed_models, rpm_limit=rec.rpm_limit, tpm_limit=rec.tpm_limit, owner=rec.owner,
+        description=rec.description, budget_tokens=rec.budget_tokens, budget_period=rec.budget_period,
+        expires_at=_unix(rec.expires_at), created_at=_unix(rec.created_at), last_used_at=_unix(rec.last_used_at),
+        revoked_at=_unix(rec.revoked_at),
     )
 
 
+def _day(text: str) -> date | None:
+    return date.fromisoformat(text) if text else None
+
+
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, store: KeyStore, settings: AuthSettings) -> None:
+    def __init__(self, store: KeyStore, settings: AuthSettings, redis: aioredis.Redis) -> None:
         self.store = store
         self.settings = settings
+        self.redis = redis
         self.master_key = settings.master_key.get_secret_value() if settings.master_key else None
+        self.static_keys = settings.static_keys()
 
     async def ValidateKey(self, request: auth_pb2.ValidateKeyRequest,
                           context: grpc.aio.ServicerContext) -> auth_pb2.ValidateKeyResponse:
         ttl = self.settings.key_cache_ttl_s
-        if self.master_key and same_secret(request.key, self.master_key):
-            info = auth_pb2.KeyInfo(id=MASTER_KEY_ID, name="master", prefix=request.key[:4] + "…",
-                                    admin=True, priority=100)
+        key = request.key
+        if self.master_key and same_secret(key, self.master_key):
+            info = auth_pb2.KeyInfo(id=MASTER_KEY_ID, name="master", prefix=key[:4] + "…", admin=True, priority=100)
             return auth_pb2.ValidateKeyResponse(valid=True, key=info, cache_ttl_seconds=ttl)
-        rec = await self.store.find(request.key)
+        for index, static in enumerate(self.static_keys):
+            if same_secret(key, static):
+                info = auth_pb2.KeyInfo(id=f"static-{index}", name=f"static key {index}", prefix=key[:4] + "…")
+                return auth_pb2.ValidateKeyResponse(valid=True, key=info, cache_ttl_seconds=ttl)
+        rec = await self.store.find(key)
         if rec is None:
             return auth_pb2.ValidateKeyResponse(valid=False, reason="unknown")
         if rec.revoked_at is not None:
             return auth_pb2.ValidateKeyResponse(valid=False, reason="revoked")
-        if rec.expires_at is not None and rec.expires_at <= datetime.now(UTC):
-            return auth_pb2.ValidateKeyResponse(valid=False, reason="expired")
-        return auth_pb2.ValidateKeyResponse(valid=True, key=_key_info(rec), cache_ttl_seconds=ttl)
+        if rec.expires_at is not None:
+            left = rec.expires_at.timestamp() - time.time()
+            if left <= 0:
+                return auth_pb2.ValidateKeyResponse(valid=False, reason="expired")
+            ttl = max(0, min(ttl, int(left)))
+        return auth_pb2.ValidateKeyResponse(valid=True, key=key_info(rec), cache_ttl_seconds=ttl)
 
     async def CreateKey(self, request: auth_pb2.CreateKeyRequest,
                         context: grpc.aio.ServicerContext) -> auth_pb2.CreateKeyResponse:
+        problems = []
         if not request.name.strip():
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a key needs a name")
+            problems.append("a key needs a name")
+        if request.budget_period and request.budget_period not in BUDGET_PERIODS:
+            problems.append(f"budget_period must be one of {', '.join(BUDGET_PERIODS)}")
+        if min(request.rpm_limit, request.tpm_limit, request.budget_tokens) < 0:
+            problems.append("limits and budgets must not be negative")
+        if request.expires_at and request.expires_at <= time.time():
+            problems.append("expires_at is in the past")
+        if problems:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
+        settings = KeySettings(
+            name=request.name.strip(), owner=request.owner, description=request.description, admin=request.admin,
+            priority=request.priority, allowed_models=list(request.allowed_models), rpm_limit=request.rpm_limit,
+            tpm_limit=request.tpm_limit, budget_tokens=request.budget_tokens,
+            budget_period=request.budget_period or "month",
+            expires_at=datetime.fromtimestamp(request.expires_at, UTC) if request.expires_at else None)
         key = generate_key()
-        rec = await self.store.create(key, name=request.name, owner=request.owner, admin=request.admin,
-                                      priority=request.priority, allowed_models=list(request.allowed_models))
+        rec = await self.store.create(key, settings)
         log.info("api key created", extra={"key_id": rec.id, "key_prefix": rec.prefix})
-        return auth_pb2.CreateKeyResponse(key=key, info=_key_info(rec))
+        return auth_pb2.CreateKeyResponse(key=key, info=key_info(rec))
+
+    async def ListKeys(self, request: auth_pb2.ListKeysRequest,
+                       context: grpc.aio.ServicerContext) -> auth_pb2.ListKeysResponse:
+        return auth_pb2.ListKeysResponse(keys=[key_info(r) for r in await self.store.list(request.include_revoked)])
+
+    async def _existing(self, key_id: str, context: grpc.aio.ServicerContext) -> KeyRecord:
+        rec = await self.store.get(key_id)
+        if rec is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no API key with id {key_id!r}")
+        assert rec is not None
+        return rec
+
+    async def GetKey(self, request: auth_pb2.KeyRef, context: grpc.aio.ServicerContext) -> auth_pb2.KeyInfo:
+        return key_info(await self._existing(request.id, context))
+
+    async def _announce_revoked(self, rec: KeyRecord) -> None:
+        event = KeyEvent("revoked", rec.id, rec.key_hash.hex())
+        try:
+            await self.redis.publish(channel(self.settings.redis_prefix), event.encode())
+        except Exception as exc:  # gateways still drop it when their cache entry expires
+            log.error("cannot announce a revocation", extra={"key_id": rec.id, "error": repr(exc)})
+
+    async def RevokeKey(self, request: auth_pb2.KeyRef, context: grpc.aio.ServicerContext) -> auth_pb2.KeyInfo:
+        await self._existing(request.id, context)
+        rec = await self.store.revoke(request.id)
+        assert rec is not None
+        await self._announce_revoked(rec)
+        log.info("api key revoked", extra={"key_id": rec.id, "key_prefix": rec.prefix})
+        return key_info(rec)
+
+    async def RotateKey(self, request: auth_pb2.KeyRef,
+                        context: grpc.aio.ServicerContext) -> auth_pb2.CreateKeyResponse:
+        current = await self._existing(request.id, context)
+        if current.revoked_at is not None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "a revoked key cannot be rotated")
+        key = generate_key()
+        rotated = await self.store.rotate(request.id, key)
+        assert rotated is not None
+        old, new = rotated
+        await self._announce_revoked(old)
+        log.info("api key rotated", extra={"key_id": old.id, "new_key_id": new.id, "key_prefix": new.prefix})
+        return auth_pb2.CreateKeyResponse(key=key, info=key_info(new))
+
+    async def RecordUsage(self, request: auth_pb2.RecordUsageRequest,
+                          context: grpc.aio.ServicerContext) -> auth_pb2.RecordUsageResponse:
+        rows = []
+        for r in request.records:
+            if r.key_id == MASTER_KEY_ID or r.key_id.startswith("static-"):
+                continue  # keys without a row: nothing to attach usage to
+            try:
+                rows.append(UsageRow(r.key_id, r.model, date.fromisoformat(r.day), r.requests, r.prompt_tokens,
+                                     r.completion_tokens))
+            except ValueError:
+                log.warning("dropping a malformed usage record", extra={"key_id": r.key_id, "day": r.day})
+        await self.store.record_usage(rows)
+        return auth_pb2.RecordUsageResponse()
+
+    async def GetUsage(self, request: auth_pb2.GetUsageRequest,
+                       context: grpc.aio.ServicerContext) -> auth_pb2.GetUsageResponse:
+        await self._existing(request.key_id, context)
+        try:
+            since, until = _day(request.since), _day(request.until)
+        except ValueError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "since and until are days, YYYY-MM-DD")
+            raise
+        rows = await self.store.usage(request.key_id, since, until)
+        return auth_pb2.GetUsageResponse(records=[
+            auth_pb2.UsageRecord(key_id=r.key_id, model=r.model, day=r.day.isoformat(), requests=r.requests,
+                                 prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens) for r in rows])
+
+
+

@@ -12,7 +12,8 @@ def main() -> None:
     uvicorn.run("iir_gateway.app:create_app", factory=True, host=settings.gateway_host,
                 port=settings.gateway_port, workers=settings.gateway_workers, loop="uvloop",
                 http="httptools", log_config=None, access_log=False, server_header=False,
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=10, proxy_headers=True,
+                forwarded_allow_ips=settings.forwarded_allow_ips)
 
 
 if __name__ == "__main__":

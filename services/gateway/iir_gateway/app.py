@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from iir_common import __version__
 from iir_common.logging import setup_logging
-from iir_gateway.api import openai_routes, ops_routes, registry_routes
+from iir_gateway.api import admin_routes, openai_routes, ops_routes, registry_routes
 from iir_gateway.errors import install_error_handlers
 from iir_gateway.gateway import Gateway
 from iir_gateway.middleware import RequestContextMiddleware
@@ -54,6 +54,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(openai_routes.router)
     app.include_router(ops_routes.router)
     app.include_router(registry_routes.router)
+    app.include_router(admin_routes.router)
     app.add_middleware(RequestContextMiddleware, metrics=gateway.metrics,
                        max_body_bytes=settings.max_body_bytes, access_log=settings.access_log)
     _add_schemas(app)

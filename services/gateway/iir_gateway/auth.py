@@ -1,16 +1,26 @@
-"""Authenticates requests by API key, caching the auth service's answers so a known key costs no RPC."""
+"""Authenticates requests by API key.
+
+A key the auth service accepted is cached (for as long as it says), so a known key costs no RPC.
+Revocations are pushed by the auth service over Redis pub/sub and drop the cache entry at once; when
+the subscription breaks, the whole cache is dropped, since a revocation may have been missed.
+Failed attempts are counted per client IP in Redis; past the limit that IP gets 429s.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
 
 import grpc
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from iir.v1 import auth_pb2, auth_pb2_grpc
+from iir_common.api_keys import hash_key
+from iir_common.key_events import KeyEvent, channel
 from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
 
@@ -28,12 +38,25 @@ class Principal:
     admin: bool
     priority: int
     allowed_models: tuple[str, ...]
+    rpm_limit: int = 0
+    tpm_limit: int = 0
+    budget_tokens: int = 0
+    budget_period: str = "month"
 
     def may_use(self, model: str) -> bool:
         return not self.allowed_models or any(fnmatch.fnmatchcase(model, p) for p in self.allowed_models)
 
+    @property
+    def limited(self) -> bool:
+        return self.rpm_limit > 0 or self.tpm_limit > 0 or self.budget_tokens > 0
 
-def extract_key(headers: dict[str, str] | object) -> str | None:
+    @classmethod
+    def from_key_info(cls, k: auth_pb2.KeyInfo) -> Principal:
+        return cls(k.id, k.name, k.admin, k.priority, tuple(k.allowed_models), k.rpm_limit, k.tpm_limit,
+                   k.budget_tokens, k.budget_period or "month")
+
+
+def extract_key(headers: object) -> str | None:
     """The key from `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
     get = headers.get  # type: ignore[attr-defined]
     auth = get("authorization")
@@ -50,11 +73,79 @@ def _masked(key: str) -> str:
 
 
 class Authenticator:
-    def __init__(self, channel: grpc.aio.Channel, timeout_s: float, metrics: GatewayMetrics) -> None:
+    def __init__(self, channel: grpc.aio.Channel, redis: aioredis.Redis, metrics: GatewayMetrics, *,
+                 timeout_s: float, failure_limit: int, failure_window_s: int, prefix: str = "iir:") -> None:
         self._stub = auth_pb2_grpc.AuthServiceStub(channel)
+        self._redis = redis
         self._timeout = timeout_s
         self._metrics = metrics
+        self._failure_limit = failure_limit
+        self._failure_window = failure_window_s
+        self._prefix = prefix
         self._cache: dict[bytes, tuple[Principal, float]] = {}
+        self._by_id: dict[str, bytes] = {}
+        self.subscribed = False
+
+    def invalidate(self, event: KeyEvent) -> None:
+        digest = bytes.fromhex(event.key_hash) if event.key_hash else self._by_id.get(event.key_id)
+        if digest is not None:
+            self._cache.pop(digest, None)
+        self._by_id.pop(event.key_id, None)
+
+    def clear(self) -> None:
+        self._cache.clear()
+        self._by_id.clear()
+
+    async def follow_revocations(self) -> None:
+        """Listens for the auth service's key events for ever, resubscribing after failures."""
+        backoff = 0.1
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(channel(self._prefix))
+                # Anything cached before this point may have been revoked while nobody listened.
+                self.clear()
+                self.subscribed = True
+                backoff = 0.1
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        try:
+                            self.invalidate(KeyEvent.decode(message["data"]))
+                        except (ValueError, KeyError):
+                            log.warning("ignoring a malformed key event")
+            except (RedisError, OSError) as exc:
+                if self.subscribed:
+                    log.warning("key event subscription lost; cache dropped", extra={"error": repr(exc)[:200]})
+            finally:
+                self.subscribed = False
+                self.clear()
+                await pubsub.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def _check_failures(self, client_ip: str) -> None:
+        if not client_ip or self._failure_limit <= 0:
+            return
+        try:
+            failures = await self._redis.get(f"{self._prefix}authfail:{client_ip}")
+            if failures is not None and int(failures) >= self._failure_limit:
+                ttl = await self._redis.ttl(f"{self._prefix}authfail:{client_ip}")
+                self._metrics.auth_failures.labels("blocked").inc()
+                raise APIError(429, "Too many failed authentications from this address; try again later.",
+                               code="too_many_auth_failures", type="rate_limit_error",
+                               headers={"retry-after": str(max(1, ttl))})
+        except RedisError:
+            return
+
+    async def _count_failure(self, client_ip: str) -> None:
+        if not client_ip or self._failure_limit <= 0:
+            return
+        key = f"{self._prefix}authfail:{client_ip}"
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                await pipe.incr(key).expire(key, self._failure_window, nx=True).execute()
+        except RedisError:
+            return
 
     async def authenticate(self, headers: object, client_ip: str = "") -> Principal:
         key = extract_key(headers)
@@ -62,10 +153,11 @@ class Authenticator:
             self._metrics.auth_failures.labels("missing").inc()
             raise APIError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' "
                            "or 'X-API-Key: <key>'.", code="missing_api_key")
-        digest = hashlib.sha256(key.encode()).digest()
+        digest = hash_key(key)
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > time.monotonic():
             return hit[0]
+        await self._check_failures(client_ip)
         try:
             reply: auth_pb2.ValidateKeyResponse = await self._stub.ValidateKey(
                 auth_pb2.ValidateKeyRequest(key=key, client_ip=client_ip), timeout=self._timeout)
@@ -76,11 +168,14 @@ class Authenticator:
         if not reply.valid:
             self._metrics.auth_failures.labels(reply.reason or "invalid").inc()
             self._cache.pop(digest, None)
+            await self._count_failure(client_ip)
             raise APIError(401, f"Incorrect API key provided: {_masked(key)} ({reply.reason or 'invalid'}).",
                            code="invalid_api_key")
-        k = reply.key
-        principal = Principal(k.id, k.name, k.admin, k.priority, tuple(k.allowed_models))
+        principal = Principal.from_key_info(reply.key)
         if len(self._cache) >= _MAX_CACHED:
-            self._cache.clear()
-        self._cache[digest] = (principal, time.monotonic() + max(0, reply.cache_ttl_seconds))
+            self.clear()
+        # Without the revocation feed, a cached answer could outlive a revocation: don't cache then.
+        ttl = reply.cache_ttl_seconds if self.subscribed else 0
+        self._cache[digest] = (principal, time.monotonic() + max(0, ttl))
+        self._by_id[principal.key_id] = digest
         return principal

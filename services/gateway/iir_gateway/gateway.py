@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from iir.v1 import registry_pb2_grpc
+from iir.v1 import auth_pb2_grpc, registry_pb2_grpc
 from iir_common import __version__
 from iir_gateway.auth import Authenticator, Principal
 from iir_gateway.catalogue import ModelCatalogue
@@ -21,8 +22,10 @@ from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.providers.base import Provider, Upstream
 from iir_gateway.providers.local import LocalProvider
+from iir_gateway.ratelimit import RateLimiter
 from iir_gateway.settings import GatewaySettings
 from iir_gateway.upstream import UpstreamClient
+from iir_gateway.usage import UsageRecorder
 
 log = logging.getLogger(__name__)
 
@@ -42,23 +45,38 @@ class Gateway:
             "registry": grpc.aio.insecure_channel(settings.registry_addr, options=opts),
             "classifier": grpc.aio.insecure_channel(settings.classifier_addr, options=opts),
         }
-        self.auth = Authenticator(self.channels["auth"], settings.grpc_timeout_s, self.metrics)
+        self.redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+        self.auth = Authenticator(self.channels["auth"], self.redis, self.metrics, timeout_s=settings.grpc_timeout_s,
+                                  failure_limit=settings.auth_failure_limit,
+                                  failure_window_s=settings.auth_failure_window_s, prefix=settings.redis_prefix)
+        self.auth_stub = auth_pb2_grpc.AuthServiceStub(self.channels["auth"])
+        self.limiter = RateLimiter(self.redis, self.metrics, settings.redis_prefix, settings.rate_limit_burst)
+        self.usage = UsageRecorder(self.channels["auth"], settings.usage_flush_interval_s)
         self.catalogue = ModelCatalogue(self.channels["registry"])
         self.registry_stub = registry_pb2_grpc.RegistryServiceStub(self.channels["registry"])
         self.providers: dict[str, Provider] = {
             "local": LocalProvider(self.catalogue, make_picker(settings.endpoint_picker)),
         }
-        self.redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await self.upstream.start()
-        self._tasks.append(asyncio.create_task(self.catalogue.run(), name="registry-watch"))
+        self._tasks += [asyncio.create_task(self.catalogue.run(), name="registry-watch"),
+                        asyncio.create_task(self.auth.follow_revocations(), name="key-events"),
+                        asyncio.create_task(self.usage.run(), name="usage-flush")]
         # Give the first snapshot a moment, so the first requests after start see the catalogue.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.catalogue.synced.wait(), timeout=2)
 
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Runs `coro` after the response, keeping a reference so it is not collected mid-way."""
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def stop(self) -> None:
+        await asyncio.gather(*self._background, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

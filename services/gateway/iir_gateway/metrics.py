@@ -20,5 +20,11 @@ class GatewayMetrics:
                                       ["model", "provider", "status"], registry=self.registry)
         self.upstream_errors = Counter("iir_gateway_upstream_errors", "Failed upstream calls by kind.",
                                        ["provider", "kind"], registry=self.registry)
+        self.rate_limited = Counter("iir_gateway_rate_limited", "Requests refused by a per-key limit.",
+                                    ["limit"], registry=self.registry)
+        self.ratelimit_errors = Counter("iir_gateway_ratelimit_errors",
+                                        "Rate-limit checks skipped because Redis failed.", registry=self.registry)
+        self.tokens = Counter("iir_gateway_tokens", "Tokens by model and kind (prompt, completion).",
+                              ["model", "kind"], registry=self.registry)
         self.auth_failures = Counter("iir_gateway_auth_failures", "Refused authentications by reason.",
                                      ["reason"], registry=self.registry)

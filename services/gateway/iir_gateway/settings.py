@@ -26,3 +26,18 @@ class GatewaySettings(IIRSettings):
     # Endpoint picking policy among a local model's ready replicas.
     endpoint_picker: str = "round_robin"
     access_log: bool = True
+    # Prefix of every Redis key and channel IIR uses (shared by auth and gateway).
+    redis_prefix: str = "iir:"
+    # Bucket size as a multiple of the per-minute limit (1.0: at most one minute's worth at once).
+    rate_limit_burst: float = 1.0
+    # Tokens reserved for the completion when a request gives no max_tokens (TPM limits).
+    completion_token_reserve: int = 256
+    # Failed authentications per client IP and window before that IP gets 429s.
+    auth_failure_limit: int = 20
+    auth_failure_window_s: int = 60
+    # How often counted usage is sent to the auth service.
+    usage_flush_interval_s: float = 1.0
+    # Clients allowed to manage keys without a key (comma-separated CIDRs).
+    trusted_networks: str = "127.0.0.0/8,::1/128"
+    # Proxies whose X-Forwarded-For is believed for the client address (comma separated, or "*").
+    forwarded_allow_ips: str = "127.0.0.1"

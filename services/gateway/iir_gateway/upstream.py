@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import anyio
@@ -19,10 +20,14 @@ from iir_gateway.errors import APIError, error_body
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.providers.base import Upstream
 from iir_gateway.settings import GatewaySettings
+from iir_gateway.usage_tap import UsageTap
 
 log = logging.getLogger(__name__)
 
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+# Called once a successful answer is complete, with its `usage` object (None when it had none).
+OnDone = Callable[[dict[str, Any] | None], None]
 
 
 class DisconnectAwareStreamingResponse(StreamingResponse):
@@ -88,8 +93,8 @@ class UpstreamClient:
         return APIError(status, message, code=code)
 
     async def forward(self, provider: str, upstream: Upstream, path: str, body: bytes, *, stream: bool,
-                      request_id: str, public_model: str) -> Response:
-        """POSTs `body` to `upstream` and relays the answer (a stream when `stream`)."""
+                      request_id: str, public_model: str, on_done: OnDone, strip_usage: bool = False) -> Response:
+        """POSTs `body` to `upstream` and relays the answer (a stream when `stream`); `on_done` gets its usage."""
         assert self._session is not None, "UpstreamClient.start() was not awaited"
         headers = {"content-type": "application/json", "x-request-id": request_id, **upstream.headers}
         url = f"{upstream.base_url}/{path}"
@@ -120,16 +125,28 @@ class UpstreamClient:
             return Response(error_body(resp.status, _upstream_message(raw), code="upstream_rejected"),
                             status_code=resp.status, media_type="application/json", headers=answer_headers)
         if not stream:
+            try:
+                usage = orjson.loads(raw).get("usage")
+            except (orjson.JSONDecodeError, AttributeError):
+                usage = None
+            on_done(usage if isinstance(usage, dict) else None)
             return Response(raw, media_type="application/json", headers=answer_headers)
-        return DisconnectAwareStreamingResponse(self._relay(resp, provider, public_model),
+        return DisconnectAwareStreamingResponse(self._relay(resp, provider, public_model, on_done, strip_usage),
                                                 media_type="text/event-stream",
                                                 headers={**_SSE_HEADERS, **answer_headers})
 
-    async def _relay(self, resp: aiohttp.ClientResponse, provider: str, public_model: str) -> AsyncIterator[bytes]:
+    async def _relay(self, resp: aiohttp.ClientResponse, provider: str, public_model: str, on_done: OnDone,
+                     strip_usage: bool) -> AsyncIterator[bytes]:
         done = False
+        tap = UsageTap(strip_usage)
         try:
             async for chunk in resp.content.iter_any():
-                yield chunk
+                out = tap.feed(chunk)
+                if out:
+                    yield out
+            tail = tap.flush()
+            if tail:
+                yield tail
             done = True
         except (TimeoutError, aiohttp.ClientError) as exc:
             kind = "timeout" if isinstance(exc, TimeoutError) else "protocol"
@@ -139,6 +156,7 @@ class UpstreamClient:
             yield b"data: " + error_body(status, f"The upstream stream for `{public_model}` broke off.",
                                          code=code) + b"\n\n"
         finally:
+            on_done(tap.usage)
             if done:
                 resp.release()
             else:

@@ -1,55 +1,144 @@
-"""API key rows in PostgreSQL."""
+"""API keys and their usage in PostgreSQL."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
 import asyncpg
 
-from iir_auth.keys import hash_key, visible_prefix
+from iir_common.api_keys import hash_key, visible_prefix
 
 
 @dataclass(frozen=True)
-class KeyRecord:
-    id: str
+class KeySettings:
+    """What a key may do; copied as is when a key is rotated."""
+
     name: str
-    owner: str
-    prefix: str
-    admin: bool
-    priority: int
+    owner: str = ""
+    description: str = ""
+    admin: bool = False
+    priority: int = 0
     allowed_models: list[str] = field(default_factory=list)
     rpm_limit: int = 0
     tpm_limit: int = 0
+    budget_tokens: int = 0
+    budget_period: str = "month"
     expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class KeyRecord(KeySettings):
+    id: str = ""
+    prefix: str = ""
+    key_hash: bytes = b""
+    created_at: datetime | None = None
+    last_used_at: datetime | None = None
     revoked_at: datetime | None = None
 
+    def settings(self) -> KeySettings:
+        return KeySettings(**{f: getattr(self, f) for f in KeySettings.__dataclass_fields__})
 
-_COLUMNS = ("id, name, owner, prefix, admin, priority, allowed_models, rpm_limit, tpm_limit, "
-            "expires_at, revoked_at")
+
+@dataclass(frozen=True)
+class UsageRow:
+    key_id: str
+    model: str
+    day: date
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+_COLUMNS = ("id, name, owner, description, prefix, key_hash, admin, priority, allowed_models, rpm_limit, "
+            "tpm_limit, budget_tokens, budget_period, expires_at, created_at, last_used_at, revoked_at")
 
 
 def _record(row: asyncpg.Record) -> KeyRecord:
-    return KeyRecord(**{**dict(row), "id": str(row["id"]), "allowed_models": list(row["allowed_models"])})
+    data: dict[str, Any] = dict(row)
+    return KeyRecord(**{**data, "id": str(row["id"]), "allowed_models": list(row["allowed_models"])})
 
 
 class KeyStore:
-    """Reads and writes `api_keys`; never sees a key in clear except to hash it."""
+    """Reads and writes `api_keys` and `key_usage`; sees a key in clear only to hash it."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def create(self, key: str, *, name: str, owner: str = "", admin: bool = False,
-                     priority: int = 0, allowed_models: list[str] | None = None) -> KeyRecord:
-        row = await self.pool.fetchrow(
-            f"INSERT INTO api_keys (id, name, owner, prefix, key_hash, admin, priority, allowed_models)"
-            f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_COLUMNS}",
-            uuid.uuid4(), name, owner, visible_prefix(key), hash_key(key), admin, priority,
-            allowed_models or [],
+    async def create(self, key: str, settings: KeySettings, conn: asyncpg.Connection | None = None) -> KeyRecord:
+        s = settings
+        row = await (conn or self.pool).fetchrow(
+            f"INSERT INTO api_keys (id, name, owner, description, prefix, key_hash, admin, priority, allowed_models,"
+            f" rpm_limit, tpm_limit, budget_tokens, budget_period, expires_at)"
+            f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING {_COLUMNS}",
+            uuid.uuid4(), s.name, s.owner, s.description, visible_prefix(key), hash_key(key), s.admin, s.priority,
+            s.allowed_models, s.rpm_limit, s.tpm_limit, s.budget_tokens, s.budget_period, s.expires_at,
         )
         return _record(row)
 
     async def find(self, key: str) -> KeyRecord | None:
         row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM api_keys WHERE key_hash = $1", hash_key(key))
         return _record(row) if row else None
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        try:
+            ident = uuid.UUID(key_id)
+        except ValueError:
+            return None
+        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM api_keys WHERE id = $1", ident)
+        return _record(row) if row else None
+
+    async def list(self, include_revoked: bool = False) -> list[KeyRecord]:
+        where = "" if include_revoked else "WHERE revoked_at IS NULL"
+        rows = await self.pool.fetch(f"SELECT {_COLUMNS} FROM api_keys {where} ORDER BY created_at, id")
+        return [_record(r) for r in rows]
+
+    async def revoke(self, key_id: str, conn: asyncpg.Connection | None = None) -> KeyRecord | None:
+        """Revokes the key (idempotent); None when there is no such key."""
+        try:
+            ident = uuid.UUID(key_id)
+        except ValueError:
+            return None
+        row = await (conn or self.pool).fetchrow(
+            f"UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 RETURNING {_COLUMNS}", ident)
+        return _record(row) if row else None
+
+    async def rotate(self, key_id: str, new_key: str) -> tuple[KeyRecord, KeyRecord] | None:
+        """Revokes `key_id` and creates its successor, atomically; (old, new) or None."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            old = await self.revoke(key_id, conn)
+            if old is None:
+                return None
+            return old, await self.create(new_key, old.settings(), conn)
+
+    async def record_usage(self, rows: Iterable[UsageRow]) -> None:
+        """Adds the counts (one statement for the whole batch) and stamps the keys as used."""
+        rows = list(rows)
+        if not rows:
+            return
+        ids = [uuid.UUID(r.key_id) for r in rows]
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO key_usage (key_id, model, day, requests, prompt_tokens, completion_tokens)"
+                " SELECT u.key_id, u.model, u.day, u.requests, u.prompt_tokens, u.completion_tokens"
+                " FROM unnest($1::uuid[], $2::text[], $3::date[], $4::bigint[], $5::bigint[], $6::bigint[])"
+                "   AS u(key_id, model, day, requests, prompt_tokens, completion_tokens)"
+                " WHERE EXISTS (SELECT 1 FROM api_keys k WHERE k.id = u.key_id)"
+                " ON CONFLICT (key_id, model, day) DO UPDATE SET"
+                "   requests = key_usage.requests + EXCLUDED.requests,"
+                "   prompt_tokens = key_usage.prompt_tokens + EXCLUDED.prompt_tokens,"
+                "   completion_tokens = key_usage.completion_tokens + EXCLUDED.completion_tokens",
+                ids, [r.model for r in rows], [r.day for r in rows], [r.requests for r in rows],
+                [r.prompt_tokens for r in rows], [r.completion_tokens for r in rows])
+            await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1::uuid[])", list(set(ids)))
+
+    async def usage(self, key_id: str, since: date | None, until: date | None) -> list[UsageRow]:
+        rows = await self.pool.fetch(
+            "SELECT key_id, model, day, requests, prompt_tokens, completion_tokens FROM key_usage"
+            " WHERE key_id = $1 AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3)"
+            " ORDER BY day, model", uuid.UUID(key_id), since, until)
+        return [UsageRow(str(r["key_id"]), r["model"], r["day"], r["requests"], r["prompt_tokens"],
+                         r["completion_tokens"]) for r in rows]

@@ -28,6 +28,21 @@ MIGRATIONS: list[tuple[int, str]] = [
         last_used_at TIMESTAMPTZ
     );
     """),
+    (2, """
+    ALTER TABLE api_keys
+        ADD COLUMN description TEXT NOT NULL DEFAULT '',
+        ADD COLUMN budget_tokens BIGINT NOT NULL DEFAULT 0,
+        ADD COLUMN budget_period TEXT NOT NULL DEFAULT 'month';
+    CREATE TABLE key_usage (
+        key_id UUID NOT NULL REFERENCES api_keys(id) ON DELETE CASCADE,
+        model TEXT NOT NULL,
+        day DATE NOT NULL,
+        requests BIGINT NOT NULL DEFAULT 0,
+        prompt_tokens BIGINT NOT NULL DEFAULT 0,
+        completion_tokens BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (key_id, model, day)
+    );
+    """),
 ]
 
 _LOCK_ID = 0x11A_0001  # arbitrary, constant: the advisory lock guarding migrations

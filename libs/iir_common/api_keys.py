@@ -1,4 +1,4 @@
-"""API key format: `iir-<random>`; only a SHA-256 digest is stored, plus a short visible prefix."""
+"""API key format: `iir-<random>`. Stored and compared only as a SHA-256 digest, with a short visible prefix."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ VISIBLE_CHARS = 12
 
 
 def generate_key(length: int = 40, prefix: str = KEY_PREFIX) -> str:
-    """A new random key: `prefix` + `length` URL-safe characters."""
+    """A new random key: `prefix` + `length` URL-safe characters (6 bits of entropy each)."""
+    if length < 16:
+        raise ValueError("an API key needs at least 16 random characters")
     body = secrets.token_urlsafe(length)[:length]
     return f"{prefix}{body}"
 

@@ -1,0 +1,150 @@
+"""Key management: `/api/v1/apikeys` (admin key, or no key from a trusted network)."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import grpc
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.responses import Response
+
+from iir.v1 import auth_pb2
+from iir_gateway.api.requests import client_ip, read_json_object
+from iir_gateway.auth import extract_key
+from iir_gateway.errors import APIError
+from iir_gateway.gateway import Gateway
+
+router = APIRouter(prefix="/api/v1/apikeys", tags=["API keys"])
+
+
+class CreateKey(BaseModel):
+    """A new key. Limits of 0 mean unlimited; `expires_at` (ISO time) or `expires_in_days`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=200)
+    description: str = Field(default="", max_length=2000)
+    owner: str = Field(default="", max_length=200)
+    priority: int = Field(default=0, ge=0, le=100)
+    admin: bool = False
+    allowed_models: list[str] = Field(default_factory=list, max_length=100)
+    rpm_limit: int = Field(default=0, ge=0)
+    tpm_limit: int = Field(default=0, ge=0)
+    budget_tokens: int = Field(default=0, ge=0)
+    budget_period: Literal["day", "month"] = "month"
+    expires_at: datetime | None = None
+    expires_in_days: float | None = Field(default=None, gt=0)
+
+
+def _iso(seconds: int) -> str | None:
+    return datetime.fromtimestamp(seconds, UTC).isoformat() if seconds else None
+
+
+def key_json(k: auth_pb2.KeyInfo) -> dict[str, Any]:
+    return {"id": k.id, "name": k.name, "description": k.description, "owner": k.owner, "prefix": k.prefix,
+            "admin": k.admin, "priority": k.priority, "allowed_models": list(k.allowed_models),
+            "rpm_limit": k.rpm_limit, "tpm_limit": k.tpm_limit, "budget_tokens": k.budget_tokens,
+            "budget_period": k.budget_period, "expires_at": _iso(k.expires_at), "created_at": _iso(k.created_at),
+            "last_used_at": _iso(k.last_used_at), "revoked_at": _iso(k.revoked_at)}
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def _trusted(ip: str, networks: str) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(n.strip(), strict=False) for n in networks.split(",") if n.strip())
+
+
+async def require_admin(request: Request) -> Gateway:
+    """An admin key, or no key at all from a trusted network; 401/403 otherwise."""
+    gw: Gateway = request.app.state.gateway
+    ip = client_ip(request)
+    if extract_key(request.headers) is None and _trusted(ip, gw.settings.trusted_networks):
+        return gw
+    principal = await gw.auth.authenticate(request.headers, ip)
+    if not principal.admin:
+        raise APIError(403, "Managing API keys needs an admin key.", code="admin_required")
+    return gw
+
+
+async def _call(method: Any, message: Any) -> Any:
+    try:
+        return await method(message, timeout=10)
+    except grpc.aio.AioRpcError as exc:
+        status = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 404,
+                  grpc.StatusCode.FAILED_PRECONDITION: 409}.get(exc.code(), 503)
+        code = {400: "invalid_value", 404: "key_not_found", 409: "conflict"}.get(status, "auth_unavailable")
+        message = exc.details() if status != 503 else "The authentication service is unavailable."
+        raise APIError(status, message or "request failed", code=code) from None
+
+
+@router.post("", summary="Create a key; its secret is returned once")
+async def create_key(request: Request) -> Response:
+    gw = await require_admin(request)
+    try:
+        body = CreateKey.model_validate(await read_json_object(request, gw.settings.max_body_bytes))
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        param = ".".join(str(p) for p in err["loc"])
+        raise APIError(400, f"Invalid value for '{param}': {err['msg']}.", code="invalid_value", param=param) from None
+    expires = body.expires_at.timestamp() if body.expires_at else 0
+    if body.expires_in_days:
+        expires = time.time() + body.expires_in_days * 86400
+    reply = await _call(gw.auth_stub.CreateKey, auth_pb2.CreateKeyRequest(
+        name=body.name or body.description[:60] or "key", owner=body.owner, description=body.description,
+        admin=body.admin, priority=body.priority, allowed_models=body.allowed_models, rpm_limit=body.rpm_limit,
+        tpm_limit=body.tpm_limit, budget_tokens=body.budget_tokens, budget_period=body.budget_period,
+        expires_at=int(expires)))
+    return _json({**key_json(reply.info), "key": reply.key}, status=201)
+
+
+@router.get("", summary="List keys (without secrets)")
+async def list_keys(request: Request, include_revoked: bool = False) -> Response:
+    gw = await require_admin(request)
+    reply = await _call(gw.auth_stub.ListKeys, auth_pb2.ListKeysRequest(include_revoked=include_revoked))
+    return _json({"object": "list", "data": [key_json(k) for k in reply.keys]})
+
+
+@router.get("/{key_id}", summary="One key (without its secret)")
+async def get_key(key_id: str, request: Request) -> Response:
+    gw = await require_admin(request)
+    return _json(key_json(await _call(gw.auth_stub.GetKey, auth_pb2.KeyRef(id=key_id))))
+
+
+@router.delete("/{key_id}", summary="Revoke a key: every gateway refuses it within a second")
+async def revoke_key(key_id: str, request: Request) -> Response:
+    gw = await require_admin(request)
+    return _json(key_json(await _call(gw.auth_stub.RevokeKey, auth_pb2.KeyRef(id=key_id))))
+
+
+@router.post("/{key_id}/revoke", summary="Revoke a key (same as DELETE)")
+async def revoke_key_post(key_id: str, request: Request) -> Response:
+    return await revoke_key(key_id, request)
+
+
+@router.post("/{key_id}/rotate", summary="Revoke a key and issue its successor with the same settings")
+async def rotate_key(key_id: str, request: Request) -> Response:
+    gw = await require_admin(request)
+    reply = await _call(gw.auth_stub.RotateKey, auth_pb2.KeyRef(id=key_id))
+    return _json({**key_json(reply.info), "key": reply.key, "replaces": key_id}, status=201)
+
+
+@router.get("/{key_id}/usage", summary="Requests and tokens by model and day")
+async def key_usage(key_id: str, request: Request, since: str = "", until: str = "") -> Response:
+    gw = await require_admin(request)
+    reply = await _call(gw.auth_stub.GetUsage, auth_pb2.GetUsageRequest(key_id=key_id, since=since, until=until))
+    rows = [{"day": r.day, "model": r.model, "requests": r.requests, "prompt_tokens": r.prompt_tokens,
+             "completion_tokens": r.completion_tokens, "total_tokens": r.prompt_tokens + r.completion_tokens}
+            for r in reply.records]
+    totals = {k: sum(r[k] for r in rows) for k in ("requests", "prompt_tokens", "completion_tokens", "total_tokens")}
+    return _json({"key_id": key_id, "data": rows, "totals": totals})

@@ -1,0 +1,63 @@
+"""One inference request from end to end: key, body, route, limits, upstream, then usage and settling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request
+from starlette.responses import Response
+
+from iir_common.logging import request_id_var
+from iir_gateway.api.requests import client_ip, read_json_object
+from iir_gateway.errors import APIError
+from iir_gateway.gateway import Gateway
+from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest, validate_body
+from iir_gateway.token_estimate import estimate_tokens
+
+
+async def serve_inference(request: Request, schema: type[ChatCompletionRequest] | type[CompletionRequest],
+                          path: str) -> Response:
+    gw: Gateway = request.app.state.gateway
+    principal = await gw.auth.authenticate(request.headers, client_ip(request))
+    body: dict[str, Any] = await read_json_object(request, gw.settings.max_body_bytes)
+    req = validate_body(schema, body)
+    public_model = req.model
+    provider, upstream = gw.route(public_model, principal)
+    estimate = estimate_tokens(body, gw.settings.completion_token_reserve)
+    admission = await gw.limiter.admit(principal, estimate.total)
+    settled = False
+
+    def on_done(usage: dict[str, Any] | None) -> None:
+        nonlocal settled
+        settled = True
+        prompt = int((usage or {}).get("prompt_tokens") or estimate.prompt)
+        completion = int((usage or {}).get("completion_tokens") or 0)
+        gw.usage.record(principal.key_id, public_model, prompt, completion)
+        gw.metrics.tokens.labels(public_model, "prompt").inc(prompt)
+        gw.metrics.tokens.labels(public_model, "completion").inc(completion)
+        if admission.reserved_tokens:
+            gw.spawn(gw.limiter.settle(principal, admission.reserved_tokens, prompt + completion))
+
+    body["model"] = upstream.model
+    strip_usage = False
+    if req.stream:
+        options = body.get("stream_options") or {}
+        if not options.get("include_usage"):  # ask for usage anyway, to account for the stream
+            body["stream_options"] = {**options, "include_usage": True}
+            strip_usage = True
+    status = "error"
+    try:
+        response = await gw.upstream.forward(provider, upstream, path, orjson.dumps(body), stream=bool(req.stream),
+                                             request_id=request_id_var.get() or "", public_model=public_model,
+                                             on_done=on_done, strip_usage=strip_usage)
+        status = str(response.status_code)
+        response.headers.update(admission.headers)
+        return response
+    except APIError as exc:
+        exc.headers.update(admission.headers)
+        raise
+    finally:
+        if not settled and admission.reserved_tokens and not req.stream:
+            gw.spawn(gw.limiter.settle(principal, admission.reserved_tokens, 0))  # nothing was generated
+        gw.metrics.model_requests.labels(public_model, provider, status).inc()
