@@ -8,7 +8,7 @@ SRC_ROOTS := libs gen services/gateway services/auth services/classifier service
              services/simbackend operator tools
 PROTOS := $(wildcard protos/iir/v1/*.proto)
 
-.PHONY: install protos dev test lint fmt docs clean
+.PHONY: install protos dev test lint fmt docs bench bench-tools clean
 
 install: $(STAMP) gen/.stamp
 
@@ -41,6 +41,17 @@ lint: install
 fmt: install
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
+
+# Load generation uses wrk (Debian package), installed here when missing.
+bench-tools:
+	@command -v wrk >/dev/null || (command -v apt-get >/dev/null && \
+	  (apt-get install -y -q wrk >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null))) \
+	  || { echo "wrk is needed for the gateway benchmark: install it (apt-get install wrk)"; exit 1; }
+
+bench: install bench-tools
+	$(PY) bench/auth_overhead.py
+	$(PY) bench/gateway_overhead.py
+	$(PY) bench/picking_simulator.py
 
 docs: install
 	$(PY) -m iir_dev.crd_docs

@@ -9,7 +9,7 @@ from iir_gateway.settings import GatewaySettings
 
 def main() -> None:
     settings = GatewaySettings()
-    uvicorn.run("iir_gateway.app:create_app", factory=True, host=settings.gateway_host,
+    uvicorn.run("iir_gateway.app:create_asgi", factory=True, host=settings.gateway_host,
                 port=settings.gateway_port, workers=settings.gateway_workers, loop="uvloop",
                 http="httptools", log_config=None, access_log=False, server_header=False,
                 timeout_graceful_shutdown=10, proxy_headers=True,

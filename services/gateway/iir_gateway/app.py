@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from iir_common import __version__
 from iir_common.logging import setup_logging
 from iir_gateway.api import admin_routes, openai_routes, ops_routes, registry_routes
+from iir_gateway.api.fastpath import InferenceFastPath
 from iir_gateway.errors import install_error_handlers
 from iir_gateway.gateway import Gateway
 from iir_gateway.middleware import RequestContextMiddleware
@@ -44,18 +47,29 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
+        # Start-up objects (modules, protobuf descriptors, routes) never die: keep them out of GC scans.
+        gc.freeze()
         yield
         await gateway.stop()
 
+    # FastAPI's own telemetry checks the environment on every request; IIR exports its own.
     app = FastAPI(title="IIR gateway", version=__version__, lifespan=lifespan,
-                  description="OpenAI-compatible inference router. Model names are `<provider>/<model>`.")
+                  description="OpenAI-compatible inference router. Model names are `<provider>/<model>`.",
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.gateway = gateway
     install_error_handlers(app)
     app.include_router(openai_routes.router)
     app.include_router(ops_routes.router)
     app.include_router(registry_routes.router)
     app.include_router(admin_routes.router)
-    app.add_middleware(RequestContextMiddleware, metrics=gateway.metrics,
-                       max_body_bytes=settings.max_body_bytes, access_log=settings.access_log)
     _add_schemas(app)
     return app
+
+
+def create_asgi(settings: GatewaySettings | None = None) -> ASGIApp:
+    """What uvicorn serves: request context (id, logs, metrics, size limit) → inference fast path → FastAPI."""
+    settings = settings or GatewaySettings()
+    app = create_app(settings)
+    gateway: Gateway = app.state.gateway
+    return RequestContextMiddleware(InferenceFastPath(app, gateway), metrics=gateway.metrics,
+                                    max_body_bytes=settings.max_body_bytes, access_log=settings.access_log)

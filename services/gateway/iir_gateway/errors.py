@@ -64,7 +64,13 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return APIError(400, f"Invalid request: {first['msg']}", param=param or None).response()
 
 
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Logged with its traceback by RequestContextMiddleware; the client gets no internals.
+    return APIError(500, "The server had an error while processing your request.", code="internal_error").response()
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, _unexpected)
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

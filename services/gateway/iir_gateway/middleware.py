@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,6 +16,9 @@ from iir_gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("iir_gateway.access")
 _VALID_RID = re.compile(rb"^[\w\-.:]{1,128}$")
+# Request ids: a random per-process prefix and a counter; unique, and far cheaper than uuid4.
+_RID_PREFIX = os.urandom(6).hex().encode() + b"-"
+_rid_counter = itertools.count(1)
 
 
 class RequestContextMiddleware:
@@ -37,7 +41,7 @@ class RequestContextMiddleware:
             elif name == b"content-length":
                 length = value
         if not rid:
-            rid = uuid.uuid4().hex.encode()
+            rid = _RID_PREFIX + b"%x" % next(_rid_counter)
         token = request_id_var.set(rid.decode())
         status = 500
         started = False

@@ -81,8 +81,9 @@ class UpstreamClient:
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
+        # Bodies are relayed as bytes, so upstreams must not compress them: no Accept-Encoding is sent.
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                              skip_auto_headers=("User-Agent",))
+                                              skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"))
 
     async def close(self) -> None:
         if self._session is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 
@@ -21,9 +22,16 @@ class UsageRecorder:
         self._stub = auth_pb2_grpc.AuthServiceStub(channel)
         self._interval = interval_s
         self._pending: defaultdict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+        self._day = (-1, "")
+
+    def _today(self) -> str:
+        day_number = int(time.time() // 86400)
+        if day_number != self._day[0]:
+            self._day = (day_number, datetime.now(UTC).strftime("%Y-%m-%d"))
+        return self._day[1]
 
     def record(self, key_id: str, model: str, prompt_tokens: int, completion_tokens: int) -> None:
-        row = self._pending[(key_id, model, datetime.now(UTC).strftime("%Y-%m-%d"))]
+        row = self._pending[(key_id, model, self._today())]
         row[0] += 1
         row[1] += prompt_tokens
         row[2] += completion_tokens

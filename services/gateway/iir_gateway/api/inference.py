@@ -2,36 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
-from fastapi import Request
 from starlette.responses import Response
 
 from iir_common.logging import request_id_var
-from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.errors import APIError
 from iir_gateway.gateway import Gateway
 from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest, validate_body
 from iir_gateway.token_estimate import estimate_tokens
 
 
-async def serve_inference(request: Request, schema: type[ChatCompletionRequest] | type[CompletionRequest],
-                          path: str) -> Response:
-    gw: Gateway = request.app.state.gateway
-    principal = await gw.auth.authenticate(request.headers, client_ip(request))
-    body: dict[str, Any] = await read_json_object(request, gw.settings.max_body_bytes)
+async def serve_inference(gw: Gateway, headers: Mapping[str, str], client_ip: str,
+                          read_body: Callable[[], Awaitable[dict[str, Any]]],
+                          schema: type[ChatCompletionRequest] | type[CompletionRequest], path: str) -> Response:
+    """Serves one request to `path` (`chat/completions` or `completions`) of the chosen upstream."""
+    principal = await gw.auth.authenticate(headers, client_ip)
+    body = await read_body()
     req = validate_body(schema, body)
     public_model = req.model
     provider, upstream = gw.route(public_model, principal)
-    estimate = estimate_tokens(body, gw.settings.completion_token_reserve)
-    admission = await gw.limiter.admit(principal, estimate.total)
+    reserve = gw.settings.completion_token_reserve
+    # Estimating costs a walk over the messages: only keys with token limits need it up front.
+    estimate = estimate_tokens(body, reserve) if principal.limited else None
+    admission = await gw.limiter.admit(principal, estimate.total if estimate else 0)
     settled = False
 
     def on_done(usage: dict[str, Any] | None) -> None:
         nonlocal settled
         settled = True
-        prompt = int((usage or {}).get("prompt_tokens") or estimate.prompt)
+        prompt = int((usage or {}).get("prompt_tokens") or (estimate or estimate_tokens(body, reserve)).prompt)
         completion = int((usage or {}).get("completion_tokens") or 0)
         gw.usage.record(principal.key_id, public_model, prompt, completion)
         gw.metrics.tokens.labels(public_model, "prompt").inc(prompt)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from iir_gateway.api.inference import serve_inference
-from iir_gateway.api.requests import client_ip
+from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.gateway import Gateway
 from iir_gateway.providers.local import model_not_found
 from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest, openapi_body
@@ -15,15 +15,23 @@ from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest, openap
 router = APIRouter(tags=["OpenAI"])
 
 
+async def _serve(request: Request, schema: type[ChatCompletionRequest] | type[CompletionRequest],
+                 path: str) -> Response:
+    # Normally answered by the ASGI fast path (api/fastpath.py); kept for the docs and as a fallback.
+    gw: Gateway = request.app.state.gateway
+    return await serve_inference(gw, request.headers, client_ip(request),
+                                 lambda: read_json_object(request, gw.settings.max_body_bytes), schema, path)
+
+
 @router.post("/v1/chat/completions", summary="Create a chat completion",
              openapi_extra=openapi_body(ChatCompletionRequest))
 async def chat_completions(request: Request) -> Response:
-    return await serve_inference(request, ChatCompletionRequest, "chat/completions")
+    return await _serve(request, ChatCompletionRequest, "chat/completions")
 
 
 @router.post("/v1/completions", summary="Create a completion", openapi_extra=openapi_body(CompletionRequest))
 async def completions(request: Request) -> Response:
-    return await serve_inference(request, CompletionRequest, "completions")
+    return await _serve(request, CompletionRequest, "completions")
 
 
 @router.get("/v1/models", summary="List the models this key can call now")

@@ -6,20 +6,18 @@ from typing import Any
 
 import orjson
 from fastapi import Request
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from iir_gateway.errors import APIError
 
 
-async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object; 413 past `limit` bytes (chunked bodies included), 400 if not JSON."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise APIError(413, f"Request body too large: the limit is {limit} bytes.", code="request_too_large")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+def _too_large(limit: int) -> APIError:
+    return APIError(413, f"Request body too large: the limit is {limit} bytes.", code="request_too_large")
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """`raw` as a JSON object; 400 when empty, not JSON, or not an object."""
     if not raw.strip():
         raise APIError(400, "The request body is empty; send a JSON object.", code="invalid_json")
     try:
@@ -30,6 +28,35 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise APIError(400, "The request body must be a JSON object.", code="invalid_json")
     return body
+
+
+async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    """The body of a Starlette request as a JSON object; 413 past `limit` bytes (chunked bodies included)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return parse_json_object(b"".join(chunks))
+
+
+async def read_asgi_json(receive: Receive, limit: int) -> dict[str, Any]:
+    """The same, straight from ASGI `receive` messages."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return parse_json_object(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
 
 def client_ip(request: Request) -> str:
