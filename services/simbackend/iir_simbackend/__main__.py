@@ -19,7 +19,7 @@ def main() -> None:
     web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None,
                 print=None, handle_signals=True,
                 # Like vLLM, stop generating when the client goes away.
-                handler_cancellation=True)
+                handler_cancellation=True, backlog=2048)
 
 
 if __name__ == "__main__":
