@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iir.v1 import registry_pb2
 from iir_gateway.auth import Principal, extract_key
-from iir_gateway.endpoint_pickers import make_picker
 from iir_gateway.errors import APIError
 from iir_gateway.schemas import ChatCompletionRequest, validate_body
 
@@ -40,12 +38,3 @@ def test_valid_body_keeps_unknown_fields() -> None:
     req = validate_body(ChatCompletionRequest, {"model": "m", "messages": [{"role": "user", "content": "x"}],
                                                 "top_k": 5, "guided_json": {}})
     assert req.model_extra == {"top_k": 5, "guided_json": {}}
-
-
-def test_round_robin_cycles_per_model() -> None:
-    picker = make_picker("round_robin")
-    eps = [registry_pb2.Endpoint(url=f"http://e{i}") for i in range(3)]
-    assert [picker.pick("a", eps).url for _ in range(4)] == ["http://e0", "http://e1", "http://e2", "http://e0"]
-    assert picker.pick("b", eps).url == "http://e0"
-    with pytest.raises(ValueError, match="known: round_robin"):
-        make_picker("nope")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import grpc
 
@@ -16,8 +17,10 @@ Event = registry_pb2.WatchEvent
 class ModelCatalogue:
     """Models by public name. Reads are local; the registry pushes every change."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel,
+                 on_metrics: Callable[[registry_pb2.EndpointMetrics], None] | None = None) -> None:
         self._stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        self._on_metrics = on_metrics
         self.models: dict[str, registry_pb2.Model] = {}
         # True once a snapshot arrived; a lost stream keeps the last catalogue (stale beats empty).
         self.synced = asyncio.Event()
@@ -34,6 +37,9 @@ class ModelCatalogue:
             self.models[event.model.name] = event.model
         elif event.type == Event.DELETE:
             self.models.pop(event.model.name, None)
+        elif event.type == Event.METRICS and self._on_metrics is not None:
+            for metrics in event.metrics:
+                self._on_metrics(metrics)
 
     async def run(self) -> None:
         """Follows the Watch stream for ever, reconnecting with backoff."""

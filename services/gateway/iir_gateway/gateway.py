@@ -17,10 +17,12 @@ from iir.v1 import auth_pb2_grpc, registry_pb2_grpc
 from iir_common import __version__
 from iir_gateway.auth import Authenticator, Principal
 from iir_gateway.catalogue import ModelCatalogue
-from iir_gateway.endpoint_pickers import make_picker
 from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
-from iir_gateway.providers.base import Provider, Upstream
+from iir_gateway.picking.policies import Scheduler
+from iir_gateway.picking.queue import PriorityGate
+from iir_gateway.picking.state import EndpointStates
+from iir_gateway.providers.base import Provider, RouteRequest, Upstream
 from iir_gateway.providers.local import LocalProvider
 from iir_gateway.ratelimit import RateLimiter
 from iir_gateway.settings import GatewaySettings
@@ -52,10 +54,15 @@ class Gateway:
         self.auth_stub = auth_pb2_grpc.AuthServiceStub(self.channels["auth"])
         self.limiter = RateLimiter(self.redis, self.metrics, settings.redis_prefix, settings.rate_limit_burst)
         self.usage = UsageRecorder(self.channels["auth"], settings.usage_flush_interval_s)
-        self.catalogue = ModelCatalogue(self.channels["registry"])
+        self.endpoints = EndpointStates()
+        self.catalogue = ModelCatalogue(self.channels["registry"], on_metrics=lambda m: self.endpoints.update_metrics(
+            m.url, m.waiting, m.running, m.kv_cache_usage))
         self.registry_stub = registry_pb2_grpc.RegistryServiceStub(self.channels["registry"])
+        self.queue = PriorityGate(settings.queue_max, settings.queue_timeout_s)
+        self.metrics.queue_depth.set_function(lambda: self.queue.waiting)
         self.providers: dict[str, Provider] = {
-            "local": LocalProvider(self.catalogue, make_picker(settings.endpoint_picker)),
+            "local": LocalProvider(self.catalogue, Scheduler(settings.endpoint_picker, self.endpoints), self.endpoints,
+                                   self.queue, settings.endpoint_max_outstanding, settings.endpoint_max_waiting),
         }
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
@@ -85,8 +92,8 @@ class Gateway:
         for channel in self.channels.values():
             await channel.close()
 
-    def route(self, model: str, principal: Principal) -> tuple[str, Upstream]:
-        """The provider name and upstream for a public model name, after the key's scope check."""
+    async def route(self, model: str, principal: Principal, request: RouteRequest) -> tuple[Provider, Upstream]:
+        """The provider and upstream for a public model name, after the key's scope check."""
         provider_name, sep, name = model.partition("/")
         if not sep or not name:
             raise APIError(404, f"The model `{model}` does not exist. Model names are `<provider>/<model>`, "
@@ -99,7 +106,7 @@ class Gateway:
         if not principal.may_use(model):
             raise APIError(403, f"This API key may not use the model `{model}`.", code="model_not_allowed",
                            param="model")
-        return provider_name, provider.resolve(name)
+        return provider, await provider.resolve(name, request)
 
     def list_models(self, principal: Principal) -> list[dict[str, Any]]:
         cards = [card for p in self.providers.values() for card in p.list_models()]

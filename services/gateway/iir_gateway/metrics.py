@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -26,5 +26,7 @@ class GatewayMetrics:
                                         "Rate-limit checks skipped because Redis failed.", registry=self.registry)
         self.tokens = Counter("iir_gateway_tokens", "Tokens by model and kind (prompt, completion).",
                               ["model", "kind"], registry=self.registry)
+        self.queue_depth = Gauge("iir_gateway_queue_depth", "Requests waiting for a saturated model.",
+                                 registry=self.registry)
         self.auth_failures = Counter("iir_gateway_auth_failures", "Refused authentications by reason.",
                                      ["reason"], registry=self.registry)

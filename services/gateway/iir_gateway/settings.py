@@ -23,8 +23,15 @@ class GatewaySettings(IIRSettings):
     upstream_read_timeout_s: float = 120.0
     # Longest a non-streaming upstream call may take in all.
     upstream_total_timeout_s: float = 600.0
-    # Endpoint picking policy among a local model's ready replicas.
-    endpoint_picker: str = "round_robin"
+    # Endpoint picking policy among a local model's ready replicas: round_robin, least_outstanding,
+    # load_aware, load_aware_prefix.
+    endpoint_picker: str = "load_aware_prefix"
+    # A replica is saturated when this gateway has this many requests in flight there, or vLLM reports
+    # this many waiting; when all are, requests queue (highest key priority first).
+    endpoint_max_outstanding: int = 256
+    endpoint_max_waiting: int = 128
+    queue_max: int = 1000
+    queue_timeout_s: float = 30.0
     access_log: bool = True
     # Prefix of every Redis key and channel IIR uses (shared by auth and gateway).
     redis_prefix: str = "iir:"

@@ -5,7 +5,6 @@ Failures map to OpenAI errors: unreachable or 5xx → 502, timeout → 504, 4xx 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -26,25 +25,37 @@ log = logging.getLogger(__name__)
 
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
-# Called once a successful answer is complete, with its `usage` object (None when it had none).
-OnDone = Callable[[dict[str, Any] | None], None]
+# Called exactly once when an answer ends: its `usage` object (None when it had none), and whether it
+# completed (False when the upstream broke off or the client went away).
+OnDone = Callable[[dict[str, Any] | None, bool], None]
 
 
 class DisconnectAwareStreamingResponse(StreamingResponse):
-    """Stops streaming (and so closes the upstream call) as soon as the client goes away."""
+    """Stops streaming (and so closes the upstream call) as soon as the client goes away.
+
+    `on_close` runs however the response ends, even when the client left before the first chunk and
+    the body iterator never started (its own `finally` would then never run).
+    """
+
+    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as group:
-            async def stream_then_cancel() -> None:
-                try:
-                    await self.stream_response(send)
-                except OSError:
-                    pass
-                group.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as group:
+                async def stream_then_cancel() -> None:
+                    try:
+                        await self.stream_response(send)
+                    except OSError:
+                        pass
+                    group.cancel_scope.cancel()
 
-            group.start_soon(stream_then_cancel)
-            await self.listen_for_disconnect(receive)
-            group.cancel_scope.cancel()
+                group.start_soon(stream_then_cancel)
+                await self.listen_for_disconnect(receive)
+                group.cancel_scope.cancel()
+        finally:
+            self.on_close()
 
     async def listen_for_disconnect(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -130,36 +141,54 @@ class UpstreamClient:
                 usage = orjson.loads(raw).get("usage")
             except (orjson.JSONDecodeError, AttributeError):
                 usage = None
-            on_done(usage if isinstance(usage, dict) else None)
+            on_done(usage if isinstance(usage, dict) else None, True)
             return Response(raw, media_type="application/json", headers=answer_headers)
-        return DisconnectAwareStreamingResponse(self._relay(resp, provider, public_model, on_done, strip_usage),
+        relay = StreamRelay(resp, provider, public_model, on_done, strip_usage, self.metrics)
+        return DisconnectAwareStreamingResponse(relay.chunks(), on_close=lambda: relay.close(False),
                                                 media_type="text/event-stream",
                                                 headers={**_SSE_HEADERS, **answer_headers})
 
-    async def _relay(self, resp: aiohttp.ClientResponse, provider: str, public_model: str, on_done: OnDone,
-                     strip_usage: bool) -> AsyncIterator[bytes]:
-        done = False
-        tap = UsageTap(strip_usage)
+
+class StreamRelay:
+    """Relays an upstream SSE stream chunk by chunk, reading its usage; `close` runs exactly once."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, provider: str, public_model: str, on_done: OnDone,
+                 strip_usage: bool, metrics: GatewayMetrics) -> None:
+        self.resp = resp
+        self.provider = provider
+        self.public_model = public_model
+        self.on_done = on_done
+        self.tap = UsageTap(strip_usage)
+        self.metrics = metrics
+        self.closed = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        completed = False
         try:
-            async for chunk in resp.content.iter_any():
-                out = tap.feed(chunk)
+            async for chunk in self.resp.content.iter_any():
+                out = self.tap.feed(chunk)
                 if out:
                     yield out
-            tail = tap.flush()
+            tail = self.tap.flush()
             if tail:
                 yield tail
-            done = True
+            completed = True
         except (TimeoutError, aiohttp.ClientError) as exc:
             kind = "timeout" if isinstance(exc, TimeoutError) else "protocol"
-            self.metrics.upstream_errors.labels(provider, kind).inc()
-            log.warning("upstream stream broke", extra={"model": public_model, "error": repr(exc)})
+            self.metrics.upstream_errors.labels(self.provider, kind).inc()
+            log.warning("upstream stream broke", extra={"model": self.public_model, "error": repr(exc)})
             status, code = (504, "upstream_timeout") if kind == "timeout" else (502, "upstream_error")
-            yield b"data: " + error_body(status, f"The upstream stream for `{public_model}` broke off.",
+            yield b"data: " + error_body(status, f"The upstream stream for `{self.public_model}` broke off.",
                                          code=code) + b"\n\n"
         finally:
-            on_done(tap.usage)
-            if done:
-                resp.release()
-            else:
-                resp.close()  # drops the connection, which makes vLLM abort the request
-                await asyncio.sleep(0)
+            self.close(completed)
+
+    def close(self, completed: bool) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.on_done(self.tap.usage, completed)
+        if completed:
+            self.resp.release()
+        else:
+            self.resp.close()  # drops the connection, which makes vLLM abort the request

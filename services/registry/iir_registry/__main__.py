@@ -10,6 +10,7 @@ from iir_common.kube import Kube
 from iir_common.logging import setup_logging
 from iir_registry.catalogue import Catalogue
 from iir_registry.grpc_api import RegistryServicer
+from iir_registry.metrics_scraper import MetricsScraper
 from iir_registry.settings import RegistrySettings
 from iir_registry.sources import ModelSource
 from iir_registry.sources.file_source import FileSource
@@ -27,10 +28,18 @@ async def serve(settings: RegistrySettings) -> None:
     catalogue = Catalogue()
     source = await make_source(settings, catalogue)
     source.start()
+    scraper = None
+    if settings.metrics_scrape_interval_s > 0:
+        scraper = asyncio.create_task(MetricsScraper(catalogue, settings.metrics_scrape_interval_s).run())
     servicer = RegistryServicer(catalogue, source)
     service = GrpcService([lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, s)],
                           ["iir.v1.RegistryService"], settings.registry_port, settings.registry_host)
-    await run_until_signal(service, "registry", on_stop=source.stop)
+    async def stop() -> None:
+        if scraper is not None:
+            scraper.cancel()
+        await source.stop()
+
+    await run_until_signal(service, "registry", on_stop=stop)
 
 
 def main() -> None:

@@ -48,6 +48,11 @@ class Catalogue:
         for model in fresh.values():
             self.upsert(model)
 
+    def publish_metrics(self, metrics: list[registry_pb2.EndpointMetrics]) -> None:
+        """Sends the endpoints' load to every watcher (not kept: the next scrape replaces it)."""
+        if metrics:
+            self._publish(Event(type=Event.METRICS, metrics=metrics))
+
     def _publish(self, event: Event) -> None:
         for queue in self._watchers:
             queue.put_nowait(event)

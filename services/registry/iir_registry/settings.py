@@ -18,5 +18,7 @@ class RegistrySettings(IIRSettings):
     models_file_poll_s: float = 1.0
     # API server URL without TLS checks (tests, emulators); in-cluster config or kubeconfig otherwise.
     kube_server: str | None = None
+    # How often each ready vLLM endpoint's /metrics is scraped for load-aware picking (0 turns it off).
+    metrics_scrape_interval_s: float = 1.0
     # Namespace whose InferenceModels are served; empty means every namespace.
     registry_namespace: str = ""

@@ -7,6 +7,15 @@ from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
+class RouteRequest:
+    """What a provider may use to choose where a request goes."""
+
+    body: dict[str, Any]
+    priority: int = 0
+    session: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Upstream:
     """An OpenAI-compatible server and the model name it knows."""
 
@@ -14,13 +23,19 @@ class Upstream:
     model: str
     headers: dict[str, str] = field(default_factory=dict)
     target: str = ""  # which replica, for logs
+    endpoint: str = ""  # the replica's key in the endpoint states ("" when the provider does not track any)
+    public_model: str = ""
 
 
 class Provider(Protocol):
     name: str
 
-    def resolve(self, model: str) -> Upstream:
-        """The upstream for `model` (the part after `<provider>/`); raises APIError 404/503."""
+    async def resolve(self, model: str, request: RouteRequest) -> Upstream:
+        """The upstream for `model` (the part after `<provider>/`); raises APIError 404/429/503."""
+        ...
+
+    def release(self, upstream: Upstream, ok: bool) -> None:
+        """The request sent to `upstream` ended; `ok` False for a connection failure, timeout or 5xx."""
         ...
 
     def list_models(self) -> list[dict[str, Any]]:

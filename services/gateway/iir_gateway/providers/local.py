@@ -1,13 +1,22 @@
-"""`local/<name>`: models served by vLLM pods, found through the registry's catalogue."""
+"""`local/<name>`: models served by vLLM pods, found through the registry's catalogue.
+
+A replica is chosen by the configured picking policy; while every ready replica is saturated the
+request waits in a bounded queue, highest key priority first.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from iir.v1 import registry_pb2
 from iir_gateway.catalogue import ModelCatalogue
-from iir_gateway.endpoint_pickers import EndpointPicker
 from iir_gateway.errors import APIError
-from iir_gateway.providers.base import Upstream
+from iir_gateway.picking.base import PickRequest
+from iir_gateway.picking.policies import Scheduler
+from iir_gateway.picking.prefix import prefix_blocks
+from iir_gateway.picking.queue import PriorityGate
+from iir_gateway.picking.state import EndpointStates
+from iir_gateway.providers.base import RouteRequest, Upstream
 
 
 def model_not_found(model: str) -> APIError:
@@ -18,12 +27,16 @@ def model_not_found(model: str) -> APIError:
 class LocalProvider:
     name = "local"
 
-    def __init__(self, catalogue: ModelCatalogue, picker: EndpointPicker) -> None:
+    def __init__(self, catalogue: ModelCatalogue, scheduler: Scheduler, states: EndpointStates, gate: PriorityGate,
+                 max_outstanding: int = 256, max_waiting: float = 128) -> None:
         self.catalogue = catalogue
-        self.picker = picker
+        self.scheduler = scheduler
+        self.states = states
+        self.gate = gate
+        self.max_outstanding = max_outstanding
+        self.max_waiting = max_waiting
 
-    def resolve(self, model: str) -> Upstream:
-        full = f"{self.name}/{model}"
+    def _ready(self, full: str) -> tuple[registry_pb2.Model, list[registry_pb2.Endpoint]]:
         entry = self.catalogue.get(full)
         if entry is None:
             if not self.catalogue.synced.is_set():
@@ -34,9 +47,34 @@ class LocalProvider:
         if not ready:
             raise APIError(503, f"The model `{full}` has no ready replica (phase {entry.phase or 'unknown'}"
                            f"{': ' + entry.message if entry.message else ''}).", code="model_not_ready")
-        endpoint = ready[0] if len(ready) == 1 else self.picker.pick(full, ready)
-        return Upstream(base_url=endpoint.url.rstrip("/") + "/v1", model=entry.served_name,
-                        target=endpoint.target or endpoint.url)
+        return entry, ready
+
+    def _saturated(self, endpoints: list[registry_pb2.Endpoint]) -> bool:
+        for e in endpoints:
+            state = self.states.get(e.url)
+            if state.outstanding < self.max_outstanding and state.waiting < self.max_waiting:
+                return False
+        return True
+
+    async def resolve(self, model: str, request: RouteRequest) -> Upstream:
+        full = f"{self.name}/{model}"
+        entry, ready = self._ready(full)
+        while self._saturated(ready):
+            await self.gate.wait(full, request.priority)
+            entry, ready = self._ready(full)
+        if len(ready) == 1:
+            url = ready[0].url
+        else:
+            blocks = prefix_blocks(request.body) if self.scheduler.policy.uses_prefixes else []
+            url = self.scheduler.pick(PickRequest(full, blocks, request.session), [e.url for e in ready])
+        self.states.started(url)
+        target = next((e.target for e in ready if e.url == url), "") or url
+        return Upstream(base_url=url.rstrip("/") + "/v1", model=entry.served_name, target=target, endpoint=url,
+                        public_model=full)
+
+    def release(self, upstream: Upstream, ok: bool) -> None:
+        self.states.finished(upstream.endpoint, ok)
+        self.gate.wake(upstream.public_model)
 
     def list_models(self) -> list[dict[str, Any]]:
         return [{"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by or "iir"}

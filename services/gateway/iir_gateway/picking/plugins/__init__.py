@@ -1,0 +1,1 @@
+"""Endpoint picking plugins, one folder each."""

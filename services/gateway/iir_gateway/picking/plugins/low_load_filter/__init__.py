@@ -1,0 +1,19 @@
+"""Filter: endpoints whose load is within `slack` of the least loaded one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from iir_gateway.picking.base import PickRequest
+from iir_gateway.picking.state import EndpointState
+
+
+class LowLoadFilter:
+    def __init__(self, slack: float = 8.0) -> None:
+        self.slack = slack
+
+    def filter(self, request: PickRequest, endpoints: Sequence[EndpointState], now: float) -> list[EndpointState]:
+        if not endpoints:
+            return []
+        floor = min(e.load for e in endpoints)
+        return [e for e in endpoints if e.load <= floor + self.slack]

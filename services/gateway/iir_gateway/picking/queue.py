@@ -1,0 +1,48 @@
+"""Requests waiting while every replica of a model is saturated: highest key priority first, bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+
+from iir_gateway.errors import APIError
+
+
+class PriorityGate:
+    def __init__(self, max_waiting: int = 1000, timeout_s: float = 30.0) -> None:
+        self.max_waiting = max_waiting
+        self.timeout_s = timeout_s
+        self._heaps: dict[str, list[tuple[int, int, asyncio.Future[None]]]] = {}
+        self._order = itertools.count()
+        self.waiting = 0
+
+    def _full(self, model: str, why: str) -> APIError:
+        return APIError(429, f"Every replica of `{model}` is saturated and {why}; try again shortly.",
+                        code="model_saturated", type="rate_limit_error",
+                        headers={"retry-after": str(max(1, math.ceil(self.timeout_s / 10)))})
+
+    async def wait(self, model: str, priority: int) -> None:
+        """Waits for `wake(model)` (a request of that model finished); 429 when the queue is full or too slow."""
+        if self.waiting >= self.max_waiting:
+            raise self._full(model, f"{self.waiting} requests are already waiting")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._heaps.setdefault(model, []), (-priority, next(self._order), future))
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+        except TimeoutError:
+            raise self._full(model, f"no room came within {self.timeout_s:.0f}s") from None
+        finally:
+            self.waiting -= 1
+            if not future.done():
+                future.cancel()  # left in the heap, skipped by wake()
+
+    def wake(self, model: str) -> None:
+        heap = self._heaps.get(model)
+        while heap:
+            _, _, future = heapq.heappop(heap)
+            if not future.done():
+                future.set_result(None)
+                return

@@ -1,0 +1,39 @@
+"""Plugin type name → factory. A factory takes the plugin context and the plugin's parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from iir_gateway.picking.base import PluginContext
+from iir_gateway.picking.plugins.healthy_filter import HealthyFilter
+from iir_gateway.picking.plugins.least_outstanding import LeastOutstandingScorer
+from iir_gateway.picking.plugins.load_aware import LoadAwareScorer
+from iir_gateway.picking.plugins.low_load_filter import LowLoadFilter
+from iir_gateway.picking.plugins.max_score import MaxScorePicker
+from iir_gateway.picking.plugins.prefix_affinity import PrefixAffinityScorer
+from iir_gateway.picking.plugins.round_robin import RoundRobinPicker
+
+Factory = Callable[[PluginContext, dict[str, Any]], Any]
+
+PLUGINS: dict[str, Factory] = {
+    "healthy_filter": lambda ctx, p: HealthyFilter(),
+    "low_load_filter": lambda ctx, p: LowLoadFilter(**p),
+    "least_outstanding": lambda ctx, p: LeastOutstandingScorer(),
+    "load_aware": lambda ctx, p: LoadAwareScorer(**p),
+    "prefix_affinity": lambda ctx, p: PrefixAffinityScorer(ctx),
+    "round_robin": lambda ctx, p: RoundRobinPicker(),
+    "max_score": lambda ctx, p: MaxScorePicker(),
+}
+
+
+def register(name: str, factory: Factory) -> None:
+    """Adds a plugin type (for extensions and tests)."""
+    PLUGINS[name] = factory
+
+
+def build(name: str, context: PluginContext, params: dict[str, Any] | None = None) -> Any:
+    try:
+        return PLUGINS[name](context, params or {})
+    except KeyError:
+        raise ValueError(f"unknown picking plugin {name!r}; known: {', '.join(sorted(PLUGINS))}") from None

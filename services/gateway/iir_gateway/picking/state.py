@@ -1,0 +1,90 @@
+"""What the gateway knows of each endpoint: in-flight requests, vLLM's load metrics, health, cached prefixes."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+
+@dataclass
+class EndpointState:
+    url: str
+    # Requests this gateway process has in flight there (known at once, unlike scraped metrics).
+    outstanding: int = 0
+    # From the replica's own /metrics, scraped by the registry: vllm:num_requests_waiting/running and
+    # vllm:kv_cache_usage_perc (0..1).
+    waiting: float = 0.0
+    running: float = 0.0
+    kv_cache_usage: float = 0.0
+    metrics_at: float = 0.0
+    # Passive health: consecutive failures; ejected until `ejected_until`, then one probe request.
+    failures: int = 0
+    ejected_until: float = 0.0
+    ejections: int = 0
+    # Prefix block hashes recently sent here (an approximation of the replica's prefix cache), LRU.
+    prefixes: OrderedDict[int, None] = field(default_factory=OrderedDict)
+
+    @property
+    def load(self) -> float:
+        """Queued work: what we have in flight there, or what it reports waiting, whichever is larger."""
+        return max(float(self.outstanding), self.waiting + self.running)
+
+    def healthy(self, now: float) -> bool:
+        return now >= self.ejected_until
+
+
+class EndpointStates:
+    """Endpoint states by URL, shared by every model served there."""
+
+    def __init__(self, failure_threshold: int = 3, base_ejection_s: float = 5.0, max_ejection_s: float = 60.0,
+                 prefix_capacity: int = 50_000) -> None:
+        self._states: dict[str, EndpointState] = {}
+        self.failure_threshold = failure_threshold
+        self.base_ejection_s = base_ejection_s
+        self.max_ejection_s = max_ejection_s
+        self.prefix_capacity = prefix_capacity
+
+    def get(self, url: str) -> EndpointState:
+        state = self._states.get(url)
+        if state is None:
+            state = self._states[url] = EndpointState(url)
+        return state
+
+    def started(self, url: str) -> None:
+        self.get(url).outstanding += 1
+
+    def finished(self, url: str, ok: bool, now: float | None = None) -> None:
+        """A request ended; `ok` False for a connection failure or a 5xx, which counts toward ejection."""
+        state = self.get(url)
+        state.outstanding = max(0, state.outstanding - 1)
+        if ok:
+            state.failures = 0
+            state.ejections = 0
+            return
+        state.failures += 1
+        if state.failures >= self.failure_threshold:
+            now = time.monotonic() if now is None else now
+            backoff = min(self.max_ejection_s, self.base_ejection_s * 2**state.ejections)
+            state.ejected_until = now + backoff
+            state.ejections += 1
+            state.failures = self.failure_threshold - 1  # after the ejection, one failed probe ejects again
+
+    def update_metrics(self, url: str, waiting: float, running: float, kv_cache_usage: float,
+                       now: float | None = None) -> None:
+        state = self.get(url)
+        state.waiting, state.running, state.kv_cache_usage = waiting, running, kv_cache_usage
+        state.metrics_at = time.monotonic() if now is None else now
+
+    def remember_prefixes(self, url: str, blocks: list[int]) -> None:
+        prefixes = self.get(url).prefixes
+        for block in blocks:
+            prefixes[block] = None
+            prefixes.move_to_end(block)
+        while len(prefixes) > self.prefix_capacity:
+            prefixes.popitem(last=False)
+
+    def forget_except(self, urls: set[str]) -> None:
+        """Drops the state of endpoints no model has any more."""
+        for url in [u for u in self._states if u not in urls]:
+            del self._states[url]

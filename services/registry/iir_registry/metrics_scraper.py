@@ -1,0 +1,65 @@
+"""Scrapes each ready local endpoint's vLLM /metrics and pushes the load figures to every watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+
+from iir.v1 import registry_pb2
+from iir_registry.catalogue import Catalogue
+
+log = logging.getLogger(__name__)
+
+_WAITING = "vllm:num_requests_waiting"
+_RUNNING = "vllm:num_requests_running"
+_KV = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+
+
+def parse_vllm_metrics(url: str, text: str) -> registry_pb2.EndpointMetrics:
+    """Sums the queue gauges over engines (data parallel ranks) and keeps the fullest KV cache."""
+    waiting = running = kv = 0.0
+    for line in text.splitlines():
+        if not line.startswith("vllm:"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        try:
+            value = float(line.rsplit(" ", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        if name == _WAITING:
+            waiting += value
+        elif name == _RUNNING:
+            running += value
+        elif name in _KV:
+            kv = max(kv, value)
+    return registry_pb2.EndpointMetrics(url=url, waiting=waiting, running=running, kv_cache_usage=kv)
+
+
+class MetricsScraper:
+    def __init__(self, catalogue: Catalogue, interval_s: float = 1.0, timeout_s: float = 1.0) -> None:
+        self.catalogue = catalogue
+        self.interval_s = interval_s
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    def endpoints(self) -> set[str]:
+        return {e.url for m in self.catalogue.models() if m.provider == "local" for e in m.endpoints if e.ready}
+
+    async def scrape(self, session: aiohttp.ClientSession, url: str) -> registry_pb2.EndpointMetrics | None:
+        try:
+            async with session.get(f"{url.rstrip('/')}/metrics", timeout=self.timeout) as resp:
+                if resp.status != 200:
+                    return None
+                return parse_vllm_metrics(url, await resp.text())
+        except (aiohttp.ClientError, TimeoutError):
+            return None  # the endpoint's readiness is the registry's business, not the scraper's
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            while True:
+                urls = self.endpoints()
+                if urls:
+                    results = await asyncio.gather(*(self.scrape(session, u) for u in sorted(urls)))
+                    self.catalogue.publish_metrics([m for m in results if m is not None])
+                await asyncio.sleep(self.interval_s)
