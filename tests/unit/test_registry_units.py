@@ -7,6 +7,7 @@ from pathlib import Path
 
 from iir.v1 import registry_pb2
 from iir_registry.catalogue import Catalogue
+from iir_registry.metrics_scraper import MetricsScraper, parse_vllm_metrics
 from iir_registry.resource_mapping import model_from_resource
 from iir_registry.sources.file_source import FileSource
 
@@ -68,3 +69,57 @@ def test_file_source_keeps_last_good_file(tmp_path: Path) -> None:
     path.unlink()
     source.load()
     assert cat.models() == []
+
+
+VLLM_METRICS = """\
+# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="meta llama/8B"} 7.0
+vllm:num_requests_running{engine="1",model_name="meta llama/8B"} 5.0
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="meta llama/8B"} 3.0
+vllm:num_requests_waiting{engine="1",model_name="meta llama/8B"} 1.0 1732500000000
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="meta llama/8B"} 0.25
+vllm:kv_cache_usage_perc{engine="1",model_name="meta llama/8B"} 0.5
+vllm:prompt_tokens_total{engine="0",model_name="meta llama/8B"} 1234.0
+vllm:num_requests_waiting{engine="2"} NaN-ish
+"""
+
+
+def test_vllm_metrics_sum_engines_and_keep_the_fullest_kv_cache() -> None:
+    m = parse_vllm_metrics("http://a", VLLM_METRICS)
+    assert (m.url, m.waiting, m.running, m.kv_cache_usage) == ("http://a", 4.0, 12.0, 0.5)
+    old = parse_vllm_metrics("http://b", "vllm:gpu_cache_usage_perc 0.75\nvllm:num_requests_waiting 2\n")
+    assert (old.kv_cache_usage, old.waiting) == (0.75, 2.0)
+
+
+async def test_scraper_pushes_the_load_of_ready_local_endpoints() -> None:
+    from aiohttp import web
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text=VLLM_METRICS, content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        cat = Catalogue()
+        endpoints = [registry_pb2.Endpoint(url=f"http://127.0.0.1:{port}", ready=True),
+                     registry_pb2.Endpoint(url="http://127.0.0.1:1", ready=True),  # refused: skipped
+                     registry_pb2.Endpoint(url="http://10.9.9.9", ready=False)]
+        cat.upsert(registry_pb2.Model(name="local/a", provider="local", endpoints=endpoints))
+        stream = cat.watch()
+        await anext(stream)
+        task = asyncio.create_task(MetricsScraper(cat, interval_s=0.05).run())
+        event = await asyncio.wait_for(anext(stream), 5)
+        task.cancel()
+        await stream.aclose()
+        assert event.type == Event.METRICS
+        assert [(m.url, m.waiting) for m in event.metrics] == [(f"http://127.0.0.1:{port}", 4.0)]
+    finally:
+        await runner.cleanup()

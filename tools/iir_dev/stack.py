@@ -147,10 +147,10 @@ class Stack:
             self.stop()
             raise
 
-    def start_gateway_replica(self, name: str, timeout: float = 30) -> str:
-        """Another gateway process sharing this stack's services and Redis; returns its URL."""
+    def start_gateway_replica(self, name: str, timeout: float = 30, env: dict[str, str] | None = None) -> str:
+        """Another gateway process sharing this stack's services and Redis (plus `env`); returns its URL."""
         port = free_port()
-        self._spawn(name, "iir_gateway", {"IIR_GATEWAY_PORT": str(port)})
+        self._spawn(name, "iir_gateway", {"IIR_GATEWAY_PORT": str(port), **(env or {})})
         url = f"http://127.0.0.1:{port}"
         self._wait(name, lambda: http_ok(f"{url}/health"), timeout)
         return url

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -18,7 +18,7 @@ class ModelCatalogue:
     """Models by public name. Reads are local; the registry pushes every change."""
 
     def __init__(self, channel: grpc.aio.Channel,
-                 on_metrics: Callable[[registry_pb2.EndpointMetrics], None] | None = None) -> None:
+                 on_metrics: Callable[[Sequence[registry_pb2.EndpointMetrics]], None] | None = None) -> None:
         self._stub = registry_pb2_grpc.RegistryServiceStub(channel)
         self._on_metrics = on_metrics
         self.models: dict[str, registry_pb2.Model] = {}
@@ -38,8 +38,7 @@ class ModelCatalogue:
         elif event.type == Event.DELETE:
             self.models.pop(event.model.name, None)
         elif event.type == Event.METRICS and self._on_metrics is not None:
-            for metrics in event.metrics:
-                self._on_metrics(metrics)
+            self._on_metrics(event.metrics)
 
     async def run(self) -> None:
         """Follows the Watch stream for ever, reconnecting with backoff."""

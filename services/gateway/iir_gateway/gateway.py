@@ -6,19 +6,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from iir.v1 import auth_pb2_grpc, registry_pb2_grpc
+from iir.v1 import auth_pb2_grpc, registry_pb2, registry_pb2_grpc
 from iir_common import __version__
 from iir_gateway.auth import Authenticator, Principal
 from iir_gateway.catalogue import ModelCatalogue
 from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
+from iir_gateway.picking.collector import EndpointStateCollector
 from iir_gateway.picking.policies import Scheduler
 from iir_gateway.picking.queue import PriorityGate
 from iir_gateway.picking.state import EndpointStates
@@ -55,11 +56,11 @@ class Gateway:
         self.limiter = RateLimiter(self.redis, self.metrics, settings.redis_prefix, settings.rate_limit_burst)
         self.usage = UsageRecorder(self.channels["auth"], settings.usage_flush_interval_s)
         self.endpoints = EndpointStates()
-        self.catalogue = ModelCatalogue(self.channels["registry"], on_metrics=lambda m: self.endpoints.update_metrics(
-            m.url, m.waiting, m.running, m.kv_cache_usage))
-        self.registry_stub = registry_pb2_grpc.RegistryServiceStub(self.channels["registry"])
         self.queue = PriorityGate(settings.queue_max, settings.queue_timeout_s)
+        self.catalogue = ModelCatalogue(self.channels["registry"], on_metrics=self._on_endpoint_metrics)
+        self.registry_stub = registry_pb2_grpc.RegistryServiceStub(self.channels["registry"])
         self.metrics.queue_depth.set_function(lambda: self.queue.waiting)
+        self.metrics.registry.register(EndpointStateCollector(self.endpoints))
         self.providers: dict[str, Provider] = {
             "local": LocalProvider(self.catalogue, Scheduler(settings.endpoint_picker, self.endpoints), self.endpoints,
                                    self.queue, settings.endpoint_max_outstanding, settings.endpoint_max_waiting),
@@ -91,6 +92,12 @@ class Gateway:
         await self.redis.aclose()
         for channel in self.channels.values():
             await channel.close()
+
+    def _on_endpoint_metrics(self, metrics: Sequence[registry_pb2.EndpointMetrics]) -> None:
+        """The registry pushed fresh vLLM load figures; queued requests look again."""
+        for m in metrics:
+            self.endpoints.update_metrics(m.url, m.waiting, m.running, m.kv_cache_usage)
+        self.queue.wake_all()
 
     async def route(self, model: str, principal: Principal, request: RouteRequest) -> tuple[Provider, Upstream]:
         """The provider and upstream for a public model name, after the key's scope check."""

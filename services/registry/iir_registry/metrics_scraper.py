@@ -23,9 +23,12 @@ def parse_vllm_metrics(url: str, text: str) -> registry_pb2.EndpointMetrics:
     for line in text.splitlines():
         if not line.startswith("vllm:"):
             continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
+        # `name{labels} value [timestamp]`; label values may hold spaces, so read the value after the `}`.
+        name, brace, rest = line.partition("{")
+        fields = (rest.rpartition("}")[2] if brace else line).split()
+        name = name.split()[0] if brace else fields.pop(0) if fields else ""
         try:
-            value = float(line.rsplit(" ", 1)[1])
+            value = float(fields[0])
         except (IndexError, ValueError):
             continue
         if name == _WAITING:

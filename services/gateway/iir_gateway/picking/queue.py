@@ -23,21 +23,29 @@ class PriorityGate:
                         code="model_saturated", type="rate_limit_error",
                         headers={"retry-after": str(max(1, math.ceil(self.timeout_s / 10)))})
 
-    async def wait(self, model: str, priority: int) -> None:
-        """Waits for `wake(model)` (a request of that model finished); 429 when the queue is full or too slow."""
+    async def wait(self, model: str, priority: int, deadline: float | None = None) -> None:
+        """Waits for `wake(model)` (a request of that model finished); 429 when the queue is full or when
+        `deadline` (loop time; default: `timeout_s` from now) passes."""
+        loop = asyncio.get_running_loop()
+        remaining = self.timeout_s if deadline is None else deadline - loop.time()
         if self.waiting >= self.max_waiting:
             raise self._full(model, f"{self.waiting} requests are already waiting")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[None] = loop.create_future()
         heapq.heappush(self._heaps.setdefault(model, []), (-priority, next(self._order), future))
         self.waiting += 1
         try:
-            await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+            await asyncio.wait_for(asyncio.shield(future), max(0.0, remaining))
         except TimeoutError:
             raise self._full(model, f"no room came within {self.timeout_s:.0f}s") from None
         finally:
             self.waiting -= 1
             if not future.done():
                 future.cancel()  # left in the heap, skipped by wake()
+
+    def wake_all(self) -> None:
+        """New load figures arrived: one waiter per model looks again."""
+        for model in list(self._heaps):
+            self.wake(model)
 
     def wake(self, model: str) -> None:
         heap = self._heaps.get(model)
@@ -46,3 +54,4 @@ class PriorityGate:
             if not future.done():
                 future.set_result(None)
                 return
+        self._heaps.pop(model, None)

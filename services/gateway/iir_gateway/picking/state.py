@@ -51,6 +51,9 @@ class EndpointStates:
             state = self._states[url] = EndpointState(url)
         return state
 
+    def all(self) -> list[EndpointState]:
+        return list(self._states.values())
+
     def started(self, url: str) -> None:
         self.get(url).outstanding += 1
 

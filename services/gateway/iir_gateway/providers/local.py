@@ -6,6 +6,7 @@ request waits in a bounded queue, highest key priority first.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from iir.v1 import registry_pb2
@@ -49,26 +50,32 @@ class LocalProvider:
                            f"{': ' + entry.message if entry.message else ''}).", code="model_not_ready")
         return entry, ready
 
-    def _saturated(self, endpoints: list[registry_pb2.Endpoint]) -> bool:
+    def _room(self, endpoints: list[registry_pb2.Endpoint]) -> list[registry_pb2.Endpoint]:
+        """The endpoints not saturated: fewer than `max_outstanding` in flight from here and `max_waiting` queued."""
+        room = []
         for e in endpoints:
             state = self.states.get(e.url)
             if state.outstanding < self.max_outstanding and state.waiting < self.max_waiting:
-                return False
-        return True
+                room.append(e)
+        return room
 
     async def resolve(self, model: str, request: RouteRequest) -> Upstream:
         full = f"{self.name}/{model}"
         entry, ready = self._ready(full)
-        while self._saturated(ready):
-            await self.gate.wait(full, request.priority)
+        room = self._room(ready)
+        deadline = None
+        while not room:
+            deadline = deadline or asyncio.get_running_loop().time() + self.gate.timeout_s
+            await self.gate.wait(full, request.priority, deadline)
             entry, ready = self._ready(full)
-        if len(ready) == 1:
-            url = ready[0].url
+            room = self._room(ready)
+        if len(room) == 1:
+            url = room[0].url
         else:
             blocks = prefix_blocks(request.body) if self.scheduler.policy.uses_prefixes else []
-            url = self.scheduler.pick(PickRequest(full, blocks, request.session), [e.url for e in ready])
+            url = self.scheduler.pick(PickRequest(full, blocks, request.session), [e.url for e in room])
         self.states.started(url)
-        target = next((e.target for e in ready if e.url == url), "") or url
+        target = next((e.target for e in room if e.url == url), "") or url
         return Upstream(base_url=url.rstrip("/") + "/v1", model=entry.served_name, target=target, endpoint=url,
                         public_model=full)
 

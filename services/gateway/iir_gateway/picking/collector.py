@@ -1,0 +1,36 @@
+"""Exports what the gateway knows of each endpoint at scrape time (nothing is updated per request)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from iir_gateway.picking.state import EndpointStates
+
+
+class EndpointStateCollector(Collector):
+    def __init__(self, states: EndpointStates) -> None:
+        self.states = states
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families = {
+            attr: GaugeMetricFamily(f"iir_gateway_endpoint_{attr}", doc, labels=["endpoint"])
+            for attr, doc in (
+                ("outstanding", "Requests this gateway process has in flight per endpoint."),
+                ("waiting", "vllm:num_requests_waiting as last pushed by the registry."),
+                ("running", "vllm:num_requests_running as last pushed by the registry."),
+                ("kv_cache_usage", "vllm:kv_cache_usage_perc as last pushed by the registry."),
+            )
+        }
+        ejected = GaugeMetricFamily("iir_gateway_endpoint_ejected", "1 while an endpoint is ejected for failures.",
+                                    labels=["endpoint"])
+        now = time.monotonic()
+        for state in self.states.all():
+            for attr, family in families.items():
+                family.add_metric([state.url], float(getattr(state, attr)))
+            ejected.add_metric([state.url], 0.0 if state.healthy(now) else 1.0)
+        yield from families.values()
+        yield ejected

@@ -1,0 +1,145 @@
+"""Endpoint picking as the local provider runs it: policies, ejection, saturation queue."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from iir.v1 import registry_pb2
+from iir_gateway.catalogue import ModelCatalogue
+from iir_gateway.errors import APIError
+from iir_gateway.picking.base import PickRequest
+from iir_gateway.picking.policies import POLICIES, Scheduler
+from iir_gateway.picking.queue import PriorityGate
+from iir_gateway.picking.registry import build
+from iir_gateway.picking.state import EndpointStates
+from iir_gateway.providers.base import RouteRequest
+from iir_gateway.providers.local import LocalProvider
+
+URLS = ["http://a", "http://b", "http://c"]
+
+
+def test_every_named_policy_builds_and_picks_a_given_endpoint() -> None:
+    for name in POLICIES:
+        assert Scheduler(name, EndpointStates()).pick(PickRequest("m", [1, 2]), URLS) in URLS
+    with pytest.raises(ValueError, match="unknown endpoint picking policy 'nope'; known: least_outstanding"):
+        Scheduler("nope", EndpointStates())
+    with pytest.raises(ValueError, match="unknown picking plugin"):
+        build("nope", None)  # type: ignore[arg-type]
+
+
+def test_prefix_policy_keeps_a_conversation_on_one_replica_until_it_is_overloaded() -> None:
+    states = EndpointStates()
+    scheduler = Scheduler("load_aware_prefix", states)
+    first = scheduler.pick(PickRequest("m", [1, 2, 3]), URLS)
+    states.started(first)
+    # Same prefix, a little busier than the others: affinity wins.
+    assert scheduler.pick(PickRequest("m", [1, 2, 3, 4]), URLS) == first
+    # Over the low-load slack (8 more than the least loaded): the prefix goes elsewhere.
+    states.update_metrics(first, waiting=20, running=10, kv_cache_usage=0.5)
+    assert scheduler.pick(PickRequest("m", [1, 2, 3, 4]), URLS) != first
+
+
+def test_load_aware_prefers_the_replica_reporting_least_work() -> None:
+    states = EndpointStates()
+    states.update_metrics("http://a", waiting=5, running=30, kv_cache_usage=0.9)
+    states.update_metrics("http://b", waiting=0, running=3, kv_cache_usage=0.2)
+    states.update_metrics("http://c", waiting=1, running=20, kv_cache_usage=0.7)
+    assert Scheduler("load_aware", states).pick(PickRequest("m"), URLS) == "http://b"
+
+
+def test_ejected_replica_is_skipped_unless_all_are() -> None:
+    states = EndpointStates()
+    scheduler = Scheduler("round_robin", states)
+    for _ in range(3):
+        states.finished("http://b", ok=False, now=0.0)
+    assert {scheduler.pick(PickRequest("m"), URLS, now=1.0) for _ in range(6)} == {"http://a", "http://c"}
+    for url in ("http://a", "http://c"):
+        for _ in range(3):
+            states.finished(url, ok=False, now=0.0)
+    assert scheduler.pick(PickRequest("m"), URLS, now=1.0) in URLS  # all ejected: still served
+
+
+async def test_queue_serves_highest_priority_first_and_is_bounded() -> None:
+    gate = PriorityGate(max_waiting=2, timeout_s=5)
+    order: list[str] = []
+
+    async def waiter(name: str, priority: int) -> None:
+        await gate.wait("m", priority)
+        order.append(name)
+
+    low = asyncio.create_task(waiter("low", 0))
+    await asyncio.sleep(0)
+    high = asyncio.create_task(waiter("high", 9))
+    await asyncio.sleep(0)
+    with pytest.raises(APIError) as full:
+        await gate.wait("m", 5)
+    assert full.value.status == 429 and full.value.headers["retry-after"] == "1"
+    gate.wake("m")
+    await high
+    gate.wake("m")
+    await low
+    assert order == ["high", "low"] and gate.waiting == 0
+
+
+async def test_queue_wait_times_out_with_429() -> None:
+    gate = PriorityGate(max_waiting=10, timeout_s=0.05)
+    with pytest.raises(APIError, match="no room came within") as exc:
+        await gate.wait("m", 0)
+    assert exc.value.status == 429 and gate.waiting == 0
+    gate.wake("m")  # the abandoned entry is skipped
+
+
+def catalogue_with(urls: list[str]) -> ModelCatalogue:
+    catalogue = ModelCatalogue(grpc.aio.insecure_channel("127.0.0.1:1"))
+    model = registry_pb2.Model(name="local/m", served_name="served-m", phase="Ready", endpoints=[
+        registry_pb2.Endpoint(url=u, ready=True, target=f"pod-{i}") for i, u in enumerate(urls)])
+    catalogue.apply(registry_pb2.WatchEvent(type=registry_pb2.WatchEvent.SNAPSHOT, models=[model]))
+    return catalogue
+
+
+async def test_saturated_model_queues_then_proceeds_when_a_request_ends() -> None:
+    states = EndpointStates()
+    provider = LocalProvider(catalogue_with(["http://a"]), Scheduler("load_aware_prefix", states), states,
+                             PriorityGate(max_waiting=1, timeout_s=5), max_outstanding=1)
+    first = await provider.resolve("m", RouteRequest({}))
+    assert (first.base_url, first.model, first.target, first.public_model) == ("http://a/v1", "served-m", "pod-0",
+                                                                               "local/m")
+    queued = asyncio.create_task(provider.resolve("m", RouteRequest({}, priority=1)))
+    await asyncio.sleep(0.01)
+    assert not queued.done()
+    with pytest.raises(APIError) as refused:
+        await provider.resolve("m", RouteRequest({}))
+    assert refused.value.status == 429 and refused.value.code == "model_saturated"
+    provider.release(first, ok=True)
+    second = await asyncio.wait_for(queued, 1)
+    assert second.endpoint == "http://a" and states.get("http://a").outstanding == 1
+
+
+async def test_vllm_reported_queue_also_saturates() -> None:
+    states = EndpointStates()
+    provider = LocalProvider(catalogue_with(["http://a", "http://b"]), Scheduler("least_outstanding", states),
+                             states, PriorityGate(max_waiting=0), max_waiting=10)
+    states.update_metrics("http://a", waiting=10, running=0, kv_cache_usage=0)
+    assert (await provider.resolve("m", RouteRequest({}))).endpoint == "http://b"
+    states.update_metrics("http://b", waiting=12, running=0, kv_cache_usage=0)
+    with pytest.raises(APIError, match="saturated"):
+        await provider.resolve("m", RouteRequest({}))
+
+
+async def test_fresh_metrics_wake_requests_queued_behind_other_gateways_traffic() -> None:
+    states = EndpointStates()
+    gate = PriorityGate(max_waiting=5, timeout_s=5)
+    provider = LocalProvider(catalogue_with(["http://a"]), Scheduler("load_aware", states), states, gate,
+                             max_waiting=10)
+    states.update_metrics("http://a", waiting=50, running=64, kv_cache_usage=1.0)
+    queued = asyncio.create_task(provider.resolve("m", RouteRequest({})))
+    await asyncio.sleep(0.01)
+    gate.wake_all()  # still saturated: it waits again, within its first deadline
+    await asyncio.sleep(0.01)
+    assert not queued.done()
+    states.update_metrics("http://a", waiting=2, running=64, kv_cache_usage=0.9)
+    gate.wake_all()
+    assert (await asyncio.wait_for(queued, 1)).endpoint == "http://a"
