@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+
 import uvicorn
 
+from iir_gateway.providers.config import ProvidersFileError, Timeouts, load_providers
 from iir_gateway.settings import GatewaySettings
 
 
 def main() -> None:
     settings = GatewaySettings()
+    try:  # a bad providers file stops the start with one clear line, not a traceback per worker
+        load_providers(settings.providers_file, Timeouts())
+    except ProvidersFileError as exc:
+        sys.exit(f"iir-gateway: {exc}")
     uvicorn.run("iir_gateway.app:create_asgi", factory=True, host=settings.gateway_host,
                 port=settings.gateway_port, workers=settings.gateway_workers, loop="uvloop",
                 http="httptools", log_config=None, access_log=False, server_header=False,

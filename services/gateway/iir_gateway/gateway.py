@@ -24,6 +24,8 @@ from iir_gateway.picking.policies import Scheduler
 from iir_gateway.picking.queue import PriorityGate
 from iir_gateway.picking.state import EndpointStates
 from iir_gateway.providers.base import Provider, RouteRequest, Upstream
+from iir_gateway.providers.config import load_providers
+from iir_gateway.providers.external import ExternalProvider
 from iir_gateway.providers.local import LocalProvider
 from iir_gateway.ratelimit import RateLimiter
 from iir_gateway.settings import GatewaySettings
@@ -63,8 +65,12 @@ class Gateway:
         self.metrics.registry.register(EndpointStateCollector(self.endpoints))
         self.providers: dict[str, Provider] = {
             "local": LocalProvider(self.catalogue, Scheduler(settings.endpoint_picker, self.endpoints), self.endpoints,
-                                   self.queue, settings.endpoint_max_outstanding, settings.endpoint_max_waiting),
+                                   self.queue, settings.endpoint_max_outstanding, settings.endpoint_max_waiting,
+                                   settings.upstream_retries),
         }
+        for name, config in load_providers(settings.providers_file, self.upstream.defaults,
+                                           settings.upstream_retries).items():
+            self.providers[name] = ExternalProvider(name, config, self.endpoints)
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
 
@@ -99,20 +105,30 @@ class Gateway:
             self.endpoints.update_metrics(m.url, m.waiting, m.running, m.kv_cache_usage)
         self.queue.wake_all()
 
-    async def route(self, model: str, principal: Principal, request: RouteRequest) -> tuple[Provider, Upstream]:
-        """The provider and upstream for a public model name, after the key's scope check."""
+    def fallbacks(self, model: str) -> tuple[str, ...]:
+        provider_name, _, name = model.partition("/")
+        provider = self.providers.get(provider_name)
+        return provider.fallbacks(name) if provider is not None and name else ()
+
+    def check_access(self, model: str, principal: Principal) -> None:
+        """404 for a malformed name or an unknown provider, 403 when the key may not use the model."""
         provider_name, sep, name = model.partition("/")
         if not sep or not name:
             raise APIError(404, f"The model `{model}` does not exist. Model names are `<provider>/<model>`, "
                            f"e.g. `local/llama-3-8b-instruct`; see GET /v1/models.",
                            code="model_not_found", param="model")
-        provider = self.providers.get(provider_name)
-        if provider is None:
+        if provider_name not in self.providers:
             raise APIError(404, f"Unknown provider `{provider_name}` in model `{model}`; known providers: "
                            f"{', '.join(sorted(self.providers))}.", code="model_not_found", param="model")
         if not principal.may_use(model):
             raise APIError(403, f"This API key may not use the model `{model}`.", code="model_not_allowed",
                            param="model")
+
+    async def route(self, model: str, principal: Principal, request: RouteRequest) -> tuple[Provider, Upstream]:
+        """The provider and upstream for a public model name, after the key's access check."""
+        self.check_access(model, principal)
+        provider_name, _, name = model.partition("/")
+        provider = self.providers[provider_name]
         return provider, await provider.resolve(name, request)
 
     def list_models(self, principal: Principal) -> list[dict[str, Any]]:

@@ -47,6 +47,17 @@ class CompletionRequest(_Sampling):
     prompt: str | list[str] | list[int] | list[list[int]]
 
 
+class EmbeddingRequest(_Open):
+    model: str = Field(min_length=1, description='"<provider>/<model>", e.g. "openai/text-embedding-3-small"')
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+
+InferenceRequest = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
+
+
 # Pydantic names the member of a union that failed inside `loc`; those are not field names.
 _UNION_TAGS = {"str", "int", "float", "bool", "none", "dict", "list"}
 
@@ -62,7 +73,7 @@ def _param(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def validate_body(schema: type[_Sampling], body: dict[str, Any]) -> Any:
+def validate_body(schema: type[BaseModel], body: dict[str, Any]) -> Any:
     """Validates `body` against `schema`, turning the first problem into a 400 naming the field."""
     try:
         return schema.model_validate(body)
@@ -82,4 +93,4 @@ def openapi_body(schema: type[BaseModel]) -> dict[str, Any]:
         "schema": {"$ref": f"#/components/schemas/{schema.__name__}"}}}}}
 
 
-OPENAPI_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionRequest, CompletionRequest)
+OPENAPI_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionRequest, CompletionRequest, EmbeddingRequest)

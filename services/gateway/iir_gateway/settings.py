@@ -23,6 +23,12 @@ class GatewaySettings(IIRSettings):
     upstream_read_timeout_s: float = 120.0
     # Longest a non-streaming upstream call may take in all.
     upstream_total_timeout_s: float = 600.0
+    # Longest wait for a stream's first bytes (the prompt's prefill included).
+    upstream_first_token_timeout_s: float = 60.0
+    # Further attempts after a connection error, 429 or 5xx (with backoff), before the fallbacks.
+    upstream_retries: int = 2
+    # External providers (YAML): base URLs, key sources, models and fallbacks, timeouts; see README.
+    providers_file: str = ""
     # Endpoint picking policy among a local model's ready replicas: round_robin, least_outstanding,
     # load_aware, load_aware_prefix.
     endpoint_picker: str = "load_aware_prefix"

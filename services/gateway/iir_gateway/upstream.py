@@ -1,10 +1,12 @@
-"""Calls OpenAI-compatible upstreams over pooled keep-alive connections and relays their answers.
+"""Calls upstreams over pooled keep-alive connections and relays their answers in OpenAI's format.
 
-Failures map to OpenAI errors: unreachable or 5xx → 502, timeout → 504, 4xx passed through.
+Failures map to OpenAI errors: unreachable or 5xx → 502, timeout → 504, 429 → 429, the provider
+refusing our credentials → 502, other 4xx passed through.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -18,8 +20,12 @@ from starlette.types import Receive, Scope, Send
 from iir_gateway.errors import APIError, error_body
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.providers.base import Upstream
+from iir_gateway.providers.config import Timeouts
 from iir_gateway.settings import GatewaySettings
 from iir_gateway.usage_tap import UsageTap
+from iir_gateway.wire.anthropic_request import to_anthropic
+from iir_gateway.wire.anthropic_response import from_anthropic
+from iir_gateway.wire.anthropic_stream import AnthropicStreamTranslator
 
 log = logging.getLogger(__name__)
 
@@ -78,17 +84,24 @@ def _upstream_message(raw: bytes) -> str:
     return raw[:500].decode(errors="replace")
 
 
+class UpstreamError(APIError):
+    """An upstream call that failed; `retryable` when trying again is safe (nothing was generated)."""
+
+    def __init__(self, status: int, message: str, code: str, retryable: bool,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, message, code=code, headers=headers)
+        self.retryable = retryable
+
+
 class UpstreamClient:
     def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
         self._session: aiohttp.ClientSession | None = None
-        self._timeout = aiohttp.ClientTimeout(total=settings.upstream_total_timeout_s,
-                                              sock_connect=settings.upstream_connect_timeout_s,
-                                              sock_read=settings.upstream_read_timeout_s)
-        self._stream_timeout = aiohttp.ClientTimeout(total=None,
-                                                     sock_connect=settings.upstream_connect_timeout_s,
-                                                     sock_read=settings.upstream_read_timeout_s)
+        self.defaults = Timeouts(connect_s=settings.upstream_connect_timeout_s,
+                                 first_token_s=settings.upstream_first_token_timeout_s,
+                                 read_s=settings.upstream_read_timeout_s, total_s=settings.upstream_total_timeout_s)
+        self._client_timeouts: dict[Timeouts, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
@@ -100,76 +113,139 @@ class UpstreamClient:
         if self._session is not None:
             await self._session.close()
 
-    def _fail(self, provider: str, kind: str, status: int, message: str, code: str) -> APIError:
-        self.metrics.upstream_errors.labels(provider, kind).inc()
-        return APIError(status, message, code=code)
+    def _timeouts(self, timeouts: Timeouts) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
+        """(non-streaming, streaming) aiohttp timeouts; a stream's first token and chunks are timed by the relay."""
+        pair = self._client_timeouts.get(timeouts)
+        if pair is None:
+            pair = self._client_timeouts[timeouts] = (
+                aiohttp.ClientTimeout(total=timeouts.total_s, sock_connect=timeouts.connect_s,
+                                      sock_read=timeouts.read_s),
+                aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s))
+        return pair
 
-    async def forward(self, provider: str, upstream: Upstream, path: str, body: bytes, *, stream: bool,
-                      request_id: str, public_model: str, on_done: OnDone, strip_usage: bool = False) -> Response:
-        """POSTs `body` to `upstream` and relays the answer (a stream when `stream`); `on_done` gets its usage."""
+    def _fail(self, provider: str, kind: str, status: int, message: str, code: str, retryable: bool,
+              headers: dict[str, str] | None = None) -> UpstreamError:
+        self.metrics.upstream_errors.labels(provider, kind).inc()
+        return UpstreamError(status, message, code, retryable, headers)
+
+    def _request(self, upstream: Upstream, path: str, body: dict[str, Any]) -> tuple[str, bytes]:
+        if upstream.wire == "anthropic":
+            if path != "chat/completions":
+                raise APIError(400, f"`{upstream.public_model}` (Anthropic) supports only /v1/chat/completions.",
+                               code="unsupported_endpoint")
+            return f"{upstream.base_url}/v1/messages", orjson.dumps(to_anthropic(body))
+        return f"{upstream.base_url}/{path}", orjson.dumps(body)
+
+    async def forward(self, provider: str, upstream: Upstream, path: str, body: dict[str, Any], *, stream: bool,
+                      request_id: str, on_done: OnDone, strip_usage: bool = False) -> Response:
+        """POSTs `body` to `upstream` (translated to its wire format) and relays the answer as OpenAI's.
+
+        Raises `UpstreamError` for what a retry or a fallback may fix; an upstream 4xx is passed through.
+        """
         assert self._session is not None, "UpstreamClient.start() was not awaited"
+        public_model = upstream.public_model
+        url, payload = self._request(upstream, path, body)
         headers = {"content-type": "application/json", "x-request-id": request_id, **upstream.headers}
-        url = f"{upstream.base_url}/{path}"
+        timeouts = upstream.timeouts or self.defaults
+        unary_timeout, stream_timeout = self._timeouts(timeouts)
+        first = b""
         try:
-            resp = await self._session.post(url, data=body, headers=headers,
-                                            timeout=self._stream_timeout if stream else self._timeout)
+            if stream:
+                async with asyncio.timeout(timeouts.first_token_s):
+                    resp = await self._session.post(url, data=payload, headers=headers, timeout=stream_timeout)
+                    if resp.status == 200:
+                        first = await resp.content.readany()
+            else:
+                resp = await self._session.post(url, data=payload, headers=headers, timeout=unary_timeout)
             if resp.status != 200 or not stream:
                 raw = await resp.read()
                 resp.release()
         except TimeoutError:
             raise self._fail(provider, "timeout", 504, f"The upstream for `{public_model}` timed out.",
-                             "upstream_timeout") from None
+                             "upstream_timeout", retryable=False) from None
         except aiohttp.ClientConnectorError as exc:
             log.warning("upstream unreachable", extra={"url": url, "error": str(exc)})
             raise self._fail(provider, "connect", 502, f"The upstream for `{public_model}` is unreachable.",
-                             "upstream_unreachable") from None
+                             "upstream_unreachable", retryable=True) from None
         except aiohttp.ClientError as exc:
             log.warning("upstream failed", extra={"url": url, "error": repr(exc)})
             raise self._fail(provider, "protocol", 502, f"The upstream for `{public_model}` failed: "
-                             f"{type(exc).__name__}.", "upstream_error") from None
+                             f"{type(exc).__name__}.", "upstream_error", retryable=False) from None
 
         answer_headers = {"x-iir-model": public_model}
-        if resp.status >= 500:
-            raise self._fail(provider, f"http_{resp.status}", 502, f"The upstream for `{public_model}` "
-                             f"answered {resp.status}: {_upstream_message(raw)}", "upstream_error")
         if resp.status != 200:
-            # Client errors are the caller's to fix: pass status and message through.
-            return Response(error_body(resp.status, _upstream_message(raw), code="upstream_rejected"),
-                            status_code=resp.status, media_type="application/json", headers=answer_headers)
+            raise self._status_error(provider, resp, raw, public_model, answer_headers)
         if not stream:
             try:
-                usage = orjson.loads(raw).get("usage")
-            except (orjson.JSONDecodeError, AttributeError):
-                usage = None
+                answer = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise self._fail(provider, "protocol", 502, f"The upstream for `{public_model}` answered with "
+                                 "a body that is not JSON.", "upstream_error", retryable=False) from None
+            if upstream.wire == "anthropic":
+                answer = from_anthropic(answer)
+                raw = orjson.dumps(answer)
+            usage = answer.get("usage") if isinstance(answer, dict) else None
             on_done(usage if isinstance(usage, dict) else None, True)
             return Response(raw, media_type="application/json", headers=answer_headers)
-        relay = StreamRelay(resp, provider, public_model, on_done, strip_usage, self.metrics)
+        if not first:
+            resp.close()
+            raise self._fail(provider, "protocol", 502, f"The upstream for `{public_model}` closed the stream "
+                             "before sending anything.", "upstream_error", retryable=True)
+        transform = (AnthropicStreamTranslator(not strip_usage) if upstream.wire == "anthropic"
+                     else UsageTap(strip_usage))
+        relay = StreamRelay(resp, first, transform, timeouts.read_s, provider, public_model, on_done, self.metrics)
         return DisconnectAwareStreamingResponse(relay.chunks(), on_close=lambda: relay.close(False),
                                                 media_type="text/event-stream",
                                                 headers={**_SSE_HEADERS, **answer_headers})
 
+    def _status_error(self, provider: str, resp: aiohttp.ClientResponse, raw: bytes, public_model: str,
+                      answer_headers: dict[str, str]) -> APIError:
+        message = _upstream_message(raw)
+        if resp.status >= 500:
+            return self._fail(provider, f"http_{resp.status}", 502, f"The upstream for `{public_model}` answered "
+                              f"{resp.status}: {message}", "upstream_error", retryable=True)
+        if resp.status == 429:
+            retry_after = {"retry-after": resp.headers["retry-after"]} if "retry-after" in resp.headers else {}
+            return self._fail(provider, "http_429", 429, f"The upstream for `{public_model}` is rate limiting: "
+                              f"{message}", "upstream_rate_limited", retryable=True,
+                              headers={**answer_headers, **retry_after})
+        if resp.status in (401, 403):
+            # The gateway's own credentials were refused: not the caller's to fix.
+            return self._fail(provider, f"http_{resp.status}", 502, f"The provider for `{public_model}` refused "
+                              f"the gateway's credentials ({resp.status}): {message}", "upstream_auth_failed",
+                              retryable=False)
+        # Other client errors are the caller's to fix: pass status and message through.
+        return APIError(resp.status, message, code="upstream_rejected", headers=answer_headers)
+
 
 class StreamRelay:
-    """Relays an upstream SSE stream chunk by chunk, reading its usage; `close` runs exactly once."""
+    """Relays an upstream SSE stream chunk by chunk through `transform`, reading its usage; `close` runs once."""
 
-    def __init__(self, resp: aiohttp.ClientResponse, provider: str, public_model: str, on_done: OnDone,
-                 strip_usage: bool, metrics: GatewayMetrics) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, first: bytes, transform: UsageTap | AnthropicStreamTranslator,
+                 read_timeout_s: float, provider: str, public_model: str, on_done: OnDone,
+                 metrics: GatewayMetrics) -> None:
         self.resp = resp
+        self.first = first
+        self.transform = transform
+        self.read_timeout_s = read_timeout_s
         self.provider = provider
         self.public_model = public_model
         self.on_done = on_done
-        self.tap = UsageTap(strip_usage)
         self.metrics = metrics
         self.closed = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         completed = False
+        content = self.resp.content
         try:
-            async for chunk in self.resp.content.iter_any():
-                out = self.tap.feed(chunk)
+            chunk = self.first
+            while chunk:
+                out = self.transform.feed(chunk)
                 if out:
                     yield out
-            tail = self.tap.flush()
+                async with asyncio.timeout(self.read_timeout_s):
+                    chunk = await content.readany()
+            tail = self.transform.flush()
             if tail:
                 yield tail
             completed = True
@@ -187,7 +263,7 @@ class StreamRelay:
         if self.closed:
             return
         self.closed = True
-        self.on_done(self.tap.usage, completed)
+        self.on_done(self.transform.usage, completed)
         if completed:
             self.resp.release()
         else:

@@ -1,8 +1,10 @@
-"""aiohttp application speaking vLLM's OpenAI-compatible API (`/v1/chat/completions`, `/v1/completions`)."""
+"""aiohttp application speaking vLLM's OpenAI-compatible API (chat completions, completions, embeddings)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 import time
 import uuid
 from typing import Any
@@ -162,6 +164,30 @@ async def _stream(request: web.Request, body: dict[str, Any], chat: bool, rid: s
     return resp
 
 
+async def embeddings(request: web.Request) -> web.Response:
+    """vLLM's /v1/embeddings answer: one deterministic unit vector per input."""
+    body = await _read_request(request)
+    if isinstance(body, web.Response):
+        return body
+    inputs = body.get("input")
+    if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs:
+        return _error(400, "input must be a string or a non-empty list", "BadRequestError")
+    dims = int(body.get("dimensions") or 8)
+    data, used = [], 0
+    for i, item in enumerate(inputs):
+        text = item if isinstance(item, str) else orjson.dumps(item).decode()
+        used += count_tokens(text)
+        digest = hashlib.blake2b(text.encode(), digest_size=dims).digest()
+        raw = [b - 127.5 for b in digest]
+        norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+        data.append({"index": i, "object": "embedding", "embedding": [v / norm for v in raw]})
+    return _json({"id": f"embd-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
+                  "model": body["model"], "data": data,
+                  "usage": {"prompt_tokens": used, "total_tokens": used, "completion_tokens": 0}})
+
+
 def create_app(settings: SimSettings | None = None) -> web.Application:
     settings = settings or SimSettings()
     app = web.Application()
@@ -171,6 +197,7 @@ def create_app(settings: SimSettings | None = None) -> web.Application:
     handler_text = _completion_handler(chat=False)
     app.router.add_post("/v1/chat/completions", handler_chat)
     app.router.add_post("/v1/completions", handler_text)
+    app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)

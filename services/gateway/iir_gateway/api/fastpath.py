@@ -1,7 +1,7 @@
 """The inference routes served straight from ASGI.
 
 FastAPI's routing, dependency solving and middleware stack cost about 40% of the gateway's CPU per
-request (profiled with py-spy); these two POST routes skip them and call the same `serve_inference`.
+request (profiled with py-spy); these POST routes skip them and call the same `serve_inference`.
 Everything else, including other methods on these paths, goes to FastAPI.
 """
 
@@ -18,11 +18,12 @@ from iir_gateway.api.inference import serve_inference
 from iir_gateway.api.requests import read_asgi_json
 from iir_gateway.errors import APIError
 from iir_gateway.gateway import Gateway
-from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest
+from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
-_ROUTES: dict[str, tuple[type[ChatCompletionRequest] | type[CompletionRequest], str]] = {
+_ROUTES: dict[str, tuple[type[Any], str]] = {
     "/v1/chat/completions": (ChatCompletionRequest, "chat/completions"),
     "/v1/completions": (CompletionRequest, "completions"),
+    "/v1/embeddings": (EmbeddingRequest, "embeddings"),
 }
 
 

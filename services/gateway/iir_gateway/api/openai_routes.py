@@ -1,6 +1,8 @@
-"""The OpenAI-compatible surface: chat completions, completions, models."""
+"""The OpenAI-compatible surface: chat completions, completions, embeddings, models."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
@@ -10,13 +12,12 @@ from iir_gateway.api.inference import serve_inference
 from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.gateway import Gateway
 from iir_gateway.providers.local import model_not_found
-from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest, openapi_body
+from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, openapi_body
 
 router = APIRouter(tags=["OpenAI"])
 
 
-async def _serve(request: Request, schema: type[ChatCompletionRequest] | type[CompletionRequest],
-                 path: str) -> Response:
+async def _serve(request: Request, schema: type[Any], path: str) -> Response:
     # Normally answered by the ASGI fast path (api/fastpath.py); kept for the docs and as a fallback.
     gw: Gateway = request.app.state.gateway
     return await serve_inference(gw, request.headers, client_ip(request),
@@ -32,6 +33,11 @@ async def chat_completions(request: Request) -> Response:
 @router.post("/v1/completions", summary="Create a completion", openapi_extra=openapi_body(CompletionRequest))
 async def completions(request: Request) -> Response:
     return await _serve(request, CompletionRequest, "completions")
+
+
+@router.post("/v1/embeddings", summary="Create embeddings", openapi_extra=openapi_body(EmbeddingRequest))
+async def embeddings(request: Request) -> Response:
+    return await _serve(request, EmbeddingRequest, "embeddings")
 
 
 @router.get("/v1/models", summary="List the models this key can call now")

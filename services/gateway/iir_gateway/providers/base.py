@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+from iir_gateway.providers.config import Timeouts
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +25,11 @@ class Upstream:
     model: str
     headers: dict[str, str] = field(default_factory=dict)
     target: str = ""  # which replica, for logs
-    endpoint: str = ""  # the replica's key in the endpoint states ("" when the provider does not track any)
+    endpoint: str = ""  # its key in the endpoint states (health, load)
     public_model: str = ""
+    wire: Literal["openai", "anthropic"] = "openai"
+    timeouts: Timeouts | None = None  # None: the gateway's defaults
+    retries: int = 2
 
 
 class Provider(Protocol):
@@ -32,6 +37,10 @@ class Provider(Protocol):
 
     async def resolve(self, model: str, request: RouteRequest) -> Upstream:
         """The upstream for `model` (the part after `<provider>/`); raises APIError 404/429/503."""
+        ...
+
+    def fallbacks(self, model: str) -> tuple[str, ...]:
+        """Public names of the models to try, in order, when `model` cannot answer."""
         ...
 
     def release(self, upstream: Upstream, ok: bool) -> None:

@@ -29,13 +29,14 @@ class LocalProvider:
     name = "local"
 
     def __init__(self, catalogue: ModelCatalogue, scheduler: Scheduler, states: EndpointStates, gate: PriorityGate,
-                 max_outstanding: int = 256, max_waiting: float = 128) -> None:
+                 max_outstanding: int = 256, max_waiting: float = 128, retries: int = 2) -> None:
         self.catalogue = catalogue
         self.scheduler = scheduler
         self.states = states
         self.gate = gate
         self.max_outstanding = max_outstanding
         self.max_waiting = max_waiting
+        self.retries = retries
 
     def _ready(self, full: str) -> tuple[registry_pb2.Model, list[registry_pb2.Endpoint]]:
         entry = self.catalogue.get(full)
@@ -77,7 +78,11 @@ class LocalProvider:
         self.states.started(url)
         target = next((e.target for e in room if e.url == url), "") or url
         return Upstream(base_url=url.rstrip("/") + "/v1", model=entry.served_name, target=target, endpoint=url,
-                        public_model=full)
+                        public_model=full, retries=self.retries)
+
+    def fallbacks(self, model: str) -> tuple[str, ...]:
+        entry = self.catalogue.get(f"{self.name}/{model}")
+        return tuple(entry.fallbacks) if entry is not None else ()
 
     def release(self, upstream: Upstream, ok: bool) -> None:
         self.states.finished(upstream.endpoint, ok)

@@ -1,0 +1,64 @@
+"""External APIs (`openai/…`, `anthropic/…`, any named OpenAI-compatible server): one instance per provider.
+
+Each provider's base URL is a circuit: after consecutive failures it is skipped (requests go to their
+fallbacks, or get 503) until the ejection time is up and a probe request succeeds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from iir_gateway.errors import APIError
+from iir_gateway.picking.state import EndpointStates
+from iir_gateway.providers.base import RouteRequest, Upstream
+from iir_gateway.providers.config import ProviderConfig
+
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+class ExternalProvider:
+    def __init__(self, name: str, config: ProviderConfig, states: EndpointStates) -> None:
+        self.name = name
+        self.config = config
+        self.states = states
+        self.created = int(time.time())
+
+    def _headers(self) -> dict[str, str]:
+        key = self.config.api_key()  # read per request, so a rotated Secret file takes effect
+        if self.config.kind == "anthropic":
+            auth = {"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION} if key else {
+                "anthropic-version": ANTHROPIC_VERSION}
+        else:
+            auth = {"authorization": f"Bearer {key}"} if key else {}
+        return {**self.config.headers, **auth}
+
+    async def resolve(self, model: str, request: RouteRequest) -> Upstream:
+        missing = self.config.missing_credentials()
+        if missing:
+            raise APIError(404, f"The provider `{self.name}` is not configured: its API key is missing (set "
+                           f"{missing}).", code="provider_not_configured", param="model")
+        state = self.states.get(self.config.base_url)
+        now = time.monotonic()
+        if not state.healthy(now):
+            wait = math.ceil(state.ejected_until - now)
+            raise APIError(503, f"The provider `{self.name}` failed repeatedly and is skipped for {wait}s more.",
+                           code="upstream_circuit_open", headers={"retry-after": str(max(1, wait))})
+        self.states.started(self.config.base_url)
+        return Upstream(base_url=self.config.base_url, model=model, headers=self._headers(), target=self.name,
+                        endpoint=self.config.base_url, public_model=f"{self.name}/{model}", wire=self.config.kind,
+                        timeouts=self.config.timeouts, retries=self.config.retries)
+
+    def fallbacks(self, model: str) -> tuple[str, ...]:
+        options = self.config.models.get(model)
+        return options.fallbacks if options else ()
+
+    def release(self, upstream: Upstream, ok: bool) -> None:
+        self.states.finished(upstream.endpoint, ok)
+
+    def list_models(self) -> list[dict[str, Any]]:
+        if self.config.missing_credentials():
+            return []
+        return [{"id": f"{self.name}/{m}", "object": "model", "created": self.created, "owned_by": self.name}
+                for m in self.config.models]

@@ -1,0 +1,108 @@
+"""Anthropic Messages SSE events → OpenAI chat completion chunks, as they arrive.
+
+Same interface as `UsageTap`: `feed(bytes) -> bytes`, `flush() -> bytes`, and `usage` once known.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from iir_gateway.errors import error_body
+from iir_gateway.wire.anthropic_response import finish_reason, usage
+
+_ERROR_STATUS = {"overloaded_error": 502, "api_error": 502, "rate_limit_error": 429, "timeout_error": 504}
+
+
+class AnthropicStreamTranslator:
+    def __init__(self, include_usage: bool) -> None:
+        self.include_usage = include_usage
+        self.usage: dict[str, Any] | None = None
+        self._input: dict[str, Any] = {}
+        self._output_tokens = 0
+        self._tail = b""
+        self._id = ""
+        self._model = ""
+        self._created = int(time.time())
+        self._tool_index: dict[int, int] = {}  # Anthropic content block index → OpenAI tool call index
+        self._done = False
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        data = {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        return b"data: " + orjson.dumps(data) + b"\n\n"
+
+    def _event(self, event: dict[str, Any]) -> bytes:
+        kind = event.get("type")
+        if kind == "message_start":
+            message = event.get("message") or {}
+            self._id, self._model = message.get("id", ""), message.get("model", "")
+            self._input = message.get("usage") or {}
+            return self._chunk({"role": "assistant", "content": ""})
+        if kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = self._tool_index[event.get("index", 0)] = len(self._tool_index)
+                return self._chunk({"tool_calls": [{"index": index, "id": block.get("id", ""), "type": "function",
+                                                    "function": {"name": block.get("name", ""), "arguments": ""}}]})
+            if block.get("type") == "text" and block.get("text"):
+                return self._chunk({"content": block["text"]})
+            return b""
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                return self._chunk({"content": delta.get("text", "")})
+            if dtype == "input_json_delta":
+                index = self._tool_index.get(event.get("index", 0), 0)
+                return self._chunk({"tool_calls": [{"index": index,
+                                                    "function": {"arguments": delta.get("partial_json", "")}}]})
+            if dtype == "thinking_delta":
+                return self._chunk({"reasoning_content": delta.get("thinking", "")})
+            return b""
+        if kind == "message_delta":
+            self._output_tokens = int((event.get("usage") or {}).get("output_tokens") or self._output_tokens)
+            reason = finish_reason((event.get("delta") or {}).get("stop_reason"))
+            return self._chunk({}, reason) if reason else b""
+        if kind == "message_stop":
+            return self._finish()
+        if kind == "error":
+            err = event.get("error") or {}
+            status = _ERROR_STATUS.get(err.get("type", ""), 502)
+            self._done = True
+            return (b"data: " + error_body(status, err.get("message") or "The upstream failed.",
+                                           code="upstream_error") + b"\n\n" + b"data: [DONE]\n\n")
+        return b""  # ping, content_block_stop, and event types added later
+
+    def _finish(self) -> bytes:
+        self._done = True
+        self.usage = usage(self._input, self._output_tokens)
+        out = b""
+        if self.include_usage:
+            data = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                    "model": self._model, "choices": [], "usage": self.usage}
+            out = b"data: " + orjson.dumps(data) + b"\n\n"
+        return out + b"data: [DONE]\n\n"
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._tail + chunk if self._tail else chunk
+        data = data.replace(b"\r\n", b"\n")
+        events = data.split(b"\n\n")
+        self._tail = events.pop()
+        out = []
+        for raw in events:
+            for line in raw.split(b"\n"):
+                if line.startswith(b"data:") and not self._done:
+                    try:
+                        event = orjson.loads(line[5:])
+                    except orjson.JSONDecodeError:
+                        continue
+                    if isinstance(event, dict):
+                        out.append(self._event(event))
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        tail, self._tail = self._tail, b""
+        return self.feed(tail + b"\n\n") if tail.strip() else b""
