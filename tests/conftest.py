@@ -61,11 +61,13 @@ def start_sim(port: int, **env: str) -> subprocess.Popen[bytes]:
     raise RuntimeError("simulated backend did not start")
 
 
-def inference_model(name: str, url: str | None, phase: str = "Ready", served: str | None = None) -> dict:
+def inference_model(name: str, url: str | None, phase: str = "Ready", served: str | None = None,
+                    fallbacks: list[str] | None = None) -> dict:
     endpoints = [{"url": url, "ready": True, "target": name}] if url else []
+    routing = {"routing": {"fallbacks": fallbacks}} if fallbacks else {}
     return {"apiVersion": "iir.dev/v1alpha1", "kind": "InferenceModel",
             "metadata": {"name": name, "namespace": "test"},
-            "spec": {"servedName": served or name, "source": {"huggingFace": f"test/{name}"}},
+            "spec": {"servedName": served or name, "source": {"huggingFace": f"test/{name}"}, **routing},
             "status": {"phase": phase, "readyReplicas": 1 if url else 0, "endpoints": endpoints,
                        "message": "" if url else "waiting for a GPU node"}}
 
@@ -96,6 +98,7 @@ def make_stack(workdir: Path, database_url: str, redis_url: str, slow_url: str) 
         inference_model(SERVED, stack.sim_url),
         inference_model("slow", slow_url),
         inference_model("dead", dead),
+        inference_model("dead-with-fallback", dead, fallbacks=[f"local/{SERVED}"]),
         inference_model("ghost", stack.sim_url),  # the simulated backend does not serve "ghost"
         inference_model("pending", None, phase="Pending"),
     ])

@@ -1,7 +1,8 @@
 """External APIs (`openai/…`, `anthropic/…`, any named OpenAI-compatible server): one instance per provider.
 
-Each provider's base URL is a circuit: after consecutive failures it is skipped (requests go to their
-fallbacks, or get 503) until the ejection time is up and a probe request succeeds.
+Each model of a provider is a circuit: after consecutive failures it is skipped (requests go to its
+fallbacks, or get 503) until the ejection time is up and a probe request succeeds. Models, not base
+URLs, because providers overload and fail one model at a time.
 """
 
 from __future__ import annotations
@@ -39,15 +40,16 @@ class ExternalProvider:
         if missing:
             raise APIError(404, f"The provider `{self.name}` is not configured: its API key is missing (set "
                            f"{missing}).", code="provider_not_configured", param="model")
-        state = self.states.get(self.config.base_url)
+        circuit = f"{self.config.base_url}#{model}"
+        state = self.states.get(circuit)
         now = time.monotonic()
         if not state.healthy(now):
             wait = math.ceil(state.ejected_until - now)
             raise APIError(503, f"The provider `{self.name}` failed repeatedly and is skipped for {wait}s more.",
                            code="upstream_circuit_open", headers={"retry-after": str(max(1, wait))})
-        self.states.started(self.config.base_url)
+        self.states.started(circuit)
         return Upstream(base_url=self.config.base_url, model=model, headers=self._headers(), target=self.name,
-                        endpoint=self.config.base_url, public_model=f"{self.name}/{model}", wire=self.config.kind,
+                        endpoint=circuit, public_model=f"{self.name}/{model}", wire=self.config.kind,
                         timeouts=self.config.timeouts, retries=self.config.retries)
 
     def fallbacks(self, model: str) -> tuple[str, ...]:
