@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
 from pathlib import Path
 
 from iir_dev import datastores
-from iir_dev.stack import REPO, Ports, Stack, StackError
+from iir_dev.stack import MANAGED_VARIABLES, REPO, Ports, Stack, StackError
 
 
 def up(args: argparse.Namespace) -> int:
@@ -22,7 +23,9 @@ def up(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"  PostgreSQL: {pg.origin}   Redis: {rd.origin}", flush=True)
-    stack = Stack(workdir=workdir, database_url=pg.url, redis_url=rd.url, ports=Ports.defaults())
+    # Your own IIR_ settings (IIR_PROVIDERS_FILE, IIR_ENDPOINT_PICKER…) reach the services; addresses are the stack's.
+    settings = {k: v for k, v in os.environ.items() if k.startswith("IIR_") and k not in MANAGED_VARIABLES}
+    stack = Stack(workdir=workdir, database_url=pg.url, redis_url=rd.url, ports=Ports.defaults(), env=settings)
     stack.models_file.unlink(missing_ok=True)
     print("Starting simbackend, registry, auth, classifier, gateway…", flush=True)
     try:
@@ -40,6 +43,7 @@ IIR is up.
   API key:  {key}
   Docs:     {url}/docs      Health: {url}/health
   Models:   edit {stack.models_file} (reloaded on save)
+  External: export ANTHROPIC_API_KEY / OPENAI_API_KEY / … before `make dev` to call anthropic/…, openai/…
   Logs:     {workdir / 'logs'}
 
 Try it:

@@ -66,6 +66,13 @@ class Process:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+# Addresses and stores the stack chooses itself; other IIR_ settings may come from the caller.
+MANAGED_VARIABLES = frozenset({
+    "IIR_DATABASE_URL", "IIR_REDIS_URL", "IIR_GATEWAY_PORT", "IIR_AUTH_PORT", "IIR_REGISTRY_PORT",
+    "IIR_CLASSIFIER_PORT", "IIR_SIM_PORT", "IIR_AUTH_ADDR", "IIR_REGISTRY_ADDR", "IIR_CLASSIFIER_ADDR",
+    "IIR_MODELS_FILE"})
+
+
 @dataclass
 class Stack:
     """gateway, auth, registry, classifier and a simulated vLLM, each its own process."""
