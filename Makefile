@@ -8,7 +8,10 @@ SRC_ROOTS := libs gen services/gateway services/auth services/classifier service
              services/simbackend operator tools
 PROTOS := $(wildcard protos/iir/v1/*.proto)
 
-.PHONY: install protos dev test lint fmt docs bench bench-tools clean
+CLASSIFIER_MODEL := services/classifier/model
+CLASSIFIER_BUILD := services/classifier/iir_classifier/build
+
+.PHONY: install protos classifier-model dev test lint fmt docs bench bench-tools clean
 
 install: $(STAMP) gen/.stamp
 
@@ -27,10 +30,25 @@ gen/.stamp: $(PROTOS) $(STAMP)
 
 protos: gen/.stamp
 
-dev: install
+# The classifier's model: MiniLM exported to ONNX, heads trained on services/classifier/training/.
+$(VENV)/.classifier-build: $(STAMP)
+	$(PIP) install -q -e '.[classifier-build]'
+	touch $@
+
+$(CLASSIFIER_MODEL)/encoder.onnx: $(CLASSIFIER_BUILD)/export_onnx.py | $(VENV)/.classifier-build
+	$(PY) -m iir_classifier.build.export_onnx $(CLASSIFIER_MODEL) 2>&1 | grep -v -i warn || true
+	test -f $@
+
+$(CLASSIFIER_MODEL)/heads.npz: $(CLASSIFIER_MODEL)/encoder.onnx $(CLASSIFIER_BUILD)/train.py \
+		$(wildcard services/classifier/training/*.tsv) | $(VENV)/.classifier-build
+	$(PY) -m iir_classifier.build.train $(CLASSIFIER_MODEL)
+
+classifier-model: install $(CLASSIFIER_MODEL)/heads.npz
+
+dev: install classifier-model
 	$(PY) -m iir_dev up
 
-test: install
+test: install classifier-model
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
@@ -48,13 +66,14 @@ bench-tools:
 	  (apt-get install -y -q wrk >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null))) \
 	  || { echo "wrk is needed for the gateway benchmark: install it (apt-get install wrk)"; exit 1; }
 
-bench: install bench-tools
+bench: install classifier-model bench-tools
 	$(PY) bench/auth_overhead.py
 	$(PY) bench/gateway_overhead.py
 	$(PY) bench/picking_simulator.py
+	$(PY) bench/classifier_latency.py
 
 docs: install
 	$(PY) -m iir_dev.crd_docs
 
 clean:
-	rm -rf $(VENV) gen .dev
+	rm -rf $(VENV) gen .dev $(CLASSIFIER_MODEL)

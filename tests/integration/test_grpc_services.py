@@ -87,7 +87,15 @@ async def test_classifier_classifies(channels) -> None:  # type: ignore[no-untyp
     stub = classifier_pb2_grpc.ClassifierServiceStub(channels["classifier"])
     reply = await stub.Classify(classifier_pb2.ClassifyRequest(messages=[
         classifier_pb2.Turn(role="user", content="Write a python function that parses a regex")]))
-    assert reply.category == "code" and reply.model_version and 0 <= reply.category_confidence <= 1
+    assert reply.category == "code" and reply.model_version.startswith("minilm-l6-heads")
+    assert 0 <= reply.category_confidence <= 1 and reply.complexity in ("simple", "hard") and reply.language == "en"
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.Classify(classifier_pb2.ClassifyRequest())
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # Concurrent requests are batched together and each gets its own answer.
+    prompts = ["Translate 'thank you' into Japanese.", "Prove that there are infinitely many primes.",
+               "Write a haiku about snow.", "Hello! How are you?"] * 4
+    replies = await asyncio.gather(*(stub.Classify(classifier_pb2.ClassifyRequest(messages=[
+        classifier_pb2.Turn(role="user", content=p)])) for p in prompts))
+    assert [r.category for r in replies[:4]] == ["translation", "math", "creative", "chat"]
+    assert [r.category for r in replies] == [r.category for r in replies[:4]] * 4

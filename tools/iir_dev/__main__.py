@@ -24,7 +24,8 @@ def up(args: argparse.Namespace) -> int:
         return 1
     print(f"  PostgreSQL: {pg.origin}   Redis: {rd.origin}", flush=True)
     # Your own IIR_ settings (IIR_PROVIDERS_FILE, IIR_ENDPOINT_PICKER…) reach the services; addresses are the stack's.
-    settings = {k: v for k, v in os.environ.items() if k.startswith("IIR_") and k not in MANAGED_VARIABLES}
+    settings = {"IIR_ROUTING_FILE": str(REPO / "deploy" / "dev" / "routing.yaml")}
+    settings.update({k: v for k, v in os.environ.items() if k.startswith("IIR_") and k not in MANAGED_VARIABLES})
     stack = Stack(workdir=workdir, database_url=pg.url, redis_url=rd.url, ports=Ports.defaults(), env=settings)
     stack.models_file.unlink(missing_ok=True)
     print("Starting simbackend, registry, auth, classifier, gateway…", flush=True)
@@ -46,7 +47,7 @@ IIR is up.
   External: export ANTHROPIC_API_KEY / OPENAI_API_KEY / … before `make dev` to call anthropic/…, openai/…
   Logs:     {workdir / 'logs'}
 
-Try it:
+Try it (or "model": "auto" to let the classifier choose):
   curl {url}/v1/chat/completions -H "Authorization: Bearer {key}" \\
     -H 'Content-Type: application/json' \\
     -d '{{"model": "local/llama-3-8b-instruct", "messages": [{{"role": "user", "content": "Hello"}}]}}'

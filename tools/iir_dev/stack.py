@@ -45,13 +45,14 @@ class Ports:
                    int(env.get("IIR_SIM_PORT", 8100)))
 
 
-def write_models_file(path: Path, sim_url: str) -> None:
-    """The dev models file with every endpoint pointed at the simulated backend."""
+def write_models_file(path: Path, sim_url: str) -> list[str]:
+    """The dev models file with every endpoint pointed at the simulated backend; returns the served names."""
     docs = [d for d in yaml.safe_load_all(DEV_MODELS.read_text()) if d]
     for doc in docs:
         for endpoint in (doc.get("status") or {}).get("endpoints") or []:
             endpoint["url"] = sim_url
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return [d["spec"]["servedName"] for d in docs]
 
 
 @dataclass
@@ -135,14 +136,15 @@ class Stack:
 
     def start(self, timeout: float = 60) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        sim_env = {}
         if not self.models_file.exists():
-            write_models_file(self.models_file, self.sim_url)
+            sim_env["IIR_SIM_MODELS"] = ",".join(write_models_file(self.models_file, self.sim_url))
         p = self.ports
         grpc_services = {"auth": ("iir_auth", p.auth, "iir.v1.AuthService"),
                          "registry": ("iir_registry", p.registry, "iir.v1.RegistryService"),
                          "classifier": ("iir_classifier", p.classifier, "iir.v1.ClassifierService")}
         try:
-            self._spawn("simbackend", "iir_simbackend")
+            self._spawn("simbackend", "iir_simbackend", sim_env)
             for name, (module, _, _) in grpc_services.items():
                 self._spawn(name, module)
             self._wait("simbackend", lambda: http_ok(f"{self.sim_url}/health"), timeout)

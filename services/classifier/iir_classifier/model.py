@@ -1,16 +1,24 @@
-"""Prompt classifiers behind one interface.
+"""The prompt classifier: MiniLM sentence embeddings, trained linear heads, and language identification.
 
-`KeywordClassifier` is the dependency-free baseline used until the trained embedding model
-(issue 5) is built; it is deterministic and fast, and its answers carry low confidence.
+A conversation is read through its last user turn, blended with the turns before it (weights 0.75 and
+0.25), so that "and now in French?" after a translation request stays a translation.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
+from iir_classifier.encoder import Encoder
+from iir_classifier.head import Heads, features
+from iir_classifier.language import LanguageDetector
+
 CATEGORIES = ("code", "math", "reasoning", "creative", "extraction", "chat", "translation")
+LAST_TURN_WEIGHT = 0.75
+CONTEXT_TURNS = 4
 
 
 @dataclass(frozen=True)
@@ -26,42 +34,56 @@ class Classification:
 class Classifier(Protocol):
     version: str
 
-    def classify(self, turns: list[tuple[str, str]]) -> Classification: ...
+    def classify_batch(self, conversations: list[list[tuple[str, str]]]) -> list[Classification]: ...
 
 
-_KEYWORDS: dict[str, tuple[str, ...]] = {
-    "code": ("def ", "function", "class ", "python", "javascript", "bug", "compile", "sql", "regex", "```"),
-    "math": ("integral", "equation", "solve", "derivative", "prove", "theorem", "matrix", "probability"),
-    "reasoning": ("why", "explain", "compare", "step by step", "trade-off", "analyze", "analyse"),
-    "creative": ("poem", "story", "write a song", "haiku", "imagine", "fiction"),
-    "extraction": ("summarize", "summarise", "extract", "tl;dr", "list the", "key points"),
-    "translation": ("translate", "in french", "in german", "in spanish", "into english"),
-}
-_STOPWORDS = {
-    "en": ("the", "and", "is", "what", "how", "you"),
-    "fr": ("le", "la", "les", "est", "et", "vous"),
-    "de": ("der", "die", "das", "und", "ist", "nicht"),
-    "es": ("el", "los", "las", "es", "y", "que"),
-}
-_WORD = re.compile(r"[\w']+")
+class ModelMissing(RuntimeError):
+    pass
 
 
-class KeywordClassifier:
-    """Keyword and stop-word heuristics; the last user turn counts double."""
+def _split(turns: list[tuple[str, str]]) -> tuple[str, str]:
+    """(the last user turn, the turns before it), as text."""
+    last = max((i for i, (role, _) in enumerate(turns) if role == "user"), default=len(turns) - 1)
+    context = " \n".join(content for _, content in turns[max(0, last - CONTEXT_TURNS):last] if content)
+    return turns[last][1] if turns else "", context
 
-    version = "keyword-baseline-1"
 
-    def classify(self, turns: list[tuple[str, str]]) -> Classification:
-        user = [c for r, c in turns if r == "user"] or [c for _, c in turns]
-        text = " ".join(user[:-1] + user[-1:] * 2).lower() if user else ""
-        scores = {cat: sum(text.count(k) for k in kws) for cat, kws in _KEYWORDS.items()}
-        best = max(scores, key=lambda c: scores[c])
-        total = sum(scores.values())
-        category, confidence = (best, scores[best] / total) if total else ("chat", 0.5)
-        words = _WORD.findall(text)
-        lang_hits = {lang: sum(w in sw for w in words) for lang, sw in _STOPWORDS.items()}
-        lang = max(lang_hits, key=lambda k: lang_hits[k])
-        lang_conf = lang_hits[lang] / max(1, sum(lang_hits.values())) if lang_hits[lang] else 0.3
-        hard = min(1.0, len(words) / 400 + (0.4 if category in ("code", "math", "reasoning") else 0.0))
-        return Classification(category, round(confidence, 3), "hard" if hard >= 0.5 else "simple",
-                              round(hard, 3), lang if lang_hits[lang] else "en", round(lang_conf, 3))
+class EmbeddingClassifier:
+    def __init__(self, encoder: Encoder, heads: Heads, languages: LanguageDetector) -> None:
+        self.encoder = encoder
+        self.heads = heads
+        self.languages = languages
+        self.version = heads.version
+
+    @classmethod
+    def load(cls, model_dir: Path, threads: int = 2) -> EmbeddingClassifier:
+        missing = [n for n in ("encoder.onnx", "tokenizer.json", "heads.npz") if not (model_dir / n).exists()]
+        if missing:
+            raise ModelMissing(f"the classifier model is not built in {model_dir} (missing {', '.join(missing)}): "
+                               "run `make classifier-model`")
+        return cls(Encoder(model_dir, threads), Heads.load(model_dir / "heads.npz"), LanguageDetector())
+
+    def vectors(self, texts: list[str]) -> np.ndarray:
+        """The heads' input for each text alone (training uses this too)."""
+        counts = np.array([len(self.encoder.token_ids(t)) for t in texts])
+        return features(self.encoder.embed(texts), counts)
+
+    def classify_batch(self, conversations: list[list[tuple[str, str]]]) -> list[Classification]:
+        lasts, contexts = zip(*(_split(c) for c in conversations), strict=True)
+        x = self.vectors(list(lasts))
+        with_context = [i for i, c in enumerate(contexts) if c]
+        if with_context:
+            ctx = self.vectors([contexts[i] for i in with_context])
+            x[with_context] = LAST_TURN_WEIGHT * x[with_context] + (1 - LAST_TURN_WEIGHT) * ctx
+        category = self.heads.category.probabilities(x)
+        complexity = self.heads.complexity.probabilities(x)
+        hard = self.heads.complexity.labels.index("hard")
+        results = []
+        for i, last in enumerate(lasts):
+            best = int(category[i].argmax())
+            language, language_p = self.languages.detect(last)
+            results.append(Classification(
+                self.heads.category.labels[best], round(float(category[i, best]), 4),
+                "hard" if complexity[i, hard] >= 0.5 else "simple", round(float(complexity[i, hard]), 4),
+                language, round(language_p, 4)))
+        return results

@@ -6,15 +6,17 @@ import sys
 
 import uvicorn
 
+from iir_gateway.auto_routing import RoutingFileError, load_policies
 from iir_gateway.providers.config import ProvidersFileError, Timeouts, load_providers
 from iir_gateway.settings import GatewaySettings
 
 
 def main() -> None:
     settings = GatewaySettings()
-    try:  # a bad providers file stops the start with one clear line, not a traceback per worker
+    try:  # a bad configuration file stops the start with one clear line, not a traceback per worker
         load_providers(settings.providers_file, Timeouts())
-    except ProvidersFileError as exc:
+        load_policies(settings.routing_file, settings.auto_default_model)
+    except (ProvidersFileError, RoutingFileError) as exc:
         sys.exit(f"iir-gateway: {exc}")
     uvicorn.run("iir_gateway.app:create_asgi", factory=True, host=settings.gateway_host,
                 port=settings.gateway_port, workers=settings.gateway_workers, loop="uvloop",

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from iir.v1 import auth_pb2_grpc, registry_pb2, registry_pb2_grpc
 from iir_common import __version__
 from iir_gateway.auth import Authenticator, Principal
+from iir_gateway.auto_routing import AutoRouter, load_policies
 from iir_gateway.catalogue import ModelCatalogue
 from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
@@ -71,6 +72,9 @@ class Gateway:
         for name, config in load_providers(settings.providers_file, self.upstream.defaults,
                                            settings.upstream_retries).items():
             self.providers[name] = ExternalProvider(name, config, self.endpoints)
+        self.auto = AutoRouter(self.channels["classifier"],
+                               load_policies(settings.routing_file, settings.auto_default_model),
+                               settings.classifier_timeout_s)
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
 
@@ -79,9 +83,11 @@ class Gateway:
         self._tasks += [asyncio.create_task(self.catalogue.run(), name="registry-watch"),
                         asyncio.create_task(self.auth.follow_revocations(), name="key-events"),
                         asyncio.create_task(self.usage.run(), name="usage-flush")]
-        # Give the first snapshot a moment, so the first requests after start see the catalogue.
+        # Give the first snapshot a moment, so the first requests after start see the catalogue; connect
+        # to the classifier now, so the first `auto` request is not spent on the handshake.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.catalogue.synced.wait(), timeout=2)
+            await asyncio.wait_for(asyncio.gather(self.catalogue.synced.wait(),
+                                                  self.channels["classifier"].channel_ready()), timeout=2)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Runs `coro` after the response, keeping a reference so it is not collected mid-way."""
@@ -132,7 +138,7 @@ class Gateway:
         return provider, await provider.resolve(name, request)
 
     def list_models(self, principal: Principal) -> list[dict[str, Any]]:
-        cards = [card for p in self.providers.values() for card in p.list_models()]
+        cards = [card for p in self.providers.values() for card in p.list_models()] + self.auto.list_models()
         return sorted((c for c in cards if principal.may_use(c["id"])), key=lambda c: c["id"])
 
     async def health(self) -> tuple[bool, dict[str, Any]]:

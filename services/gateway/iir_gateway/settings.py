@@ -27,6 +27,11 @@ class GatewaySettings(IIRSettings):
     upstream_first_token_timeout_s: float = 60.0
     # Further attempts after a connection error, 429 or 5xx (with backoff), before the fallbacks.
     upstream_retries: int = 2
+    # `model: "auto"` routing: policies (YAML, see README); without a file, `auto` means this model.
+    routing_file: str = ""
+    auto_default_model: str = "local/llama-3-8b-instruct"
+    # Deadline of the classifier call; past it the policy's default model answers.
+    classifier_timeout_s: float = 0.05
     # External providers (YAML): base URLs, key sources, models and fallbacks, timeouts; see README.
     providers_file: str = ""
     # Endpoint picking policy among a local model's ready replicas: round_robin, least_outstanding,

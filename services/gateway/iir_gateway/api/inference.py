@@ -8,6 +8,7 @@ from typing import Any
 from starlette.responses import Response
 
 from iir_common.logging import request_id_var
+from iir_gateway.auto_routing import is_auto
 from iir_gateway.dispatch import dispatch
 from iir_gateway.errors import APIError
 from iir_gateway.gateway import Gateway
@@ -23,8 +24,14 @@ async def serve_inference(gw: Gateway, headers: Mapping[str, str], client_ip: st
     principal = await gw.auth.authenticate(headers, client_ip)
     body = await read_body()
     req = validate_body(schema, body)
-    public_model = req.model
-    gw.check_access(public_model, principal)
+    route = await gw.auto.choose(req.model, body) if is_auto(req.model) else None
+    public_model = route.model if route else req.model
+    try:
+        gw.check_access(public_model, principal)
+    except APIError as exc:
+        if route:
+            exc.headers["x-iir-route"] = route.header
+        raise
     reserve = gw.settings.completion_token_reserve
     # Estimating costs a walk over the messages: only keys with token limits need it up front.
     estimate = estimate_tokens(body, reserve) if principal.limited else None
@@ -57,10 +64,14 @@ async def serve_inference(gw: Gateway, headers: Mapping[str, str], client_ip: st
                                   on_done=on_done, strip_usage=strip_usage)
         status = str(response.status_code)
         response.headers.update(admission.headers)
+        if route:
+            response.headers["x-iir-route"] = route.header
         return response
     except APIError as exc:
         status = str(exc.status)
         exc.headers.update(admission.headers)
+        if route:
+            exc.headers["x-iir-route"] = route.header
         raise
     finally:
         if not settled and admission.reserved_tokens:
