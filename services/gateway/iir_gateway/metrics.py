@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_TOKEN_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1.0)
 
 
 class GatewayMetrics:
@@ -24,8 +25,19 @@ class GatewayMetrics:
                                     ["limit"], registry=self.registry)
         self.ratelimit_errors = Counter("iir_gateway_ratelimit_errors",
                                         "Rate-limit checks skipped because Redis failed.", registry=self.registry)
+        self.model_latency = Histogram("iir_gateway_model_request_duration_seconds",
+                                       "Inference request latency (to the last byte) by model and provider.",
+                                       ["model", "provider"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.ttft = Histogram("iir_gateway_time_to_first_token_seconds",
+                              "Time from the request to the first streamed bytes, by model.", ["model"],
+                              buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.itl = Histogram("iir_gateway_inter_token_latency_seconds",
+                             "Mean time between streamed chunks of a response, by model.", ["model"],
+                             buckets=_TOKEN_BUCKETS, registry=self.registry)
         self.tokens = Counter("iir_gateway_tokens", "Tokens by model and kind (prompt, completion).",
                               ["model", "kind"], registry=self.registry)
+        self.key_tokens = Counter("iir_gateway_key_tokens", "Tokens by API key id (static keys: static).",
+                                  ["key", "kind"], registry=self.registry)
         self.queue_depth = Gauge("iir_gateway_queue_depth", "Requests waiting for a saturated model.",
                                  registry=self.registry)
         self.auth_failures = Counter("iir_gateway_auth_failures", "Refused authentications by reason.",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -149,6 +150,7 @@ class UpstreamClient:
         timeouts = upstream.timeouts or self.defaults
         unary_timeout, stream_timeout = self._timeouts(timeouts)
         first = b""
+        started = time.perf_counter()
         try:
             if stream:
                 async with asyncio.timeout(timeouts.first_token_s):
@@ -193,6 +195,7 @@ class UpstreamClient:
                              "before sending anything.", "upstream_error", retryable=True)
         transform = (AnthropicStreamTranslator(not strip_usage) if upstream.wire == "anthropic"
                      else UsageTap(strip_usage))
+        self.metrics.ttft.labels(public_model).observe(time.perf_counter() - started)
         relay = StreamRelay(resp, first, transform, timeouts.read_s, provider, public_model, on_done, self.metrics)
         return DisconnectAwareStreamingResponse(relay.chunks(), on_close=lambda: relay.close(False),
                                                 media_type="text/event-stream",
@@ -237,14 +240,18 @@ class StreamRelay:
     async def chunks(self) -> AsyncIterator[bytes]:
         completed = False
         content = self.resp.content
+        first_at, count = time.perf_counter(), 0
         try:
             chunk = self.first
             while chunk:
+                count += 1
                 out = self.transform.feed(chunk)
                 if out:
                     yield out
                 async with asyncio.timeout(self.read_timeout_s):
                     chunk = await content.readany()
+            if count > 1:
+                self.metrics.itl.labels(self.public_model).observe((time.perf_counter() - first_at) / (count - 1))
             tail = self.transform.flush()
             if tail:
                 yield tail

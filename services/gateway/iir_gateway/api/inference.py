@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ async def serve_inference(gw: Gateway, headers: Mapping[str, str], client_ip: st
                           read_body: Callable[[], Awaitable[dict[str, Any]]],
                           schema: type[InferenceRequest], path: str) -> Response:
     """Serves one request to `path` (`chat/completions`, `completions`, `embeddings`) of the chosen model."""
+    started = time.perf_counter()
     principal = await gw.auth.authenticate(headers, client_ip)
     body = await read_body()
     req = validate_body(schema, body)
@@ -46,9 +48,14 @@ async def serve_inference(gw: Gateway, headers: Mapping[str, str], client_ip: st
         gw.usage.record(principal.key_id, public_model, prompt, completion)
         gw.metrics.tokens.labels(public_model, "prompt").inc(prompt)
         gw.metrics.tokens.labels(public_model, "completion").inc(completion)
+        key = principal.key_id or "static"
+        gw.metrics.key_tokens.labels(key, "prompt").inc(prompt)
+        gw.metrics.key_tokens.labels(key, "completion").inc(completion)
+        gw.metrics.model_latency.labels(public_model, provider_name).observe(time.perf_counter() - started)
         if admission.reserved_tokens:
             gw.spawn(gw.limiter.settle(principal, admission.reserved_tokens, prompt + completion))
 
+    provider_name = public_model.partition("/")[0]
     stream = bool(getattr(req, "stream", False))
     strip_usage = False
     if stream:
@@ -76,4 +83,4 @@ async def serve_inference(gw: Gateway, headers: Mapping[str, str], client_ip: st
     finally:
         if not settled and admission.reserved_tokens:
             gw.spawn(gw.limiter.settle(principal, admission.reserved_tokens, 0))  # nothing was generated
-        gw.metrics.model_requests.labels(public_model, public_model.partition("/")[0], status).inc()
+        gw.metrics.model_requests.labels(public_model, provider_name, status).inc()

@@ -1,0 +1,74 @@
+{{/* Names, labels and shared pieces of every IIR object. */}}
+
+{{- define "iir.fullname" -}}
+{{- if contains "iir" .Release.Name -}}{{ .Release.Name | trunc 50 | trimSuffix "-" }}{{- else -}}{{ printf "%s-iir" .Release.Name | trunc 50 | trimSuffix "-" }}{{- end -}}
+{{- end -}}
+
+{{- define "iir.name" -}}{{ include "iir.fullname" .root }}-{{ .component }}{{- end -}}
+
+{{- define "iir.labels" -}}
+app.kubernetes.io/name: iir-{{ .component }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: iir
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end -}}
+
+{{- define "iir.selector" -}}
+app.kubernetes.io/name: iir-{{ .component }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- end -}}
+
+{{- define "iir.image" -}}
+{{ .root.Values.image.registry }}/iir-{{ .component }}:{{ .root.Values.image.tag | default .root.Chart.AppVersion }}
+{{- end -}}
+
+{{- define "iir.secretName" -}}{{ include "iir.fullname" . }}-secrets{{- end -}}
+
+{{/* Pod-level hardening shared by every component. */}}
+{{- define "iir.podSecurity" -}}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 10001
+  runAsGroup: 10001
+  fsGroup: 10001
+  seccompProfile: {type: RuntimeDefault}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets: {{ toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- define "iir.containerSecurity" -}}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities: {drop: [ALL]}
+{{- end -}}
+
+{{/* Environment every service shares: log format, datastores, tracing. */}}
+{{- define "iir.commonEnv" -}}
+- {name: IIR_LOG_LEVEL, value: INFO}
+{{- if .Values.otel.endpoint }}
+- {name: OTEL_EXPORTER_OTLP_ENDPOINT, value: {{ .Values.otel.endpoint | quote }}}
+{{- end }}
+{{- end -}}
+
+{{- define "iir.datastoreEnv" -}}
+- name: IIR_DATABASE_URL
+  valueFrom: {secretKeyRef: {name: {{ .Values.database.existingSecret | default (include "iir.secretName" .) }}, key: {{ .Values.database.secretKey }}}}
+- name: IIR_REDIS_URL
+  valueFrom: {secretKeyRef: {name: {{ .Values.redis.existingSecret | default (include "iir.secretName" .) }}, key: {{ .Values.redis.secretKey }}}}
+{{- end -}}
+
+{{- define "iir.extraEnv" -}}
+{{- range $k, $v := . }}
+- {name: {{ $k }}, value: {{ $v | quote }}}
+{{- end }}
+{{- end -}}
+
+{{- define "iir.grpcAddr" -}}{{ include "iir.name" . }}:{{ .port }}{{- end -}}
+
+{{- define "iir.providerKeysSecret" -}}
+{{- if .Values.providers.existingSecret -}}{{ .Values.providers.existingSecret }}{{- else if .Values.providers.apiKeys -}}{{ include "iir.fullname" . }}-provider-keys{{- end -}}
+{{- end -}}
