@@ -10,6 +10,9 @@ from collections.abc import Awaitable, Callable, Iterable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from iir_common.tracing import server_interceptors
+from iir_common.tracing import shutdown as shutdown_tracing
+
 log = logging.getLogger(__name__)
 
 Registrar = Callable[[grpc.aio.Server], None]
@@ -20,7 +23,7 @@ class GrpcService:
 
     def __init__(self, registrars: Iterable[Registrar], service_names: Iterable[str], port: int,
                  host: str = "127.0.0.1") -> None:
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=server_interceptors())
         for register in registrars:
             register(self.server)
         self.health = health.aio.HealthServicer()
@@ -58,3 +61,4 @@ async def run_until_signal(service: GrpcService, name: str,
     await service.stop()
     if on_stop:
         await on_stop()
+    shutdown_tracing()

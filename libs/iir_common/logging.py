@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
+import socket
 import sys
 import time
 from typing import Any
@@ -43,12 +45,47 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class UdpLineHandler(logging.Handler):
+    """Sends each formatted line as one UDP datagram (IIR_REMOTE_LOG_SINK), for debugging: never blocks,
+    drops what cannot be sent."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__()
+        self.address = (host, port)
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.sock.sendto(self.format(record).encode()[:65000], self.address)
+        except OSError:
+            pass  # a debugging aid must never break the service
+
+    def close(self) -> None:
+        self.sock.close()
+        super().close()
+
+
+def remote_sink(value: str) -> tuple[str, int] | None:
+    """`host:port` (or `[v6]:port`) → (host, port); None when unset or malformed."""
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    return host.strip("[]"), int(port)
+
+
 def setup_logging(service: str, level: str = "INFO") -> None:
-    """Routes every logger (uvicorn's and grpc's included) to JSON lines on stderr."""
+    """Routes every logger (uvicorn's and grpc's included) to JSON lines on stderr, and to the UDP sink
+    `IIR_REMOTE_LOG_SINK=host:port` when it is set."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    sink = remote_sink(os.environ.get("IIR_REMOTE_LOG_SINK", ""))
+    if sink:
+        udp = UdpLineHandler(*sink)
+        udp.setFormatter(JsonFormatter(service))
+        root.handlers.append(udp)
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "aiohttp.access"):
         lg = logging.getLogger(name)

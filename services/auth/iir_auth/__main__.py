@@ -15,6 +15,7 @@ from iir_auth.storage.key_store import KeyStore
 from iir_auth.storage.migrations import migrate
 from iir_common.grpc_server import GrpcService, run_until_signal
 from iir_common.logging import setup_logging
+from iir_common.tracing import setup_tracing
 
 log = logging.getLogger("iir_auth")
 
@@ -38,6 +39,7 @@ async def serve(settings: AuthSettings) -> None:
 def main() -> None:
     settings = AuthSettings()
     setup_logging("auth", settings.log_level)
+    setup_tracing("auth")
     asyncio.run(serve(settings))
 
 

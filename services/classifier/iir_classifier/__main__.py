@@ -13,6 +13,7 @@ from iir_classifier.model import EmbeddingClassifier, ModelMissing
 from iir_classifier.settings import ClassifierSettings
 from iir_common.grpc_server import GrpcService, run_until_signal
 from iir_common.logging import setup_logging
+from iir_common.tracing import setup_tracing
 
 log = logging.getLogger("iir_classifier")
 
@@ -33,6 +34,7 @@ async def serve(settings: ClassifierSettings, classifier: EmbeddingClassifier) -
 def main() -> None:
     settings = ClassifierSettings()
     setup_logging("classifier", settings.log_level)
+    setup_tracing("classifier")
     try:
         classifier = EmbeddingClassifier.load(settings.classifier_model_dir, settings.classifier_threads)
     except ModelMissing as exc:

@@ -12,6 +12,8 @@ from starlette.types import ASGIApp
 
 from iir_common import __version__
 from iir_common.logging import setup_logging
+from iir_common.tracing import setup_tracing
+from iir_common.tracing import shutdown as shutdown_tracing
 from iir_gateway.api import admin_routes, openai_routes, ops_routes, registry_routes
 from iir_gateway.api.fastpath import InferenceFastPath
 from iir_gateway.errors import install_error_handlers
@@ -42,6 +44,7 @@ def _add_schemas(app: FastAPI) -> None:
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     setup_logging("gateway", settings.log_level)
+    setup_tracing("gateway")
     gateway = Gateway(settings)
 
     @asynccontextmanager
@@ -51,6 +54,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         gc.freeze()
         yield
         await gateway.stop()
+        shutdown_tracing()
 
     # FastAPI's own telemetry checks the environment on every request; IIR exports its own.
     app = FastAPI(title="IIR gateway", version=__version__, lifespan=lifespan,

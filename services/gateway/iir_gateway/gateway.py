@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from iir.v1 import auth_pb2_grpc, registry_pb2, registry_pb2_grpc
 from iir_common import __version__
+from iir_common.tracing import client_interceptors
 from iir_gateway.auth import Authenticator, Principal
 from iir_gateway.auto_routing import AutoRouter, load_policies
 from iir_gateway.catalogue import ModelCatalogue
@@ -47,9 +48,9 @@ class Gateway:
         self.upstream = UpstreamClient(settings, self.metrics)
         opts = [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1)]
         self.channels = {
-            "auth": grpc.aio.insecure_channel(settings.auth_addr, options=opts),
-            "registry": grpc.aio.insecure_channel(settings.registry_addr, options=opts),
-            "classifier": grpc.aio.insecure_channel(settings.classifier_addr, options=opts),
+            name: grpc.aio.insecure_channel(addr, options=opts, interceptors=client_interceptors())
+            for name, addr in (("auth", settings.auth_addr), ("registry", settings.registry_addr),
+                               ("classifier", settings.classifier_addr))
         }
         self.redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
         self.auth = Authenticator(self.channels["auth"], self.redis, self.metrics, timeout_s=settings.grpc_timeout_s,

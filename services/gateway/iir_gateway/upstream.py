@@ -23,6 +23,7 @@ from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.providers.base import Upstream
 from iir_gateway.providers.config import Timeouts
 from iir_gateway.settings import GatewaySettings
+from iir_gateway.upstream_span import end_span, upstream_span
 from iir_gateway.usage_tap import UsageTap
 from iir_gateway.wire.anthropic_request import to_anthropic
 from iir_gateway.wire.anthropic_response import from_anthropic
@@ -147,6 +148,7 @@ class UpstreamClient:
         public_model = upstream.public_model
         url, payload = self._request(upstream, path, body)
         headers = {"content-type": "application/json", "x-request-id": request_id, **upstream.headers}
+        span = upstream_span(provider, upstream, url, headers)
         timeouts = upstream.timeouts or self.defaults
         unary_timeout, stream_timeout = self._timeouts(timeouts)
         first = b""
@@ -163,17 +165,21 @@ class UpstreamClient:
                 raw = await resp.read()
                 resp.release()
         except TimeoutError:
+            end_span(span, 504)
             raise self._fail(provider, "timeout", 504, f"The upstream for `{public_model}` timed out.",
                              "upstream_timeout", retryable=False) from None
         except aiohttp.ClientConnectorError as exc:
+            end_span(span, 502)
             log.warning("upstream unreachable", extra={"url": url, "error": str(exc)})
             raise self._fail(provider, "connect", 502, f"The upstream for `{public_model}` is unreachable.",
                              "upstream_unreachable", retryable=True) from None
         except aiohttp.ClientError as exc:
+            end_span(span, 502)
             log.warning("upstream failed", extra={"url": url, "error": repr(exc)})
             raise self._fail(provider, "protocol", 502, f"The upstream for `{public_model}` failed: "
                              f"{type(exc).__name__}.", "upstream_error", retryable=False) from None
 
+        end_span(span, resp.status)
         answer_headers = {"x-iir-model": public_model}
         if resp.status != 200:
             raise self._status_error(provider, resp, raw, public_model, answer_headers)

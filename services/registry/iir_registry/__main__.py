@@ -8,6 +8,7 @@ from iir.v1 import registry_pb2_grpc
 from iir_common.grpc_server import GrpcService, run_until_signal
 from iir_common.kube import Kube
 from iir_common.logging import setup_logging
+from iir_common.tracing import setup_tracing
 from iir_registry.catalogue import Catalogue
 from iir_registry.grpc_api import RegistryServicer
 from iir_registry.metrics_scraper import MetricsScraper
@@ -45,6 +46,7 @@ async def serve(settings: RegistrySettings) -> None:
 def main() -> None:
     settings = RegistrySettings()
     setup_logging("registry", settings.log_level)
+    setup_tracing("registry")
     asyncio.run(serve(settings))
 
 

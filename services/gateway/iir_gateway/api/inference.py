@@ -8,12 +8,14 @@ from typing import Any
 
 from starlette.responses import Response
 
+from iir_common import tracing
 from iir_common.logging import request_id_var
 from iir_gateway.auto_routing import is_auto
 from iir_gateway.dispatch import dispatch
 from iir_gateway.errors import APIError
 from iir_gateway.gateway import Gateway
 from iir_gateway.providers.base import RouteRequest
+from iir_gateway.request_span import RequestSpan
 from iir_gateway.schemas import InferenceRequest, validate_body
 from iir_gateway.token_estimate import estimate_tokens
 
@@ -23,9 +25,30 @@ async def serve_inference(gw: Gateway, headers: Mapping[str, str], client_ip: st
                           schema: type[InferenceRequest], path: str) -> Response:
     """Serves one request to `path` (`chat/completions`, `completions`, `embeddings`) of the chosen model."""
     started = time.perf_counter()
+    tracer = tracing.tracer()
+    if tracer is None:
+        return await _serve(gw, headers, client_ip, read_body, schema, path, started, None)
+    span = RequestSpan(tracer, path)
+    try:
+        return await _serve(gw, headers, client_ip, read_body, schema, path, started, span)
+    except APIError as exc:
+        span.fail(exc.status, exc.code)
+        raise
+    except BaseException:
+        span.fail(500, "internal_error")
+        raise
+    finally:
+        span.detach()
+
+
+async def _serve(gw: Gateway, headers: Mapping[str, str], client_ip: str,
+                 read_body: Callable[[], Awaitable[dict[str, Any]]], schema: type[InferenceRequest], path: str,
+                 started: float, span: RequestSpan | None) -> Response:
     principal = await gw.auth.authenticate(headers, client_ip)
     body = await read_body()
     req = validate_body(schema, body)
+    if span is not None:
+        span.describe(body)
     route = await gw.auto.choose(req.model, body) if is_auto(req.model) else None
     public_model = route.model if route else req.model
     try:
@@ -39,6 +62,7 @@ async def serve_inference(gw: Gateway, headers: Mapping[str, str], client_ip: st
     estimate = estimate_tokens(body, reserve) if principal.limited else None
     admission = await gw.limiter.admit(principal, estimate.total if estimate else 0)
     settled = False
+    answered_by = [public_model]
 
     def on_done(usage: dict[str, Any] | None, ok: bool) -> None:
         nonlocal settled
@@ -52,6 +76,8 @@ async def serve_inference(gw: Gateway, headers: Mapping[str, str], client_ip: st
         gw.metrics.key_tokens.labels(key, "prompt").inc(prompt)
         gw.metrics.key_tokens.labels(key, "completion").inc(completion)
         gw.metrics.model_latency.labels(public_model, provider_name).observe(time.perf_counter() - started)
+        if span is not None:
+            span.finish(answered_by[0], usage, ok)
         if admission.reserved_tokens:
             gw.spawn(gw.limiter.settle(principal, admission.reserved_tokens, prompt + completion))
 
@@ -65,11 +91,13 @@ async def serve_inference(gw: Gateway, headers: Mapping[str, str], client_ip: st
             strip_usage = True
     status = "error"
     try:
+        answered_by[0] = public_model
         response = await dispatch(gw, public_model, principal, RouteRequest(body, principal.priority,
                                                                             headers.get("x-session-id", "")),
                                   path, body, stream=stream, request_id=request_id_var.get() or "",
                                   on_done=on_done, strip_usage=strip_usage)
         status = str(response.status_code)
+        answered_by[0] = response.headers.get("x-iir-model", public_model)
         response.headers.update(admission.headers)
         if route:
             response.headers["x-iir-route"] = route.header
