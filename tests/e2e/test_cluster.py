@@ -105,3 +105,14 @@ def _get_json(kind: str, name: str, namespace: str) -> dict | None:
 def _model_ids(stack: Stack, key: str) -> list[str]:
     resp = httpx.get(f"{stack.gateway_url}/v1/models", headers={"Authorization": f"Bearer {key}"})
     return [m["id"] for m in resp.json().get("data", [])]
+
+
+def test_chart_and_overlays_are_accepted_by_the_api_server(namespace: str) -> None:
+    from iir_dev.helm import helm_binary, helm_env
+
+    rendered = subprocess.run([helm_binary(), "template", "iir", str(REPO / "deploy" / "helm" / "iir"),
+                               "--namespace", namespace], capture_output=True, text=True, env=helm_env(),
+                              check=True).stdout
+    kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", stdin=rendered)
+    for overlay in ("dev", "prod"):
+        kubectl("apply", "--dry-run=server", "-k", str(REPO / "deploy" / "kustomize" / "overlays" / overlay))
