@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from iir_dev.stack import Stack
@@ -27,11 +28,19 @@ class OtlpReceiver:
 
     def __init__(self) -> None:
         self.spans: list[tuple[str, object]] = []
+        self.metric_names: set[str] = set()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path.endswith("/v1/metrics"):
+                    metrics = ExportMetricsServiceRequest.FromString(body)
+                    receiver.metric_names |= {m.name for rm in metrics.resource_metrics for sm in rm.scope_metrics
+                                              for m in sm.metrics}
+                    self.send_response(200)
+                    self.end_headers()
+                    return
                 request = ExportTraceServiceRequest.FromString(body)
                 for rs in request.resource_spans:
                     service = next(a.value.string_value for a in rs.resource.attributes if a.key == "service.name")
@@ -60,6 +69,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_ur
     stack = Stack(workdir=tmp_path_factory.mktemp("traced"), database_url=database_url, redis_url=redis_url,
                   master_key=MASTER_KEY, env={
                       "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100",
+                      "OTEL_METRIC_EXPORT_INTERVAL": "300",
                       "IIR_REDIS_PREFIX": f"iir-otel-{uuid.uuid4().hex[:8]}:", "IIR_ROUTING_FILE": str(routing),
                       "IIR_CLASSIFIER_TIMEOUT_S": "2",
                       "IIR_REMOTE_LOG_SINK": f"127.0.0.1:{udp.getsockname()[1]}"})
@@ -102,6 +112,16 @@ def test_one_trace_per_request_across_gateway_auth_classifier_and_upstream(trace
         assert client.parent_span_id == root.span_id, svc  # … child of the request's root span
     upstream = next(s for svc, s in same if svc == "iir-gateway" and s.name == "POST local")
     assert upstream.parent_span_id == root.span_id
+
+
+def test_metrics_are_exported_over_otlp_too(traced: tuple) -> None:
+    _, receiver, _ = traced
+    deadline = time.monotonic() + 10
+    wanted = {"iir_gateway_requests_total", "iir_gateway_model_request_duration_seconds_bucket",
+              "iir_gateway_queue_depth"}
+    while time.monotonic() < deadline and not wanted <= receiver.metric_names:
+        time.sleep(0.1)
+    assert wanted <= receiver.metric_names
 
 
 def test_dashboard_queries_only_exported_metrics(stack: Stack, api_key: str) -> None:

@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from iir.v1 import auth_pb2_grpc, registry_pb2, registry_pb2_grpc
 from iir_common import __version__
+from iir_common.otlp_metrics import export_registry
 from iir_common.tracing import client_interceptors
 from iir_gateway.auth import Authenticator, Principal
 from iir_gateway.auto_routing import AutoRouter, load_policies
@@ -65,6 +66,7 @@ class Gateway:
         self.registry_stub = registry_pb2_grpc.RegistryServiceStub(self.channels["registry"])
         self.metrics.queue_depth.set_function(lambda: self.queue.waiting)
         self.metrics.registry.register(EndpointStateCollector(self.endpoints))
+        self.meter_provider: Any = None
         self.providers: dict[str, Provider] = {
             "local": LocalProvider(self.catalogue, Scheduler(settings.endpoint_picker, self.endpoints), self.endpoints,
                                    self.queue, settings.endpoint_max_outstanding, settings.endpoint_max_waiting,
@@ -81,6 +83,7 @@ class Gateway:
 
     async def start(self) -> None:
         await self.upstream.start()
+        self.meter_provider = export_registry(self.metrics.registry, "gateway")
         self._tasks += [asyncio.create_task(self.catalogue.run(), name="registry-watch"),
                         asyncio.create_task(self.auth.follow_revocations(), name="key-events"),
                         asyncio.create_task(self.usage.run(), name="usage-flush")]
@@ -102,6 +105,8 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.upstream.close()
+        if self.meter_provider is not None:
+            self.meter_provider.shutdown()
         await self.redis.aclose()
         for channel in self.channels.values():
             await channel.close()
