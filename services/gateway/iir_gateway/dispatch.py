@@ -17,7 +17,7 @@ from starlette.responses import Response
 from iir_gateway.auth import Principal
 from iir_gateway.errors import APIError
 from iir_gateway.gateway import Gateway
-from iir_gateway.providers.base import RouteRequest
+from iir_gateway.providers.base import Provider, RouteRequest, Upstream
 from iir_gateway.upstream import OnDone, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,26 @@ def _backoff(attempt: int, error: UpstreamError) -> float:
     if hinted.replace(".", "", 1).isdigit():
         return min(float(hinted), MAX_BACKOFF_S)
     return min(BACKOFF_S * 2**attempt, MAX_BACKOFF_S) * (0.5 + random.random() / 2)
+
+
+class _Lease:
+    """One attempt's hold on its upstream (a replica's in-flight count, a circuit): released exactly once."""
+
+    def __init__(self, provider: Provider, upstream: Upstream, on_done: OnDone) -> None:
+        self.provider = provider
+        self.upstream = upstream
+        self.on_done = on_done
+        self.released = False
+
+    def release(self, ok: bool) -> None:
+        if not self.released:
+            self.released = True
+            self.provider.release(self.upstream, ok)
+
+    def done(self, usage: dict[str, Any] | None, ok: bool) -> None:
+        """The answer ended (a stream possibly much later): release, then account."""
+        self.release(ok)
+        self.on_done(usage, ok)
 
 
 async def dispatch(gw: Gateway, model: str, principal: Principal, request: RouteRequest, path: str,
@@ -57,24 +77,13 @@ async def dispatch(gw: Gateway, model: str, principal: Principal, request: Route
                     log.info("model unavailable, trying its fallback", extra={"model": name, "error": exc.message})
                 last = last or exc
                 break
-            released = False
-
-            def release(ok: bool, provider: Any = provider, upstream: Any = upstream) -> None:
-                nonlocal released
-                if not released:
-                    released = True
-                    provider.release(upstream, ok)
-
-            def done(usage: dict[str, Any] | None, ok: bool, release: Any = release) -> None:
-                release(ok)
-                on_done(usage, ok)
-
+            lease = _Lease(provider, upstream, on_done)
             body["model"] = upstream.model
             try:
                 return await gw.upstream.forward(provider.name, upstream, path, body, stream=stream,
-                                                 request_id=request_id, on_done=done, strip_usage=strip_usage)
+                                                 request_id=request_id, on_done=lease.done, strip_usage=strip_usage)
             except UpstreamError as exc:
-                release(False)
+                lease.release(False)
                 last = exc
                 if exc.retryable and attempt < upstream.retries:
                     await asyncio.sleep(_backoff(attempt, exc))
@@ -84,10 +93,10 @@ async def dispatch(gw: Gateway, model: str, principal: Principal, request: Route
                     log.warning("model failed, trying its fallback", extra={"model": name, "error": exc.message})
                 break
             except APIError as exc:
-                release(exc.status < 500)  # the caller's error says nothing of the upstream's health
+                lease.release(exc.status < 500)  # the caller's error says nothing of the upstream's health
                 raise
             except BaseException:
-                release(False)
+                lease.release(False)
                 raise
     assert last is not None
     raise last
