@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from iir_common.secret_scrubber import SecretScrubber, secret_env_values
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 # Record attributes that are not `extra=` fields; kopf's `settings` extra is a large dump, left out.
@@ -21,9 +23,10 @@ _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"me
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object; `extra={...}` fields are kept as top-level keys."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, scrubber: SecretScrubber | None = None) -> None:
         super().__init__()
         self.service = service
+        self.scrubber = scrubber
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -42,7 +45,8 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        line = orjson.dumps(entry, default=str).decode()
+        return self.scrubber.scrub(line)[0] if self.scrubber is not None else line
 
 
 class UdpLineHandler(logging.Handler):
@@ -77,14 +81,16 @@ def remote_sink(value: str) -> tuple[str, int] | None:
 def setup_logging(service: str, level: str = "INFO") -> None:
     """Routes every logger (uvicorn's and grpc's included) to JSON lines on stderr, and to the UDP sink
     `IIR_REMOTE_LOG_SINK=host:port` when it is set."""
+    # Secrets never leave in a log line: provider keys, tokens, and this process's secret variables.
+    formatter = JsonFormatter(service, SecretScrubber(secret_env_values()))
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(service))
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     sink = remote_sink(os.environ.get("IIR_REMOTE_LOG_SINK", ""))
     if sink:
         udp = UdpLineHandler(*sink)
-        udp.setFormatter(JsonFormatter(service))
+        udp.setFormatter(formatter)
         root.handlers.append(udp)
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "aiohttp.access"):

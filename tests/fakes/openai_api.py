@@ -3,7 +3,7 @@
 Wire format as in https://platform.openai.com/docs/api-reference/chat (responses, chunks, errors).
 The model name chooses a behaviour: `*-500` always fails, `*-flaky` fails twice with 503 (per model
 and `user`), `*-429` is always rate limited, `*-hang` waits 30 s, `*-die` drops the connection midway,
-`*-bad` refuses the request with 400; any other name answers.
+`*-bad` refuses the request with 400, `*-leaky` adds an AWS key to its answer; any other name answers.
 """
 
 from __future__ import annotations
@@ -25,9 +25,14 @@ def _error(status: int, message: str, kind: str, code: str | None = None,
                         status=status, content_type="application/json", headers=headers)
 
 
+LEAKED = "AKIAIOSFODNN7EXAMPLE"
+
+
 def _answer_text(body: dict[str, Any]) -> str:
     last = body["messages"][-1].get("content")
     last = last if isinstance(last, str) else " ".join(p.get("text", "") for p in last or [])
+    if str(body["model"]).endswith("-leaky"):
+        last += f" (my AWS key is {LEAKED})"
     return f"Echo from {body['model']}: {last}"
 
 

@@ -306,3 +306,36 @@ def test_a_bad_providers_file_stops_the_gateway_with_one_clear_line(tmp_path: Pa
                           env={"PATH": "/usr/bin:/bin", "IIR_PROVIDERS_FILE": str(bad)}, timeout=30)
     assert proc.returncode == 1
     assert "providers.openai.base_url" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# Secret scrubbing -------------------------------------------------------------------------------------------
+
+
+def test_secrets_are_redacted_before_the_upstream_sees_them(gateway: str, fakes: dict[str, str]) -> None:
+    secret = "ghp_" + "x1" * 18
+    resp = post(gateway, {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": f"fix {secret}"}]})
+    assert resp.status_code == 200 and resp.headers["x-iir-scrubbed"] == "github_token"
+    assert secret not in json.dumps(last_request(fakes, "openai"))
+    assert resp.json()["choices"][0]["message"]["content"] == "Echo from gpt-4o-mini: fix REDACTED"
+
+
+def test_secrets_in_answers_are_redacted_streaming_or_not(gateway: str) -> None:
+    body = {"model": "openai/gpt-leaky", "messages": [{"role": "user", "content": "hi"}]}
+    resp = post(gateway, body)
+    assert "AKIA" not in resp.text and "REDACTED" in resp.text and resp.headers["x-iir-scrubbed"] == "aws_access_key"
+    streamed = post(gateway, {**body, "stream": True})
+    assert streamed.status_code == 200 and "AKIAIOSFODNN7EXAMPLE" not in streamed.text.replace('"}', "")
+
+
+def test_scrub_mode_per_key(stack: Stack, gateway: str, fakes: dict[str, str]) -> None:
+    blocking = httpx.post(f"{stack.gateway_url}/api/v1/apikeys", json={"name": "blocks", "scrub_mode": "block"}).json()
+    secret = "AKIAIOSFODNN7EXAMPLE"
+    body = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": f"key {secret}"}]}
+    blocked = httpx.post(f"{gateway}/v1/chat/completions", json=body, timeout=20,
+                         headers={"Authorization": f"Bearer {blocking['key']}"})
+    assert blocked.status_code == 400 and error_of(blocked)["code"] == "secret_detected"
+    assert "aws_access_key" in error_of(blocked)["message"] and secret not in blocked.text
+    trusting = httpx.post(f"{stack.gateway_url}/api/v1/apikeys", json={"name": "trusts", "scrub_mode": "off"}).json()
+    passed = httpx.post(f"{gateway}/v1/chat/completions", json=body, timeout=20,
+                        headers={"Authorization": f"Bearer {trusting['key']}"})
+    assert passed.status_code == 200 and secret in passed.text and "x-iir-scrubbed" not in passed.headers

@@ -56,7 +56,8 @@ def keys_command(args: argparse.Namespace) -> None:
             "name": args.name, "description": args.description, "owner": args.owner, "priority": args.priority,
             "admin": args.admin, "allowed_models": args.models, "rpm_limit": args.rpm, "tpm_limit": args.tpm,
             "budget_tokens": args.budget, "budget_period": args.budget_period,
-            "expires_in_days": args.expires_in_days}.items() if v not in (None, [], False)}
+            "expires_in_days": args.expires_in_days, "scrub_mode": args.scrub_mode,
+            "cache_mode": args.cache_mode}.items() if v not in (None, [], False)}
         created = call("POST", "/api/v1/apikeys", body)
         print(json.dumps(created, indent=2))
         print(f"\nThe key is shown once; store it now:\n{created['key']}", file=sys.stderr)
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--budget", type=int, help="tokens per budget period")
     create.add_argument("--budget-period", choices=("day", "month"))
     create.add_argument("--expires-in-days", type=float)
+    create.add_argument("--scrub-mode", choices=("redact", "block", "off"), help="secret scrubbing for this key")
+    create.add_argument("--cache-mode", choices=("on", "off"), help="response cache for this key")
     actions.add_parser("list", help="list keys").add_argument("--all", action="store_true", help="with revoked")
     for name in ("get", "revoke", "rotate", "usage"):
         actions.add_parser(name, help=f"{name} a key by id").add_argument("id")

@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 MASTER_KEY_ID = "master"
 BUDGET_PERIODS = ("day", "month")
+SCRUB_MODES = ("", "redact", "block", "off")
+CACHE_MODES = ("", "on", "off")
 
 
 def _unix(moment: datetime | None) -> int:
@@ -31,7 +33,7 @@ def key_info(rec: KeyRecord) -> auth_pb2.KeyInfo:
         allowed_models=rec.allowed_models, rpm_limit=rec.rpm_limit, tpm_limit=rec.tpm_limit, owner=rec.owner,
         description=rec.description, budget_tokens=rec.budget_tokens, budget_period=rec.budget_period,
         expires_at=_unix(rec.expires_at), created_at=_unix(rec.created_at), last_used_at=_unix(rec.last_used_at),
-        revoked_at=_unix(rec.revoked_at),
+        revoked_at=_unix(rec.revoked_at), scrub_mode=rec.scrub_mode, cache_mode=rec.cache_mode,
     )
 
 
@@ -81,6 +83,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             problems.append("limits and budgets must not be negative")
         if request.expires_at and request.expires_at <= time.time():
             problems.append("expires_at is in the past")
+        if request.scrub_mode not in SCRUB_MODES:
+            problems.append(f"scrub_mode must be one of {', '.join(m or '(empty)' for m in SCRUB_MODES)}")
+        if request.cache_mode not in CACHE_MODES:
+            problems.append(f"cache_mode must be one of {', '.join(m or '(empty)' for m in CACHE_MODES)}")
         if problems:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
         settings = KeySettings(
@@ -88,7 +94,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             priority=request.priority, allowed_models=list(request.allowed_models), rpm_limit=request.rpm_limit,
             tpm_limit=request.tpm_limit, budget_tokens=request.budget_tokens,
             budget_period=request.budget_period or "month",
-            expires_at=datetime.fromtimestamp(request.expires_at, UTC) if request.expires_at else None)
+            expires_at=datetime.fromtimestamp(request.expires_at, UTC) if request.expires_at else None,
+            scrub_mode=request.scrub_mode, cache_mode=request.cache_mode)
         key = generate_key()
         rec = await self.store.create(key, settings)
         log.info("api key created", extra={"key_id": rec.id, "key_prefix": rec.prefix})

@@ -42,6 +42,8 @@ class Principal:
     tpm_limit: int = 0
     budget_tokens: int = 0
     budget_period: str = "month"
+    scrub_mode: str = ""
+    cache_mode: str = ""
 
     def may_use(self, model: str) -> bool:
         return not self.allowed_models or any(fnmatch.fnmatchcase(model, p) for p in self.allowed_models)
@@ -53,7 +55,7 @@ class Principal:
     @classmethod
     def from_key_info(cls, k: auth_pb2.KeyInfo) -> Principal:
         return cls(k.id, k.name, k.admin, k.priority, tuple(k.allowed_models), k.rpm_limit, k.tpm_limit,
-                   k.budget_tokens, k.budget_period or "month")
+                   k.budget_tokens, k.budget_period or "month", k.scrub_mode, k.cache_mode)
 
 
 def extract_key(headers: object) -> str | None:

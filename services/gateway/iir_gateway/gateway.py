@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from iir.v1 import auth_pb2_grpc, registry_pb2, registry_pb2_grpc
 from iir_common import __version__
 from iir_common.otlp_metrics import export_registry
+from iir_common.secret_scrubber import SecretScrubber, secret_env_values
 from iir_common.tracing import client_interceptors
 from iir_gateway.auth import Authenticator, Principal
 from iir_gateway.auto_routing import AutoRouter, load_policies
@@ -31,6 +32,7 @@ from iir_gateway.providers.config import load_providers
 from iir_gateway.providers.external import ExternalProvider
 from iir_gateway.providers.local import LocalProvider
 from iir_gateway.ratelimit import RateLimiter
+from iir_gateway.scrubbing import Scrubbing
 from iir_gateway.settings import GatewaySettings
 from iir_gateway.upstream import UpstreamClient
 from iir_gateway.usage import UsageRecorder
@@ -46,6 +48,7 @@ class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.metrics = GatewayMetrics()
+        self.scrubbing = Scrubbing(SecretScrubber(secret_env_values()), settings.scrub_mode, self.metrics)
         self.upstream = UpstreamClient(settings, self.metrics)
         opts = [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1)]
         self.channels = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from iir_common.settings import IIRSettings
 
 
@@ -44,6 +46,8 @@ class GatewaySettings(IIRSettings):
     queue_max: int = 1000
     queue_timeout_s: float = 30.0
     access_log: bool = True
+    # Secret scrubbing when the key says nothing: redact, block (400), or off.
+    scrub_mode: Literal["redact", "block", "off"] = "redact"
     # Prefix of every Redis key and channel IIR uses (shared by auth and gateway).
     redis_prefix: str = "iir:"
     # Bucket size as a multiple of the per-minute limit (1.0: at most one minute's worth at once).

@@ -28,6 +28,8 @@ class KeySettings:
     budget_tokens: int = 0
     budget_period: str = "month"
     expires_at: datetime | None = None
+    scrub_mode: str = ""
+    cache_mode: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ class UsageRow:
 
 
 _COLUMNS = ("id, name, owner, description, prefix, key_hash, admin, priority, allowed_models, rpm_limit, "
-            "tpm_limit, budget_tokens, budget_period, expires_at, created_at, last_used_at, revoked_at")
+            "tpm_limit, budget_tokens, budget_period, expires_at, scrub_mode, cache_mode, created_at, last_used_at, "
+            "revoked_at")
 
 
 def _record(row: asyncpg.Record) -> KeyRecord:
@@ -72,10 +75,11 @@ class KeyStore:
         s = settings
         row = await (conn or self.pool).fetchrow(
             f"INSERT INTO api_keys (id, name, owner, description, prefix, key_hash, admin, priority, allowed_models,"
-            f" rpm_limit, tpm_limit, budget_tokens, budget_period, expires_at)"
-            f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING {_COLUMNS}",
+            f" rpm_limit, tpm_limit, budget_tokens, budget_period, expires_at, scrub_mode, cache_mode)"
+            f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING {_COLUMNS}",
             uuid.uuid4(), s.name, s.owner, s.description, visible_prefix(key), hash_key(key), s.admin, s.priority,
             s.allowed_models, s.rpm_limit, s.tpm_limit, s.budget_tokens, s.budget_period, s.expires_at,
+            s.scrub_mode, s.cache_mode,
         )
         return _record(row)
 

@@ -43,6 +43,11 @@ MIGRATIONS: list[tuple[int, str]] = [
         PRIMARY KEY (key_id, model, day)
     );
     """),
+    (3, """
+    ALTER TABLE api_keys
+        ADD COLUMN scrub_mode TEXT NOT NULL DEFAULT '',
+        ADD COLUMN cache_mode TEXT NOT NULL DEFAULT '';
+    """),
 ]
 
 _LOCK_ID = 0x11A_0001  # arbitrary, constant: the advisory lock guarding migrations

@@ -39,6 +39,9 @@ class CreateKey(BaseModel):
     budget_period: Literal["day", "month"] = "month"
     expires_at: datetime | None = None
     expires_in_days: float | None = Field(default=None, gt=0)
+    # Secret scrubbing and response cache for this key ("": the gateway's defaults).
+    scrub_mode: Literal["", "redact", "block", "off"] = ""
+    cache_mode: Literal["", "on", "off"] = ""
 
 
 def _iso(seconds: int) -> str | None:
@@ -50,7 +53,8 @@ def key_json(k: auth_pb2.KeyInfo) -> dict[str, Any]:
             "admin": k.admin, "priority": k.priority, "allowed_models": list(k.allowed_models),
             "rpm_limit": k.rpm_limit, "tpm_limit": k.tpm_limit, "budget_tokens": k.budget_tokens,
             "budget_period": k.budget_period, "expires_at": _iso(k.expires_at), "created_at": _iso(k.created_at),
-            "last_used_at": _iso(k.last_used_at), "revoked_at": _iso(k.revoked_at)}
+            "last_used_at": _iso(k.last_used_at), "revoked_at": _iso(k.revoked_at), "scrub_mode": k.scrub_mode,
+            "cache_mode": k.cache_mode}
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -104,7 +108,7 @@ async def create_key(request: Request) -> Response:
         name=body.name or body.description[:60] or "key", owner=body.owner, description=body.description,
         admin=body.admin, priority=body.priority, allowed_models=body.allowed_models, rpm_limit=body.rpm_limit,
         tpm_limit=body.tpm_limit, budget_tokens=body.budget_tokens, budget_period=body.budget_period,
-        expires_at=int(expires)))
+        expires_at=int(expires), scrub_mode=body.scrub_mode, cache_mode=body.cache_mode))
     return _json({**key_json(reply.info), "key": reply.key}, status=201)
 
 

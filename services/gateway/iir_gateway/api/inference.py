@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from iir_common import tracing
 from iir_common.logging import request_id_var
@@ -49,6 +49,8 @@ async def _serve(gw: Gateway, headers: Mapping[str, str], client_ip: str,
     req = validate_body(schema, body)
     if span is not None:
         span.describe(body)
+    scrub_mode = gw.scrubbing.mode(principal.scrub_mode)
+    scrubbed = gw.scrubbing.request(body, scrub_mode)
     route = await gw.auto.choose(req.model, body) if is_auto(req.model) else None
     public_model = route.model if route else req.model
     try:
@@ -98,6 +100,10 @@ async def _serve(gw: Gateway, headers: Mapping[str, str], client_ip: str,
                                   on_done=on_done, strip_usage=strip_usage)
         status = str(response.status_code)
         answered_by[0] = response.headers.get("x-iir-model", public_model)
+        if scrub_mode != "off":
+            scrubbed |= scrub_answer(gw, response)
+        if scrubbed:
+            response.headers["x-iir-scrubbed"] = ",".join(sorted(scrubbed))
         response.headers.update(admission.headers)
         if route:
             response.headers["x-iir-route"] = route.header
@@ -112,3 +118,21 @@ async def _serve(gw: Gateway, headers: Mapping[str, str], client_ip: str,
         if not settled and admission.reserved_tokens:
             gw.spawn(gw.limiter.settle(principal, admission.reserved_tokens, 0))  # nothing was generated
         gw.metrics.model_requests.labels(public_model, provider_name, status).inc()
+
+
+def scrub_answer(gw: Gateway, response: Response) -> set[str]:
+    """Redacts secrets in a whole answer now, or in each event of a stream as it passes."""
+    if isinstance(response, StreamingResponse):
+        source = response.body_iterator
+
+        async def scrubbed_events() -> AsyncIterator[bytes]:
+            async for chunk in source:
+                yield gw.scrubbing.answer(chunk if isinstance(chunk, bytes) else chunk.encode())[0]
+
+        response.body_iterator = scrubbed_events()
+        return set()
+    body, found = gw.scrubbing.answer(bytes(response.body))
+    if found:
+        response.body = body
+        response.headers["content-length"] = str(len(body))
+    return found
