@@ -32,6 +32,7 @@ from iir_gateway.providers.config import load_providers
 from iir_gateway.providers.external import ExternalProvider
 from iir_gateway.providers.local import LocalProvider
 from iir_gateway.ratelimit import RateLimiter
+from iir_gateway.response_cache import ResponseCache
 from iir_gateway.scrubbing import Scrubbing
 from iir_gateway.settings import GatewaySettings
 from iir_gateway.upstream import UpstreamClient
@@ -61,6 +62,9 @@ class Gateway:
                                   failure_limit=settings.auth_failure_limit,
                                   failure_window_s=settings.auth_failure_window_s, prefix=settings.redis_prefix)
         self.auth_stub = auth_pb2_grpc.AuthServiceStub(self.channels["auth"])
+        self.cache = (ResponseCache(self.redis, settings.redis_prefix, settings.cache_ttl_s,
+                                    settings.cache_max_entry_bytes, settings.cache_per_key)
+                      if settings.cache_enabled else None)
         self.limiter = RateLimiter(self.redis, self.metrics, settings.redis_prefix, settings.rate_limit_burst)
         self.usage = UsageRecorder(self.channels["auth"], settings.usage_flush_interval_s)
         self.endpoints = EndpointStates()

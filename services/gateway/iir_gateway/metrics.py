@@ -40,6 +40,8 @@ class GatewayMetrics:
                                   ["key", "kind"], registry=self.registry)
         self.queue_depth = Gauge("iir_gateway_queue_depth", "Requests waiting for a saturated model.",
                                  registry=self.registry)
+        self.cache = Counter("iir_gateway_cache_requests", "Response cache lookups by result (hit, miss).",
+                             ["result"], registry=self.registry)
         self.secrets = Counter("iir_gateway_secrets", "Secrets found by kind, in requests or answers.",
                                ["kind", "where"], registry=self.registry)
         self.auth_failures = Counter("iir_gateway_auth_failures", "Refused authentications by reason.",

@@ -46,6 +46,11 @@ class GatewaySettings(IIRSettings):
     queue_max: int = 1000
     queue_timeout_s: float = 30.0
     access_log: bool = True
+    # Response cache (Redis): on/off, entry lifetime and size, and whether keys share entries.
+    cache_enabled: bool = True
+    cache_ttl_s: int = 3600
+    cache_max_entry_bytes: int = 1_000_000
+    cache_per_key: bool = True
     # Secret scrubbing when the key says nothing: redact, block (400), or off.
     scrub_mode: Literal["redact", "block", "off"] = "redact"
     # Prefix of every Redis key and channel IIR uses (shared by auth and gateway).

@@ -10,12 +10,14 @@ from starlette.responses import Response, StreamingResponse
 
 from iir_common import tracing
 from iir_common.logging import request_id_var
+from iir_gateway.api.cache_step import cached_answer, remember_answer
 from iir_gateway.auto_routing import is_auto
 from iir_gateway.dispatch import dispatch
 from iir_gateway.errors import APIError
 from iir_gateway.gateway import Gateway
 from iir_gateway.providers.base import RouteRequest
 from iir_gateway.request_span import RequestSpan
+from iir_gateway.response_cache import wants_cache
 from iir_gateway.schemas import InferenceRequest, validate_body
 from iir_gateway.token_estimate import estimate_tokens
 
@@ -51,6 +53,9 @@ async def _serve(gw: Gateway, headers: Mapping[str, str], client_ip: str,
         span.describe(body)
     scrub_mode = gw.scrubbing.mode(principal.scrub_mode)
     scrubbed = gw.scrubbing.request(body, scrub_mode)
+    cache_key = (gw.cache.key(path, body, principal.key_id) if gw.cache is not None and wants_cache(
+        body, headers.get("x-iir-cache", ""), principal.cache_mode) else None)
+    client_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     route = await gw.auto.choose(req.model, body) if is_auto(req.model) else None
     public_model = route.model if route else req.model
     try:
@@ -65,10 +70,12 @@ async def _serve(gw: Gateway, headers: Mapping[str, str], client_ip: str,
     admission = await gw.limiter.admit(principal, estimate.total if estimate else 0)
     settled = False
     answered_by = [public_model]
+    answered_usage: list[dict[str, Any] | None] = [None]
 
     def on_done(usage: dict[str, Any] | None, ok: bool) -> None:
         nonlocal settled
         settled = True
+        answered_usage[0] = usage
         prompt = int((usage or {}).get("prompt_tokens") or (estimate or estimate_tokens(body, reserve)).prompt)
         completion = int((usage or {}).get("completion_tokens") or 0)
         gw.usage.record(principal.key_id, public_model, prompt, completion)
@@ -93,15 +100,19 @@ async def _serve(gw: Gateway, headers: Mapping[str, str], client_ip: str,
             strip_usage = True
     status = "error"
     try:
-        answered_by[0] = public_model
-        response = await dispatch(gw, public_model, principal, RouteRequest(body, principal.priority,
-                                                                            headers.get("x-session-id", "")),
-                                  path, body, stream=stream, request_id=request_id_var.get() or "",
-                                  on_done=on_done, strip_usage=strip_usage)
+        hit = None
+        if cache_key is not None:
+            hit = await cached_answer(gw, cache_key, stream, client_usage, path == "chat/completions", on_done)
+        response = hit or await dispatch(gw, public_model, principal, RouteRequest(body, principal.priority,
+                                                                                   headers.get("x-session-id", "")),
+                                         path, body, stream=stream, request_id=request_id_var.get() or "",
+                                         on_done=on_done, strip_usage=strip_usage)
         status = str(response.status_code)
         answered_by[0] = response.headers.get("x-iir-model", public_model)
-        if scrub_mode != "off":
+        if scrub_mode != "off" and hit is None:
             scrubbed |= scrub_answer(gw, response)
+        if cache_key is not None and hit is None:
+            remember_answer(gw, cache_key, response, lambda: answered_usage[0])  # after scrubbing: no secret kept
         if scrubbed:
             response.headers["x-iir-scrubbed"] = ",".join(sorted(scrubbed))
         response.headers.update(admission.headers)
