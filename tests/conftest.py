@@ -86,13 +86,13 @@ def slow_sim() -> Iterator[str]:
     proc.wait(10)
 
 
-def make_stack(workdir: Path, database_url: str, redis_url: str, slow_url: str) -> Stack:
+def make_stack(workdir: Path, database_url: str, redis_url: str, slow_url: str, **env: str) -> Stack:
     stack = Stack(workdir=workdir, database_url=database_url, redis_url=redis_url, master_key=MASTER_KEY,
                   env={"IIR_UPSTREAM_READ_TIMEOUT_S": "1.5", "IIR_MAX_BODY_BYTES": "65536",
                        # Keys and channels of this stack only: stacks sharing one Redis never meet.
                        "IIR_REDIS_PREFIX": f"iir-test-{uuid.uuid4().hex[:8]}:",
                        "IIR_MODELS_FILE_POLL_S": "0.2", "IIR_KEY_CACHE_TTL_S": "30",
-                       "IIR_ALLOWED_KEYS": STATIC_KEY, "IIR_USAGE_FLUSH_INTERVAL_S": "0.2"})
+                       "IIR_ALLOWED_KEYS": STATIC_KEY, "IIR_USAGE_FLUSH_INTERVAL_S": "0.2", **env})
     dead = f"http://127.0.0.1:{datastores.free_port()}"
     write_models(stack.models_file, [
         inference_model(SERVED, stack.sim_url),

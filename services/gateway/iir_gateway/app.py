@@ -14,10 +14,11 @@ from iir_common import __version__
 from iir_common.logging import setup_logging
 from iir_common.tracing import setup_tracing
 from iir_common.tracing import shutdown as shutdown_tracing
-from iir_gateway.api import admin_routes, openai_routes, ops_routes, registry_routes
+from iir_gateway.api import admin_routes, jobs_routes, openai_routes, ops_routes, registry_routes
 from iir_gateway.api.fastpath import InferenceFastPath
 from iir_gateway.errors import install_error_handlers
 from iir_gateway.gateway import Gateway
+from iir_gateway.jobs.worker import JobWorker
 from iir_gateway.middleware import RequestContextMiddleware
 from iir_gateway.schemas import OPENAPI_MODELS
 from iir_gateway.settings import GatewaySettings
@@ -50,9 +51,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
+        worker = JobWorker(gateway, gateway.jobs, settings.job_workers, settings.job_claim_idle_s)
+        if settings.job_workers > 0:
+            await worker.start()
         # Start-up objects (modules, protobuf descriptors, routes) never die: keep them out of GC scans.
         gc.freeze()
         yield
+        await worker.stop()  # running jobs stay pending in Redis and are taken up by another worker
         await gateway.stop()
         shutdown_tracing()
 
@@ -66,6 +71,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(ops_routes.router)
     app.include_router(registry_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(jobs_routes.router)
     _add_schemas(app)
     return app
 

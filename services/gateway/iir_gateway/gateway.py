@@ -22,6 +22,7 @@ from iir_gateway.auth import Authenticator, Principal
 from iir_gateway.auto_routing import AutoRouter, load_policies
 from iir_gateway.catalogue import ModelCatalogue
 from iir_gateway.errors import APIError
+from iir_gateway.jobs.store import JobStore
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.picking.collector import EndpointStateCollector
 from iir_gateway.picking.policies import Scheduler
@@ -65,6 +66,7 @@ class Gateway:
         self.cache = (ResponseCache(self.redis, settings.redis_prefix, settings.cache_ttl_s,
                                     settings.cache_max_entry_bytes, settings.cache_per_key)
                       if settings.cache_enabled else None)
+        self.jobs = JobStore(self.redis, settings.redis_prefix, settings.job_result_ttl_s)
         self.limiter = RateLimiter(self.redis, self.metrics, settings.redis_prefix, settings.rate_limit_burst)
         self.usage = UsageRecorder(self.channels["auth"], settings.usage_flush_interval_s)
         self.endpoints = EndpointStates()

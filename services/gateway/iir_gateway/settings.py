@@ -51,6 +51,11 @@ class GatewaySettings(IIRSettings):
     cache_ttl_s: int = 3600
     cache_max_entry_bytes: int = 1_000_000
     cache_per_key: bool = True
+    # Async jobs: concurrent jobs per gateway process (0: this process runs none), how long a dead worker's
+    # job waits before another worker takes it, and how long results are kept.
+    job_workers: int = 4
+    job_claim_idle_s: float = 30.0
+    job_result_ttl_s: int = 86400
     # Secret scrubbing when the key says nothing: redact, block (400), or off.
     scrub_mode: Literal["redact", "block", "off"] = "redact"
     # Prefix of every Redis key and channel IIR uses (shared by auth and gateway).

@@ -11,6 +11,7 @@ from starlette.responses import Response, StreamingResponse
 from iir_common import tracing
 from iir_common.logging import request_id_var
 from iir_gateway.api.cache_step import cached_answer, remember_answer
+from iir_gateway.auth import Principal
 from iir_gateway.auto_routing import is_auto
 from iir_gateway.dispatch import dispatch
 from iir_gateway.errors import APIError
@@ -26,13 +27,27 @@ async def serve_inference(gw: Gateway, headers: Mapping[str, str], client_ip: st
                           read_body: Callable[[], Awaitable[dict[str, Any]]],
                           schema: type[InferenceRequest], path: str) -> Response:
     """Serves one request to `path` (`chat/completions`, `completions`, `embeddings`) of the chosen model."""
-    started = time.perf_counter()
+
+    async def run(span: RequestSpan | None) -> Response:
+        principal = await gw.auth.authenticate(headers, client_ip)
+        return await _serve(gw, principal, headers, await read_body(), schema, path, span)
+
+    return await _traced(run, path)
+
+
+async def serve_as(gw: Gateway, principal: Principal, body: dict[str, Any], schema: type[InferenceRequest],
+                   path: str) -> Response:
+    """The same for a caller authenticated earlier (an async job runs on its owner's behalf)."""
+    return await _traced(lambda span: _serve(gw, principal, {}, body, schema, path, span), path)
+
+
+async def _traced(run: Callable[[RequestSpan | None], Awaitable[Response]], path: str) -> Response:
     tracer = tracing.tracer()
     if tracer is None:
-        return await _serve(gw, headers, client_ip, read_body, schema, path, started, None)
+        return await run(None)
     span = RequestSpan(tracer, path)
     try:
-        return await _serve(gw, headers, client_ip, read_body, schema, path, started, span)
+        return await run(span)
     except APIError as exc:
         span.fail(exc.status, exc.code)
         raise
@@ -43,11 +58,9 @@ async def serve_inference(gw: Gateway, headers: Mapping[str, str], client_ip: st
         span.detach()
 
 
-async def _serve(gw: Gateway, headers: Mapping[str, str], client_ip: str,
-                 read_body: Callable[[], Awaitable[dict[str, Any]]], schema: type[InferenceRequest], path: str,
-                 started: float, span: RequestSpan | None) -> Response:
-    principal = await gw.auth.authenticate(headers, client_ip)
-    body = await read_body()
+async def _serve(gw: Gateway, principal: Principal, headers: Mapping[str, str], body: dict[str, Any],
+                 schema: type[InferenceRequest], path: str, span: RequestSpan | None) -> Response:
+    started = time.perf_counter()
     req = validate_body(schema, body)
     if span is not None:
         span.describe(body)

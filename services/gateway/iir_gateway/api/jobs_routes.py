@@ -1,0 +1,200 @@
+"""Async jobs over HTTP: the OpenAI-shaped `/v1/async/chat/completions`, the task API of the first design
+(`/generate`, `/status`, `/result`, `/stream`), and `/infer` (direct inference, sync or async)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.responses import Response, StreamingResponse
+
+from iir_gateway.api.inference import serve_as
+from iir_gateway.api.requests import client_ip, read_json_object
+from iir_gateway.auth import Principal
+from iir_gateway.errors import APIError
+from iir_gateway.gateway import Gateway
+from iir_gateway.jobs.store import FINAL, Job
+from iir_gateway.schemas import ChatCompletionRequest, validate_body
+
+router = APIRouter(tags=["Async jobs"])
+ASYNC_CHAT = "/v1/async/chat/completions"
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+async def _caller(request: Request) -> tuple[Gateway, Principal]:
+    gw: Gateway = request.app.state.gateway
+    return gw, await gw.auth.authenticate(request.headers, client_ip(request))
+
+
+async def _owned(gw: Gateway, principal: Principal, job_id: str) -> Job:
+    job = await gw.jobs.owned(job_id, principal)
+    if job is None:
+        raise APIError(404, f"No job `{job_id}`.", code="job_not_found")
+    return job
+
+
+async def _submit(gw: Gateway, principal: Principal, kind: str, body: dict[str, Any]) -> Job:
+    validate_body(ChatCompletionRequest, body)
+    gw.check_access(body["model"], principal)  # refused now, not when a worker picks it up
+    return await gw.jobs.submit(principal, kind, "chat/completions", body)
+
+
+@router.post(ASYNC_CHAT, summary="Queue a chat completion", status_code=202)
+async def create_async_chat(request: Request) -> Response:
+    gw, principal = await _caller(request)
+    body = await read_json_object(request, gw.settings.max_body_bytes)
+    body.pop("stream", None)
+    job = await _submit(gw, principal, "chat", body)
+    return _json({"job_id": job.id, "status": job.status}, 202)
+
+
+@router.get(ASYNC_CHAT + "/{job_id}", summary="A job's status, and its chat completion when done")
+async def get_async_chat(job_id: str, request: Request) -> Response:
+    gw, principal = await _caller(request)
+    return _json((await _owned(gw, principal, job_id)).public())
+
+
+@router.delete(ASYNC_CHAT + "/{job_id}", summary="Cancel a job")
+async def cancel_async_chat(job_id: str, request: Request) -> Response:
+    gw, principal = await _caller(request)
+    job = await _owned(gw, principal, job_id)
+    if job.status in ("completed", "failed"):
+        raise APIError(409, f"The job `{job_id}` is already {job.status}.", code="job_not_cancellable")
+    if job.status != "cancelled":
+        await gw.jobs.update(job_id, status="cancelled")
+        await gw.jobs.add_event(job_id, "status", {"status": "cancelled"})
+    return _json({"job_id": job_id, "status": "cancelled"})
+
+
+async def _events(gw: Gateway, job_id: str) -> AsyncIterator[bytes]:
+    """The job's events from the start, then as they come, until it is final (as SSE)."""
+    key = gw.jobs.events(job_id)
+    last = "0-0"
+    while True:
+        got = await gw.jobs.redis.xread({key: last}, block=5000, count=100)
+        if not got:
+            job = await gw.jobs.get(job_id)
+            if job is None or job.status in FINAL:
+                return
+            yield b": keep-alive\n\n"
+            continue
+        for entry_id, fields in got[0][1]:
+            last = entry_id.decode()
+            kind = fields[b"kind"].decode()
+            yield b"event: " + kind.encode() + b"\ndata: " + fields[b"data"] + b"\n\n"
+            if kind == "status" and orjson.loads(fields[b"data"]).get("status") in FINAL:
+                return
+
+
+def _stream(gw: Gateway, job_id: str) -> StreamingResponse:
+    return StreamingResponse(_events(gw, job_id), media_type="text/event-stream",
+                             headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+
+
+@router.get(ASYNC_CHAT + "/{job_id}/events", summary="A job's status and tokens as server-sent events")
+async def async_chat_events(job_id: str, request: Request) -> Response:
+    gw, principal = await _caller(request)
+    await _owned(gw, principal, job_id)
+    return _stream(gw, job_id)
+
+
+# The task API of the first design ----------------------------------------------------------------------------
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    user_id: str | None = None
+    model: str | None = None
+
+
+def _parse(schema: type[BaseModel], body: dict[str, Any]) -> Any:
+    try:
+        return schema.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        param = ".".join(str(p) for p in err["loc"])
+        raise APIError(400, f"Invalid value for '{param}': {err['msg']}.", code="invalid_value", param=param) from None
+
+
+@router.post("/generate", summary="Queue a generation (task API)", status_code=202)
+async def generate(request: Request) -> Response:
+    gw, principal = await _caller(request)
+    req = _parse(GenerateRequest, await read_json_object(request, gw.settings.max_body_bytes))
+    body: dict[str, Any] = {"model": req.model or gw.settings.auto_default_model,
+                            "messages": [{"role": "user", "content": req.prompt}]}
+    for name in ("max_tokens", "temperature", "top_p"):
+        if getattr(req, name) is not None:
+            body[name] = getattr(req, name)
+    if req.user_id:
+        body["user"] = req.user_id
+    job = await _submit(gw, principal, "generate", body)
+    return _json({"id": job.id, "status": job.status}, 202)
+
+
+@router.get("/status/{job_id}", summary="A task's status")
+async def status(job_id: str, request: Request) -> Response:
+    gw, principal = await _caller(request)
+    job = await _owned(gw, principal, job_id)
+    return _json({"id": job.id, "status": job.status, "attempts": job.attempts, "created_at": int(job.created_at)})
+
+
+def _text(job: Job) -> str:
+    choice = ((job.result or {}).get("choices") or [{}])[0]
+    return str((choice.get("message") or {}).get("content") or "")
+
+
+@router.get("/result/{job_id}", summary="A task's text and metrics")
+async def result(job_id: str, request: Request) -> Response:
+    gw, principal = await _caller(request)
+    job = await _owned(gw, principal, job_id)
+    if job.status == "completed":
+        return _json({"id": job.id, "status": job.status, "text": _text(job), "metrics": job.metrics()})
+    if job.status in FINAL:
+        return _json({"id": job.id, "status": job.status, "error": job.error})
+    return _json({"id": job.id, "status": job.status}, 202)
+
+
+@router.get("/stream/{job_id}", summary="A task's tokens as server-sent events")
+async def stream(job_id: str, request: Request) -> Response:
+    gw, principal = await _caller(request)
+    await _owned(gw, principal, job_id)
+    return _stream(gw, job_id)
+
+
+class InferRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model: str = Field(min_length=1)
+    input: str | list[dict[str, Any]]
+    async_: bool = Field(default=False, alias="async")
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+
+
+@router.post("/infer", summary="Direct inference for one model, sync or async")
+async def infer(request: Request) -> Response:
+    gw, principal = await _caller(request)
+    raw = await read_json_object(request, gw.settings.max_body_bytes)
+    req = _parse(InferRequest, raw)
+    messages = [{"role": "user", "content": req.input}] if isinstance(req.input, str) else req.input
+    body: dict[str, Any] = {"model": req.model, "messages": messages}
+    for name in ("max_tokens", "temperature"):
+        if getattr(req, name) is not None:
+            body[name] = getattr(req, name)
+    if req.async_:
+        job = await _submit(gw, principal, "infer", body)
+        return _json({"job_id": job.id, "status": job.status}, 202)
+    response = await serve_as(gw, principal, body, ChatCompletionRequest, "chat/completions")
+    completion = orjson.loads(bytes(response.body))
+    choice = (completion.get("choices") or [{}])[0]
+    return _json({"model": response.headers.get("x-iir-model", req.model),
+                  "output": (choice.get("message") or {}).get("content"), "usage": completion.get("usage")})

@@ -1,0 +1,142 @@
+"""Jobs in Redis: a hash per job (owner, request, status, result, timings) and one stream per priority
+band that workers read through a consumer group (at-least-once: an entry stays pending until acked)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from iir_gateway.auth import Principal
+
+BANDS = ("high", "normal", "low")
+GROUP = "iir-workers"
+FINAL = ("completed", "failed", "cancelled")
+
+
+def band(priority: int) -> str:
+    """Key priority 0–100 → stream: ≥ 50 high, ≥ 10 normal, else low."""
+    return "high" if priority >= 50 else "normal" if priority >= 10 else "low"
+
+
+@dataclasses.dataclass
+class Job:
+    id: str
+    owner: str
+    kind: str  # "chat" (OpenAI chat completion) or "generate" (the task API)
+    path: str
+    status: str
+    request: dict[str, Any]
+    principal: dict[str, Any]
+    created_at: float
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    attempts: int = 0
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    def caller(self) -> Principal:
+        data = dict(self.principal)
+        data["allowed_models"] = tuple(data.get("allowed_models") or ())
+        return Principal(**data)
+
+    def public(self) -> dict[str, Any]:
+        """What the owner sees of the job."""
+        out: dict[str, Any] = {"job_id": self.id, "status": self.status, "kind": self.kind,
+                               "model": self.request.get("model"), "created_at": int(self.created_at)}
+        if self.started_at:
+            out["started_at"] = int(self.started_at)
+        if self.finished_at:
+            out["finished_at"] = int(self.finished_at)
+        if self.result is not None:
+            out["result"] = self.result
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+    def metrics(self) -> dict[str, Any]:
+        usage = (self.result or {}).get("usage") or {}
+        queue = (self.started_at or time.time()) - self.created_at
+        processing = (self.finished_at - self.started_at) if self.finished_at and self.started_at else 0.0
+        completion = int(usage.get("completion_tokens") or 0)
+        return {"queue_wait_s": round(queue, 3), "processing_s": round(processing, 3),
+                "total_s": round(queue + processing, 3), "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+                "completion_tokens": completion,
+                "tokens_per_s": round(completion / processing, 2) if processing > 0 else 0.0}
+
+
+_JSON_FIELDS = ("request", "principal", "result", "error")
+
+
+class JobStore:
+    def __init__(self, redis: aioredis.Redis, prefix: str, result_ttl_s: int) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.result_ttl_s = result_ttl_s
+
+    def stream(self, name: str) -> str:
+        return f"{self.prefix}jobs:{name}"
+
+    def key(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def events(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}:events"
+
+    async def ensure_groups(self) -> None:
+        for name in BANDS:
+            try:
+                await self.redis.xgroup_create(self.stream(name), GROUP, id="0", mkstream=True)
+            except aioredis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def submit(self, principal: Principal, kind: str, path: str, request: dict[str, Any]) -> Job:
+        job = Job(id=f"job_{uuid.uuid4().hex}", owner=principal.key_id, kind=kind, path=path, status="pending",
+                  request=request, principal=dataclasses.asdict(principal), created_at=time.time())
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key(job.id), mapping=self._fields(job))
+            pipe.xadd(self.stream(band(principal.priority)), {"job": job.id})
+            await pipe.execute()
+        return job
+
+    async def get(self, job_id: str) -> Job | None:
+        raw = await self.redis.hgetall(self.key(job_id))
+        if not raw:
+            return None
+        data = {k.decode(): v.decode() for k, v in raw.items()}
+        for name in _JSON_FIELDS:
+            data[name] = orjson.loads(data[name]) if data.get(name) else None
+        for name in ("created_at", "started_at", "finished_at"):
+            data[name] = float(data.get(name) or 0)
+        data["attempts"] = int(data.get("attempts") or 0)
+        return Job(**data)
+
+    async def owned(self, job_id: str, principal: Principal) -> Job | None:
+        """The job if it exists and belongs to `principal` (another key sees nothing)."""
+        job = await self.get(job_id)
+        return job if job is not None and job.owner == principal.key_id else None
+
+    async def update(self, job_id: str, **fields: Any) -> None:
+        mapping = {k: orjson.dumps(v) if k in _JSON_FIELDS else v for k, v in fields.items()}
+        await self.redis.hset(self.key(job_id), mapping=mapping)
+        if fields.get("status") in FINAL:
+            await self.redis.expire(self.key(job_id), self.result_ttl_s)
+            await self.redis.expire(self.events(job_id), self.result_ttl_s)
+
+    async def add_event(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
+        await self.redis.xadd(self.events(job_id), {"kind": kind, "data": orjson.dumps(data)}, maxlen=100_000)
+
+    def _fields(self, job: Job) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, value in dataclasses.asdict(job).items():
+            if name in _JSON_FIELDS:
+                if value is not None:
+                    out[name] = orjson.dumps(value)
+            else:
+                out[name] = value
+        return out
