@@ -12,6 +12,8 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 
+import ahocorasick
+
 REDACTED = "REDACTED"
 
 # kind → pattern. Where a pattern has a group named `v`, only that group is replaced (the key name or
@@ -70,16 +72,40 @@ class SecretScrubber:
         self.literals = [lit for lit in literals if lit]
         self._env = re.compile("|".join(re.escape(lit) for lit in self.literals)) if self.literals else None
         self._checks = [(kind, NEEDLES[kind], re.compile(pattern)) for kind, pattern in PATTERNS.items()]
+        # Every needle in one Aho-Corasick automaton: one pass over a stream chunk, whatever their number.
+        self._automaton = ahocorasick.Automaton()
+        for needles in NEEDLES.values():
+            for needle in needles:
+                first = needle if isinstance(needle, str) else needle[0]
+                self._automaton.add_word(first, first)
+        self._automaton.make_automaton()
+        self._byte_literals = [lit.encode() for lit in self.literals]
 
     def _candidates(self, text: str) -> list[tuple[str, re.Pattern[str]]]:
         low = text.lower()
         out = [("environment_secret", self._env)] if self._env and any(lit in text for lit in self.literals) else []
+        if next(self._automaton.iter(low), None) is None:
+            return out
         for kind, needles, regex in self._checks:
             for needle in needles:
                 if (needle in low) if isinstance(needle, str) else all(part in low for part in needle):
                     out.append((kind, regex))
                     break
         return out
+
+    def may_hold_secret(self, data: bytes) -> bool:
+        """False when `data` surely holds none (a few substring searches, no decoding)."""
+        # Needles are ASCII: latin-1 decoding of the lower-cased bytes cannot invent one.
+        if next(self._automaton.iter(data.lower().decode("latin-1")), None) is not None:
+            return True
+        return any(lit in data for lit in self._byte_literals)
+
+    def scrub_bytes(self, data: bytes) -> tuple[bytes, set[str]]:
+        """`scrub` for UTF-8 bytes; clean data is returned as is, without decoding."""
+        if not self.may_hold_secret(data):
+            return data, set()
+        text, found = self.scrub(data.decode("utf-8", errors="surrogateescape"))
+        return (text.encode("utf-8", errors="surrogateescape"), found) if found else (data, found)
 
     def find(self, text: str) -> set[str]:
         """The kinds of secrets in `text`."""

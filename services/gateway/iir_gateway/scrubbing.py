@@ -69,10 +69,7 @@ class Scrubbing:
 
     def answer(self, data: bytes) -> tuple[bytes, set[str]]:
         """An answer's bytes with their secrets redacted."""
-        text = data.decode("utf-8", errors="surrogateescape")
-        scrubbed, found = self.scrubber.scrub(text)
-        if not found:
-            return data, found
+        scrubbed, found = self.scrubber.scrub_bytes(data)
         for kind in found:
             self.metrics.secrets.labels(kind, "response").inc()
-        return scrubbed.encode("utf-8", errors="surrogateescape"), found
+        return scrubbed, found
