@@ -31,7 +31,7 @@ from iir_gateway.wire.anthropic_stream import AnthropicStreamTranslator
 
 log = logging.getLogger(__name__)
 
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 # Called exactly once when an answer ends: its `usage` object (None when it had none), and whether it
 # completed (False when the upstream broke off or the client went away).
@@ -205,7 +205,7 @@ class UpstreamClient:
         relay = StreamRelay(resp, first, transform, timeouts.read_s, provider, public_model, on_done, self.metrics)
         return DisconnectAwareStreamingResponse(relay.chunks(), on_close=lambda: relay.close(False),
                                                 media_type="text/event-stream",
-                                                headers={**_SSE_HEADERS, **answer_headers})
+                                                headers={**SSE_HEADERS, **answer_headers})
 
     def _status_error(self, provider: str, resp: aiohttp.ClientResponse, raw: bytes, public_model: str,
                       answer_headers: dict[str, str]) -> APIError:

@@ -10,9 +10,7 @@ from starlette.responses import Response, StreamingResponse
 
 from iir_gateway.gateway import Gateway
 from iir_gateway.response_cache import StreamAssembler, replay
-from iir_gateway.upstream import OnDone
-
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+from iir_gateway.upstream import SSE_HEADERS, OnDone
 
 
 async def cached_answer(gw: Gateway, key: str, stream: bool, include_usage: bool, chat: bool,
@@ -28,7 +26,7 @@ async def cached_answer(gw: Gateway, key: str, stream: bool, include_usage: bool
     headers = {"x-iir-model": entry["model"], "x-iir-cache": "hit"}
     if stream:
         return StreamingResponse(replay(completion, include_usage, chat), media_type="text/event-stream",
-                                 headers={**_SSE_HEADERS, **headers})
+                                 headers={**SSE_HEADERS, **headers})
     return Response(orjson.dumps(completion), media_type="application/json", headers=headers)
 
 

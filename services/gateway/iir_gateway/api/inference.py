@@ -1,4 +1,5 @@
-"""One inference request from end to end: key, body, access, limits, dispatch, then usage and settling."""
+"""One inference request from end to end: key, body, scrubbing, auto routing, access, limits, cache,
+dispatch, then answer scrubbing, usage and settling."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from iir_gateway.errors import APIError
 from iir_gateway.gateway import Gateway
 from iir_gateway.jobs.store import FINAL, Job
 from iir_gateway.schemas import ChatCompletionRequest, validate_body
+from iir_gateway.upstream import SSE_HEADERS
 
 router = APIRouter(tags=["Async jobs"])
 ASYNC_CHAT = "/v1/async/chat/completions"
@@ -94,7 +95,7 @@ async def _events(gw: Gateway, job_id: str) -> AsyncIterator[bytes]:
 
 def _stream(gw: Gateway, job_id: str) -> StreamingResponse:
     return StreamingResponse(_events(gw, job_id), media_type="text/event-stream",
-                             headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+                             headers=SSE_HEADERS)
 
 
 @router.get(ASYNC_CHAT + "/{job_id}/events", summary="A job's status and tokens as server-sent events")
