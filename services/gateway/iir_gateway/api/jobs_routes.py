@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
 from iir_gateway.api.inference import serve_as
@@ -118,19 +118,10 @@ class GenerateRequest(BaseModel):
     model: str | None = None
 
 
-def _parse(schema: type[BaseModel], body: dict[str, Any]) -> Any:
-    try:
-        return schema.model_validate(body)
-    except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        param = ".".join(str(p) for p in err["loc"])
-        raise APIError(400, f"Invalid value for '{param}': {err['msg']}.", code="invalid_value", param=param) from None
-
-
 @router.post("/generate", summary="Queue a generation (task API)", status_code=202)
 async def generate(request: Request) -> Response:
     gw, principal = await _caller(request)
-    req = _parse(GenerateRequest, await read_json_object(request, gw.settings.max_body_bytes))
+    req = validate_body(GenerateRequest, await read_json_object(request, gw.settings.max_body_bytes))
     body: dict[str, Any] = {"model": req.model or gw.settings.auto_default_model,
                             "messages": [{"role": "user", "content": req.prompt}]}
     for name in ("max_tokens", "temperature", "top_p"):
@@ -185,7 +176,7 @@ class InferRequest(BaseModel):
 async def infer(request: Request) -> Response:
     gw, principal = await _caller(request)
     raw = await read_json_object(request, gw.settings.max_body_bytes)
-    req = _parse(InferRequest, raw)
+    req = validate_body(InferRequest, raw)
     messages = [{"role": "user", "content": req.input}] if isinstance(req.input, str) else req.input
     body: dict[str, Any] = {"model": req.model, "messages": messages}
     for name in ("max_tokens", "temperature"):
