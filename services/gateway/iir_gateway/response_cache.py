@@ -79,13 +79,17 @@ class StreamAssembler:
         self.usage: dict[str, Any] | None = None
         self.broken = False
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """Takes the next bytes of the stream; returns the chunks completed by them (an event cut across
+        two reads is returned with the second)."""
         events = (self.tail + data).split(b"\n\n")
         self.tail = events.pop()
+        chunks = []
         for event in events:
             if not event.startswith(b"data: {"):
                 continue
             chunk = orjson.loads(event[6:])
+            chunks.append(chunk)
             if "error" in chunk:
                 self.broken = True
                 continue
@@ -98,6 +102,7 @@ class StreamAssembler:
                 self.finish = choice.get("finish_reason") or self.finish
             if chunk.get("usage"):
                 self.usage = chunk["usage"]
+        return chunks
 
     def completion(self) -> dict[str, Any] | None:
         if self.broken or self.first is None or self.finish is None:

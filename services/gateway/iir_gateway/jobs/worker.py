@@ -16,7 +16,6 @@ import socket
 import time
 from typing import Any
 
-import orjson
 from starlette.responses import StreamingResponse
 
 from iir_gateway.api.inference import serve_as
@@ -142,11 +141,8 @@ class JobWorker:
         checked = time.monotonic()
         try:
             async for chunk in iterator:
-                data = chunk if isinstance(chunk, bytes) else chunk.encode()
-                assembler.feed(data)
-                for event in data.split(b"\n\n"):
-                    if event.startswith(b"data: {"):
-                        await self.store.add_event(job_id, "token", orjson.loads(event[6:]))
+                for event in assembler.feed(chunk if isinstance(chunk, bytes) else chunk.encode()):
+                    await self.store.add_event(job_id, "token", event)
                 if time.monotonic() - checked > CANCEL_CHECK_S:
                     checked = time.monotonic()
                     status = await self.store.redis.hget(self.store.key(job_id), "status")
