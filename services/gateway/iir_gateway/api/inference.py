@@ -67,8 +67,6 @@ async def _serve(gw: Gateway, principal: Principal, headers: Mapping[str, str], 
         span.describe(body)
     scrub_mode = gw.scrubbing.mode(principal.scrub_mode)
     scrubbed = gw.scrubbing.request(body, scrub_mode)
-    cache_key = (gw.cache.key(path, body, principal.key_id) if gw.cache is not None and wants_cache(
-        body, headers.get("x-iir-cache", ""), principal.cache_mode) else None)
     client_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     route = await gw.auto.choose(req.model, body) if is_auto(req.model) else None
     public_model = route.model if route else req.model
@@ -82,6 +80,9 @@ async def _serve(gw: Gateway, principal: Principal, headers: Mapping[str, str], 
     # Estimating costs a walk over the messages: only keys with token limits need it up front.
     estimate = estimate_tokens(body, reserve) if principal.limited else None
     admission = await gw.limiter.admit(principal, estimate.total if estimate else 0)
+    # Hashed only for admitted requests, and before the body is adapted for its upstream.
+    cache_key = (gw.cache.key(path, body, principal.key_id) if gw.cache is not None and wants_cache(
+        body, headers.get("x-iir-cache", ""), principal.cache_mode) else None)
     settled = False
     answered_by = [public_model]
     answered_usage: list[dict[str, Any] | None] = [None]
