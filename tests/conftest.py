@@ -92,7 +92,11 @@ def make_stack(workdir: Path, database_url: str, redis_url: str, slow_url: str, 
                        # Keys and channels of this stack only: stacks sharing one Redis never meet.
                        "IIR_REDIS_PREFIX": f"iir-test-{uuid.uuid4().hex[:8]}:",
                        "IIR_MODELS_FILE_POLL_S": "0.2", "IIR_KEY_CACHE_TTL_S": "30",
-                       "IIR_ALLOWED_KEYS": STATIC_KEY, "IIR_USAGE_FLUSH_INTERVAL_S": "0.2", **env})
+                       "IIR_ALLOWED_KEYS": STATIC_KEY, "IIR_USAGE_FLUSH_INTERVAL_S": "0.2",
+                       # As `make dev` runs it (the chart's settings are tested in tests/security/).
+                       "IIR_TRUSTED_NETWORKS": "127.0.0.0/8,::1/128", "IIR_DOCS_ENABLED": "true",
+                       # Tests stand for clients behind a proxy on loopback, each address its X-Forwarded-For.
+                       "IIR_TRUSTED_PROXIES": "127.0.0.1", **env})
     dead = f"http://127.0.0.1:{datastores.free_port()}"
     write_models(stack.models_file, [
         inference_model(SERVED, stack.sim_url),

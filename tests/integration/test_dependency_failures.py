@@ -46,6 +46,12 @@ def test_gateway_degrades_as_dependencies_stop(fragile: Stack) -> None:
     # A key validated before is served from the gateway's cache: no round trip on the hot path.
     assert httpx.post(chat, json=BODY, headers={"Authorization": f"Bearer {cached_key}"}).status_code == 200
     assert httpx.get(f"{url}/health").status_code == 503
+    # Readiness is whether this pod can serve: with keys cached it can, so it stays in the Service.
+    assert httpx.get(f"{url}/health/ready").status_code == 200
+    # A gateway that has cached no key cannot check any while auth is away: not ready.
+    lonely = fragile.start_gateway_replica("lonely-gateway")
+    ready = httpx.get(f"{lonely}/health/ready")
+    assert ready.status_code == 503 and ready.json()["cached_keys"] == 0
 
     stop(fragile, "registry")
     # The last catalogue keeps serving while the registry is away.
@@ -54,3 +60,5 @@ def test_gateway_degrades_as_dependencies_stop(fragile: Stack) -> None:
     assert report["status"] == "unavailable" and report["dependencies"]["registry"]["watch"] == "disconnected"
     resp = httpx.get(f"{url}/v1/registry/status", headers={"Authorization": f"Bearer {cached_key}"})
     assert resp.status_code == 503 and resp.json()["error"]["code"] == "registry_unavailable"
+    ready = httpx.get(f"{url}/health/ready")  # a stale catalogue still serves
+    assert ready.status_code == 200 and ready.json()["catalogue"] == "stale"

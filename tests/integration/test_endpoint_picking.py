@@ -45,7 +45,7 @@ def test_vllm_load_is_scraped_by_the_registry_and_pushed_to_the_gateway(stack: S
     pattern = re.compile(rf'iir_gateway_endpoint_running{{endpoint="{re.escape(slow_sim)}"}} ([0-9.]+)')
     seen = 0.0
     while not done.is_set() and not seen:
-        match = pattern.search(httpx.get(f"{stack.gateway_url}/metrics").text)
+        match = pattern.search(httpx.get(stack.metrics_url).text)
         seen = float(match.group(1)) if match else 0.0
         time.sleep(0.1)
     worker.join()

@@ -127,7 +127,7 @@ def test_metrics_are_exported_over_otlp_too(traced: tuple) -> None:
 def test_dashboard_queries_only_exported_metrics(stack: Stack, api_key: str) -> None:
     httpx.post(f"{stack.gateway_url}/v1/chat/completions", headers={"Authorization": f"Bearer {api_key}"},
                json={"model": f"local/{SERVED}", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
-    text = httpx.get(f"{stack.gateway_url}/metrics").text
+    text = httpx.get(stack.metrics_url).text
     exported = set()
     for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M):
         exported |= {"counter": {name if name.endswith("_total") else f"{name}_total"},

@@ -24,7 +24,7 @@ def test_health_reports_each_dependency(stack: Stack) -> None:
 def test_metrics_are_prometheus_text(stack: Stack, api_key: str) -> None:
     httpx.post(f"{stack.gateway_url}/v1/chat/completions", headers={"Authorization": f"Bearer {api_key}"},
                json={"model": f"local/{SERVED}", "messages": [{"role": "user", "content": "m"}]})
-    text = httpx.get(f"{stack.gateway_url}/metrics").text
+    text = httpx.get(stack.metrics_url).text
     assert 'iir_gateway_requests_total{method="POST",route="/v1/chat/completions",status="200"}' in text
     assert f'iir_gateway_model_requests_total{{model="local/{SERVED}",provider="local",status="200"}}' in text
     assert "iir_gateway_request_duration_seconds_bucket" in text
@@ -59,7 +59,7 @@ def test_logs_are_json_lines_with_the_request_id(stack: Stack, api_key: str) -> 
 def test_registry_status_and_refresh(stack: Stack, api_key: str) -> None:
     from tests.conftest import MASTER_KEY
 
-    status = httpx.get(f"{stack.gateway_url}/v1/registry/status", headers={"Authorization": f"Bearer {api_key}"})
+    status = httpx.get(f"{stack.gateway_url}/v1/registry/status", headers={"Authorization": f"Bearer {MASTER_KEY}"})
     assert status.status_code == 200
     body = status.json()
     assert body["source"] == "file" and body["nodes"] == [] and body["last_refresh"]
@@ -67,6 +67,13 @@ def test_registry_status_and_refresh(stack: Stack, api_key: str) -> None:
     assert pending["phase"] == "Pending" and pending["endpoints"] == [] and pending["message"]
     ready = next(m for m in body["models"] if m["name"] == f"local/{SERVED}")
     assert ready["endpoints"][0]["ready"] is True and ready["source"] == "file"
+    # Other keys see names and states, never endpoint URLs, pods or GPU nodes.
+    public = httpx.get(f"{stack.gateway_url}/v1/registry/status", headers={"Authorization": f"Bearer {api_key}"})
+    assert public.status_code == 200 and set(public.json()) == {"models"}
+    model = next(m for m in public.json()["models"] if m["name"] == f"local/{SERVED}")
+    assert model == {"name": f"local/{SERVED}", "provider": "local", "phase": "Ready", "replicas": model["replicas"],
+                     "ready_replicas": 1}
+    assert "127.0.0.1" not in public.text
     denied = httpx.post(f"{stack.gateway_url}/v1/registry/refresh", headers={"Authorization": f"Bearer {api_key}"})
     assert denied.status_code == 403 and denied.json()["error"]["code"] == "admin_required"
     ok = httpx.post(f"{stack.gateway_url}/v1/registry/refresh", headers={"Authorization": f"Bearer {MASTER_KEY}"})

@@ -19,7 +19,7 @@ def chat(stack: Stack, key: str, content: str, **extra: object) -> httpx.Respons
 
 
 def hits(stack: Stack) -> float:
-    text = httpx.get(f"{stack.gateway_url}/metrics").text
+    text = httpx.get(stack.metrics_url).text
     line = next((ln for ln in text.splitlines() if ln.startswith('iir_gateway_cache_requests_total{result="hit"}')),
                 "x 0")
     return float(line.split()[-1])

@@ -63,3 +63,31 @@ def test_request_bodies_are_walked_and_modes_apply() -> None:
     assert blocked.value.headers["x-iir-scrubbed"] == "aws_access_key"
     untouched = {"input": ["AKIAIOSFODNN7EXAMPLE"]}
     assert scrubbing.request(untouched, "off") == set() and untouched["input"] == ["AKIAIOSFODNN7EXAMPLE"]
+
+
+EVASIONS = Path(__file__).resolve().parents[1] / "data" / "secrets_evasions.tsv"
+
+
+def evasions() -> list[tuple[str, str, list[str]]]:
+    rows = []
+    for line in EVASIONS.read_text().splitlines():
+        if line.startswith("#"):
+            continue
+        kind, hidden, text = line.split("\t", 2)
+        rows.append((kind, hidden, text.replace("\\n", "\n").split("␞")))
+    return rows
+
+
+def test_evasions_are_caught_and_look_alikes_are_left() -> None:
+    scrubber = SecretScrubber()
+    cases = [(k, h, t) for k, h, t in evasions() if k != "none"]
+    leaked = []
+    for kind, hidden, texts in cases:
+        out, kinds = scrubber.scrub_texts(list(texts))
+        if hidden in "".join(out) or kind not in kinds:
+            leaked.append((kind, texts, out, kinds))
+    assert len(cases) >= 30
+    assert not leaked, f"recall {1 - len(leaked) / len(cases):.2f}; leaked: {leaked}"
+    flagged = [(t, scrubber.scrub_texts(list(t))) for k, _, t in evasions() if k == "none"
+               if scrubber.scrub_texts(list(t))[1]]
+    assert not flagged, f"false positives: {flagged}"

@@ -32,17 +32,18 @@ class Ports:
     registry: int
     classifier: int
     sim: int
+    metrics: int
 
     @classmethod
     def random(cls) -> Ports:
-        return cls(*(free_port() for _ in range(5)))
+        return cls(*(free_port() for _ in range(6)))
 
     @classmethod
     def defaults(cls) -> Ports:
         env = os.environ
         return cls(int(env.get("IIR_GATEWAY_PORT", 8080)), int(env.get("IIR_AUTH_PORT", 50051)),
                    int(env.get("IIR_REGISTRY_PORT", 50052)), int(env.get("IIR_CLASSIFIER_PORT", 50053)),
-                   int(env.get("IIR_SIM_PORT", 8100)))
+                   int(env.get("IIR_SIM_PORT", 8100)), int(env.get("IIR_METRICS_PORT", 9464)))
 
 
 def write_models_file(path: Path, sim_url: str) -> list[str]:
@@ -71,7 +72,7 @@ class Process:
 MANAGED_VARIABLES = frozenset({
     "IIR_DATABASE_URL", "IIR_REDIS_URL", "IIR_GATEWAY_PORT", "IIR_AUTH_PORT", "IIR_REGISTRY_PORT",
     "IIR_CLASSIFIER_PORT", "IIR_SIM_PORT", "IIR_AUTH_ADDR", "IIR_REGISTRY_ADDR", "IIR_CLASSIFIER_ADDR",
-    "IIR_MODELS_FILE"})
+    "IIR_MODELS_FILE", "IIR_METRICS_PORT"})
 
 
 @dataclass
@@ -91,6 +92,11 @@ class Stack:
         return f"http://127.0.0.1:{self.ports.gateway}"
 
     @property
+    def metrics_url(self) -> str:
+        """The gateway's Prometheus endpoint (its own port, not the public one)."""
+        return f"http://127.0.0.1:{self.ports.metrics}/metrics"
+
+    @property
     def sim_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.sim}"
 
@@ -107,7 +113,7 @@ class Stack:
             "IIR_REGISTRY_PORT": str(p.registry), "IIR_CLASSIFIER_PORT": str(p.classifier),
             "IIR_SIM_PORT": str(p.sim), "IIR_AUTH_ADDR": f"127.0.0.1:{p.auth}",
             "IIR_REGISTRY_ADDR": f"127.0.0.1:{p.registry}", "IIR_CLASSIFIER_ADDR": f"127.0.0.1:{p.classifier}",
-            "IIR_MODELS_FILE": str(self.models_file), "PYTHONUNBUFFERED": "1",
+            "IIR_MODELS_FILE": str(self.models_file), "IIR_METRICS_PORT": str(p.metrics), "PYTHONUNBUFFERED": "1",
         })
         if self.master_key:
             env["IIR_MASTER_KEY"] = self.master_key
@@ -159,9 +165,10 @@ class Stack:
     def start_gateway_replica(self, name: str, timeout: float = 30, env: dict[str, str] | None = None) -> str:
         """Another gateway process sharing this stack's services and Redis (plus `env`); returns its URL."""
         port = free_port()
-        self._spawn(name, "iir_gateway", {"IIR_GATEWAY_PORT": str(port), **(env or {})})
+        self._spawn(name, "iir_gateway", {"IIR_GATEWAY_PORT": str(port), "IIR_METRICS_PORT": str(free_port()),
+                                          **(env or {})})
         url = f"http://127.0.0.1:{port}"
-        self._wait(name, lambda: http_ok(f"{url}/health"), timeout)
+        self._wait(name, lambda: http_ok(f"{url}/health/live"), timeout)
         return url
 
     def stop(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from datetime import UTC, date, datetime
 
@@ -21,6 +22,7 @@ MASTER_KEY_ID = "master"
 BUDGET_PERIODS = ("day", "month")
 SCRUB_MODES = ("", "redact", "block", "off")
 CACHE_MODES = ("", "on", "off")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _unix(moment: datetime | None) -> int:
@@ -81,6 +83,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             problems.append(f"budget_period must be one of {', '.join(BUDGET_PERIODS)}")
         if min(request.rpm_limit, request.tpm_limit, request.budget_tokens) < 0:
             problems.append("limits and budgets must not be negative")
+        texts = [request.name, request.owner, request.description, *request.allowed_models]
+        if any(_CONTROL.search(t) for t in texts):
+            problems.append("names, owners, descriptions and model patterns must not hold control characters")
         if request.expires_at and request.expires_at <= time.time():
             problems.append("expires_at is in the past")
         if request.scrub_mode not in SCRUB_MODES:

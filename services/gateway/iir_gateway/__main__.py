@@ -12,7 +12,10 @@ from iir_gateway.settings import GatewaySettings
 
 
 def main() -> None:
-    settings = GatewaySettings()
+    try:
+        settings = GatewaySettings()
+    except ValueError as exc:  # pydantic's ValidationError: one line per bad setting
+        sys.exit(f"iir-gateway: invalid settings: {exc}")
     try:  # a bad configuration file stops the start with one clear line, not a traceback per worker
         load_providers(settings.providers_file, Timeouts())
         load_policies(settings.routing_file, settings.auto_default_model)
@@ -20,9 +23,10 @@ def main() -> None:
         sys.exit(f"iir-gateway: {exc}")
     uvicorn.run("iir_gateway.app:create_asgi", factory=True, host=settings.gateway_host,
                 port=settings.gateway_port, workers=settings.gateway_workers, loop="uvloop",
-                http="httptools", log_config=None, access_log=False, server_header=False,
-                timeout_graceful_shutdown=10, proxy_headers=True,
-                forwarded_allow_ips=settings.forwarded_allow_ips)
+                http="iir_gateway.protocol:GuardedHttpToolsProtocol", log_config=None, access_log=False,
+                server_header=False, timeout_graceful_shutdown=10,
+                # Forwarded headers are read by the gateway itself, from IIR_TRUSTED_PROXIES only.
+                proxy_headers=False)
 
 
 if __name__ == "__main__":

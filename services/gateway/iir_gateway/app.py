@@ -16,9 +16,11 @@ from iir_common.tracing import setup_tracing
 from iir_common.tracing import shutdown as shutdown_tracing
 from iir_gateway.api import admin_routes, jobs_routes, openai_routes, ops_routes, registry_routes
 from iir_gateway.api.fastpath import InferenceFastPath
+from iir_gateway.client_address import ClientAddressResolver
 from iir_gateway.errors import install_error_handlers
 from iir_gateway.gateway import Gateway
 from iir_gateway.jobs.worker import JobWorker
+from iir_gateway.metrics_server import MetricsServer
 from iir_gateway.middleware import RequestContextMiddleware
 from iir_gateway.schemas import OPENAPI_MODELS
 from iir_gateway.settings import GatewaySettings
@@ -47,10 +49,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     setup_logging("gateway", settings.log_level)
     setup_tracing("gateway")
     gateway = Gateway(settings)
+    metrics_server = MetricsServer(gateway.metrics.registry, settings.gateway_host, settings.metrics_port)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
+        await metrics_server.start()
         worker = JobWorker(gateway, gateway.jobs, settings.job_workers, settings.job_claim_idle_s)
         if settings.job_workers > 0:
             await worker.start()
@@ -58,13 +62,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         gc.freeze()
         yield
         await worker.stop()  # running jobs stay pending in Redis and are taken up by another worker
+        await metrics_server.stop()
         await gateway.stop()
         shutdown_tracing()
 
     # FastAPI's own telemetry checks the environment on every request; IIR exports its own.
     app = FastAPI(title="IIR gateway", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible inference router. Model names are `<provider>/<model>`.",
-                  telemetry={"tracing": False, "metrics": False, "logs": False})
+                  telemetry={"tracing": False, "metrics": False, "logs": False},
+                  **({} if settings.docs_enabled else {"docs_url": None, "redoc_url": None, "openapi_url": None}))
     app.state.gateway = gateway
     install_error_handlers(app)
     app.include_router(openai_routes.router)
@@ -77,9 +83,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
 
 def create_asgi(settings: GatewaySettings | None = None) -> ASGIApp:
-    """What uvicorn serves: request context (id, logs, metrics, size limit) → inference fast path → FastAPI."""
+    """What uvicorn serves: request context (id, client address, logs, metrics, size limit) → inference
+    fast path → FastAPI."""
     settings = settings or GatewaySettings()
     app = create_app(settings)
     gateway: Gateway = app.state.gateway
     return RequestContextMiddleware(InferenceFastPath(app, gateway), metrics=gateway.metrics,
-                                    max_body_bytes=settings.max_body_bytes, access_log=settings.access_log)
+                                    max_body_bytes=settings.max_body_bytes, access_log=settings.access_log,
+                                    addresses=ClientAddressResolver(settings.trusted_proxies))

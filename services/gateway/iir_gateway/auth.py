@@ -3,7 +3,8 @@
 A key the auth service accepted is cached (for as long as it says), so a known key costs no RPC.
 Revocations are pushed by the auth service over Redis pub/sub and drop the cache entry at once; when
 the subscription breaks, the whole cache is dropped, since a revocation may have been missed.
-Failed attempts are counted per client IP in Redis; past the limit that IP gets 429s.
+Attempts with unknown keys are counted per client address in Redis, before they reach auth; past the
+limit that address gets 429s for unknown keys, while keys that validated before keep working.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ from iir_gateway.metrics import GatewayMetrics
 log = logging.getLogger(__name__)
 
 _MAX_CACHED = 100_000
+# How long a key that validated once skips failed-auth lockouts (it is still validated).
+_KNOWN_GOOD_TTL_S = 7 * 86400
+_RESERVE_ATTEMPT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return {n, redis.call('TTL', KEYS[1])}
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +102,11 @@ class Authenticator:
             self._cache.pop(digest, None)
         self._by_id.pop(event.key_id, None)
 
+    def cached_keys(self) -> int:
+        """Keys this process can accept without asking auth."""
+        now = time.monotonic()
+        return sum(1 for _, until in self._cache.values() if until > now)
+
     def clear(self) -> None:
         self._cache.clear()
         self._by_id.clear()
@@ -125,27 +138,41 @@ class Authenticator:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
-    async def _check_failures(self, client_ip: str) -> None:
-        if not client_ip or self._failure_limit <= 0:
-            return
+    async def _known_good(self, digest: bytes) -> bool:
         try:
-            failures = await self._redis.get(f"{self._prefix}authfail:{client_ip}")
-            if failures is not None and int(failures) >= self._failure_limit:
-                ttl = await self._redis.ttl(f"{self._prefix}authfail:{client_ip}")
-                self._metrics.auth_failures.labels("blocked").inc()
-                raise APIError(429, "Too many failed authentications from this address; try again later.",
-                               code="too_many_auth_failures", type="rate_limit_error",
-                               headers={"retry-after": str(max(1, ttl))})
+            return bool(await self._redis.exists(f"{self._prefix}authok:{digest.hex()}"))
         except RedisError:
-            return
+            return False
 
-    async def _count_failure(self, client_ip: str) -> None:
+    async def _reserve_attempt(self, client_ip: str) -> str | None:
+        """Counts one attempt of an unknown key from `client_ip` before it reaches auth (so concurrent
+        guesses cannot pass the limit together); 429 past the limit. Returns the counter to refund."""
         if not client_ip or self._failure_limit <= 0:
-            return
-        key = f"{self._prefix}authfail:{client_ip}"
+            return None
+        counter = f"{self._prefix}authfail:{client_ip}"
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                await pipe.incr(key).expire(key, self._failure_window, nx=True).execute()
+            attempts, ttl = await self._redis.eval(_RESERVE_ATTEMPT, 1, counter, self._failure_window)
+        except RedisError:
+            return None  # without Redis the limit is off, not every key
+        if attempts > self._failure_limit:
+            if attempts == self._failure_limit + 1:
+                self._metrics.auth_lockouts.inc()
+                log.warning("failed-auth limit reached; unknown keys refused", extra={"client": client_ip})
+            self._metrics.auth_failures.labels("blocked").inc()
+            raise APIError(429, "Too many failed authentications from this address; try again later.",
+                           code="too_many_auth_failures", type="rate_limit_error",
+                           headers={"retry-after": str(max(1, int(ttl)))})
+        return counter
+
+    async def _accepted(self, digest: bytes, counter: str | None, known: bool) -> None:
+        """A valid key: its attempt is refunded, and it passes later lockouts of any address."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                if counter is not None:
+                    pipe.decr(counter)
+                if not known:
+                    pipe.set(f"{self._prefix}authok:{digest.hex()}", 1, ex=_KNOWN_GOOD_TTL_S)
+                await pipe.execute()
         except RedisError:
             return
 
@@ -159,7 +186,10 @@ class Authenticator:
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > time.monotonic():
             return hit[0]
-        await self._check_failures(client_ip)
+        # A key that validated before is never locked out by other clients' failures at its address;
+        # an unknown one takes one of the address's attempts.
+        known = await self._known_good(digest)
+        counter = None if known else await self._reserve_attempt(client_ip)
         try:
             reply: auth_pb2.ValidateKeyResponse = await self._stub.ValidateKey(
                 auth_pb2.ValidateKeyRequest(key=key, client_ip=client_ip), timeout=self._timeout)
@@ -170,10 +200,10 @@ class Authenticator:
         if not reply.valid:
             self._metrics.auth_failures.labels(reply.reason or "invalid").inc()
             self._cache.pop(digest, None)
-            await self._count_failure(client_ip)
             raise APIError(401, f"Incorrect API key provided: {_masked(key)} ({reply.reason or 'invalid'}).",
                            code="invalid_api_key")
         principal = Principal.from_key_info(reply.key)
+        await self._accepted(digest, counter, known)
         if len(self._cache) >= _MAX_CACHED:
             self.clear()
         # Without the revocation feed, a cached answer could outlive a revocation: don't cache then.

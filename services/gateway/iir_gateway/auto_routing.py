@@ -94,9 +94,9 @@ def _turns(body: dict[str, Any]) -> list[classifier_pb2.Turn]:
         return [classifier_pb2.Turn(role="user", content=prompt[:MAX_TURN_CHARS])] if isinstance(prompt, str) else []
     turns = []
     for m in messages[-8:]:
-        content = m.get("content")
+        content = m.get("content") if isinstance(m, dict) else None
         if isinstance(content, list):
-            content = " ".join(p["text"] for p in content if isinstance(p, dict) and p.get("text"))
+            content = " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
         if isinstance(content, str) and content:
             turns.append(classifier_pb2.Turn(role=str(m.get("role", "")), content=content[-MAX_TURN_CHARS:]))
     return turns

@@ -21,6 +21,7 @@ from iir_common.tracing import client_interceptors
 from iir_gateway.auth import Authenticator, Principal
 from iir_gateway.auto_routing import AutoRouter, load_policies
 from iir_gateway.catalogue import ModelCatalogue
+from iir_gateway.client_address import parse_networks
 from iir_gateway.errors import APIError
 from iir_gateway.jobs.store import JobStore
 from iir_gateway.metrics import GatewayMetrics
@@ -49,7 +50,8 @@ _DEPENDENCIES = {"auth": ("iir.v1.AuthService", True), "registry": ("iir.v1.Regi
 class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        self.metrics = GatewayMetrics()
+        self.metrics = GatewayMetrics(settings.metrics_max_keys)
+        self.trusted_networks = parse_networks(settings.trusted_networks, "IIR_TRUSTED_NETWORKS")
         self.scrubbing = Scrubbing(SecretScrubber(secret_env_values()), settings.scrub_mode, self.metrics)
         self.upstream = UpstreamClient(settings, self.metrics)
         opts = [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1)]
@@ -131,6 +133,15 @@ class Gateway:
         provider = self.providers.get(provider_name)
         return provider.fallbacks(name) if provider is not None and name else ()
 
+    def model_label(self, model: str) -> tuple[str, str]:
+        """(model, provider) as metric labels: names the catalogue or configuration knows, else `other`, so
+        made-up names cannot grow the metrics without bound."""
+        provider_name, _, name = model.partition("/")
+        provider = self.providers.get(provider_name)
+        if provider is None:
+            return "other", "other"
+        return (model if name and provider.knows(name) else "other"), provider_name
+
     def check_access(self, model: str, principal: Principal) -> None:
         """404 for a malformed name or an unknown provider, 403 when the key may not use the model."""
         provider_name, sep, name = model.partition("/")
@@ -155,6 +166,26 @@ class Gateway:
     def list_models(self, principal: Principal) -> list[dict[str, Any]]:
         cards = [card for p in self.providers.values() for card in p.list_models()] + self.auto.list_models()
         return sorted((c for c in cards if principal.may_use(c["id"])), key=lambda c: c["id"])
+
+    async def _serving(self, name: str) -> bool:
+        service, _ = _DEPENDENCIES[name]
+        try:
+            reply = await health_pb2_grpc.HealthStub(self.channels[name]).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Whether this process can serve: keys can be checked (auth answers, or keys are cached) and a
+        catalogue arrived once (a stale one will do). A dependency blip alone does not take it out."""
+        keys = self.auth.cached_keys()
+        auth_ok = keys > 0 or await self._serving("auth")
+        catalogue_ok = self.catalogue.synced.is_set()
+        report = {"auth": "ok" if auth_ok else "unavailable, no cached keys", "cached_keys": keys,
+                  "catalogue": ("live" if self.catalogue.connected else "stale") if catalogue_ok else "never loaded"}
+        ready = auth_ok and catalogue_ok
+        return ready, {"status": "ready" if ready else "not ready", **report}
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """Checks every dependency concurrently; healthy when every required one answers."""

@@ -9,8 +9,10 @@ _TOKEN_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0
 
 
 class GatewayMetrics:
-    def __init__(self) -> None:
+    def __init__(self, max_keys: int = 1000) -> None:
         disable_created_metrics()
+        self.max_keys = max_keys
+        self._keys: set[str] = set()
         self.registry = CollectorRegistry()
         self.requests = Counter("iir_gateway_requests", "HTTP requests by route and status.",
                                 ["route", "method", "status"], registry=self.registry)
@@ -46,3 +48,15 @@ class GatewayMetrics:
                                ["kind", "where"], registry=self.registry)
         self.auth_failures = Counter("iir_gateway_auth_failures", "Refused authentications by reason.",
                                      ["reason"], registry=self.registry)
+        self.auth_lockouts = Counter("iir_gateway_auth_lockouts",
+                                     "Client addresses that reached the failed-authentication limit.",
+                                     registry=self.registry)
+
+    def key_label(self, key_id: str) -> str:
+        """A key id as a label: the first `max_keys` ids seen keep theirs, later ones share `other`."""
+        if key_id in self._keys:
+            return key_id
+        if len(self._keys) < self.max_keys:
+            self._keys.add(key_id)
+            return key_id
+        return "other"

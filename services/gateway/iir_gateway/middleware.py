@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request id, body-size guard, access log, HTTP metrics, last-resort 500."""
+"""Pure ASGI middleware: request id, client address, body-size guard, security headers, access log, HTTP
+metrics, last-resort 500."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iir_common.logging import request_id_var
+from iir_gateway.client_address import ClientAddressResolver
 from iir_gateway.errors import error_body
 from iir_gateway.metrics import GatewayMetrics
 
@@ -19,14 +21,19 @@ _VALID_RID = re.compile(rb"^[\w\-.:]{1,128}$")
 # Request ids: a random per-process prefix and a counter; unique, and far cheaper than uuid4.
 _RID_PREFIX = os.urandom(6).hex().encode() + b"-"
 _rid_counter = itertools.count(1)
+# On every answer: no MIME sniffing, no framing, no referrer, nothing cached by shared caches.
+SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-store"))
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: GatewayMetrics, max_body_bytes: int, access_log: bool) -> None:
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics, max_body_bytes: int, access_log: bool,
+                 addresses: ClientAddressResolver) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
+        self.addresses = addresses
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -35,11 +42,20 @@ class RequestContextMiddleware:
         start = time.perf_counter()
         rid = b""
         length = None
+        credentials = 0
         for name, value in scope["headers"]:
             if name == b"x-request-id" and _VALID_RID.match(value):
                 rid = value
             elif name == b"content-length":
                 length = value
+            elif name == b"authorization" or name == b"x-api-key":
+                credentials += 1
+        # The TCP peer stays in `iir.peer`; `client` becomes the address resolved through trusted proxies.
+        client = scope.get("client")
+        peer = client[0] if client else ""
+        scope["iir.peer"] = peer
+        if self.addresses.proxies:
+            scope["client"] = (self.addresses.resolve(peer, scope["headers"]), client[1] if client else 0)
         if not rid:
             rid = _RID_PREFIX + b"%x" % next(_rid_counter)
         token = request_id_var.set(rid.decode())
@@ -51,13 +67,16 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid)]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid), *SECURITY_HEADERS]
             await send(message)
 
         try:
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
                 await self._reply(send_wrapper, 413, f"Request body too large: the limit is "
                                   f"{self.max_body_bytes} bytes.", "request_too_large")
+            elif credentials > 1:  # proxies and frameworks disagree on which of several counts: refuse
+                await self._reply(send_wrapper, 400, "Send one API key, in one `Authorization` or `X-API-Key` "
+                                  "header.", "duplicate_credentials")
             else:
                 await self.app(scope, receive, send_wrapper)
         except Exception:

@@ -8,15 +8,29 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from iir_gateway.errors import APIError
 
+# Bounds that keep absurd numbers (2^63 tokens) from reaching an upstream or the limiter.
+MAX_TOKENS = 10_000_000
+_INT64 = 2**63 - 1
+
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class ContentPart(_Open):
+    type: str
+    text: str | None = None
+
+
+class ToolCall(_Open):
+    function: dict[str, Any] | None = None
+
+
 class ChatMessage(_Open):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 class StreamOptions(_Open):
@@ -27,12 +41,12 @@ class _Sampling(_Open):
     model: str = Field(min_length=1, description='"<provider>/<model>", e.g. "local/llama-3-8b-instruct"')
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     n: int | None = Field(default=None, ge=1, le=128)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-_INT64 - 1, le=_INT64)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     user: str | None = None
@@ -40,7 +54,7 @@ class _Sampling(_Open):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
 
 
 class CompletionRequest(_Sampling):
@@ -51,7 +65,7 @@ class EmbeddingRequest(_Open):
     model: str = Field(min_length=1, description='"<provider>/<model>", e.g. "openai/text-embedding-3-small"')
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] | None = None
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: int | None = Field(default=None, ge=1, le=65536)
     user: str | None = None
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field, field_validator
+
 from iir_common.settings import IIRSettings
+from iir_gateway.client_address import parse_networks
 
 
 class GatewaySettings(IIRSettings):
@@ -64,12 +67,32 @@ class GatewaySettings(IIRSettings):
     rate_limit_burst: float = 1.0
     # Tokens reserved for the completion when a request gives no max_tokens (TPM limits).
     completion_token_reserve: int = 256
-    # Failed authentications per client IP and window before that IP gets 429s.
+    # Attempts with unknown keys per client address and window before that address gets 429s for them
+    # (keys that validated before keep working).
     auth_failure_limit: int = 20
     auth_failure_window_s: int = 60
     # How often counted usage is sent to the auth service.
     usage_flush_interval_s: float = 1.0
-    # Clients allowed to manage keys without a key (comma-separated CIDRs).
-    trusted_networks: str = "127.0.0.0/8,::1/128"
-    # Proxies whose X-Forwarded-For is believed for the client address (comma separated, or "*").
-    forwarded_allow_ips: str = "127.0.0.1"
+    # Networks whose clients may manage keys without a key (comma-separated CIDRs): a dev convenience,
+    # empty (off) by default. Decided on the TCP peer, never for a request with forwarding headers.
+    trusted_networks: str = ""
+    # Proxies (comma-separated addresses or CIDRs, never "*") whose X-Forwarded-For entries are believed;
+    # the client is the right-most address not in this list. Empty: the TCP peer is the client.
+    trusted_proxies: str = ""
+    # Prometheus /metrics on a port of its own (not the public one); 0: not served.
+    metrics_port: int = 9464
+    # Distinct key ids labelled in per-key metrics; later keys share the label `other`.
+    metrics_max_keys: int = Field(default=1000, ge=0)
+    # /docs, /redoc and /openapi.json.
+    docs_enabled: bool = False
+    # A client must send its request headers within this time, and its body within the next; else 408.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    # Open connections per client address (trusted proxies excepted); more are closed at once.
+    max_connections_per_client: int = Field(default=100, ge=1)
+
+    @field_validator("trusted_networks", "trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str, info: object) -> str:
+        parse_networks(value, f"IIR_{getattr(info, 'field_name', '').upper()}")
+        return value

@@ -1,25 +1,35 @@
-"""Key management: `/api/v1/apikeys` (admin key, or no key from a trusted network)."""
+"""Key management: `/api/v1/apikeys` (an admin key; or, where IIR_TRUSTED_NETWORKS is set, no key from
+those networks)."""
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import grpc
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from starlette.responses import Response
 
 from iir.v1 import auth_pb2
 from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.auth import extract_key
+from iir_gateway.client_address import FORWARDING_HEADERS, in_networks
 from iir_gateway.errors import APIError
 from iir_gateway.gateway import Gateway
 
 router = APIRouter(prefix="/api/v1/apikeys", tags=["API keys"])
+
+
+# Text without control characters (a NUL cannot be stored, others corrupt logs and terminals).
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+_MAX_LIMIT = 10**12
+
+
+def _text(max_length: int) -> Any:
+    return Annotated[str, StringConstraints(max_length=max_length, pattern=_PRINTABLE)]
 
 
 class CreateKey(BaseModel):
@@ -27,18 +37,18 @@ class CreateKey(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, max_length=200)
-    description: str = Field(default="", max_length=2000)
-    owner: str = Field(default="", max_length=200)
+    name: _text(200) | None = None  # type: ignore[valid-type]
+    description: _text(2000) = ""  # type: ignore[valid-type]
+    owner: _text(200) = ""  # type: ignore[valid-type]
     priority: int = Field(default=0, ge=0, le=100)
     admin: bool = False
-    allowed_models: list[str] = Field(default_factory=list, max_length=100)
-    rpm_limit: int = Field(default=0, ge=0)
-    tpm_limit: int = Field(default=0, ge=0)
-    budget_tokens: int = Field(default=0, ge=0)
+    allowed_models: list[_text(200)] = Field(default_factory=list, max_length=100)  # type: ignore[valid-type]
+    rpm_limit: int = Field(default=0, ge=0, le=_MAX_LIMIT)
+    tpm_limit: int = Field(default=0, ge=0, le=_MAX_LIMIT)
+    budget_tokens: int = Field(default=0, ge=0, le=_MAX_LIMIT)
     budget_period: Literal["day", "month"] = "month"
     expires_at: datetime | None = None
-    expires_in_days: float | None = Field(default=None, gt=0)
+    expires_in_days: float | None = Field(default=None, gt=0, le=36500)
     # Secret scrubbing and response cache for this key ("": the gateway's defaults).
     scrub_mode: Literal["", "redact", "block", "off"] = ""
     cache_mode: Literal["", "on", "off"] = ""
@@ -61,19 +71,19 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-def _trusted(ip: str, networks: str) -> bool:
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
+def _from_trusted_network(request: Request, gw: Gateway) -> bool:
+    """The TCP peer is in IIR_TRUSTED_NETWORKS and nothing forwarded the request (a proxy's client could be
+    anyone, and a forwarded header anything)."""
+    if not gw.trusted_networks or any(name in FORWARDING_HEADERS for name, _ in request.scope["headers"]):
         return False
-    return any(address in ipaddress.ip_network(n.strip(), strict=False) for n in networks.split(",") if n.strip())
+    return in_networks(request.scope.get("iir.peer", ""), gw.trusted_networks)
 
 
 async def require_admin(request: Request) -> Gateway:
     """An admin key, or no key at all from a trusted network; 401/403 otherwise."""
     gw: Gateway = request.app.state.gateway
     ip = client_ip(request)
-    if extract_key(request.headers) is None and _trusted(ip, gw.settings.trusted_networks):
+    if extract_key(request.headers) is None and _from_trusted_network(request, gw):
         return gw
     principal = await gw.auth.authenticate(request.headers, ip)
     if not principal.admin:
@@ -102,6 +112,9 @@ async def create_key(request: Request) -> Response:
         param = ".".join(str(p) for p in err["loc"])
         raise APIError(400, f"Invalid value for '{param}': {err['msg']}.", code="invalid_value", param=param) from None
     expires = body.expires_at.timestamp() if body.expires_at else 0
+    if expires and expires <= time.time():
+        raise APIError(400, "Invalid value for 'expires_at': it is in the past.", code="invalid_value",
+                       param="expires_at")
     if body.expires_in_days:
         expires = time.time() + body.expires_in_days * 86400
     reply = await _call(gw.auth_stub.CreateKey, auth_pb2.CreateKeyRequest(

@@ -94,18 +94,18 @@ async def _serve(gw: Gateway, principal: Principal, headers: Mapping[str, str], 
         prompt = int((usage or {}).get("prompt_tokens") or (estimate or estimate_tokens(body, reserve)).prompt)
         completion = int((usage or {}).get("completion_tokens") or 0)
         gw.usage.record(principal.key_id, public_model, prompt, completion)
-        gw.metrics.tokens.labels(public_model, "prompt").inc(prompt)
-        gw.metrics.tokens.labels(public_model, "completion").inc(completion)
-        key = principal.key_id or "static"
+        model_label, provider_label = gw.model_label(public_model)
+        gw.metrics.tokens.labels(model_label, "prompt").inc(prompt)
+        gw.metrics.tokens.labels(model_label, "completion").inc(completion)
+        key = gw.metrics.key_label(principal.key_id or "static")
         gw.metrics.key_tokens.labels(key, "prompt").inc(prompt)
         gw.metrics.key_tokens.labels(key, "completion").inc(completion)
-        gw.metrics.model_latency.labels(public_model, provider_name).observe(time.perf_counter() - started)
+        gw.metrics.model_latency.labels(model_label, provider_label).observe(time.perf_counter() - started)
         if span is not None:
             span.finish(answered_by[0], usage, ok)
         if admission.reserved_tokens:
             gw.spawn(gw.limiter.settle(principal, admission.reserved_tokens, prompt + completion))
 
-    provider_name = public_model.partition("/")[0]
     stream = bool(getattr(req, "stream", False))
     strip_usage = False
     if stream:
@@ -143,17 +143,23 @@ async def _serve(gw: Gateway, principal: Principal, headers: Mapping[str, str], 
     finally:
         if not settled and admission.reserved_tokens:
             gw.spawn(gw.limiter.settle(principal, admission.reserved_tokens, 0))  # nothing was generated
-        gw.metrics.model_requests.labels(public_model, provider_name, status).inc()
+        gw.metrics.model_requests.labels(*gw.model_label(public_model), status).inc()
 
 
 def scrub_answer(gw: Gateway, response: Response) -> set[str]:
     """Redacts secrets in a whole answer now, or in each event of a stream as it passes."""
     if isinstance(response, StreamingResponse):
         source = response.body_iterator
+        scrubber = gw.scrubbing.stream()
 
         async def scrubbed_events() -> AsyncIterator[bytes]:
             async for chunk in source:
-                yield gw.scrubbing.answer(chunk if isinstance(chunk, bytes) else chunk.encode())[0]
+                out = scrubber.feed(chunk if isinstance(chunk, bytes) else chunk.encode())
+                if out:
+                    yield out
+            tail = scrubber.flush()
+            if tail:
+                yield tail
 
         response.body_iterator = scrubbed_events()
         return set()

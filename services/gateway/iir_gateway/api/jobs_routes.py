@@ -43,6 +43,8 @@ async def _owned(gw: Gateway, principal: Principal, job_id: str) -> Job:
 async def _submit(gw: Gateway, principal: Principal, kind: str, body: dict[str, Any]) -> Job:
     validate_body(ChatCompletionRequest, body)
     gw.check_access(body["model"], principal)  # refused now, not when a worker picks it up
+    # Stored scrubbed: the prompt waits in Redis, and a secret must not wait with it.
+    gw.scrubbing.request(body, gw.scrubbing.mode(principal.scrub_mode))
     return await gw.jobs.submit(principal, kind, "chat/completions", body)
 
 

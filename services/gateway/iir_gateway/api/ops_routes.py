@@ -1,10 +1,10 @@
-"""Operational routes, without authentication: health, Prometheus metrics, version."""
+"""Operational routes, without authentication: health, readiness, liveness, version. (Metrics are on
+their own port: `metrics_server.py`.)"""
 
 from __future__ import annotations
 
 import orjson
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from iir_common import __version__
@@ -25,10 +25,11 @@ async def live() -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
-@router.get("/metrics", summary="Prometheus metrics")
-async def metrics(request: Request) -> Response:
+@router.get("/health/ready", summary="Readiness: this process can serve (keys checkable, a catalogue loaded)")
+async def ready(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
-    return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    ok, report = await gw.ready()
+    return Response(orjson.dumps(report), status_code=200 if ok else 503, media_type="application/json")
 
 
 @router.get("/version", summary="Gateway version")

@@ -12,16 +12,29 @@ from starlette.responses import Response
 
 from iir.v1 import registry_pb2
 from iir_gateway.api.requests import client_ip
+from iir_gateway.auth import Principal
 from iir_gateway.errors import APIError
 from iir_gateway.gateway import Gateway
 
 router = APIRouter(tags=["Registry"])
 
 
+# What a key without admin rights sees of a model: no endpoint URLs, pods, namespaces or nodes.
+_PUBLIC_FIELDS = ("name", "provider", "phase", "replicas", "ready_replicas")
+
+
+def _as_dict(msg: object) -> dict:
+    return MessageToDict(msg, preserving_proto_field_name=True,  # type: ignore[arg-type]
+                         always_print_fields_with_no_presence=True)
+
+
+def _render_public(reply: registry_pb2.StatusResponse, principal: Principal) -> Response:
+    models = [{f: d[f] for f in _PUBLIC_FIELDS} for d in map(_as_dict, reply.models) if principal.may_use(d["name"])]
+    return Response(orjson.dumps({"models": models}), media_type="application/json")
+
+
 def _render(reply: registry_pb2.StatusResponse) -> Response:
-    def as_dict(msg: object) -> dict:
-        return MessageToDict(msg, preserving_proto_field_name=True,  # type: ignore[arg-type]
-                             always_print_fields_with_no_presence=True)
+    as_dict = _as_dict
 
     body = {
         "source": reply.source,
@@ -44,11 +57,13 @@ async def _call(gw: Gateway, method: str) -> registry_pb2.StatusResponse:
                        code="registry_unavailable") from None
 
 
-@router.get("/v1/registry/status", summary="Models with state, source, replicas, endpoints; GPU nodes")
+@router.get("/v1/registry/status", summary="Models with state, source, replicas, endpoints; GPU nodes "
+            "(admin keys; other keys see their models' names and states)")
 async def registry_status(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
-    await gw.auth.authenticate(request.headers, client_ip(request))
-    return _render(await _call(gw, "status"))
+    principal = await gw.auth.authenticate(request.headers, client_ip(request))
+    reply = await _call(gw, "status")
+    return _render(reply) if principal.admin else _render_public(reply, principal)
 
 
 @router.post("/v1/registry/refresh", summary="Re-list every model source now (admin)")

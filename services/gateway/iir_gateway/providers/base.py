@@ -50,3 +50,7 @@ class Provider(Protocol):
     def list_models(self) -> list[dict[str, Any]]:
         """OpenAI model cards of the models that can be called now."""
         ...
+
+    def knows(self, model: str) -> bool:
+        """Whether `model` is in this provider's catalogue or configuration (not merely passed through)."""
+        ...

@@ -59,6 +59,9 @@ class ExternalProvider:
     def release(self, upstream: Upstream, ok: bool) -> None:
         self.states.finished(upstream.endpoint, ok)
 
+    def knows(self, model: str) -> bool:
+        return model in self.config.models
+
     def list_models(self) -> list[dict[str, Any]]:
         if self.config.missing_credentials():
             return []

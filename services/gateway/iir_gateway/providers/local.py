@@ -88,6 +88,9 @@ class LocalProvider:
         self.states.finished(upstream.endpoint, ok)
         self.gate.wake(upstream.public_model)
 
+    def knows(self, model: str) -> bool:
+        return self.catalogue.get(f"{self.name}/{model}") is not None
+
     def list_models(self) -> list[dict[str, Any]]:
         return [{"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by or "iir"}
                 for m in self.catalogue.models.values() if any(e.ready for e in m.endpoints)]

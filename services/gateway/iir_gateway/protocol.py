@@ -1,0 +1,96 @@
+"""uvicorn's httptools protocol with the limits a public server needs: a deadline for the request
+headers and one for the body, and a cap on open connections per client address.
+
+Without them a client that sends half a request holds a socket (and its buffers) for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from iir_gateway.client_address import in_networks, parse_networks
+from iir_gateway.errors import error_body
+from iir_gateway.settings import GatewaySettings
+
+_settings: GatewaySettings | None = None
+# Open connections per peer address, in this worker process.
+_open: Counter[str] = Counter()
+
+
+def _config() -> GatewaySettings:
+    global _settings
+    if _settings is None:
+        _settings = GatewaySettings()
+    return _settings
+
+
+def _timeout_reply() -> bytes:
+    body = error_body(408, "The request was not received in time.", code="request_timeout")
+    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """Closes connections whose headers or body do not arrive in time, and those past the per-address cap."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings = _config()
+        self._header_timeout = settings.header_timeout_s
+        self._body_timeout = settings.body_timeout_s
+        self._cap = settings.max_connections_per_client
+        self._proxies = parse_networks(settings.trusted_proxies, "IIR_TRUSTED_PROXIES")
+        self._deadline: asyncio.TimerHandle | None = None
+        self._peer = ""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._peer = self.client[0] if self.client else ""
+        _open[self._peer] += 1
+        if _open[self._peer] > self._cap and not in_networks(self._peer, self._proxies):
+            transport.close()  # connection_lost gives the slot back
+            return
+        self._arm(self._header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        _open[self._peer] -= 1
+        if _open[self._peer] <= 0:
+            del _open[self._peer]
+        super().connection_lost(exc)
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or not self.cycle.response_started:
+            self.transport.write(_timeout_reply())
+        if self.cycle is not None:
+            self.cycle.keep_alive = False
+        self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:  # a keep-alive connection's next request: a new header deadline
+            self._arm(self._header_timeout)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._arm(self._body_timeout)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm()
