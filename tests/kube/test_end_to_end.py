@@ -53,7 +53,7 @@ async def test_applied_model_is_listed_and_served(kube: Kube, operator: None, ku
 
     async with httpx.AsyncClient() as http:
         status = (await http.get(f"{kube_stack.gateway_url}/v1/registry/status",
-                                 headers={"Authorization": f"Bearer {key}"})).json()
+                                 headers={"Authorization": f"Bearer {MASTER_KEY}"})).json()
     entry = next(m for m in status["models"] if m["name"] == model)
     assert entry["phase"] == "Ready" and entry["source"] == "kubernetes" and entry["ready_replicas"] == 1
     assert status["nodes"][0]["name"] == "gpu-a" and status["nodes"][0]["free"] == 7

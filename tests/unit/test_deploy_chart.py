@@ -109,12 +109,16 @@ def test_other_values_are_honoured_and_valid(helm: str) -> None:
         "ghcr.io/iir-dev/iir-gateway:1.2.3"
     env = env_of(gw)
     assert env["IIR_GATEWAY_WORKERS"] == "4" and env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
-    assert env["IIR_REDIS_URL"] == {"secretKeyRef": {"name": "my-redis", "key": "redis-url"}}
+    assert env["IIR_REDIS_URL_FILE"] == "/var/run/secrets/iir/redis-url"
     assert env["IIR_ENDPOINT_PICKER"] == "round_robin"
-    assert gw["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "iir-provider-keys"}}]
+    volumes = {v["name"]: v for v in gw["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["secrets"]["projected"]["sources"][0]["secret"]["name"] == "my-redis"
+    assert volumes["provider-keys"]["secret"]["secretName"] == "iir-provider-keys"
+    assert env["IIR_PROVIDER_KEYS_DIR"] == "/var/run/secrets/iir/providers"
     assert by_kind(objs, "Secret")["iir-provider-keys"]["stringData"] == {"ANTHROPIC_API_KEY": "sk-ant-x"}
-    assert env_of(deployments["iir-auth"])["IIR_MASTER_KEY"] == {"secretKeyRef": {"name": "my-master",
-                                                                                  "key": "master-key"}}
+    auth_sources = deployments["iir-auth"]["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
+    assert {"name": "my-master", "items": [{"key": "master-key", "path": "master-key"}]} in \
+        [s["secret"] for s in auth_sources]
     assert env_of(deployments["iir-registry"])["IIR_REGISTRY_NAMESPACE"] == "ml"
     config = by_kind(objs, "ConfigMap")["iir-config"]["data"]
     assert yaml.safe_load(config["providers.yaml"]) == {"providers": {"anthropic": {"models": ["claude-sonnet-4-5"]}}}

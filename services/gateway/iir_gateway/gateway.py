@@ -84,7 +84,7 @@ class Gateway:
                                    settings.upstream_retries),
         }
         for name, config in load_providers(settings.providers_file, self.upstream.defaults,
-                                           settings.upstream_retries).items():
+                                           settings.upstream_retries, settings.provider_keys_dir).items():
             self.providers[name] = ExternalProvider(name, config, self.endpoints)
         self.auto = AutoRouter(self.channels["classifier"],
                                load_policies(settings.routing_file, settings.auto_default_model),

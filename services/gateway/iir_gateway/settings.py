@@ -39,6 +39,8 @@ class GatewaySettings(IIRSettings):
     classifier_timeout_s: float = 0.05
     # External providers (YAML): base URLs, key sources, models and fallbacks, timeouts; see README.
     providers_file: str = ""
+    # A folder of files named like providers' key variables (OPENAI_API_KEY, ...): a mounted Secret.
+    provider_keys_dir: str = ""
     # Endpoint picking policy among a local model's ready replicas: round_robin, least_outstanding,
     # load_aware, load_aware_prefix.
     endpoint_picker: str = "load_aware_prefix"

@@ -20,8 +20,14 @@ app.kubernetes.io/name: iir-{{ .component }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- end -}}
 
+{{- /* An image by digest when image.digests names one for the component (recommended), else by tag. */ -}}
 {{- define "iir.image" -}}
+{{- $digest := index (.root.Values.image.digests | default dict) .component -}}
+{{- if $digest -}}
+{{ .root.Values.image.registry }}/iir-{{ .component }}@{{ $digest }}
+{{- else -}}
 {{ .root.Values.image.registry }}/iir-{{ .component }}:{{ .root.Values.image.tag | default .root.Chart.AppVersion }}
+{{- end -}}
 {{- end -}}
 
 {{- define "iir.secretName" -}}{{ include "iir.fullname" . }}-secrets{{- end -}}
@@ -54,11 +60,30 @@ securityContext:
 {{- end }}
 {{- end -}}
 
-{{- define "iir.datastoreEnv" -}}
-- name: IIR_DATABASE_URL
-  valueFrom: {secretKeyRef: {name: {{ .Values.database.existingSecret | default (include "iir.secretName" .) }}, key: {{ .Values.database.secretKey }}}}
-- name: IIR_REDIS_URL
-  valueFrom: {secretKeyRef: {name: {{ .Values.redis.existingSecret | default (include "iir.secretName" .) }}, key: {{ .Values.redis.secretKey }}}}
+{{- /* Secrets reach the services as files (IIR_<NAME>_FILE), never as environment variables. */ -}}
+{{- define "iir.secretsMount" -}}
+- {name: secrets, mountPath: /var/run/secrets/iir, readOnly: true}
+{{- end -}}
+
+{{- /* The datastore URLs and the master key, from the chart's Secret or the existing ones named. */ -}}
+{{- define "iir.secretsVolume" -}}
+- name: secrets
+  projected:
+    defaultMode: 0440
+    sources:
+      {{- if .redis }}
+      - secret:
+          name: {{ .root.Values.redis.existingSecret | default (include "iir.secretName" .root) }}
+          items: [{key: {{ .root.Values.redis.secretKey }}, path: redis-url}]
+      {{- end }}
+      {{- if .database }}
+      - secret:
+          name: {{ .root.Values.database.existingSecret | default (include "iir.secretName" .root) }}
+          items: [{key: {{ .root.Values.database.secretKey }}, path: database-url}]
+      - secret:
+          name: {{ .root.Values.masterKey.existingSecret | default (include "iir.secretName" .root) }}
+          items: [{key: {{ .root.Values.masterKey.secretKey }}, path: master-key}]
+      {{- end }}
 {{- end -}}
 
 {{- define "iir.extraEnv" -}}

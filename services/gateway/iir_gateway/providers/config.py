@@ -44,6 +44,8 @@ class ProviderConfig(BaseModel):
     base_url: str
     api_key_env: str = ""
     api_key_file: str = ""
+    # A folder of mounted Secret files named like the variables (IIR_PROVIDER_KEYS_DIR): read before the variable.
+    api_key_dir: str = ""
     api_key_required: bool = True
     headers: dict[str, str] = Field(default_factory=dict)
     # Models offered in /v1/models (with their fallbacks); any other name is passed through as well.
@@ -70,6 +72,11 @@ class ProviderConfig(BaseModel):
                 return Path(self.api_key_file).read_text().strip()
             except OSError:
                 return ""
+        if self.api_key_dir and self.api_key_env:
+            try:
+                return (Path(self.api_key_dir) / self.api_key_env).read_text().strip()
+            except OSError:
+                pass
         return os.environ.get(self.api_key_env, "").strip() if self.api_key_env else ""
 
     def missing_credentials(self) -> str:
@@ -96,7 +103,7 @@ class ProvidersFileError(ValueError):
     pass
 
 
-def load_providers(path: str, defaults: Timeouts, retries: int = 2) -> dict[str, ProviderConfig]:
+def load_providers(path: str, defaults: Timeouts, retries: int = 2, keys_dir: str = "") -> dict[str, ProviderConfig]:
     """The built-in providers merged with the file's (a missing or empty path: built-ins only)."""
     declared: dict[str, Any] = {}
     if path:
@@ -114,7 +121,7 @@ def load_providers(path: str, defaults: Timeouts, retries: int = 2) -> dict[str,
         own = declared.get(name) or {}
         if not isinstance(own, dict):
             raise ProvidersFileError(f"{path}: providers.{name} must be a mapping")
-        raw = {**BUILTIN.get(name, {}), "retries": retries, **own,
+        raw = {**BUILTIN.get(name, {}), "retries": retries, "api_key_dir": keys_dir, **own,
                "timeouts": {**defaults.model_dump(), **(own.get("timeouts") or {})}}
         try:
             configs[name] = ProviderConfig.model_validate(raw)
