@@ -3,7 +3,8 @@
 Wire format as in https://platform.openai.com/docs/api-reference/chat (responses, chunks, errors).
 The model name chooses a behaviour: `*-500` always fails, `*-flaky` fails twice with 503 (per model
 and `user`), `*-429` is always rate limited, `*-hang` waits 30 s, `*-die` drops the connection midway,
-`*-bad` refuses the request with 400, `*-leaky` adds an AWS key to its answer; any other name answers.
+`*-bad` refuses the request with 400, `*-leaky*` adds an AWS key to its answer, `*-chars` streams one
+character per chunk (as a model can be made to spell a secret); any other name answers.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ LEAKED = "AKIAIOSFODNN7EXAMPLE"
 def _answer_text(body: dict[str, Any]) -> str:
     last = body["messages"][-1].get("content")
     last = last if isinstance(last, str) else " ".join(p.get("text", "") for p in last or [])
-    if str(body["model"]).endswith("-leaky"):
+    if "-leaky" in str(body["model"]):
         last += f" (my AWS key is {LEAKED})"
     return f"Echo from {body['model']}: {last}"
 
@@ -97,14 +98,17 @@ def make_app(key: str) -> web.Application:
 
         await send([{"index": 0, "delta": {"role": "assistant", "content": "", "refusal": None},
                      "logprobs": None, "finish_reason": None}])
-        for i, word in enumerate(text.split(" ")):
+        pieces = list(text) if str(body["model"]).endswith("-chars") else text.split(" ")
+        joiner = "" if str(body["model"]).endswith("-chars") else " "
+        for i, word in enumerate(pieces):
             if str(body["model"]).endswith("-die") and i == 2:
                 assert request.transport is not None
                 request.transport.close()
                 return resp
-            await send([{"index": 0, "delta": {"content": word if i == 0 else " " + word}, "logprobs": None,
+            await send([{"index": 0, "delta": {"content": word if i == 0 else joiner + word}, "logprobs": None,
                          "finish_reason": None}])
-            await asyncio.sleep(0.01)
+            if joiner:
+                await asyncio.sleep(0.01)
         await send([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}])
         if include_usage:
             await send([], usage=usage)

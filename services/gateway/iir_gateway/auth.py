@@ -94,6 +94,8 @@ class Authenticator:
         self._prefix = prefix
         self._cache: dict[bytes, tuple[Principal, float]] = {}
         self._by_id: dict[str, bytes] = {}
+        # Attempts per address counted here too, for when Redis cannot answer: (count, window start).
+        self._local_attempts: dict[str, tuple[int, float]] = {}
         self.subscribed = False
 
     def invalidate(self, event: KeyEvent) -> None:
@@ -150,10 +152,12 @@ class Authenticator:
         if not client_ip or self._failure_limit <= 0:
             return None
         counter = f"{self._prefix}authfail:{client_ip}"
+        local = self._local_attempt(client_ip)
         try:
             attempts, ttl = await self._redis.eval(_RESERVE_ATTEMPT, 1, counter, self._failure_window)
         except RedisError:
-            return None  # without Redis the limit is off, not every key
+            # Redis slow or away: this process's own count decides (the limit per replica, not off).
+            attempts, ttl, counter = local, self._failure_window, None
         if attempts > self._failure_limit:
             if attempts == self._failure_limit + 1:
                 self._metrics.auth_lockouts.inc()
@@ -164,8 +168,21 @@ class Authenticator:
                            headers={"retry-after": str(max(1, int(ttl)))})
         return counter
 
-    async def _accepted(self, digest: bytes, counter: str | None, known: bool) -> None:
+    def _local_attempt(self, client_ip: str) -> int:
+        now = time.monotonic()
+        count, since = self._local_attempts.get(client_ip, (0, now))
+        if now - since > self._failure_window:
+            count, since = 0, now
+        if len(self._local_attempts) > _MAX_CACHED:
+            self._local_attempts.clear()
+        self._local_attempts[client_ip] = (count + 1, since)
+        return count + 1
+
+    async def _accepted(self, digest: bytes, counter: str | None, known: bool, client_ip: str) -> None:
         """A valid key: its attempt is refunded, and it passes later lockouts of any address."""
+        local = self._local_attempts.get(client_ip)
+        if local is not None and not known:
+            self._local_attempts[client_ip] = (max(0, local[0] - 1), local[1])
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 if counter is not None:
@@ -203,7 +220,7 @@ class Authenticator:
             raise APIError(401, f"Incorrect API key provided: {_masked(key)} ({reply.reason or 'invalid'}).",
                            code="invalid_api_key")
         principal = Principal.from_key_info(reply.key)
-        await self._accepted(digest, counter, known)
+        await self._accepted(digest, counter, known, client_ip)
         if len(self._cache) >= _MAX_CACHED:
             self.clear()
         # Without the revocation feed, a cached answer could outlive a revocation: don't cache then.
