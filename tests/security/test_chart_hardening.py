@@ -5,7 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.unit.test_deploy_chart import by_kind, helm, render, validate_all  # noqa: F401 (fixture)
+import pytest
+
+from iir_dev.helm import HelmUnavailable, helm_binary
+from tests.unit.test_deploy_chart import by_kind, render, validate_all
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    try:
+        return helm_binary()
+    except HelmUnavailable as exc:
+        pytest.skip(f"helm unavailable: {exc}")
+
 
 API_CALLERS = {"iir-registry", "iir-operator"}  # the only pods that talk to the Kubernetes API
 
