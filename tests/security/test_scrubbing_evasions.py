@@ -80,8 +80,9 @@ def test_a_secret_spelled_one_character_per_chunk_does_not_reach_the_client(char
 
 def test_async_job_requests_are_stored_scrubbed(chart_stack: Stack) -> None:
     key = chart_stack.create_key("jobs")
+    body = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": f"use {KEY}"}]}
     resp = httpx.post(f"{chart_stack.gateway_url}/v1/async/chat/completions",
-                      headers={"Authorization": f"Bearer {key}"}, json={"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": f"use {KEY}"}]})
+                      headers={"Authorization": f"Bearer {key}"}, json=body)
     assert resp.status_code == 202
     job_id = resp.json()["job_id"]
     deadline = time.monotonic() + 20
