@@ -39,7 +39,7 @@ USER 10001:10001
 FROM runtime AS gateway
 COPY services/gateway/ /app/services/gateway/
 ENV PYTHONPATH=/app/libs:/app/gen:/app/services/gateway IIR_GATEWAY_HOST=0.0.0.0
-EXPOSE 8080
+EXPOSE 8080 9464
 HEALTHCHECK --interval=10s --timeout=4s CMD ["python", "-m", "iir_common.healthcheck", "http://127.0.0.1:8080/health/live"]
 CMD ["python", "-m", "iir_gateway"]
 

@@ -1,7 +1,7 @@
 """`iir keys create|list|get|revoke|rotate|usage` against a gateway's admin API, and `iir generate-api-key`.
 
 The gateway is `IIR_URL` (default http://127.0.0.1:8080); an admin key comes from `IIR_ADMIN_KEY`
-(not needed from a trusted network such as the gateway's own machine).
+(not needed from `IIR_TRUSTED_NETWORKS`, which `make dev` sets to this machine; always needed in a cluster).
 """
 
 from __future__ import annotations

@@ -84,9 +84,13 @@ def _masked(key: str) -> str:
 
 class Authenticator:
     def __init__(self, channel: grpc.aio.Channel, redis: aioredis.Redis, metrics: GatewayMetrics, *,
-                 timeout_s: float, failure_limit: int, failure_window_s: int, prefix: str = "iir:") -> None:
+                 timeout_s: float, failure_limit: int, failure_window_s: int, prefix: str = "iir:",
+                 counters: aioredis.Redis | None = None) -> None:
         self._stub = auth_pb2_grpc.AuthServiceStub(channel)
         self._redis = redis
+        # Failed-auth counting waits longer than the hot path's client: a reply late under a flood of
+        # guesses must still count, not let the guess through.
+        self._counters = counters or redis
         self._timeout = timeout_s
         self._metrics = metrics
         self._failure_limit = failure_limit
@@ -142,7 +146,7 @@ class Authenticator:
 
     async def _known_good(self, digest: bytes) -> bool:
         try:
-            return bool(await self._redis.exists(f"{self._prefix}authok:{digest.hex()}"))
+            return bool(await self._counters.exists(f"{self._prefix}authok:{digest.hex()}"))
         except RedisError:
             return False
 
@@ -154,7 +158,7 @@ class Authenticator:
         counter = f"{self._prefix}authfail:{client_ip}"
         local = self._local_attempt(client_ip)
         try:
-            attempts, ttl = await self._redis.eval(_RESERVE_ATTEMPT, 1, counter, self._failure_window)
+            attempts, ttl = await self._counters.eval(_RESERVE_ATTEMPT, 1, counter, self._failure_window)
         except RedisError:
             # Redis slow or away: this process's own count decides (the limit per replica, not off).
             attempts, ttl, counter = local, self._failure_window, None
@@ -184,7 +188,7 @@ class Authenticator:
         if local is not None and not known:
             self._local_attempts[client_ip] = (max(0, local[0] - 1), local[1])
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with self._counters.pipeline(transaction=False) as pipe:
                 if counter is not None:
                     pipe.decr(counter)
                 if not known:

@@ -61,9 +61,11 @@ class Gateway:
                                ("classifier", settings.classifier_addr))
         }
         self.redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+        self.auth_redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=5)
         self.auth = Authenticator(self.channels["auth"], self.redis, self.metrics, timeout_s=settings.grpc_timeout_s,
                                   failure_limit=settings.auth_failure_limit,
-                                  failure_window_s=settings.auth_failure_window_s, prefix=settings.redis_prefix)
+                                  failure_window_s=settings.auth_failure_window_s, prefix=settings.redis_prefix,
+                                  counters=self.auth_redis)
         self.auth_stub = auth_pb2_grpc.AuthServiceStub(self.channels["auth"])
         self.cache = (ResponseCache(self.redis, settings.redis_prefix, settings.cache_ttl_s,
                                     settings.cache_max_entry_bytes, settings.cache_per_key)
@@ -119,6 +121,7 @@ class Gateway:
         if self.meter_provider is not None:
             self.meter_provider.shutdown()
         await self.redis.aclose()
+        await self.auth_redis.aclose()
         for channel in self.channels.values():
             await channel.close()
 
