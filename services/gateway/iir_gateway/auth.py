@@ -182,17 +182,18 @@ class Authenticator:
         self._local_attempts[client_ip] = (count + 1, since)
         return count + 1
 
-    async def _accepted(self, digest: bytes, counter: str | None, known: bool, client_ip: str) -> None:
-        """A valid key: its attempt is refunded, and it passes later lockouts of any address."""
+    async def _refund(self, client_ip: str, counter: str | None, remember: bytes | None = None) -> None:
+        """Gives back a reserved attempt that was no wrong key (it validated, or auth could not answer); a
+        key that validated (`remember`: its digest) passes later lockouts of any address."""
         local = self._local_attempts.get(client_ip)
-        if local is not None and not known:
+        if local is not None:
             self._local_attempts[client_ip] = (max(0, local[0] - 1), local[1])
         try:
             async with self._counters.pipeline(transaction=False) as pipe:
                 if counter is not None:
                     pipe.decr(counter)
-                if not known:
-                    pipe.set(f"{self._prefix}authok:{digest.hex()}", 1, ex=_KNOWN_GOOD_TTL_S)
+                if remember is not None:
+                    pipe.set(f"{self._prefix}authok:{remember.hex()}", 1, ex=_KNOWN_GOOD_TTL_S)
                 await pipe.execute()
         except RedisError:
             return
@@ -215,6 +216,8 @@ class Authenticator:
             reply: auth_pb2.ValidateKeyResponse = await self._stub.ValidateKey(
                 auth_pb2.ValidateKeyRequest(key=key, client_ip=client_ip), timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
+            if not known:
+                await self._refund(client_ip, counter)
             log.warning("auth service unavailable", extra={"grpc_code": exc.code().name})
             raise APIError(503, "The authentication service is unavailable; try again shortly.",
                            code="auth_unavailable") from None
@@ -224,7 +227,8 @@ class Authenticator:
             raise APIError(401, f"Incorrect API key provided: {_masked(key)} ({reply.reason or 'invalid'}).",
                            code="invalid_api_key")
         principal = Principal.from_key_info(reply.key)
-        await self._accepted(digest, counter, known, client_ip)
+        if not known:
+            await self._refund(client_ip, counter, remember=digest)
         if len(self._cache) >= _MAX_CACHED:
             self.clear()
         # Without the revocation feed, a cached answer could outlive a revocation: don't cache then.
