@@ -86,11 +86,14 @@ def test_metric_labels_stay_bounded_under_made_up_model_names(chart_stack: Stack
         async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=32)) as c:
             prefixes = ["local/rand", "ollama/x", "openai/nope-", "nosuch/m", "auto/none-"]
             await asyncio.gather(*(c.post(f"{chart_stack.gateway_url}/v1/chat/completions", headers=bearer(key),
-                                          json={**CHAT, "model": f"{prefixes[i % 5]}{uuid.uuid4().hex[:8]}"})
+                                          json={**CHAT, "model": f"{prefixes[i % 5]}{uuid.uuid4().hex[:8]}",
+                                                "stream": i % 2 == 0})
                                    for i in range(1000)))
 
     asyncio.run(spray())
     text = httpx.get(chart_stack.metrics_url).text
+    # The fake upstream answers any name, so made-up `openai/…` names succeed, streamed ones included.
+    assert 'iir_gateway_time_to_first_token_seconds_count{model="other"}' in text
     models = set(re.findall(r'^iir_gateway_\w+\{[^}]*model="([^"]+)"', text, re.M))
     assert models <= {f"local/{SERVED}", "openai/gpt-4o-mini", "openai/gpt-leaky-chars", "other"}, models
     assert len(re.findall(r"^iir_gateway_model_requests_total", text, re.M)) <= 20

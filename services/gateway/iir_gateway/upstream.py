@@ -201,8 +201,9 @@ class UpstreamClient:
                              "before sending anything.", "upstream_error", retryable=True)
         transform = (AnthropicStreamTranslator(not strip_usage) if upstream.wire == "anthropic"
                      else UsageTap(strip_usage))
-        self.metrics.ttft.labels(public_model).observe(time.perf_counter() - started)
-        relay = StreamRelay(resp, first, transform, timeouts.read_s, provider, public_model, on_done, self.metrics)
+        self.metrics.ttft.labels(upstream.metric_model).observe(time.perf_counter() - started)
+        relay = StreamRelay(resp, first, transform, timeouts.read_s, provider, public_model, on_done, self.metrics,
+                            upstream.metric_model)
         return DisconnectAwareStreamingResponse(relay.chunks(), on_close=lambda: relay.close(False),
                                                 media_type="text/event-stream",
                                                 headers={**SSE_HEADERS, **answer_headers})
@@ -232,13 +233,14 @@ class StreamRelay:
 
     def __init__(self, resp: aiohttp.ClientResponse, first: bytes, transform: UsageTap | AnthropicStreamTranslator,
                  read_timeout_s: float, provider: str, public_model: str, on_done: OnDone,
-                 metrics: GatewayMetrics) -> None:
+                 metrics: GatewayMetrics, metric_model: str) -> None:
         self.resp = resp
         self.first = first
         self.transform = transform
         self.read_timeout_s = read_timeout_s
         self.provider = provider
         self.public_model = public_model
+        self.metric_model = metric_model
         self.on_done = on_done
         self.metrics = metrics
         self.closed = False
@@ -257,7 +259,7 @@ class StreamRelay:
                 async with asyncio.timeout(self.read_timeout_s):
                     chunk = await content.readany()
             if count > 1:
-                self.metrics.itl.labels(self.public_model).observe((time.perf_counter() - first_at) / (count - 1))
+                self.metrics.itl.labels(self.metric_model).observe((time.perf_counter() - first_at) / (count - 1))
             tail = self.transform.flush()
             if tail:
                 yield tail

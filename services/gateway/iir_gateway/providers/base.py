@@ -27,6 +27,7 @@ class Upstream:
     target: str = ""  # which replica, for logs
     endpoint: str = ""  # its key in the endpoint states (health, load)
     public_model: str = ""
+    metric_model: str = "other"  # public_model when the catalogue or configuration knows it (bounded labels)
     wire: Literal["openai", "anthropic"] = "openai"
     timeouts: Timeouts | None = None  # None: the gateway's defaults
     retries: int = 2

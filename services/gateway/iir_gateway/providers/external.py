@@ -49,7 +49,8 @@ class ExternalProvider:
                            code="upstream_circuit_open", headers={"retry-after": str(max(1, wait))})
         self.states.started(circuit)
         return Upstream(base_url=self.config.base_url, model=model, headers=self._headers(), target=self.name,
-                        endpoint=circuit, public_model=f"{self.name}/{model}", wire=self.config.kind,
+                        endpoint=circuit, public_model=f"{self.name}/{model}",
+                        metric_model=f"{self.name}/{model}" if self.knows(model) else "other", wire=self.config.kind,
                         timeouts=self.config.timeouts, retries=self.config.retries)
 
     def fallbacks(self, model: str) -> tuple[str, ...]:

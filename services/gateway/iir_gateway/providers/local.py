@@ -78,7 +78,7 @@ class LocalProvider:
         self.states.started(url)
         target = next((e.target for e in room if e.url == url), "") or url
         return Upstream(base_url=url.rstrip("/") + "/v1", model=entry.served_name, target=target, endpoint=url,
-                        public_model=full, retries=self.retries)
+                        public_model=full, metric_model=full, retries=self.retries)
 
     def fallbacks(self, model: str) -> tuple[str, ...]:
         entry = self.catalogue.get(f"{self.name}/{model}")
