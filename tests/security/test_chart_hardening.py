@@ -31,7 +31,8 @@ def test_network_policies_admit_only_who_needs_each_workload(helm: str) -> None:
     validate_all(objs)
     policies = by_kind(objs, "NetworkPolicy")
     assert set(policies) == {"iir-gateway", "iir-auth", "iir-registry", "iir-classifier", "iir-postgresql",
-                             "iir-redis"}
+                             "iir-redis", "iir-operator"}
+    assert policies["iir-operator"]["spec"]["ingress"] == []
     gw = policies["iir-gateway"]["spec"]["ingress"]
     assert gw[0]["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ingress-nginx"}
     assert gw[0]["ports"] == [{"port": "http", "protocol": "TCP"}]
@@ -49,9 +50,9 @@ def test_network_policies_admit_only_who_needs_each_workload(helm: str) -> None:
 
 def test_bundled_redis_needs_a_password_and_services_use_it(helm: str) -> None:
     objs = render(helm)
-    redis = by_kind(objs, "Deployment")["iir-redis"]
+    redis = by_kind(objs, "StatefulSet")["iir-redis"]
     container = _pod(redis)["containers"][0]
-    assert container["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    assert '--requirepass "$(cat /run/secrets/iir/redis-password)"' in container["command"][2]
     secret = by_kind(objs, "Secret")["iir-secrets"]["stringData"]
     assert len(secret["redis-password"]) >= 32
     assert secret["redis-url"].startswith(f"redis://:{secret['redis-password']}@iir-redis:6379")
@@ -67,7 +68,7 @@ def test_tokens_and_secrets_are_mounted_only_where_needed(helm: str) -> None:
         assert automount is (name in API_CALLERS), name
         for container in pod["containers"]:
             env = container.get("env", [])
-            assert not any("secretKeyRef" in e.get("valueFrom", {}) for e in env if e["name"].startswith("IIR_")), name
+            assert not any("secretKeyRef" in e.get("valueFrom", {}) for e in env), name
             assert "envFrom" not in container, name
     gateway = _pod(workloads["iir-gateway"])["containers"][0]
     assert {"name": "secrets", "mountPath": "/var/run/secrets/iir", "readOnly": True} in gateway["volumeMounts"]

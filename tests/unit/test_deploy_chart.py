@@ -78,9 +78,14 @@ def test_default_install_is_complete_and_valid(helm: str) -> None:
     objs = render(helm)
     validate_all(objs)
     deployments = by_kind(objs, "Deployment")
-    assert set(deployments) == {f"iir-{c}" for c in ("gateway", "auth", "classifier", "registry", "operator", "redis")}
+    assert set(deployments) == {f"iir-{c}" for c in ("gateway", "auth", "classifier", "registry", "operator")}
     assert {"iir-gateway"} <= set(by_kind(objs, "Ingress")) and by_kind(objs, "HorizontalPodAutoscaler")
-    assert by_kind(objs, "PodDisruptionBudget") and by_kind(objs, "StatefulSet")  # bundled PostgreSQL
+    # The bundled PostgreSQL and Redis keep their data on volumes; Redis with an append-only file and
+    # noeviction, so queued jobs survive a restart and a full Redis refuses rather than drops.
+    assert by_kind(objs, "PodDisruptionBudget") and set(by_kind(objs, "StatefulSet")) == {"iir-postgresql", "iir-redis"}
+    redis_args = by_kind(objs, "StatefulSet")["iir-redis"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert redis_args[redis_args.index("--appendonly") + 1] == "yes"
+    assert redis_args[redis_args.index("--maxmemory-policy") + 1] == "noeviction"
     assert set(by_kind(objs, "CustomResourceDefinition")) == {"inferencemodels.iir.dev", "clusterkopfpeerings.kopf.dev"}
     assert set(by_kind(objs, "ClusterRole")) == {"iir-registry", "iir-operator"}
     for name, d in deployments.items():

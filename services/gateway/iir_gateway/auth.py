@@ -100,9 +100,13 @@ class Authenticator:
         self._by_id: dict[str, bytes] = {}
         # Attempts per address counted here too, for when Redis cannot answer: (count, window start).
         self._local_attempts: dict[str, tuple[int, float]] = {}
+        self._inflight: dict[bytes, asyncio.Future[Principal]] = {}
+        # Revocation events (and cache drops) seen so far: a validation that spans one is not cached.
+        self._revocations = 0
         self.subscribed = False
 
     def invalidate(self, event: KeyEvent) -> None:
+        self._revocations += 1
         digest = bytes.fromhex(event.key_hash) if event.key_hash else self._by_id.get(event.key_id)
         if digest is not None:
             self._cache.pop(digest, None)
@@ -114,6 +118,7 @@ class Authenticator:
         return sum(1 for _, until in self._cache.values() if until > now)
 
     def clear(self) -> None:
+        self._revocations += 1
         self._cache.clear()
         self._by_id.clear()
 
@@ -208,10 +213,21 @@ class Authenticator:
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > time.monotonic():
             return hit[0]
+        # Concurrent first uses of one key share one validation (a burst on a cold key is one RPC).
+        task = self._inflight.get(digest)
+        if task is None:
+            task = asyncio.ensure_future(self._validate(key, digest, client_ip))
+            self._inflight[digest] = task
+            task.add_done_callback(lambda _: self._inflight.pop(digest, None))
+        return await asyncio.shield(task)
+
+    async def _validate(self, key: str, digest: bytes, client_ip: str) -> Principal:
         # A key that validated before is never locked out by other clients' failures at its address;
         # an unknown one takes one of the address's attempts.
         known = await self._known_good(digest)
         counter = None if known else await self._reserve_attempt(client_ip)
+        revocations = self._revocations
+        self._metrics.auth_validations.inc()
         try:
             reply: auth_pb2.ValidateKeyResponse = await self._stub.ValidateKey(
                 auth_pb2.ValidateKeyRequest(key=key, client_ip=client_ip), timeout=self._timeout)
@@ -231,8 +247,10 @@ class Authenticator:
             await self._refund(client_ip, counter, remember=digest)
         if len(self._cache) >= _MAX_CACHED:
             self.clear()
-        # Without the revocation feed, a cached answer could outlive a revocation: don't cache then.
-        ttl = reply.cache_ttl_seconds if self.subscribed else 0
+        # Without the revocation feed, a cached answer could outlive a revocation; and an answer read
+        # before a revocation event that arrived meanwhile may be that revocation's victim: cache neither.
+        fresh = self.subscribed and revocations == self._revocations
+        ttl = reply.cache_ttl_seconds if fresh else 0
         self._cache[digest] = (principal, time.monotonic() + max(0, ttl))
         self._by_id[principal.key_id] = digest
         return principal

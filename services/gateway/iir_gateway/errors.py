@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -64,6 +65,13 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return APIError(400, f"Invalid request: {first['msg']}", param=param or None).response()
 
 
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    # Only routes that need Redis to answer get here (jobs); inference goes on without it.
+    log.warning("Redis unavailable", extra={"path": request.url.path, "error": repr(exc)[:200]})
+    return APIError(503, "The job store (Redis) is unavailable; try again shortly.", code="store_unavailable",
+                    headers={"retry-after": "5"}).response()
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # Logged with its traceback by RequestContextMiddleware; the client gets no internals.
     return APIError(500, "The server had an error while processing your request.", code="internal_error").response()
@@ -74,3 +82,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RedisError, _store_unavailable)

@@ -48,6 +48,9 @@ class GatewayMetrics:
                                ["kind", "where"], registry=self.registry)
         self.auth_failures = Counter("iir_gateway_auth_failures", "Refused authentications by reason.",
                                      ["reason"], registry=self.registry)
+        self.auth_validations = Counter("iir_gateway_auth_validations",
+                                        "Key validations sent to the auth service (cache misses, coalesced).",
+                                        registry=self.registry)
         self.auth_lockouts = Counter("iir_gateway_auth_lockouts",
                                      "Client addresses that reached the failed-authentication limit.",
                                      registry=self.registry)

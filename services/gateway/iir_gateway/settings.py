@@ -61,6 +61,9 @@ class GatewaySettings(IIRSettings):
     job_workers: int = 4
     job_claim_idle_s: float = 30.0
     job_result_ttl_s: int = 86400
+    # Unfinished jobs a key may have at once, and the largest job request (bytes).
+    job_max_queued_per_key: int = Field(default=100, ge=0)
+    job_max_bytes: int = Field(default=262144, ge=1024)
     # Secret scrubbing when the key says nothing: redact, block (400), or off.
     scrub_mode: Literal["redact", "block", "off"] = "redact"
     # Prefix of every Redis key and channel IIR uses (shared by auth and gateway).

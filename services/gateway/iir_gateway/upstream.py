@@ -38,6 +38,15 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 OnDone = Callable[[dict[str, Any] | None, bool], None]
 
 
+_TEXT_MARKS = (b'"content":"', b'"text":"', b'"reasoning_content":"', b'"reasoning":"', b'"arguments":"')
+_EMPTY_MARKS = (b'"content":""', b'"text":""', b'"reasoning_content":""', b'"reasoning":""', b'"arguments":""')
+
+
+def _text_events(data: bytes) -> int:
+    """How many non-empty text fields (content, text, reasoning, tool arguments) `data` carries."""
+    return sum(data.count(m) for m in _TEXT_MARKS) - sum(data.count(m) for m in _EMPTY_MARKS)
+
+
 class DisconnectAwareStreamingResponse(StreamingResponse):
     """Stops streaming (and so closes the upstream call) as soon as the client goes away.
 
@@ -244,6 +253,9 @@ class StreamRelay:
         self.on_done = on_done
         self.metrics = metrics
         self.closed = False
+        # Events carrying generated text: the completion tokens of a stream cut before its usage chunk
+        # (vLLM sends about one token per event).
+        self.text_events = 0
 
     async def chunks(self) -> AsyncIterator[bytes]:
         completed = False
@@ -255,6 +267,7 @@ class StreamRelay:
                 count += 1
                 out = self.transform.feed(chunk)
                 if out:
+                    self.text_events += _text_events(out)
                     yield out
                 async with asyncio.timeout(self.read_timeout_s):
                     chunk = await content.readany()
@@ -278,7 +291,10 @@ class StreamRelay:
         if self.closed:
             return
         self.closed = True
-        self.on_done(self.transform.usage, completed)
+        usage = self.transform.usage
+        if usage is None and self.text_events:
+            usage = {"completion_tokens": self.text_events}
+        self.on_done(usage, completed)
         if completed:
             self.resp.release()
         else:

@@ -38,8 +38,10 @@ async def serve_inference(gw: Gateway, headers: Mapping[str, str], client_ip: st
 
 async def serve_as(gw: Gateway, principal: Principal, body: dict[str, Any], schema: type[InferenceRequest],
                    path: str) -> Response:
-    """The same for a caller authenticated earlier (an async job runs on its owner's behalf)."""
-    return await _traced(lambda span: _serve(gw, principal, {}, body, schema, path, span), path)
+    """The same for a caller authenticated earlier (an async job runs on its owner's behalf; its request
+    was counted against the key's RPM when it was queued, its tokens are counted now)."""
+    return await _traced(lambda span: _serve(gw, principal, {}, body, schema, path, span, count_request=False),
+                         path)
 
 
 async def _traced(run: Callable[[RequestSpan | None], Awaitable[Response]], path: str) -> Response:
@@ -60,7 +62,8 @@ async def _traced(run: Callable[[RequestSpan | None], Awaitable[Response]], path
 
 
 async def _serve(gw: Gateway, principal: Principal, headers: Mapping[str, str], body: dict[str, Any],
-                 schema: type[InferenceRequest], path: str, span: RequestSpan | None) -> Response:
+                 schema: type[InferenceRequest], path: str, span: RequestSpan | None,
+                 count_request: bool = True) -> Response:
     started = time.perf_counter()
     req = validate_body(schema, body)
     if span is not None:
@@ -79,7 +82,7 @@ async def _serve(gw: Gateway, principal: Principal, headers: Mapping[str, str], 
     reserve = gw.settings.completion_token_reserve
     # Estimating costs a walk over the messages: only keys with token limits need it up front.
     estimate = estimate_tokens(body, reserve) if principal.limited else None
-    admission = await gw.limiter.admit(principal, estimate.total if estimate else 0)
+    admission = await gw.limiter.admit(principal, estimate.total if estimate else 0, count_request)
     # Hashed only for admitted requests, and before the body is adapted for its upstream.
     cache_key = (gw.cache.key(path, body, principal.key_id) if gw.cache is not None and wants_cache(
         body, headers.get("x-iir-cache", ""), principal.cache_mode) else None)
@@ -89,6 +92,8 @@ async def _serve(gw: Gateway, principal: Principal, headers: Mapping[str, str], 
 
     def on_done(usage: dict[str, Any] | None, ok: bool) -> None:
         nonlocal settled
+        if settled:  # one settlement per request, whatever calls this
+            return
         settled = True
         answered_usage[0] = usage
         prompt = int((usage or {}).get("prompt_tokens") or (estimate or estimate_tokens(body, reserve)).prompt)
@@ -114,6 +119,7 @@ async def _serve(gw: Gateway, principal: Principal, headers: Mapping[str, str], 
             body["stream_options"] = {**options, "include_usage": True}
             strip_usage = True
     status = "error"
+    stream_returned = False  # a stream settles when it ends (on_done), not when its response object leaves
     try:
         hit = None
         if cache_key is not None:
@@ -133,6 +139,7 @@ async def _serve(gw: Gateway, principal: Principal, headers: Mapping[str, str], 
         response.headers.update(admission.headers)
         if route:
             response.headers["x-iir-route"] = route.header
+        stream_returned = isinstance(response, StreamingResponse)
         return response
     except APIError as exc:
         status = str(exc.status)
@@ -141,7 +148,8 @@ async def _serve(gw: Gateway, principal: Principal, headers: Mapping[str, str], 
             exc.headers["x-iir-route"] = route.header
         raise
     finally:
-        if not settled and admission.reserved_tokens:
+        if not settled and not stream_returned and admission.reserved_tokens:
+            settled = True
             gw.spawn(gw.limiter.settle(principal, admission.reserved_tokens, 0))  # nothing was generated
         gw.metrics.model_requests.labels(*gw.model_label(public_model), status).inc()
 

@@ -16,7 +16,7 @@ from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.auth import Principal
 from iir_gateway.errors import APIError
 from iir_gateway.gateway import Gateway
-from iir_gateway.jobs.store import FINAL, Job
+from iir_gateway.jobs.store import FINAL, Job, QueueFull
 from iir_gateway.schemas import ChatCompletionRequest, validate_body
 from iir_gateway.upstream import SSE_HEADERS
 
@@ -43,9 +43,20 @@ async def _owned(gw: Gateway, principal: Principal, job_id: str) -> Job:
 async def _submit(gw: Gateway, principal: Principal, kind: str, body: dict[str, Any]) -> Job:
     validate_body(ChatCompletionRequest, body)
     gw.check_access(body["model"], principal)  # refused now, not when a worker picks it up
+    size = len(orjson.dumps(body))
+    if size > gw.settings.job_max_bytes:
+        raise APIError(413, f"A job's request may hold {gw.settings.job_max_bytes} bytes; this one has {size}.",
+                       code="request_too_large")
     # Stored scrubbed: the prompt waits in Redis, and a secret must not wait with it.
     gw.scrubbing.request(body, gw.scrubbing.mode(principal.scrub_mode))
-    return await gw.jobs.submit(principal, kind, "chat/completions", body)
+    # Queuing is a request against the key's RPM (and budget); its tokens are counted when it runs.
+    admission = await gw.limiter.admit(principal, 0)
+    try:
+        return await gw.jobs.submit(principal, kind, "chat/completions", body, gw.settings.job_max_queued_per_key)
+    except QueueFull:
+        raise APIError(429, f"This key has {gw.settings.job_max_queued_per_key} unfinished jobs already; wait for "
+                       "some to finish.", code="too_many_jobs", type="requests",
+                       headers={**admission.headers, "retry-after": "5"}) from None
 
 
 @router.post(ASYNC_CHAT, summary="Queue a chat completion", status_code=202)
@@ -69,8 +80,7 @@ async def cancel_async_chat(job_id: str, request: Request) -> Response:
     job = await _owned(gw, principal, job_id)
     if job.status in ("completed", "failed"):
         raise APIError(409, f"The job `{job_id}` is already {job.status}.", code="job_not_cancellable")
-    if job.status != "cancelled":
-        await gw.jobs.update(job_id, status="cancelled")
+    if await gw.jobs.finish(job, "cancelled"):
         await gw.jobs.add_event(job_id, "status", {"status": "cancelled"})
     return _json({"job_id": job_id, "status": "cancelled"})
 

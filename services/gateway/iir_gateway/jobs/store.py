@@ -71,6 +71,28 @@ class Job:
 
 _JSON_FIELDS = ("request", "principal", "result", "error")
 
+# A job becomes final once: the first of completion, failure or cancellation wins, and frees its slot in
+# the owner's queued count.
+_FINISH = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == false or status == 'completed' or status == 'failed' or status == 'cancelled' then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+if redis.call('DECR', KEYS[3]) < 0 then redis.call('SET', KEYS[3], 0) end
+return 1
+"""
+_RESERVE = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if n > tonumber(ARGV[1]) then redis.call('DECR', KEYS[1]) return 0 end
+return 1
+"""
+
+
+class QueueFull(Exception):
+    """The key already has as many unfinished jobs as it may."""
+
 
 class JobStore:
     def __init__(self, redis: aioredis.Redis, prefix: str, result_ttl_s: int) -> None:
@@ -88,6 +110,7 @@ class JobStore:
         return f"{self.prefix}job:{job_id}:events"
 
     async def ensure_groups(self) -> None:
+        """Creates the consumer group of every band (again after Redis lost them)."""
         for name in BANDS:
             try:
                 await self.redis.xgroup_create(self.stream(name), GROUP, id="0", mkstream=True)
@@ -95,9 +118,17 @@ class JobStore:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    async def submit(self, principal: Principal, kind: str, path: str, request: dict[str, Any]) -> Job:
+    def queued(self, owner: str) -> str:
+        return f"{self.prefix}jobs:queued:{owner}"
+
+    async def submit(self, principal: Principal, kind: str, path: str, request: dict[str, Any],
+                     max_queued: int = 0) -> Job:
+        """Stores and queues a job; QueueFull when its owner has `max_queued` unfinished ones."""
         job = Job(id=f"job_{uuid.uuid4().hex}", owner=principal.key_id, kind=kind, path=path, status="pending",
                   request=request, principal=dataclasses.asdict(principal), created_at=time.time())
+        if max_queued > 0 and not await self.redis.eval(_RESERVE, 1, self.queued(job.owner), max_queued,
+                                                        self.result_ttl_s):
+            raise QueueFull(job.owner)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.key(job.id), mapping=self._fields(job))
             pipe.xadd(self.stream(band(principal.priority)), {"job": job.id})
@@ -117,9 +148,10 @@ class JobStore:
         return Job(**data)
 
     async def owned(self, job_id: str, principal: Principal) -> Job | None:
-        """The job if it exists and belongs to `principal` (another key sees nothing)."""
+        """The job if it exists and belongs to `principal`, or `principal` is an admin (another key sees
+        nothing)."""
         job = await self.get(job_id)
-        return job if job is not None and job.owner == principal.key_id else None
+        return job if job is not None and (job.owner == principal.key_id or principal.admin) else None
 
     async def update(self, job_id: str, **fields: Any) -> None:
         mapping = {k: orjson.dumps(v) if k in _JSON_FIELDS else v for k, v in fields.items()}
@@ -127,6 +159,16 @@ class JobStore:
         if fields.get("status") in FINAL:
             await self.redis.expire(self.key(job_id), self.result_ttl_s)
             await self.redis.expire(self.events(job_id), self.result_ttl_s)
+
+    async def finish(self, job: Job, status: str, **fields: Any) -> bool:
+        """Makes the job final with `status` unless it already is; False when it was."""
+        mapping = {"status": status, "finished_at": time.time(),
+                   **{k: orjson.dumps(v) if k in _JSON_FIELDS else v for k, v in fields.items()}}
+        args: list[Any] = [self.result_ttl_s]
+        for name, value in mapping.items():
+            args += [name, value]
+        return bool(await self.redis.eval(_FINISH, 3, self.key(job.id), self.events(job.id), self.queued(job.owner),
+                                          *args))
 
     async def add_event(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
         await self.redis.xadd(self.events(job_id), {"kind": kind, "data": orjson.dumps(data)}, maxlen=100_000)

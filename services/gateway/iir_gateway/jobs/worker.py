@@ -2,8 +2,11 @@
 
 At-least-once: an entry is acked only when its job reached a final state. A worker that dies leaves its
 entry pending; after `claim_idle_s` without a heartbeat any worker claims it and runs the job again
-(its events say so). In the normal case a job runs once. Tokens are published to the job's event
-stream as they come, and the final completion is stored with the job.
+(a `restart` event tells followers to drop the tokens of the attempt before). In the normal case a job
+runs once. Tokens are published to the job's event stream as they come, and the final completion is
+stored with the job. A job whose key was revoked or expired meanwhile is refused when picked up.
+Workers survive Redis faults: they back off (logging once per outage), and recreate their consumer
+groups when Redis comes back without them.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ import socket
 import time
 from typing import Any
 
+import grpc
+from redis.exceptions import ResponseError
 from starlette.responses import StreamingResponse
 
+from iir.v1 import auth_pb2
 from iir_gateway.api.inference import serve_as
 from iir_gateway.errors import APIError
 from iir_gateway.gateway import Gateway
@@ -28,6 +34,12 @@ from iir_gateway.schemas import ChatCompletionRequest
 log = logging.getLogger(__name__)
 
 CANCEL_CHECK_S = 0.25
+MAX_BACKOFF_S = 10.0
+# A job refused by its key's token limit waits for the bucket, this many times at most.
+RATE_LIMIT_WAITS = 3
+MAX_RATE_LIMIT_WAIT_S = 60.0
+# Keys without a database row (the master key, static keys): nothing to look up.
+_CONFIG_KEYS = ("master", "static-")
 
 
 class JobWorker:
@@ -40,7 +52,7 @@ class JobWorker:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        await self.store.ensure_groups()
+        """Starts the slots; they create the consumer groups themselves, once Redis answers."""
         self._tasks = [asyncio.create_task(self._slot(f"{self.name}-{i}"), name=f"job-worker-{i}")
                        for i in range(self.concurrency)]
 
@@ -50,16 +62,28 @@ class JobWorker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _slot(self, consumer: str) -> None:
+        backoff = 0.0
+        grouped = False
         while True:
             try:
+                if not grouped:
+                    await self.store.ensure_groups()
+                    grouped = True
                 entry = await self._next(consumer)
+                if backoff:
+                    log.info("job worker resumed", extra={"consumer": consumer})
+                backoff = 0.0
                 if entry is not None:
                     await self._run(consumer, *entry)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # Redis down, a bad entry: log, wait, go on
-                log.warning("job worker error", extra={"error": repr(exc)})
-                await asyncio.sleep(1.0)
+            except Exception as exc:  # Redis down or emptied, a bad entry: back off, go on
+                if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                    grouped = False  # Redis restarted without our groups: make them again
+                if not backoff:  # once per outage, not once per retry
+                    log.warning("job worker error; backing off", extra={"error": repr(exc)[:300]})
+                backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF_S)
+                await asyncio.sleep(backoff)
 
     async def _next(self, consumer: str) -> tuple[str, str, str] | None:
         """(stream, entry id, job id): a stale entry of a dead worker first, then the highest band."""
@@ -106,34 +130,72 @@ class JobWorker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await heartbeat
 
+    async def _owner_refusal(self, job: Job) -> str:
+        """Why the job's key may no longer run it ("" when it may). Auth unreachable: raises, and the
+        entry stays pending for a later try."""
+        if job.owner.startswith(_CONFIG_KEYS):
+            return ""
+        try:
+            info = await self.gw.auth_stub.GetKey(auth_pb2.KeyRef(id=job.owner), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return "its API key no longer exists"
+            raise
+        if info.revoked_at:
+            return "its API key was revoked"
+        if info.expires_at and info.expires_at <= time.time():
+            return "its API key expired"
+        return ""
+
     async def _execute(self, job: Job) -> None:
         store = self.store
+        refusal = await self._owner_refusal(job)
+        if refusal:
+            await self._finish(job, "cancelled", error={"message": f"The job was cancelled: {refusal}.",
+                                                        "type": "invalid_request_error", "code": "key_revoked",
+                                                        "status": 401})
+            return
         attempt = job.attempts + 1
         now = time.time()
         await store.update(job.id, status="running", started_at=job.started_at or now, attempts=attempt)
+        if attempt > 1:  # followers must drop what the attempt before streamed
+            await store.add_event(job.id, "restart", {"attempt": attempt, "message": "A new attempt starts; "
+                                                      "discard the tokens received so far."})
         await store.add_event(job.id, "status", {"status": "running", "attempt": attempt})
         log.info("job started", extra={"job_id": job.id, "attempt": attempt})
         body = {**job.request, "stream": True, "stream_options": {"include_usage": True}}
         assembler = StreamAssembler()
         try:
-            response = await serve_as(self.gw, job.caller(), body, ChatCompletionRequest, job.path)
+            response = await self._serve(job, body)
             if not isinstance(response, StreamingResponse):
                 raise APIError(502, "The model did not stream its answer.", code="upstream_error")
             cancelled = await self._relay(job.id, response, assembler)
         except APIError as exc:
             error = {"message": exc.message, "type": exc.type or "api_error", "code": exc.code, "status": exc.status}
-            await self._finish(job.id, "failed", error=error)
+            await self._finish(job, "failed", error=error)
             return
         if cancelled:
             log.info("job cancelled", extra={"job_id": job.id})
             return
         completion = assembler.completion()
         if completion is None:
-            await self._finish(job.id, "failed", error={"message": "The upstream stream broke off.",
-                                                        "type": "upstream_error", "code": "upstream_error",
-                                                        "status": 502})
+            await self._finish(job, "failed", error={"message": "The upstream stream broke off.",
+                                                     "type": "upstream_error", "code": "upstream_error",
+                                                     "status": 502})
             return
-        await self._finish(job.id, "completed", result=completion)
+        await self._finish(job, "completed", result=completion)
+
+    async def _serve(self, job: Job, body: dict[str, Any]) -> Any:
+        """The job's request on its owner's behalf; a token-limit 429 waits for the bucket a few times."""
+        for waits in range(RATE_LIMIT_WAITS + 1):
+            try:
+                return await serve_as(self.gw, job.caller(), dict(body), ChatCompletionRequest, job.path)
+            except APIError as exc:
+                retry = exc.headers.get("retry-after", "")
+                if exc.status != 429 or not retry.isdigit() or waits == RATE_LIMIT_WAITS:
+                    raise
+                await asyncio.sleep(min(float(retry), MAX_RATE_LIMIT_WAIT_S))
+        raise AssertionError("unreachable")
 
     async def _relay(self, job_id: str, response: StreamingResponse, assembler: StreamAssembler) -> bool:
         """Publishes the answer's chunks as token events; True when the job was cancelled meanwhile."""
@@ -154,10 +216,8 @@ class JobWorker:
                 await close()  # ends the upstream call (a cancelled job stops generating)
         return False
 
-    async def _finish(self, job_id: str, status: str, **fields: Any) -> None:
-        current = await self.store.redis.hget(self.store.key(job_id), "status")
-        if current == b"cancelled":
-            return
-        await self.store.update(job_id, status=status, finished_at=time.time(), **fields)
-        await self.store.add_event(job_id, "status", {"status": status, **fields})
-        log.info("job finished", extra={"job_id": job_id, "status": status})
+    async def _finish(self, job: Job, status: str, **fields: Any) -> None:
+        if not await self.store.finish(job, status, **fields):
+            return  # cancelled meanwhile: that was final
+        await self.store.add_event(job.id, "status", {"status": status, **fields})
+        log.info("job finished", extra={"job_id": job.id, "status": status})
