@@ -86,6 +86,8 @@ class Stack:
     master_key: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
+    # Gateway replica URL → its metrics URL.
+    replica_metrics: dict[str, str] = field(default_factory=dict)
 
     @property
     def gateway_url(self) -> str:
@@ -164,10 +166,11 @@ class Stack:
 
     def start_gateway_replica(self, name: str, timeout: float = 30, env: dict[str, str] | None = None) -> str:
         """Another gateway process sharing this stack's services and Redis (plus `env`); returns its URL."""
-        port = free_port()
-        self._spawn(name, "iir_gateway", {"IIR_GATEWAY_PORT": str(port), "IIR_METRICS_PORT": str(free_port()),
+        port, metrics = free_port(), free_port()
+        self._spawn(name, "iir_gateway", {"IIR_GATEWAY_PORT": str(port), "IIR_METRICS_PORT": str(metrics),
                                           **(env or {})})
         url = f"http://127.0.0.1:{port}"
+        self.replica_metrics[url] = f"http://127.0.0.1:{metrics}/metrics"
         self._wait(name, lambda: http_ok(f"{url}/health/live"), timeout)
         return url
 

@@ -23,7 +23,7 @@ def _text_length(content: Any) -> int:
     if isinstance(content, str):
         return len(content)
     if isinstance(content, list):
-        return sum(len(part.get("text", "")) for part in content if isinstance(part, dict))
+        return sum(len(part["text"]) for part in content if isinstance(part, dict) and isinstance(part.get("text"), str))
     return 0
 
 
@@ -38,4 +38,5 @@ def estimate_tokens(body: dict[str, Any], default_completion: int) -> TokenEstim
     if "input" in body and "prompt" not in body and "messages" not in body:
         return TokenEstimate(math.ceil(chars / CHARS_PER_TOKEN), 0)  # embeddings generate nothing
     completion = body.get("max_completion_tokens") or body.get("max_tokens") or default_completion
-    return TokenEstimate(math.ceil(chars / CHARS_PER_TOKEN), int(completion))
+    choices = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 0 else 1  # n answers, n times the tokens
+    return TokenEstimate(math.ceil(chars / CHARS_PER_TOKEN), int(completion) * choices)
