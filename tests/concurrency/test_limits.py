@@ -112,17 +112,15 @@ def test_budget_overshoots_by_at_most_one_request(pair: Pair) -> None:
 
 
 def test_a_revocation_is_never_overtaken_by_a_stale_validation(pair: Pair) -> None:
+    async def race(key: str, key_id: str) -> None:
+        async with httpx.AsyncClient(timeout=30) as c:
+            uses = [c.post(f"{pair.b}/v1/chat/completions", json=FAST, headers=bearer(key)) for _ in range(10)]
+            await asyncio.gather(*uses, asyncio.to_thread(pair.admin, "DELETE", f"/api/v1/apikeys/{key_id}"))
+
     leaked = 0
     for _ in range(40):
         made = pair.key()
-
-        async def race() -> None:
-            async with httpx.AsyncClient(timeout=30) as c:
-                uses = [c.post(f"{pair.b}/v1/chat/completions", json=FAST, headers=bearer(made["key"]))
-                        for _ in range(10)]
-                await asyncio.gather(*uses, asyncio.to_thread(pair.admin, "DELETE", f"/api/v1/apikeys/{made['id']}"))
-
-        run(race())
+        run(race(made["key"], made["id"]))
         time.sleep(0.5)
         if httpx.post(f"{pair.b}/v1/chat/completions", json=FAST, headers=bearer(made["key"])).status_code != 401:
             leaked += 1
