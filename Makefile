@@ -78,6 +78,7 @@ bench: install classifier-model bench-tools
 	$(PY) bench/picking_simulator.py
 	$(PY) bench/classifier_latency.py
 	$(PY) bench/scrub_overhead.py
+	$(PY) bench/limits_exactness.py
 
 # One image per service, from the multi-stage Dockerfile (docker or podman: DOCKER=podman).
 images:

@@ -120,7 +120,8 @@ def test_jobs_wait_out_a_dead_auth_service(faulty: tuple[Stack, ThrowawayRedis])
     assert all(s.status_code == 202 for s in submitted), submitted[0].text
     ids = [s.json()["job_id"] for s in submitted]
     time.sleep(2)
-    assert all(httpx.get(f"{url}{JOBS}/{j}", headers=bearer(key)).json()["status"] == "pending" for j in ids)
+    states = [httpx.get(f"{url}{JOBS}/{j}", headers=bearer(key)).json() for j in ids]
+    assert all(s.get("status") == "pending" for s in states), [(s.get("status"), s.get("error")) for s in states]
     stack._spawn("auth", "iir_auth")
     assert wait_for(lambda: grpc_serving(stack.ports.auth, "iir.v1.AuthService"), 20)
     done = wait_for(lambda: all(httpx.get(f"{url}{JOBS}/{j}", headers=bearer(key)).json().get("status")

@@ -12,6 +12,9 @@ from typing import Any
 import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from iir.v1 import auth_pb2_grpc, registry_pb2, registry_pb2_grpc
 from iir_common import __version__
@@ -47,6 +50,14 @@ _DEPENDENCIES = {"auth": ("iir.v1.AuthService", True), "registry": ("iir.v1.Regi
                  "classifier": ("iir.v1.ClassifierService", False)}
 
 
+def _redis(url: str, timeout_s: float) -> aioredis.Redis:
+    """A Redis client that tries once more on a fresh connection when a pooled one died (Redis restarted):
+    such a command never ran, so it is safe to send again. Timeouts are not retried."""
+    return aioredis.from_url(url, socket_connect_timeout=1, socket_timeout=timeout_s, health_check_interval=15,
+                             retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), 1),
+                             retry_on_error=[RedisConnectionError])
+
+
 class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
@@ -60,8 +71,8 @@ class Gateway:
             for name, addr in (("auth", settings.auth_addr), ("registry", settings.registry_addr),
                                ("classifier", settings.classifier_addr))
         }
-        self.redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
-        self.auth_redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=5)
+        self.redis = _redis(settings.redis_url, timeout_s=1)
+        self.auth_redis = _redis(settings.redis_url, timeout_s=5)
         self.auth = Authenticator(self.channels["auth"], self.redis, self.metrics, timeout_s=settings.grpc_timeout_s,
                                   failure_limit=settings.auth_failure_limit,
                                   failure_window_s=settings.auth_failure_window_s, prefix=settings.redis_prefix,
