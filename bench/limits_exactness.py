@@ -1,9 +1,10 @@
 """How exactly a tokens-per-minute limit holds: 1, 2 and 4 gateway processes sharing auth and Redis,
 unary, streamed and async-job traffic spread over them, 16 clients at once.
 
-For each case a fresh key with `--tpm` tokens per minute takes traffic for `--seconds`; the tokens the
-answers report (jobs: until the last one is final) are divided by what the limit allows over that time (a
-full bucket at the start plus the refill). The goal is 1.00 or just under it, ± one request.
+For each case a fresh key with `--tpm` tokens per minute takes traffic for `--seconds` (jobs: twice as
+many as one bucket holds are queued at once, and followed until the last is final); the tokens the answers
+report are divided by what the limit allows over that time (a full bucket at the start plus the refill).
+The goal is 1.00 or just under it, ± one request.
 Usage: .venv/bin/python bench/limits_exactness.py [--tpm 3000] [--seconds 10]
 """
 
@@ -54,7 +55,7 @@ async def streamed(c: httpx.AsyncClient, url: str, key: str) -> int:
     return total
 
 
-async def traffic(gateways: list[str], key: str, kind: str, seconds: float) -> tuple[int, float]:
+async def traffic(gateways: list[str], key: str, kind: str, seconds: float, jobs_count: int) -> tuple[int, float]:
     """Tokens the answers report, and over how many seconds."""
     urls = itertools.cycle(gateways)
     started = time.monotonic()
@@ -65,18 +66,18 @@ async def traffic(gateways: list[str], key: str, kind: str, seconds: float) -> t
             nonlocal total
             while time.monotonic() - started < seconds:
                 url = next(urls)
-                if kind == "unary":
-                    total += await unary(c, url, key)
-                elif kind == "streamed":
-                    total += await streamed(c, url, key)
-                else:
-                    resp = await c.post(f"{url}/v1/async/chat/completions", json=BODY,
-                                        headers={"Authorization": f"Bearer {key}"})
-                    if resp.status_code == 202:
-                        jobs.append(resp.json()["job_id"])
-                    await asyncio.sleep(0.05)
+                # Awaited first: `total += await …` would read `total` before the wait and lose updates.
+                got = await (unary(c, url, key) if kind == "unary" else streamed(c, url, key))
+                total += got
 
-        await asyncio.gather(*(client() for _ in range(CLIENTS)))
+        if kind == "job":
+            for i in range(jobs_count):
+                resp = await c.post(f"{gateways[i % len(gateways)]}/v1/async/chat/completions", json=BODY,
+                                    headers={"Authorization": f"Bearer {key}"})
+                if resp.status_code == 202:
+                    jobs.append(resp.json()["job_id"])
+        else:
+            await asyncio.gather(*(client() for _ in range(CLIENTS)))
         while jobs:
             states = [(await c.get(f"{gateways[0]}/v1/async/chat/completions/{j}",
                                    headers={"Authorization": f"Bearer {key}"})).json() for j in jobs]
@@ -108,7 +109,7 @@ def main() -> None:
                                                             env={"IIR_ACCESS_LOG": "false"}))
             for kind in ("unary", "streamed", "job"):
                 key = new_key(gateways[0], args.tpm)
-                tokens, elapsed = asyncio.run(traffic(gateways, key, kind, args.seconds))
+                tokens, elapsed = asyncio.run(traffic(gateways, key, kind, args.seconds, 2 * args.tpm // 40))
                 allowed = args.tpm + args.tpm * elapsed / 60
                 rows.append({"gateways": count, "traffic": kind, "tokens": tokens, "seconds": round(elapsed, 1),
                              "allowed": round(allowed), "ratio": round(tokens / allowed, 3)})
