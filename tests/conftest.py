@@ -15,6 +15,7 @@ import yaml
 
 from iir_dev import datastores
 from iir_dev.stack import REPO, Stack, http_ok
+from tests.waiting import unavailable
 
 SERVED = "llama-3-8b-instruct"
 MASTER_KEY = "iir-test-master-" + uuid.uuid4().hex
@@ -31,7 +32,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         store = datastores.postgres(tmp_path_factory.mktemp("pg"), database=name, env_var="IIR_TEST_DATABASE_URL")
     except datastores.DatastoreUnavailable as exc:
-        pytest.skip(f"PostgreSQL unavailable, skipping tests that need it: {exc}")
+        unavailable(f"PostgreSQL unavailable, skipping tests that need it: {exc}")
     yield store.url
     datastores.drop_database(datastores.with_database(store.url, "postgres"), name)
     store.stop()
@@ -43,7 +44,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         store = datastores.redis(tmp_path_factory.mktemp("redis"), env_var="IIR_TEST_REDIS_URL", db=15)
     except datastores.DatastoreUnavailable as exc:
-        pytest.skip(f"Redis unavailable, skipping tests that need it: {exc}")
+        unavailable(f"Redis unavailable, skipping tests that need it: {exc}")
     yield store.url
     store.stop()
 

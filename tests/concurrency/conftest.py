@@ -4,7 +4,6 @@ a second: what one gateway admits, the other must see."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,13 +69,3 @@ async def stream_usage(client: httpx.AsyncClient, url: str, key: str, body: dict
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
-
-
-def wait_for(check: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.1)
-    return check()

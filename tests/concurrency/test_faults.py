@@ -14,8 +14,9 @@ import pytest
 
 from iir_dev import datastores
 from iir_dev.stack import Stack, grpc_serving
-from tests.concurrency.conftest import bearer, wait_for
+from tests.concurrency.conftest import bearer
 from tests.conftest import SERVED, make_stack, start_sim
+from tests.waiting import unavailable, wait_for
 
 CHAT = {"model": f"local/{SERVED}", "messages": [{"role": "user", "content": "hi"}]}
 JOBS = "/v1/async/chat/completions"
@@ -25,7 +26,7 @@ class ThrowawayRedis:
     def __init__(self, workdir: Path) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            pytest.skip("redis-server is not installed")
+            unavailable("redis-server is not installed")
         self.binary, self.workdir, self.port = binary, workdir, datastores.free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 

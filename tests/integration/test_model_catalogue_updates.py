@@ -9,15 +9,7 @@ import yaml
 
 from iir_dev.stack import Stack
 from tests.conftest import inference_model
-
-
-def wait_for(check, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
+from tests.waiting import wait_for
 
 
 def test_added_model_is_served_and_removed_model_is_404(stack: Stack, openai_client: openai.OpenAI) -> None:

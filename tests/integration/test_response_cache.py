@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import httpx
 
 from iir_dev.stack import Stack
 from tests.conftest import SERVED
+from tests.waiting import wait_for
 
 
 def chat(stack: Stack, key: str, content: str, **extra: object) -> httpx.Response:
@@ -25,13 +25,6 @@ def hits(stack: Stack) -> float:
     return float(line.split()[-1])
 
 
-def eventually(check, timeout: float = 2.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_deterministic_requests_hit_after_a_miss(stack: Stack, api_key: str) -> None:
@@ -39,7 +32,7 @@ def test_deterministic_requests_hit_after_a_miss(stack: Stack, api_key: str) -> 
     first = chat(stack, api_key, prompt, temperature=0)
     assert first.status_code == 200 and first.headers["x-iir-cache"] == "miss"
     before = hits(stack)
-    assert eventually(lambda: chat(stack, api_key, prompt, temperature=0).headers["x-iir-cache"] == "hit")
+    assert wait_for(lambda: chat(stack, api_key, prompt, temperature=0).headers["x-iir-cache"] == "hit")
     again = chat(stack, api_key, prompt, temperature=0)
     assert again.json()["choices"] == first.json()["choices"] and again.headers["x-iir-model"] == f"local/{SERVED}"
     assert hits(stack) > before
@@ -54,7 +47,7 @@ def test_non_deterministic_requests_bypass_unless_opted_in(stack: Stack, api_key
     assert plain.status_code == 200 and "x-iir-cache" not in plain.headers
     opted = chat(stack, api_key, prompt, temperature=0.8, headers={"x-iir-cache": "on"})
     assert opted.headers["x-iir-cache"] == "miss"
-    assert eventually(lambda: chat(stack, api_key, prompt, temperature=0.8,
+    assert wait_for(lambda: chat(stack, api_key, prompt, temperature=0.8,
                                    headers={"x-iir-cache": "on"}).headers["x-iir-cache"] == "hit")
     off = chat(stack, api_key, prompt, temperature=0, seed=1, headers={"x-iir-cache": "off"})
     assert "x-iir-cache" not in off.headers
@@ -71,7 +64,7 @@ def test_a_stream_is_replayed_from_the_cache(stack: Stack, api_key: str) -> None
         return content, [e["choices"][0]["finish_reason"] for e in events if e["choices"] and
                          e["choices"][0]["finish_reason"]]
 
-    assert eventually(lambda: chat(stack, api_key, prompt, seed=7, stream=True).headers["x-iir-cache"] == "hit")
+    assert wait_for(lambda: chat(stack, api_key, prompt, seed=7, stream=True).headers["x-iir-cache"] == "hit")
     replayed = chat(stack, api_key, prompt, seed=7, stream=True, stream_options={"include_usage": True})
     assert replayed.headers["x-iir-cache"] == "hit" and replayed.text.rstrip().endswith("data: [DONE]")
     assert text(replayed) == text(first)
@@ -84,7 +77,7 @@ def test_a_stream_is_replayed_from_the_cache(stack: Stack, api_key: str) -> None
 def test_entries_are_per_key(stack: Stack, api_key: str) -> None:
     prompt = f"mine {uuid.uuid4()}"
     chat(stack, api_key, prompt, temperature=0)
-    assert eventually(lambda: chat(stack, api_key, prompt, temperature=0).headers["x-iir-cache"] == "hit")
+    assert wait_for(lambda: chat(stack, api_key, prompt, temperature=0).headers["x-iir-cache"] == "hit")
     other = stack.create_key("cache-neighbour")
     assert chat(stack, other, prompt, temperature=0).headers["x-iir-cache"] == "miss"
 

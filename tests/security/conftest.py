@@ -16,6 +16,7 @@ from iir_dev.helm import HelmUnavailable, helm_binary, helm_env
 from iir_dev.stack import MANAGED_VARIABLES, REPO, Stack
 from tests.conftest import MASTER_KEY, SERVED, inference_model, write_models
 from tests.integration.test_providers import OPENAI_KEY, start_fake
+from tests.waiting import unavailable
 
 CHART = REPO / "deploy" / "helm" / "iir"
 # What the stack sets itself: addresses, ports, and files that only exist in the pod.
@@ -27,7 +28,7 @@ def chart_gateway_env() -> dict[str, str]:
     try:
         helm = helm_binary()
     except HelmUnavailable as exc:
-        pytest.skip(f"helm unavailable: {exc}")
+        unavailable(f"helm unavailable: {exc}")
     out = subprocess.run([helm, "template", "iir", str(CHART)], capture_output=True, text=True, env=helm_env(),
                          check=True).stdout
     gateway = next(d for d in yaml.safe_load_all(out) if d and d["kind"] == "Deployment"

@@ -16,6 +16,7 @@ import yaml
 
 from iir_dev import kustomize_base
 from iir_dev.helm import HelmUnavailable, helm_binary, helm_env
+from tests.waiting import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "iir"
@@ -39,7 +40,7 @@ def helm() -> str:
     try:
         return helm_binary()
     except HelmUnavailable as exc:
-        pytest.skip(f"helm unavailable, chart tests skipped: {exc}")
+        unavailable(f"helm unavailable, chart tests skipped: {exc}")
 
 
 def render(helm: str, values: dict[str, str] | None = None, *extra: str) -> list[dict[str, Any]]:
@@ -150,7 +151,7 @@ def test_kustomize_base_is_rendered_from_the_chart(helm: str) -> None:
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
 def test_kustomize_overlays_render_valid_objects(overlay: str) -> None:
     if not shutil.which("kubectl"):
-        pytest.skip("kubectl is not installed: kustomize overlays not rendered")
+        unavailable("kubectl is not installed: kustomize overlays not rendered")
     out = subprocess.run(["kubectl", "kustomize", str(REPO / "deploy" / "kustomize" / "overlays" / overlay)],
                          capture_output=True, text=True, check=True).stdout
     objs = [d for d in yaml.safe_load_all(out) if d]

