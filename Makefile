@@ -55,6 +55,7 @@ dev: install classifier-model
 	$(PY) -m iir_dev up
 
 test: install classifier-model
+	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 

@@ -57,15 +57,24 @@ async def measure(stack: Stack, redis_url: str, key: str, rounds: int, requests:
             t2 = time.perf_counter()
             auth_only.append((t1 - t0) * 1000)
             both.append((t2 - t0) * 1000)
-        runs.append({"auth_p50_ms": percentile(auth_only, 0.5), "p50_ms": percentile(both, 0.5),
-                     "p99_ms": percentile(both, 0.99)})
+        runs.append(
+            {
+                "auth_p50_ms": percentile(auth_only, 0.5),
+                "p50_ms": percentile(both, 0.5),
+                "p99_ms": percentile(both, 0.99),
+            }
+        )
     follower.cancel()
     await channel.close()
     await redis.aclose()
-    return {"rounds": runs, "median_p50_ms": statistics.median(r["p50_ms"] for r in runs),
-            "median_p99_ms": statistics.median(r["p99_ms"] for r in runs),
-            "median_auth_only_p50_ms": statistics.median(r["auth_p50_ms"] for r in runs),
-            "requests_per_round": requests, "target_p50_ms": 0.5}
+    return {
+        "rounds": runs,
+        "median_p50_ms": statistics.median(r["p50_ms"] for r in runs),
+        "median_p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        "median_auth_only_p50_ms": statistics.median(r["auth_p50_ms"] for r in runs),
+        "requests_per_round": requests,
+        "target_p50_ms": 0.5,
+    }
 
 
 def main() -> None:
@@ -81,8 +90,9 @@ def main() -> None:
     try:
         import httpx
 
-        key = httpx.post(f"{stack.gateway_url}/api/v1/apikeys",
-                         json={"name": "bench", "rpm_limit": 10**9, "tpm_limit": 10**12}).json()["key"]
+        key = httpx.post(
+            f"{stack.gateway_url}/api/v1/apikeys", json={"name": "bench", "rpm_limit": 10**9, "tpm_limit": 10**12}
+        ).json()["key"]
         result = asyncio.run(measure(stack, rd.url, key, args.rounds, args.requests))
     finally:
         stack.stop()

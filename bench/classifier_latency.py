@@ -37,8 +37,9 @@ async def run(port: int, prompts: list[str], concurrency: int, requests: int) ->
         samples: list[float] = []
 
         async def one(i: int) -> None:
-            request = classifier_pb2.ClassifyRequest(messages=[classifier_pb2.Turn(role="user",
-                                                                                   content=prompts[i % len(prompts)])])
+            request = classifier_pb2.ClassifyRequest(
+                messages=[classifier_pb2.Turn(role="user", content=prompts[i % len(prompts)])]
+            )
             start = time.perf_counter()
             await stub.Classify(request, timeout=5)
             samples.append((time.perf_counter() - start) * 1000)
@@ -49,8 +50,7 @@ async def run(port: int, prompts: list[str], concurrency: int, requests: int) ->
         for base in range(0, requests, concurrency):
             await asyncio.gather(*(one(base + i) for i in range(concurrency)))
         elapsed = time.perf_counter() - start
-    return {"p50_ms": statistics.median(samples), "p99_ms": percentile(samples, 0.99),
-            "per_s": len(samples) / elapsed}
+    return {"p50_ms": statistics.median(samples), "p99_ms": percentile(samples, 0.99), "per_s": len(samples) / elapsed}
 
 
 def main() -> None:
@@ -61,8 +61,11 @@ def main() -> None:
     _, held = split(load())
     prompts = [e.text for e in held] + ["Please summarize the following report. " + "The quarter went well. " * 400]
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "iir_classifier"], cwd=REPO,
-                            env={**os.environ, "IIR_CLASSIFIER_PORT": str(port), "IIR_LOG_LEVEL": "WARNING"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "iir_classifier"],
+        cwd=REPO,
+        env={**os.environ, "IIR_CLASSIFIER_PORT": str(port), "IIR_LOG_LEVEL": "WARNING"},
+    )
     try:
         deadline = time.monotonic() + 60
         while not grpc_serving(port, "iir.v1.ClassifierService"):
@@ -72,8 +75,12 @@ def main() -> None:
         rows = []
         for concurrency in (1, 4, 16):
             rounds = [asyncio.run(run(port, prompts, concurrency, args.requests)) for _ in range(args.rounds)]
-            rows.append({"concurrency": concurrency, **{k: statistics.median(r[k] for r in rounds)
-                                                         for k in ("p50_ms", "p99_ms", "per_s")}})
+            rows.append(
+                {
+                    "concurrency": concurrency,
+                    **{k: statistics.median(r[k] for r in rounds) for k in ("p50_ms", "p99_ms", "per_s")},
+                }
+            )
     finally:
         proc.terminate()
         proc.wait(10)

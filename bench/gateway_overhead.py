@@ -32,18 +32,25 @@ UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
 def body(stream: bool, model: str) -> str:
-    return json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello there"}],
-                       "max_tokens": 16, "stream": stream})
+    return json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 16, "stream": stream}
+    )
 
 
 def wrk(url: str, key: str, payload: str, connections: int, duration: int, workdir: Path) -> dict[str, float]:
     script = workdir / "post.lua"
-    script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(payload)}\n'
-                      f'wrk.headers["Content-Type"] = "application/json"\n'
-                      f'wrk.headers["Authorization"] = "Bearer {key}"\n')
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.body = {json.dumps(payload)}\n'
+        f'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+    )
     threads = "2" if connections >= 32 else "1"
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
-                          url], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
     def pct(p: str) -> float:
@@ -60,6 +67,7 @@ async def ttft(url: str, key: str, model: str, concurrency: int, requests: int) 
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     payload = body(True, model)
     async with aiohttp.ClientSession() as session:
+
         async def one() -> None:
             start = time.perf_counter()
             async with session.post(url, data=payload, headers=headers) as resp:
@@ -93,9 +101,16 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="iir-bench-"))
     pg = datastores.postgres(work, database="iir_bench")
     rd = datastores.redis(work)
-    stack = Stack(workdir=work, database_url=pg.url, redis_url=rd.url,
-                  env={"IIR_GATEWAY_WORKERS": str(args.workers), "IIR_ACCESS_LOG": args.access_log,
-                       "IIR_LOG_LEVEL": "WARNING" if args.access_log == "false" else "INFO"})
+    stack = Stack(
+        workdir=work,
+        database_url=pg.url,
+        redis_url=rd.url,
+        env={
+            "IIR_GATEWAY_WORKERS": str(args.workers),
+            "IIR_ACCESS_LOG": args.access_log,
+            "IIR_LOG_LEVEL": "WARNING" if args.access_log == "false" else "INFO",
+        },
+    )
     stack.start()
     rows = []
     try:
@@ -108,16 +123,24 @@ def main() -> None:
                     d = wrk(direct_url, key, body(stream, MODEL), conc, args.duration, work)
                     g = wrk(gateway_url, key, body(stream, f"local/{MODEL}"), conc, args.duration, work)
                     rounds.append((d, g))
-                med = {f"{side}_{k}": statistics.median(r[i][k] for r in rounds)
-                       for i, side in enumerate(("direct", "gateway")) for k in ("rps", "p50_ms", "p99_ms", "errors")}
-                med.update(stream=stream, concurrency=conc, added_p50_ms=med["gateway_p50_ms"] - med["direct_p50_ms"],
-                           added_p99_ms=med["gateway_p99_ms"] - med["direct_p99_ms"])
+                med = {
+                    f"{side}_{k}": statistics.median(r[i][k] for r in rounds)
+                    for i, side in enumerate(("direct", "gateway"))
+                    for k in ("rps", "p50_ms", "p99_ms", "errors")
+                }
+                med.update(
+                    stream=stream,
+                    concurrency=conc,
+                    added_p50_ms=med["gateway_p50_ms"] - med["direct_p50_ms"],
+                    added_p99_ms=med["gateway_p99_ms"] - med["direct_p99_ms"],
+                )
                 rows.append(med)
         ttfts = []
         for conc in (1, 32):
             d = statistics.median(asyncio.run(ttft(direct_url, key, MODEL, conc, 256)) for _ in range(args.rounds))
-            g = statistics.median(asyncio.run(ttft(gateway_url, key, f"local/{MODEL}", conc, 256))
-                                  for _ in range(args.rounds))
+            g = statistics.median(
+                asyncio.run(ttft(gateway_url, key, f"local/{MODEL}", conc, 256)) for _ in range(args.rounds)
+            )
             ttfts.append({"concurrency": conc, "direct_ttft_ms": d, "gateway_ttft_ms": g, "added_ttft_ms": g - d})
         main_pid = stack.processes["gateway"].popen.pid
         workers = subprocess.run(["pgrep", "-P", str(main_pid)], capture_output=True, text=True).stdout.split()
@@ -127,21 +150,37 @@ def main() -> None:
         pg.stop()
         rd.stop()
     print(f"gateway workers: {args.workers}, access log: {args.access_log}, rounds: {args.rounds} × {args.duration}s")
-    print(f"{'mode':<10} {'conc':>4} | {'direct rps':>10} {'p50':>7} {'p99':>7} | {'gateway rps':>11} {'p50':>7} "
-          f"{'p99':>7} | {'added p50':>9} {'p99':>7} ms")
+    print(
+        f"{'mode':<10} {'conc':>4} | {'direct rps':>10} {'p50':>7} {'p99':>7} | {'gateway rps':>11} {'p50':>7} "
+        f"{'p99':>7} | {'added p50':>9} {'p99':>7} ms"
+    )
     for r in rows:
         mode = "stream" if r["stream"] else "unary"
-        print(f"{mode:<10} {r['concurrency']:>4} | {r['direct_rps']:>10.0f} {r['direct_p50_ms']:>7.2f} "
-              f"{r['direct_p99_ms']:>7.2f} | {r['gateway_rps']:>11.0f} {r['gateway_p50_ms']:>7.2f} "
-              f"{r['gateway_p99_ms']:>7.2f} | {r['added_p50_ms']:>9.2f} {r['added_p99_ms']:>7.2f}")
+        print(
+            f"{mode:<10} {r['concurrency']:>4} | {r['direct_rps']:>10.0f} {r['direct_p50_ms']:>7.2f} "
+            f"{r['direct_p99_ms']:>7.2f} | {r['gateway_rps']:>11.0f} {r['gateway_p50_ms']:>7.2f} "
+            f"{r['gateway_p99_ms']:>7.2f} | {r['added_p50_ms']:>9.2f} {r['added_p99_ms']:>7.2f}"
+        )
     for t in ttfts:
-        print(f"TTFT at concurrency {t['concurrency']}: direct {t['direct_ttft_ms']:.2f} ms, gateway "
-              f"{t['gateway_ttft_ms']:.2f} ms, added {t['added_ttft_ms']:.2f} ms")
+        print(
+            f"TTFT at concurrency {t['concurrency']}: direct {t['direct_ttft_ms']:.2f} ms, gateway "
+            f"{t['gateway_ttft_ms']:.2f} ms, added {t['added_ttft_ms']:.2f} ms"
+        )
     print(f"gateway memory (RSS, all worker processes): {memory:.0f} MiB")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"gateway_overhead_w{args.workers}.json"
-    out.write_text(json.dumps({"workers": args.workers, "access_log": args.access_log, "rows": rows, "ttft": ttfts,
-                               "gateway_rss_mib": memory}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "workers": args.workers,
+                "access_log": args.access_log,
+                "rows": rows,
+                "ttft": ttfts,
+                "gateway_rss_mib": memory,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

@@ -27,14 +27,20 @@ from iir_dev.stack import Stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MASTER = "iir-bench-master-key-0123456789abcdef"
-BODY = {"model": "local/llama-3-8b-instruct", "messages": [{"role": "user", "content": "count to ten"}],
-        "max_tokens": 31}
+BODY = {
+    "model": "local/llama-3-8b-instruct",
+    "messages": [{"role": "user", "content": "count to ten"}],
+    "max_tokens": 31,
+}
 CLIENTS = 16
 
 
 def new_key(gateway: str, tpm: int) -> str:
-    resp = httpx.post(f"{gateway}/api/v1/apikeys", json={"name": "bench", "tpm_limit": tpm},
-                      headers={"Authorization": f"Bearer {MASTER}"})
+    resp = httpx.post(
+        f"{gateway}/api/v1/apikeys",
+        json={"name": "bench", "tpm_limit": tpm},
+        headers={"Authorization": f"Bearer {MASTER}"},
+    )
     resp.raise_for_status()
     return str(resp.json()["key"])
 
@@ -47,8 +53,9 @@ async def unary(c: httpx.AsyncClient, url: str, key: str) -> int:
 async def streamed(c: httpx.AsyncClient, url: str, key: str) -> int:
     body = {**BODY, "stream": True, "stream_options": {"include_usage": True}}
     total = 0
-    async with c.stream("POST", f"{url}/v1/chat/completions", json=body,
-                        headers={"Authorization": f"Bearer {key}"}) as resp:
+    async with c.stream(
+        "POST", f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+    ) as resp:
         async for line in resp.aiter_lines():
             if line.startswith("data: {") and '"usage":{' in line:
                 total = orjson.loads(line[6:])["usage"]["total_tokens"]
@@ -62,6 +69,7 @@ async def traffic(gateways: list[str], key: str, kind: str, seconds: float, jobs
     jobs: list[str] = []
     total = 0
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as c:
+
         async def client() -> None:
             nonlocal total
             while time.monotonic() - started < seconds:
@@ -72,15 +80,24 @@ async def traffic(gateways: list[str], key: str, kind: str, seconds: float, jobs
 
         if kind == "job":
             for i in range(jobs_count):
-                resp = await c.post(f"{gateways[i % len(gateways)]}/v1/async/chat/completions", json=BODY,
-                                    headers={"Authorization": f"Bearer {key}"})
+                resp = await c.post(
+                    f"{gateways[i % len(gateways)]}/v1/async/chat/completions",
+                    json=BODY,
+                    headers={"Authorization": f"Bearer {key}"},
+                )
                 if resp.status_code == 202:
                     jobs.append(resp.json()["job_id"])
         else:
             await asyncio.gather(*(client() for _ in range(CLIENTS)))
         while jobs:
-            states = [(await c.get(f"{gateways[0]}/v1/async/chat/completions/{j}",
-                                   headers={"Authorization": f"Bearer {key}"})).json() for j in jobs]
+            states = [
+                (
+                    await c.get(
+                        f"{gateways[0]}/v1/async/chat/completions/{j}", headers={"Authorization": f"Bearer {key}"}
+                    )
+                ).json()
+                for j in jobs
+            ]
             if all(s["status"] in ("completed", "failed", "cancelled") for s in states):
                 total = sum(s["result"]["usage"]["total_tokens"] for s in states if s["status"] == "completed")
                 break
@@ -96,25 +113,45 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="iir-limits-"))
     pg = datastores.postgres(work, database="iir_bench_limits")
     rd = datastores.redis(work)
-    stack = Stack(workdir=work, database_url=pg.url, redis_url=rd.url, master_key=MASTER,
-                  env={"IIR_REDIS_PREFIX": f"iir-bench-{int(time.time())}:", "IIR_JOB_MAX_QUEUED_PER_KEY": "0",
-                       "IIR_ACCESS_LOG": "false"})
+    stack = Stack(
+        workdir=work,
+        database_url=pg.url,
+        redis_url=rd.url,
+        master_key=MASTER,
+        env={
+            "IIR_REDIS_PREFIX": f"iir-bench-{int(time.time())}:",
+            "IIR_JOB_MAX_QUEUED_PER_KEY": "0",
+            "IIR_ACCESS_LOG": "false",
+        },
+    )
     stack.start()
     gateways = [stack.gateway_url]
     rows: list[dict[str, Any]] = []
     try:
         for count in (1, 2, 4):
             while len(gateways) < count:
-                gateways.append(stack.start_gateway_replica(f"gateway-{len(gateways)}",
-                                                            env={"IIR_ACCESS_LOG": "false"}))
+                gateways.append(
+                    stack.start_gateway_replica(f"gateway-{len(gateways)}", env={"IIR_ACCESS_LOG": "false"})
+                )
             for kind in ("unary", "streamed", "job"):
                 key = new_key(gateways[0], args.tpm)
                 tokens, elapsed = asyncio.run(traffic(gateways, key, kind, args.seconds, 2 * args.tpm // 40))
                 allowed = args.tpm + args.tpm * elapsed / 60
-                rows.append({"gateways": count, "traffic": kind, "tokens": tokens, "seconds": round(elapsed, 1),
-                             "allowed": round(allowed), "ratio": round(tokens / allowed, 3)})
-                print(f"{count} gateway(s) {kind:>8}: {tokens:6d} tokens in {elapsed:5.1f}s, "
-                      f"allowed {allowed:7.0f} → ratio {tokens / allowed:.3f}", flush=True)
+                rows.append(
+                    {
+                        "gateways": count,
+                        "traffic": kind,
+                        "tokens": tokens,
+                        "seconds": round(elapsed, 1),
+                        "allowed": round(allowed),
+                        "ratio": round(tokens / allowed, 3),
+                    }
+                )
+                print(
+                    f"{count} gateway(s) {kind:>8}: {tokens:6d} tokens in {elapsed:5.1f}s, "
+                    f"allowed {allowed:7.0f} → ratio {tokens / allowed:.3f}",
+                    flush=True,
+                )
     finally:
         stack.stop()
         pg.stop()

@@ -57,7 +57,7 @@ class Replica:
 def word_blocks(words: list[str]) -> list[int]:
     out, prev = [], 0
     for i in range(0, len(words) // BLOCK * BLOCK, BLOCK):
-        prev = hash((prev, tuple(words[i:i + BLOCK])))
+        prev = hash((prev, tuple(words[i : i + BLOCK])))
         out.append(prev)
     return out
 
@@ -174,9 +174,13 @@ def simulate(policy: str, replicas: int, conversations: int, seed: int, rate_per
             step(rep, now)
     ttfts = sorted(r.first_token - r.arrival for r in done)
     span_s = (max(r.first_token for r in done) - min(r.arrival for r in done)) / 1000
-    return {"ttft_p50_ms": ttfts[len(ttfts) // 2], "ttft_p99_ms": ttfts[int(len(ttfts) * 0.99)],
-            "tokens_per_s": sum(r.output for r in done) / span_s, "requests": len(done),
-            "prefix_hit_rate": cache_hits / max(1, cache_lookups)}
+    return {
+        "ttft_p50_ms": ttfts[len(ttfts) // 2],
+        "ttft_p99_ms": ttfts[int(len(ttfts) * 0.99)],
+        "tokens_per_s": sum(r.output for r in done) / span_s,
+        "requests": len(done),
+        "prefix_hit_rate": cache_hits / max(1, cache_lookups),
+    }
 
 
 def main() -> None:
@@ -190,12 +194,15 @@ def main() -> None:
     for policy in POLICIES:
         runs = [simulate(policy, args.replicas, args.conversations, seed, args.rate) for seed in range(args.seeds)]
         results[policy] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    print(f"{args.replicas} replicas, {args.conversations} conversations at {args.rate}/s, "
-          f"median of {args.seeds} seeds")
+    print(
+        f"{args.replicas} replicas, {args.conversations} conversations at {args.rate}/s, median of {args.seeds} seeds"
+    )
     print(f"{'policy':<20} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} {'tokens/s':>10} {'prefix hits':>12}")
     for policy, r in results.items():
-        print(f"{policy:<20} {r['ttft_p50_ms']:>12.0f} {r['ttft_p99_ms']:>12.0f} {r['tokens_per_s']:>10.0f} "
-              f"{r['prefix_hit_rate']:>11.0%}")
+        print(
+            f"{policy:<20} {r['ttft_p50_ms']:>12.0f} {r['ttft_p99_ms']:>12.0f} {r['tokens_per_s']:>10.0f} "
+            f"{r['prefix_hit_rate']:>11.0%}"
+        )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "picking_simulator.json").write_text(json.dumps({"args": vars(args), "policies": results}, indent=2))
 

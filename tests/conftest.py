@@ -52,8 +52,13 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def start_sim(port: int, **env: str) -> subprocess.Popen[bytes]:
     """A simulated vLLM server process (settings as IIR_SIM_* variables)."""
     full_env = {**os.environ, "IIR_SIM_PORT": str(port), **{f"IIR_SIM_{k.upper()}": v for k, v in env.items()}}
-    proc = subprocess.Popen([sys.executable, "-m", "iir_simbackend"], env=full_env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "iir_simbackend"],
+        env=full_env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(100):
         if http_ok(f"http://127.0.0.1:{port}/health"):
             return proc
@@ -62,15 +67,23 @@ def start_sim(port: int, **env: str) -> subprocess.Popen[bytes]:
     raise RuntimeError("simulated backend did not start")
 
 
-def inference_model(name: str, url: str | None, phase: str = "Ready", served: str | None = None,
-                    fallbacks: list[str] | None = None) -> dict:
+def inference_model(
+    name: str, url: str | None, phase: str = "Ready", served: str | None = None, fallbacks: list[str] | None = None
+) -> dict:
     endpoints = [{"url": url, "ready": True, "target": name}] if url else []
     routing = {"routing": {"fallbacks": fallbacks}} if fallbacks else {}
-    return {"apiVersion": "iir.dev/v1alpha1", "kind": "InferenceModel",
-            "metadata": {"name": name, "namespace": "test"},
-            "spec": {"servedName": served or name, "source": {"huggingFace": f"test/{name}"}, **routing},
-            "status": {"phase": phase, "readyReplicas": 1 if url else 0, "endpoints": endpoints,
-                       "message": "" if url else "waiting for a GPU node"}}
+    return {
+        "apiVersion": "iir.dev/v1alpha1",
+        "kind": "InferenceModel",
+        "metadata": {"name": name, "namespace": "test"},
+        "spec": {"servedName": served or name, "source": {"huggingFace": f"test/{name}"}, **routing},
+        "status": {
+            "phase": phase,
+            "readyReplicas": 1 if url else 0,
+            "endpoints": endpoints,
+            "message": "" if url else "waiting for a GPU node",
+        },
+    }
 
 
 def write_models(path: Path, docs: list[dict]) -> None:
@@ -88,32 +101,48 @@ def slow_sim() -> Iterator[str]:
 
 
 def make_stack(workdir: Path, database_url: str, redis_url: str, slow_url: str, **env: str) -> Stack:
-    stack = Stack(workdir=workdir, database_url=database_url, redis_url=redis_url, master_key=MASTER_KEY,
-                  env={"IIR_UPSTREAM_READ_TIMEOUT_S": "1.5", "IIR_MAX_BODY_BYTES": "65536",
-                       # Keys and channels of this stack only: stacks sharing one Redis never meet.
-                       "IIR_REDIS_PREFIX": f"iir-test-{uuid.uuid4().hex[:8]}:",
-                       "IIR_MODELS_FILE_POLL_S": "0.2", "IIR_KEY_CACHE_TTL_S": "30",
-                       "IIR_ALLOWED_KEYS": STATIC_KEY, "IIR_USAGE_FLUSH_INTERVAL_S": "0.2",
-                       # As `make dev` runs it (the chart's settings are tested in tests/security/).
-                       "IIR_TRUSTED_NETWORKS": "127.0.0.0/8,::1/128", "IIR_DOCS_ENABLED": "true",
-                       # Tests stand for clients behind a proxy on loopback, each address its X-Forwarded-For.
-                       "IIR_TRUSTED_PROXIES": "127.0.0.1", **env})
+    stack = Stack(
+        workdir=workdir,
+        database_url=database_url,
+        redis_url=redis_url,
+        master_key=MASTER_KEY,
+        env={
+            "IIR_UPSTREAM_READ_TIMEOUT_S": "1.5",
+            "IIR_MAX_BODY_BYTES": "65536",
+            # Keys and channels of this stack only: stacks sharing one Redis never meet.
+            "IIR_REDIS_PREFIX": f"iir-test-{uuid.uuid4().hex[:8]}:",
+            "IIR_MODELS_FILE_POLL_S": "0.2",
+            "IIR_KEY_CACHE_TTL_S": "30",
+            "IIR_ALLOWED_KEYS": STATIC_KEY,
+            "IIR_USAGE_FLUSH_INTERVAL_S": "0.2",
+            # As `make dev` runs it (the chart's settings are tested in tests/security/).
+            "IIR_TRUSTED_NETWORKS": "127.0.0.0/8,::1/128",
+            "IIR_DOCS_ENABLED": "true",
+            # Tests stand for clients behind a proxy on loopback, each address its X-Forwarded-For.
+            "IIR_TRUSTED_PROXIES": "127.0.0.1",
+            **env,
+        },
+    )
     dead = f"http://127.0.0.1:{datastores.free_port()}"
-    write_models(stack.models_file, [
-        inference_model(SERVED, stack.sim_url),
-        inference_model("slow", slow_url),
-        inference_model("dead", dead),
-        inference_model("dead-with-fallback", dead, fallbacks=[f"local/{SERVED}"]),
-        inference_model("ghost", stack.sim_url),  # the simulated backend does not serve "ghost"
-        inference_model("pending", None, phase="Pending"),
-    ])
+    write_models(
+        stack.models_file,
+        [
+            inference_model(SERVED, stack.sim_url),
+            inference_model("slow", slow_url),
+            inference_model("dead", dead),
+            inference_model("dead-with-fallback", dead, fallbacks=[f"local/{SERVED}"]),
+            inference_model("ghost", stack.sim_url),  # the simulated backend does not serve "ghost"
+            inference_model("pending", None, phase="Pending"),
+        ],
+    )
     stack.start()
     return stack
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str,
-          slow_sim: str) -> Iterator[Stack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str, slow_sim: str
+) -> Iterator[Stack]:
     """gateway, auth, registry, classifier and a simulated vLLM as real processes on random ports."""
     stack = make_stack(tmp_path_factory.mktemp("stack"), database_url, redis_url, slow_sim)
     yield stack

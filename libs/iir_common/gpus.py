@@ -11,11 +11,24 @@ MEMORY_LABEL = "nvidia.com/gpu.memory"  # MiB per GPU, set by NVIDIA GPU feature
 
 # Memory per GPU (GiB) of common products, by their `nvidia.com/gpu.product` label value.
 GPU_MEMORY_GIB: dict[str, float] = {
-    "NVIDIA-H200": 141, "NVIDIA-H100-80GB-HBM3": 80, "NVIDIA-H100-PCIe": 80, "NVIDIA-H100-NVL": 94,
-    "NVIDIA-A100-SXM4-80GB": 80, "NVIDIA-A100-80GB-PCIe": 80, "NVIDIA-A100-SXM4-40GB": 40,
-    "NVIDIA-A100-PCIE-40GB": 40, "NVIDIA-L40S": 48, "NVIDIA-L40": 48, "NVIDIA-A40": 48, "NVIDIA-L4": 24,
-    "NVIDIA-A10G": 24, "NVIDIA-A10": 24, "NVIDIA-GeForce-RTX-4090": 24, "Tesla-T4": 16,
-    "Tesla-V100-SXM2-16GB": 16, "Tesla-V100-SXM2-32GB": 32,
+    "NVIDIA-H200": 141,
+    "NVIDIA-H100-80GB-HBM3": 80,
+    "NVIDIA-H100-PCIe": 80,
+    "NVIDIA-H100-NVL": 94,
+    "NVIDIA-A100-SXM4-80GB": 80,
+    "NVIDIA-A100-80GB-PCIe": 80,
+    "NVIDIA-A100-SXM4-40GB": 40,
+    "NVIDIA-A100-PCIE-40GB": 40,
+    "NVIDIA-L40S": 48,
+    "NVIDIA-L40": 48,
+    "NVIDIA-A40": 48,
+    "NVIDIA-L4": 24,
+    "NVIDIA-A10G": 24,
+    "NVIDIA-A10": 24,
+    "NVIDIA-GeForce-RTX-4090": 24,
+    "Tesla-T4": 16,
+    "Tesla-V100-SXM2-16GB": 16,
+    "Tesla-V100-SXM2-32GB": 32,
 }
 
 
@@ -52,8 +65,9 @@ def gpus_requested(pod: dict[str, Any], resource: str = "nvidia.com/gpu") -> int
     return total
 
 
-def gpu_nodes(nodes: Iterable[dict[str, Any]], pods: Iterable[dict[str, Any]] = (),
-              resource: str = "nvidia.com/gpu") -> list[GpuNode]:
+def gpu_nodes(
+    nodes: Iterable[dict[str, Any]], pods: Iterable[dict[str, Any]] = (), resource: str = "nvidia.com/gpu"
+) -> list[GpuNode]:
     """Nodes with at least one allocatable GPU, with the GPUs that running pods leave free."""
     used: dict[str, int] = {}
     for pod in pods:

@@ -21,8 +21,9 @@ Registrar = Callable[[grpc.aio.Server], None]
 class GrpcService:
     """A gRPC server bound to one port, serving `registrars` plus grpc.health.v1."""
 
-    def __init__(self, registrars: Iterable[Registrar], service_names: Iterable[str], port: int,
-                 host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, registrars: Iterable[Registrar], service_names: Iterable[str], port: int, host: str = "127.0.0.1"
+    ) -> None:
         self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=server_interceptors())
         for register in registrars:
             register(self.server)
@@ -44,9 +45,12 @@ class GrpcService:
         await self.server.stop(grace)
 
 
-async def run_until_signal(service: GrpcService, name: str,
-                           on_start: Callable[[], Awaitable[None]] | None = None,
-                           on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
+async def run_until_signal(
+    service: GrpcService,
+    name: str,
+    on_start: Callable[[], Awaitable[None]] | None = None,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     """Starts `service`, logs the port, waits for SIGINT/SIGTERM, then stops cleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,7 +1,7 @@
 """Container health checks without curl or grpc_health_probe in the image.
 
-    python -m iir_common.healthcheck http://127.0.0.1:8080/health/live
-    python -m iir_common.healthcheck grpc 50051 iir.v1.AuthService
+python -m iir_common.healthcheck http://127.0.0.1:8080/health/live
+python -m iir_common.healthcheck grpc 50051 iir.v1.AuthService
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ def check(args: list[str]) -> bool:
 
         port, service = args[1], args[2] if len(args) > 2 else ""
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
-                                                              timeout=3)
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=3)
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
     with urllib.request.urlopen(args[0], timeout=3) as resp:
         return bool(resp.status == 200)

@@ -69,8 +69,7 @@ class Kube:
         await self.api.close()
 
     @staticmethod
-    def path(plural: str, namespace: str | None = None, name: str | None = None,
-             subresource: str | None = None) -> str:
+    def path(plural: str, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
         parts = [_API_PREFIX[plural]]
         if namespace and plural not in _CLUSTER_SCOPED:
             parts.append(f"namespaces/{namespace}")
@@ -81,14 +80,28 @@ class Kube:
             parts.append(subresource)
         return "/".join(parts)
 
-    async def _call(self, method: str, path: str, *, body: Any = None, query: list[tuple[str, str]] | None = None,
-                    content_type: str = "application/json", request_timeout: float | None = 30) -> Any:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+        request_timeout: float | None = 30,
+    ) -> Any:
         """The raw response of a 2xx answer; ApiException (with the server's message) otherwise."""
         resp = await self.api.call_api(
-            path, method, query_params=query or [], header_params={"Content-Type": content_type,
-                                                                   "Accept": "application/json"},
-            body=body, auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
-            _request_timeout=request_timeout)
+            path,
+            method,
+            query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _return_http_data_only=True,
+            _request_timeout=request_timeout,
+        )
         if resp.status >= 400:
             text = await resp.text()
             resp.release()
@@ -122,10 +135,15 @@ class Kube:
     async def create(self, plural: str, namespace: str | None, body: Obj) -> Obj:
         return await self._json("POST", self.path(plural, namespace), body=body)
 
-    async def merge_patch(self, plural: str, namespace: str | None, name: str, patch: Obj,
-                          subresource: str | None = None) -> Obj:
-        return await self._json("PATCH", self.path(plural, namespace, name, subresource), body=patch,
-                                content_type="application/merge-patch+json")
+    async def merge_patch(
+        self, plural: str, namespace: str | None, name: str, patch: Obj, subresource: str | None = None
+    ) -> Obj:
+        return await self._json(
+            "PATCH",
+            self.path(plural, namespace, name, subresource),
+            body=patch,
+            content_type="application/merge-patch+json",
+        )
 
     async def delete(self, plural: str, namespace: str | None, name: str) -> None:
         try:
@@ -134,8 +152,9 @@ class Kube:
             if exc.status != 404:
                 raise
 
-    async def watch(self, plural: str, namespace: str | None = None, resource_version: str = "",
-                    timeout_s: int = 300) -> AsyncIterator[Obj]:
+    async def watch(
+        self, plural: str, namespace: str | None = None, resource_version: str = "", timeout_s: int = 300
+    ) -> AsyncIterator[Obj]:
         """Watch events (`{"type", "object"}`) until the server ends the stream."""
         query = [("watch", "true"), ("timeoutSeconds", str(timeout_s)), ("allowWatchBookmarks", "true")]
         if resource_version and resource_version != "...":
@@ -149,5 +168,17 @@ class Kube:
             resp.release()
 
 
-__all__ = ["GPU_RESOURCE", "GROUP", "KIND", "MANAGED_BY", "MODEL_LABEL", "PLURAL", "VERSION", "ApiException",
-           "Kube", "Obj", "client", "service_name"]
+__all__ = [
+    "GPU_RESOURCE",
+    "GROUP",
+    "KIND",
+    "MANAGED_BY",
+    "MODEL_LABEL",
+    "PLURAL",
+    "VERSION",
+    "ApiException",
+    "Kube",
+    "Obj",
+    "client",
+    "service_name",
+]

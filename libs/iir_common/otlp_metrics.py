@@ -60,11 +60,14 @@ def export_registry(registry: CollectorRegistry, service: str) -> Any:
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
 
-    provider = MeterProvider(resource=Resource.create({"service.name": f"iir-{service}", "service.namespace": "iir"}),
-                             metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())])
+    provider = MeterProvider(
+        resource=Resource.create({"service.name": f"iir-{service}", "service.namespace": "iir"}),
+        metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())],
+    )
     meter = provider.get_meter("iir")
     snapshot = _Snapshot(registry)
     for name, kind, doc in _series_names(registry):
+
         def callback(options: CallbackOptions, name: str = name) -> Iterable[Observation]:
             return [Observation(value, labels) for labels, value in snapshot.series(name)]
 

@@ -26,18 +26,18 @@ REDACTED = "REDACTED"
 PATTERNS: dict[str, str] = {
     # An END-less block is cut at the first character that cannot be part of one.
     "private_key": r"(?i:-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----)(?:[\s\S]*?(?i:-----END (?:[A-Z0-9]+ )*PRIVATE"
-                   r" KEY-----)|[A-Za-z0-9+/=\s:,-]*)",
+    r" KEY-----)|[A-Za-z0-9+/=\s:,-]*)",
     "anthropic_key": r"sk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_-]{20,}",
     "openai_key": r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}T3BlbkFJ[A-Za-z0-9_-]{20,}"
-                  r"|sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}|(?<![A-Za-z0-9])sk-[A-Za-z0-9]{48}\b",
+    r"|sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}|(?<![A-Za-z0-9])sk-[A-Za-z0-9]{48}\b",
     "iir_key": r"iir-[A-Za-z0-9_-]{30,}",
     "aws_access_key": r"(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b",
     # As an assignment (`aws_secret_access_key = …`, a JSON field, "AWS secret key is …"), or any 40-character
     # base64 run with upper case, lower case and a digit in a text that speaks of AWS.
     "aws_secret_key": r"(?i:aws[\s_-]?secret[\s_-]?(?:access[\s_-]?)?key)[\"']?\s*(?:[=:]|=>|\bis\b)\s*[\"']?"
-                      r"(?P<v>[A-Za-z0-9/+=]{40})"
-                      r"|(?i:\baws\b)[\s\S]{0,200}?(?<![A-Za-z0-9/+])(?P<w>(?=[A-Za-z0-9/+]*[A-Z])"
-                      r"(?=[A-Za-z0-9/+]*[a-z])(?=[A-Za-z0-9/+]*\d)[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
+    r"(?P<v>[A-Za-z0-9/+=]{40})"
+    r"|(?i:\baws\b)[\s\S]{0,200}?(?<![A-Za-z0-9/+])(?P<w>(?=[A-Za-z0-9/+]*[A-Z])"
+    r"(?=[A-Za-z0-9/+]*[a-z])(?=[A-Za-z0-9/+]*\d)[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
     "github_token": r"(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{60,})",
     "gitlab_token": r"glpat-[A-Za-z0-9_-]{20,}",
     "slack_token": r"xox[abposr]-[A-Za-z0-9-]{10,}|https://hooks\.slack\.com/services/[A-Za-z0-9/]{20,}",
@@ -50,8 +50,8 @@ PATTERNS: dict[str, str] = {
     # A value needs a digit or a symbol (prose "the secret: nobody" is not one) and must not be code
     # (`password = get_password()`, `api_key: Optional[str]`).
     "password_assignment": r"(?i:\b(?:password|passwd|pwd|passphrase|secret|secret_?key|client_secret|api_?key"
-                           r"|access_?token|auth_?token)\b)[\"']?\s*[=:]\s*[\"']?"
-                           r"(?P<v>(?=[^\s\"',;&()\[\]]*[\d!@#$%^*_+=~-])[^\s\"',;&()\[\]]{6,})(?![\w(\[.])",
+    r"|access_?token|auth_?token)\b)[\"']?\s*[=:]\s*[\"']?"
+    r"(?P<v>(?=[^\s\"',;&()\[\]]*[\d!@#$%^*_+=~-])[^\s\"',;&()\[\]]{6,})(?![\w(\[.])",
 }
 # kind → needles (lower case): the pattern runs when one needle is present; a tuple needs all its parts.
 NEEDLES: dict[str, tuple[str | tuple[str, ...], ...]] = {
@@ -69,18 +69,44 @@ NEEDLES: dict[str, tuple[str | tuple[str, ...], ...]] = {
     "jwt": (("eyj", "."),),
     "bearer_token": ("bearer",),
     "connection_string": (("://", "@"),),
-    "password_assignment": ("password", "passwd", "pwd", "passphrase", "secret", "api_key", "apikey",
-                            "access_token", "accesstoken", "auth_token", "authtoken"),
+    "password_assignment": (
+        "password",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "secret",
+        "api_key",
+        "apikey",
+        "access_token",
+        "accesstoken",
+        "auth_token",
+        "authtoken",
+    ),
 }
 # Kinds with a distinctive prefix, also looked for with whitespace removed and texts joined (a key split by
 # a space or across messages); prose kinds are not, or "password: must be 8 long" would become one.
-TOKEN_KINDS = ("private_key", "anthropic_key", "openai_key", "iir_key", "aws_access_key", "github_token",
-               "gitlab_token", "slack_token", "google_api_key", "stripe_key", "jwt")
+TOKEN_KINDS = (
+    "private_key",
+    "anthropic_key",
+    "openai_key",
+    "iir_key",
+    "aws_access_key",
+    "github_token",
+    "gitlab_token",
+    "slack_token",
+    "google_api_key",
+    "stripe_key",
+    "jwt",
+)
 # Invisible characters dropped before matching, and letters of other scripts that look like Latin ones.
 ZERO_WIDTH = "\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff\u00ad\u180e\u034f"
-HOMOGLYPHS = dict(zip(
-    "аеорсухкмтнвіјѕԁԛԝґАВЕКМНОРСТХІЈЅαορνκιτυχΑΒΕΖΗΙΚΜΝΟΡΤΥΧ",
-    "aeopcyxkmthbijsdqwrABEKMHOPCTXIJSaopvkituxABEZHIKMNOPTYX", strict=True))
+HOMOGLYPHS = dict(
+    zip(
+        "аеорсухкмтнвіјѕԁԛԝґАВЕКМНОРСТХІЈЅαορνκιτυχΑΒΕΖΗΙΚΜΝΟΡΤΥΧ",
+        "aeopcyxkmthbijsdqwrABEKMHOPCTXIJSaopvkituxABEZHIKMNOPTYX",
+        strict=True,
+    )
+)
 _TRANSLATE = {**{ord(c): None for c in ZERO_WIDTH}, **{ord(k): v for k, v in HOMOGLYPHS.items()}}
 SECRET_ENV_NAME = re.compile(r"(?i)(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL)")
 
@@ -88,8 +114,9 @@ SECRET_ENV_NAME = re.compile(r"(?i)(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL)
 def secret_env_values(environ: Mapping[str, str] | None = None, min_length: int = 8) -> list[str]:
     """Values of environment variables whose names say they are secret (and long enough to be one)."""
     env = os.environ if environ is None else environ
-    return sorted({v for k, v in env.items() if SECRET_ENV_NAME.search(k) and len(v) >= min_length}, key=len,
-                  reverse=True)
+    return sorted(
+        {v for k, v in env.items() if SECRET_ENV_NAME.search(k) and len(v) >= min_length}, key=len, reverse=True
+    )
 
 
 def normal_char(c: str) -> str:
@@ -144,15 +171,20 @@ class SecretScrubber:
         self._byte_literals = [lit.encode() for lit in self.literals]
         self.longest_needle = max(len(n if isinstance(n, str) else n[0]) for ns in NEEDLES.values() for n in ns)
         self.needle_prefixes = frozenset(
-            n[:i] for needles in NEEDLES.values() for needle in needles
-            for n in ([needle] if isinstance(needle, str) else [needle[0]]) for i in range(1, len(n)))
+            n[:i]
+            for needles in NEEDLES.values()
+            for needle in needles
+            for n in ([needle] if isinstance(needle, str) else [needle[0]])
+            for i in range(1, len(n))
+        )
 
     def automaton_iter(self, low: str) -> list[tuple[int, str]]:
         """(end index, needle) of every needle in lower-cased `low`."""
         return list(self._automaton.iter(low))
 
-    def _candidates(self, text: str, checks: list[tuple[str, tuple[str | tuple[str, ...], ...], re.Pattern[str]]]
-                    | None = None) -> list[tuple[str, re.Pattern[str]]]:
+    def _candidates(
+        self, text: str, checks: list[tuple[str, tuple[str | tuple[str, ...], ...], re.Pattern[str]]] | None = None
+    ) -> list[tuple[str, re.Pattern[str]]]:
         low = text.lower()
         out = []
         if checks is None:
@@ -212,8 +244,12 @@ class SecretScrubber:
         found |= self._evasions(out, drop_space=True, checks=self._token_checks)
         return out, found
 
-    def _evasions(self, texts: list[str], drop_space: bool,
-                  checks: list[tuple[str, tuple[str | tuple[str, ...], ...], re.Pattern[str]]]) -> set[str]:
+    def _evasions(
+        self,
+        texts: list[str],
+        drop_space: bool,
+        checks: list[tuple[str, tuple[str | tuple[str, ...], ...], re.Pattern[str]]],
+    ) -> set[str]:
         """Redacts, in `texts` (in place), what matches in their normalised view; returns the kinds."""
         joiner = "" if drop_space else "\n"
         fast = joiner.join(_fast_view(t, drop_space) for t in texts)
@@ -252,7 +288,7 @@ def _random_end(texts: list[str], origin: list[tuple[int, int]]) -> int:
     pieces: list[tuple[str, int]] = []  # (original text, view length)
     last: tuple[int, int] | None = None
     for si, ci in origin:
-        if last is None or (si != last[0] or any(c.isspace() for c in texts[si][last[1] + 1:ci])):
+        if last is None or (si != last[0] or any(c.isspace() for c in texts[si][last[1] + 1 : ci])):
             pieces.append(("", 0))
         text, length = pieces[-1]
         pieces[-1] = (text + (texts[si][ci] if (si, ci) != last else ""), length + 1)
@@ -279,5 +315,5 @@ def _replace(m: re.Match[str]) -> str:
     for group in ("v", "w"):
         if group in m.re.groupindex and m.group(group) is not None:
             start, end = m.span(group)
-            return m.group(0)[: start - m.start()] + REDACTED + m.group(0)[end - m.start():]
+            return m.group(0)[: start - m.start()] + REDACTED + m.group(0)[end - m.start() :]
     return REDACTED

@@ -16,11 +16,16 @@ def main() -> None:
     setup_logging("operator", settings.log_level)
     registry = build_registry(settings)
     namespaces = [settings.operator_namespace] if settings.operator_namespace else []
-    asyncio.run(kopf.operator(
-        registry=registry, clusterwide=not namespaces, namespaces=namespaces,
-        peering_name=settings.peering_name, standalone=False,
-        liveness_endpoint=f"http://0.0.0.0:{settings.operator_health_port}/healthz",
-    ))
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            peering_name=settings.peering_name,
+            standalone=False,
+            liveness_endpoint=f"http://0.0.0.0:{settings.operator_health_port}/healthz",
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -71,8 +71,13 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         await state.need().reconcile(dict(body))
 
     # No timers: kopf would put a finalizer on every model for them. Drift and GPU capacity are events.
-    @kopf.on.event("", "v1", "nodes", registry=registry,
-                   when=lambda body, **_: GPU_RESOURCE in ((body.get("status") or {}).get("allocatable") or {}))
+    @kopf.on.event(
+        "",
+        "v1",
+        "nodes",
+        registry=registry,
+        when=lambda body, **_: GPU_RESOURCE in ((body.get("status") or {}).get("allocatable") or {}),
+    )
     async def gpu_node_changed(**_: Any) -> None:
         """A GPU node came, went or changed: models waiting for capacity may fit now."""
         await state.need().reconcile_waiting()

@@ -15,20 +15,35 @@ CACHE_DIR = "/cache"
 
 def labels(im: Obj) -> dict[str, str]:
     name = im["metadata"]["name"]
-    return {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": name,
-            "app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/part-of": "iir", MODEL_LABEL: name}
+    return {
+        "app.kubernetes.io/name": "vllm",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/part-of": "iir",
+        MODEL_LABEL: name,
+    }
 
 
 def owner_reference(im: Obj) -> Obj:
     meta = im["metadata"]
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": meta["name"], "uid": meta.get("uid", ""),
-            "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta.get("uid", ""),
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def _metadata(im: Obj) -> Obj:
     meta = im["metadata"]
-    return {"name": service_name(meta["name"]), "namespace": meta["namespace"], "labels": labels(im),
-            "ownerReferences": [owner_reference(im)]}
+    return {
+        "name": service_name(meta["name"]),
+        "namespace": meta["namespace"],
+        "labels": labels(im),
+        "ownerReferences": [owner_reference(im)],
+    }
 
 
 def served_name(im: Obj) -> str:
@@ -52,10 +67,22 @@ def _model_arg(source: Obj) -> tuple[str, list[Obj], list[Obj]]:
 def vllm_args(im: Obj, plan: Plan, model: str) -> list[str]:
     spec = im["spec"]
     vllm = spec.get("vllm") or {}
-    args = ["--model", model, "--served-model-name", served_name(im), "--host", "0.0.0.0",
-            "--port", str(vllm.get("port", 8000)), "--tensor-parallel-size", str(plan.tensor_parallel),
-            "--dtype", vllm.get("dtype", "auto"),
-            "--gpu-memory-utilization", str(vllm.get("gpuMemoryUtilization", 0.9))]
+    args = [
+        "--model",
+        model,
+        "--served-model-name",
+        served_name(im),
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(vllm.get("port", 8000)),
+        "--tensor-parallel-size",
+        str(plan.tensor_parallel),
+        "--dtype",
+        vllm.get("dtype", "auto"),
+        "--gpu-memory-utilization",
+        str(vllm.get("gpuMemoryUtilization", 0.9)),
+    ]
     if vllm.get("maxModelLen"):
         args += ["--max-model-len", str(vllm["maxModelLen"])]
     if vllm.get("quantization"):
@@ -76,16 +103,24 @@ def build_deployment(im: Obj, plan: Plan) -> Obj:
     env: list[Obj] = [{"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"}]
     token = spec.get("huggingFaceTokenSecret")
     if token:
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token["name"],
-                                                                        "key": token.get("key", "token")}}})
+        env.append(
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": token["name"], "key": token.get("key", "token")}},
+            }
+        )
     env += list(spec.get("env") or [])
     cache = spec.get("cache") or {}
-    cache_volume = ({"name": "cache", "persistentVolumeClaim": {"claimName": cache["claimName"]}}
-                    if cache.get("claimName") else
-                    {"name": "cache", "emptyDir": {"sizeLimit": cache.get("sizeLimit", "100Gi")}})
+    cache_volume = (
+        {"name": "cache", "persistentVolumeClaim": {"claimName": cache["claimName"]}}
+        if cache.get("claimName")
+        else {"name": "cache", "emptyDir": {"sizeLimit": cache.get("sizeLimit", "100Gi")}}
+    )
     node_selector = {**({PRODUCT_LABEL: plan.product} if plan.product else {}), **(spec.get("nodeSelector") or {})}
-    tolerations = [{"key": gpu_resource, "operator": "Exists", "effect": "NoSchedule"},
-                   *(spec.get("tolerations") or [])]
+    tolerations = [
+        {"key": gpu_resource, "operator": "Exists", "effect": "NoSchedule"},
+        *(spec.get("tolerations") or []),
+    ]
     probe = {"httpGet": {"path": "/health", "port": "http"}}
     container = {
         "name": "vllm",
@@ -101,8 +136,7 @@ def build_deployment(im: Obj, plan: Plan) -> Obj:
         "startupProbe": {**probe, "periodSeconds": 10, "failureThreshold": 180},
         "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {**probe, "periodSeconds": 15, "failureThreshold": 4},
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "cache", "mountPath": CACHE_DIR},
-                         *mounts],
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "cache", "mountPath": CACHE_DIR}, *mounts],
     }
     pod_labels = labels(im)
     return {
@@ -113,15 +147,23 @@ def build_deployment(im: Obj, plan: Plan) -> Obj:
             "replicas": int(spec.get("replicas", 1)),
             "selector": {"matchLabels": {MODEL_LABEL: im["metadata"]["name"]}},
             "template": {
-                "metadata": {"labels": pod_labels,
-                             "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
-                                             "prometheus.io/path": "/metrics"}},
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(port),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
                 "spec": {
                     "nodeSelector": node_selector,
                     "tolerations": tolerations,
                     "containers": [container],
-                    "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}},
-                                cache_volume, *volumes],
+                    "volumes": [
+                        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}},
+                        cache_volume,
+                        *volumes,
+                    ],
                     "terminationGracePeriodSeconds": 60,
                 },
             },
@@ -135,6 +177,8 @@ def build_service(im: Obj, plan: Plan) -> Obj:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(im),
-        "spec": {"selector": {MODEL_LABEL: im["metadata"]["name"]},
-                 "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]},
+        "spec": {
+            "selector": {MODEL_LABEL: im["metadata"]["name"]},
+            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+        },
     }

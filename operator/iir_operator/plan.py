@@ -49,8 +49,10 @@ def plan_model(spec: dict[str, Any], nodes: Sequence[GpuNode], default_gpu_memor
             need += f" (about {est.required_gib:.0f} GiB, {est.usable_gib_per_gpu:.0f} GiB usable per GPU)"
         if nodes:
             big = max(nodes, key=lambda n: (n.allocatable, n.memory_gib))
-            problem = (f"{need}; the largest GPU node, {big.name}, offers {big.allocatable}× "
-                       f"{big.product or 'GPU'} ({big.memory_gib:.0f} GiB each)")
+            problem = (
+                f"{need}; the largest GPU node, {big.name}, offers {big.allocatable}× "
+                f"{big.product or 'GPU'} ({big.memory_gib:.0f} GiB each)"
+            )
         else:
             problem = f"{need}; no node offers nvidia.com/gpu"
     return Plan(gpus, tp, product, memory, est, problem)

@@ -37,8 +37,13 @@ def is_subset(want: Any, have: Any) -> bool:
 
 def _same_status(a: Obj, b: Obj) -> bool:
     def strip(s: Obj) -> Obj:
-        return {**s, "conditions": [{k: v for k, v in c.items() if k != "lastTransitionTime"}
-                                    for c in s.get("conditions") or []]}
+        return {
+            **s,
+            "conditions": [
+                {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in s.get("conditions") or []
+            ],
+        }
+
     return strip(a) == strip(b)
 
 
@@ -102,14 +107,20 @@ class Reconciler:
                 log.info("created", extra={"kind": kind, "object": meta["name"], "model": key_of(im)})
                 _event(im, "Progressing", f"{kind}Created", f"created {kind} {meta['name']}")
                 return created
-        if existing is not None and is_subset({"metadata": {"labels": meta["labels"]}, "spec": desired["spec"]},
-                                              existing):
+        if existing is not None and is_subset(
+            {"metadata": {"labels": meta["labels"]}, "spec": desired["spec"]}, existing
+        ):
             return existing
         log.info("repairing drift", extra={"kind": kind, "object": meta["name"], "model": key_of(im)})
-        patched = await self.kube.merge_patch(plural, meta["namespace"], meta["name"],
-                                              {"metadata": {"labels": meta["labels"],
-                                                            "ownerReferences": meta["ownerReferences"]},
-                                               "spec": desired["spec"]})
+        patched = await self.kube.merge_patch(
+            plural,
+            meta["namespace"],
+            meta["name"],
+            {
+                "metadata": {"labels": meta["labels"], "ownerReferences": meta["ownerReferences"]},
+                "spec": desired["spec"],
+            },
+        )
         _event(im, "Progressing", f"{kind}Updated", f"brought {kind} {meta['name']} back to the spec")
         return patched
 
@@ -121,8 +132,15 @@ class Reconciler:
         await self.kube.merge_patch(PLURAL, ns, name, {"status": status}, subresource="status")
         im["status"] = status
         if current.get("phase") != status["phase"] or current.get("reason") != status["reason"]:
-            log.info("phase changed", extra={"model": key_of(im), "phase": status["phase"],
-                                             "reason": status["reason"], "detail": status["message"]})
+            log.info(
+                "phase changed",
+                extra={
+                    "model": key_of(im),
+                    "phase": status["phase"],
+                    "reason": status["reason"],
+                    "detail": status["message"],
+                },
+            )
             _event(im, status["phase"], status["reason"], f"{status['phase']}: {status['message']}")
 
 

@@ -55,8 +55,18 @@ KNOWN_MODELS: dict[str, ModelShape] = {
     "huggingfacetb/smollm2-135m-instruct": ModelShape(0.135, 30, 3, 64, 8192),
 }
 
-_BYTES_PER_PARAM = {None: 2.0, "fp8": 1.0, "int8": 1.0, "compressed-tensors": 1.0, "awq": 0.5, "gptq": 0.5,
-                    "int4": 0.5, "marlin": 0.5, "bitsandbytes": 0.5, "gguf": 0.56}
+_BYTES_PER_PARAM = {
+    None: 2.0,
+    "fp8": 1.0,
+    "int8": 1.0,
+    "compressed-tensors": 1.0,
+    "awq": 0.5,
+    "gptq": 0.5,
+    "int4": 0.5,
+    "marlin": 0.5,
+    "bitsandbytes": 0.5,
+    "gguf": 0.56,
+}
 _OVERHEAD = 1.2
 _GIB = 1024**3
 _REFERENCE_KV_PER_TOKEN = 2 * 32 * 8 * 128 * 2  # Llama-3-8B, float16
@@ -82,8 +92,10 @@ def estimate(spec: dict[str, Any], gpu_memory_gib: float) -> Estimate:
     shape = KNOWN_MODELS.get(model_id(spec))
     params_b = sizing.get("parametersBillions") or (shape.parameters_b if shape else None)
     if not params_b:
-        raise SpecError("cannot size this model: set spec.gpusPerReplica, or spec.sizing.parametersBillions "
-                        "(the model is not in the operator's table of known models)")
+        raise SpecError(
+            "cannot size this model: set spec.gpusPerReplica, or spec.sizing.parametersBillions "
+            "(the model is not in the operator's table of known models)"
+        )
     dtype = vllm.get("dtype", "auto")
     per_param = _BYTES_PER_PARAM.get(vllm.get("quantization"), 2.0)
     if dtype == "float32" and not vllm.get("quantization"):
@@ -102,6 +114,8 @@ def estimate(spec: dict[str, Any], gpu_memory_gib: float) -> Estimate:
     needed = max(1, math.ceil(required / usable))
     gpus = 1 << (needed - 1).bit_length()
     if gpus > MAX_GPUS:
-        raise SpecError(f"the model needs about {required:.0f} GiB, more than {MAX_GPUS} GPUs of "
-                        f"{gpu_memory_gib:.0f} GiB per replica")
+        raise SpecError(
+            f"the model needs about {required:.0f} GiB, more than {MAX_GPUS} GPUs of "
+            f"{gpu_memory_gib:.0f} GiB per replica"
+        )
     return Estimate(round(required, 1), gpus, round(usable, 1))

@@ -11,8 +11,15 @@ from iir_operator.sizing import FORMULA
 Obj = dict[str, Any]
 
 # Container states after which a pod will not become ready without a change.
-FAILING_REASONS = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
-                   "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+FAILING_REASONS = {
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+}
 
 
 def pod_ready(pod: Obj) -> bool:
@@ -41,15 +48,27 @@ def _condition(kind: str, ok: bool, reason: str, message: str, previous: list[Ob
     status = "True" if ok else "False"
     before = next((c for c in previous if c.get("type") == kind), None)
     when = (before or {}).get("lastTransitionTime") if before and before.get("status") == status else None
-    return {"type": kind, "status": status, "reason": reason, "message": message,
-            "lastTransitionTime": when or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": when or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
 
 
 def failed_status(im: Obj, reason: str, message: str) -> Obj:
     previous = (im.get("status") or {}).get("conditions") or []
-    return {"phase": "Failed", "reason": reason, "message": message, "replicas": 0, "readyReplicas": 0,
-            "endpoints": [], "observedGeneration": (im.get("metadata") or {}).get("generation", 0),
-            "conditions": [_condition("Ready", False, reason, message, previous)]}
+    return {
+        "phase": "Failed",
+        "reason": reason,
+        "message": message,
+        "replicas": 0,
+        "readyReplicas": 0,
+        "endpoints": [],
+        "observedGeneration": (im.get("metadata") or {}).get("generation", 0),
+        "conditions": [_condition("Ready", False, reason, message, previous)],
+    }
 
 
 def compute_status(im: Obj, plan: Plan, deployment: Obj | None, pods: list[Obj]) -> Obj:
@@ -58,9 +77,11 @@ def compute_status(im: Obj, plan: Plan, deployment: Obj | None, pods: list[Obj])
     port = int((spec.get("vllm") or {}).get("port", 8000))
     live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
     ready = [p for p in live if pod_ready(p)]
-    endpoints = [{"url": f"http://{p['status']['podIP']}:{port}", "ready": pod_ready(p),
-                  "target": p["metadata"]["name"]}
-                 for p in live if (p.get("status") or {}).get("podIP")]
+    endpoints = [
+        {"url": f"http://{p['status']['podIP']}:{port}", "ready": pod_ready(p), "target": p["metadata"]["name"]}
+        for p in live
+        if (p.get("status") or {}).get("podIP")
+    ]
     failures = [(p["metadata"]["name"], f) for p in live if (f := _pod_failure(p))]
     unschedulable = next((m for p in live if (m := _unschedulable(p))), None)
     n = len(ready)
@@ -84,15 +105,30 @@ def compute_status(im: Obj, plan: Plan, deployment: Obj | None, pods: list[Obj])
         message = f"0/{desired} replicas ready (starting, loading weights)"
     previous = (im.get("status") or {}).get("conditions") or []
     status: Obj = {
-        "phase": phase, "reason": reason, "message": message, "replicas": desired, "readyReplicas": n,
-        "gpusPerReplica": plan.gpus, "endpoints": endpoints,
+        "phase": phase,
+        "reason": reason,
+        "message": message,
+        "replicas": desired,
+        "readyReplicas": n,
+        "gpusPerReplica": plan.gpus,
+        "endpoints": endpoints,
         "observedGeneration": (im.get("metadata") or {}).get("generation", 0),
-        "conditions": [_condition("Ready", phase == "Ready", reason, message, previous),
-                       _condition("GPUCapacity", plan.fit_problem is None,
-                                  "InsufficientGPU" if plan.fit_problem else "Fits",
-                                  plan.fit_problem or "a GPU node can take a replica", previous)],
+        "conditions": [
+            _condition("Ready", phase == "Ready", reason, message, previous),
+            _condition(
+                "GPUCapacity",
+                plan.fit_problem is None,
+                "InsufficientGPU" if plan.fit_problem else "Fits",
+                plan.fit_problem or "a GPU node can take a replica",
+                previous,
+            ),
+        ],
     }
     if plan.estimate:
-        status["sizing"] = {"requiredGiB": plan.estimate.required_gib, "gpuMemoryGiB": plan.gpu_memory_gib,
-                            "gpuProduct": plan.product, "formula": FORMULA}
+        status["sizing"] = {
+            "requiredGiB": plan.estimate.required_gib,
+            "gpuMemoryGiB": plan.gpu_memory_gib,
+            "gpuProduct": plan.product,
+            "formula": FORMULA,
+        }
     return status

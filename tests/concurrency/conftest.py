@@ -25,8 +25,11 @@ class Pair:
         self.b = b
 
     def key(self, **settings: Any) -> dict[str, Any]:
-        resp = httpx.post(f"{self.a}/api/v1/apikeys", json={"name": "limits", **settings},
-                          headers={"Authorization": f"Bearer {MASTER_KEY}"})
+        resp = httpx.post(
+            f"{self.a}/api/v1/apikeys",
+            json={"name": "limits", **settings},
+            headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        )
         assert resp.status_code == 201, resp.text
         return resp.json()
 
@@ -38,8 +41,15 @@ class Pair:
 def pair(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str) -> Iterator[Pair]:
     port = datastores.free_port()
     sim = start_sim(port, models="llama-3-8b-instruct,slow", tokens_per_s="20")
-    stack = make_stack(Path(tmp_path_factory.mktemp("pair")), database_url, redis_url, f"http://127.0.0.1:{port}",
-                       IIR_JOB_WORKERS="0", IIR_JOB_CLAIM_IDLE_S="2", IIR_JOB_MAX_QUEUED_PER_KEY="5")
+    stack = make_stack(
+        Path(tmp_path_factory.mktemp("pair")),
+        database_url,
+        redis_url,
+        f"http://127.0.0.1:{port}",
+        IIR_JOB_WORKERS="0",
+        IIR_JOB_CLAIM_IDLE_S="2",
+        IIR_JOB_MAX_QUEUED_PER_KEY="5",
+    )
     b = stack.start_gateway_replica("gateway-b", env={"IIR_JOB_WORKERS": "4"})
     yield Pair(stack, b)
     stack.stop()
@@ -53,8 +63,12 @@ def bearer(key: str) -> dict[str, str]:
 
 async def stream_usage(client: httpx.AsyncClient, url: str, key: str, body: dict[str, Any]) -> tuple[int, int]:
     """(status, total tokens the stream reported) of one streamed chat completion."""
-    async with client.stream("POST", f"{url}/v1/chat/completions", headers=bearer(key),
-                             json={**body, "stream": True, "stream_options": {"include_usage": True}}) as resp:
+    async with client.stream(
+        "POST",
+        f"{url}/v1/chat/completions",
+        headers=bearer(key),
+        json={**body, "stream": True, "stream_options": {"include_usage": True}},
+    ) as resp:
         if resp.status_code != 200:
             await resp.aread()
             return resp.status_code, 0

@@ -35,9 +35,23 @@ class ThrowawayRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:  # always empty: nothing is saved
-        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", str(self.workdir)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         import redis
 
         assert wait_for(lambda: _pings(redis.Redis(port=self.port)), 10)
@@ -63,8 +77,14 @@ def faulty(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Itera
     port = datastores.free_port()
     sim = start_sim(port, models=f"{SERVED},slow", tokens_per_s="40")
     (work / "stack").mkdir()
-    stack = make_stack(work / "stack", database_url, store.url, f"http://127.0.0.1:{port}", IIR_JOB_WORKERS="4",
-                       IIR_JOB_CLAIM_IDLE_S="2")
+    stack = make_stack(
+        work / "stack",
+        database_url,
+        store.url,
+        f"http://127.0.0.1:{port}",
+        IIR_JOB_WORKERS="4",
+        IIR_JOB_CLAIM_IDLE_S="2",
+    )
     yield stack, store
     stack.stop()
     sim.terminate()
@@ -90,8 +110,16 @@ def test_redis_lost_and_back_empty(faulty: tuple[Stack, ThrowawayRedis]) -> None
     time.sleep(3)  # workers back off meanwhile
 
     store.start()  # back, and empty: no streams, no consumer groups
-    ids = [wait_for(lambda: (r := httpx.post(f"{url}{JOBS}", json=CHAT, headers=bearer(key))).status_code == 202
-                    and r.json()["job_id"], 10) for _ in range(10)]
+    ids = [
+        wait_for(
+            lambda: (
+                (r := httpx.post(f"{url}{JOBS}", json=CHAT, headers=bearer(key))).status_code == 202
+                and r.json()["job_id"]
+            ),
+            10,
+        )
+        for _ in range(10)
+    ]
     assert all(ids)
 
     def finished() -> list[dict]:
@@ -125,8 +153,12 @@ def test_jobs_wait_out_a_dead_auth_service(faulty: tuple[Stack, ThrowawayRedis])
     assert all(s.get("status") == "pending" for s in states), [(s.get("status"), s.get("error")) for s in states]
     stack._spawn("auth", "iir_auth")
     assert wait_for(lambda: grpc_serving(stack.ports.auth, "iir.v1.AuthService"), 20)
-    done = wait_for(lambda: all(httpx.get(f"{url}{JOBS}/{j}", headers=bearer(key)).json().get("status")
-                                == "completed" for j in ids), 40)
+    done = wait_for(
+        lambda: all(
+            httpx.get(f"{url}{JOBS}/{j}", headers=bearer(key)).json().get("status") == "completed" for j in ids
+        ),
+        40,
+    )
     assert done
     results = [httpx.get(f"{url}{JOBS}/{j}", headers=bearer(key)).json() for j in ids]
     assert all(r["result"]["choices"][0]["message"]["content"] for r in results)

@@ -27,8 +27,9 @@ def job(url: str, key: str, job_id: str) -> dict[str, Any]:
 
 
 def final(url: str, key: str, job_id: str, timeout: float = 30) -> dict[str, Any]:
-    return wait_for(lambda: (j := job(url, key, job_id))["status"] in ("completed", "failed", "cancelled") and j,
-                    timeout) or job(url, key, job_id)
+    return wait_for(
+        lambda: (j := job(url, key, job_id))["status"] in ("completed", "failed", "cancelled") and j, timeout
+    ) or job(url, key, job_id)
 
 
 def test_submission_counts_against_rpm_and_is_bounded(pair: Pair) -> None:
@@ -63,8 +64,9 @@ def test_a_revoked_keys_queued_jobs_are_refused_and_admins_cancel_any(pair: Pair
 
 def test_a_cut_stream_is_billed_for_what_was_generated(pair: Pair) -> None:
     made = pair.key()
-    with httpx.stream("POST", f"{pair.b}/v1/chat/completions", headers=bearer(made["key"]),
-                      json={**LONG, "stream": True}) as resp:
+    with httpx.stream(
+        "POST", f"{pair.b}/v1/chat/completions", headers=bearer(made["key"]), json={**LONG, "stream": True}
+    ) as resp:
         seen = 0
         for line in resp.iter_lines():
             if '"content":"' in line and '"content":""' not in line:

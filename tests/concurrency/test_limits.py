@@ -27,9 +27,15 @@ def test_rpm_is_exact_across_two_gateways(pair: Pair) -> None:
 
     async def burst() -> list[int]:
         async with httpx.AsyncClient(timeout=30) as c:
-            return [r.status_code for r in await asyncio.gather(*(
-                c.post(f"{(pair.a, pair.b)[i % 2]}/v1/chat/completions", json=FAST, headers=bearer(key))
-                for i in range(40)))]
+            return [
+                r.status_code
+                for r in await asyncio.gather(
+                    *(
+                        c.post(f"{(pair.a, pair.b)[i % 2]}/v1/chat/completions", json=FAST, headers=bearer(key))
+                        for i in range(40)
+                    )
+                )
+            ]
 
     codes = run(burst())
     assert codes.count(200) == 10 and codes.count(429) == 30
@@ -76,12 +82,14 @@ def test_a_request_larger_than_the_bucket_is_refused(pair: Pair) -> None:
 def test_debt_is_kept_until_the_bucket_refills(pair: Pair) -> None:
     r = redis.Redis.from_url(pair.stack.redis_url)
     prefix = pair.stack.env["IIR_REDIS_PREFIX"]
-    limiter = RateLimiter(__import__("redis.asyncio", fromlist=["Redis"]).from_url(pair.stack.redis_url),
-                          GatewayMetrics(), prefix)
+    limiter = RateLimiter(
+        __import__("redis.asyncio", fromlist=["Redis"]).from_url(pair.stack.redis_url), GatewayMetrics(), prefix
+    )
     from iir_gateway.auth import Principal
 
-    who = Principal(key_id=f"debt-{uuid.uuid4().hex[:6]}", name="d", admin=False, priority=0, allowed_models=(),
-                    tpm_limit=300)
+    who = Principal(
+        key_id=f"debt-{uuid.uuid4().hex[:6]}", name="d", admin=False, priority=0, allowed_models=(), tpm_limit=300
+    )
 
     async def overspend() -> None:
         await limiter.admit(who, 10)
@@ -100,9 +108,12 @@ def test_budget_overshoots_by_at_most_one_request(pair: Pair) -> None:
 
     async def together() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=30) as c:
-            return await asyncio.gather(*(
-                c.post(f"{(pair.a, pair.b)[i % 2]}/v1/chat/completions", json=FAST, headers=bearer(made["key"]))
-                for i in range(30)))
+            return await asyncio.gather(
+                *(
+                    c.post(f"{(pair.a, pair.b)[i % 2]}/v1/chat/completions", json=FAST, headers=bearer(made["key"]))
+                    for i in range(30)
+                )
+            )
 
     answers = run(together())
     used = sum(a.json()["usage"]["total_tokens"] for a in answers if a.status_code == 200)
@@ -137,8 +148,12 @@ def test_a_burst_on_a_cold_key_is_one_validation(pair: Pair) -> None:
 
     async def burst() -> list[int]:
         async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=300)) as c:
-            return [r.status_code for r in await asyncio.gather(*(
-                c.post(f"{pair.a}/v1/chat/completions", json=FAST, headers=bearer(key)) for _ in range(300)))]
+            return [
+                r.status_code
+                for r in await asyncio.gather(
+                    *(c.post(f"{pair.a}/v1/chat/completions", json=FAST, headers=bearer(key)) for _ in range(300))
+                )
+            ]
 
     codes = run(burst())
     assert codes.count(200) == 300

@@ -55,11 +55,18 @@ def namespace() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def local_stack(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str) -> Iterator[Stack]:
-    stack = Stack(workdir=Path(tmp_path_factory.mktemp("e2e")), database_url=database_url, redis_url=redis_url,
-                  env={"IIR_REGISTRY_SOURCE": "kubernetes"})
+    stack = Stack(
+        workdir=Path(tmp_path_factory.mktemp("e2e")),
+        database_url=database_url,
+        redis_url=redis_url,
+        env={"IIR_REGISTRY_SOURCE": "kubernetes"},
+    )
     stack.start()
-    operator = subprocess.Popen([sys.executable, "-m", "iir_operator"], cwd=REPO,
-                                env={**os.environ, "IIR_OPERATOR_HEALTH_PORT": str(free_port())})
+    operator = subprocess.Popen(
+        [sys.executable, "-m", "iir_operator"],
+        cwd=REPO,
+        env={**os.environ, "IIR_OPERATOR_HEALTH_PORT": str(free_port())},
+    )
     yield stack
     operator.terminate()
     operator.wait(20)
@@ -71,25 +78,37 @@ def test_apply_model_then_status_and_catalogue(namespace: str, local_stack: Stac
     kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", stdin=example)  # the example applies cleanly
     image = os.environ.get("IIR_E2E_SIM_IMAGE")
     model = {
-        "apiVersion": "iir.dev/v1alpha1", "kind": "InferenceModel",
+        "apiVersion": "iir.dev/v1alpha1",
+        "kind": "InferenceModel",
         "metadata": {"name": "e2e-model", "namespace": namespace},
-        "spec": {"source": {"huggingFace": {"id": "test/e2e-model"}}, "replicas": 1, "gpusPerReplica": 1,
-                 "gpu": {"resourceName": FAKE_GPU},
-                 "vllm": {"image": image or "registry.invalid/none:0", "port": 8000},
-                 "env": [{"name": "IIR_SIM_HOST", "value": "0.0.0.0"}, {"name": "IIR_SIM_PORT", "value": "8000"},
-                         {"name": "IIR_SIM_MODELS", "value": "e2e-model"}]},
+        "spec": {
+            "source": {"huggingFace": {"id": "test/e2e-model"}},
+            "replicas": 1,
+            "gpusPerReplica": 1,
+            "gpu": {"resourceName": FAKE_GPU},
+            "vllm": {"image": image or "registry.invalid/none:0", "port": 8000},
+            "env": [
+                {"name": "IIR_SIM_HOST", "value": "0.0.0.0"},
+                {"name": "IIR_SIM_PORT", "value": "8000"},
+                {"name": "IIR_SIM_MODELS", "value": "e2e-model"},
+            ],
+        },
     }
     kubectl("apply", "-f", "-", stdin=json.dumps(model))
     dep = wait_for(lambda: _get_json("deployment", "iir-e2e-model", namespace), 60, "the Deployment")
     limits = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits[FAKE_GPU] == "1"
-    phase = wait_for(lambda: (_get_json("im", "e2e-model", namespace) or {}).get("status", {}).get("phase"),
-                     60, "a status")
+    phase = wait_for(
+        lambda: (_get_json("im", "e2e-model", namespace) or {}).get("status", {}).get("phase"), 60, "a status"
+    )
     assert phase in ("Progressing", "Ready", "Failed")
     if not image:
         pytest.skip("IIR_E2E_SIM_IMAGE unset: the model cannot become ready; Deployment and status were checked")
-    wait_for(lambda: (_get_json("im", "e2e-model", namespace) or {}).get("status", {}).get("phase") == "Ready",
-             300, "phase Ready")
+    wait_for(
+        lambda: (_get_json("im", "e2e-model", namespace) or {}).get("status", {}).get("phase") == "Ready",
+        300,
+        "phase Ready",
+    )
     key = local_stack.create_key("e2e")
     ids = wait_for(lambda: "local/e2e-model" in _model_ids(local_stack, key), 30, "/v1/models to list it")
     assert ids
@@ -110,9 +129,13 @@ def _model_ids(stack: Stack, key: str) -> list[str]:
 def test_chart_and_overlays_are_accepted_by_the_api_server(namespace: str) -> None:
     from iir_dev.helm import helm_binary, helm_env
 
-    rendered = subprocess.run([helm_binary(), "template", "iir", str(REPO / "deploy" / "helm" / "iir"),
-                               "--namespace", namespace], capture_output=True, text=True, env=helm_env(),
-                              check=True).stdout
+    rendered = subprocess.run(
+        [helm_binary(), "template", "iir", str(REPO / "deploy" / "helm" / "iir"), "--namespace", namespace],
+        capture_output=True,
+        text=True,
+        env=helm_env(),
+        check=True,
+    ).stdout
     kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", stdin=rendered)
     for overlay in ("dev", "prod"):
         kubectl("apply", "--dry-run=server", "-k", str(REPO / "deploy" / "kustomize" / "overlays" / overlay))

@@ -19,9 +19,12 @@ from tests.fakes.common import install_introspection, record, serve, words
 
 
 def _error(status: int, kind: str, message: str) -> web.Response:
-    return web.Response(body=orjson.dumps({"type": "error", "error": {"type": kind, "message": message}}),
-                        status=status, content_type="application/json",
-                        headers={"request-id": f"req_{uuid.uuid4().hex[:24]}"})
+    return web.Response(
+        body=orjson.dumps({"type": "error", "error": {"type": kind, "message": message}}),
+        status=status,
+        content_type="application/json",
+        headers={"request-id": f"req_{uuid.uuid4().hex[:24]}"},
+    )
 
 
 def _invalid(message: str) -> web.Response:
@@ -45,8 +48,10 @@ def _validate(body: dict[str, Any]) -> str:
     tool_ids: set[str] = set()
     for i, m in enumerate(messages):
         if m.get("role") not in ("user", "assistant"):
-            return (f"messages.{i}.role: Input should be 'user' or 'assistant'"
-                    " (system prompts go in the top-level `system` parameter)")
+            return (
+                f"messages.{i}.role: Input should be 'user' or 'assistant'"
+                " (system prompts go in the top-level `system` parameter)"
+            )
         content = m.get("content")
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
         if not isinstance(blocks, list):
@@ -60,9 +65,11 @@ def _validate(body: dict[str, Any]) -> str:
                     return f"messages.{i}.content.{j}: tool_use blocks belong to assistant turns, input an object"
                 tool_ids.add(b.get("id", ""))
             if kind == "tool_result" and b.get("tool_use_id") not in tool_ids:
-                return (f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks: "
-                        f"{b.get('tool_use_id')}. Each `tool_result` block must have a corresponding `tool_use` "
-                        "block in the previous message.")
+                return (
+                    f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks: "
+                    f"{b.get('tool_use_id')}. Each `tool_result` block must have a corresponding `tool_use` "
+                    "block in the previous message."
+                )
             if kind == "image" and b.get("source", {}).get("type") not in ("base64", "url"):
                 return f"messages.{i}.content.{j}.source: invalid image source"
     return ""
@@ -82,9 +89,19 @@ def _plan(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str, str | None]:
     text, has_result = _last_user(body)
     if body.get("tools") and "weather" in text.lower() and not has_result:
         tool = body["tools"][0]
-        return [{"type": "text", "text": "Let me check."},
-                {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": tool["name"],
-                 "input": {"location": "Paris"}}], "tool_use", None
+        return (
+            [
+                {"type": "text", "text": "Let me check."},
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_{uuid.uuid4().hex[:24]}",
+                    "name": tool["name"],
+                    "input": {"location": "Paris"},
+                },
+            ],
+            "tool_use",
+            None,
+        )
     answer = "It is 18 degrees in Paris." if has_result else f"Claude heard: {text}"
     for stop in body.get("stop_sequences") or []:
         if stop in answer:
@@ -117,23 +134,45 @@ def make_app(key: str) -> web.Application:
             return _error(529, "overloaded_error", "Overloaded")
         blocks, stop_reason, stop_sequence = _plan(body)
         out_tokens = sum(words(b.get("text", "")) for b in blocks) + sum(5 for b in blocks if b["type"] == "tool_use")
-        usage = {"input_tokens": _input_tokens(body), "output_tokens": out_tokens,
-                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": 3}
-        message = {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
-                   "model": body["model"], "content": blocks, "stop_reason": stop_reason,
-                   "stop_sequence": stop_sequence, "usage": usage}
+        usage = {
+            "input_tokens": _input_tokens(body),
+            "output_tokens": out_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 3,
+        }
+        message = {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": blocks,
+            "stop_reason": stop_reason,
+            "stop_sequence": stop_sequence,
+            "usage": usage,
+        }
         if not body.get("stream"):
             return web.json_response(message, dumps=lambda o: orjson.dumps(o).decode())
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
-                                           "Cache-Control": "no-cache"})
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+        )
         await resp.prepare(request)
 
         async def event(kind: str, data: dict[str, Any]) -> None:
             await resp.write(f"event: {kind}\ndata: ".encode() + orjson.dumps({"type": kind, **data}) + b"\n\n")
             await asyncio.sleep(0.005)
 
-        await event("message_start", {"message": {**message, "content": [], "stop_reason": None,
-                                                  "stop_sequence": None, "usage": {**usage, "output_tokens": 1}}})
+        await event(
+            "message_start",
+            {
+                "message": {
+                    **message,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {**usage, "output_tokens": 1},
+                }
+            },
+        )
         await event("ping", {})
         for index, block in enumerate(blocks):
             if block["type"] == "text":
@@ -143,18 +182,32 @@ def make_app(key: str) -> web.Application:
                         assert request.transport is not None
                         request.transport.close()
                         return resp
-                    await event("content_block_delta", {"index": index, "delta": {
-                        "type": "text_delta", "text": word if i == 0 else " " + word}})
+                    await event(
+                        "content_block_delta",
+                        {"index": index, "delta": {"type": "text_delta", "text": word if i == 0 else " " + word}},
+                    )
             else:
-                await event("content_block_start", {"index": index, "content_block": {
-                    "type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}})
+                await event(
+                    "content_block_start",
+                    {
+                        "index": index,
+                        "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}},
+                    },
+                )
                 arguments = orjson.dumps(block["input"]).decode()
                 for piece in (arguments[:5], arguments[5:]):
-                    await event("content_block_delta", {"index": index, "delta": {
-                        "type": "input_json_delta", "partial_json": piece}})
+                    await event(
+                        "content_block_delta",
+                        {"index": index, "delta": {"type": "input_json_delta", "partial_json": piece}},
+                    )
             await event("content_block_stop", {"index": index})
-        await event("message_delta", {"delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-                                      "usage": {"output_tokens": out_tokens}})
+        await event(
+            "message_delta",
+            {
+                "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+                "usage": {"output_tokens": out_tokens},
+            },
+        )
         await event("message_stop", {})
         return resp
 

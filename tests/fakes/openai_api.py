@@ -20,10 +20,15 @@ from aiohttp import web
 from tests.fakes.common import install_introspection, record, serve, words
 
 
-def _error(status: int, message: str, kind: str, code: str | None = None,
-           headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}),
-                        status=status, content_type="application/json", headers=headers)
+def _error(
+    status: int, message: str, kind: str, code: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
 
 
 LEAKED = "AKIAIOSFODNN7EXAMPLE"
@@ -51,11 +56,16 @@ def make_app(key: str) -> web.Application:
         if model.endswith("-flaky") and seen < 2:
             return _error(503, "The engine is currently overloaded, please try again later.", "server_error")
         if model.endswith("-429"):
-            return _error(429, "Rate limit reached for requests.", "requests", "rate_limit_exceeded",
-                          headers={"retry-after": "0"})
+            return _error(
+                429, "Rate limit reached for requests.", "requests", "rate_limit_exceeded", headers={"retry-after": "0"}
+            )
         if model.endswith("-bad"):
-            return _error(400, "Invalid 'messages[0].content': string too long.", "invalid_request_error",
-                          "string_above_max_length")
+            return _error(
+                400,
+                "Invalid 'messages[0].content': string too long.",
+                "invalid_request_error",
+                "string_above_max_length",
+            )
         if model.endswith("-hang"):
             await asyncio.sleep(30)
         if model.endswith("-die") and not body.get("stream"):
@@ -76,28 +86,59 @@ def make_app(key: str) -> web.Application:
             return failed
         text = _answer_text(body)
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        usage = {"prompt_tokens": sum(words(str(m.get("content"))) for m in body["messages"]),
-                 "completion_tokens": words(text)}
+        usage = {
+            "prompt_tokens": sum(words(str(m.get("content"))) for m in body["messages"]),
+            "completion_tokens": words(text),
+        }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if not body.get("stream"):
-            return web.json_response({
-                "id": rid, "object": "chat.completion", "created": created, "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                             "logprobs": None, "finish_reason": "stop"}],
-                "usage": usage, "system_fingerprint": "fp_fake"}, dumps=lambda o: orjson.dumps(o).decode())
+            return web.json_response(
+                {
+                    "id": rid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text, "refusal": None},
+                            "logprobs": None,
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": usage,
+                    "system_fingerprint": "fp_fake",
+                },
+                dumps=lambda o: orjson.dumps(o).decode(),
+            )
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         async def send(choices: list[dict[str, Any]], **extra: Any) -> None:
-            chunk = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": body["model"],
-                     "system_fingerprint": "fp_fake", "choices": choices, **extra}
+            chunk = {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": body["model"],
+                "system_fingerprint": "fp_fake",
+                "choices": choices,
+                **extra,
+            }
             if include_usage and "usage" not in extra:
                 chunk["usage"] = None
             await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
 
-        await send([{"index": 0, "delta": {"role": "assistant", "content": "", "refusal": None},
-                     "logprobs": None, "finish_reason": None}])
+        await send(
+            [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": "", "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ]
+        )
         pieces = list(text) if str(body["model"]).endswith("-chars") else text.split(" ")
         joiner = "" if str(body["model"]).endswith("-chars") else " "
         for i, word in enumerate(pieces):
@@ -105,8 +146,16 @@ def make_app(key: str) -> web.Application:
                 assert request.transport is not None
                 request.transport.close()
                 return resp
-            await send([{"index": 0, "delta": {"content": word if i == 0 else joiner + word}, "logprobs": None,
-                         "finish_reason": None}])
+            await send(
+                [
+                    {
+                        "index": 0,
+                        "delta": {"content": word if i == 0 else joiner + word},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ]
+            )
             if joiner:
                 await asyncio.sleep(0.01)
         await send([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}])
@@ -124,16 +173,28 @@ def make_app(key: str) -> web.Application:
         if failed is not None:
             return failed
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        data = [{"object": "embedding", "index": i, "embedding": [0.1 * (i + 1)] * int(body.get("dimensions") or 4)}
-                for i in range(len(inputs))]
+        data = [
+            {"object": "embedding", "index": i, "embedding": [0.1 * (i + 1)] * int(body.get("dimensions") or 4)}
+            for i in range(len(inputs))
+        ]
         used = sum(words(str(x)) for x in inputs)
-        return web.json_response({"object": "list", "data": data, "model": body["model"],
-                                  "usage": {"prompt_tokens": used, "total_tokens": used}})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": used, "total_tokens": used},
+            }
+        )
 
     async def models(request: web.Request) -> web.Response:
         denied = await authorized(request)
-        return denied or web.json_response({"object": "list", "data": [
-            {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"}]})
+        return denied or web.json_response(
+            {
+                "object": "list",
+                "data": [{"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"}],
+            }
+        )
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)

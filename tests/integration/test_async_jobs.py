@@ -18,10 +18,18 @@ ASYNC = "/v1/async/chat/completions"
 
 
 @pytest.fixture(scope="module")
-def jobs(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str,
-         slow_sim: str) -> Iterator[tuple[Stack, dict[str, str]]]:
-    stack = make_stack(Path(tmp_path_factory.mktemp("jobs")), database_url, redis_url, slow_sim,
-                       IIR_JOB_CLAIM_IDLE_S="1.5", IIR_JOB_WORKERS="2", IIR_UPSTREAM_READ_TIMEOUT_S="10")
+def jobs(
+    tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str, slow_sim: str
+) -> Iterator[tuple[Stack, dict[str, str]]]:
+    stack = make_stack(
+        Path(tmp_path_factory.mktemp("jobs")),
+        database_url,
+        redis_url,
+        slow_sim,
+        IIR_JOB_CLAIM_IDLE_S="1.5",
+        IIR_JOB_WORKERS="2",
+        IIR_UPSTREAM_READ_TIMEOUT_S="10",
+    )
     key = stack.create_key("jobs-owner")
     yield stack, {"Authorization": f"Bearer {key}"}
     stack.stop()
@@ -63,8 +71,12 @@ def test_jobs_belong_to_their_key(jobs: tuple[Stack, dict[str, str]]) -> None:
     stack, headers = jobs
     job_id = submit(stack, headers, max_tokens=2)
     other = {"Authorization": f"Bearer {stack.create_key('someone-else')}"}
-    for method, path in (("GET", f"{ASYNC}/{job_id}"), ("GET", f"{ASYNC}/{job_id}/events"),
-                         ("DELETE", f"{ASYNC}/{job_id}"), ("GET", f"/result/{job_id}")):
+    for method, path in (
+        ("GET", f"{ASYNC}/{job_id}"),
+        ("GET", f"{ASYNC}/{job_id}/events"),
+        ("DELETE", f"{ASYNC}/{job_id}"),
+        ("GET", f"/result/{job_id}"),
+    ):
         resp = httpx.request(method, f"{stack.gateway_url}{path}", headers=other)
         assert resp.status_code == 404 and resp.json()["error"]["code"] == "job_not_found", path
     assert httpx.get(f"{stack.gateway_url}{ASYNC}/{job_id}").status_code == 401
@@ -100,17 +112,29 @@ def test_a_job_survives_a_gateway_killed_mid_job(jobs: tuple[Stack, dict[str, st
 
 def test_task_api(jobs: tuple[Stack, dict[str, str]]) -> None:
     stack, headers = jobs
-    created = httpx.post(f"{stack.gateway_url}/generate", headers=headers,
-                         json={"prompt": "Say hi", "max_tokens": 5, "temperature": 0.2, "top_p": 0.9, "user_id": "u1"})
+    created = httpx.post(
+        f"{stack.gateway_url}/generate",
+        headers=headers,
+        json={"prompt": "Say hi", "max_tokens": 5, "temperature": 0.2, "top_p": 0.9, "user_id": "u1"},
+    )
     assert created.status_code == 202
     task = created.json()["id"]
     assert httpx.get(f"{stack.gateway_url}/status/{task}", headers=headers).json()["status"] in (
-        "pending", "running", "completed")
+        "pending",
+        "running",
+        "completed",
+    )
     wait_status(stack, headers, task, {"completed"})
     result = httpx.get(f"{stack.gateway_url}/result/{task}", headers=headers).json()
     assert result["status"] == "completed" and result["text"]
-    assert set(result["metrics"]) == {"queue_wait_s", "processing_s", "total_s", "prompt_tokens",
-                                      "completion_tokens", "tokens_per_s"}
+    assert set(result["metrics"]) == {
+        "queue_wait_s",
+        "processing_s",
+        "total_s",
+        "prompt_tokens",
+        "completion_tokens",
+        "tokens_per_s",
+    }
     assert result["metrics"]["completion_tokens"] > 0
     streamed = httpx.get(f"{stack.gateway_url}/stream/{task}", headers=headers).text
     assert "event: token" in streamed and '"completed"' in streamed
@@ -120,19 +144,28 @@ def test_task_api(jobs: tuple[Stack, dict[str, str]]) -> None:
 
 def test_infer_sync_and_async(jobs: tuple[Stack, dict[str, str]]) -> None:
     stack, headers = jobs
-    sync = httpx.post(f"{stack.gateway_url}/infer", headers=headers,
-                      json={"model": f"local/{SERVED}", "input": "hello", "max_tokens": 4})
+    sync = httpx.post(
+        f"{stack.gateway_url}/infer",
+        headers=headers,
+        json={"model": f"local/{SERVED}", "input": "hello", "max_tokens": 4},
+    )
     assert sync.status_code == 200 and sync.json()["output"] and sync.json()["model"] == f"local/{SERVED}"
-    queued = httpx.post(f"{stack.gateway_url}/infer", headers=headers,
-                        json={"model": f"local/{SERVED}", "input": [{"role": "user", "content": "hi"}], "async": True})
+    queued = httpx.post(
+        f"{stack.gateway_url}/infer",
+        headers=headers,
+        json={"model": f"local/{SERVED}", "input": [{"role": "user", "content": "hi"}], "async": True},
+    )
     assert queued.status_code == 202
     assert wait_status(stack, headers, queued.json()["job_id"], {"completed"})["result"]
 
 
 def test_bad_submissions_are_refused_at_once(jobs: tuple[Stack, dict[str, str]]) -> None:
     stack, headers = jobs
-    unknown = httpx.post(f"{stack.gateway_url}{ASYNC}", headers=headers,
-                         json={"model": "nope/x", "messages": [{"role": "user", "content": "x"}]})
+    unknown = httpx.post(
+        f"{stack.gateway_url}{ASYNC}",
+        headers=headers,
+        json={"model": "nope/x", "messages": [{"role": "user", "content": "x"}]},
+    )
     assert unknown.status_code == 404
     invalid = httpx.post(f"{stack.gateway_url}{ASYNC}", headers=headers, json={"model": f"local/{SERVED}"})
     assert invalid.status_code == 400 and invalid.json()["error"]["param"] == "messages"

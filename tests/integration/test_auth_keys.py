@@ -112,8 +112,9 @@ def test_expired_key_is_refused(stack: Stack) -> None:
 
 async def _burst(url: str, key: str, body: dict, n: int) -> list[httpx.Response]:
     async with httpx.AsyncClient(timeout=20) as client:
-        return await asyncio.gather(*(client.post(f"{url}/v1/chat/completions", json=body, headers=bearer(key))
-                                      for _ in range(n)))
+        return await asyncio.gather(
+            *(client.post(f"{url}/v1/chat/completions", json=body, headers=bearer(key)) for _ in range(n))
+        )
 
 
 async def test_rpm_limit_counts_exactly_under_concurrency(stack: Stack) -> None:
@@ -168,8 +169,9 @@ def test_failed_authentications_are_limited_per_address(stack: Stack, api_key: s
 def test_usage_is_recorded_per_model_and_day(stack: Stack) -> None:
     made = create(stack, name="usage")
     plain = chat(stack.gateway_url, made["key"]).json()["usage"]
-    with httpx.stream("POST", f"{stack.gateway_url}/v1/chat/completions", headers=bearer(made["key"]),
-                      json={**CHAT, "stream": True}) as resp:
+    with httpx.stream(
+        "POST", f"{stack.gateway_url}/v1/chat/completions", headers=bearer(made["key"]), json={**CHAT, "stream": True}
+    ) as resp:
         lines = [line for line in resp.iter_lines() if line.startswith("data: {")]
     assert all('"usage"' not in line for line in lines)  # not asked for: hidden though the gateway counts it
     deadline = time.monotonic() + 3
@@ -190,8 +192,9 @@ def test_cli_manages_keys(stack: Stack) -> None:
     env = {**os.environ, "IIR_URL": stack.gateway_url, "IIR_ADMIN_KEY": MASTER_KEY}
 
     def iir(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "iir_cli", *args], env=env, cwd=REPO, capture_output=True,
-                              text=True, timeout=30)
+        return subprocess.run(
+            [sys.executable, "-m", "iir_cli", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=30
+        )
 
     created = iir("keys", "create", "--name", "from-cli", "--rpm", "60", "--models", "local/*")
     assert created.returncode == 0, created.stderr

@@ -42,8 +42,9 @@ def routing_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def gateway(stack: Stack, routing_file: Path) -> str:
-    return stack.start_gateway_replica("gateway-auto", env={"IIR_ROUTING_FILE": str(routing_file),
-                                                             "IIR_CLASSIFIER_TIMEOUT_S": "2"})
+    return stack.start_gateway_replica(
+        "gateway-auto", env={"IIR_ROUTING_FILE": str(routing_file), "IIR_CLASSIFIER_TIMEOUT_S": "2"}
+    )
 
 
 def test_auto_picks_the_model_by_category_and_says_why(gateway: str) -> None:
@@ -74,14 +75,19 @@ def test_unknown_policy_is_404(gateway: str) -> None:
     assert resp.status_code == 404 and "auto/cheap" in resp.json()["error"]["message"]
 
 
-@pytest.mark.parametrize(("env", "reason"), [
-    ({"IIR_CLASSIFIER_ADDR": f"127.0.0.1:{datastores.free_port()}"}, "classifier unavailable"),
-    ({"IIR_CLASSIFIER_TIMEOUT_S": "0.000001"}, "classifier deadline exceeded"),
-])
-def test_without_a_classifier_answer_the_default_model_answers(stack: Stack, routing_file: Path, env: dict,
-                                                               reason: str) -> None:
-    replica = stack.start_gateway_replica(f"gateway-auto-{reason.split()[-1]}",
-                                          env={"IIR_ROUTING_FILE": str(routing_file), **env})
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"IIR_CLASSIFIER_ADDR": f"127.0.0.1:{datastores.free_port()}"}, "classifier unavailable"),
+        ({"IIR_CLASSIFIER_TIMEOUT_S": "0.000001"}, "classifier deadline exceeded"),
+    ],
+)
+def test_without_a_classifier_answer_the_default_model_answers(
+    stack: Stack, routing_file: Path, env: dict, reason: str
+) -> None:
+    replica = stack.start_gateway_replica(
+        f"gateway-auto-{reason.split()[-1]}", env={"IIR_ROUTING_FILE": str(routing_file), **env}
+    )
     resp = ask(replica, "Prove that the square root of 2 is irrational.")
     assert resp.status_code == 200 and resp.headers["x-iir-model"] == f"local/{SERVED}"
     assert route(resp)["reason"] == reason

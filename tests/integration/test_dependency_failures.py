@@ -15,8 +15,9 @@ BODY = {"model": f"local/{SERVED}", "messages": [{"role": "user", "content": "hi
 
 
 @pytest.fixture(scope="module")
-def fragile(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str,
-            slow_sim: str) -> Iterator[Stack]:
+def fragile(
+    tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str, slow_sim: str
+) -> Iterator[Stack]:
     stack = make_stack(Path(tmp_path_factory.mktemp("fragile")), database_url, redis_url, slow_sim)
     yield stack
     stack.stop()

@@ -16,14 +16,20 @@ HEADERS = {"Authorization": f"Bearer {STATIC_KEY}"}
 
 
 def slow_chat(url: str, max_tokens: int = 3, stream: bool = False) -> httpx.Response:
-    body = {"model": "local/slow", "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens,
-            "stream": stream}
+    body = {
+        "model": "local/slow",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": max_tokens,
+        "stream": stream,
+    }
     return httpx.post(f"{url}/v1/chat/completions", json=body, headers=HEADERS, timeout=20)
 
 
 def test_saturated_replica_queues_one_request_and_refuses_the_next_with_retry_after(stack: Stack) -> None:
-    replica = stack.start_gateway_replica("gateway-saturating", env={
-        "IIR_ENDPOINT_MAX_OUTSTANDING": "1", "IIR_QUEUE_MAX": "1", "IIR_QUEUE_TIMEOUT_S": "10"})
+    replica = stack.start_gateway_replica(
+        "gateway-saturating",
+        env={"IIR_ENDPOINT_MAX_OUTSTANDING": "1", "IIR_QUEUE_MAX": "1", "IIR_QUEUE_TIMEOUT_S": "10"},
+    )
     with ThreadPoolExecutor(3) as pool:
         running = pool.submit(slow_chat, replica)
         time.sleep(0.3)

@@ -31,19 +31,22 @@ def assert_error(resp: httpx.Response, status: int, code: str | None = None) -> 
     return err
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"model": MODEL}, "messages"),
-    ({"messages": MESSAGES}, "model"),
-    ({"model": MODEL, "messages": "hi"}, "messages"),
-    ({"model": MODEL, "messages": []}, "messages"),
-    ({"model": MODEL, "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
-    ({"model": MODEL, "messages": [{"content": "x"}]}, "messages[0].role"),
-    ({"model": MODEL, "messages": MESSAGES, "temperature": "hot"}, "temperature"),
-    ({"model": MODEL, "messages": MESSAGES, "temperature": 9}, "temperature"),
-    ({"model": MODEL, "messages": MESSAGES, "max_tokens": 0}, "max_tokens"),
-    ({"model": MODEL, "messages": MESSAGES, "stream": "yes please"}, "stream"),
-    ({"model": 42, "messages": MESSAGES}, "model"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": MODEL}, "messages"),
+        ({"messages": MESSAGES}, "model"),
+        ({"model": MODEL, "messages": "hi"}, "messages"),
+        ({"model": MODEL, "messages": []}, "messages"),
+        ({"model": MODEL, "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+        ({"model": MODEL, "messages": [{"content": "x"}]}, "messages[0].role"),
+        ({"model": MODEL, "messages": MESSAGES, "temperature": "hot"}, "temperature"),
+        ({"model": MODEL, "messages": MESSAGES, "temperature": 9}, "temperature"),
+        ({"model": MODEL, "messages": MESSAGES, "max_tokens": 0}, "max_tokens"),
+        ({"model": MODEL, "messages": MESSAGES, "stream": "yes please"}, "stream"),
+        ({"model": 42, "messages": MESSAGES}, "model"),
+    ],
+)
 def test_invalid_bodies_are_400_naming_the_field(http: httpx.Client, body: dict, param: str) -> None:
     err = assert_error(http.post("/v1/chat/completions", json=body), 400)
     assert err["param"] == param
@@ -80,21 +83,26 @@ def test_missing_and_wrong_keys_are_401(stack: Stack) -> None:
     assert_error(httpx.post(url, json=body), 401, "missing_api_key")
     assert_error(httpx.post(url, json=body, headers={"Authorization": "Bearer iir-nope"}), 401, "invalid_api_key")
     assert_error(httpx.post(url, json=body, headers={"Authorization": "Basic abc"}), 401, "missing_api_key")
-    err = assert_error(httpx.get(f"{stack.gateway_url}/v1/models", headers={"X-API-Key": "iir-wrong-key-123456"}),
-                       401, "invalid_api_key")
+    err = assert_error(
+        httpx.get(f"{stack.gateway_url}/v1/models", headers={"X-API-Key": "iir-wrong-key-123456"}),
+        401,
+        "invalid_api_key",
+    )
     assert "iir-wrong-key-123456" not in err["message"]  # keys are masked
 
 
 @pytest.mark.parametrize("model", ["local/nope", "nosuchprovider/x", "no-slash", "local/"])
 def test_unknown_models_are_404(http: httpx.Client, model: str) -> None:
-    err = assert_error(http.post("/v1/chat/completions", json={"model": model, "messages": MESSAGES}), 404,
-                       "model_not_found")
+    err = assert_error(
+        http.post("/v1/chat/completions", json={"model": model, "messages": MESSAGES}), 404, "model_not_found"
+    )
     assert err["param"] == "model"
 
 
 def test_model_without_ready_replica_is_503(http: httpx.Client) -> None:
-    err = assert_error(http.post("/v1/chat/completions", json={"model": "local/pending", "messages": MESSAGES}),
-                       503, "model_not_ready")
+    err = assert_error(
+        http.post("/v1/chat/completions", json={"model": "local/pending", "messages": MESSAGES}), 503, "model_not_ready"
+    )
     assert "waiting for a GPU node" in err["message"]
 
 
@@ -104,14 +112,20 @@ def test_unknown_url_and_method(http: httpx.Client) -> None:
 
 
 def test_backend_down_is_502(http: httpx.Client) -> None:
-    assert_error(http.post("/v1/chat/completions", json={"model": "local/dead", "messages": MESSAGES}), 502,
-                 "upstream_unreachable")
+    assert_error(
+        http.post("/v1/chat/completions", json={"model": "local/dead", "messages": MESSAGES}),
+        502,
+        "upstream_unreachable",
+    )
 
 
 def test_backend_timeout_is_504(http: httpx.Client) -> None:
     start = time.monotonic()
-    assert_error(http.post("/v1/chat/completions", json={"model": "local/slow", "messages": MESSAGES,
-                                                         "max_tokens": 50}), 504, "upstream_timeout")
+    assert_error(
+        http.post("/v1/chat/completions", json={"model": "local/slow", "messages": MESSAGES, "max_tokens": 50}),
+        504,
+        "upstream_timeout",
+    )
     assert time.monotonic() - start < 5
 
 
@@ -134,9 +148,12 @@ def test_client_disconnect_cancels_the_upstream_request(stack: Stack, api_key: s
         return float(line.rsplit(" ", 1)[1])
 
     assert running() == 0
-    with httpx.stream("POST", f"{stack.gateway_url}/v1/chat/completions",
-                      headers={"Authorization": f"Bearer {api_key}"},
-                      json={"model": "local/slow", "messages": MESSAGES, "max_tokens": 40, "stream": True}) as resp:
+    with httpx.stream(
+        "POST",
+        f"{stack.gateway_url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {api_key}"},
+        json={"model": "local/slow", "messages": MESSAGES, "max_tokens": 40, "stream": True},
+    ) as resp:
         lines = resp.iter_lines()  # keep it: dropping the iterator closes the connection
         next(lines)
         assert running() == 1

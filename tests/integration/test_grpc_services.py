@@ -18,8 +18,10 @@ from tests.conftest import MASTER_KEY, SERVED
 @pytest.fixture
 async def channels(stack: Stack):  # type: ignore[no-untyped-def]
     p = stack.ports
-    chans = {n: grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-             for n, port in (("auth", p.auth), ("registry", p.registry), ("classifier", p.classifier))}
+    chans = {
+        n: grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        for n, port in (("auth", p.auth), ("registry", p.registry), ("classifier", p.classifier))
+    }
     yield chans
     for c in chans.values():
         await c.close()
@@ -27,8 +29,7 @@ async def channels(stack: Stack):  # type: ignore[no-untyped-def]
 
 async def test_auth_create_then_validate(channels, database_url: str) -> None:  # type: ignore[no-untyped-def]
     stub = auth_pb2_grpc.AuthServiceStub(channels["auth"])
-    created = await stub.CreateKey(auth_pb2.CreateKeyRequest(name="grpc-test", priority=10,
-                                                             allowed_models=["local/*"]))
+    created = await stub.CreateKey(auth_pb2.CreateKeyRequest(name="grpc-test", priority=10, allowed_models=["local/*"]))
     assert created.key.startswith("iir-") and len(created.key) > 40
     assert created.info.prefix == created.key[:12]
     ok = await stub.ValidateKey(auth_pb2.ValidateKeyRequest(key=created.key))
@@ -85,17 +86,28 @@ async def test_registry_list_resolve_and_watch(channels) -> None:  # type: ignor
 
 async def test_classifier_classifies(channels) -> None:  # type: ignore[no-untyped-def]
     stub = classifier_pb2_grpc.ClassifierServiceStub(channels["classifier"])
-    reply = await stub.Classify(classifier_pb2.ClassifyRequest(messages=[
-        classifier_pb2.Turn(role="user", content="Write a python function that parses a regex")]))
+    reply = await stub.Classify(
+        classifier_pb2.ClassifyRequest(
+            messages=[classifier_pb2.Turn(role="user", content="Write a python function that parses a regex")]
+        )
+    )
     assert reply.category == "code" and reply.model_version.startswith("minilm-l6-heads")
     assert 0 <= reply.category_confidence <= 1 and reply.complexity in ("simple", "hard") and reply.language == "en"
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.Classify(classifier_pb2.ClassifyRequest())
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     # Concurrent requests are batched together and each gets its own answer.
-    prompts = ["Translate 'thank you' into Japanese.", "Prove that there are infinitely many primes.",
-               "Write a haiku about snow.", "Hello! How are you?"] * 4
-    replies = await asyncio.gather(*(stub.Classify(classifier_pb2.ClassifyRequest(messages=[
-        classifier_pb2.Turn(role="user", content=p)])) for p in prompts))
+    prompts = [
+        "Translate 'thank you' into Japanese.",
+        "Prove that there are infinitely many primes.",
+        "Write a haiku about snow.",
+        "Hello! How are you?",
+    ] * 4
+    replies = await asyncio.gather(
+        *(
+            stub.Classify(classifier_pb2.ClassifyRequest(messages=[classifier_pb2.Turn(role="user", content=p)]))
+            for p in prompts
+        )
+    )
     assert [r.category for r in replies[:4]] == ["translation", "math", "creative", "chat"]
     assert [r.category for r in replies] == [r.category for r in replies[:4]] * 4

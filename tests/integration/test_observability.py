@@ -36,8 +36,9 @@ class OtlpReceiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if self.path.endswith("/v1/metrics"):
                     metrics = ExportMetricsServiceRequest.FromString(body)
-                    receiver.metric_names |= {m.name for rm in metrics.resource_metrics for sm in rm.scope_metrics
-                                              for m in sm.metrics}
+                    receiver.metric_names |= {
+                        m.name for rm in metrics.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+                    }
                     self.send_response(200)
                     self.end_headers()
                     return
@@ -66,13 +67,21 @@ def traced(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_ur
     udp.settimeout(5)
     routing = tmp_path_factory.mktemp("otel") / "routing.yaml"
     routing.write_text(f"policies:\n  auto: {{default: local/{SERVED}}}\n")
-    stack = Stack(workdir=tmp_path_factory.mktemp("traced"), database_url=database_url, redis_url=redis_url,
-                  master_key=MASTER_KEY, env={
-                      "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100",
-                      "OTEL_METRIC_EXPORT_INTERVAL": "300",
-                      "IIR_REDIS_PREFIX": f"iir-otel-{uuid.uuid4().hex[:8]}:", "IIR_ROUTING_FILE": str(routing),
-                      "IIR_CLASSIFIER_TIMEOUT_S": "2",
-                      "IIR_REMOTE_LOG_SINK": f"127.0.0.1:{udp.getsockname()[1]}"})
+    stack = Stack(
+        workdir=tmp_path_factory.mktemp("traced"),
+        database_url=database_url,
+        redis_url=redis_url,
+        master_key=MASTER_KEY,
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_METRIC_EXPORT_INTERVAL": "300",
+            "IIR_REDIS_PREFIX": f"iir-otel-{uuid.uuid4().hex[:8]}:",
+            "IIR_ROUTING_FILE": str(routing),
+            "IIR_CLASSIFIER_TIMEOUT_S": "2",
+            "IIR_REMOTE_LOG_SINK": f"127.0.0.1:{udp.getsockname()[1]}",
+        },
+    )
     stack.start()
     yield stack, receiver, udp
     stack.stop()
@@ -83,14 +92,18 @@ def traced(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_ur
 def test_one_trace_per_request_across_gateway_auth_classifier_and_upstream(traced: tuple) -> None:
     stack, receiver, _ = traced
     key = stack.create_key("traced")  # not cached yet: the gateway asks auth
-    resp = httpx.post(f"{stack.gateway_url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                      json={"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": "Hello"}]})
+    resp = httpx.post(
+        f"{stack.gateway_url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": "Hello"}]},
+    )
     assert resp.status_code == 200
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         roots = [s for svc, s in receiver.spans if svc == "iir-gateway" and s.name == "chat auto"]
-        if roots and {"iir-auth", "iir-classifier"} <= {svc for svc, s in receiver.spans
-                                                         if s.trace_id == roots[0].trace_id}:
+        if roots and {"iir-auth", "iir-classifier"} <= {
+            svc for svc, s in receiver.spans if s.trace_id == roots[0].trace_id
+        }:
             break
         time.sleep(0.1)
     root = roots[0]
@@ -117,26 +130,38 @@ def test_one_trace_per_request_across_gateway_auth_classifier_and_upstream(trace
 def test_metrics_are_exported_over_otlp_too(traced: tuple) -> None:
     _, receiver, _ = traced
     deadline = time.monotonic() + 10
-    wanted = {"iir_gateway_requests_total", "iir_gateway_model_request_duration_seconds_bucket",
-              "iir_gateway_queue_depth"}
+    wanted = {
+        "iir_gateway_requests_total",
+        "iir_gateway_model_request_duration_seconds_bucket",
+        "iir_gateway_queue_depth",
+    }
     while time.monotonic() < deadline and not wanted <= receiver.metric_names:
         time.sleep(0.1)
     assert wanted <= receiver.metric_names
 
 
 def test_dashboard_queries_only_exported_metrics(stack: Stack, api_key: str) -> None:
-    httpx.post(f"{stack.gateway_url}/v1/chat/completions", headers={"Authorization": f"Bearer {api_key}"},
-               json={"model": f"local/{SERVED}", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    httpx.post(
+        f"{stack.gateway_url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {api_key}"},
+        json={"model": f"local/{SERVED}", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+    )
     text = httpx.get(stack.metrics_url).text
     exported = set()
     for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M):
-        exported |= {"counter": {name if name.endswith("_total") else f"{name}_total"},
-                     "histogram": {f"{name}_bucket", f"{name}_sum", f"{name}_count"}}.get(kind, {name})
+        exported |= {
+            "counter": {name if name.endswith("_total") else f"{name}_total"},
+            "histogram": {f"{name}_bucket", f"{name}_sum", f"{name}_count"},
+        }.get(kind, {name})
     dashboard = json.loads((REPO / "deploy" / "grafana" / "iir-overview.json").read_text())
     used = {m for p in dashboard["panels"] for t in p["targets"] for m in re.findall(r"\biir_[a-z_]+", t["expr"])}
     assert used and used <= exported, f"not exported: {sorted(used - exported)}"
-    assert {"iir_gateway_time_to_first_token_seconds_bucket", "iir_gateway_inter_token_latency_seconds_bucket",
-            "iir_gateway_key_tokens_total", "iir_gateway_queue_depth"} <= used
+    assert {
+        "iir_gateway_time_to_first_token_seconds_bucket",
+        "iir_gateway_inter_token_latency_seconds_bucket",
+        "iir_gateway_key_tokens_total",
+        "iir_gateway_queue_depth",
+    } <= used
 
 
 def test_logs_are_forwarded_over_udp(traced: tuple) -> None:

@@ -43,8 +43,11 @@ def test_chat_completion_is_deterministic(openai_client: openai.OpenAI) -> None:
 
 def test_streaming_chat_matches_non_streaming(openai_client: openai.OpenAI) -> None:
     whole = openai_client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=10)
-    chunks = list(openai_client.chat.completions.create(
-        model=MODEL, messages=MESSAGES, max_tokens=10, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        openai_client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=10, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     assert len({c.id for c in chunks}) == 1
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -62,9 +65,12 @@ def test_stream_without_include_usage_has_no_usage_chunk(openai_client: openai.O
 
 
 def test_raw_sse_ends_with_done(stack: Stack, api_key: str) -> None:
-    with httpx.stream("POST", f"{stack.gateway_url}/v1/chat/completions",
-                      headers={"Authorization": f"Bearer {api_key}"},
-                      json={"model": MODEL, "messages": MESSAGES, "stream": True}) as resp:
+    with httpx.stream(
+        "POST",
+        f"{stack.gateway_url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {api_key}"},
+        json={"model": MODEL, "messages": MESSAGES, "stream": True},
+    ) as resp:
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
         events = [line for line in resp.iter_lines() if line]
@@ -76,15 +82,16 @@ def test_text_completion(openai_client: openai.OpenAI) -> None:
     resp = openai_client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=5)
     assert resp.object == "text_completion" and resp.id.startswith("cmpl-")
     assert resp.choices[0].text and resp.usage.completion_tokens <= 5
-    streamed = list(openai_client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=5,
-                                                     stream=True))
+    streamed = list(openai_client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=5, stream=True))
     assert "".join(c.choices[0].text for c in streamed if c.choices) == resp.choices[0].text
 
 
 def test_x_api_key_header_and_request_id_are_honoured(stack: Stack, api_key: str) -> None:
-    resp = httpx.post(f"{stack.gateway_url}/v1/chat/completions",
-                      headers={"X-API-Key": api_key, "X-Request-ID": "my-trace-42"},
-                      json={"model": MODEL, "messages": MESSAGES})
+    resp = httpx.post(
+        f"{stack.gateway_url}/v1/chat/completions",
+        headers={"X-API-Key": api_key, "X-Request-ID": "my-trace-42"},
+        json={"model": MODEL, "messages": MESSAGES},
+    )
     assert resp.status_code == 200
     assert resp.headers["x-request-id"] == "my-trace-42"
 

@@ -22,8 +22,11 @@ def test_health_reports_each_dependency(stack: Stack) -> None:
 
 
 def test_metrics_are_prometheus_text(stack: Stack, api_key: str) -> None:
-    httpx.post(f"{stack.gateway_url}/v1/chat/completions", headers={"Authorization": f"Bearer {api_key}"},
-               json={"model": f"local/{SERVED}", "messages": [{"role": "user", "content": "m"}]})
+    httpx.post(
+        f"{stack.gateway_url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {api_key}"},
+        json={"model": f"local/{SERVED}", "messages": [{"role": "user", "content": "m"}]},
+    )
     text = httpx.get(stack.metrics_url).text
     assert 'iir_gateway_requests_total{method="POST",route="/v1/chat/completions",status="200"}' in text
     assert f'iir_gateway_model_requests_total{{model="local/{SERVED}",provider="local",status="200"}}' in text
@@ -41,9 +44,11 @@ def test_version_and_docs(stack: Stack) -> None:
 
 
 def test_logs_are_json_lines_with_the_request_id(stack: Stack, api_key: str) -> None:
-    httpx.post(f"{stack.gateway_url}/v1/chat/completions",
-               headers={"Authorization": f"Bearer {api_key}", "X-Request-ID": "log-check-7"},
-               json={"model": f"local/{SERVED}", "messages": [{"role": "user", "content": "log"}]})
+    httpx.post(
+        f"{stack.gateway_url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {api_key}", "X-Request-ID": "log-check-7"},
+        json={"model": f"local/{SERVED}", "messages": [{"role": "user", "content": "log"}]},
+    )
     log_path = stack.processes["gateway"].log_path
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
@@ -71,8 +76,13 @@ def test_registry_status_and_refresh(stack: Stack, api_key: str) -> None:
     public = httpx.get(f"{stack.gateway_url}/v1/registry/status", headers={"Authorization": f"Bearer {api_key}"})
     assert public.status_code == 200 and set(public.json()) == {"models"}
     model = next(m for m in public.json()["models"] if m["name"] == f"local/{SERVED}")
-    assert model == {"name": f"local/{SERVED}", "provider": "local", "phase": "Ready", "replicas": model["replicas"],
-                     "ready_replicas": 1}
+    assert model == {
+        "name": f"local/{SERVED}",
+        "provider": "local",
+        "phase": "Ready",
+        "replicas": model["replicas"],
+        "ready_replicas": 1,
+    }
     assert "127.0.0.1" not in public.text
     denied = httpx.post(f"{stack.gateway_url}/v1/registry/refresh", headers={"Authorization": f"Bearer {api_key}"})
     assert denied.status_code == 403 and denied.json()["error"]["code"] == "admin_required"

@@ -28,8 +28,12 @@ SONNET = "anthropic/claude-sonnet-4-5"
 
 def start_fake(module: str, key: str) -> tuple[subprocess.Popen[bytes], str]:
     port = datastores.free_port()
-    proc = subprocess.Popen([sys.executable, "-m", f"tests.fakes.{module}", "--port", str(port), "--key", key],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"tests.fakes.{module}", "--port", str(port), "--key", key],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         if http_ok(f"{url}/_calls"):
@@ -54,22 +58,38 @@ def gateway(stack: Stack, fakes: dict[str, str], tmp_path_factory: pytest.TempPa
     work = tmp_path_factory.mktemp("providers")
     key_file = work / "anthropic-key"
     key_file.write_text(ANTHROPIC_KEY + "\n")  # as a mounted Secret
-    providers = {"providers": {
-        "openai": {"base_url": f"{fakes['openai']}/v1", "timeouts": {"first_token_s": 1, "total_s": 1.5},
-                   "models": {"gpt-4o-mini": {}, "text-embedding-3-small": {},
-                              "gpt-500": {"fallbacks": [SONNET]}}},
-        "anthropic": {"base_url": fakes["anthropic"], "api_key_file": str(key_file),
-                      "models": ["claude-sonnet-4-5", "claude-overloaded"]},
-        "broken": {"base_url": f"http://127.0.0.1:{datastores.free_port()}/v1", "api_key_required": False,
-                   "retries": 0, "models": {"down": {"fallbacks": ["openai/gpt-4o-mini"]}, "down-alone": {}}},
-        "vault": {"base_url": f"{fakes['openai']}/v1", "api_key_env": "IIR_TEST_VAULT_KEY_UNSET",
-                  "models": ["gpt-4o-mini"]},
-        "llamacpp": {"base_url": f"{stack.sim_url}/v1", "api_key_required": False, "models": [SERVED]},
-    }}
+    providers = {
+        "providers": {
+            "openai": {
+                "base_url": f"{fakes['openai']}/v1",
+                "timeouts": {"first_token_s": 1, "total_s": 1.5},
+                "models": {"gpt-4o-mini": {}, "text-embedding-3-small": {}, "gpt-500": {"fallbacks": [SONNET]}},
+            },
+            "anthropic": {
+                "base_url": fakes["anthropic"],
+                "api_key_file": str(key_file),
+                "models": ["claude-sonnet-4-5", "claude-overloaded"],
+            },
+            "broken": {
+                "base_url": f"http://127.0.0.1:{datastores.free_port()}/v1",
+                "api_key_required": False,
+                "retries": 0,
+                "models": {"down": {"fallbacks": ["openai/gpt-4o-mini"]}, "down-alone": {}},
+            },
+            "vault": {
+                "base_url": f"{fakes['openai']}/v1",
+                "api_key_env": "IIR_TEST_VAULT_KEY_UNSET",
+                "models": ["gpt-4o-mini"],
+            },
+            "llamacpp": {"base_url": f"{stack.sim_url}/v1", "api_key_required": False, "models": [SERVED]},
+        }
+    }
     path = work / "providers.yaml"
     path.write_text(yaml.safe_dump(providers))
-    return stack.start_gateway_replica("gateway-providers", env={
-        "IIR_PROVIDERS_FILE": str(path), "OPENAI_API_KEY": OPENAI_KEY, "IIR_UPSTREAM_READ_TIMEOUT_S": "5"})
+    return stack.start_gateway_replica(
+        "gateway-providers",
+        env={"IIR_PROVIDERS_FILE": str(path), "OPENAI_API_KEY": OPENAI_KEY, "IIR_UPSTREAM_READ_TIMEOUT_S": "5"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +118,19 @@ def error_of(resp: httpx.Response) -> dict:
 
 def test_anthropic_through_the_openai_sdk(client: openai.OpenAI, fakes: dict[str, str]) -> None:
     raw = client.chat.completions.with_raw_response.create(
-        model=SONNET, max_tokens=50, stop=["never"], temperature=1.5, user="u-1",
-        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"},
-                  {"role": "assistant", "content": "Hi!"}, {"role": "user", "content": "How"},
-                  {"role": "user", "content": [{"type": "text", "text": "are you?"}]}])
+        model=SONNET,
+        max_tokens=50,
+        stop=["never"],
+        temperature=1.5,
+        user="u-1",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": "Hi!"},
+            {"role": "user", "content": "How"},
+            {"role": "user", "content": [{"type": "text", "text": "are you?"}]},
+        ],
+    )
     assert raw.headers["x-iir-model"] == SONNET
     answer = raw.parse()
     assert answer.object == "chat.completion" and answer.model == "claude-sonnet-4-5"
@@ -116,13 +145,18 @@ def test_anthropic_through_the_openai_sdk(client: openai.OpenAI, fakes: dict[str
 
 
 def sent_tokens(sent: dict) -> int:
-    return max(1, len(sent.get("system", "").split())) + sum(max(1, len(str(m["content"]).split()))
-                                                              for m in sent["messages"])
+    return max(1, len(sent.get("system", "").split())) + sum(
+        max(1, len(str(m["content"]).split())) for m in sent["messages"]
+    )
 
 
 def test_anthropic_streaming_is_translated_chunk_by_chunk(client: openai.OpenAI) -> None:
-    stream = client.chat.completions.create(model=SONNET, stream=True, stream_options={"include_usage": True},
-                                            messages=[{"role": "user", "content": "Stream this please"}])
+    stream = client.chat.completions.create(
+        model=SONNET,
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Stream this please"}],
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -131,8 +165,9 @@ def test_anthropic_streaming_is_translated_chunk_by_chunk(client: openai.OpenAI)
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 5
     assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 3  # not buffered into one
     # Without include_usage, no usage chunk.
-    plain = list(client.chat.completions.create(model=SONNET, stream=True,
-                                                messages=[{"role": "user", "content": "hi"}]))
+    plain = list(
+        client.chat.completions.create(model=SONNET, stream=True, messages=[{"role": "user", "content": "hi"}])
+    )
     assert all(c.choices for c in plain)
 
 
@@ -143,17 +178,27 @@ def test_anthropic_max_tokens_gives_length(client: openai.OpenAI, fakes: dict[st
     assert default.choices[0].finish_reason == "stop" and last_request(fakes, "anthropic")["max_tokens"] == 4096
 
 
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
-                                           "parameters": {"type": "object",
-                                                          "properties": {"location": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather of a city",
+            "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
+        },
+    }
+]
 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_anthropic_tool_calls_round_trip(client: openai.OpenAI, fakes: dict[str, str], stream: bool) -> None:
     messages: list[dict] = [{"role": "user", "content": "What is the weather in Paris?"}]
     if stream:
-        chunks = list(client.chat.completions.create(model=SONNET, messages=messages, tools=TOOLS,
-                                                     tool_choice="auto", stream=True))
+        chunks = list(
+            client.chat.completions.create(
+                model=SONNET, messages=messages, tools=TOOLS, tool_choice="auto", stream=True
+            )
+        )
         calls_ = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
         call_id, name = calls_[0].id, calls_[0].function.name
         arguments = "".join(tc.function.arguments or "" for tc in calls_)
@@ -168,15 +213,25 @@ def test_anthropic_tool_calls_round_trip(client: openai.OpenAI, fakes: dict[str,
         assert last_request(fakes, "anthropic")["tool_choice"] == {"type": "any"}
     assert name == "get_weather" and json.loads(arguments) == {"location": "Paris"}
     assert last_request(fakes, "anthropic")["tools"][0]["input_schema"]["properties"] == {
-        "location": {"type": "string"}}
-    messages += [{"role": "assistant", "content": None, "tool_calls": [
-                     {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}]},
-                 {"role": "tool", "tool_call_id": call_id, "content": "18C, sunny"}]
+        "location": {"type": "string"}
+    }
+    messages += [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}],
+        },
+        {"role": "tool", "tool_call_id": call_id, "content": "18C, sunny"},
+    ]
     final = client.chat.completions.create(model=SONNET, messages=messages, tools=TOOLS)
     assert final.choices[0].message.content == "It is 18 degrees in Paris."
     sent = last_request(fakes, "anthropic")["messages"]
-    assert sent[1]["content"][0] == {"type": "tool_use", "id": call_id, "name": "get_weather",
-                                     "input": {"location": "Paris"}}
+    assert sent[1]["content"][0] == {
+        "type": "tool_use",
+        "id": call_id,
+        "name": "get_weather",
+        "input": {"location": "Paris"},
+    }
     assert sent[2]["content"] == [{"type": "tool_result", "tool_use_id": call_id, "content": "18C, sunny"}]
 
 
@@ -195,8 +250,13 @@ def test_anthropic_errors_map_to_openai_errors(gateway: str) -> None:
 def test_openai_chat_stream_and_embeddings(client: openai.OpenAI, fakes: dict[str, str]) -> None:
     answer = client.chat.completions.create(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content == "Echo from gpt-4o-mini: hi"
-    text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
-        model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "a b c"}], stream=True) if c.choices)
+    text = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(
+            model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "a b c"}], stream=True
+        )
+        if c.choices
+    )
     assert text == "Echo from gpt-4o-mini: a b c"
     vectors = client.embeddings.create(model="openai/text-embedding-3-small", input=["one", "two"], dimensions=3)
     assert [d.embedding for d in vectors.data] == [[0.1] * 3, [0.2] * 3] and vectors.usage.prompt_tokens == 2
@@ -245,8 +305,12 @@ def test_failing_model_falls_back_and_says_who_answered(gateway: str, fakes: dic
     resp = post(gateway, {"model": "openai/gpt-500", "user": user, "messages": [{"role": "user", "content": "x"}]})
     assert resp.status_code == 200 and resp.headers["x-iir-model"] == SONNET
     assert calls(fakes, "openai")[f"gpt-500|{user}"] == 3  # the first try and two retries
-    stream = httpx.post(f"{gateway}/v1/chat/completions", headers=HEADERS, timeout=20, json={
-        "model": "openai/gpt-500", "stream": True, "messages": [{"role": "user", "content": "x"}]})
+    stream = httpx.post(
+        f"{gateway}/v1/chat/completions",
+        headers=HEADERS,
+        timeout=20,
+        json={"model": "openai/gpt-500", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+    )
     events = [json.loads(line[6:]) for line in stream.text.splitlines() if line.startswith("data: {")]
     text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
     assert stream.headers["x-iir-model"] == SONNET and text == "Claude heard: x"
@@ -266,8 +330,12 @@ def test_hanging_upstream_times_out_with_504(gateway: str, stream: bool) -> None
 
 
 def test_upstream_dying_mid_stream_ends_the_stream_with_an_error(gateway: str) -> None:
-    resp = httpx.post(f"{gateway}/v1/chat/completions", headers=HEADERS, timeout=20, json={
-        "model": "openai/gpt-die", "stream": True, "messages": [{"role": "user", "content": "a b c d e"}]})
+    resp = httpx.post(
+        f"{gateway}/v1/chat/completions",
+        headers=HEADERS,
+        timeout=20,
+        json={"model": "openai/gpt-die", "stream": True, "messages": [{"role": "user", "content": "a b c d e"}]},
+    )
     assert resp.status_code == 200
     events = [line[6:] for line in resp.text.splitlines() if line.startswith("data: ")]
     assert json.loads(events[-1])["error"]["code"] == "upstream_error"
@@ -302,8 +370,14 @@ def test_credentials_never_reach_the_logs(gateway: str, stack: Stack, client: op
 def test_a_bad_providers_file_stops_the_gateway_with_one_clear_line(tmp_path: Path) -> None:
     bad = tmp_path / "providers.yaml"
     bad.write_text("providers:\n  openai:\n    base_url: ftp://nowhere\n")
-    proc = subprocess.run([sys.executable, "-m", "iir_gateway"], cwd=REPO, capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "IIR_PROVIDERS_FILE": str(bad)}, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "iir_gateway"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "IIR_PROVIDERS_FILE": str(bad)},
+        timeout=30,
+    )
     assert proc.returncode == 1
     assert "providers.openai.base_url" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -331,11 +405,13 @@ def test_scrub_mode_per_key(stack: Stack, gateway: str, fakes: dict[str, str]) -
     blocking = httpx.post(f"{stack.gateway_url}/api/v1/apikeys", json={"name": "blocks", "scrub_mode": "block"}).json()
     secret = "AKIAIOSFODNN7EXAMPLE"
     body = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": f"key {secret}"}]}
-    blocked = httpx.post(f"{gateway}/v1/chat/completions", json=body, timeout=20,
-                         headers={"Authorization": f"Bearer {blocking['key']}"})
+    blocked = httpx.post(
+        f"{gateway}/v1/chat/completions", json=body, timeout=20, headers={"Authorization": f"Bearer {blocking['key']}"}
+    )
     assert blocked.status_code == 400 and error_of(blocked)["code"] == "secret_detected"
     assert "aws_access_key" in error_of(blocked)["message"] and secret not in blocked.text
     trusting = httpx.post(f"{stack.gateway_url}/api/v1/apikeys", json={"name": "trusts", "scrub_mode": "off"}).json()
-    passed = httpx.post(f"{gateway}/v1/chat/completions", json=body, timeout=20,
-                        headers={"Authorization": f"Bearer {trusting['key']}"})
+    passed = httpx.post(
+        f"{gateway}/v1/chat/completions", json=body, timeout=20, headers={"Authorization": f"Bearer {trusting['key']}"}
+    )
     assert passed.status_code == 200 and secret in passed.text and "x-iir-scrubbed" not in passed.headers

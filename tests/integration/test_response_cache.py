@@ -20,11 +20,10 @@ def chat(stack: Stack, key: str, content: str, **extra: object) -> httpx.Respons
 
 def hits(stack: Stack) -> float:
     text = httpx.get(stack.metrics_url).text
-    line = next((ln for ln in text.splitlines() if ln.startswith('iir_gateway_cache_requests_total{result="hit"}')),
-                "x 0")
+    line = next(
+        (ln for ln in text.splitlines() if ln.startswith('iir_gateway_cache_requests_total{result="hit"}')), "x 0"
+    )
     return float(line.split()[-1])
-
-
 
 
 def test_deterministic_requests_hit_after_a_miss(stack: Stack, api_key: str) -> None:
@@ -47,8 +46,11 @@ def test_non_deterministic_requests_bypass_unless_opted_in(stack: Stack, api_key
     assert plain.status_code == 200 and "x-iir-cache" not in plain.headers
     opted = chat(stack, api_key, prompt, temperature=0.8, headers={"x-iir-cache": "on"})
     assert opted.headers["x-iir-cache"] == "miss"
-    assert wait_for(lambda: chat(stack, api_key, prompt, temperature=0.8,
-                                   headers={"x-iir-cache": "on"}).headers["x-iir-cache"] == "hit")
+    assert wait_for(
+        lambda: (
+            chat(stack, api_key, prompt, temperature=0.8, headers={"x-iir-cache": "on"}).headers["x-iir-cache"] == "hit"
+        )
+    )
     off = chat(stack, api_key, prompt, temperature=0, seed=1, headers={"x-iir-cache": "off"})
     assert "x-iir-cache" not in off.headers
 
@@ -61,8 +63,9 @@ def test_a_stream_is_replayed_from_the_cache(stack: Stack, api_key: str) -> None
     def text(resp: httpx.Response) -> tuple[str, list[str]]:
         events = [json.loads(line[6:]) for line in resp.text.splitlines() if line.startswith("data: {")]
         content = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
-        return content, [e["choices"][0]["finish_reason"] for e in events if e["choices"] and
-                         e["choices"][0]["finish_reason"]]
+        return content, [
+            e["choices"][0]["finish_reason"] for e in events if e["choices"] and e["choices"][0]["finish_reason"]
+        ]
 
     assert wait_for(lambda: chat(stack, api_key, prompt, seed=7, stream=True).headers["x-iir-cache"] == "hit")
     replayed = chat(stack, api_key, prompt, seed=7, stream=True, stream_options={"include_usage": True})

@@ -37,8 +37,11 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
     """The built-in kinds, and the InferenceModel CRD as the API server would serve it."""
     emulator.resources.load_bundled()
     emulator.resources[f"{GROUP}/{VERSION}/{PLURAL}"] = kmock.ResourceInfo(
-        kind="InferenceModel", namespaced=True, subresources={"status"},
-        verbs={"list", "watch", "get", "create", "patch", "update", "delete"})
+        kind="InferenceModel",
+        namespaced=True,
+        subresources={"status"},
+        verbs={"list", "watch", "get", "create", "patch", "update", "delete"},
+    )
 
 
 @pytest.fixture
@@ -60,8 +63,9 @@ async def operator(apiserver: kmock.KubernetesEmulator) -> AsyncIterator[None]:
     """The operator's real kopf machinery, watching the emulator (objects made after it starts)."""
     settings = OperatorSettings(kube_server=str(apiserver.url))
     ready = asyncio.Event()
-    task = asyncio.create_task(kopf.operator(registry=build_registry(settings), standalone=True,
-                                             clusterwide=True, ready_flag=ready))
+    task = asyncio.create_task(
+        kopf.operator(registry=build_registry(settings), standalone=True, clusterwide=True, ready_flag=ready)
+    )
     await asyncio.wait_for(ready.wait(), 10)
     await asyncio.sleep(0.5)  # the watch streams open just after readiness
     yield
@@ -86,33 +90,65 @@ async def eventually(check: Callable[[], Awaitable[Any] | Any], timeout: float =
 
 def inference_model(name: str, namespace: str = "ml", **spec: Any) -> Obj:
     body: Obj = {"source": {"huggingFace": {"id": "meta-llama/Meta-Llama-3-8B-Instruct"}}, "replicas": 1, **spec}
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferenceModel",
-            # kmock keeps no resourceVersion; kopf guards its patches with a test on it.
-            "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "generation": 1,
-                         "resourceVersion": "1"},
-            "spec": body}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceModel",
+        # kmock keeps no resourceVersion; kopf guards its patches with a test on it.
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": f"uid-{name}",
+            "generation": 1,
+            "resourceVersion": "1",
+        },
+        "spec": body,
+    }
 
 
 def gpu_node(name: str, product: str = A100, gpus: int = 8, memory_mib: int | None = None) -> Obj:
     labels = {"nvidia.com/gpu.product": product}
     if memory_mib:
         labels["nvidia.com/gpu.memory"] = str(memory_mib)
-    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
-            "status": {"allocatable": {"nvidia.com/gpu": str(gpus), "cpu": "64"}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "status": {"allocatable": {"nvidia.com/gpu": str(gpus), "cpu": "64"}},
+    }
 
 
-def pod(model: str, index: int, namespace: str = "ml", ready: bool = True, ip: str = "10.0.0.{i}",
-        waiting: tuple[str, str] | None = None) -> Obj:
+def pod(
+    model: str,
+    index: int,
+    namespace: str = "ml",
+    ready: bool = True,
+    ip: str = "10.0.0.{i}",
+    waiting: tuple[str, str] | None = None,
+) -> Obj:
     """A vLLM pod as the Deployment controller and kubelet would leave it (there are none here)."""
-    status: Obj = {"phase": "Running", "podIP": ip.format(i=index + 10),
-                   "conditions": [{"type": "PodScheduled", "status": "True"},
-                                  {"type": "Ready", "status": "True" if ready else "False"}]}
+    status: Obj = {
+        "phase": "Running",
+        "podIP": ip.format(i=index + 10),
+        "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Ready", "status": "True" if ready else "False"},
+        ],
+    }
     if waiting:
-        status["containerStatuses"] = [{"name": "vllm", "ready": False,
-                                        "state": {"waiting": {"reason": waiting[0], "message": waiting[1]}}}]
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": f"iir-{model}-{index}", "namespace": namespace,
-                         "labels": {"iir.dev/model": model, "app.kubernetes.io/managed-by": "iir-operator"}},
-            "spec": {"nodeName": "gpu-a", "containers": [{"name": "vllm", "image": "vllm",
-                                                          "resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
-            "status": status}
+        status["containerStatuses"] = [
+            {"name": "vllm", "ready": False, "state": {"waiting": {"reason": waiting[0], "message": waiting[1]}}}
+        ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"iir-{model}-{index}",
+            "namespace": namespace,
+            "labels": {"iir.dev/model": model, "app.kubernetes.io/managed-by": "iir-operator"},
+        },
+        "spec": {
+            "nodeName": "gpu-a",
+            "containers": [{"name": "vllm", "image": "vllm", "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
+        },
+        "status": status,
+    }

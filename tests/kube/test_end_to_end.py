@@ -25,8 +25,13 @@ NS = "ml"
 
 @pytest.fixture
 async def kube_stack(tmp_path: Path, apiserver, database_url: str, redis_url: str) -> AsyncIterator[Stack]:  # type: ignore[no-untyped-def]
-    stack = Stack(workdir=tmp_path, database_url=database_url, redis_url=redis_url, master_key=MASTER_KEY,
-                  env={"IIR_REGISTRY_SOURCE": "kubernetes", "IIR_KUBE_SERVER": str(apiserver.url)})
+    stack = Stack(
+        workdir=tmp_path,
+        database_url=database_url,
+        redis_url=redis_url,
+        master_key=MASTER_KEY,
+        env={"IIR_REGISTRY_SOURCE": "kubernetes", "IIR_KUBE_SERVER": str(apiserver.url)},
+    )
     await asyncio.to_thread(stack.start)  # the emulator must keep serving while the processes start
     yield stack
     await asyncio.to_thread(stack.stop)
@@ -47,13 +52,20 @@ async def test_applied_model_is_listed_and_served(kube: Kube, operator: None, ku
     await eventually(lambda: _listed(client, model), timeout=5)
     reply = await client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
     assert reply.choices[0].message.content
-    chunks = [c async for c in await client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "hi"}], stream=True)]
+    chunks = [
+        c
+        async for c in await client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+    ]
     assert chunks and chunks[-1].choices[0].finish_reason
 
     async with httpx.AsyncClient() as http:
-        status = (await http.get(f"{kube_stack.gateway_url}/v1/registry/status",
-                                 headers={"Authorization": f"Bearer {MASTER_KEY}"})).json()
+        status = (
+            await http.get(
+                f"{kube_stack.gateway_url}/v1/registry/status", headers={"Authorization": f"Bearer {MASTER_KEY}"}
+            )
+        ).json()
     entry = next(m for m in status["models"] if m["name"] == model)
     assert entry["phase"] == "Ready" and entry["source"] == "kubernetes" and entry["ready_replicas"] == 1
     assert status["nodes"][0]["name"] == "gpu-a" and status["nodes"][0]["free"] == 7

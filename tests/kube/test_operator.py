@@ -29,9 +29,18 @@ async def events_for(kube: Kube, name: str) -> list[dict]:
 
 async def test_model_becomes_deployment_service_and_ready(kube: Kube, operator: None) -> None:
     await kube.create("nodes", None, gpu_node("gpu-a"))
-    await kube.create(PLURAL, NS, inference_model("llama", gpusPerReplica=2, gpu={"product": A100},
-                                                  tensorParallelSize=2, vllm={"maxModelLen": 8192},
-                                                  huggingFaceTokenSecret={"name": "hf"}))
+    await kube.create(
+        PLURAL,
+        NS,
+        inference_model(
+            "llama",
+            gpusPerReplica=2,
+            gpu={"product": A100},
+            tensorParallelSize=2,
+            vllm={"maxModelLen": 8192},
+            huggingFaceTokenSecret={"name": "hf"},
+        ),
+    )
     dep = await eventually(lambda: kube.get("deployments", NS, "iir-llama"))
     pod_spec = dep["spec"]["template"]["spec"]
     container = pod_spec["containers"][0]
@@ -92,8 +101,9 @@ async def test_drift_is_repaired(kube: Kube, operator: None) -> None:
     dep = await eventually(lambda: kube.get("deployments", NS, "iir-drift"))
     image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
     tampered = dep["spec"]["template"]["spec"]["containers"][0] | {"image": "evil:latest"}
-    await kube.merge_patch("deployments", NS, "iir-drift",
-                           {"spec": {"replicas": 5, "template": {"spec": {"containers": [tampered]}}}})
+    await kube.merge_patch(
+        "deployments", NS, "iir-drift", {"spec": {"replicas": 5, "template": {"spec": {"containers": [tampered]}}}}
+    )
 
     async def restored() -> bool:
         d = await kube.get("deployments", NS, "iir-drift")
@@ -109,8 +119,13 @@ async def test_drift_is_repaired(kube: Kube, operator: None) -> None:
 
 async def test_auto_sizing_picks_gpus_from_product_memory(kube: Kube, operator: None) -> None:
     await kube.create("nodes", None, gpu_node("gpu-a", product=A100, gpus=8))
-    await kube.create(PLURAL, NS, inference_model(
-        "big", source={"huggingFace": {"id": "meta-llama/Llama-3.3-70B-Instruct"}}, gpu={"product": A100}))
+    await kube.create(
+        PLURAL,
+        NS,
+        inference_model(
+            "big", source={"huggingFace": {"id": "meta-llama/Llama-3.3-70B-Instruct"}}, gpu={"product": A100}
+        ),
+    )
     dep = await eventually(lambda: kube.get("deployments", NS, "iir-big"))
     assert dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "4"
     status = await eventually(lambda: phase_is(kube, "big", "Progressing"))
@@ -119,8 +134,9 @@ async def test_auto_sizing_picks_gpus_from_product_memory(kube: Kube, operator: 
 
 async def test_model_that_fits_no_node_is_pending_insufficient_gpu(kube: Kube, operator: None) -> None:
     await kube.create("nodes", None, gpu_node("l4-node", product="NVIDIA-L4", gpus=1, memory_mib=23034))
-    await kube.create(PLURAL, NS, inference_model(
-        "huge", source={"huggingFace": {"id": "meta-llama/Llama-3.1-70B-Instruct"}}))
+    await kube.create(
+        PLURAL, NS, inference_model("huge", source={"huggingFace": {"id": "meta-llama/Llama-3.1-70B-Instruct"}})
+    )
     status = await eventually(lambda: phase_is(kube, "huge", "Pending", "InsufficientGPU"))
     assert await kube.get("deployments", NS, "iir-huge")  # created anyway: a cluster autoscaler acts on pending pods
     assert "largest GPU node, l4-node, offers 1× NVIDIA-L4 (22 GiB each)" in status["message"]
@@ -153,15 +169,19 @@ async def test_crashing_pod_sets_failed_with_its_reason(kube: Kube, operator: No
     await kube.create("nodes", None, gpu_node("gpu-a"))
     await kube.create(PLURAL, NS, inference_model("crashy", gpusPerReplica=1))
     await eventually(lambda: kube.get("deployments", NS, "iir-crashy"))
-    await kube.create("pods", NS, pod("crashy", 0, ready=False,
-                                      waiting=("CrashLoopBackOff", "back-off 5m0s restarting failed container")))
+    await kube.create(
+        "pods",
+        NS,
+        pod("crashy", 0, ready=False, waiting=("CrashLoopBackOff", "back-off 5m0s restarting failed container")),
+    )
     status = await eventually(lambda: phase_is(kube, "crashy", "Failed"))
     assert status["reason"] == "CrashLoopBackOff"
     assert "pod iir-crashy-0: CrashLoopBackOff" in status["message"]
 
 
 async def test_deleting_the_model_leaves_owned_objects_to_garbage_collection(
-        kube: Kube, operator: None, apiserver: kmock.KubernetesEmulator) -> None:
+    kube: Kube, operator: None, apiserver: kmock.KubernetesEmulator
+) -> None:
     await kube.create("nodes", None, gpu_node("gpu-a"))
     await kube.create(PLURAL, NS, inference_model("gone", gpusPerReplica=1))
     dep = await eventually(lambda: kube.get("deployments", NS, "iir-gone"))

@@ -17,16 +17,31 @@ from tests.kube.conftest import eventually, gpu_node, inference_model
 
 async def test_operator_process_serves_healthz_and_reconciles(apiserver: kmock.KubernetesEmulator, kube: Kube) -> None:
     apiserver.resources["kopf.dev/v1/clusterkopfpeerings"] = kmock.ResourceInfo(
-        kind="ClusterKopfPeering", namespaced=False, verbs={"list", "watch", "get", "create", "patch"})
-    await kube._json("POST", "/apis/kopf.dev/v1/clusterkopfpeerings",
-                     body={"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
-                           "metadata": {"name": "iir-operator", "resourceVersion": "1"}})
+        kind="ClusterKopfPeering", namespaced=False, verbs={"list", "watch", "get", "create", "patch"}
+    )
+    await kube._json(
+        "POST",
+        "/apis/kopf.dev/v1/clusterkopfpeerings",
+        body={
+            "apiVersion": "kopf.dev/v1",
+            "kind": "ClusterKopfPeering",
+            "metadata": {"name": "iir-operator", "resourceVersion": "1"},
+        },
+    )
     port = free_port()
     env = {**os.environ, "IIR_KUBE_SERVER": str(apiserver.url), "IIR_OPERATOR_HEALTH_PORT": str(port)}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "iir_operator", cwd=REPO, env=env,
-                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "iir_operator",
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         async with httpx.AsyncClient() as http:
+
             async def healthy() -> bool:
                 try:
                     return (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
@@ -45,4 +60,4 @@ async def test_operator_process_serves_healthz_and_reconciles(apiserver: kmock.K
     finally:
         proc.terminate()
         _, err = await asyncio.wait_for(proc.communicate(), 20)  # kmock keeps serving kopf's goodbye
-    assert b"Traceback" not in err, err.decode()[err.find(b"Traceback") - 300:][:3000]
+    assert b"Traceback" not in err, err.decode()[err.find(b"Traceback") - 300 :][:3000]

@@ -26,12 +26,25 @@ def ready_model(name: str, url: str = "http://10.0.0.10:8000") -> dict:
 
 
 def endpoint_slice(model: str, ready: list[bool], port: int = 8000) -> dict:
-    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-            "metadata": {"name": f"iir-{model}-abcde", "namespace": NS,
-                         "labels": {"kubernetes.io/service-name": f"iir-{model}"}},
-            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-            "endpoints": [{"addresses": [f"10.1.0.{i}"], "conditions": {"ready": r},
-                           "targetRef": {"kind": "Pod", "name": f"iir-{model}-{i}"}} for i, r in enumerate(ready)]}
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "addressType": "IPv4",
+        "metadata": {
+            "name": f"iir-{model}-abcde",
+            "namespace": NS,
+            "labels": {"kubernetes.io/service-name": f"iir-{model}"},
+        },
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": [
+            {
+                "addresses": [f"10.1.0.{i}"],
+                "conditions": {"ready": r},
+                "targetRef": {"kind": "Pod", "name": f"iir-{model}-{i}"},
+            }
+            for i, r in enumerate(ready)
+        ],
+    }
 
 
 @pytest.fixture
@@ -52,10 +65,11 @@ async def test_models_follow_resources_and_slices(kube: Kube, source: tuple[Cata
     assert [e.url for e in model.endpoints] == ["http://10.0.0.10:8000"]  # from status: no slice yet
 
     await kube.create("endpointslices", NS, endpoint_slice("alpha", [True, False]))
-    model = await eventually(
-        lambda: (m := catalogue.get("local/alpha")) is not None and len(m.endpoints) == 2 and m)
+    model = await eventually(lambda: (m := catalogue.get("local/alpha")) is not None and len(m.endpoints) == 2 and m)
     assert [(e.url, e.ready, e.target) for e in model.endpoints] == [
-        ("http://10.1.0.0:8000", True, "iir-alpha-0"), ("http://10.1.0.1:8000", False, "iir-alpha-1")]
+        ("http://10.1.0.0:8000", True, "iir-alpha-0"),
+        ("http://10.1.0.1:8000", False, "iir-alpha-1"),
+    ]
 
     await kube.merge_patch(PLURAL, NS, "alpha", {"spec": {"servedName": "alpha-v2"}})
     await eventually(lambda: catalogue.get("local/alpha-v2"))
@@ -65,11 +79,15 @@ async def test_models_follow_resources_and_slices(kube: Kube, source: tuple[Cata
     await eventually(lambda: catalogue.get("local/alpha-v2") is None, timeout=1.0)
 
 
-async def test_watch_stream_reports_changes_to_subscribers(kube: Kube,
-                                                           source: tuple[Catalogue, KubernetesSource]) -> None:
+async def test_watch_stream_reports_changes_to_subscribers(
+    kube: Kube, source: tuple[Catalogue, KubernetesSource]
+) -> None:
     catalogue, src = source
-    service = GrpcService([lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(
-        RegistryServicer(catalogue, src), s)], ["iir.v1.RegistryService"], 0)
+    service = GrpcService(
+        [lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(catalogue, src), s)],
+        ["iir.v1.RegistryService"],
+        0,
+    )
     await service.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
@@ -85,16 +103,24 @@ async def test_watch_stream_reports_changes_to_subscribers(kube: Kube,
             call.cancel()
 
             await kube.create("nodes", None, gpu_node("gpu-a", gpus=8))
-            await kube.create("nodes", None, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "cpu-only"},
-                                              "status": {"allocatable": {"cpu": "8"}}})
+            await kube.create(
+                "nodes",
+                None,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {"name": "cpu-only"},
+                    "status": {"allocatable": {"cpu": "8"}},
+                },
+            )
             busy = pod("beta", 0)
             await kube.create("pods", NS, busy)
             status = await stub.Status(registry_pb2.StatusRequest())
             assert status.source == "kubernetes" and status.last_refresh > 0
             assert [(n.name, n.product, n.memory_gib, n.allocatable, n.free) for n in status.nodes] == [
-                ("gpu-a", "NVIDIA-A100-SXM4-80GB", 80.0, 8, 7)]
+                ("gpu-a", "NVIDIA-A100-SXM4-80GB", 80.0, 8, 7)
+            ]
             refreshed = await stub.Refresh(registry_pb2.RefreshRequest())
             assert refreshed.source == "kubernetes"
     finally:
         await service.stop(0)
-

@@ -13,8 +13,17 @@ from iir_registry.sources.kubernetes_source import KubernetesSource
 from tests.kube.conftest import Emulator, declare_resources, eventually, gpu_node, inference_model
 
 NS = "ml"
-GONE = {"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
-                                    "reason": "Expired", "message": "too old resource version"}}
+GONE = {
+    "type": "ERROR",
+    "object": {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": 410,
+        "reason": "Expired",
+        "message": "too old resource version",
+    },
+}
 
 
 @pytest.fixture
@@ -32,7 +41,8 @@ def apiserver(expiring_apiserver: kmock.KubernetesEmulator) -> kmock.KubernetesE
 
 
 async def test_operator_and_registry_recover_from_expired_watches(
-        kube: Kube, apiserver: kmock.KubernetesEmulator, operator: None) -> None:
+    kube: Kube, apiserver: kmock.KubernetesEmulator, operator: None
+) -> None:
     catalogue = Catalogue()
     source = KubernetesSource(await Kube.connect(str(apiserver.url)), catalogue)
     source.start()

@@ -29,14 +29,23 @@ def chart_gateway_env() -> dict[str, str]:
         helm = helm_binary()
     except HelmUnavailable as exc:
         unavailable(f"helm unavailable: {exc}")
-    out = subprocess.run([helm, "template", "iir", str(CHART)], capture_output=True, text=True, env=helm_env(),
-                         check=True).stdout
-    gateway = next(d for d in yaml.safe_load_all(out) if d and d["kind"] == "Deployment"
-                   and d["metadata"]["name"] == "iir-gateway")
+    out = subprocess.run(
+        [helm, "template", "iir", str(CHART)], capture_output=True, text=True, env=helm_env(), check=True
+    ).stdout
+    gateway = next(
+        d for d in yaml.safe_load_all(out) if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "iir-gateway"
+    )
     env = gateway["spec"]["template"]["spec"]["containers"][0]["env"]
-    return {e["name"]: e["value"] for e in env if e["name"].startswith("IIR_") and "value" in e
-            and not e["name"].endswith("_FILE") and e["name"] not in MANAGED_VARIABLES | _LOCAL
-            and not e["name"].endswith("_ADDR") and not e["name"].endswith("_DIR")}
+    return {
+        e["name"]: e["value"]
+        for e in env
+        if e["name"].startswith("IIR_")
+        and "value" in e
+        and not e["name"].endswith("_FILE")
+        and e["name"] not in MANAGED_VARIABLES | _LOCAL
+        and not e["name"].endswith("_ADDR")
+        and not e["name"].endswith("_DIR")
+    }
 
 
 @pytest.fixture(scope="session")
@@ -48,14 +57,23 @@ def fake_openai() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def chart_stack(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str,
-                fake_openai: str) -> Iterator[Stack]:
+def chart_stack(
+    tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str, fake_openai: str
+) -> Iterator[Stack]:
     work = Path(tmp_path_factory.mktemp("chart-stack"))
     providers = work / "providers.yaml"
-    providers.write_text(yaml.safe_dump({"providers": {"openai": {
-        "base_url": f"{fake_openai}/v1", "models": ["gpt-4o-mini", "gpt-leaky-chars"]}}}))
-    env = {**chart_gateway_env(), "IIR_REDIS_PREFIX": f"iir-sec-{uuid.uuid4().hex[:8]}:",
-           "IIR_MODELS_FILE_POLL_S": "0.2", "IIR_PROVIDERS_FILE": str(providers), "OPENAI_API_KEY": OPENAI_KEY}
+    providers.write_text(
+        yaml.safe_dump(
+            {"providers": {"openai": {"base_url": f"{fake_openai}/v1", "models": ["gpt-4o-mini", "gpt-leaky-chars"]}}}
+        )
+    )
+    env = {
+        **chart_gateway_env(),
+        "IIR_REDIS_PREFIX": f"iir-sec-{uuid.uuid4().hex[:8]}:",
+        "IIR_MODELS_FILE_POLL_S": "0.2",
+        "IIR_PROVIDERS_FILE": str(providers),
+        "OPENAI_API_KEY": OPENAI_KEY,
+    }
     stack = Stack(workdir=work, database_url=database_url, redis_url=redis_url, master_key=MASTER_KEY, env=env)
     write_models(stack.models_file, [inference_model(SERVED, stack.sim_url)])
     stack.start()

@@ -31,8 +31,15 @@ def test_network_policies_admit_only_who_needs_each_workload(helm: str) -> None:
     objs = render(helm)
     validate_all(objs)
     policies = by_kind(objs, "NetworkPolicy")
-    assert set(policies) == {"iir-gateway", "iir-auth", "iir-registry", "iir-classifier", "iir-postgresql",
-                             "iir-redis", "iir-operator"}
+    assert set(policies) == {
+        "iir-gateway",
+        "iir-auth",
+        "iir-registry",
+        "iir-classifier",
+        "iir-postgresql",
+        "iir-redis",
+        "iir-operator",
+    }
     assert policies["iir-operator"]["spec"]["ingress"] == []
     gw = policies["iir-gateway"]["spec"]["ingress"]
     assert gw[0]["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ingress-nginx"}
@@ -41,8 +48,13 @@ def test_network_policies_admit_only_who_needs_each_workload(helm: str) -> None:
     assert gw[1]["ports"] == [{"port": "metrics", "protocol": "TCP"}]
     for name in ("iir-auth", "iir-registry", "iir-classifier"):
         (rule,) = policies[name]["spec"]["ingress"]
-        assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "iir-gateway",
-                                                                 "app.kubernetes.io/instance": "iir"}}}]
+        assert rule["from"] == [
+            {
+                "podSelector": {
+                    "matchLabels": {"app.kubernetes.io/name": "iir-gateway", "app.kubernetes.io/instance": "iir"}
+                }
+            }
+        ]
     for name in ("iir-postgresql", "iir-redis"):
         (rule,) = policies[name]["spec"]["ingress"]
         assert rule["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/part-of"] == "iir"

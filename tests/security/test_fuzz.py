@@ -22,14 +22,20 @@ def test_no_generated_request_gets_a_5xx(stack: Stack) -> None:
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-                  database=None)
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
         def check(case: schemathesis.Case) -> None:
             calls.append(case.formatted_path)
             response = case.call(headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=10)
             if response.status_code >= 500:
-                failures.append((case.method, case.formatted_path, case.body, response.status_code,
-                                 response.text[:200]))
+                failures.append(
+                    (case.method, case.formatted_path, case.body, response.status_code, response.text[:200])
+                )
 
         check()
     assert len(calls) >= 10 * len(operations)

@@ -21,23 +21,69 @@ HIDDEN = "8uIoP2aSdF5gHjK7"
 def placements() -> list[tuple[str, dict]]:
     """Request bodies with the key in each field a reviewer found unscrubbed."""
     msg = [{"role": "user", "content": "hi"}]
-    fn = {"type": "function", "function": {"name": "lookup", "description": f"uses {KEY}",
-                                           "parameters": {"type": "object", "properties": {
-                                               "q": {"type": "string", "description": f"default {KEY}"}}}}}
+    fn = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": f"uses {KEY}",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string", "description": f"default {KEY}"}}},
+        },
+    }
     data_url = "data:text/plain;base64," + __import__("base64").b64encode(f"token {KEY}".encode()).decode()
     return [
-        ("image_url query", {"messages": [{"role": "user", "content": [
-            {"type": "text", "text": "see"}, {"type": "image_url", "image_url": {"url": f"https://x.test/a.png?k={KEY}"}}]}]}),
-        ("text data URL", {"messages": [{"role": "user", "content": [
-            {"type": "text", "text": "file"}, {"type": "file", "file": {"file_data": data_url}}]}]}),
+        (
+            "image_url query",
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "see"},
+                            {"type": "image_url", "image_url": {"url": f"https://x.test/a.png?k={KEY}"}},
+                        ],
+                    }
+                ]
+            },
+        ),
+        (
+            "text data URL",
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "file"},
+                            {"type": "file", "file": {"file_data": data_url}},
+                        ],
+                    }
+                ]
+            },
+        ),
         ("message name", {"messages": [{"role": "user", "name": KEY, "content": "hi"}]}),
         ("tool description", {"messages": msg, "tools": [fn]}),
         ("user", {"messages": msg, "user": KEY}),
         ("metadata", {"messages": msg, "metadata": {"note": KEY}}),
         ("stop", {"messages": msg, "stop": [KEY]}),
-        ("tool call arguments", {"messages": [*msg, {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": json.dumps({"k": KEY})}}]},
-            {"role": "tool", "tool_call_id": "c1", "content": f"result {KEY}"}]}),
+        (
+            "tool call arguments",
+            {
+                "messages": [
+                    *msg,
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": "c1",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": json.dumps({"k": KEY})},
+                            }
+                        ],
+                    },
+                    {"role": "tool", "tool_call_id": "c1", "content": f"result {KEY}"},
+                ]
+            },
+        ),
     ]
 
 
@@ -52,12 +98,15 @@ def test_every_field_and_every_evasion_is_scrubbed_before_the_upstream(chart_sta
     cases = placements()
     for kind, hidden, texts in evasions():
         if kind != "none":
-            cases.append((f"{kind}: {texts[0][:30]!r}", {"_hidden": hidden, "messages": [
-                {"role": "user", "content": t} for t in texts]}))
+            cases.append(
+                (
+                    f"{kind}: {texts[0][:30]!r}",
+                    {"_hidden": hidden, "messages": [{"role": "user", "content": t} for t in texts]},
+                )
+            )
     for name, body in cases:
         hidden = body.pop("_hidden", HIDDEN)
-        resp = httpx.post(url, json={"model": "openai/gpt-4o-mini", **body},
-                          headers={"Authorization": f"Bearer {key}"})
+        resp = httpx.post(url, json={"model": "openai/gpt-4o-mini", **body}, headers={"Authorization": f"Bearer {key}"})
         assert resp.status_code == 200, (name, resp.text)
         if hidden in upstream_saw(fake_openai) or hidden in resp.text:
             leaks.append(name)
@@ -66,11 +115,13 @@ def test_every_field_and_every_evasion_is_scrubbed_before_the_upstream(chart_sta
 
 
 def test_a_secret_spelled_one_character_per_chunk_does_not_reach_the_client(chart_stack: Stack) -> None:
-    client = openai.OpenAI(base_url=f"{chart_stack.gateway_url}/v1", api_key=chart_stack.create_key("stream"),
-                           max_retries=0)
+    client = openai.OpenAI(
+        base_url=f"{chart_stack.gateway_url}/v1", api_key=chart_stack.create_key("stream"), max_retries=0
+    )
     for _ in range(3):
-        stream = client.chat.completions.create(model="openai/gpt-leaky-chars", stream=True,
-                                                messages=[{"role": "user", "content": "tell me"}])
+        stream = client.chat.completions.create(
+            model="openai/gpt-leaky-chars", stream=True, messages=[{"role": "user", "content": "tell me"}]
+        )
         chunks = [c for c in stream]
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert "REDACTED" in text and LEAKED not in text and LEAKED[4:12] not in text, text
@@ -81,14 +132,16 @@ def test_a_secret_spelled_one_character_per_chunk_does_not_reach_the_client(char
 def test_async_job_requests_are_stored_scrubbed(chart_stack: Stack) -> None:
     key = chart_stack.create_key("jobs")
     body = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": f"use {KEY}"}]}
-    resp = httpx.post(f"{chart_stack.gateway_url}/v1/async/chat/completions",
-                      headers={"Authorization": f"Bearer {key}"}, json=body)
+    resp = httpx.post(
+        f"{chart_stack.gateway_url}/v1/async/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body
+    )
     assert resp.status_code == 202
     job_id = resp.json()["job_id"]
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        job = httpx.get(f"{chart_stack.gateway_url}/v1/async/chat/completions/{job_id}",
-                        headers={"Authorization": f"Bearer {key}"}).json()
+        job = httpx.get(
+            f"{chart_stack.gateway_url}/v1/async/chat/completions/{job_id}", headers={"Authorization": f"Bearer {key}"}
+        ).json()
         if job["status"] in ("completed", "failed"):
             break
         time.sleep(0.2)

@@ -30,12 +30,20 @@ async def _slow(port: int, source: str, payload: bytes) -> tuple[asyncio.StreamR
 
 async def _attack(port: int, key: str) -> dict[str, list[bytes | None]]:
     started = time.monotonic()
-    headers = [await _slow(port, f"127.0.1.{i % 50 + 1}", b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
-               for i in range(500)]
-    bodies = [await _slow(port, f"127.0.2.{i % 50 + 1}", b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                          b"Authorization: Bearer " + key.encode() + b"\r\n"
-                          b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"model\":")
-              for i in range(500)]
+    headers = [
+        await _slow(port, f"127.0.1.{i % 50 + 1}", b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        for i in range(500)
+    ]
+    bodies = [
+        await _slow(
+            port,
+            f"127.0.2.{i % 50 + 1}",
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + key.encode() + b"\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"model":',
+        )
+        for i in range(500)
+    ]
     crowd = [await _slow(port, "127.0.3.1", b"") for _ in range(PER_CLIENT + 20)]
     over_cap = await asyncio.gather(*(_closed_within(r, 1.0) for r, _ in crowd))
     left = BODY_TIMEOUT_S + 5 - (time.monotonic() - started)

@@ -14,12 +14,23 @@ from tests.conftest import MASTER_KEY, SERVED
 from tests.security.conftest import client_from
 
 CHAT = {"model": f"local/{SERVED}", "messages": [{"role": "user", "content": "hi"}]}
-SPOOFS = [{"X-Forwarded-For": "127.0.0.1"}, {"X-Forwarded-For": "127.0.0.1, 203.0.113.9"},
-          {"X-Forwarded-For": "127.0.0.1:1234"}, {"Forwarded": "for=127.0.0.1"}, {"X-Real-IP": "127.0.0.1"}, {}]
-ADMIN_ROUTES = [("POST", "/api/v1/apikeys", {"name": "x", "admin": True}), ("GET", "/api/v1/apikeys", None),
-                ("GET", "/api/v1/apikeys/master", None), ("DELETE", "/api/v1/apikeys/master", None),
-                ("POST", "/api/v1/apikeys/master/rotate", None), ("GET", "/api/v1/apikeys/master/usage", None),
-                ("POST", "/v1/registry/refresh", None)]
+SPOOFS = [
+    {"X-Forwarded-For": "127.0.0.1"},
+    {"X-Forwarded-For": "127.0.0.1, 203.0.113.9"},
+    {"X-Forwarded-For": "127.0.0.1:1234"},
+    {"Forwarded": "for=127.0.0.1"},
+    {"X-Real-IP": "127.0.0.1"},
+    {},
+]
+ADMIN_ROUTES = [
+    ("POST", "/api/v1/apikeys", {"name": "x", "admin": True}),
+    ("GET", "/api/v1/apikeys", None),
+    ("GET", "/api/v1/apikeys/master", None),
+    ("DELETE", "/api/v1/apikeys/master", None),
+    ("POST", "/api/v1/apikeys/master/rotate", None),
+    ("GET", "/api/v1/apikeys/master/usage", None),
+    ("POST", "/v1/registry/refresh", None),
+]
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -38,20 +49,26 @@ def test_an_admin_key_still_manages_keys(chart_stack: Stack) -> None:
     made = httpx.post(f"{chart_stack.gateway_url}/api/v1/apikeys", json={"name": "ok"}, headers=bearer(MASTER_KEY))
     assert made.status_code == 201
     user = made.json()["key"]
-    denied = httpx.post(f"{chart_stack.gateway_url}/api/v1/apikeys", json={"name": "x", "admin": True},
-                        headers=bearer(user))
+    denied = httpx.post(
+        f"{chart_stack.gateway_url}/api/v1/apikeys", json={"name": "x", "admin": True}, headers=bearer(user)
+    )
     assert denied.status_code == 403 and denied.json()["error"]["code"] == "admin_required"
 
 
 async def _guesses(url: str, source: str, count: int) -> list[int]:
     transport = httpx.AsyncHTTPTransport(local_address=source)
     async with httpx.AsyncClient(transport=transport, timeout=30, limits=httpx.Limits(max_connections=50)) as c:
+
         async def guess(i: int) -> int:
             # Each guess claims another address, and some claim the victim's: none of it is believed.
             forged = "127.0.0.10" if i % 3 == 0 else f"198.51.100.{i % 250}"
-            resp = await c.post(f"{url}/v1/chat/completions", json=CHAT,
-                                headers={**bearer(f"iir-guess-{uuid.uuid4().hex}"), "X-Forwarded-For": forged})
+            resp = await c.post(
+                f"{url}/v1/chat/completions",
+                json=CHAT,
+                headers={**bearer(f"iir-guess-{uuid.uuid4().hex}"), "X-Forwarded-For": forged},
+            )
             return resp.status_code
+
         return await asyncio.gather(*(guess(i) for i in range(count)))
 
 
@@ -85,10 +102,16 @@ def test_metric_labels_stay_bounded_under_made_up_model_names(chart_stack: Stack
     async def spray() -> None:
         async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=32)) as c:
             prefixes = ["local/rand", "ollama/x", "openai/nope-", "nosuch/m", "auto/none-"]
-            await asyncio.gather(*(c.post(f"{chart_stack.gateway_url}/v1/chat/completions", headers=bearer(key),
-                                          json={**CHAT, "model": f"{prefixes[i % 5]}{uuid.uuid4().hex[:8]}",
-                                                "stream": i % 2 == 0})
-                                   for i in range(1000)))
+            await asyncio.gather(
+                *(
+                    c.post(
+                        f"{chart_stack.gateway_url}/v1/chat/completions",
+                        headers=bearer(key),
+                        json={**CHAT, "model": f"{prefixes[i % 5]}{uuid.uuid4().hex[:8]}", "stream": i % 2 == 0},
+                    )
+                    for i in range(1000)
+                )
+            )
 
     asyncio.run(spray())
     text = httpx.get(chart_stack.metrics_url).text
@@ -114,11 +137,19 @@ def test_metrics_docs_and_internals_are_not_public(chart_stack: Stack) -> None:
 def test_one_credential_per_request_and_security_headers(chart_stack: Stack) -> None:
     key = chart_stack.create_key("dup")
     for path, method in (("/v1/chat/completions", "POST"), ("/v1/models", "GET")):
-        resp = httpx.request(method, f"{chart_stack.gateway_url}{path}", json=CHAT,
-                             headers=[("Authorization", f"Bearer {key}"), ("Authorization", "Bearer other")])
+        resp = httpx.request(
+            method,
+            f"{chart_stack.gateway_url}{path}",
+            json=CHAT,
+            headers=[("Authorization", f"Bearer {key}"), ("Authorization", "Bearer other")],
+        )
         assert resp.status_code == 400 and resp.json()["error"]["code"] == "duplicate_credentials"
-        resp = httpx.request(method, f"{chart_stack.gateway_url}{path}", json=CHAT,
-                             headers={"Authorization": f"Bearer {key}", "X-API-Key": "other"})
+        resp = httpx.request(
+            method,
+            f"{chart_stack.gateway_url}{path}",
+            json=CHAT,
+            headers={"Authorization": f"Bearer {key}", "X-API-Key": "other"},
+        )
         assert resp.status_code == 400
     ok = httpx.get(f"{chart_stack.gateway_url}/v1/models", headers=bearer(key))
     assert ok.status_code == 200
@@ -126,14 +157,27 @@ def test_one_credential_per_request_and_security_headers(chart_stack: Stack) -> 
     assert ok.headers["cache-control"] == "no-store"
 
 
-BAD_KEYS = [{"name": "x", "rpm_limit": 2**63}, {"name": "x", "tpm_limit": -1}, {"name": "x", "expires_in_days": 1e308},
-            {"name": "x\u0000y"}, {"name": "x", "allowed_models": ["local/\u0000"]}, {"name": "x", "owner": "a\nb"},
-            {"name": "x", "expires_at": "1999-01-01T00:00:00Z"}, {"name": "x", "priority": 2**40}]
-BAD_CHATS = [{"model": "auto", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
-             {"model": "auto", "messages": [{"role": "user", "content": "hi", "tool_calls": 5}]},
-             {"model": "auto", "messages": [{"role": "user", "content": [1, 2]}]},
-             {**CHAT, "max_tokens": 2**63}, {**CHAT, "seed": 2**64}, {**CHAT, "n": 10**9},
-             {"model": "auto", "messages": "junk"}, {"model": "auto"}, {**CHAT, "stream_options": 5}]
+BAD_KEYS = [
+    {"name": "x", "rpm_limit": 2**63},
+    {"name": "x", "tpm_limit": -1},
+    {"name": "x", "expires_in_days": 1e308},
+    {"name": "x\u0000y"},
+    {"name": "x", "allowed_models": ["local/\u0000"]},
+    {"name": "x", "owner": "a\nb"},
+    {"name": "x", "expires_at": "1999-01-01T00:00:00Z"},
+    {"name": "x", "priority": 2**40},
+]
+BAD_CHATS = [
+    {"model": "auto", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+    {"model": "auto", "messages": [{"role": "user", "content": "hi", "tool_calls": 5}]},
+    {"model": "auto", "messages": [{"role": "user", "content": [1, 2]}]},
+    {**CHAT, "max_tokens": 2**63},
+    {**CHAT, "seed": 2**64},
+    {**CHAT, "n": 10**9},
+    {"model": "auto", "messages": "junk"},
+    {"model": "auto"},
+    {**CHAT, "stream_options": 5},
+]
 
 
 def test_bad_input_is_a_4xx_with_an_openai_body(chart_stack: Stack) -> None:

@@ -11,8 +11,9 @@ from iir_gateway.auto_routing import RoutingFileError, Rule, _turns, is_auto, lo
 
 
 def reply(category: str, complexity: str = "simple", language: str = "en", confidence: float = 0.9):  # type: ignore[no-untyped-def]
-    return classifier_pb2.ClassifyResponse(category=category, complexity=complexity, language=language,
-                                           category_confidence=confidence)
+    return classifier_pb2.ClassifyResponse(
+        category=category, complexity=complexity, language=language, category_confidence=confidence
+    )
 
 
 def test_rule_matching() -> None:
@@ -27,14 +28,18 @@ def test_rule_matching() -> None:
 def test_policy_files(tmp_path: Path) -> None:
     assert load_policies("", "local/x")["auto"].default == "local/x"
     good = tmp_path / "routing.yaml"
-    good.write_text("policies:\n  auto:\n    default: local/a\n    rules: [{category: [code], model: local/b}]\n"
-                    "  auto/cheap: {default: local/a}\n")
+    good.write_text(
+        "policies:\n  auto:\n    default: local/a\n    rules: [{category: [code], model: local/b}]\n"
+        "  auto/cheap: {default: local/a}\n"
+    )
     policies = load_policies(str(good), "unused")
     assert set(policies) == {"auto", "auto/cheap"} and policies["auto"].rules[0].model == "local/b"
-    for text, message in [("policies:\n  auto: {rules: []}\n", "default"),
-                          ("policies:\n  fast: {default: local/a}\n", "policy names"),
-                          ("policies:\n  auto: {default: local/a, rules: [{model: m, colour: red}]}\n", "colour"),
-                          ("policies: [", "cannot read")]:
+    for text, message in [
+        ("policies:\n  auto: {rules: []}\n", "default"),
+        ("policies:\n  fast: {default: local/a}\n", "policy names"),
+        ("policies:\n  auto: {default: local/a, rules: [{model: m, colour: red}]}\n", "colour"),
+        ("policies: [", "cannot read"),
+    ]:
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)
         with pytest.raises(RoutingFileError, match=message):
@@ -44,9 +49,15 @@ def test_policy_files(tmp_path: Path) -> None:
 
 
 def test_what_is_sent_to_the_classifier() -> None:
-    turns = _turns({"messages": [{"role": "system", "content": "be nice"},
-                                 {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url"}]},
-                                 {"role": "assistant", "content": None}]})
+    turns = _turns(
+        {
+            "messages": [
+                {"role": "system", "content": "be nice"},
+                {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url"}]},
+                {"role": "assistant", "content": None},
+            ]
+        }
+    )
     assert [(t.role, t.content) for t in turns] == [("system", "be nice"), ("user", "hi")]
     assert [t.content for t in _turns({"prompt": "complete me"})] == ["complete me"]
     assert is_auto("auto") and is_auto("auto/cheap") and not is_auto("automatic/x")

@@ -29,23 +29,33 @@ def test_held_out_accuracy_floor(classifier: EmbeddingClassifier) -> None:
 def test_the_split_holds_out_every_category_and_language_mix() -> None:
     train, held = split(load())
     assert len(train) + len(held) >= 350 and not {e.text for e in train} & {e.text for e in held}
-    assert {e.category for e in held} == {"code", "math", "reasoning", "creative", "extraction", "chat",
-                                          "translation"}
+    assert {e.category for e in held} == {"code", "math", "reasoning", "creative", "extraction", "chat", "translation"}
     assert len({e.language for e in load()}) >= 6
 
 
 def test_result_fields(classifier: EmbeddingClassifier) -> None:
-    [code, french] = classifier.classify_batch([
-        [("user", "Implement a concurrent B-tree in Rust with lock coupling and write property-based tests for it.")],
-        [("user", "Bonjour, pouvez-vous m'aider à écrire une lettre de motivation pour un poste d'infirmière ?")]])
+    [code, french] = classifier.classify_batch(
+        [
+            [
+                (
+                    "user",
+                    "Implement a concurrent B-tree in Rust with lock coupling and write property-based tests for it.",
+                )
+            ],
+            [("user", "Bonjour, pouvez-vous m'aider à écrire une lettre de motivation pour un poste d'infirmière ?")],
+        ]
+    )
     assert code.category == "code" and code.complexity == "hard" and 0.5 <= code.complexity_score <= 1
     assert 0 < code.category_confidence <= 1 and code.language == "en"
     assert french.language == "fr" and french.language_confidence > 0.5
 
 
 def test_the_last_user_turn_weighs_most(classifier: EmbeddingClassifier) -> None:
-    conversation = [("user", "Write a haiku about the sea."), ("assistant", "Waves fold into foam…"),
-                    ("user", "Now solve the integral of x^2 sin(x) dx step by step.")]
+    conversation = [
+        ("user", "Write a haiku about the sea."),
+        ("assistant", "Waves fold into foam…"),
+        ("user", "Now solve the integral of x^2 sin(x) dx step by step."),
+    ]
     assert classifier.classify_batch([conversation])[0].category == "math"
 
 

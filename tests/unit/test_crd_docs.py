@@ -11,6 +11,11 @@ def test_crd_reference_is_up_to_date() -> None:
 
 def test_reference_documents_fields_and_rules() -> None:
     text = crd_docs.render()
-    for needle in ("`spec.source.huggingFace.id`", "`spec.gpusPerReplica`", "`status.phase`",
-                   "exactly one of huggingFace, pvc, hostPath, uri", "must not exceed spec.gpusPerReplica"):
+    for needle in (
+        "`spec.source.huggingFace.id`",
+        "`spec.gpusPerReplica`",
+        "`status.phase`",
+        "exactly one of huggingFace, pvc, hostPath, uri",
+        "must not exceed spec.gpusPerReplica",
+    ):
         assert needle in text

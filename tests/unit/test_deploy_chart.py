@@ -24,14 +24,24 @@ K8S_VERSION = "1.30.0"
 # Kinds of CRDs the schemas do not know: checked for shape only.
 CUSTOM = {"ClusterKopfPeering", "ServiceMonitor"}
 OTHER_VALUES = {
-    "image.tag": "1.2.3", "gateway.ingress.host": "llm.example.com", "gateway.autoscaling.enabled": "false",
-    "gateway.replicas": "3", "gateway.workers": "4", "gateway.podDisruptionBudget.enabled": "false",
-    "database.url": "postgresql://iir:pw@db.internal:5432/iir", "redis.existingSecret": "my-redis",
-    "masterKey.existingSecret": "my-master", "providers.apiKeys.ANTHROPIC_API_KEY": "sk-ant-x",
+    "image.tag": "1.2.3",
+    "gateway.ingress.host": "llm.example.com",
+    "gateway.autoscaling.enabled": "false",
+    "gateway.replicas": "3",
+    "gateway.workers": "4",
+    "gateway.podDisruptionBudget.enabled": "false",
+    "database.url": "postgresql://iir:pw@db.internal:5432/iir",
+    "redis.existingSecret": "my-redis",
+    "masterKey.existingSecret": "my-master",
+    "providers.apiKeys.ANTHROPIC_API_KEY": "sk-ant-x",
     "providers.config.providers.anthropic.models[0]": "claude-sonnet-4-5",
-    "routing.policies.auto.default": "anthropic/claude-sonnet-4-5", "serviceMonitor.enabled": "true",
-    "operator.enabled": "false", "otel.endpoint": "http://otel-collector:4318", "registry.watchNamespace": "ml",
-    "grafanaDashboard.enabled": "false", "gateway.env.IIR_ENDPOINT_PICKER": "round_robin",
+    "routing.policies.auto.default": "anthropic/claude-sonnet-4-5",
+    "serviceMonitor.enabled": "true",
+    "operator.enabled": "false",
+    "otel.endpoint": "http://otel-collector:4318",
+    "registry.watchNamespace": "ml",
+    "grafanaDashboard.enabled": "false",
+    "gateway.env.IIR_ENDPOINT_PICKER": "round_robin",
 }
 
 
@@ -45,8 +55,13 @@ def helm() -> str:
 
 def render(helm: str, values: dict[str, str] | None = None, *extra: str) -> list[dict[str, Any]]:
     args = [a for k, v in (values or {}).items() for a in ("--set", f"{k}={v}")]
-    out = subprocess.run([helm, "template", "iir", str(CHART), "--namespace", "iir-system", "--include-crds", *args,
-                          *extra], capture_output=True, text=True, env=helm_env(), check=True).stdout
+    out = subprocess.run(
+        [helm, "template", "iir", str(CHART), "--namespace", "iir-system", "--include-crds", *args, *extra],
+        capture_output=True,
+        text=True,
+        env=helm_env(),
+        check=True,
+    ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
@@ -111,8 +126,10 @@ def test_other_values_are_honoured_and_valid(helm: str) -> None:
     assert "iir-operator" not in deployments and "iir-redis" not in deployments and not by_kind(objs, "StatefulSet")
     assert not by_kind(objs, "HorizontalPodAutoscaler") and not by_kind(objs, "PodDisruptionBudget")
     gw = deployments["iir-gateway"]
-    assert gw["spec"]["replicas"] == 3 and gw["spec"]["template"]["spec"]["containers"][0]["image"] == \
-        "ghcr.io/iir-dev/iir-gateway:1.2.3"
+    assert (
+        gw["spec"]["replicas"] == 3
+        and gw["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/iir-dev/iir-gateway:1.2.3"
+    )
     env = env_of(gw)
     assert env["IIR_GATEWAY_WORKERS"] == "4" and env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
     assert env["IIR_REDIS_URL_FILE"] == "/var/run/secrets/iir/redis-url"
@@ -123,8 +140,9 @@ def test_other_values_are_honoured_and_valid(helm: str) -> None:
     assert env["IIR_PROVIDER_KEYS_DIR"] == "/var/run/secrets/iir/providers"
     assert by_kind(objs, "Secret")["iir-provider-keys"]["stringData"] == {"ANTHROPIC_API_KEY": "sk-ant-x"}
     auth_sources = deployments["iir-auth"]["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
-    assert {"name": "my-master", "items": [{"key": "master-key", "path": "master-key"}]} in \
-        [s["secret"] for s in auth_sources]
+    assert {"name": "my-master", "items": [{"key": "master-key", "path": "master-key"}]} in [
+        s["secret"] for s in auth_sources
+    ]
     assert env_of(deployments["iir-registry"])["IIR_REGISTRY_NAMESPACE"] == "ml"
     config = by_kind(objs, "ConfigMap")["iir-config"]["data"]
     assert yaml.safe_load(config["providers.yaml"]) == {"providers": {"anthropic": {"models": ["claude-sonnet-4-5"]}}}
@@ -133,10 +151,15 @@ def test_other_values_are_honoured_and_valid(helm: str) -> None:
     assert by_kind(objs, "ServiceMonitor")["iir-gateway"]["spec"]["endpoints"][0]["path"] == "/metrics"
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"gateway.replicas": "-1"}, "minimum"), ({"gateway.service.type": "Magic"}, "gateway/service/type"),
-    ({"colour": "red"}, "colour"), ({"providers.apiKeys.lower-case": "x"}, "lower-case"),
-])
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"gateway.replicas": "-1"}, "minimum"),
+        ({"gateway.service.type": "Magic"}, "gateway/service/type"),
+        ({"colour": "red"}, "colour"),
+        ({"providers.apiKeys.lower-case": "x"}, "lower-case"),
+    ],
+)
 def test_values_schema_refuses_bad_values(helm: str, values: dict[str, str], message: str) -> None:
     with pytest.raises(subprocess.CalledProcessError) as exc:
         render(helm, values)
@@ -152,8 +175,12 @@ def test_kustomize_base_is_rendered_from_the_chart(helm: str) -> None:
 def test_kustomize_overlays_render_valid_objects(overlay: str) -> None:
     if not shutil.which("kubectl"):
         unavailable("kubectl is not installed: kustomize overlays not rendered")
-    out = subprocess.run(["kubectl", "kustomize", str(REPO / "deploy" / "kustomize" / "overlays" / overlay)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(REPO / "deploy" / "kustomize" / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     objs = [d for d in yaml.safe_load_all(out) if d]
     validate_all(objs)
     kinds = {o["kind"] for o in objs}

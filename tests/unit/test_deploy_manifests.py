@@ -18,8 +18,11 @@ from tests.crd_validation import validate_inference_model
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S_VERSION = "1.30.0"
-NODES = [GpuNode("gpu-a", "NVIDIA-A100-SXM4-80GB", 80, 8, 8), GpuNode("gpu-b", "NVIDIA-L4", 22.5, 4, 4),
-         GpuNode("gpu-c", "NVIDIA-A10G", 24, 4, 4)]
+NODES = [
+    GpuNode("gpu-a", "NVIDIA-A100-SXM4-80GB", 80, 8, 8),
+    GpuNode("gpu-b", "NVIDIA-L4", 22.5, 4, 4),
+    GpuNode("gpu-c", "NVIDIA-A10G", 24, 4, 4),
+]
 
 
 def docs(folder: str) -> list[tuple[str, dict[str, Any]]]:
@@ -60,17 +63,20 @@ def _example(**spec_changes: Any) -> dict[str, Any]:
     return doc
 
 
-@pytest.mark.parametrize(("doc", "message"), [
-    (_example(source={"huggingFace": {"id": "a/b"}, "uri": "s3://bucket/model"}), "exactly one of"),
-    (_example(source={}), "exactly one of"),
-    (_example(gpusPerReplica=2, tensorParallelSize=4), "must not exceed spec.gpusPerReplica"),
-    (_example(replicas=-1), "minimum"),
-    (_example(vllm={"dtype": "float8"}), "is not one of"),
-    (_example(vllm={"gpuMemoryUtilization": 1.5}), "maximum"),
-    (_example(routing={"categories": ["gossip"]}), "is not one of"),
-    (_example(source={"huggingFace": {"id": "no-slash"}}), "does not match"),
-    ({**_example(), "metadata": {"name": "x" * 60, "namespace": "ml"}}, "at most 58 characters"),
-])
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (_example(source={"huggingFace": {"id": "a/b"}, "uri": "s3://bucket/model"}), "exactly one of"),
+        (_example(source={}), "exactly one of"),
+        (_example(gpusPerReplica=2, tensorParallelSize=4), "must not exceed spec.gpusPerReplica"),
+        (_example(replicas=-1), "minimum"),
+        (_example(vllm={"dtype": "float8"}), "is not one of"),
+        (_example(vllm={"gpuMemoryUtilization": 1.5}), "maximum"),
+        (_example(routing={"categories": ["gossip"]}), "is not one of"),
+        (_example(source={"huggingFace": {"id": "no-slash"}}), "does not match"),
+        ({**_example(), "metadata": {"name": "x" * 60, "namespace": "ml"}}, "at most 58 characters"),
+    ],
+)
 def test_bad_manifests_are_refused_with_a_clear_message(doc: dict[str, Any], message: str) -> None:
     errors = validate_inference_model(doc)
     assert errors and any(message in e for e in errors), errors

@@ -94,19 +94,32 @@ async def test_queue_wait_times_out_with_429() -> None:
 
 def catalogue_with(urls: list[str]) -> ModelCatalogue:
     catalogue = ModelCatalogue(grpc.aio.insecure_channel("127.0.0.1:1"))
-    model = registry_pb2.Model(name="local/m", served_name="served-m", phase="Ready", endpoints=[
-        registry_pb2.Endpoint(url=u, ready=True, target=f"pod-{i}") for i, u in enumerate(urls)])
+    model = registry_pb2.Model(
+        name="local/m",
+        served_name="served-m",
+        phase="Ready",
+        endpoints=[registry_pb2.Endpoint(url=u, ready=True, target=f"pod-{i}") for i, u in enumerate(urls)],
+    )
     catalogue.apply(registry_pb2.WatchEvent(type=registry_pb2.WatchEvent.SNAPSHOT, models=[model]))
     return catalogue
 
 
 async def test_saturated_model_queues_then_proceeds_when_a_request_ends() -> None:
     states = EndpointStates()
-    provider = LocalProvider(catalogue_with(["http://a"]), Scheduler("load_aware_prefix", states), states,
-                             PriorityGate(max_waiting=1, timeout_s=5), max_outstanding=1)
+    provider = LocalProvider(
+        catalogue_with(["http://a"]),
+        Scheduler("load_aware_prefix", states),
+        states,
+        PriorityGate(max_waiting=1, timeout_s=5),
+        max_outstanding=1,
+    )
     first = await provider.resolve("m", RouteRequest({}))
-    assert (first.base_url, first.model, first.target, first.public_model) == ("http://a/v1", "served-m", "pod-0",
-                                                                               "local/m")
+    assert (first.base_url, first.model, first.target, first.public_model) == (
+        "http://a/v1",
+        "served-m",
+        "pod-0",
+        "local/m",
+    )
     queued = asyncio.create_task(provider.resolve("m", RouteRequest({}, priority=1)))
     await asyncio.sleep(0.01)
     assert not queued.done()
@@ -120,8 +133,13 @@ async def test_saturated_model_queues_then_proceeds_when_a_request_ends() -> Non
 
 async def test_vllm_reported_queue_also_saturates() -> None:
     states = EndpointStates()
-    provider = LocalProvider(catalogue_with(["http://a", "http://b"]), Scheduler("least_outstanding", states),
-                             states, PriorityGate(max_waiting=0), max_waiting=10)
+    provider = LocalProvider(
+        catalogue_with(["http://a", "http://b"]),
+        Scheduler("least_outstanding", states),
+        states,
+        PriorityGate(max_waiting=0),
+        max_waiting=10,
+    )
     states.update_metrics("http://a", waiting=10, running=0, kv_cache_usage=0)
     assert (await provider.resolve("m", RouteRequest({}))).endpoint == "http://b"
     states.update_metrics("http://b", waiting=12, running=0, kv_cache_usage=0)
@@ -132,8 +150,9 @@ async def test_vllm_reported_queue_also_saturates() -> None:
 async def test_fresh_metrics_wake_requests_queued_behind_other_gateways_traffic() -> None:
     states = EndpointStates()
     gate = PriorityGate(max_waiting=5, timeout_s=5)
-    provider = LocalProvider(catalogue_with(["http://a"]), Scheduler("load_aware", states), states, gate,
-                             max_waiting=10)
+    provider = LocalProvider(
+        catalogue_with(["http://a"]), Scheduler("load_aware", states), states, gate, max_waiting=10
+    )
     states.update_metrics("http://a", waiting=50, running=64, kv_cache_usage=1.0)
     queued = asyncio.create_task(provider.resolve("m", RouteRequest({})))
     await asyncio.sleep(0.01)

@@ -9,14 +9,17 @@ from iir_gateway.errors import APIError
 from iir_gateway.schemas import ChatCompletionRequest, validate_body
 
 
-@pytest.mark.parametrize(("headers", "key"), [
-    ({"authorization": "Bearer iir-abc"}, "iir-abc"),
-    ({"authorization": "bearer   iir-abc  "}, "iir-abc"),
-    ({"x-api-key": "iir-xyz"}, "iir-xyz"),
-    ({"authorization": "Basic Zm9v", "x-api-key": "iir-xyz"}, "iir-xyz"),
-    ({"authorization": "Bearer "}, None),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    ("headers", "key"),
+    [
+        ({"authorization": "Bearer iir-abc"}, "iir-abc"),
+        ({"authorization": "bearer   iir-abc  "}, "iir-abc"),
+        ({"x-api-key": "iir-xyz"}, "iir-xyz"),
+        ({"authorization": "Basic Zm9v", "x-api-key": "iir-xyz"}, "iir-xyz"),
+        ({"authorization": "Bearer "}, None),
+        ({}, None),
+    ],
+)
 def test_extract_key(headers: dict[str, str], key: str | None) -> None:
     assert extract_key(headers) == key
 
@@ -35,6 +38,8 @@ def test_validation_error_names_nested_field() -> None:
 
 
 def test_valid_body_keeps_unknown_fields() -> None:
-    req = validate_body(ChatCompletionRequest, {"model": "m", "messages": [{"role": "user", "content": "x"}],
-                                                "top_k": 5, "guided_json": {}})
+    req = validate_body(
+        ChatCompletionRequest,
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "top_k": 5, "guided_json": {}},
+    )
     assert req.model_extra == {"top_k": 5, "guided_json": {}}

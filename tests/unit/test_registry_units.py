@@ -43,14 +43,27 @@ def test_replace_source_only_touches_that_source() -> None:
 
 
 def test_mapping_uses_served_name_status_and_routing_hints() -> None:
-    m = model_from_resource({
-        "metadata": {"name": "llama", "namespace": "ml", "creationTimestamp": "2026-01-02T03:04:05Z"},
-        "spec": {"servedName": "llama-3", "replicas": 2, "gpusPerReplica": 1,
-                 "routing": {"fallbacks": ["local/small"], "costTier": "high", "categories": ["code"]}},
-        "status": {"phase": "Degraded", "readyReplicas": 1, "message": "1/2 ready",
-                   "endpoints": [{"url": "http://10.0.0.1:8000", "ready": True}, {"url": "http://10.0.0.2:8000",
-                                                                                    "ready": False}]},
-    }, "kubernetes")
+    m = model_from_resource(
+        {
+            "metadata": {"name": "llama", "namespace": "ml", "creationTimestamp": "2026-01-02T03:04:05Z"},
+            "spec": {
+                "servedName": "llama-3",
+                "replicas": 2,
+                "gpusPerReplica": 1,
+                "routing": {"fallbacks": ["local/small"], "costTier": "high", "categories": ["code"]},
+            },
+            "status": {
+                "phase": "Degraded",
+                "readyReplicas": 1,
+                "message": "1/2 ready",
+                "endpoints": [
+                    {"url": "http://10.0.0.1:8000", "ready": True},
+                    {"url": "http://10.0.0.2:8000", "ready": False},
+                ],
+            },
+        },
+        "kubernetes",
+    )
     assert (m.name, m.served_name, m.provider, m.phase) == ("local/llama-3", "llama-3", "local", "Degraded")
     assert [e.ready for e in m.endpoints] == [True, False] and m.created == 1767323045
     assert list(m.fallbacks) == ["local/small"] and m.cost_tier == "high" and m.replicas == 2
@@ -109,9 +122,11 @@ async def test_scraper_pushes_the_load_of_ready_local_endpoints() -> None:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
         cat = Catalogue()
-        endpoints = [registry_pb2.Endpoint(url=f"http://127.0.0.1:{port}", ready=True),
-                     registry_pb2.Endpoint(url="http://127.0.0.1:1", ready=True),  # refused: skipped
-                     registry_pb2.Endpoint(url="http://10.9.9.9", ready=False)]
+        endpoints = [
+            registry_pb2.Endpoint(url=f"http://127.0.0.1:{port}", ready=True),
+            registry_pb2.Endpoint(url="http://127.0.0.1:1", ready=True),  # refused: skipped
+            registry_pb2.Endpoint(url="http://10.9.9.9", ready=False),
+        ]
         cat.upsert(registry_pb2.Model(name="local/a", provider="local", endpoints=endpoints))
         stream = cat.watch()
         await anext(stream)

@@ -52,9 +52,13 @@ def test_secret_environment_values() -> None:
 
 def test_request_bodies_are_walked_and_modes_apply() -> None:
     scrubbing = Scrubbing(SecretScrubber(), "redact", GatewayMetrics())
-    body = {"messages": [{"role": "user", "content": "key AKIAIOSFODNN7EXAMPLE"},
-                         {"role": "user", "content": [{"type": "text", "text": "token ghp_" + "a" * 36}]},
-                         {"role": "assistant", "tool_calls": [{"function": {"arguments": '{"pwd": "s3cret!!"}'}}]}]}
+    body = {
+        "messages": [
+            {"role": "user", "content": "key AKIAIOSFODNN7EXAMPLE"},
+            {"role": "user", "content": [{"type": "text", "text": "token ghp_" + "a" * 36}]},
+            {"role": "assistant", "tool_calls": [{"function": {"arguments": '{"pwd": "s3cret!!"}'}}]},
+        ]
+    }
     assert scrubbing.request(body, "redact") == {"aws_access_key", "github_token", "password_assignment"}
     assert "AKIA" not in str(body) and "ghp_" not in str(body) and "s3cret" not in str(body)
     with pytest.raises(APIError) as blocked:
@@ -88,6 +92,7 @@ def test_evasions_are_caught_and_look_alikes_are_left() -> None:
             leaked.append((kind, texts, out, kinds))
     assert len(cases) >= 30
     assert not leaked, f"recall {1 - len(leaked) / len(cases):.2f}; leaked: {leaked}"
-    flagged = [(t, scrubber.scrub_texts(list(t))) for k, _, t in evasions() if k == "none"
-               if scrubber.scrub_texts(list(t))[1]]
+    flagged = [
+        (t, scrubber.scrub_texts(list(t))) for k, _, t in evasions() if k == "none" if scrubber.scrub_texts(list(t))[1]
+    ]
     assert not flagged, f"false positives: {flagged}"

@@ -52,12 +52,25 @@ def _table(keys: list[dict[str, Any]]) -> str:
 
 def keys_command(args: argparse.Namespace) -> None:
     if args.action == "create":
-        body = {k: v for k, v in {
-            "name": args.name, "description": args.description, "owner": args.owner, "priority": args.priority,
-            "admin": args.admin, "allowed_models": args.models, "rpm_limit": args.rpm, "tpm_limit": args.tpm,
-            "budget_tokens": args.budget, "budget_period": args.budget_period,
-            "expires_in_days": args.expires_in_days, "scrub_mode": args.scrub_mode,
-            "cache_mode": args.cache_mode}.items() if v not in (None, [], False)}
+        body = {
+            k: v
+            for k, v in {
+                "name": args.name,
+                "description": args.description,
+                "owner": args.owner,
+                "priority": args.priority,
+                "admin": args.admin,
+                "allowed_models": args.models,
+                "rpm_limit": args.rpm,
+                "tpm_limit": args.tpm,
+                "budget_tokens": args.budget,
+                "budget_period": args.budget_period,
+                "expires_in_days": args.expires_in_days,
+                "scrub_mode": args.scrub_mode,
+                "cache_mode": args.cache_mode,
+            }.items()
+            if v not in (None, [], False)
+        }
         created = call("POST", "/api/v1/apikeys", body)
         print(json.dumps(created, indent=2))
         print(f"\nThe key is shown once; store it now:\n{created['key']}", file=sys.stderr)
@@ -85,8 +98,9 @@ def _generate_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iir", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="iir", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     keys = sub.add_parser("keys", help="manage API keys through the gateway")
     actions = keys.add_subparsers(dest="action", required=True)

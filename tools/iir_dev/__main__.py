@@ -25,8 +25,11 @@ def up(args: argparse.Namespace) -> int:
     print(f"  PostgreSQL: {pg.origin}   Redis: {rd.origin}", flush=True)
     # Your own IIR_ settings (IIR_PROVIDERS_FILE, IIR_ENDPOINT_PICKER…) reach the services; addresses are the stack's.
     # Conveniences of a laptop, off in a cluster: key management from this machine without a key, and /docs.
-    settings = {"IIR_ROUTING_FILE": str(REPO / "deploy" / "dev" / "routing.yaml"),
-                "IIR_TRUSTED_NETWORKS": "127.0.0.0/8,::1/128", "IIR_DOCS_ENABLED": "true"}
+    settings = {
+        "IIR_ROUTING_FILE": str(REPO / "deploy" / "dev" / "routing.yaml"),
+        "IIR_TRUSTED_NETWORKS": "127.0.0.0/8,::1/128",
+        "IIR_DOCS_ENABLED": "true",
+    }
     settings.update({k: v for k, v in os.environ.items() if k.startswith("IIR_") and k not in MANAGED_VARIABLES})
     stack = Stack(workdir=workdir, database_url=pg.url, redis_url=rd.url, ports=Ports.defaults(), env=settings)
     stack.models_file.unlink(missing_ok=True)
@@ -40,21 +43,24 @@ def up(args: argparse.Namespace) -> int:
         rd.stop()
         return 1
     url = stack.gateway_url
-    print(f"""
+    print(
+        f"""
 IIR is up.
   URL:      {url}/v1
   API key:  {key}
   Docs:     {url}/docs      Health: {url}/health      Metrics: {stack.metrics_url}
   Models:   edit {stack.models_file} (reloaded on save)
   External: export ANTHROPIC_API_KEY / OPENAI_API_KEY / … before `make dev` to call anthropic/…, openai/…
-  Logs:     {workdir / 'logs'}
+  Logs:     {workdir / "logs"}
 
 Try it (or "model": "auto" to let the classifier choose):
   curl {url}/v1/chat/completions -H "Authorization: Bearer {key}" \\
     -H 'Content-Type: application/json' \\
     -d '{{"model": "local/llama-3-8b-instruct", "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
-Press Ctrl-C to stop.""", flush=True)
+Press Ctrl-C to stop.""",
+        flush=True,
+    )
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:

@@ -44,8 +44,10 @@ def _rows(node: dict[str, Any], path: str, required: bool, out: list[str], rules
     if path:
         default = f"`{json.dumps(node['default'])}`" if "default" in node else ""
         desc = " ".join(str(node.get("description", "")).split())
-        out.append(f"| `{path}` | {_type(node)} | {'yes' if required else ''} | {_cell(default)} "
-                   f"| {_cell(_constraints(node))} | {_cell(desc)} |")
+        out.append(
+            f"| `{path}` | {_type(node)} | {'yes' if required else ''} | {_cell(default)} "
+            f"| {_cell(_constraints(node))} | {_cell(desc)} |"
+        )
     props = node.get("properties") or (node.get("items") or {}).get("properties") or {}
     needed = set(node.get("required") or (node.get("items") or {}).get("required") or [])
     suffix = "[]" if node.get("type") == "array" else ""
@@ -72,13 +74,28 @@ def render() -> str:
     for part in ("spec", "status"):
         rows: list[str] = []
         _rows(schema["properties"][part], part, part in schema.get("required", []), rows, rules)
-        lines += ["", f"## {part}", "", "| Field | Type | Required | Default | Constraints | Description |",
-                  "|---|---|---|---|---|---|", *rows]
+        lines += [
+            "",
+            f"## {part}",
+            "",
+            "| Field | Type | Required | Default | Constraints | Description |",
+            "|---|---|---|---|---|---|",
+            *rows,
+        ]
     root_rules: list[str] = []
     _rows({"x-kubernetes-validations": schema.get("x-kubernetes-validations")}, "", False, [], root_rules)
-    lines += ["", "## Validation rules (CEL)", "",
-              "The API server refuses a resource that breaks one of these, with the message shown.", "",
-              "| At | Rule | Message |", "|---|---|---|", *root_rules, *rules, ""]
+    lines += [
+        "",
+        "## Validation rules (CEL)",
+        "",
+        "The API server refuses a resource that breaks one of these, with the message shown.",
+        "",
+        "| At | Rule | Message |",
+        "|---|---|---|",
+        *root_rules,
+        *rules,
+        "",
+    ]
     return "\n".join(lines)
 
 

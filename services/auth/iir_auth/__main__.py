@@ -27,8 +27,13 @@ async def serve(settings: AuthSettings) -> None:
     log.info("database ready", extra={"schema_version": version})
     redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
     servicer = AuthServicer(KeyStore(pool), settings, redis)
-    service = GrpcService([lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, s)],
-                          ["iir.v1.AuthService"], settings.auth_port, settings.auth_host)
+    service = GrpcService(
+        [lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, s)],
+        ["iir.v1.AuthService"],
+        settings.auth_port,
+        settings.auth_host,
+    )
+
     async def close() -> None:
         await pool.close()
         await redis.aclose()

@@ -31,11 +31,24 @@ def _unix(moment: datetime | None) -> int:
 
 def key_info(rec: KeyRecord) -> auth_pb2.KeyInfo:
     return auth_pb2.KeyInfo(
-        id=rec.id, name=rec.name, prefix=rec.prefix, admin=rec.admin, priority=rec.priority,
-        allowed_models=rec.allowed_models, rpm_limit=rec.rpm_limit, tpm_limit=rec.tpm_limit, owner=rec.owner,
-        description=rec.description, budget_tokens=rec.budget_tokens, budget_period=rec.budget_period,
-        expires_at=_unix(rec.expires_at), created_at=_unix(rec.created_at), last_used_at=_unix(rec.last_used_at),
-        revoked_at=_unix(rec.revoked_at), scrub_mode=rec.scrub_mode, cache_mode=rec.cache_mode,
+        id=rec.id,
+        name=rec.name,
+        prefix=rec.prefix,
+        admin=rec.admin,
+        priority=rec.priority,
+        allowed_models=rec.allowed_models,
+        rpm_limit=rec.rpm_limit,
+        tpm_limit=rec.tpm_limit,
+        owner=rec.owner,
+        description=rec.description,
+        budget_tokens=rec.budget_tokens,
+        budget_period=rec.budget_period,
+        expires_at=_unix(rec.expires_at),
+        created_at=_unix(rec.created_at),
+        last_used_at=_unix(rec.last_used_at),
+        revoked_at=_unix(rec.revoked_at),
+        scrub_mode=rec.scrub_mode,
+        cache_mode=rec.cache_mode,
     )
 
 
@@ -51,8 +64,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self.master_key = settings.master_key.get_secret_value() if settings.master_key else None
         self.static_keys = settings.static_keys()
 
-    async def ValidateKey(self, request: auth_pb2.ValidateKeyRequest,
-                          context: grpc.aio.ServicerContext) -> auth_pb2.ValidateKeyResponse:
+    async def ValidateKey(
+        self, request: auth_pb2.ValidateKeyRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ValidateKeyResponse:
         ttl = self.settings.key_cache_ttl_s
         key = request.key
         if self.master_key and same_secret(key, self.master_key):
@@ -74,8 +88,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             ttl = max(0, min(ttl, int(left)))
         return auth_pb2.ValidateKeyResponse(valid=True, key=key_info(rec), cache_ttl_seconds=ttl)
 
-    async def CreateKey(self, request: auth_pb2.CreateKeyRequest,
-                        context: grpc.aio.ServicerContext) -> auth_pb2.CreateKeyResponse:
+    async def CreateKey(
+        self, request: auth_pb2.CreateKeyRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.CreateKeyResponse:
         problems = []
         if not request.name.strip():
             problems.append("a key needs a name")
@@ -95,19 +110,28 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         if problems:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
         settings = KeySettings(
-            name=request.name.strip(), owner=request.owner, description=request.description, admin=request.admin,
-            priority=request.priority, allowed_models=list(request.allowed_models), rpm_limit=request.rpm_limit,
-            tpm_limit=request.tpm_limit, budget_tokens=request.budget_tokens,
+            name=request.name.strip(),
+            owner=request.owner,
+            description=request.description,
+            admin=request.admin,
+            priority=request.priority,
+            allowed_models=list(request.allowed_models),
+            rpm_limit=request.rpm_limit,
+            tpm_limit=request.tpm_limit,
+            budget_tokens=request.budget_tokens,
             budget_period=request.budget_period or "month",
             expires_at=datetime.fromtimestamp(request.expires_at, UTC) if request.expires_at else None,
-            scrub_mode=request.scrub_mode, cache_mode=request.cache_mode)
+            scrub_mode=request.scrub_mode,
+            cache_mode=request.cache_mode,
+        )
         key = generate_key()
         rec = await self.store.create(key, settings)
         log.info("api key created", extra={"key_id": rec.id, "key_prefix": rec.prefix})
         return auth_pb2.CreateKeyResponse(key=key, info=key_info(rec))
 
-    async def ListKeys(self, request: auth_pb2.ListKeysRequest,
-                       context: grpc.aio.ServicerContext) -> auth_pb2.ListKeysResponse:
+    async def ListKeys(
+        self, request: auth_pb2.ListKeysRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ListKeysResponse:
         return auth_pb2.ListKeysResponse(keys=[key_info(r) for r in await self.store.list(request.include_revoked)])
 
     async def _existing(self, key_id: str, context: grpc.aio.ServicerContext) -> KeyRecord:
@@ -135,8 +159,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         log.info("api key revoked", extra={"key_id": rec.id, "key_prefix": rec.prefix})
         return key_info(rec)
 
-    async def RotateKey(self, request: auth_pb2.KeyRef,
-                        context: grpc.aio.ServicerContext) -> auth_pb2.CreateKeyResponse:
+    async def RotateKey(
+        self, request: auth_pb2.KeyRef, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.CreateKeyResponse:
         current = await self._existing(request.id, context)
         if current.revoked_at is not None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "a revoked key cannot be rotated")
@@ -148,22 +173,27 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         log.info("api key rotated", extra={"key_id": old.id, "new_key_id": new.id, "key_prefix": new.prefix})
         return auth_pb2.CreateKeyResponse(key=key, info=key_info(new))
 
-    async def RecordUsage(self, request: auth_pb2.RecordUsageRequest,
-                          context: grpc.aio.ServicerContext) -> auth_pb2.RecordUsageResponse:
+    async def RecordUsage(
+        self, request: auth_pb2.RecordUsageRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.RecordUsageResponse:
         rows = []
         for r in request.records:
             if r.key_id == MASTER_KEY_ID or r.key_id.startswith("static-"):
                 continue  # keys without a row: nothing to attach usage to
             try:
-                rows.append(UsageRow(r.key_id, r.model, date.fromisoformat(r.day), r.requests, r.prompt_tokens,
-                                     r.completion_tokens))
+                rows.append(
+                    UsageRow(
+                        r.key_id, r.model, date.fromisoformat(r.day), r.requests, r.prompt_tokens, r.completion_tokens
+                    )
+                )
             except ValueError:
                 log.warning("dropping a malformed usage record", extra={"key_id": r.key_id, "day": r.day})
         await self.store.record_usage(rows)
         return auth_pb2.RecordUsageResponse()
 
-    async def GetUsage(self, request: auth_pb2.GetUsageRequest,
-                       context: grpc.aio.ServicerContext) -> auth_pb2.GetUsageResponse:
+    async def GetUsage(
+        self, request: auth_pb2.GetUsageRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.GetUsageResponse:
         await self._existing(request.key_id, context)
         try:
             since, until = _day(request.since), _day(request.until)
@@ -171,9 +201,16 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "since and until are days, YYYY-MM-DD")
             raise
         rows = await self.store.usage(request.key_id, since, until)
-        return auth_pb2.GetUsageResponse(records=[
-            auth_pb2.UsageRecord(key_id=r.key_id, model=r.model, day=r.day.isoformat(), requests=r.requests,
-                                 prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens) for r in rows])
-
-
-
+        return auth_pb2.GetUsageResponse(
+            records=[
+                auth_pb2.UsageRecord(
+                    key_id=r.key_id,
+                    model=r.model,
+                    day=r.day.isoformat(),
+                    requests=r.requests,
+                    prompt_tokens=r.prompt_tokens,
+                    completion_tokens=r.completion_tokens,
+                )
+                for r in rows
+            ]
+        )

@@ -24,7 +24,10 @@ async def serve(settings: ClassifierSettings, classifier: EmbeddingClassifier) -
     servicer = ClassifierServicer(batcher, classifier.version)
     service = GrpcService(
         [lambda s: classifier_pb2_grpc.add_ClassifierServiceServicer_to_server(servicer, s)],
-        ["iir.v1.ClassifierService"], settings.classifier_port, settings.classifier_host)
+        ["iir.v1.ClassifierService"],
+        settings.classifier_port,
+        settings.classifier_host,
+    )
     try:
         await run_until_signal(service, "classifier")
     finally:

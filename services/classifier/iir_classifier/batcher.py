@@ -52,8 +52,9 @@ class MicroBatcher:
             if not live:
                 continue
             try:
-                results = await loop.run_in_executor(self._executor, self.classifier.classify_batch,
-                                                     [c for c, _ in live])
+                results = await loop.run_in_executor(
+                    self._executor, self.classifier.classify_batch, [c for c, _ in live]
+                )
             except Exception as exc:  # one bad batch fails its callers, not the service
                 for _, f in live:
                     if not f.done():

@@ -15,15 +15,19 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServiceServicer):
         self.batcher = batcher
         self.version = version
 
-    async def Classify(self, request: classifier_pb2.ClassifyRequest,
-                       context: grpc.aio.ServicerContext) -> classifier_pb2.ClassifyResponse:
+    async def Classify(
+        self, request: classifier_pb2.ClassifyRequest, context: grpc.aio.ServicerContext
+    ) -> classifier_pb2.ClassifyResponse:
         turns = [(t.role, t.content[:MAX_TURN_CHARS]) for t in request.messages if t.content.strip()]
         if not turns:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no message with text to classify")
         result = await self.batcher.classify(turns)
         return classifier_pb2.ClassifyResponse(
-            category=result.category, category_confidence=result.category_confidence,
-            complexity=result.complexity, complexity_score=result.complexity_score,
-            language=result.language, language_confidence=result.language_confidence,
+            category=result.category,
+            category_confidence=result.category_confidence,
+            complexity=result.complexity,
+            complexity_score=result.complexity_score,
+            language=result.language,
+            language_confidence=result.language_confidence,
             model_version=self.version,
         )

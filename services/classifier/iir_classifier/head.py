@@ -34,10 +34,16 @@ class Heads:
     version: str
 
     def save(self, path: Path) -> None:
-        np.savez(path, version=self.version,
-                 category_labels=np.array(self.category.labels), category_w=self.category.weights,
-                 category_b=self.category.bias, complexity_labels=np.array(self.complexity.labels),
-                 complexity_w=self.complexity.weights, complexity_b=self.complexity.bias)
+        np.savez(
+            path,
+            version=self.version,
+            category_labels=np.array(self.category.labels),
+            category_w=self.category.weights,
+            category_b=self.category.bias,
+            complexity_labels=np.array(self.complexity.labels),
+            complexity_w=self.complexity.weights,
+            complexity_b=self.complexity.bias,
+        )
 
     @classmethod
     def load(cls, path: Path) -> Heads:

@@ -44,7 +44,7 @@ class ModelMissing(RuntimeError):
 def _split(turns: list[tuple[str, str]]) -> tuple[str, str]:
     """(the last user turn, the turns before it), as text."""
     last = max((i for i, (role, _) in enumerate(turns) if role == "user"), default=len(turns) - 1)
-    context = " \n".join(content for _, content in turns[max(0, last - CONTEXT_TURNS):last] if content)
+    context = " \n".join(content for _, content in turns[max(0, last - CONTEXT_TURNS) : last] if content)
     return turns[last][1] if turns else "", context
 
 
@@ -59,8 +59,10 @@ class EmbeddingClassifier:
     def load(cls, model_dir: Path, threads: int = 2) -> EmbeddingClassifier:
         missing = [n for n in ("encoder.onnx", "tokenizer.json", "heads.npz") if not (model_dir / n).exists()]
         if missing:
-            raise ModelMissing(f"the classifier model is not built in {model_dir} (missing {', '.join(missing)}): "
-                               "run `make classifier-model`")
+            raise ModelMissing(
+                f"the classifier model is not built in {model_dir} (missing {', '.join(missing)}): "
+                "run `make classifier-model`"
+            )
         return cls(Encoder(model_dir, threads), Heads.load(model_dir / "heads.npz"), LanguageDetector())
 
     def vectors(self, texts: list[str]) -> np.ndarray:
@@ -82,8 +84,14 @@ class EmbeddingClassifier:
         for i, last in enumerate(lasts):
             best = int(category[i].argmax())
             language, language_p = self.languages.detect(last)
-            results.append(Classification(
-                self.heads.category.labels[best], round(float(category[i, best]), 4),
-                "hard" if complexity[i, hard] >= 0.5 else "simple", round(float(complexity[i, hard]), 4),
-                language, round(language_p, 4)))
+            results.append(
+                Classification(
+                    self.heads.category.labels[best],
+                    round(float(category[i, best]), 4),
+                    "hard" if complexity[i, hard] >= 0.5 else "simple",
+                    round(float(complexity[i, hard]), 4),
+                    language,
+                    round(language_p, 4),
+                )
+            )
         return results

@@ -21,12 +21,21 @@ def main() -> None:
         load_policies(settings.routing_file, settings.auto_default_model)
     except (ProvidersFileError, RoutingFileError) as exc:
         sys.exit(f"iir-gateway: {exc}")
-    uvicorn.run("iir_gateway.app:create_asgi", factory=True, host=settings.gateway_host,
-                port=settings.gateway_port, workers=settings.gateway_workers, loop="uvloop",
-                http="iir_gateway.protocol:GuardedHttpToolsProtocol", log_config=None, access_log=False,
-                server_header=False, timeout_graceful_shutdown=10,
-                # Forwarded headers are read by the gateway itself, from IIR_TRUSTED_PROXIES only.
-                proxy_headers=False)
+    uvicorn.run(
+        "iir_gateway.app:create_asgi",
+        factory=True,
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        workers=settings.gateway_workers,
+        loop="uvloop",
+        http="iir_gateway.protocol:GuardedHttpToolsProtocol",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+        # Forwarded headers are read by the gateway itself, from IIR_TRUSTED_PROXIES only.
+        proxy_headers=False,
+    )
 
 
 if __name__ == "__main__":

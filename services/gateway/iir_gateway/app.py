@@ -67,10 +67,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         shutdown_tracing()
 
     # FastAPI's own telemetry checks the environment on every request; IIR exports its own.
-    app = FastAPI(title="IIR gateway", version=__version__, lifespan=lifespan,
-                  description="OpenAI-compatible inference router. Model names are `<provider>/<model>`.",
-                  telemetry={"tracing": False, "metrics": False, "logs": False},
-                  **({} if settings.docs_enabled else {"docs_url": None, "redoc_url": None, "openapi_url": None}))
+    app = FastAPI(
+        title="IIR gateway",
+        version=__version__,
+        lifespan=lifespan,
+        description="OpenAI-compatible inference router. Model names are `<provider>/<model>`.",
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+        **({} if settings.docs_enabled else {"docs_url": None, "redoc_url": None, "openapi_url": None}),
+    )
     app.state.gateway = gateway
     install_error_handlers(app)
     app.include_router(openai_routes.router)
@@ -88,6 +92,10 @@ def create_asgi(settings: GatewaySettings | None = None) -> ASGIApp:
     settings = settings or GatewaySettings()
     app = create_app(settings)
     gateway: Gateway = app.state.gateway
-    return RequestContextMiddleware(InferenceFastPath(app, gateway), metrics=gateway.metrics,
-                                    max_body_bytes=settings.max_body_bytes, access_log=settings.access_log,
-                                    addresses=ClientAddressResolver(settings.trusted_proxies))
+    return RequestContextMiddleware(
+        InferenceFastPath(app, gateway),
+        metrics=gateway.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        access_log=settings.access_log,
+        addresses=ClientAddressResolver(settings.trusted_proxies),
+    )

@@ -62,8 +62,19 @@ class Principal:
 
     @classmethod
     def from_key_info(cls, k: auth_pb2.KeyInfo) -> Principal:
-        return cls(k.id, k.name, k.admin, k.priority, tuple(k.allowed_models), k.rpm_limit, k.tpm_limit,
-                   k.budget_tokens, k.budget_period or "month", k.scrub_mode, k.cache_mode)
+        return cls(
+            k.id,
+            k.name,
+            k.admin,
+            k.priority,
+            tuple(k.allowed_models),
+            k.rpm_limit,
+            k.tpm_limit,
+            k.budget_tokens,
+            k.budget_period or "month",
+            k.scrub_mode,
+            k.cache_mode,
+        )
 
 
 def extract_key(headers: object) -> str | None:
@@ -83,9 +94,18 @@ def _masked(key: str) -> str:
 
 
 class Authenticator:
-    def __init__(self, channel: grpc.aio.Channel, redis: aioredis.Redis, metrics: GatewayMetrics, *,
-                 timeout_s: float, failure_limit: int, failure_window_s: int, prefix: str = "iir:",
-                 counters: aioredis.Redis | None = None) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        redis: aioredis.Redis,
+        metrics: GatewayMetrics,
+        *,
+        timeout_s: float,
+        failure_limit: int,
+        failure_window_s: int,
+        prefix: str = "iir:",
+        counters: aioredis.Redis | None = None,
+    ) -> None:
         self._stub = auth_pb2_grpc.AuthServiceStub(channel)
         self._redis = redis
         # Failed-auth counting waits longer than the hot path's client: a reply late under a flood of
@@ -172,9 +192,13 @@ class Authenticator:
                 self._metrics.auth_lockouts.inc()
                 log.warning("failed-auth limit reached; unknown keys refused", extra={"client": client_ip})
             self._metrics.auth_failures.labels("blocked").inc()
-            raise APIError(429, "Too many failed authentications from this address; try again later.",
-                           code="too_many_auth_failures", type="rate_limit_error",
-                           headers={"retry-after": str(max(1, int(ttl)))})
+            raise APIError(
+                429,
+                "Too many failed authentications from this address; try again later.",
+                code="too_many_auth_failures",
+                type="rate_limit_error",
+                headers={"retry-after": str(max(1, int(ttl)))},
+            )
         return counter
 
     def _local_attempt(self, client_ip: str) -> int:
@@ -207,8 +231,11 @@ class Authenticator:
         key = extract_key(headers)
         if key is None:
             self._metrics.auth_failures.labels("missing").inc()
-            raise APIError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' "
-                           "or 'X-API-Key: <key>'.", code="missing_api_key")
+            raise APIError(
+                401,
+                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
+                code="missing_api_key",
+            )
         digest = hash_key(key)
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > time.monotonic():
@@ -230,18 +257,23 @@ class Authenticator:
         self._metrics.auth_validations.inc()
         try:
             reply: auth_pb2.ValidateKeyResponse = await self._stub.ValidateKey(
-                auth_pb2.ValidateKeyRequest(key=key, client_ip=client_ip), timeout=self._timeout)
+                auth_pb2.ValidateKeyRequest(key=key, client_ip=client_ip), timeout=self._timeout
+            )
         except grpc.aio.AioRpcError as exc:
             if not known:
                 await self._refund(client_ip, counter)
             log.warning("auth service unavailable", extra={"grpc_code": exc.code().name})
-            raise APIError(503, "The authentication service is unavailable; try again shortly.",
-                           code="auth_unavailable") from None
+            raise APIError(
+                503, "The authentication service is unavailable; try again shortly.", code="auth_unavailable"
+            ) from None
         if not reply.valid:
             self._metrics.auth_failures.labels(reply.reason or "invalid").inc()
             self._cache.pop(digest, None)
-            raise APIError(401, f"Incorrect API key provided: {_masked(key)} ({reply.reason or 'invalid'}).",
-                           code="invalid_api_key")
+            raise APIError(
+                401,
+                f"Incorrect API key provided: {_masked(key)} ({reply.reason or 'invalid'}).",
+                code="invalid_api_key",
+            )
         principal = Principal.from_key_info(reply.key)
         if not known:
             await self._refund(client_ip, counter, remember=digest)

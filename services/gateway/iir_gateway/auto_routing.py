@@ -43,10 +43,12 @@ class Rule(BaseModel):
     model: str
 
     def matches(self, reply: classifier_pb2.ClassifyResponse) -> bool:
-        return ((not self.category or reply.category in self.category)
-                and (not self.complexity or reply.complexity == self.complexity)
-                and (not self.language or reply.language in self.language)
-                and reply.category_confidence >= self.min_confidence)
+        return (
+            (not self.category or reply.category in self.category)
+            and (not self.complexity or reply.complexity == self.complexity)
+            and (not self.language or reply.language in self.language)
+            and reply.category_confidence >= self.min_confidence
+        )
 
 
 class Policy(BaseModel):
@@ -111,17 +113,27 @@ class AutoRouter:
     async def choose(self, name: str, body: dict[str, Any]) -> Route:
         policy = self.policies.get(name)
         if policy is None:
-            raise APIError(404, f"Unknown routing policy `{name}`; known: {', '.join(sorted(self.policies))}.",
-                           code="model_not_found", param="model")
+            raise APIError(
+                404,
+                f"Unknown routing policy `{name}`; known: {', '.join(sorted(self.policies))}.",
+                code="model_not_found",
+                param="model",
+            )
         start = time.perf_counter()
         try:
-            reply = await self._stub.Classify(classifier_pb2.ClassifyRequest(messages=_turns(body)),
-                                              timeout=self.timeout_s)
+            reply = await self._stub.Classify(
+                classifier_pb2.ClassifyRequest(messages=_turns(body)), timeout=self.timeout_s
+            )
         except grpc.aio.AioRpcError as exc:
-            reason = ("classifier deadline exceeded" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-                      else f"classifier {exc.code().name.lower()}")
-            log.warning("auto routing fell back to the default model",
-                        extra={"policy": name, "model": policy.default, "reason": reason})
+            reason = (
+                "classifier deadline exceeded"
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                else f"classifier {exc.code().name.lower()}"
+            )
+            log.warning(
+                "auto routing fell back to the default model",
+                extra={"policy": name, "model": policy.default, "reason": reason},
+            )
             return Route(policy.default, f"policy={name}; model={policy.default}; reason={reason}")
         chosen, reason = policy.default, "default"
         for i, rule in enumerate(policy.rules):
@@ -129,9 +141,12 @@ class AutoRouter:
                 chosen, reason = rule.model, f"rule {i + 1}"
                 break
         took = (time.perf_counter() - start) * 1000
-        return Route(chosen, f"policy={name}; category={reply.category}; confidence={reply.category_confidence:.2f}; "
-                             f"complexity={reply.complexity}; language={reply.language}; model={chosen}; "
-                             f"reason={reason}; classify_ms={took:.1f}")
+        return Route(
+            chosen,
+            f"policy={name}; category={reply.category}; confidence={reply.category_confidence:.2f}; "
+            f"complexity={reply.complexity}; language={reply.language}; model={chosen}; "
+            f"reason={reason}; classify_ms={took:.1f}",
+        )
 
     def list_models(self) -> list[dict[str, Any]]:
         return [{"id": name, "object": "model", "created": 0, "owned_by": "iir"} for name in self.policies]

@@ -17,8 +17,11 @@ Event = registry_pb2.WatchEvent
 class ModelCatalogue:
     """Models by public name. Reads are local; the registry pushes every change."""
 
-    def __init__(self, channel: grpc.aio.Channel,
-                 on_metrics: Callable[[Sequence[registry_pb2.EndpointMetrics]], None] | None = None) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        on_metrics: Callable[[Sequence[registry_pb2.EndpointMetrics]], None] | None = None,
+    ) -> None:
         self._stub = registry_pb2_grpc.RegistryServiceStub(channel)
         self._on_metrics = on_metrics
         self.models: dict[str, registry_pb2.Model] = {}
@@ -53,8 +56,7 @@ class ModelCatalogue:
                     self.apply(event)
             except grpc.aio.AioRpcError as exc:
                 if self.connected:
-                    log.warning("registry watch lost; serving the last catalogue",
-                                extra={"grpc_code": exc.code().name})
+                    log.warning("registry watch lost; serving the last catalogue", extra={"grpc_code": exc.code().name})
             self.connected = False
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)

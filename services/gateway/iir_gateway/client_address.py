@@ -13,8 +13,17 @@ from collections.abc import Iterable
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-FORWARDING_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"x-real-ip", b"x-forwarded-host",
-                                b"x-client-ip", b"true-client-ip", b"cf-connecting-ip"})
+FORWARDING_HEADERS = frozenset(
+    {
+        b"x-forwarded-for",
+        b"forwarded",
+        b"x-real-ip",
+        b"x-forwarded-host",
+        b"x-client-ip",
+        b"true-client-ip",
+        b"cf-connecting-ip",
+    }
+)
 
 
 def parse_networks(spec: str, setting: str) -> tuple[Network, ...]:
@@ -24,8 +33,10 @@ def parse_networks(spec: str, setting: str) -> tuple[Network, ...]:
         if not part:
             continue
         if part == "*":
-            raise ValueError(f"{setting}: '*' would trust every client's forwarded headers; list the proxies' "
-                             "addresses or CIDRs instead")
+            raise ValueError(
+                f"{setting}: '*' would trust every client's forwarded headers; list the proxies' "
+                "addresses or CIDRs instead"
+            )
         try:
             networks.append(ipaddress.ip_network(part, strict=False))
         except ValueError:

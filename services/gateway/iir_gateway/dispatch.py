@@ -56,9 +56,19 @@ class _Lease:
         self.on_done(usage, ok)
 
 
-async def dispatch(gw: Gateway, model: str, principal: Principal, request: RouteRequest, path: str,
-                   body: dict[str, Any], *, stream: bool, request_id: str, on_done: OnDone,
-                   strip_usage: bool) -> Response:
+async def dispatch(
+    gw: Gateway,
+    model: str,
+    principal: Principal,
+    request: RouteRequest,
+    path: str,
+    body: dict[str, Any],
+    *,
+    stream: bool,
+    request_id: str,
+    on_done: OnDone,
+    strip_usage: bool,
+) -> Response:
     chain = [model]
     last: APIError | None = None
     for index in range(MAX_MODELS):
@@ -80,8 +90,16 @@ async def dispatch(gw: Gateway, model: str, principal: Principal, request: Route
             lease = _Lease(provider, upstream, on_done)
             body["model"] = upstream.model
             try:
-                return await gw.upstream.forward(provider.name, upstream, path, body, stream=stream,
-                                                 request_id=request_id, on_done=lease.done, strip_usage=strip_usage)
+                return await gw.upstream.forward(
+                    provider.name,
+                    upstream,
+                    path,
+                    body,
+                    stream=stream,
+                    request_id=request_id,
+                    on_done=lease.done,
+                    strip_usage=strip_usage,
+                )
             except UpstreamError as exc:
                 lease.release(False)
                 last = exc

@@ -14,14 +14,23 @@ from starlette.responses import Response
 
 log = logging.getLogger(__name__)
 
-_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
-          404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
-          429: "rate_limit_error", 502: "upstream_error", 503: "service_unavailable_error",
-          504: "timeout_error"}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "upstream_error",
+    503: "service_unavailable_error",
+    504: "timeout_error",
+}
 
 
-def error_body(status: int, message: str, *, type: str | None = None, code: str | None = None,
-               param: str | None = None) -> bytes:
+def error_body(
+    status: int, message: str, *, type: str | None = None, code: str | None = None, param: str | None = None
+) -> bytes:
     kind = type or _TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
 
@@ -29,8 +38,16 @@ def error_body(status: int, message: str, *, type: str | None = None, code: str 
 class APIError(Exception):
     """An error the client should see, with its HTTP status and OpenAI error fields."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None, type: str | None = None,
-                 param: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        type: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -40,8 +57,12 @@ class APIError(Exception):
         self.headers = dict(headers or {})
 
     def response(self) -> Response:
-        return Response(error_body(self.status, self.message, type=self.type, code=self.code, param=self.param),
-                        status_code=self.status, media_type="application/json", headers=self.headers)
+        return Response(
+            error_body(self.status, self.message, type=self.type, code=self.code, param=self.param),
+            status_code=self.status,
+            media_type="application/json",
+            headers=self.headers,
+        )
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -68,8 +89,12 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
     # Only routes that need Redis to answer get here (jobs); inference goes on without it.
     log.warning("Redis unavailable", extra={"path": request.url.path, "error": repr(exc)[:200]})
-    return APIError(503, "The job store (Redis) is unavailable; try again shortly.", code="store_unavailable",
-                    headers={"retry-after": "5"}).response()
+    return APIError(
+        503,
+        "The job store (Redis) is unavailable; try again shortly.",
+        code="store_unavailable",
+        headers={"retry-after": "5"},
+    ).response()
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -46,16 +46,24 @@ from iir_gateway.usage import UsageRecorder
 log = logging.getLogger(__name__)
 
 # gRPC health service names checked by /health; `required` ones make the gateway unhealthy when down.
-_DEPENDENCIES = {"auth": ("iir.v1.AuthService", True), "registry": ("iir.v1.RegistryService", True),
-                 "classifier": ("iir.v1.ClassifierService", False)}
+_DEPENDENCIES = {
+    "auth": ("iir.v1.AuthService", True),
+    "registry": ("iir.v1.RegistryService", True),
+    "classifier": ("iir.v1.ClassifierService", False),
+}
 
 
 def _redis(url: str, timeout_s: float) -> aioredis.Redis:
     """A Redis client that tries once more on a fresh connection when a pooled one died (Redis restarted):
     such a command never ran, so it is safe to send again. Timeouts are not retried."""
-    return aioredis.from_url(url, socket_connect_timeout=1, socket_timeout=timeout_s, health_check_interval=15,
-                             retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), 1),
-                             retry_on_error=[RedisConnectionError])
+    return aioredis.from_url(
+        url,
+        socket_connect_timeout=1,
+        socket_timeout=timeout_s,
+        health_check_interval=15,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), 1),
+        retry_on_error=[RedisConnectionError],
+    )
 
 
 class Gateway:
@@ -68,19 +76,36 @@ class Gateway:
         opts = [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1)]
         self.channels = {
             name: grpc.aio.insecure_channel(addr, options=opts, interceptors=client_interceptors())
-            for name, addr in (("auth", settings.auth_addr), ("registry", settings.registry_addr),
-                               ("classifier", settings.classifier_addr))
+            for name, addr in (
+                ("auth", settings.auth_addr),
+                ("registry", settings.registry_addr),
+                ("classifier", settings.classifier_addr),
+            )
         }
         self.redis = _redis(settings.redis_url, timeout_s=1)
         self.auth_redis = _redis(settings.redis_url, timeout_s=5)
-        self.auth = Authenticator(self.channels["auth"], self.redis, self.metrics, timeout_s=settings.grpc_timeout_s,
-                                  failure_limit=settings.auth_failure_limit,
-                                  failure_window_s=settings.auth_failure_window_s, prefix=settings.redis_prefix,
-                                  counters=self.auth_redis)
+        self.auth = Authenticator(
+            self.channels["auth"],
+            self.redis,
+            self.metrics,
+            timeout_s=settings.grpc_timeout_s,
+            failure_limit=settings.auth_failure_limit,
+            failure_window_s=settings.auth_failure_window_s,
+            prefix=settings.redis_prefix,
+            counters=self.auth_redis,
+        )
         self.auth_stub = auth_pb2_grpc.AuthServiceStub(self.channels["auth"])
-        self.cache = (ResponseCache(self.redis, settings.redis_prefix, settings.cache_ttl_s,
-                                    settings.cache_max_entry_bytes, settings.cache_per_key)
-                      if settings.cache_enabled else None)
+        self.cache = (
+            ResponseCache(
+                self.redis,
+                settings.redis_prefix,
+                settings.cache_ttl_s,
+                settings.cache_max_entry_bytes,
+                settings.cache_per_key,
+            )
+            if settings.cache_enabled
+            else None
+        )
         self.jobs = JobStore(self.redis, settings.redis_prefix, settings.job_result_ttl_s)
         self.limiter = RateLimiter(self.redis, self.metrics, settings.redis_prefix, settings.rate_limit_burst)
         self.usage = UsageRecorder(self.channels["auth"], settings.usage_flush_interval_s)
@@ -92,30 +117,42 @@ class Gateway:
         self.metrics.registry.register(EndpointStateCollector(self.endpoints))
         self.meter_provider: Any = None
         self.providers: dict[str, Provider] = {
-            "local": LocalProvider(self.catalogue, Scheduler(settings.endpoint_picker, self.endpoints), self.endpoints,
-                                   self.queue, settings.endpoint_max_outstanding, settings.endpoint_max_waiting,
-                                   settings.upstream_retries),
+            "local": LocalProvider(
+                self.catalogue,
+                Scheduler(settings.endpoint_picker, self.endpoints),
+                self.endpoints,
+                self.queue,
+                settings.endpoint_max_outstanding,
+                settings.endpoint_max_waiting,
+                settings.upstream_retries,
+            ),
         }
-        for name, config in load_providers(settings.providers_file, self.upstream.defaults,
-                                           settings.upstream_retries, settings.provider_keys_dir).items():
+        for name, config in load_providers(
+            settings.providers_file, self.upstream.defaults, settings.upstream_retries, settings.provider_keys_dir
+        ).items():
             self.providers[name] = ExternalProvider(name, config, self.endpoints)
-        self.auto = AutoRouter(self.channels["classifier"],
-                               load_policies(settings.routing_file, settings.auto_default_model),
-                               settings.classifier_timeout_s)
+        self.auto = AutoRouter(
+            self.channels["classifier"],
+            load_policies(settings.routing_file, settings.auto_default_model),
+            settings.classifier_timeout_s,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await self.upstream.start()
         self.meter_provider = export_registry(self.metrics.registry, "gateway")
-        self._tasks += [asyncio.create_task(self.catalogue.run(), name="registry-watch"),
-                        asyncio.create_task(self.auth.follow_revocations(), name="key-events"),
-                        asyncio.create_task(self.usage.run(), name="usage-flush")]
+        self._tasks += [
+            asyncio.create_task(self.catalogue.run(), name="registry-watch"),
+            asyncio.create_task(self.auth.follow_revocations(), name="key-events"),
+            asyncio.create_task(self.usage.run(), name="usage-flush"),
+        ]
         # Give the first snapshot a moment, so the first requests after start see the catalogue; connect
         # to the classifier now, so the first `auto` request is not spent on the handshake.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(self.catalogue.synced.wait(),
-                                                  self.channels["classifier"].channel_ready()), timeout=2)
+            await asyncio.wait_for(
+                asyncio.gather(self.catalogue.synced.wait(), self.channels["classifier"].channel_ready()), timeout=2
+            )
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Runs `coro` after the response, keeping a reference so it is not collected mid-way."""
@@ -160,15 +197,25 @@ class Gateway:
         """404 for a malformed name or an unknown provider, 403 when the key may not use the model."""
         provider_name, sep, name = model.partition("/")
         if not sep or not name:
-            raise APIError(404, f"The model `{model}` does not exist. Model names are `<provider>/<model>`, "
-                           f"e.g. `local/llama-3-8b-instruct`; see GET /v1/models.",
-                           code="model_not_found", param="model")
+            raise APIError(
+                404,
+                f"The model `{model}` does not exist. Model names are `<provider>/<model>`, "
+                f"e.g. `local/llama-3-8b-instruct`; see GET /v1/models.",
+                code="model_not_found",
+                param="model",
+            )
         if provider_name not in self.providers:
-            raise APIError(404, f"Unknown provider `{provider_name}` in model `{model}`; known providers: "
-                           f"{', '.join(sorted(self.providers))}.", code="model_not_found", param="model")
+            raise APIError(
+                404,
+                f"Unknown provider `{provider_name}` in model `{model}`; known providers: "
+                f"{', '.join(sorted(self.providers))}.",
+                code="model_not_found",
+                param="model",
+            )
         if not principal.may_use(model):
-            raise APIError(403, f"This API key may not use the model `{model}`.", code="model_not_allowed",
-                           param="model")
+            raise APIError(
+                403, f"This API key may not use the model `{model}`.", code="model_not_allowed", param="model"
+            )
 
     async def route(self, model: str, principal: Principal, request: RouteRequest) -> tuple[Provider, Upstream]:
         """The provider and upstream for a public model name, after the key's access check."""
@@ -185,7 +232,8 @@ class Gateway:
         service, _ = _DEPENDENCIES[name]
         try:
             reply = await health_pb2_grpc.HealthStub(self.channels[name]).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+                health_pb2.HealthCheckRequest(service=service), timeout=1.0
+            )
         except grpc.aio.AioRpcError:
             return False
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
@@ -196,8 +244,11 @@ class Gateway:
         keys = self.auth.cached_keys()
         auth_ok = keys > 0 or await self._serving("auth")
         catalogue_ok = self.catalogue.synced.is_set()
-        report = {"auth": "ok" if auth_ok else "unavailable, no cached keys", "cached_keys": keys,
-                  "catalogue": ("live" if self.catalogue.connected else "stale") if catalogue_ok else "never loaded"}
+        report = {
+            "auth": "ok" if auth_ok else "unavailable, no cached keys",
+            "cached_keys": keys,
+            "catalogue": ("live" if self.catalogue.connected else "stale") if catalogue_ok else "never loaded",
+        }
         ready = auth_ok and catalogue_ok
         return ready, {"status": "ready" if ready else "not ready", **report}
 
@@ -209,7 +260,8 @@ class Gateway:
             start = time.perf_counter()
             try:
                 reply = await health_pb2_grpc.HealthStub(self.channels[name]).Check(
-                    health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+                    health_pb2.HealthCheckRequest(service=service), timeout=1.0
+                )
                 ok = reply.status == health_pb2.HealthCheckResponse.SERVING
                 status = "ok" if ok else health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status).lower()
             except grpc.aio.AioRpcError as exc:
@@ -232,5 +284,8 @@ class Gateway:
         deps["registry"]["models"] = len(self.catalogue.models)
         healthy = all(deps[n]["status"] == "ok" for n, (_, required) in _DEPENDENCIES.items() if required)
         degraded = any(d["status"] != "ok" for d in deps.values())
-        return healthy, {"status": "ok" if not degraded else ("degraded" if healthy else "unavailable"),
-                         "version": __version__, "dependencies": deps}
+        return healthy, {
+            "status": "ok" if not degraded else ("degraded" if healthy else "unavailable"),
+            "version": __version__,
+            "dependencies": deps,
+        }

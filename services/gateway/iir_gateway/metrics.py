@@ -14,46 +14,98 @@ class GatewayMetrics:
         self.max_keys = max_keys
         self._keys: set[str] = set()
         self.registry = CollectorRegistry()
-        self.requests = Counter("iir_gateway_requests", "HTTP requests by route and status.",
-                                ["route", "method", "status"], registry=self.registry)
-        self.latency = Histogram("iir_gateway_request_duration_seconds", "HTTP request latency by route.",
-                                 ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.model_requests = Counter("iir_gateway_model_requests",
-                                      "Inference requests by model, provider and status.",
-                                      ["model", "provider", "status"], registry=self.registry)
-        self.upstream_errors = Counter("iir_gateway_upstream_errors", "Failed upstream calls by kind.",
-                                       ["provider", "kind"], registry=self.registry)
-        self.rate_limited = Counter("iir_gateway_rate_limited", "Requests refused by a per-key limit.",
-                                    ["limit"], registry=self.registry)
-        self.ratelimit_errors = Counter("iir_gateway_ratelimit_errors",
-                                        "Rate-limit checks skipped because Redis failed.", registry=self.registry)
-        self.model_latency = Histogram("iir_gateway_model_request_duration_seconds",
-                                       "Inference request latency (to the last byte) by model and provider.",
-                                       ["model", "provider"], buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.ttft = Histogram("iir_gateway_time_to_first_token_seconds",
-                              "Time from the request to the first streamed bytes, by model.", ["model"],
-                              buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.itl = Histogram("iir_gateway_inter_token_latency_seconds",
-                             "Mean time between streamed chunks of a response, by model.", ["model"],
-                             buckets=_TOKEN_BUCKETS, registry=self.registry)
-        self.tokens = Counter("iir_gateway_tokens", "Tokens by model and kind (prompt, completion).",
-                              ["model", "kind"], registry=self.registry)
-        self.key_tokens = Counter("iir_gateway_key_tokens", "Tokens by API key id (static keys: static).",
-                                  ["key", "kind"], registry=self.registry)
-        self.queue_depth = Gauge("iir_gateway_queue_depth", "Requests waiting for a saturated model.",
-                                 registry=self.registry)
-        self.cache = Counter("iir_gateway_cache_requests", "Response cache lookups by result (hit, miss).",
-                             ["result"], registry=self.registry)
-        self.secrets = Counter("iir_gateway_secrets", "Secrets found by kind, in requests or answers.",
-                               ["kind", "where"], registry=self.registry)
-        self.auth_failures = Counter("iir_gateway_auth_failures", "Refused authentications by reason.",
-                                     ["reason"], registry=self.registry)
-        self.auth_validations = Counter("iir_gateway_auth_validations",
-                                        "Key validations sent to the auth service (cache misses, coalesced).",
-                                        registry=self.registry)
-        self.auth_lockouts = Counter("iir_gateway_auth_lockouts",
-                                     "Client addresses that reached the failed-authentication limit.",
-                                     registry=self.registry)
+        self.requests = Counter(
+            "iir_gateway_requests",
+            "HTTP requests by route and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "iir_gateway_request_duration_seconds",
+            "HTTP request latency by route.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_requests = Counter(
+            "iir_gateway_model_requests",
+            "Inference requests by model, provider and status.",
+            ["model", "provider", "status"],
+            registry=self.registry,
+        )
+        self.upstream_errors = Counter(
+            "iir_gateway_upstream_errors",
+            "Failed upstream calls by kind.",
+            ["provider", "kind"],
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "iir_gateway_rate_limited", "Requests refused by a per-key limit.", ["limit"], registry=self.registry
+        )
+        self.ratelimit_errors = Counter(
+            "iir_gateway_ratelimit_errors", "Rate-limit checks skipped because Redis failed.", registry=self.registry
+        )
+        self.model_latency = Histogram(
+            "iir_gateway_model_request_duration_seconds",
+            "Inference request latency (to the last byte) by model and provider.",
+            ["model", "provider"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "iir_gateway_time_to_first_token_seconds",
+            "Time from the request to the first streamed bytes, by model.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.itl = Histogram(
+            "iir_gateway_inter_token_latency_seconds",
+            "Mean time between streamed chunks of a response, by model.",
+            ["model"],
+            buckets=_TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "iir_gateway_tokens",
+            "Tokens by model and kind (prompt, completion).",
+            ["model", "kind"],
+            registry=self.registry,
+        )
+        self.key_tokens = Counter(
+            "iir_gateway_key_tokens",
+            "Tokens by API key id (static keys: static).",
+            ["key", "kind"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "iir_gateway_queue_depth", "Requests waiting for a saturated model.", registry=self.registry
+        )
+        self.cache = Counter(
+            "iir_gateway_cache_requests",
+            "Response cache lookups by result (hit, miss).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.secrets = Counter(
+            "iir_gateway_secrets",
+            "Secrets found by kind, in requests or answers.",
+            ["kind", "where"],
+            registry=self.registry,
+        )
+        self.auth_failures = Counter(
+            "iir_gateway_auth_failures", "Refused authentications by reason.", ["reason"], registry=self.registry
+        )
+        self.auth_validations = Counter(
+            "iir_gateway_auth_validations",
+            "Key validations sent to the auth service (cache misses, coalesced).",
+            registry=self.registry,
+        )
+        self.auth_lockouts = Counter(
+            "iir_gateway_auth_lockouts",
+            "Client addresses that reached the failed-authentication limit.",
+            registry=self.registry,
+        )
 
     def key_label(self, key_id: str) -> str:
         """A key id as a label: the first `max_keys` ids seen keep theirs, later ones share `other`."""

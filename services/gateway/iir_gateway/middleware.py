@@ -22,13 +22,23 @@ _VALID_RID = re.compile(rb"^[\w\-.:]{1,128}$")
 _RID_PREFIX = os.urandom(6).hex().encode() + b"-"
 _rid_counter = itertools.count(1)
 # On every answer: no MIME sniffing, no framing, no referrer, nothing cached by shared caches.
-SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-                    (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-store"))
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+)
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: GatewayMetrics, max_body_bytes: int, access_log: bool,
-                 addresses: ClientAddressResolver) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: GatewayMetrics,
+        max_body_bytes: int,
+        access_log: bool,
+        addresses: ClientAddressResolver,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
@@ -72,32 +82,52 @@ class RequestContextMiddleware:
 
         try:
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-                await self._reply(send_wrapper, 413, f"Request body too large: the limit is "
-                                  f"{self.max_body_bytes} bytes.", "request_too_large")
+                await self._reply(
+                    send_wrapper,
+                    413,
+                    f"Request body too large: the limit is {self.max_body_bytes} bytes.",
+                    "request_too_large",
+                )
             elif credentials > 1:  # proxies and frameworks disagree on which of several counts: refuse
-                await self._reply(send_wrapper, 400, "Send one API key, in one `Authorization` or `X-API-Key` "
-                                  "header.", "duplicate_credentials")
+                await self._reply(
+                    send_wrapper,
+                    400,
+                    "Send one API key, in one `Authorization` or `X-API-Key` header.",
+                    "duplicate_credentials",
+                )
             else:
                 await self.app(scope, receive, send_wrapper)
         except Exception:
             log.exception("unhandled error", extra={"path": scope["path"]})
             if not started:
-                await self._reply(send_wrapper, 500, "The server had an error while processing your request.",
-                                  "internal_error")
+                await self._reply(
+                    send_wrapper, 500, "The server had an error while processing your request.", "internal_error"
+                )
         finally:
             elapsed = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()
             self.metrics.latency.labels(route).observe(elapsed)
             if self.access_log:
-                log.info("request", extra={"method": scope["method"], "path": scope["path"], "status": status,
-                                           "duration_ms": round(elapsed * 1000, 3)})
+                log.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                    },
+                )
             request_id_var.reset(token)
 
     @staticmethod
     async def _reply(send: Send, status: int, message: str, code: str) -> None:
         body = error_body(status, message, code=code)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -30,8 +30,10 @@ def _config() -> GatewaySettings:
 
 def _timeout_reply() -> bytes:
     body = error_body(408, "The request was not received in time.", code="request_timeout")
-    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):

@@ -43,7 +43,9 @@ local function store(key, tokens, cap, rate, now)
 end
 """
 
-_ADMIT = _LEVEL + """
+_ADMIT = (
+    _LEVEL
+    + """
 local now = tonumber(ARGV[1])
 local rpm, rpm_cap, tpm, tpm_cap = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local cost, budget, budget_ttl = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -73,9 +75,12 @@ if budget > 0 and cost > 0 then
 end
 return {1, '', 0, math.floor(r or 0), math.floor(t or 0), used}
 """
+)
 
 # The reservation was the estimate; the answer used `actual`: the bucket and the budget take the difference.
-_SETTLE = _LEVEL + """
+_SETTLE = (
+    _LEVEL
+    + """
 local now, tpm, tpm_cap, refund = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 if tpm > 0 then
   local t, rate = level(KEYS[1], tpm, tpm_cap, now)
@@ -88,6 +93,7 @@ if budget_ttl > 0 and refund ~= 0 then
 end
 return 1
 """
+)
 
 
 def duration(ms: float) -> str:
@@ -121,8 +127,9 @@ def _period(period: str, now: datetime) -> tuple[str, int]:
 
 
 class RateLimiter:
-    def __init__(self, redis: aioredis.Redis, metrics: GatewayMetrics, prefix: str = "iir:",
-                 burst: float = 1.0) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, metrics: GatewayMetrics, prefix: str = "iir:", burst: float = 1.0
+    ) -> None:
         self.redis = redis
         self.metrics = metrics
         self.prefix = prefix
@@ -137,8 +144,10 @@ class RateLimiter:
 
     def _headers(self, p: Principal, remaining_requests: int, remaining_tokens: int) -> dict[str, str]:
         headers = {}
-        for kind, limit, left in (("requests", p.rpm_limit, remaining_requests), ("tokens", p.tpm_limit,
-                                                                                  remaining_tokens)):
+        for kind, limit, left in (
+            ("requests", p.rpm_limit, remaining_requests),
+            ("tokens", p.tpm_limit, remaining_tokens),
+        ):
             if limit > 0:
                 cap = limit * self.burst
                 headers[f"x-ratelimit-limit-{kind}"] = str(limit)
@@ -156,33 +165,54 @@ class RateLimiter:
         try:
             allowed, reason, wait_ms, r_left, t_left, used = await self._admit(
                 keys=self._keys(p, now),
-                args=[int(time.time() * 1000), rpm, rpm * self.burst, p.tpm_limit,
-                      p.tpm_limit * self.burst, estimated_tokens, p.budget_tokens,
-                      _period(p.budget_period, now)[1]])
+                args=[
+                    int(time.time() * 1000),
+                    rpm,
+                    rpm * self.burst,
+                    p.tpm_limit,
+                    p.tpm_limit * self.burst,
+                    estimated_tokens,
+                    p.budget_tokens,
+                    _period(p.budget_period, now)[1],
+                ],
+            )
         except RedisError as exc:  # fail open: an outage of Redis must not stop inference
             self.metrics.ratelimit_errors.inc()
             log.warning("rate limiting skipped: Redis failed", extra={"error": repr(exc)[:200]})
             return NO_LIMITS
-        headers = self._headers(p if count_request else dataclasses.replace(p, rpm_limit=0), int(r_left),
-                                int(t_left))
+        headers = self._headers(p if count_request else dataclasses.replace(p, rpm_limit=0), int(r_left), int(t_left))
         if allowed:
             return Admission(estimated_tokens if p.tpm_limit > 0 or p.budget_tokens > 0 else 0, headers)
         kind = reason.decode() if isinstance(reason, bytes) else str(reason)
         self.metrics.rate_limited.labels(kind).inc()
         if kind == "too_large":
-            raise APIError(429, f"Request too large for tokens per minute: limit {p.tpm_limit}, requested "
-                           f"{estimated_tokens} (prompt estimate plus max_tokens). Send less, or a smaller "
-                           "max_tokens.", type="tokens", code="rate_limit_exceeded", param="max_tokens",
-                           headers=headers)
+            raise APIError(
+                429,
+                f"Request too large for tokens per minute: limit {p.tpm_limit}, requested "
+                f"{estimated_tokens} (prompt estimate plus max_tokens). Send less, or a smaller "
+                "max_tokens.",
+                type="tokens",
+                code="rate_limit_exceeded",
+                param="max_tokens",
+                headers=headers,
+            )
         if kind == "budget":
-            raise APIError(429, f"This key has used its token budget for the {p.budget_period} "
-                           f"({used}/{p.budget_tokens} tokens).", type="insufficient_quota",
-                           code="insufficient_quota", headers=headers)
+            raise APIError(
+                429,
+                f"This key has used its token budget for the {p.budget_period} ({used}/{p.budget_tokens} tokens).",
+                type="insufficient_quota",
+                code="insufficient_quota",
+                headers=headers,
+            )
         retry_s = max(1, math.ceil(int(wait_ms) / 1000))
         limit = p.rpm_limit if kind == "requests" else p.tpm_limit
-        raise APIError(429, f"Rate limit reached for {kind} per minute: limit {limit}. "
-                       f"Please try again in {retry_s}s.", type=kind, code="rate_limit_exceeded",
-                       headers={**headers, "retry-after": str(retry_s)})
+        raise APIError(
+            429,
+            f"Rate limit reached for {kind} per minute: limit {limit}. Please try again in {retry_s}s.",
+            type=kind,
+            code="rate_limit_exceeded",
+            headers={**headers, "retry-after": str(retry_s)},
+        )
 
     async def settle(self, p: Principal, reserved: int, actual: int) -> None:
         """Corrects the token bucket by what the response really used, and adds it to the budget."""
@@ -192,9 +222,16 @@ class RateLimiter:
         keys = self._keys(p, now)
         _, budget_ttl = _period(p.budget_period, now)
         try:
-            await self._settle(keys=[keys[1], keys[2]],
-                               args=[int(time.time() * 1000), p.tpm_limit, p.tpm_limit * self.burst,
-                                     reserved - actual, budget_ttl if p.budget_tokens > 0 else 0])
+            await self._settle(
+                keys=[keys[1], keys[2]],
+                args=[
+                    int(time.time() * 1000),
+                    p.tpm_limit,
+                    p.tpm_limit * self.burst,
+                    reserved - actual,
+                    budget_ttl if p.budget_tokens > 0 else 0,
+                ],
+            )
         except RedisError as exc:
             self.metrics.ratelimit_errors.inc()
             log.warning("cannot settle token usage: Redis failed", extra={"error": repr(exc)[:200]})

@@ -17,8 +17,9 @@ _OPERATIONS = {"chat/completions": "chat", "completions": "text_completion", "em
 class RequestSpan:
     def __init__(self, tracer: Any, path: str) -> None:
         self.operation = _OPERATIONS.get(path, path)
-        self.span = tracer.start_span(self.operation, kind=SpanKind.SERVER,
-                                      attributes={"gen_ai.operation.name": self.operation})
+        self.span = tracer.start_span(
+            self.operation, kind=SpanKind.SERVER, attributes={"gen_ai.operation.name": self.operation}
+        )
         self._token = context.attach(trace.set_span_in_context(self.span))
         self._ended = False
 
@@ -29,8 +30,12 @@ class RequestSpan:
         self.span.set_attribute("gen_ai.request.model", model)
         self.span.set_attribute("gen_ai.provider.name", model.partition("/")[0] if "/" in model else "iir")
         self.span.set_attribute("iir.stream", bool(body.get("stream")))
-        for key, name in (("max_tokens", "gen_ai.request.max_tokens"), ("temperature", "gen_ai.request.temperature"),
-                          ("top_p", "gen_ai.request.top_p"), ("seed", "gen_ai.request.seed")):
+        for key, name in (
+            ("max_tokens", "gen_ai.request.max_tokens"),
+            ("temperature", "gen_ai.request.temperature"),
+            ("top_p", "gen_ai.request.top_p"),
+            ("seed", "gen_ai.request.seed"),
+        ):
             if isinstance(body.get(key), int | float):
                 self.span.set_attribute(name, body[key])
 

@@ -110,28 +110,47 @@ class StreamAssembler:
         text = "".join(self.parts)
         chat = self.first.get("object") == "chat.completion.chunk"
         choice = {"index": 0, "message": {"role": "assistant", "content": text}} if chat else {"index": 0, "text": text}
-        return {"id": self.first.get("id", ""), "object": "chat.completion" if chat else "text_completion",
-                "created": self.first.get("created", 0), "model": self.first.get("model", ""),
-                "choices": [{**choice, "logprobs": None, "finish_reason": self.finish}], "usage": self.usage}
+        return {
+            "id": self.first.get("id", ""),
+            "object": "chat.completion" if chat else "text_completion",
+            "created": self.first.get("created", 0),
+            "model": self.first.get("model", ""),
+            "choices": [{**choice, "logprobs": None, "finish_reason": self.finish}],
+            "usage": self.usage,
+        }
 
 
 async def replay(completion: dict[str, Any], include_usage: bool, chat: bool) -> AsyncIterator[bytes]:
     """A cached completion as the SSE stream an upstream would have sent."""
-    base = {"id": completion.get("id", ""), "created": int(time.time()), "model": completion.get("model", ""),
-            "object": "chat.completion.chunk" if chat else "text_completion"}
+    base = {
+        "id": completion.get("id", ""),
+        "created": int(time.time()),
+        "model": completion.get("model", ""),
+        "object": "chat.completion.chunk" if chat else "text_completion",
+    }
     choice = (completion.get("choices") or [{}])[0]
     text = (choice.get("message") or {}).get("content") or "" if chat else choice.get("text") or ""
     words = text.split(" ")
     if chat:
-        yield _event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                           "logprobs": None, "finish_reason": None}]})
+        yield _event(
+            {
+                **base,
+                "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+                ],
+            }
+        )
     for i, word in enumerate(words):
         piece = word if i == 0 else " " + word
         delta = {"delta": {"content": piece}} if chat else {"text": piece}
         yield _event({**base, "choices": [{"index": 0, **delta, "logprobs": None, "finish_reason": None}]})
     end = {"delta": {}} if chat else {"text": ""}
-    yield _event({**base, "choices": [{"index": 0, **end, "logprobs": None,
-                                       "finish_reason": choice.get("finish_reason") or "stop"}]})
+    yield _event(
+        {
+            **base,
+            "choices": [{"index": 0, **end, "logprobs": None, "finish_reason": choice.get("finish_reason") or "stop"}],
+        }
+    )
     if include_usage and completion.get("usage"):
         yield _event({**base, "choices": [], "usage": completion["usage"]})
     yield b"data: [DONE]\n\n"

@@ -95,16 +95,20 @@ def validate_body(schema: type[BaseModel], body: dict[str, Any]) -> Any:
         err = exc.errors(include_url=False)[0]
         param = _param(tuple(err["loc"]))
         if err["type"] == "missing":
-            raise APIError(400, f"Missing required parameter: '{param}'.", code="missing_required_parameter",
-                           param=param) from None
-        raise APIError(400, f"Invalid value for '{param}': {err['msg']}.", code="invalid_value",
-                       param=param) from None
+            raise APIError(
+                400, f"Missing required parameter: '{param}'.", code="missing_required_parameter", param=param
+            ) from None
+        raise APIError(400, f"Invalid value for '{param}': {err['msg']}.", code="invalid_value", param=param) from None
 
 
 def openapi_body(schema: type[BaseModel]) -> dict[str, Any]:
     """`openapi_extra` documenting a body the route reads itself (it skips FastAPI's slower parsing)."""
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": f"#/components/schemas/{schema.__name__}"}}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema.__name__}"}}},
+        }
+    }
 
 
 OPENAPI_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionRequest, CompletionRequest, EmbeddingRequest)

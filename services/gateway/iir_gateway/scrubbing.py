@@ -20,8 +20,20 @@ from iir_gateway.stream_scrubbing import StreamScrubber
 
 MODES = ("redact", "block", "off")
 # Values that are identifiers or enumerations, not text a user wrote.
-_STRUCTURAL = frozenset({"model", "role", "type", "tool_call_id", "encoding_format", "finish_reason",
-                         "reasoning_effort", "service_tier", "detail", "format"})
+_STRUCTURAL = frozenset(
+    {
+        "model",
+        "role",
+        "type",
+        "tool_call_id",
+        "encoding_format",
+        "finish_reason",
+        "reasoning_effort",
+        "service_tier",
+        "detail",
+        "format",
+    }
+)
 # Media whose base64 payload is binary: scanning it could only corrupt it.
 _BINARY_MEDIA = ("image/", "audio/", "video/", "application/pdf", "application/octet-stream")
 
@@ -89,8 +101,12 @@ class Scrubbing:
         for kind in found:
             self.metrics.secrets.labels(kind, "request").inc()
         if found and mode == "block":
-            raise APIError(400, f"The request contains secrets ({', '.join(sorted(found))}); remove them and try "
-                           "again.", code="secret_detected", headers={"x-iir-scrubbed": ",".join(sorted(found))})
+            raise APIError(
+                400,
+                f"The request contains secrets ({', '.join(sorted(found))}); remove them and try again.",
+                code="secret_detected",
+                headers={"x-iir-scrubbed": ",".join(sorted(found))},
+            )
         for place, text in zip(places, scrubbed, strict=True):
             if text != place.text:
                 place.put(text)

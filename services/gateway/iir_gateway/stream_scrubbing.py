@@ -108,8 +108,9 @@ class StreamScrubber:
             parts = [(normal_char(c).lower(), i) for i, c in enumerate(buffer)]
             low = "".join(p for p, _ in parts)
             origin = [i for p, i in parts for _ in p]
-        spans = [self._candidate(low, end - len(needle) + 1, needle) for end, needle in
-                 self.scrubber.automaton_iter(low)]
+        spans = [
+            self._candidate(low, end - len(needle) + 1, needle) for end, needle in self.scrubber.automaton_iter(low)
+        ]
         cut = len(low)
         for size in range(min(len(low), self.scrubber.longest_needle - 1), 0, -1):
             if low[-size:] in self.scrubber.needle_prefixes:  # a needle may be arriving
@@ -147,7 +148,7 @@ class StreamScrubber:
             return start, (len(low) if len(low) - after >= _TOKEN_CHARS else None)
         while start > 0 and not low[start - 1].isspace():  # `postgres://`, `my_password=`: the whole word
             start -= 1
-        words = low[after:after + _PROSE_CHARS].split()
+        words = low[after : after + _PROSE_CHARS].split()
         if len(words) > _PROSE_WORDS or len(low) - after >= _PROSE_CHARS:
             return start, min(len(low), after + _PROSE_CHARS)
         return start, None

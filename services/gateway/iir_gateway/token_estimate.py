@@ -33,8 +33,11 @@ def estimate_tokens(body: dict[str, Any], default_completion: int) -> TokenEstim
         chars = sum(_text_length(m.get("content")) + 16 for m in body["messages"])
     else:
         prompt = body.get("prompt", body.get("input"))
-        chars = len(prompt) if isinstance(prompt, str) else _text_length([{"text": p} for p in prompt or []
-                                                                             if isinstance(p, str)])
+        chars = (
+            len(prompt)
+            if isinstance(prompt, str)
+            else _text_length([{"text": p} for p in prompt or [] if isinstance(p, str)])
+        )
     if "input" in body and "prompt" not in body and "messages" not in body:
         return TokenEstimate(math.ceil(chars / CHARS_PER_TOKEN), 0)  # embeddings generate nothing
     completion = body.get("max_completion_tokens") or body.get("max_tokens") or default_completion

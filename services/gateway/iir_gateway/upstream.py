@@ -61,6 +61,7 @@ class DisconnectAwareStreamingResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             async with anyio.create_task_group() as group:
+
                 async def stream_then_cancel() -> None:
                     try:
                         await self.stream_response(send)
@@ -98,8 +99,9 @@ def _upstream_message(raw: bytes) -> str:
 class UpstreamError(APIError):
     """An upstream call that failed; `retryable` when trying again is safe (nothing was generated)."""
 
-    def __init__(self, status: int, message: str, code: str, retryable: bool,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, code: str, retryable: bool, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(status, message, code=code, headers=headers)
         self.retryable = retryable
 
@@ -109,16 +111,20 @@ class UpstreamClient:
         self.settings = settings
         self.metrics = metrics
         self._session: aiohttp.ClientSession | None = None
-        self.defaults = Timeouts(connect_s=settings.upstream_connect_timeout_s,
-                                 first_token_s=settings.upstream_first_token_timeout_s,
-                                 read_s=settings.upstream_read_timeout_s, total_s=settings.upstream_total_timeout_s)
+        self.defaults = Timeouts(
+            connect_s=settings.upstream_connect_timeout_s,
+            first_token_s=settings.upstream_first_token_timeout_s,
+            read_s=settings.upstream_read_timeout_s,
+            total_s=settings.upstream_total_timeout_s,
+        )
         self._client_timeouts: dict[Timeouts, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
         # Bodies are relayed as bytes, so upstreams must not compress them: no Accept-Encoding is sent.
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                              skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"))
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept")
+        )
 
     async def close(self) -> None:
         if self._session is not None:
@@ -129,26 +135,49 @@ class UpstreamClient:
         pair = self._client_timeouts.get(timeouts)
         if pair is None:
             pair = self._client_timeouts[timeouts] = (
-                aiohttp.ClientTimeout(total=timeouts.total_s, sock_connect=timeouts.connect_s,
-                                      sock_read=timeouts.read_s),
-                aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s))
+                aiohttp.ClientTimeout(
+                    total=timeouts.total_s, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s
+                ),
+                aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s),
+            )
         return pair
 
-    def _fail(self, provider: str, kind: str, status: int, message: str, code: str, retryable: bool,
-              headers: dict[str, str] | None = None) -> UpstreamError:
+    def _fail(
+        self,
+        provider: str,
+        kind: str,
+        status: int,
+        message: str,
+        code: str,
+        retryable: bool,
+        headers: dict[str, str] | None = None,
+    ) -> UpstreamError:
         self.metrics.upstream_errors.labels(provider, kind).inc()
         return UpstreamError(status, message, code, retryable, headers)
 
     def _request(self, upstream: Upstream, path: str, body: dict[str, Any]) -> tuple[str, bytes]:
         if upstream.wire == "anthropic":
             if path != "chat/completions":
-                raise APIError(400, f"`{upstream.public_model}` (Anthropic) supports only /v1/chat/completions.",
-                               code="unsupported_endpoint")
+                raise APIError(
+                    400,
+                    f"`{upstream.public_model}` (Anthropic) supports only /v1/chat/completions.",
+                    code="unsupported_endpoint",
+                )
             return f"{upstream.base_url}/v1/messages", orjson.dumps(to_anthropic(body))
         return f"{upstream.base_url}/{path}", orjson.dumps(body)
 
-    async def forward(self, provider: str, upstream: Upstream, path: str, body: dict[str, Any], *, stream: bool,
-                      request_id: str, on_done: OnDone, strip_usage: bool = False) -> Response:
+    async def forward(
+        self,
+        provider: str,
+        upstream: Upstream,
+        path: str,
+        body: dict[str, Any],
+        *,
+        stream: bool,
+        request_id: str,
+        on_done: OnDone,
+        strip_usage: bool = False,
+    ) -> Response:
         """POSTs `body` to `upstream` (translated to its wire format) and relays the answer as OpenAI's.
 
         Raises `UpstreamError` for what a retry or a fallback may fix; an upstream 4xx is passed through.
@@ -175,18 +204,36 @@ class UpstreamClient:
                 resp.release()
         except TimeoutError:
             end_span(span, 504)
-            raise self._fail(provider, "timeout", 504, f"The upstream for `{public_model}` timed out.",
-                             "upstream_timeout", retryable=False) from None
+            raise self._fail(
+                provider,
+                "timeout",
+                504,
+                f"The upstream for `{public_model}` timed out.",
+                "upstream_timeout",
+                retryable=False,
+            ) from None
         except aiohttp.ClientConnectorError as exc:
             end_span(span, 502)
             log.warning("upstream unreachable", extra={"url": url, "error": str(exc)})
-            raise self._fail(provider, "connect", 502, f"The upstream for `{public_model}` is unreachable.",
-                             "upstream_unreachable", retryable=True) from None
+            raise self._fail(
+                provider,
+                "connect",
+                502,
+                f"The upstream for `{public_model}` is unreachable.",
+                "upstream_unreachable",
+                retryable=True,
+            ) from None
         except aiohttp.ClientError as exc:
             end_span(span, 502)
             log.warning("upstream failed", extra={"url": url, "error": repr(exc)})
-            raise self._fail(provider, "protocol", 502, f"The upstream for `{public_model}` failed: "
-                             f"{type(exc).__name__}.", "upstream_error", retryable=False) from None
+            raise self._fail(
+                provider,
+                "protocol",
+                502,
+                f"The upstream for `{public_model}` failed: {type(exc).__name__}.",
+                "upstream_error",
+                retryable=False,
+            ) from None
 
         end_span(span, resp.status)
         answer_headers = {"x-iir-model": public_model}
@@ -196,8 +243,14 @@ class UpstreamClient:
             try:
                 answer = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                raise self._fail(provider, "protocol", 502, f"The upstream for `{public_model}` answered with "
-                                 "a body that is not JSON.", "upstream_error", retryable=False) from None
+                raise self._fail(
+                    provider,
+                    "protocol",
+                    502,
+                    f"The upstream for `{public_model}` answered with a body that is not JSON.",
+                    "upstream_error",
+                    retryable=False,
+                ) from None
             if upstream.wire == "anthropic":
                 answer = from_anthropic(answer)
                 raw = orjson.dumps(answer)
@@ -206,33 +259,70 @@ class UpstreamClient:
             return Response(raw, media_type="application/json", headers=answer_headers)
         if not first:
             resp.close()
-            raise self._fail(provider, "protocol", 502, f"The upstream for `{public_model}` closed the stream "
-                             "before sending anything.", "upstream_error", retryable=True)
-        transform = (AnthropicStreamTranslator(not strip_usage) if upstream.wire == "anthropic"
-                     else UsageTap(strip_usage))
+            raise self._fail(
+                provider,
+                "protocol",
+                502,
+                f"The upstream for `{public_model}` closed the stream before sending anything.",
+                "upstream_error",
+                retryable=True,
+            )
+        transform = (
+            AnthropicStreamTranslator(not strip_usage) if upstream.wire == "anthropic" else UsageTap(strip_usage)
+        )
         self.metrics.ttft.labels(upstream.metric_model).observe(time.perf_counter() - started)
-        relay = StreamRelay(resp, first, transform, timeouts.read_s, provider, public_model, on_done, self.metrics,
-                            upstream.metric_model)
-        return DisconnectAwareStreamingResponse(relay.chunks(), on_close=lambda: relay.close(False),
-                                                media_type="text/event-stream",
-                                                headers={**SSE_HEADERS, **answer_headers})
+        relay = StreamRelay(
+            resp,
+            first,
+            transform,
+            timeouts.read_s,
+            provider,
+            public_model,
+            on_done,
+            self.metrics,
+            upstream.metric_model,
+        )
+        return DisconnectAwareStreamingResponse(
+            relay.chunks(),
+            on_close=lambda: relay.close(False),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, **answer_headers},
+        )
 
-    def _status_error(self, provider: str, resp: aiohttp.ClientResponse, raw: bytes, public_model: str,
-                      answer_headers: dict[str, str]) -> APIError:
+    def _status_error(
+        self, provider: str, resp: aiohttp.ClientResponse, raw: bytes, public_model: str, answer_headers: dict[str, str]
+    ) -> APIError:
         message = _upstream_message(raw)
         if resp.status >= 500:
-            return self._fail(provider, f"http_{resp.status}", 502, f"The upstream for `{public_model}` answered "
-                              f"{resp.status}: {message}", "upstream_error", retryable=True)
+            return self._fail(
+                provider,
+                f"http_{resp.status}",
+                502,
+                f"The upstream for `{public_model}` answered {resp.status}: {message}",
+                "upstream_error",
+                retryable=True,
+            )
         if resp.status == 429:
             retry_after = {"retry-after": resp.headers["retry-after"]} if "retry-after" in resp.headers else {}
-            return self._fail(provider, "http_429", 429, f"The upstream for `{public_model}` is rate limiting: "
-                              f"{message}", "upstream_rate_limited", retryable=True,
-                              headers={**answer_headers, **retry_after})
+            return self._fail(
+                provider,
+                "http_429",
+                429,
+                f"The upstream for `{public_model}` is rate limiting: {message}",
+                "upstream_rate_limited",
+                retryable=True,
+                headers={**answer_headers, **retry_after},
+            )
         if resp.status in (401, 403):
             # The gateway's own credentials were refused: not the caller's to fix.
-            return self._fail(provider, f"http_{resp.status}", 502, f"The provider for `{public_model}` refused "
-                              f"the gateway's credentials ({resp.status}): {message}", "upstream_auth_failed",
-                              retryable=False)
+            return self._fail(
+                provider,
+                f"http_{resp.status}",
+                502,
+                f"The provider for `{public_model}` refused the gateway's credentials ({resp.status}): {message}",
+                "upstream_auth_failed",
+                retryable=False,
+            )
         # Other client errors are the caller's to fix: pass status and message through.
         return APIError(resp.status, message, code="upstream_rejected", headers=answer_headers)
 
@@ -240,9 +330,18 @@ class UpstreamClient:
 class StreamRelay:
     """Relays an upstream SSE stream chunk by chunk through `transform`, reading its usage; `close` runs once."""
 
-    def __init__(self, resp: aiohttp.ClientResponse, first: bytes, transform: UsageTap | AnthropicStreamTranslator,
-                 read_timeout_s: float, provider: str, public_model: str, on_done: OnDone,
-                 metrics: GatewayMetrics, metric_model: str) -> None:
+    def __init__(
+        self,
+        resp: aiohttp.ClientResponse,
+        first: bytes,
+        transform: UsageTap | AnthropicStreamTranslator,
+        read_timeout_s: float,
+        provider: str,
+        public_model: str,
+        on_done: OnDone,
+        metrics: GatewayMetrics,
+        metric_model: str,
+    ) -> None:
         self.resp = resp
         self.first = first
         self.transform = transform
@@ -282,8 +381,11 @@ class StreamRelay:
             self.metrics.upstream_errors.labels(self.provider, kind).inc()
             log.warning("upstream stream broke", extra={"model": self.public_model, "error": repr(exc)})
             status, code = (504, "upstream_timeout") if kind == "timeout" else (502, "upstream_error")
-            yield b"data: " + error_body(status, f"The upstream stream for `{self.public_model}` broke off.",
-                                         code=code) + b"\n\n"
+            yield (
+                b"data: "
+                + error_body(status, f"The upstream stream for `{self.public_model}` broke off.", code=code)
+                + b"\n\n"
+            )
         finally:
             self.close(completed)
 

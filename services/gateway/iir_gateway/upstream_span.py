@@ -16,9 +16,17 @@ def upstream_span(provider: str, upstream: Upstream, url: str, headers: dict[str
     from opentelemetry import propagate
     from opentelemetry.trace import SpanKind
 
-    span = tracer.start_span(f"POST {provider}", kind=SpanKind.CLIENT, attributes={
-        "http.request.method": "POST", "url.full": url, "gen_ai.provider.name": provider,
-        "gen_ai.request.model": upstream.model, "iir.upstream.target": upstream.target})
+    span = tracer.start_span(
+        f"POST {provider}",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "http.request.method": "POST",
+            "url.full": url,
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": upstream.model,
+            "iir.upstream.target": upstream.target,
+        },
+    )
     from opentelemetry import trace
 
     propagate.inject(headers, context=trace.set_span_in_context(span))

@@ -40,13 +40,16 @@ class UsageRecorder:
         if not self._pending:
             return
         batch, self._pending = self._pending, defaultdict(lambda: [0, 0, 0])
-        records = [auth_pb2.UsageRecord(key_id=k, model=m, day=d, requests=r, prompt_tokens=p,
-                                        completion_tokens=c) for (k, m, d), (r, p, c) in batch.items()]
+        records = [
+            auth_pb2.UsageRecord(key_id=k, model=m, day=d, requests=r, prompt_tokens=p, completion_tokens=c)
+            for (k, m, d), (r, p, c) in batch.items()
+        ]
         try:
             await self._stub.RecordUsage(auth_pb2.RecordUsageRequest(records=records), timeout=10)
         except grpc.aio.AioRpcError as exc:
-            log.warning("usage not recorded yet; will retry", extra={"rows": len(records),
-                                                                       "grpc_code": exc.code().name})
+            log.warning(
+                "usage not recorded yet; will retry", extra={"rows": len(records), "grpc_code": exc.code().name}
+            )
             if len(self._pending) + len(batch) <= _MAX_PENDING:
                 for key, (r, p, c) in batch.items():
                     row = self._pending[key]

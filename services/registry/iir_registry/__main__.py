@@ -33,8 +33,13 @@ async def serve(settings: RegistrySettings) -> None:
     if settings.metrics_scrape_interval_s > 0:
         scraper = asyncio.create_task(MetricsScraper(catalogue, settings.metrics_scrape_interval_s).run())
     servicer = RegistryServicer(catalogue, source)
-    service = GrpcService([lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, s)],
-                          ["iir.v1.RegistryService"], settings.registry_port, settings.registry_host)
+    service = GrpcService(
+        [lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, s)],
+        ["iir.v1.RegistryService"],
+        settings.registry_port,
+        settings.registry_host,
+    )
+
     async def stop() -> None:
         if scraper is not None:
             scraper.cancel()

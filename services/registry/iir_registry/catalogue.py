@@ -30,8 +30,10 @@ class Catalogue:
         if self._models.get(model.name) == model:
             return
         self._models[model.name] = model
-        log.info("model updated", extra={"model": model.name, "phase": model.phase,
-                                         "ready_endpoints": sum(e.ready for e in model.endpoints)})
+        log.info(
+            "model updated",
+            extra={"model": model.name, "phase": model.phase, "ready_endpoints": sum(e.ready for e in model.endpoints)},
+        )
         self._publish(Event(type=Event.UPSERT, model=model))
 
     def delete(self, name: str) -> None:

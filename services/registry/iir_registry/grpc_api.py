@@ -19,22 +19,26 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self.catalogue = catalogue
         self.source = source
 
-    async def ListModels(self, request: registry_pb2.ListModelsRequest,
-                         context: grpc.aio.ServicerContext) -> registry_pb2.ListModelsResponse:
+    async def ListModels(
+        self, request: registry_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListModelsResponse:
         return registry_pb2.ListModelsResponse(models=self.catalogue.models())
 
-    async def Resolve(self, request: registry_pb2.ResolveRequest,
-                      context: grpc.aio.ServicerContext) -> registry_pb2.ResolveResponse:
+    async def Resolve(
+        self, request: registry_pb2.ResolveRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ResolveResponse:
         model = self.catalogue.get(request.model)
         return registry_pb2.ResolveResponse(found=model is not None, model=model)
 
-    async def Watch(self, request: registry_pb2.WatchRequest,
-                    context: grpc.aio.ServicerContext) -> AsyncIterator[registry_pb2.WatchEvent]:
+    async def Watch(
+        self, request: registry_pb2.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[registry_pb2.WatchEvent]:
         async for event in self.catalogue.watch():
             yield event
 
-    async def Status(self, request: registry_pb2.StatusRequest,
-                     context: grpc.aio.ServicerContext) -> registry_pb2.StatusResponse:
+    async def Status(
+        self, request: registry_pb2.StatusRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.StatusResponse:
         error = ""
         try:
             nodes = await self.source.gpu_nodes()
@@ -42,13 +46,21 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             log.warning("cannot list GPU nodes", extra={"error": repr(exc)[:300]})
             nodes, error = [], f"cannot list GPU nodes: {type(exc).__name__}"
         return registry_pb2.StatusResponse(
-            models=self.catalogue.models(), source=self.source.name, last_refresh=int(self.source.last_refresh),
+            models=self.catalogue.models(),
+            source=self.source.name,
+            last_refresh=int(self.source.last_refresh),
             error=error,
-            nodes=[registry_pb2.GpuNode(name=n.name, product=n.product, memory_gib=n.memory_gib,
-                                        allocatable=n.allocatable, free=n.free) for n in nodes])
+            nodes=[
+                registry_pb2.GpuNode(
+                    name=n.name, product=n.product, memory_gib=n.memory_gib, allocatable=n.allocatable, free=n.free
+                )
+                for n in nodes
+            ],
+        )
 
-    async def Refresh(self, request: registry_pb2.RefreshRequest,
-                      context: grpc.aio.ServicerContext) -> registry_pb2.StatusResponse:
+    async def Refresh(
+        self, request: registry_pb2.RefreshRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.StatusResponse:
         try:
             await self.source.refresh()
         except Exception as exc:

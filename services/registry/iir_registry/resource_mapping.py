@@ -25,12 +25,19 @@ def _created(meta: Mapping[str, Any], default: int) -> int:
 
 def endpoints_from_status(resource: Mapping[str, Any]) -> list[registry_pb2.Endpoint]:
     status = resource.get("status") or {}
-    return [registry_pb2.Endpoint(url=e["url"], ready=bool(e.get("ready", True)), target=e.get("target", ""))
-            for e in status.get("endpoints") or [] if e.get("url")]
+    return [
+        registry_pb2.Endpoint(url=e["url"], ready=bool(e.get("ready", True)), target=e.get("target", ""))
+        for e in status.get("endpoints") or []
+        if e.get("url")
+    ]
 
 
-def model_from_resource(resource: Mapping[str, Any], source: str, default_created: int = 0,
-                        endpoints: list[registry_pb2.Endpoint] | None = None) -> registry_pb2.Model:
+def model_from_resource(
+    resource: Mapping[str, Any],
+    source: str,
+    default_created: int = 0,
+    endpoints: list[registry_pb2.Endpoint] | None = None,
+) -> registry_pb2.Model:
     """The catalogue entry for one InferenceModel; endpoints are given, or else taken from its status."""
     meta = resource.get("metadata") or {}
     spec = resource.get("spec") or {}

@@ -14,12 +14,20 @@ from iir_simbackend.settings import SimSettings
 def main() -> None:
     settings = SimSettings()
     setup_logging("simbackend")
-    logging.getLogger("iir_simbackend").info("simulated vLLM listening",
-                                             extra={"port": settings.port, "models": settings.model_names})
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None,
-                print=None, handle_signals=True,
-                # Like vLLM, stop generating when the client goes away.
-                handler_cancellation=True, backlog=2048)
+    logging.getLogger("iir_simbackend").info(
+        "simulated vLLM listening", extra={"port": settings.port, "models": settings.model_names}
+    )
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=None,
+        handle_signals=True,
+        # Like vLLM, stop generating when the client goes away.
+        handler_cancellation=True,
+        backlog=2048,
+    )
 
 
 if __name__ == "__main__":

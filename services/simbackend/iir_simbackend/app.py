@@ -57,8 +57,18 @@ async def _read_request(request: web.Request) -> dict[str, Any] | web.Response:
 async def models(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     now = int(time.time())
-    data = [{"id": m, "object": "model", "created": now, "owned_by": "vllm", "root": m, "parent": None,
-             "max_model_len": 8192} for m in settings.model_names]
+    data = [
+        {
+            "id": m,
+            "object": "model",
+            "created": now,
+            "owned_by": "vllm",
+            "root": m,
+            "parent": None,
+            "max_model_len": 8192,
+        }
+        for m in settings.model_names
+    ]
     return _json({"object": "list", "data": data})
 
 
@@ -67,8 +77,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(request.app[METRICS].registry),
-                        content_type="text/plain", charset="utf-8")
+    return web.Response(body=generate_latest(request.app[METRICS].registry), content_type="text/plain", charset="utf-8")
 
 
 def _completion_handler(chat: bool) -> Any:
@@ -102,17 +111,36 @@ def _completion_handler(chat: bool) -> Any:
             m.ttft.observe(time.perf_counter() - start)
             m.generation_tokens.inc(n)
             if chat:
-                choice = {"index": 0, "message": {"role": "assistant", "reasoning_content": None,
-                                                  "content": text, "tool_calls": []},
-                          "logprobs": None, "finish_reason": finish, "stop_reason": None}
+                choice = {
+                    "index": 0,
+                    "message": {"role": "assistant", "reasoning_content": None, "content": text, "tool_calls": []},
+                    "logprobs": None,
+                    "finish_reason": finish,
+                    "stop_reason": None,
+                }
                 obj = "chat.completion"
             else:
-                choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish,
-                          "stop_reason": None, "prompt_logprobs": None}
+                choice = {
+                    "index": 0,
+                    "text": text,
+                    "logprobs": None,
+                    "finish_reason": finish,
+                    "stop_reason": None,
+                    "prompt_logprobs": None,
+                }
                 obj = "text_completion"
-            return _json({"id": rid, "object": obj, "created": created, "model": body["model"],
-                          "choices": [choice], "usage": {**usage, "prompt_tokens_details": None},
-                          "prompt_logprobs": None, "kv_transfer_params": None})
+            return _json(
+                {
+                    "id": rid,
+                    "object": obj,
+                    "created": created,
+                    "model": body["model"],
+                    "choices": [choice],
+                    "usage": {**usage, "prompt_tokens_details": None},
+                    "prompt_logprobs": None,
+                    "kv_transfer_params": None,
+                }
+            )
         finally:
             m.running.dec()
             m.e2e.observe(time.perf_counter() - start)
@@ -120,15 +148,24 @@ def _completion_handler(chat: bool) -> Any:
     return handler
 
 
-async def _stream(request: web.Request, body: dict[str, Any], chat: bool, rid: str, created: int,
-                  prompt: str, n: int, finish: str, usage: dict[str, int], start: float) -> web.StreamResponse:
+async def _stream(
+    request: web.Request,
+    body: dict[str, Any],
+    chat: bool,
+    rid: str,
+    created: int,
+    prompt: str,
+    n: int,
+    finish: str,
+    usage: dict[str, int],
+    start: float,
+) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     m = request.app[METRICS]
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     obj = "chat.completion.chunk" if chat else "text_completion"
     head = {"id": rid, "object": obj, "created": created, "model": body["model"]}
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
-                                       "Cache-Control": "no-cache"})
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"})
     await resp.prepare(request)
 
     async def send(choices: list[dict[str, Any]], **extra: Any) -> None:
@@ -183,9 +220,16 @@ async def embeddings(request: web.Request) -> web.Response:
         raw = [b - 127.5 for b in digest]
         norm = math.sqrt(sum(v * v for v in raw)) or 1.0
         data.append({"index": i, "object": "embedding", "embedding": [v / norm for v in raw]})
-    return _json({"id": f"embd-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
-                  "model": body["model"], "data": data,
-                  "usage": {"prompt_tokens": used, "total_tokens": used, "completion_tokens": 0}})
+    return _json(
+        {
+            "id": f"embd-{uuid.uuid4().hex}",
+            "object": "list",
+            "created": int(time.time()),
+            "model": body["model"],
+            "data": data,
+            "usage": {"prompt_tokens": used, "total_tokens": used, "completion_tokens": 0},
+        }
+    )
 
 
 def create_app(settings: SimSettings | None = None) -> web.Application:

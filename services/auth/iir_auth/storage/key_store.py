@@ -55,9 +55,11 @@ class UsageRow:
     completion_tokens: int
 
 
-_COLUMNS = ("id, name, owner, description, prefix, key_hash, admin, priority, allowed_models, rpm_limit, "
-            "tpm_limit, budget_tokens, budget_period, expires_at, scrub_mode, cache_mode, created_at, last_used_at, "
-            "revoked_at")
+_COLUMNS = (
+    "id, name, owner, description, prefix, key_hash, admin, priority, allowed_models, rpm_limit, "
+    "tpm_limit, budget_tokens, budget_period, expires_at, scrub_mode, cache_mode, created_at, last_used_at, "
+    "revoked_at"
+)
 
 
 def _record(row: asyncpg.Record) -> KeyRecord:
@@ -77,9 +79,22 @@ class KeyStore:
             f"INSERT INTO api_keys (id, name, owner, description, prefix, key_hash, admin, priority, allowed_models,"
             f" rpm_limit, tpm_limit, budget_tokens, budget_period, expires_at, scrub_mode, cache_mode)"
             f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING {_COLUMNS}",
-            uuid.uuid4(), s.name, s.owner, s.description, visible_prefix(key), hash_key(key), s.admin, s.priority,
-            s.allowed_models, s.rpm_limit, s.tpm_limit, s.budget_tokens, s.budget_period, s.expires_at,
-            s.scrub_mode, s.cache_mode,
+            uuid.uuid4(),
+            s.name,
+            s.owner,
+            s.description,
+            visible_prefix(key),
+            hash_key(key),
+            s.admin,
+            s.priority,
+            s.allowed_models,
+            s.rpm_limit,
+            s.tpm_limit,
+            s.budget_tokens,
+            s.budget_period,
+            s.expires_at,
+            s.scrub_mode,
+            s.cache_mode,
         )
         return _record(row)
 
@@ -107,7 +122,8 @@ class KeyStore:
         except ValueError:
             return None
         row = await (conn or self.pool).fetchrow(
-            f"UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 RETURNING {_COLUMNS}", ident)
+            f"UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 RETURNING {_COLUMNS}", ident
+        )
         return _record(row) if row else None
 
     async def rotate(self, key_id: str, new_key: str) -> tuple[KeyRecord, KeyRecord] | None:
@@ -135,14 +151,25 @@ class KeyStore:
                 "   requests = key_usage.requests + EXCLUDED.requests,"
                 "   prompt_tokens = key_usage.prompt_tokens + EXCLUDED.prompt_tokens,"
                 "   completion_tokens = key_usage.completion_tokens + EXCLUDED.completion_tokens",
-                ids, [r.model for r in rows], [r.day for r in rows], [r.requests for r in rows],
-                [r.prompt_tokens for r in rows], [r.completion_tokens for r in rows])
+                ids,
+                [r.model for r in rows],
+                [r.day for r in rows],
+                [r.requests for r in rows],
+                [r.prompt_tokens for r in rows],
+                [r.completion_tokens for r in rows],
+            )
             await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1::uuid[])", list(set(ids)))
 
     async def usage(self, key_id: str, since: date | None, until: date | None) -> list[UsageRow]:
         rows = await self.pool.fetch(
             "SELECT key_id, model, day, requests, prompt_tokens, completion_tokens FROM key_usage"
             " WHERE key_id = $1 AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3)"
-            " ORDER BY day, model", uuid.UUID(key_id), since, until)
-        return [UsageRow(str(r["key_id"]), r["model"], r["day"], r["requests"], r["prompt_tokens"],
-                         r["completion_tokens"]) for r in rows]
+            " ORDER BY day, model",
+            uuid.UUID(key_id),
+            since,
+            until,
+        )
+        return [
+            UsageRow(str(r["key_id"]), r["model"], r["day"], r["requests"], r["prompt_tokens"], r["completion_tokens"])
+            for r in rows
+        ]

@@ -10,7 +10,9 @@ log = logging.getLogger(__name__)
 
 # Append only: a released migration is never edited.
 MIGRATIONS: list[tuple[int, str]] = [
-    (1, """
+    (
+        1,
+        """
     CREATE TABLE api_keys (
         id UUID PRIMARY KEY,
         name TEXT NOT NULL,
@@ -27,8 +29,11 @@ MIGRATIONS: list[tuple[int, str]] = [
         revoked_at TIMESTAMPTZ,
         last_used_at TIMESTAMPTZ
     );
-    """),
-    (2, """
+    """,
+    ),
+    (
+        2,
+        """
     ALTER TABLE api_keys
         ADD COLUMN description TEXT NOT NULL DEFAULT '',
         ADD COLUMN budget_tokens BIGINT NOT NULL DEFAULT 0,
@@ -42,12 +47,16 @@ MIGRATIONS: list[tuple[int, str]] = [
         completion_tokens BIGINT NOT NULL DEFAULT 0,
         PRIMARY KEY (key_id, model, day)
     );
-    """),
-    (3, """
+    """,
+    ),
+    (
+        3,
+        """
     ALTER TABLE api_keys
         ADD COLUMN scrub_mode TEXT NOT NULL DEFAULT '',
         ADD COLUMN cache_mode TEXT NOT NULL DEFAULT '';
-    """),
+    """,
+    ),
 ]
 
 _LOCK_ID = 0x11A_0001  # arbitrary, constant: the advisory lock guarding migrations

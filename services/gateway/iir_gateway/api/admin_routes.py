@@ -59,12 +59,26 @@ def _iso(seconds: int) -> str | None:
 
 
 def key_json(k: auth_pb2.KeyInfo) -> dict[str, Any]:
-    return {"id": k.id, "name": k.name, "description": k.description, "owner": k.owner, "prefix": k.prefix,
-            "admin": k.admin, "priority": k.priority, "allowed_models": list(k.allowed_models),
-            "rpm_limit": k.rpm_limit, "tpm_limit": k.tpm_limit, "budget_tokens": k.budget_tokens,
-            "budget_period": k.budget_period, "expires_at": _iso(k.expires_at), "created_at": _iso(k.created_at),
-            "last_used_at": _iso(k.last_used_at), "revoked_at": _iso(k.revoked_at), "scrub_mode": k.scrub_mode,
-            "cache_mode": k.cache_mode}
+    return {
+        "id": k.id,
+        "name": k.name,
+        "description": k.description,
+        "owner": k.owner,
+        "prefix": k.prefix,
+        "admin": k.admin,
+        "priority": k.priority,
+        "allowed_models": list(k.allowed_models),
+        "rpm_limit": k.rpm_limit,
+        "tpm_limit": k.tpm_limit,
+        "budget_tokens": k.budget_tokens,
+        "budget_period": k.budget_period,
+        "expires_at": _iso(k.expires_at),
+        "created_at": _iso(k.created_at),
+        "last_used_at": _iso(k.last_used_at),
+        "revoked_at": _iso(k.revoked_at),
+        "scrub_mode": k.scrub_mode,
+        "cache_mode": k.cache_mode,
+    }
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -95,8 +109,11 @@ async def _call(method: Any, message: Any) -> Any:
     try:
         return await method(message, timeout=10)
     except grpc.aio.AioRpcError as exc:
-        status = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 404,
-                  grpc.StatusCode.FAILED_PRECONDITION: 409}.get(exc.code(), 503)
+        status = {
+            grpc.StatusCode.INVALID_ARGUMENT: 400,
+            grpc.StatusCode.NOT_FOUND: 404,
+            grpc.StatusCode.FAILED_PRECONDITION: 409,
+        }.get(exc.code(), 503)
         code = {400: "invalid_value", 404: "key_not_found", 409: "conflict"}.get(status, "auth_unavailable")
         message = exc.details() if status != 503 else "The authentication service is unavailable."
         raise APIError(status, message or "request failed", code=code) from None
@@ -113,15 +130,29 @@ async def create_key(request: Request) -> Response:
         raise APIError(400, f"Invalid value for '{param}': {err['msg']}.", code="invalid_value", param=param) from None
     expires = body.expires_at.timestamp() if body.expires_at else 0
     if expires and expires <= time.time():
-        raise APIError(400, "Invalid value for 'expires_at': it is in the past.", code="invalid_value",
-                       param="expires_at")
+        raise APIError(
+            400, "Invalid value for 'expires_at': it is in the past.", code="invalid_value", param="expires_at"
+        )
     if body.expires_in_days:
         expires = time.time() + body.expires_in_days * 86400
-    reply = await _call(gw.auth_stub.CreateKey, auth_pb2.CreateKeyRequest(
-        name=body.name or body.description[:60] or "key", owner=body.owner, description=body.description,
-        admin=body.admin, priority=body.priority, allowed_models=body.allowed_models, rpm_limit=body.rpm_limit,
-        tpm_limit=body.tpm_limit, budget_tokens=body.budget_tokens, budget_period=body.budget_period,
-        expires_at=int(expires), scrub_mode=body.scrub_mode, cache_mode=body.cache_mode))
+    reply = await _call(
+        gw.auth_stub.CreateKey,
+        auth_pb2.CreateKeyRequest(
+            name=body.name or body.description[:60] or "key",
+            owner=body.owner,
+            description=body.description,
+            admin=body.admin,
+            priority=body.priority,
+            allowed_models=body.allowed_models,
+            rpm_limit=body.rpm_limit,
+            tpm_limit=body.tpm_limit,
+            budget_tokens=body.budget_tokens,
+            budget_period=body.budget_period,
+            expires_at=int(expires),
+            scrub_mode=body.scrub_mode,
+            cache_mode=body.cache_mode,
+        ),
+    )
     return _json({**key_json(reply.info), "key": reply.key}, status=201)
 
 
@@ -160,8 +191,16 @@ async def rotate_key(key_id: str, request: Request) -> Response:
 async def key_usage(key_id: str, request: Request, since: str = "", until: str = "") -> Response:
     gw = await require_admin(request)
     reply = await _call(gw.auth_stub.GetUsage, auth_pb2.GetUsageRequest(key_id=key_id, since=since, until=until))
-    rows = [{"day": r.day, "model": r.model, "requests": r.requests, "prompt_tokens": r.prompt_tokens,
-             "completion_tokens": r.completion_tokens, "total_tokens": r.prompt_tokens + r.completion_tokens}
-            for r in reply.records]
+    rows = [
+        {
+            "day": r.day,
+            "model": r.model,
+            "requests": r.requests,
+            "prompt_tokens": r.prompt_tokens,
+            "completion_tokens": r.completion_tokens,
+            "total_tokens": r.prompt_tokens + r.completion_tokens,
+        }
+        for r in reply.records
+    ]
     totals = {k: sum(r[k] for r in rows) for k in ("requests", "prompt_tokens", "completion_tokens", "total_tokens")}
     return _json({"key_id": key_id, "data": rows, "totals": totals})

@@ -13,8 +13,9 @@ from iir_gateway.response_cache import StreamAssembler, replay
 from iir_gateway.upstream import SSE_HEADERS, OnDone
 
 
-async def cached_answer(gw: Gateway, key: str, stream: bool, include_usage: bool, chat: bool,
-                        on_done: OnDone) -> Response | None:
+async def cached_answer(
+    gw: Gateway, key: str, stream: bool, include_usage: bool, chat: bool, on_done: OnDone
+) -> Response | None:
     """The cached answer for `key`, accounted as if it had been generated; None on a miss."""
     assert gw.cache is not None
     entry = await gw.cache.get(key)
@@ -25,8 +26,9 @@ async def cached_answer(gw: Gateway, key: str, stream: bool, include_usage: bool
     on_done(completion.get("usage"), True)
     headers = {"x-iir-model": entry["model"], "x-iir-cache": "hit"}
     if stream:
-        return StreamingResponse(replay(completion, include_usage, chat), media_type="text/event-stream",
-                                 headers={**SSE_HEADERS, **headers})
+        return StreamingResponse(
+            replay(completion, include_usage, chat), media_type="text/event-stream", headers={**SSE_HEADERS, **headers}
+        )
     return Response(orjson.dumps(completion), media_type="application/json", headers=headers)
 
 

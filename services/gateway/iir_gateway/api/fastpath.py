@@ -45,8 +45,9 @@ class InferenceFastPath:
         client = scope.get("client")
         limit = self.gateway.settings.max_body_bytes
         try:
-            response = await serve_inference(self.gateway, headers, client[0] if client else "",
-                                             lambda: read_asgi_json(receive, limit), schema, path)
+            response = await serve_inference(
+                self.gateway, headers, client[0] if client else "", lambda: read_asgi_json(receive, limit), schema, path
+            )
         except APIError as exc:
             response = exc.response()
         except ClientDisconnect:

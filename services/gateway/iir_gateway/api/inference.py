@@ -24,9 +24,14 @@ from iir_gateway.schemas import InferenceRequest, validate_body
 from iir_gateway.token_estimate import estimate_tokens
 
 
-async def serve_inference(gw: Gateway, headers: Mapping[str, str], client_ip: str,
-                          read_body: Callable[[], Awaitable[dict[str, Any]]],
-                          schema: type[InferenceRequest], path: str) -> Response:
+async def serve_inference(
+    gw: Gateway,
+    headers: Mapping[str, str],
+    client_ip: str,
+    read_body: Callable[[], Awaitable[dict[str, Any]]],
+    schema: type[InferenceRequest],
+    path: str,
+) -> Response:
     """Serves one request to `path` (`chat/completions`, `completions`, `embeddings`) of the chosen model."""
 
     async def run(span: RequestSpan | None) -> Response:
@@ -36,12 +41,12 @@ async def serve_inference(gw: Gateway, headers: Mapping[str, str], client_ip: st
     return await _traced(run, path)
 
 
-async def serve_as(gw: Gateway, principal: Principal, body: dict[str, Any], schema: type[InferenceRequest],
-                   path: str) -> Response:
+async def serve_as(
+    gw: Gateway, principal: Principal, body: dict[str, Any], schema: type[InferenceRequest], path: str
+) -> Response:
     """The same for a caller authenticated earlier (an async job runs on its owner's behalf; its request
     was counted against the key's RPM when it was queued, its tokens are counted now)."""
-    return await _traced(lambda span: _serve(gw, principal, {}, body, schema, path, span, count_request=False),
-                         path)
+    return await _traced(lambda span: _serve(gw, principal, {}, body, schema, path, span, count_request=False), path)
 
 
 async def _traced(run: Callable[[RequestSpan | None], Awaitable[Response]], path: str) -> Response:
@@ -61,9 +66,16 @@ async def _traced(run: Callable[[RequestSpan | None], Awaitable[Response]], path
         span.detach()
 
 
-async def _serve(gw: Gateway, principal: Principal, headers: Mapping[str, str], body: dict[str, Any],
-                 schema: type[InferenceRequest], path: str, span: RequestSpan | None,
-                 count_request: bool = True) -> Response:
+async def _serve(
+    gw: Gateway,
+    principal: Principal,
+    headers: Mapping[str, str],
+    body: dict[str, Any],
+    schema: type[InferenceRequest],
+    path: str,
+    span: RequestSpan | None,
+    count_request: bool = True,
+) -> Response:
     started = time.perf_counter()
     req = validate_body(schema, body)
     if span is not None:
@@ -84,8 +96,11 @@ async def _serve(gw: Gateway, principal: Principal, headers: Mapping[str, str], 
     estimate = estimate_tokens(body, reserve) if principal.limited else None
     admission = await gw.limiter.admit(principal, estimate.total if estimate else 0, count_request)
     # Hashed only for admitted requests, and before the body is adapted for its upstream.
-    cache_key = (gw.cache.key(path, body, principal.key_id) if gw.cache is not None and wants_cache(
-        body, headers.get("x-iir-cache", ""), principal.cache_mode) else None)
+    cache_key = (
+        gw.cache.key(path, body, principal.key_id)
+        if gw.cache is not None and wants_cache(body, headers.get("x-iir-cache", ""), principal.cache_mode)
+        else None
+    )
     settled = False
     answered_by = [public_model]
     answered_usage: list[dict[str, Any] | None] = [None]
@@ -124,10 +139,18 @@ async def _serve(gw: Gateway, principal: Principal, headers: Mapping[str, str], 
         hit = None
         if cache_key is not None:
             hit = await cached_answer(gw, cache_key, stream, client_usage, path == "chat/completions", on_done)
-        response = hit or await dispatch(gw, public_model, principal, RouteRequest(body, principal.priority,
-                                                                                   headers.get("x-session-id", "")),
-                                         path, body, stream=stream, request_id=request_id_var.get() or "",
-                                         on_done=on_done, strip_usage=strip_usage)
+        response = hit or await dispatch(
+            gw,
+            public_model,
+            principal,
+            RouteRequest(body, principal.priority, headers.get("x-session-id", "")),
+            path,
+            body,
+            stream=stream,
+            request_id=request_id_var.get() or "",
+            on_done=on_done,
+            strip_usage=strip_usage,
+        )
         status = str(response.status_code)
         answered_by[0] = response.headers.get("x-iir-model", public_model)
         if scrub_mode != "off" and hit is None:

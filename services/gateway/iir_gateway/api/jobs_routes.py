@@ -45,8 +45,11 @@ async def _submit(gw: Gateway, principal: Principal, kind: str, body: dict[str, 
     gw.check_access(body["model"], principal)  # refused now, not when a worker picks it up
     size = len(orjson.dumps(body))
     if size > gw.settings.job_max_bytes:
-        raise APIError(413, f"A job's request may hold {gw.settings.job_max_bytes} bytes; this one has {size}.",
-                       code="request_too_large")
+        raise APIError(
+            413,
+            f"A job's request may hold {gw.settings.job_max_bytes} bytes; this one has {size}.",
+            code="request_too_large",
+        )
     # Stored scrubbed: the prompt waits in Redis, and a secret must not wait with it.
     gw.scrubbing.request(body, gw.scrubbing.mode(principal.scrub_mode))
     # Queuing is a request against the key's RPM (and budget); its tokens are counted when it runs.
@@ -54,9 +57,13 @@ async def _submit(gw: Gateway, principal: Principal, kind: str, body: dict[str, 
     try:
         return await gw.jobs.submit(principal, kind, "chat/completions", body, gw.settings.job_max_queued_per_key)
     except QueueFull:
-        raise APIError(429, f"This key has {gw.settings.job_max_queued_per_key} unfinished jobs already; wait for "
-                       "some to finish.", code="too_many_jobs", type="requests",
-                       headers={**admission.headers, "retry-after": "5"}) from None
+        raise APIError(
+            429,
+            f"This key has {gw.settings.job_max_queued_per_key} unfinished jobs already; wait for some to finish.",
+            code="too_many_jobs",
+            type="requests",
+            headers={**admission.headers, "retry-after": "5"},
+        ) from None
 
 
 @router.post(ASYNC_CHAT, summary="Queue a chat completion", status_code=202)
@@ -106,8 +113,7 @@ async def _events(gw: Gateway, job_id: str) -> AsyncIterator[bytes]:
 
 
 def _stream(gw: Gateway, job_id: str) -> StreamingResponse:
-    return StreamingResponse(_events(gw, job_id), media_type="text/event-stream",
-                             headers=SSE_HEADERS)
+    return StreamingResponse(_events(gw, job_id), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 @router.get(ASYNC_CHAT + "/{job_id}/events", summary="A job's status and tokens as server-sent events")
@@ -134,8 +140,10 @@ class GenerateRequest(BaseModel):
 async def generate(request: Request) -> Response:
     gw, principal = await _caller(request)
     req = validate_body(GenerateRequest, await read_json_object(request, gw.settings.max_body_bytes))
-    body: dict[str, Any] = {"model": req.model or gw.settings.auto_default_model,
-                            "messages": [{"role": "user", "content": req.prompt}]}
+    body: dict[str, Any] = {
+        "model": req.model or gw.settings.auto_default_model,
+        "messages": [{"role": "user", "content": req.prompt}],
+    }
     for name in ("max_tokens", "temperature", "top_p"):
         if getattr(req, name) is not None:
             body[name] = getattr(req, name)
@@ -200,5 +208,10 @@ async def infer(request: Request) -> Response:
     response = await serve_as(gw, principal, body, ChatCompletionRequest, "chat/completions")
     completion = orjson.loads(bytes(response.body))
     choice = (completion.get("choices") or [{}])[0]
-    return _json({"model": response.headers.get("x-iir-model", req.model),
-                  "output": (choice.get("message") or {}).get("content"), "usage": completion.get("usage")})
+    return _json(
+        {
+            "model": response.headers.get("x-iir-model", req.model),
+            "output": (choice.get("message") or {}).get("content"),
+            "usage": completion.get("usage"),
+        }
+    )

@@ -20,12 +20,19 @@ router = APIRouter(tags=["OpenAI"])
 async def _serve(request: Request, schema: type[Any], path: str) -> Response:
     # Normally answered by the ASGI fast path (api/fastpath.py); kept for the docs and as a fallback.
     gw: Gateway = request.app.state.gateway
-    return await serve_inference(gw, request.headers, client_ip(request),
-                                 lambda: read_json_object(request, gw.settings.max_body_bytes), schema, path)
+    return await serve_inference(
+        gw,
+        request.headers,
+        client_ip(request),
+        lambda: read_json_object(request, gw.settings.max_body_bytes),
+        schema,
+        path,
+    )
 
 
-@router.post("/v1/chat/completions", summary="Create a chat completion",
-             openapi_extra=openapi_body(ChatCompletionRequest))
+@router.post(
+    "/v1/chat/completions", summary="Create a chat completion", openapi_extra=openapi_body(ChatCompletionRequest)
+)
 async def chat_completions(request: Request) -> Response:
     return await _serve(request, ChatCompletionRequest, "chat/completions")
 
@@ -44,8 +51,7 @@ async def embeddings(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     principal = await gw.auth.authenticate(request.headers, client_ip(request))
-    return Response(orjson.dumps({"object": "list", "data": gw.list_models(principal)}),
-                    media_type="application/json")
+    return Response(orjson.dumps({"object": "list", "data": gw.list_models(principal)}), media_type="application/json")
 
 
 @router.get("/v1/models/{model:path}", summary="Retrieve a model")

@@ -24,8 +24,11 @@ _PUBLIC_FIELDS = ("name", "provider", "phase", "replicas", "ready_replicas")
 
 
 def _as_dict(msg: object) -> dict:
-    return MessageToDict(msg, preserving_proto_field_name=True,  # type: ignore[arg-type]
-                         always_print_fields_with_no_presence=True)
+    return MessageToDict(
+        msg,
+        preserving_proto_field_name=True,  # type: ignore[arg-type]
+        always_print_fields_with_no_presence=True,
+    )
 
 
 def _render_public(reply: registry_pb2.StatusResponse, principal: Principal) -> Response:
@@ -53,12 +56,16 @@ async def _call(gw: Gateway, method: str) -> registry_pb2.StatusResponse:
             return await stub.Refresh(registry_pb2.RefreshRequest(), timeout=30)
         return await stub.Status(registry_pb2.StatusRequest(), timeout=10)
     except grpc.aio.AioRpcError as exc:
-        raise APIError(503, f"The model registry is unavailable: {exc.details() or exc.code().name}.",
-                       code="registry_unavailable") from None
+        raise APIError(
+            503, f"The model registry is unavailable: {exc.details() or exc.code().name}.", code="registry_unavailable"
+        ) from None
 
 
-@router.get("/v1/registry/status", summary="Models with state, source, replicas, endpoints; GPU nodes "
-            "(admin keys; other keys see their models' names and states)")
+@router.get(
+    "/v1/registry/status",
+    summary="Models with state, source, replicas, endpoints; GPU nodes "
+    "(admin keys; other keys see their models' names and states)",
+)
 async def registry_status(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     principal = await gw.auth.authenticate(request.headers, client_ip(request))

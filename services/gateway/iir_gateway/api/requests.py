@@ -23,8 +23,9 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise APIError(400, "We could not parse the JSON body of your request. The body must be valid JSON.",
-                       code="invalid_json") from None
+        raise APIError(
+            400, "We could not parse the JSON body of your request. The body must be valid JSON.", code="invalid_json"
+        ) from None
     if not isinstance(body, dict):
         raise APIError(400, "The request body must be a JSON object.", code="invalid_json")
     return body

@@ -46,8 +46,13 @@ class Job:
 
     def public(self) -> dict[str, Any]:
         """What the owner sees of the job."""
-        out: dict[str, Any] = {"job_id": self.id, "status": self.status, "kind": self.kind,
-                               "model": self.request.get("model"), "created_at": int(self.created_at)}
+        out: dict[str, Any] = {
+            "job_id": self.id,
+            "status": self.status,
+            "kind": self.kind,
+            "model": self.request.get("model"),
+            "created_at": int(self.created_at),
+        }
         if self.started_at:
             out["started_at"] = int(self.started_at)
         if self.finished_at:
@@ -63,10 +68,14 @@ class Job:
         queue = (self.started_at or time.time()) - self.created_at
         processing = (self.finished_at - self.started_at) if self.finished_at and self.started_at else 0.0
         completion = int(usage.get("completion_tokens") or 0)
-        return {"queue_wait_s": round(queue, 3), "processing_s": round(processing, 3),
-                "total_s": round(queue + processing, 3), "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-                "completion_tokens": completion,
-                "tokens_per_s": round(completion / processing, 2) if processing > 0 else 0.0}
+        return {
+            "queue_wait_s": round(queue, 3),
+            "processing_s": round(processing, 3),
+            "total_s": round(queue + processing, 3),
+            "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+            "completion_tokens": completion,
+            "tokens_per_s": round(completion / processing, 2) if processing > 0 else 0.0,
+        }
 
 
 _JSON_FIELDS = ("request", "principal", "result", "error")
@@ -121,13 +130,23 @@ class JobStore:
     def queued(self, owner: str) -> str:
         return f"{self.prefix}jobs:queued:{owner}"
 
-    async def submit(self, principal: Principal, kind: str, path: str, request: dict[str, Any],
-                     max_queued: int = 0) -> Job:
+    async def submit(
+        self, principal: Principal, kind: str, path: str, request: dict[str, Any], max_queued: int = 0
+    ) -> Job:
         """Stores and queues a job; QueueFull when its owner has `max_queued` unfinished ones."""
-        job = Job(id=f"job_{uuid.uuid4().hex}", owner=principal.key_id, kind=kind, path=path, status="pending",
-                  request=request, principal=dataclasses.asdict(principal), created_at=time.time())
-        if max_queued > 0 and not await self.redis.eval(_RESERVE, 1, self.queued(job.owner), max_queued,
-                                                        self.result_ttl_s):
+        job = Job(
+            id=f"job_{uuid.uuid4().hex}",
+            owner=principal.key_id,
+            kind=kind,
+            path=path,
+            status="pending",
+            request=request,
+            principal=dataclasses.asdict(principal),
+            created_at=time.time(),
+        )
+        if max_queued > 0 and not await self.redis.eval(
+            _RESERVE, 1, self.queued(job.owner), max_queued, self.result_ttl_s
+        ):
             raise QueueFull(job.owner)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.key(job.id), mapping=self._fields(job))
@@ -162,13 +181,17 @@ class JobStore:
 
     async def finish(self, job: Job, status: str, **fields: Any) -> bool:
         """Makes the job final with `status` unless it already is; False when it was."""
-        mapping = {"status": status, "finished_at": time.time(),
-                   **{k: orjson.dumps(v) if k in _JSON_FIELDS else v for k, v in fields.items()}}
+        mapping = {
+            "status": status,
+            "finished_at": time.time(),
+            **{k: orjson.dumps(v) if k in _JSON_FIELDS else v for k, v in fields.items()},
+        }
         args: list[Any] = [self.result_ttl_s]
         for name, value in mapping.items():
             args += [name, value]
-        return bool(await self.redis.eval(_FINISH, 3, self.key(job.id), self.events(job.id), self.queued(job.owner),
-                                          *args))
+        return bool(
+            await self.redis.eval(_FINISH, 3, self.key(job.id), self.events(job.id), self.queued(job.owner), *args)
+        )
 
     async def add_event(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
         await self.redis.xadd(self.events(job_id), {"kind": kind, "data": orjson.dumps(data)}, maxlen=100_000)

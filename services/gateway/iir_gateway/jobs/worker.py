@@ -53,8 +53,9 @@ class JobWorker:
 
     async def start(self) -> None:
         """Starts the slots; they create the consumer groups themselves, once Redis answers."""
-        self._tasks = [asyncio.create_task(self._slot(f"{self.name}-{i}"), name=f"job-worker-{i}")
-                       for i in range(self.concurrency)]
+        self._tasks = [
+            asyncio.create_task(self._slot(f"{self.name}-{i}"), name=f"job-worker-{i}") for i in range(self.concurrency)
+        ]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -90,8 +91,9 @@ class JobWorker:
         redis = self.store.redis
         for name in BANDS:
             stream = self.store.stream(name)
-            claimed = await redis.xautoclaim(stream, GROUP, consumer, min_idle_time=int(self.claim_idle_s * 1000),
-                                             start_id="0-0", count=1)
+            claimed = await redis.xautoclaim(
+                stream, GROUP, consumer, min_idle_time=int(self.claim_idle_s * 1000), start_id="0-0", count=1
+            )
             if claimed[1]:
                 entry_id, fields = claimed[1][0]
                 return stream, entry_id.decode(), fields[b"job"].decode()
@@ -99,8 +101,7 @@ class JobWorker:
             got = await redis.xreadgroup(GROUP, consumer, {self.store.stream(name): ">"}, count=1)
             if got:
                 return self._entry(got)
-        got = await redis.xreadgroup(GROUP, consumer, {self.store.stream(n): ">" for n in BANDS}, count=1,
-                                     block=1000)
+        got = await redis.xreadgroup(GROUP, consumer, {self.store.stream(n): ">" for n in BANDS}, count=1, block=1000)
         return self._entry(got) if got else None
 
     @staticmethod
@@ -113,8 +114,7 @@ class JobWorker:
         """Keeps the entry claimed by this worker while the job runs."""
         while True:
             await asyncio.sleep(self.claim_idle_s / 3)
-            await self.store.redis.xclaim(stream, GROUP, consumer, min_idle_time=0, message_ids=[entry_id],
-                                          justid=True)
+            await self.store.redis.xclaim(stream, GROUP, consumer, min_idle_time=0, message_ids=[entry_id], justid=True)
 
     async def _run(self, consumer: str, stream: str, entry_id: str, job_id: str) -> None:
         job = await self.store.get(job_id)
@@ -151,16 +151,26 @@ class JobWorker:
         store = self.store
         refusal = await self._owner_refusal(job)
         if refusal:
-            await self._finish(job, "cancelled", error={"message": f"The job was cancelled: {refusal}.",
-                                                        "type": "invalid_request_error", "code": "key_revoked",
-                                                        "status": 401})
+            await self._finish(
+                job,
+                "cancelled",
+                error={
+                    "message": f"The job was cancelled: {refusal}.",
+                    "type": "invalid_request_error",
+                    "code": "key_revoked",
+                    "status": 401,
+                },
+            )
             return
         attempt = job.attempts + 1
         now = time.time()
         await store.update(job.id, status="running", started_at=job.started_at or now, attempts=attempt)
         if attempt > 1:  # followers must drop what the attempt before streamed
-            await store.add_event(job.id, "restart", {"attempt": attempt, "message": "A new attempt starts; "
-                                                      "discard the tokens received so far."})
+            await store.add_event(
+                job.id,
+                "restart",
+                {"attempt": attempt, "message": "A new attempt starts; discard the tokens received so far."},
+            )
         await store.add_event(job.id, "status", {"status": "running", "attempt": attempt})
         log.info("job started", extra={"job_id": job.id, "attempt": attempt})
         body = {**job.request, "stream": True, "stream_options": {"include_usage": True}}
@@ -179,9 +189,16 @@ class JobWorker:
             return
         completion = assembler.completion()
         if completion is None:
-            await self._finish(job, "failed", error={"message": "The upstream stream broke off.",
-                                                     "type": "upstream_error", "code": "upstream_error",
-                                                     "status": 502})
+            await self._finish(
+                job,
+                "failed",
+                error={
+                    "message": "The upstream stream broke off.",
+                    "type": "upstream_error",
+                    "code": "upstream_error",
+                    "status": 502,
+                },
+            )
             return
         await self._finish(job, "completed", result=completion)
 

@@ -32,8 +32,9 @@ class Scorer(Protocol):
 
 
 class Picker(Protocol):
-    def pick(self, request: PickRequest, endpoints: Sequence[EndpointState], scores: Sequence[float]) -> EndpointState:
-        ...
+    def pick(
+        self, request: PickRequest, endpoints: Sequence[EndpointState], scores: Sequence[float]
+    ) -> EndpointState: ...
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ class EndpointStateCollector(Collector):
                 ("kv_cache_usage", "vllm:kv_cache_usage_perc as last pushed by the registry."),
             )
         }
-        ejected = GaugeMetricFamily("iir_gateway_endpoint_ejected", "1 while an endpoint is ejected for failures.",
-                                    labels=["endpoint"])
+        ejected = GaugeMetricFamily(
+            "iir_gateway_endpoint_ejected", "1 while an endpoint is ejected for failures.", labels=["endpoint"]
+        )
         now = time.monotonic()
         for state in self.states.all():
             for attr, family in families.items():

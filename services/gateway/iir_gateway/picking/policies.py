@@ -26,8 +26,11 @@ POLICIES: dict[str, Policy] = {
     "round_robin": Policy([HEALTHY], [], ("round_robin", {})),
     "least_outstanding": Policy([HEALTHY], [("least_outstanding", 1.0, {})]),
     "load_aware": Policy([HEALTHY], [("load_aware", 1.0, {})]),
-    "load_aware_prefix": Policy([HEALTHY, ("low_load_filter", {"slack": 8})],
-                                [("prefix_affinity", 2.0, {}), ("load_aware", 1.0, {})], uses_prefixes=True),
+    "load_aware_prefix": Policy(
+        [HEALTHY, ("low_load_filter", {"slack": 8})],
+        [("prefix_affinity", 2.0, {}), ("load_aware", 1.0, {})],
+        uses_prefixes=True,
+    ),
 }
 
 

@@ -28,6 +28,6 @@ def prefix_blocks(body: dict[str, Any], block_chars: int = BLOCK_CHARS, max_bloc
     blocks = []
     previous = 0
     for start in range(0, min(len(text) // block_chars, max_blocks) * block_chars, block_chars):
-        previous = hash((previous, text[start:start + block_chars]))
+        previous = hash((previous, text[start : start + block_chars]))
         blocks.append(previous)
     return blocks

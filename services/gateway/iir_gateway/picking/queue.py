@@ -19,9 +19,13 @@ class PriorityGate:
         self.waiting = 0
 
     def _full(self, model: str, why: str) -> APIError:
-        return APIError(429, f"Every replica of `{model}` is saturated and {why}; try again shortly.",
-                        code="model_saturated", type="rate_limit_error",
-                        headers={"retry-after": str(max(1, math.ceil(self.timeout_s / 10)))})
+        return APIError(
+            429,
+            f"Every replica of `{model}` is saturated and {why}; try again shortly.",
+            code="model_saturated",
+            type="rate_limit_error",
+            headers={"retry-after": str(max(1, math.ceil(self.timeout_s / 10)))},
+        )
 
     async def wait(self, model: str, priority: int, deadline: float | None = None) -> None:
         """Waits for `wake(model)` (a request of that model finished); 429 when the queue is full or when

@@ -37,8 +37,13 @@ class EndpointState:
 class EndpointStates:
     """Endpoint states by URL, shared by every model served there."""
 
-    def __init__(self, failure_threshold: int = 3, base_ejection_s: float = 5.0, max_ejection_s: float = 60.0,
-                 prefix_capacity: int = 50_000) -> None:
+    def __init__(
+        self,
+        failure_threshold: int = 3,
+        base_ejection_s: float = 5.0,
+        max_ejection_s: float = 60.0,
+        prefix_capacity: int = 50_000,
+    ) -> None:
         self._states: dict[str, EndpointState] = {}
         self.failure_threshold = failure_threshold
         self.base_ejection_s = base_ejection_s
@@ -73,8 +78,9 @@ class EndpointStates:
             state.ejections += 1
             state.failures = self.failure_threshold - 1  # after the ejection, one failed probe ejects again
 
-    def update_metrics(self, url: str, waiting: float, running: float, kv_cache_usage: float,
-                       now: float | None = None) -> None:
+    def update_metrics(
+        self, url: str, waiting: float, running: float, kv_cache_usage: float, now: float | None = None
+    ) -> None:
         state = self.get(url)
         state.waiting, state.running, state.kv_cache_usage = waiting, running, kv_cache_usage
         state.metrics_at = time.monotonic() if now is None else now

@@ -121,8 +121,13 @@ def load_providers(path: str, defaults: Timeouts, retries: int = 2, keys_dir: st
         own = declared.get(name) or {}
         if not isinstance(own, dict):
             raise ProvidersFileError(f"{path}: providers.{name} must be a mapping")
-        raw = {**BUILTIN.get(name, {}), "retries": retries, "api_key_dir": keys_dir, **own,
-               "timeouts": {**defaults.model_dump(), **(own.get("timeouts") or {})}}
+        raw = {
+            **BUILTIN.get(name, {}),
+            "retries": retries,
+            "api_key_dir": keys_dir,
+            **own,
+            "timeouts": {**defaults.model_dump(), **(own.get("timeouts") or {})},
+        }
         try:
             configs[name] = ProviderConfig.model_validate(raw)
         except ValidationError as exc:

@@ -29,8 +29,11 @@ class ExternalProvider:
     def _headers(self) -> dict[str, str]:
         key = self.config.api_key()  # read per request, so a rotated Secret file takes effect
         if self.config.kind == "anthropic":
-            auth = {"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION} if key else {
-                "anthropic-version": ANTHROPIC_VERSION}
+            auth = (
+                {"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION}
+                if key
+                else {"anthropic-version": ANTHROPIC_VERSION}
+            )
         else:
             auth = {"authorization": f"Bearer {key}"} if key else {}
         return {**self.config.headers, **auth}
@@ -38,20 +41,36 @@ class ExternalProvider:
     async def resolve(self, model: str, request: RouteRequest) -> Upstream:
         missing = self.config.missing_credentials()
         if missing:
-            raise APIError(404, f"The provider `{self.name}` is not configured: its API key is missing (set "
-                           f"{missing}).", code="provider_not_configured", param="model")
+            raise APIError(
+                404,
+                f"The provider `{self.name}` is not configured: its API key is missing (set {missing}).",
+                code="provider_not_configured",
+                param="model",
+            )
         circuit = f"{self.config.base_url}#{model}"
         state = self.states.get(circuit)
         now = time.monotonic()
         if not state.healthy(now):
             wait = math.ceil(state.ejected_until - now)
-            raise APIError(503, f"The provider `{self.name}` failed repeatedly and is skipped for {wait}s more.",
-                           code="upstream_circuit_open", headers={"retry-after": str(max(1, wait))})
+            raise APIError(
+                503,
+                f"The provider `{self.name}` failed repeatedly and is skipped for {wait}s more.",
+                code="upstream_circuit_open",
+                headers={"retry-after": str(max(1, wait))},
+            )
         self.states.started(circuit)
-        return Upstream(base_url=self.config.base_url, model=model, headers=self._headers(), target=self.name,
-                        endpoint=circuit, public_model=f"{self.name}/{model}",
-                        metric_model=f"{self.name}/{model}" if self.knows(model) else "other", wire=self.config.kind,
-                        timeouts=self.config.timeouts, retries=self.config.retries)
+        return Upstream(
+            base_url=self.config.base_url,
+            model=model,
+            headers=self._headers(),
+            target=self.name,
+            endpoint=circuit,
+            public_model=f"{self.name}/{model}",
+            metric_model=f"{self.name}/{model}" if self.knows(model) else "other",
+            wire=self.config.kind,
+            timeouts=self.config.timeouts,
+            retries=self.config.retries,
+        )
 
     def fallbacks(self, model: str) -> tuple[str, ...]:
         options = self.config.models.get(model)
@@ -66,5 +85,7 @@ class ExternalProvider:
     def list_models(self) -> list[dict[str, Any]]:
         if self.config.missing_credentials():
             return []
-        return [{"id": f"{self.name}/{m}", "object": "model", "created": self.created, "owned_by": self.name}
-                for m in self.config.models]
+        return [
+            {"id": f"{self.name}/{m}", "object": "model", "created": self.created, "owned_by": self.name}
+            for m in self.config.models
+        ]

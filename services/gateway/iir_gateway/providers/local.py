@@ -21,15 +21,27 @@ from iir_gateway.providers.base import RouteRequest, Upstream
 
 
 def model_not_found(model: str) -> APIError:
-    return APIError(404, f"The model `{model}` does not exist or you do not have access to it.",
-                    code="model_not_found", param="model")
+    return APIError(
+        404,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        code="model_not_found",
+        param="model",
+    )
 
 
 class LocalProvider:
     name = "local"
 
-    def __init__(self, catalogue: ModelCatalogue, scheduler: Scheduler, states: EndpointStates, gate: PriorityGate,
-                 max_outstanding: int = 256, max_waiting: float = 128, retries: int = 2) -> None:
+    def __init__(
+        self,
+        catalogue: ModelCatalogue,
+        scheduler: Scheduler,
+        states: EndpointStates,
+        gate: PriorityGate,
+        max_outstanding: int = 256,
+        max_waiting: float = 128,
+        retries: int = 2,
+    ) -> None:
         self.catalogue = catalogue
         self.scheduler = scheduler
         self.states = states
@@ -42,13 +54,18 @@ class LocalProvider:
         entry = self.catalogue.get(full)
         if entry is None:
             if not self.catalogue.synced.is_set():
-                raise APIError(503, "The model registry is unavailable; try again shortly.",
-                               code="registry_unavailable")
+                raise APIError(
+                    503, "The model registry is unavailable; try again shortly.", code="registry_unavailable"
+                )
             raise model_not_found(full)
         ready = [e for e in entry.endpoints if e.ready]
         if not ready:
-            raise APIError(503, f"The model `{full}` has no ready replica (phase {entry.phase or 'unknown'}"
-                           f"{': ' + entry.message if entry.message else ''}).", code="model_not_ready")
+            raise APIError(
+                503,
+                f"The model `{full}` has no ready replica (phase {entry.phase or 'unknown'}"
+                f"{': ' + entry.message if entry.message else ''}).",
+                code="model_not_ready",
+            )
         return entry, ready
 
     def _room(self, endpoints: list[registry_pb2.Endpoint]) -> list[registry_pb2.Endpoint]:
@@ -77,8 +94,15 @@ class LocalProvider:
             url = self.scheduler.pick(PickRequest(full, blocks, request.session), [e.url for e in room])
         self.states.started(url)
         target = next((e.target for e in room if e.url == url), "") or url
-        return Upstream(base_url=url.rstrip("/") + "/v1", model=entry.served_name, target=target, endpoint=url,
-                        public_model=full, metric_model=full, retries=self.retries)
+        return Upstream(
+            base_url=url.rstrip("/") + "/v1",
+            model=entry.served_name,
+            target=target,
+            endpoint=url,
+            public_model=full,
+            metric_model=full,
+            retries=self.retries,
+        )
 
     def fallbacks(self, model: str) -> tuple[str, ...]:
         entry = self.catalogue.get(f"{self.name}/{model}")
@@ -92,5 +116,8 @@ class LocalProvider:
         return self.catalogue.get(f"{self.name}/{model}") is not None
 
     def list_models(self) -> list[dict[str, Any]]:
-        return [{"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by or "iir"}
-                for m in self.catalogue.models.values() if any(e.ready for e in m.endpoints)]
+        return [
+            {"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by or "iir"}
+            for m in self.catalogue.models.values()
+            if any(e.ready for e in m.endpoints)
+        ]

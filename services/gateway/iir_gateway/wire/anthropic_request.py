@@ -79,11 +79,13 @@ def _messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]
             blocks += [_tool_use(c, f"{param}.tool_calls[{j}]") for j, c in enumerate(m.get("tool_calls") or [])]
         elif role == "tool":
             role = "user"
-            blocks = [{"type": "tool_result", "tool_use_id": m.get("tool_call_id", ""),
-                       "content": _text_of(m.get("content"))}]
+            blocks = [
+                {"type": "tool_result", "tool_use_id": m.get("tool_call_id", ""), "content": _text_of(m.get("content"))}
+            ]
         else:
-            raise _bad(f"Messages with role {role!r} are not supported for Anthropic models; use `tool`.",
-                       f"{param}.role")
+            raise _bad(
+                f"Messages with role {role!r} are not supported for Anthropic models; use `tool`.", f"{param}.role"
+            )
         if out and out[-1]["role"] == role:  # Anthropic wants user and assistant turns to alternate
             out[-1]["content"] += blocks
         else:
@@ -96,9 +98,11 @@ def to_anthropic(body: dict[str, Any]) -> dict[str, Any]:
     if (body.get("n") or 1) > 1:
         raise _bad("Anthropic models return one choice: `n` must be 1.", "n")
     system, messages = _messages(body["messages"])
-    out: dict[str, Any] = {"model": body["model"], "messages": messages,
-                           "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens")
-                           or DEFAULT_MAX_TOKENS}
+    out: dict[str, Any] = {
+        "model": body["model"],
+        "messages": messages,
+        "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS,
+    }
     if system:
         out["system"] = system
     if body.get("temperature") is not None:
@@ -115,9 +119,15 @@ def to_anthropic(body: dict[str, Any]) -> dict[str, Any]:
         out["metadata"] = {"user_id": body["user"]}
     tools = body.get("tools")
     if tools:
-        out["tools"] = [{"name": t["function"]["name"], "description": t["function"].get("description", ""),
-                         "input_schema": t["function"].get("parameters") or {"type": "object", "properties": {}}}
-                        for t in tools if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+        out["tools"] = [
+            {
+                "name": t["function"]["name"],
+                "description": t["function"].get("description", ""),
+                "input_schema": t["function"].get("parameters") or {"type": "object", "properties": {}},
+            }
+            for t in tools
+            if isinstance(t, dict) and isinstance(t.get("function"), dict)
+        ]
     choice = body.get("tool_choice")
     if choice is not None and tools:
         if isinstance(choice, str):

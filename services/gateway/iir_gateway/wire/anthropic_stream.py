@@ -30,8 +30,13 @@ class AnthropicStreamTranslator:
         self._done = False
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        data = {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        data = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
         return b"data: " + orjson.dumps(data) + b"\n\n"
 
     def _event(self, event: dict[str, Any]) -> bytes:
@@ -45,8 +50,18 @@ class AnthropicStreamTranslator:
             block = event.get("content_block") or {}
             if block.get("type") == "tool_use":
                 index = self._tool_index[event.get("index", 0)] = len(self._tool_index)
-                return self._chunk({"tool_calls": [{"index": index, "id": block.get("id", ""), "type": "function",
-                                                    "function": {"name": block.get("name", ""), "arguments": ""}}]})
+                return self._chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": block.get("id", ""),
+                                "type": "function",
+                                "function": {"name": block.get("name", ""), "arguments": ""},
+                            }
+                        ]
+                    }
+                )
             if block.get("type") == "text" and block.get("text"):
                 return self._chunk({"content": block["text"]})
             return b""
@@ -57,8 +72,9 @@ class AnthropicStreamTranslator:
                 return self._chunk({"content": delta.get("text", "")})
             if dtype == "input_json_delta":
                 index = self._tool_index.get(event.get("index", 0), 0)
-                return self._chunk({"tool_calls": [{"index": index,
-                                                    "function": {"arguments": delta.get("partial_json", "")}}]})
+                return self._chunk(
+                    {"tool_calls": [{"index": index, "function": {"arguments": delta.get("partial_json", "")}}]}
+                )
             if dtype == "thinking_delta":
                 return self._chunk({"reasoning_content": delta.get("thinking", "")})
             return b""
@@ -72,8 +88,12 @@ class AnthropicStreamTranslator:
             err = event.get("error") or {}
             status = _ERROR_STATUS.get(err.get("type", ""), 502)
             self._done = True
-            return (b"data: " + error_body(status, err.get("message") or "The upstream failed.",
-                                           code="upstream_error") + b"\n\n" + b"data: [DONE]\n\n")
+            return (
+                b"data: "
+                + error_body(status, err.get("message") or "The upstream failed.", code="upstream_error")
+                + b"\n\n"
+                + b"data: [DONE]\n\n"
+            )
         return b""  # ping, content_block_stop, and event types added later
 
     def _finish(self) -> bytes:
@@ -81,8 +101,14 @@ class AnthropicStreamTranslator:
         self.usage = usage(self._input, self._output_tokens)
         out = b""
         if self.include_usage:
-            data = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
-                    "model": self._model, "choices": [], "usage": self.usage}
+            data = {
+                "id": self._id,
+                "object": "chat.completion.chunk",
+                "created": self._created,
+                "model": self._model,
+                "choices": [],
+                "usage": self.usage,
+            }
             out = b"data: " + orjson.dumps(data) + b"\n\n"
         return out + b"data: [DONE]\n\n"
 

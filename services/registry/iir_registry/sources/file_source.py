@@ -56,8 +56,9 @@ class FileSource:
         try:
             models = load_models_file(self.path)
         except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            log.error("cannot read models file; keeping the last good one",
-                      extra={"path": str(self.path), "error": str(exc)})
+            log.error(
+                "cannot read models file; keeping the last good one", extra={"path": str(self.path), "error": str(exc)}
+            )
             return
         self.last_refresh = time.time()
         self.catalogue.replace_source(SOURCE, models)

@@ -16,5 +16,7 @@ class LoadAwareScorer:
     def score(self, request: PickRequest, endpoints: Sequence[EndpointState]) -> list[float]:
         queue = normalized_inverse([e.load for e in endpoints])
         w = self.queue_weight
-        return [w * q + (1 - w) * (1.0 - min(1.0, max(0.0, e.kv_cache_usage))) for q, e in zip(queue, endpoints,
-                                                                                               strict=True)]
+        return [
+            w * q + (1 - w) * (1.0 - min(1.0, max(0.0, e.kv_cache_usage)))
+            for q, e in zip(queue, endpoints, strict=True)
+        ]
