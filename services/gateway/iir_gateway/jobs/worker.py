@@ -101,7 +101,9 @@ class JobWorker:
             got = await redis.xreadgroup(GROUP, consumer, {self.store.stream(name): ">"}, count=1)
             if got:
                 return self._entry(got)
-        got = await redis.xreadgroup(GROUP, consumer, {self.store.stream(n): ">" for n in BANDS}, count=1, block=1000)
+        # Blocks for less than the client's 1 s socket timeout, or an idle queue reads as a Redis fault.
+        streams = {self.store.stream(n): ">" for n in BANDS}
+        got = await redis.xreadgroup(GROUP, consumer, streams, count=1, block=500)
         return self._entry(got) if got else None
 
     @staticmethod
