@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -85,13 +86,16 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="iir-bench-"))
     pg = datastores.postgres(work, database="iir_bench")
     rd = datastores.redis(work)
-    stack = Stack(workdir=work, database_url=pg.url, redis_url=rd.url)
+    master = "iir-bench-master-" + os.urandom(16).hex()
+    stack = Stack(workdir=work, database_url=pg.url, redis_url=rd.url, master_key=master)
     stack.start()
     try:
         import httpx
 
         key = httpx.post(
-            f"{stack.gateway_url}/api/v1/apikeys", json={"name": "bench", "rpm_limit": 10**9, "tpm_limit": 10**12}
+            f"{stack.gateway_url}/api/v1/apikeys",
+            json={"name": "bench", "rpm_limit": 10**9, "tpm_limit": 10**12},
+            headers={"Authorization": f"Bearer {master}"},
         ).json()["key"]
         result = asyncio.run(measure(stack, rd.url, key, args.rounds, args.requests))
     finally:

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import aiohttp
-import httpx
 
 from iir_dev import datastores
 from iir_dev.stack import Stack
@@ -114,7 +113,7 @@ def main() -> None:
     stack.start()
     rows = []
     try:
-        key = httpx.post(f"{stack.gateway_url}/api/v1/apikeys", json={"name": "bench"}).json()["key"]
+        key = stack.create_key("bench")
         direct_url, gateway_url = f"{stack.sim_url}/v1/chat/completions", f"{stack.gateway_url}/v1/chat/completions"
         for stream in (False, True):
             for conc in (1, 32, 256):
