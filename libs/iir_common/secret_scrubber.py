@@ -169,18 +169,31 @@ class SecretScrubber:
                 self._automaton.add_word(first, first)
         self._automaton.make_automaton()
         self._byte_literals = [lit.encode() for lit in self.literals]
-        self.longest_needle = max(len(n if isinstance(n, str) else n[0]) for ns in NEEDLES.values() for n in ns)
-        self.needle_prefixes = frozenset(
-            n[:i]
-            for needles in NEEDLES.values()
-            for needle in needles
-            for n in ([needle] if isinstance(needle, str) else [needle[0]])
-            for i in range(1, len(n))
-        )
 
-    def automaton_iter(self, low: str) -> list[tuple[int, str]]:
+    def needles_in(self, low: str) -> list[tuple[int, str]]:
         """(end index, needle) of every needle in lower-cased `low`."""
         return list(self._automaton.iter(low))
+
+    def spans(self, text: str) -> tuple[list[tuple[int, int]], set[str]]:
+        """Where the secrets of `text` are (what `scrub` would replace), matched as it is and, when it has
+        non-ASCII characters, normalised; and their kinds."""
+        spans: list[tuple[int, int]] = []
+        found: set[str] = set()
+        for kind, regex in self._candidates(text):
+            for m in regex.finditer(text):
+                group = next((g for g in ("v", "w") if g in regex.groupindex and m.group(g) is not None), 0)
+                spans.append(m.span(group))
+                found.add(kind)
+        if not text.isascii():
+            view, origin = _view([text], drop_space=False)
+            for kind, regex in self._candidates(view):
+                for m in regex.finditer(view):
+                    group = next((g for g in ("v", "w") if g in regex.groupindex and m.group(g) is not None), 0)
+                    start, end = m.span(group)
+                    if end > start:
+                        spans.append((origin[start][1], origin[end - 1][1] + 1))
+                        found.add(kind)
+        return _merged(spans), found
 
     def _candidates(
         self, text: str, checks: list[tuple[str, tuple[str | tuple[str, ...], ...], re.Pattern[str]]] | None = None
@@ -200,8 +213,9 @@ class SecretScrubber:
                     break
         return out
 
-    def may_hold_secret(self, data: bytes) -> bool:
-        """False when `data` surely holds none (a few substring searches, no decoding)."""
+    def may_hold_secret(self, data: bytes, split: bool = True) -> bool:
+        """False when `data` surely holds none (a few substring searches, no decoding); `split`: also look
+        for keys split by whitespace."""
         if not data.isascii():  # invisible or look-alike characters: only the full check can tell
             return True
         # Needles are ASCII: latin-1 decoding of the lower-cased bytes cannot invent one.
@@ -209,12 +223,13 @@ class SecretScrubber:
             return True
         if any(lit in data for lit in self._byte_literals):
             return True
-        # A key split by whitespace.
+        if not split:
+            return False
         return next(self._automaton.iter(b"".join(data.lower().split()).decode("latin-1")), None) is not None
 
-    def scrub_bytes(self, data: bytes) -> tuple[bytes, set[str]]:
+    def scrub_bytes(self, data: bytes, split: bool = True) -> tuple[bytes, set[str]]:
         """`scrub` for UTF-8 bytes; clean data is returned as is, without decoding."""
-        if not self.may_hold_secret(data):
+        if not self.may_hold_secret(data, split):
             return data, set()
         text, found = self.scrub(data.decode("utf-8", errors="surrogateescape"))
         return (text.encode("utf-8", errors="surrogateescape"), found) if found else (data, found)

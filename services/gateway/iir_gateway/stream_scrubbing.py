@@ -1,10 +1,12 @@
 """Scrubbing a streamed answer whose secrets may be spelled over many chunks (real vLLM sends about one
 token per chunk, and a model can be made to send one character per chunk).
 
-Each choice's text is held back from the first place a secret could start (a needle such as `sk-` or
-`password`, or the start of one at the very end) until that candidate is resolved: a token ended, a few
-words followed an assignment, a private key block ended, or the stream ended. What is released is
-scrubbed first. Clean text is not held, so a clean stream keeps its timing.
+Each choice's text passes untouched while no needle (`sk-`, `password`, `-----begin`…) completes in it;
+the last characters already sent are kept as context, so a needle spelled across chunks is seen. From
+the needle on, text is held until the candidate is resolved (its token ended, a few words followed an
+assignment, the key block ended, or the stream ended), then released with the secret's characters
+redacted, matched together with the context before it. Only the needle itself can have left before it
+was recognised, never what follows it. A clean chunk is relayed as the bytes that came.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Any
 
 import orjson
 
-from iir_common.secret_scrubber import NEEDLES, TOKEN_KINDS, SecretScrubber, normal_char
+from iir_common.secret_scrubber import NEEDLES, REDACTED, TOKEN_KINDS, SecretScrubber, normal_char
 
 _TEXT_FIELDS = ("content", "reasoning_content", "reasoning", "text")
+# Released text kept per choice to see needles across chunks and to match a secret with its start.
+_CONTEXT = 96
 # After a prose needle (`password`, `bearer`, `aws`, `://`): how many words, and at most how many characters.
 _PROSE_WORDS = 6
 _PROSE_CHARS = 256
@@ -26,11 +30,28 @@ _TOKEN_CHARSET = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-./+=")
 _NEEDLE_KIND = {(n if isinstance(n, str) else n[0]): kind for kind, needles in NEEDLES.items() for n in needles}
 
 
+def _lowered(text: str) -> tuple[str, list[int] | None]:
+    """`text` as needles are matched (lower case; invisible characters dropped, look-alikes made ASCII),
+    with each character's index in `text` when they differ."""
+    if text.isascii():
+        return text.lower(), None
+    parts = [(normal_char(c).lower(), i) for i, c in enumerate(text)]
+    return "".join(p for p, _ in parts), [i for p, i in parts for _ in p]
+
+
+class _Choice:
+    __slots__ = ("context", "held")
+
+    def __init__(self) -> None:
+        self.context = ""  # the end of what was released
+        self.held = ""  # what waits for its candidate to resolve
+
+
 class StreamScrubber:
     def __init__(self, scrubber: SecretScrubber, on_found: Callable[[set[str]], None]) -> None:
         self.scrubber = scrubber
         self.on_found = on_found
-        self.held: dict[tuple[int, str], str] = {}
+        self.choices: dict[tuple[int, str], _Choice] = {}
         self._template: dict[str, Any] | None = None
 
     def feed(self, chunk: bytes) -> bytes:
@@ -49,17 +70,17 @@ class StreamScrubber:
 
     def flush(self) -> bytes:
         """Whatever is still held, scrubbed, as one last chunk (before `[DONE]` or when the stream ends)."""
-        if not any(self.held.values()) or self._template is None:
-            self.held.clear()
+        held = {key: c for key, c in self.choices.items() if c.held}
+        if not held or self._template is None:
+            self.choices.clear()
             return b""
-        choices: dict[int, dict[str, Any]] = {}
-        for (index, name), text in self.held.items():
-            if text:
-                choice = choices.setdefault(index, {"index": index, "finish_reason": None})
-                target = choice if name == "text" else choice.setdefault("delta", {})
-                target[name] = self._release(text)
-        self.held.clear()
-        return b"data: " + orjson.dumps({**self._template, "choices": list(choices.values())}) + b"\n\n"
+        out: dict[int, dict[str, Any]] = {}
+        for (index, name), state in held.items():
+            choice = out.setdefault(index, {"index": index, "finish_reason": None})
+            target = choice if name == "text" else choice.setdefault("delta", {})
+            target[name] = self._release(state, len(state.held))
+        self.choices.clear()
+        return b"data: " + orjson.dumps({**self._template, "choices": list(out.values())}) + b"\n\n"
 
     def _event(self, event: bytes) -> bytes:
         try:
@@ -69,7 +90,9 @@ class StreamScrubber:
         choices = obj.get("choices") if isinstance(obj, dict) else None
         if not isinstance(choices, list) or not choices:
             return self._scrub_bytes(event) + b"\n\n"
-        self._template = {k: obj[k] for k in ("id", "object", "created", "model") if k in obj}
+        if self._template is None:
+            self._template = {k: obj[k] for k in ("id", "object", "created", "model") if k in obj}
+        changed = False
         for choice in choices:
             if not isinstance(choice, dict):
                 continue
@@ -78,44 +101,85 @@ class StreamScrubber:
             holder = choice.get("delta") if isinstance(choice.get("delta"), dict) else choice
             for name in _TEXT_FIELDS:
                 text = holder.get(name)
-                if isinstance(text, str) or (final and self.held.get((index, name))):
-                    holder[name] = self._feed((index, name), text or "", final)
-        return self._scrub_bytes(b"data: " + orjson.dumps(obj)) + b"\n\n"
+                state = self.choices.get((index, name))
+                if isinstance(text, str) or (final and state is not None and state.held):
+                    released = self._feed((index, name), text or "", final)
+                    if released != text:
+                        holder[name] = released
+                        changed = True
+        raw = b"data: " + orjson.dumps(obj) if changed else event
+        return self._scrub_bytes(raw) + b"\n\n"
 
     def _scrub_bytes(self, data: bytes) -> bytes:
-        scrubbed, found = self.scrubber.scrub_bytes(data)
+        # Other fields (tool arguments, refusals) per event; text split across events is handled above.
+        scrubbed, found = self.scrubber.scrub_bytes(data, split=False)
         if found:
             self.on_found(found)
         return scrubbed
 
     def _feed(self, key: tuple[int, str], text: str, final: bool) -> str:
-        buffer = self.held.get(key, "") + text
-        cut = len(buffer) if final else self._safe_length(buffer)
-        self.held[key] = buffer[cut:]
-        return self._release(buffer[:cut]) if cut else ""
+        state = self.choices.get(key)
+        if state is None:
+            state = self.choices[key] = _Choice()
+        if not state.held:
+            start = self._first_needle(state.context, text)
+            if start is None and not final:  # the common case: nothing to hold
+                state.context = (state.context + text)[-_CONTEXT:]
+                return text
+            start = len(text) if start is None else start
+            passed, state.held = text[:start], text[start:]
+            state.context = (state.context + passed)[-_CONTEXT:]
+            if not state.held:
+                return passed
+        else:
+            passed = ""
+            state.held += text
+        cut = len(state.held) if final else self._resolved(state)
+        return passed + (self._release(state, cut) if cut else "")
 
-    def _release(self, text: str) -> str:
-        scrubbed, found = self.scrubber.scrub(text)
+    def _first_needle(self, context: str, text: str) -> int | None:
+        """Where in `text` the first needle that completes in it starts (0 when it began in `context`)."""
+        low, origin = _lowered(context + text)
+        offset = len(context)
+        starts = []
+        for end, needle in self.scrubber.needles_in(low):
+            position = origin[end] if origin is not None else end
+            if position >= offset:
+                begin = end - len(needle) + 1
+                begin = origin[begin] if origin is not None else begin
+                starts.append(max(0, begin - offset))
+        return min(starts) if starts else None
+
+    def _release(self, state: _Choice, cut: int) -> str:
+        """The first `cut` held characters, with what belongs to a secret (matched with the context
+        before it) redacted; they become context."""
+        text, state.held = state.held[:cut], state.held[cut:]
+        whole = state.context + text
+        spans, found = self.scrubber.spans(whole)
+        offset = len(state.context)
+        out, position = [], offset
+        for start, end in spans:
+            if end <= offset:
+                continue
+            start = max(start, offset)
+            if start > position:
+                out.append(whole[position:start])
+            if not out or out[-1] != REDACTED:
+                out.append(REDACTED)
+            position = max(position, end)
+        out.append(whole[position:])
+        released = "".join(out)
         if found:
             self.on_found(found)
-        return scrubbed
+        state.context = (state.context + released)[-_CONTEXT:]
+        return released
 
-    def _safe_length(self, buffer: str) -> int:
-        """How much of `buffer` can be released: up to the first unresolved candidate."""
-        if buffer.isascii():
-            low, origin = buffer.lower(), None
-        else:  # matched as normalised: invisible characters dropped, look-alikes made ASCII
-            parts = [(normal_char(c).lower(), i) for i, c in enumerate(buffer)]
-            low = "".join(p for p, _ in parts)
-            origin = [i for p, i in parts for _ in p]
-        spans = [
-            self._candidate(low, end - len(needle) + 1, needle) for end, needle in self.scrubber.automaton_iter(low)
-        ]
+    def _resolved(self, state: _Choice) -> int:
+        """How much of the held text can be released: up to the first candidate still open."""
+        ctx = state.context + state.held
+        low, origin = _lowered(ctx)
+        spans = [self._candidate(low, end - len(needle) + 1, needle) for end, needle in self.scrubber.needles_in(low)]
         cut = len(low)
-        for size in range(min(len(low), self.scrubber.longest_needle - 1), 0, -1):
-            if low[-size:] in self.scrubber.needle_prefixes:  # a needle may be arriving
-                cut = len(low) - size
-                break
         for start, end in spans:
             if end is None:
                 cut = min(cut, start)
@@ -125,9 +189,9 @@ class StreamScrubber:
             for start, end in spans:
                 if end is not None and start < cut < end:
                     cut, changed = start, True
-        if origin is None:
-            return cut
-        return origin[cut] if cut < len(origin) else len(buffer)
+        if origin is not None:
+            cut = origin[cut] if cut < len(origin) else len(ctx)
+        return max(0, cut - len(state.context))
 
     @staticmethod
     def _candidate(low: str, start: int, needle: str) -> tuple[int, int | None]:
