@@ -28,7 +28,7 @@ def main() -> None:
         port=settings.gateway_port,
         workers=settings.gateway_workers,
         loop="uvloop",
-        http="iir_gateway.protocol:GuardedHttpToolsProtocol",
+        http="iir_gateway.http_protocol:GuardedHttpToolsProtocol",
         log_config=None,
         access_log=False,
         server_header=False,
