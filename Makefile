@@ -57,6 +57,7 @@ dev: install classifier-model
 test: install classifier-model
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 lint: install
