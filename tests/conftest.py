@@ -159,3 +159,14 @@ def openai_client(stack: Stack, api_key: str):  # type: ignore[no-untyped-def]
     import openai
 
     return openai.OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=api_key, max_retries=0, timeout=20)
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """A helm binary (on PATH, else fetched into .cache/); the chart's tests are skipped (CI: failed) without."""
+    from iir_dev.helm import HelmUnavailable, helm_binary
+
+    try:
+        return helm_binary()
+    except HelmUnavailable as exc:
+        unavailable(f"helm unavailable: {exc}")

@@ -5,20 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-from iir_dev.helm import HelmUnavailable, helm_binary
 from tests.unit.test_deploy_chart import by_kind, render, validate_all
-from tests.waiting import unavailable
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    try:
-        return helm_binary()
-    except HelmUnavailable as exc:
-        unavailable(f"helm unavailable: {exc}")
-
 
 API_CALLERS = {"iir-registry", "iir-operator"}  # the only pods that talk to the Kubernetes API
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from iir_dev import kustomize_base
-from iir_dev.helm import HelmUnavailable, helm_binary, helm_env
+from iir_dev.helm import helm_env
 from tests.waiting import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,14 +43,6 @@ OTHER_VALUES = {
     "grafanaDashboard.enabled": "false",
     "gateway.env.IIR_ENDPOINT_PICKER": "round_robin",
 }
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    try:
-        return helm_binary()
-    except HelmUnavailable as exc:
-        unavailable(f"helm unavailable, chart tests skipped: {exc}")
 
 
 def render(helm: str, values: dict[str, str] | None = None, *extra: str) -> list[dict[str, Any]]:
