@@ -12,7 +12,7 @@ from iir_gateway.catalogue import ModelCatalogue
 from iir_gateway.errors import APIError
 from iir_gateway.picking.base import PickRequest
 from iir_gateway.picking.policies import POLICIES, Scheduler
-from iir_gateway.picking.queue import PriorityGate
+from iir_gateway.picking.queue import PriorityGate, Saturated
 from iir_gateway.picking.registry import build
 from iir_gateway.picking.state import EndpointStates
 from iir_gateway.providers.base import RouteRequest
@@ -74,9 +74,9 @@ async def test_queue_serves_highest_priority_first_and_is_bounded() -> None:
     await asyncio.sleep(0)
     high = asyncio.create_task(waiter("high", 9))
     await asyncio.sleep(0)
-    with pytest.raises(APIError) as full:
+    with pytest.raises(Saturated) as full:
         await gate.wait("m", 5)
-    assert full.value.status == 429 and full.value.headers["retry-after"] == "1"
+    assert full.value.retry_after_s == 1 and "2 requests are already waiting" in str(full.value)
     gate.wake("m")
     await high
     gate.wake("m")
@@ -84,11 +84,11 @@ async def test_queue_serves_highest_priority_first_and_is_bounded() -> None:
     assert order == ["high", "low"] and gate.waiting == 0
 
 
-async def test_queue_wait_times_out_with_429() -> None:
+async def test_queue_wait_times_out() -> None:
     gate = PriorityGate(max_waiting=10, timeout_s=0.05)
-    with pytest.raises(APIError, match="no room came within") as exc:
+    with pytest.raises(Saturated, match="no room came within"):
         await gate.wait("m", 0)
-    assert exc.value.status == 429 and gate.waiting == 0
+    assert gate.waiting == 0
     gate.wake("m")  # the abandoned entry is skipped
 
 

@@ -7,7 +7,14 @@ import heapq
 import itertools
 import math
 
-from iir_gateway.errors import APIError
+
+class Saturated(Exception):
+    """No room came for a request of `model`: the queue is full, or its wait ran out."""
+
+    def __init__(self, model: str, why: str, retry_after_s: int) -> None:
+        super().__init__(f"Every replica of `{model}` is saturated and {why}; try again shortly.")
+        self.model = model
+        self.retry_after_s = retry_after_s
 
 
 class PriorityGate:
@@ -18,18 +25,12 @@ class PriorityGate:
         self._order = itertools.count()
         self.waiting = 0
 
-    def _full(self, model: str, why: str) -> APIError:
-        return APIError(
-            429,
-            f"Every replica of `{model}` is saturated and {why}; try again shortly.",
-            code="model_saturated",
-            type="rate_limit_error",
-            headers={"retry-after": str(max(1, math.ceil(self.timeout_s / 10)))},
-        )
+    def _full(self, model: str, why: str) -> Saturated:
+        return Saturated(model, why, max(1, math.ceil(self.timeout_s / 10)))
 
     async def wait(self, model: str, priority: int, deadline: float | None = None) -> None:
-        """Waits for `wake(model)` (a request of that model finished); 429 when the queue is full or when
-        `deadline` (loop time; default: `timeout_s` from now) passes."""
+        """Waits for `wake(model)` (a request of that model finished); refused when the queue is full or when
+        `deadline` (loop time; default: `timeout_s` from now) passes: Saturated."""
         loop = asyncio.get_running_loop()
         remaining = self.timeout_s if deadline is None else deadline - loop.time()
         if self.waiting >= self.max_waiting:

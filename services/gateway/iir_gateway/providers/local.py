@@ -15,7 +15,7 @@ from iir_gateway.errors import APIError
 from iir_gateway.picking.base import PickRequest
 from iir_gateway.picking.policies import Scheduler
 from iir_gateway.picking.prefix import prefix_blocks
-from iir_gateway.picking.queue import PriorityGate
+from iir_gateway.picking.queue import PriorityGate, Saturated
 from iir_gateway.picking.state import EndpointStates
 from iir_gateway.providers.base import RouteRequest, Upstream
 
@@ -84,7 +84,16 @@ class LocalProvider:
         deadline = None
         while not room:
             deadline = deadline or asyncio.get_running_loop().time() + self.gate.timeout_s
-            await self.gate.wait(full, request.priority, deadline)
+            try:
+                await self.gate.wait(full, request.priority, deadline)
+            except Saturated as exc:
+                raise APIError(
+                    429,
+                    str(exc),
+                    code="model_saturated",
+                    type="rate_limit_error",
+                    headers={"retry-after": str(exc.retry_after_s)},
+                ) from None
             entry, ready = self._ready(full)
             room = self._room(ready)
         if len(room) == 1:
