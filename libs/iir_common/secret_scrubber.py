@@ -181,18 +181,12 @@ class SecretScrubber:
         found: set[str] = set()
         for kind, regex in self._candidates(text):
             for m in regex.finditer(text):
-                group = next((g for g in ("v", "w") if g in regex.groupindex and m.group(g) is not None), 0)
-                spans.append(m.span(group))
+                spans.append(m.span(_secret_group(m)))
                 found.add(kind)
         if not text.isascii():
-            view, origin = _view([text], drop_space=False)
-            for kind, regex in self._candidates(view):
-                for m in regex.finditer(view):
-                    group = next((g for g in ("v", "w") if g in regex.groupindex and m.group(g) is not None), 0)
-                    start, end = m.span(group)
-                    if end > start:
-                        spans.append((origin[start][1], origin[end - 1][1] + 1))
-                        found.add(kind)
+            view_spans, view_found = self._view_spans([text], drop_space=False, checks=self._checks)
+            spans += view_spans.get(0, [])
+            found |= view_found
         return _merged(spans), found
 
     def _candidates(
@@ -266,17 +260,33 @@ class SecretScrubber:
         checks: list[tuple[str, tuple[str | tuple[str, ...], ...], re.Pattern[str]]],
     ) -> set[str]:
         """Redacts, in `texts` (in place), what matches in their normalised view; returns the kinds."""
+        spans, found = self._view_spans(texts, drop_space, checks)
+        for si, ranges in spans.items():
+            text = texts[si]
+            for start, end in _merged(ranges)[::-1]:
+                text = text[:start] + REDACTED + text[end:]
+            texts[si] = text
+        return found
+
+    def _view_spans(
+        self,
+        texts: list[str],
+        drop_space: bool,
+        checks: list[tuple[str, tuple[str | tuple[str, ...], ...], re.Pattern[str]]],
+    ) -> tuple[dict[int, list[tuple[int, int]]], set[str]]:
+        """What matches in the texts' normalised view (joined directly when `drop_space`, else by newlines),
+        as character ranges of each text (by index), and the kinds."""
         joiner = "" if drop_space else "\n"
         fast = joiner.join(_fast_view(t, drop_space) for t in texts)
         hits = [(kind, regex) for kind, regex in self._candidates(fast, checks) if regex.search(fast)]
-        if not hits:
-            return set()
-        view, origin = _view(texts, drop_space)
         spans: dict[int, list[tuple[int, int]]] = {}
-        found = set()
+        found: set[str] = set()
+        if not hits:
+            return spans, found
+        view, origin = _view(texts, drop_space)
         for kind, regex in hits:
             for m in regex.finditer(view):
-                group = next((g for g in ("v", "w") if g in regex.groupindex and m.group(g) is not None), 0)
+                group = _secret_group(m)
                 start, end = m.span(group)
                 if drop_space:
                     end = start + _random_end(texts, origin[start:end])
@@ -288,12 +298,7 @@ class SecretScrubber:
                     by_text.setdefault(si, []).append(ci)
                 for si, cis in by_text.items():
                     spans.setdefault(si, []).append((min(cis), max(cis) + 1))
-        for si, ranges in spans.items():
-            text = texts[si]
-            for start, end in _merged(ranges)[::-1]:
-                text = text[:start] + REDACTED + text[end:]
-            texts[si] = text
-        return found
+        return spans, found
 
 
 def _random_end(texts: list[str], origin: list[tuple[int, int]]) -> int:
@@ -326,9 +331,14 @@ def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
+def _secret_group(m: re.Match[str]) -> str | int:
+    """The group holding the secret itself (`v` or `w`, the name around it stays readable), else 0: all."""
+    return next((g for g in ("v", "w") if g in m.re.groupindex and m.group(g) is not None), 0)
+
+
 def _replace(m: re.Match[str]) -> str:
-    for group in ("v", "w"):
-        if group in m.re.groupindex and m.group(group) is not None:
-            start, end = m.span(group)
-            return m.group(0)[: start - m.start()] + REDACTED + m.group(0)[end - m.start() :]
-    return REDACTED
+    group = _secret_group(m)
+    if not group:
+        return REDACTED
+    start, end = m.span(group)
+    return m.group(0)[: start - m.start()] + REDACTED + m.group(0)[end - m.start() :]
