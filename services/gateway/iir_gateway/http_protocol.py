@@ -7,32 +7,43 @@ Without them a client that sends half a request holds a socket (and its buffers)
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from iir_gateway.client_address import in_networks, parse_networks
+from iir_gateway.client_address import Network, in_networks, parse_networks
 from iir_gateway.errors import error_body
 from iir_gateway.settings import GatewaySettings
 
-_settings: GatewaySettings | None = None
 # Open connections per peer address, in this worker process.
 _open: Counter[str] = Counter()
+_BODY = error_body(408, "The request was not received in time.", code="request_timeout")
+_TIMEOUT_REPLY = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: " + str(len(_BODY)).encode() + b"\r\n\r\n" + _BODY
+)
 
 
-def _config() -> GatewaySettings:
-    global _settings
-    if _settings is None:
-        _settings = GatewaySettings()
-    return _settings
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    header_timeout_s: float
+    body_timeout_s: float
+    per_client: int
+    proxies: tuple[Network, ...]
 
 
-def _timeout_reply() -> bytes:
-    body = error_body(408, "The request was not received in time.", code="request_timeout")
-    return (
-        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+@functools.cache
+def _limits() -> _Limits:
+    """This process's settings, read once (a protocol object is made per connection)."""
+    settings = GatewaySettings()
+    return _Limits(
+        settings.header_timeout_s,
+        settings.body_timeout_s,
+        settings.max_connections_per_client,
+        parse_networks(settings.trusted_proxies, "IIR_TRUSTED_PROXIES"),
     )
 
 
@@ -41,11 +52,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        settings = _config()
-        self._header_timeout = settings.header_timeout_s
-        self._body_timeout = settings.body_timeout_s
-        self._cap = settings.max_connections_per_client
-        self._proxies = parse_networks(settings.trusted_proxies, "IIR_TRUSTED_PROXIES")
+        self._limits = _limits()
         self._deadline: asyncio.TimerHandle | None = None
         self._peer = ""
 
@@ -53,10 +60,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._peer = self.client[0] if self.client else ""
         _open[self._peer] += 1
-        if _open[self._peer] > self._cap and not in_networks(self._peer, self._proxies):
+        if _open[self._peer] > self._limits.per_client and not in_networks(self._peer, self._limits.proxies):
             transport.close()  # connection_lost gives the slot back
             return
-        self._arm(self._header_timeout)
+        self._arm(self._limits.header_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -79,7 +86,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self.cycle is None or not self.cycle.response_started:
-            self.transport.write(_timeout_reply())
+            self.transport.write(_TIMEOUT_REPLY)
         if self.cycle is not None:
             self.cycle.keep_alive = False
         self.transport.close()
@@ -87,11 +94,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self._deadline is None:  # a keep-alive connection's next request: a new header deadline
-            self._arm(self._header_timeout)
+            self._arm(self._limits.header_timeout_s)
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
-        self._arm(self._body_timeout)
+        self._arm(self._limits.body_timeout_s)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
