@@ -228,21 +228,24 @@ class Gateway:
         cards = [card for p in self.providers.values() for card in p.list_models()] + self.auto.list_models()
         return sorted((c for c in cards if principal.may_use(c["id"])), key=lambda c: c["id"])
 
-    async def _serving(self, name: str) -> bool:
+    async def _grpc_status(self, name: str) -> str:
+        """A dependency's gRPC health: "ok", its serving status, or why it cannot be reached."""
         service, _ = _DEPENDENCIES[name]
         try:
             reply = await health_pb2_grpc.HealthStub(self.channels[name]).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=1.0
             )
-        except grpc.aio.AioRpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+        except grpc.aio.AioRpcError as exc:
+            return f"unavailable: {exc.code().name.lower()}"
+        if reply.status == health_pb2.HealthCheckResponse.SERVING:
+            return "ok"
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status).lower()
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         """Whether this process can serve: keys can be checked (auth answers, or keys are cached) and a
         catalogue arrived once (a stale one will do). A dependency blip alone does not take it out."""
         keys = self.auth.cached_keys()
-        auth_ok = keys > 0 or await self._serving("auth")
+        auth_ok = keys > 0 or await self._grpc_status("auth") == "ok"
         catalogue_ok = self.catalogue.synced.is_set()
         report = {
             "auth": "ok" if auth_ok else "unavailable, no cached keys",
@@ -256,16 +259,8 @@ class Gateway:
         """Checks every dependency concurrently; healthy when every required one answers."""
 
         async def grpc_check(name: str) -> dict[str, Any]:
-            service, _ = _DEPENDENCIES[name]
             start = time.perf_counter()
-            try:
-                reply = await health_pb2_grpc.HealthStub(self.channels[name]).Check(
-                    health_pb2.HealthCheckRequest(service=service), timeout=1.0
-                )
-                ok = reply.status == health_pb2.HealthCheckResponse.SERVING
-                status = "ok" if ok else health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status).lower()
-            except grpc.aio.AioRpcError as exc:
-                status = f"unavailable: {exc.code().name.lower()}"
+            status = await self._grpc_status(name)
             return {"status": status, "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
 
         async def redis_check() -> dict[str, Any]:

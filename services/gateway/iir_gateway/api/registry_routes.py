@@ -37,13 +37,11 @@ def _render_public(reply: registry_pb2.StatusResponse, principal: Principal) -> 
 
 
 def _render(reply: registry_pb2.StatusResponse) -> Response:
-    as_dict = _as_dict
-
     body = {
         "source": reply.source,
         "last_refresh": datetime.fromtimestamp(reply.last_refresh, UTC).isoformat() if reply.last_refresh else None,
-        "models": [as_dict(m) for m in reply.models],
-        "nodes": [as_dict(n) for n in reply.nodes],
+        "models": [_as_dict(m) for m in reply.models],
+        "nodes": [_as_dict(n) for n in reply.nodes],
         "error": reply.error or None,
     }
     return Response(orjson.dumps(body), media_type="application/json")
