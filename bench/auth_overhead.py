@@ -12,15 +12,13 @@ import asyncio
 import json
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import grpc
 import redis.asyncio as aioredis
 
-from iir_dev import datastores
-from iir_dev.stack import Stack
+from iir_dev.stack import Stack, throwaway_stack
 from iir_gateway.auth import Authenticator
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.ratelimit import RateLimiter
@@ -83,13 +81,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=3000)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="iir-bench-"))
-    pg = datastores.postgres(work, database="iir_bench")
-    rd = datastores.redis(work)
     master = "iir-bench-master-" + os.urandom(16).hex()
-    stack = Stack(workdir=work, database_url=pg.url, redis_url=rd.url, master_key=master)
-    stack.start()
-    try:
+    with throwaway_stack("iir-bench-", "iir_bench", master_key=master) as stack:
         import httpx
 
         key = httpx.post(
@@ -97,11 +90,7 @@ def main() -> None:
             json={"name": "bench", "rpm_limit": 10**9, "tpm_limit": 10**12},
             headers={"Authorization": f"Bearer {master}"},
         ).json()["key"]
-        result = asyncio.run(measure(stack, rd.url, key, args.rounds, args.requests))
-    finally:
-        stack.stop()
-        pg.stop()
-        rd.stop()
+        result = asyncio.run(measure(stack, stack.redis_url, key, args.rounds, args.requests))
     print(f"{'round':>5} {'auth p50 ms':>12} {'auth+limits p50 ms':>19} {'p99 ms':>8}")
     for i, r in enumerate(result["rounds"], 1):  # type: ignore[arg-type]
         print(f"{i:>5} {r['auth_p50_ms']:>12.4f} {r['p50_ms']:>19.4f} {r['p99_ms']:>8.4f}")

@@ -16,14 +16,12 @@ import re
 import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 
-from iir_dev import datastores
-from iir_dev.stack import Stack
+from iir_dev.stack import throwaway_stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "llama-3-8b-instruct"
@@ -97,22 +95,14 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: run `make bench-tools`")
-    work = Path(tempfile.mkdtemp(prefix="iir-bench-"))
-    pg = datastores.postgres(work, database="iir_bench")
-    rd = datastores.redis(work)
-    stack = Stack(
-        workdir=work,
-        database_url=pg.url,
-        redis_url=rd.url,
-        env={
-            "IIR_GATEWAY_WORKERS": str(args.workers),
-            "IIR_ACCESS_LOG": args.access_log,
-            "IIR_LOG_LEVEL": "WARNING" if args.access_log == "false" else "INFO",
-        },
-    )
-    stack.start()
+    env = {
+        "IIR_GATEWAY_WORKERS": str(args.workers),
+        "IIR_ACCESS_LOG": args.access_log,
+        "IIR_LOG_LEVEL": "WARNING" if args.access_log == "false" else "INFO",
+    }
     rows = []
-    try:
+    with throwaway_stack("iir-bench-", "iir_bench", env=env) as stack:
+        work = stack.workdir
         key = stack.create_key("bench")
         direct_url, gateway_url = f"{stack.sim_url}/v1/chat/completions", f"{stack.gateway_url}/v1/chat/completions"
         for stream in (False, True):
@@ -144,10 +134,6 @@ def main() -> None:
         main_pid = stack.processes["gateway"].popen.pid
         workers = subprocess.run(["pgrep", "-P", str(main_pid)], capture_output=True, text=True).stdout.split()
         memory = sum(rss_mib(int(p)) for p in [main_pid, *workers])
-    finally:
-        stack.stop()
-        pg.stop()
-        rd.stop()
     print(f"gateway workers: {args.workers}, access log: {args.access_log}, rounds: {args.rounds} × {args.duration}s")
     print(
         f"{'mode':<10} {'conc':>4} | {'direct rps':>10} {'p50':>7} {'p99':>7} | {'gateway rps':>11} {'p50':>7} "

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,7 @@ from typing import Any
 import httpx
 import orjson
 
-from iir_dev import datastores
-from iir_dev.stack import Stack
+from iir_dev.stack import throwaway_stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MASTER = "iir-bench-master-key-0123456789abcdef"
@@ -110,24 +108,14 @@ def main() -> None:
     parser.add_argument("--tpm", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="iir-limits-"))
-    pg = datastores.postgres(work, database="iir_bench_limits")
-    rd = datastores.redis(work)
-    stack = Stack(
-        workdir=work,
-        database_url=pg.url,
-        redis_url=rd.url,
-        master_key=MASTER,
-        env={
-            "IIR_REDIS_PREFIX": f"iir-bench-{int(time.time())}:",
-            "IIR_JOB_MAX_QUEUED_PER_KEY": "0",
-            "IIR_ACCESS_LOG": "false",
-        },
-    )
-    stack.start()
-    gateways = [stack.gateway_url]
+    env = {
+        "IIR_REDIS_PREFIX": f"iir-bench-{int(time.time())}:",
+        "IIR_JOB_MAX_QUEUED_PER_KEY": "0",
+        "IIR_ACCESS_LOG": "false",
+    }
     rows: list[dict[str, Any]] = []
-    try:
+    with throwaway_stack("iir-limits-", "iir_bench_limits", master_key=MASTER, env=env) as stack:
+        gateways = [stack.gateway_url]
         for count in (1, 2, 4):
             while len(gateways) < count:
                 gateways.append(
@@ -152,10 +140,6 @@ def main() -> None:
                     f"allowed {allowed:7.0f} → ratio {tokens / allowed:.3f}",
                     flush=True,
                 )
-    finally:
-        stack.stop()
-        pg.stop()
-        rd.stop()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "limits_exactness.json").write_text(json.dumps({"tpm": args.tpm, "rows": rows}, indent=2))
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from iir_dev import datastores
 from iir_dev.datastores import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -229,6 +233,23 @@ class Stack:
                 auth_pb2.CreateKeyRequest(name=name, admin=admin, allowed_models=allowed_models or []), timeout=10
             )
         return str(reply.key)
+
+
+@contextlib.contextmanager
+def throwaway_stack(prefix: str, database: str, **stack_options: Any) -> Iterator[Stack]:
+    """A started stack in a fresh temporary folder, with PostgreSQL and Redis as `datastores` finds them
+    (the local servers, else throwaway ones); stopped with them on exit. For benchmarks."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    pg = datastores.postgres(work, database=database)
+    rd = datastores.redis(work)
+    stack = Stack(workdir=work, database_url=pg.url, redis_url=rd.url, **stack_options)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+        pg.stop()
+        rd.stop()
 
 
 def http_ok(url: str) -> bool:
