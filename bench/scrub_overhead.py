@@ -19,8 +19,9 @@ from pathlib import Path
 import orjson
 
 from iir_common.secret_scrubber import SecretScrubber, secret_env_values
+from iir_gateway.answer import Event
 from iir_gateway.metrics import GatewayMetrics
-from iir_gateway.scrubbing import Scrubbing
+from iir_gateway.scrubbing.policy import Scrubbing
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SYSTEM = "You are a helpful assistant for an e-commerce company. Answer briefly and politely. " * 5
@@ -64,10 +65,10 @@ def measure(scrubbing: Scrubbing, secret: bool, requests: int) -> float:
 
 
 def chunks(count: int = 200) -> list[bytes]:
+    """The JSON of each event of a stream."""
     words = ("Your order 48213 left our warehouse yesterday and should arrive on Friday morning. " * 20).split(" ")
     return [
-        b"data: "
-        + orjson.dumps(
+        orjson.dumps(
             {
                 "id": "chatcmpl-1",
                 "object": "chat.completion.chunk",
@@ -76,7 +77,6 @@ def chunks(count: int = 200) -> list[bytes]:
                 "choices": [{"index": 0, "delta": {"content": " " + w}, "finish_reason": None}],
             }
         )
-        + b"\n\n"
         for w in words[:count]
     ]
 
@@ -89,7 +89,7 @@ def measure_stream(scrubbing: Scrubbing, streams: int, across_chunks: bool) -> f
         if across_chunks:
             scrubber = scrubbing.stream()
             for event in events:
-                scrubber.feed(event)
+                scrubber.feed(Event(event))  # a fresh event, parsed as the gateway parses each one
             scrubber.flush()
         else:
             for event in events:

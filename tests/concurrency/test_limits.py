@@ -11,8 +11,8 @@ import uuid
 import httpx
 import redis
 
+from iir_gateway.limits.rate_limiter import RateLimiter
 from iir_gateway.metrics import GatewayMetrics
-from iir_gateway.ratelimit import RateLimiter
 from tests.concurrency.conftest import Pair, bearer, run, stream_usage
 from tests.conftest import SERVED
 
@@ -85,7 +85,7 @@ def test_debt_is_kept_until_the_bucket_refills(pair: Pair) -> None:
     limiter = RateLimiter(
         __import__("redis.asyncio", fromlist=["Redis"]).from_url(pair.stack.redis_url), GatewayMetrics(), prefix
     )
-    from iir_gateway.auth import Principal
+    from iir_gateway.principal import Principal
 
     who = Principal(
         key_id=f"debt-{uuid.uuid4().hex[:6]}", name="d", admin=False, priority=0, allowed_models=(), tpm_limit=300

@@ -8,7 +8,8 @@ import pytest
 from iir_gateway.errors import APIError
 from iir_gateway.wire.anthropic_request import to_anthropic
 from iir_gateway.wire.anthropic_response import from_anthropic
-from iir_gateway.wire.anthropic_stream import AnthropicStreamTranslator
+from iir_gateway.wire.anthropic_stream import AnthropicStreamDecoder
+from iir_gateway.wire.sse import SSEParser
 
 
 def test_request_images_tools_and_choices() -> None:
@@ -132,17 +133,16 @@ STREAM = b"".join(
 )
 
 
-def translate(data: bytes, size: int, include_usage: bool) -> tuple[list[dict], AnthropicStreamTranslator]:
-    t = AnthropicStreamTranslator(include_usage)
-    out = b"".join(t.feed(data[i : i + size]) for i in range(0, len(data), size)) + t.flush()
-    events = out.decode().split("\n\n")
-    assert events[-2:] == ["data: [DONE]", ""]
-    return [orjson.loads(e[6:]) for e in events[:-2]], t
+def translate(data: bytes, size: int) -> tuple[list[dict], AnthropicStreamDecoder]:
+    """The OpenAI chunks of an Anthropic stream cut every `size` bytes, as the upstream client reads it."""
+    decoder, parser = AnthropicStreamDecoder(), SSEParser()
+    payloads = [p for i in range(0, len(data), size) for p in parser.feed(data[i : i + size])] + parser.flush()
+    return [e.json() for p in payloads for e in decoder.decode(p)], decoder
 
 
 @pytest.mark.parametrize("size", [1, 7, 10_000])
 def test_stream_events_become_chunks_whatever_the_network_splits(size: int) -> None:
-    chunks, t = translate(STREAM, size, include_usage=True)
+    chunks, t = translate(STREAM, size)
     deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
     assert deltas[0] == {"role": "assistant", "content": ""} and deltas[1] == {"content": "Hé"}
     assert deltas[2]["tool_calls"][0] == {
@@ -163,5 +163,5 @@ def test_stream_error_event_ends_the_stream_with_an_openai_error() -> None:
         + sse("error", error={"type": "overloaded_error", "message": "Overloaded"})
         + sse("message_stop")
     )
-    chunks, t = translate(data, 10_000, include_usage=False)
+    chunks, t = translate(data, 10_000)
     assert chunks[-1]["error"]["message"] == "Overloaded" and t.usage is None

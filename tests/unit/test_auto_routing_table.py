@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from iir.v1 import classifier_pb2
-from iir_gateway.auto_routing import RoutingFileError, Rule, _turns, is_auto, load_policies
+from iir_gateway.routing.auto_router import RoutingFileError, Rule, _turns, is_auto, load_policies
 
 
 def reply(category: str, complexity: str = "simple", language: str = "en", confidence: float = 0.9):  # type: ignore[no-untyped-def]

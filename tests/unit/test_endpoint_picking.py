@@ -8,7 +8,6 @@ import grpc
 import pytest
 
 from iir.v1 import registry_pb2
-from iir_gateway.catalogue import ModelCatalogue
 from iir_gateway.errors import APIError
 from iir_gateway.picking.base import PickRequest
 from iir_gateway.picking.policies import POLICIES, Scheduler
@@ -16,6 +15,7 @@ from iir_gateway.picking.queue import PriorityGate, Saturated
 from iir_gateway.picking.registry import build
 from iir_gateway.picking.state import EndpointStates
 from iir_gateway.providers.base import RouteRequest
+from iir_gateway.providers.catalogue import ModelCatalogue
 from iir_gateway.providers.local import LocalProvider
 
 URLS = ["http://a", "http://b", "http://c"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from iir_gateway.auth import Principal, extract_key
 from iir_gateway.errors import APIError
+from iir_gateway.keys.authenticator import extract_key
+from iir_gateway.principal import Principal
 from iir_gateway.schemas import ChatCompletionRequest, validate_body
 
 

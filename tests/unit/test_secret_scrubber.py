@@ -10,7 +10,7 @@ import pytest
 from iir_common.secret_scrubber import REDACTED, SecretScrubber, secret_env_values
 from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
-from iir_gateway.scrubbing import Scrubbing
+from iir_gateway.scrubbing.policy import Scrubbing
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "secrets_corpus.tsv"
 ENV_SECRET = "IIR-TEST-ENV-SECRET-0123456789"
@@ -59,14 +59,17 @@ def test_request_bodies_are_walked_and_modes_apply() -> None:
             {"role": "assistant", "tool_calls": [{"function": {"arguments": '{"pwd": "s3cret!!"}'}}]},
         ]
     }
-    assert scrubbing.request(body, "redact") == {"aws_access_key", "github_token", "password_assignment"}
-    assert "AKIA" not in str(body) and "ghp_" not in str(body) and "s3cret" not in str(body)
+    original = str(body)
+    scrubbed, found = scrubbing.request(body, "redact")
+    assert found == {"aws_access_key", "github_token", "password_assignment"}
+    assert "AKIA" not in str(scrubbed) and "ghp_" not in str(scrubbed) and "s3cret" not in str(scrubbed)
+    assert str(body) == original  # a scrubbed copy: the caller's body is left as it was
     with pytest.raises(APIError) as blocked:
         scrubbing.request({"prompt": "AKIAIOSFODNN7EXAMPLE"}, "block")
     assert blocked.value.status == 400 and blocked.value.code == "secret_detected"
     assert blocked.value.headers["x-iir-scrubbed"] == "aws_access_key"
     untouched = {"input": ["AKIAIOSFODNN7EXAMPLE"]}
-    assert scrubbing.request(untouched, "off") == set() and untouched["input"] == ["AKIAIOSFODNN7EXAMPLE"]
+    assert scrubbing.request(untouched, "off") == (untouched, set())
 
 
 EVASIONS = Path(__file__).resolve().parents[1] / "data" / "secrets_evasions.tsv"

@@ -7,7 +7,8 @@ import orjson
 import pytest
 
 from iir_common.secret_scrubber import SecretScrubber
-from iir_gateway.stream_scrubbing import StreamScrubber
+from iir_gateway.answer import Event
+from iir_gateway.scrubbing.stream import StreamScrubber
 
 # (secret, what of it must not arrive)
 SECRETS = [
@@ -20,7 +21,7 @@ SECRETS = [
 ]
 
 
-def event(text: str, finish: str | None = None) -> bytes:
+def event(text: str, finish: str | None = None) -> Event:
     chunk = {
         "id": "c",
         "object": "chat.completion.chunk",
@@ -28,20 +29,19 @@ def event(text: str, finish: str | None = None) -> bytes:
         "model": "m",
         "choices": [{"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}],
     }
-    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+    return Event(orjson.dumps(chunk))
 
 
 def relay(pieces: list[str]) -> tuple[str, list[bytes]]:
+    """The text that arrives, and the bytes of each event sent on."""
     scrubber = StreamScrubber(SecretScrubber(), lambda found: None)
-    out = [scrubber.feed(event(p)) for p in pieces]
-    out.append(scrubber.feed(event("", "stop") + b"data: [DONE]\n\n"))
+    out = [e for p in pieces for e in scrubber.feed(event(p))]
+    out += scrubber.feed(event("", "stop")) + scrubber.flush()
     text = ""
-    for chunk in out:
-        for line in chunk.split(b"\n\n"):
-            if line.startswith(b"data: {"):
-                for choice in orjson.loads(line[6:])["choices"]:
-                    text += choice.get("delta", {}).get("content") or ""
-    return text, out
+    for e in out:
+        for choice in orjson.loads(e.raw)["choices"]:
+            text += choice.get("delta", {}).get("content") or ""
+    return text, [e.raw for e in out]
 
 
 @pytest.mark.parametrize(("secret", "hidden"), SECRETS)
@@ -56,7 +56,7 @@ def test_clean_chunks_pass_unchanged_and_whole() -> None:
     pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
     text, out = relay(pieces)
     assert text == " ".join(words)
-    assert out[: len(pieces)] == [event(p) for p in pieces]  # the same bytes: nothing re-encoded
+    assert out[: len(pieces)] == [event(p).raw for p in pieces]  # the same bytes: nothing re-encoded
 
 
 def test_text_held_for_a_prose_needle_is_released_in_order() -> None:

@@ -6,8 +6,8 @@ import sys
 
 import uvicorn
 
-from iir_gateway.auto_routing import RoutingFileError, load_policies
 from iir_gateway.providers.config import ProvidersFileError, Timeouts, load_providers
+from iir_gateway.routing.auto_router import RoutingFileError, load_policies
 from iir_gateway.settings import GatewaySettings
 
 
@@ -28,7 +28,7 @@ def main() -> None:
         port=settings.gateway_port,
         workers=settings.gateway_workers,
         loop="uvloop",
-        http="iir_gateway.http_protocol:GuardedHttpToolsProtocol",
+        http="iir_gateway.api.http_protocol:GuardedHttpToolsProtocol",
         log_config=None,
         access_log=False,
         server_header=False,

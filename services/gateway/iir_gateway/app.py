@@ -15,13 +15,23 @@ from iir_common.logging import setup_logging
 from iir_common.tracing import setup_tracing
 from iir_common.tracing import shutdown as shutdown_tracing
 from iir_gateway.api import admin_routes, jobs_routes, openai_routes, ops_routes, registry_routes
+from iir_gateway.api.client_address import ClientAddressResolver
 from iir_gateway.api.fastpath import InferenceFastPath
-from iir_gateway.client_address import ClientAddressResolver
+from iir_gateway.api.metrics_server import MetricsServer
+from iir_gateway.api.middleware import RequestContextMiddleware
 from iir_gateway.errors import install_error_handlers
-from iir_gateway.gateway import Gateway
 from iir_gateway.jobs.worker import JobWorker
-from iir_gateway.metrics_server import MetricsServer
-from iir_gateway.middleware import RequestContextMiddleware
+from iir_gateway.pipeline.pipeline import Pipeline
+from iir_gateway.pipeline.steps.access import Access
+from iir_gateway.pipeline.steps.account import Account
+from iir_gateway.pipeline.steps.admit import Admit
+from iir_gateway.pipeline.steps.authenticate import Authenticate
+from iir_gateway.pipeline.steps.auto_route import AutoRoute
+from iir_gateway.pipeline.steps.cache import Cache
+from iir_gateway.pipeline.steps.dispatch import Dispatch
+from iir_gateway.pipeline.steps.scrub import Scrub
+from iir_gateway.pipeline.steps.validate import Validate
+from iir_gateway.runtime import Runtime
 from iir_gateway.schemas import OPENAPI_MODELS
 from iir_gateway.settings import GatewaySettings
 
@@ -44,18 +54,36 @@ def _add_schemas(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def inference_pipeline(rt: Runtime) -> Pipeline:
+    """The steps of every inference request, in order (docs/ARCHITECTURE.md, "One request")."""
+    return Pipeline(
+        [
+            Authenticate(rt.auth),
+            Validate(),
+            Scrub(rt.scrubbing),
+            AutoRoute(rt.auto),
+            Access(rt.directory),
+            Admit(rt.limiter, rt.settings.completion_token_reserve, rt.spawn),
+            Account(rt.usage, rt.directory, rt.metrics),
+            Cache(rt.cache, rt.metrics, rt.spawn),
+            Dispatch(rt.directory, rt.upstream),
+        ]
+    )
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     setup_logging("gateway", settings.log_level)
     setup_tracing("gateway")
-    gateway = Gateway(settings)
+    gateway = Runtime(settings)
+    pipeline = inference_pipeline(gateway)
     metrics_server = MetricsServer(gateway.metrics.registry, settings.gateway_host, settings.metrics_port)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
         await metrics_server.start()
-        worker = JobWorker(gateway, gateway.jobs, settings.job_workers, settings.job_claim_idle_s)
+        worker = JobWorker(pipeline, gateway.jobs, gateway.auth_stub, settings.job_workers, settings.job_claim_idle_s)
         if settings.job_workers > 0:
             await worker.start()
         # Start-up objects (modules, protobuf descriptors, routes) never die: keep them out of GC scans.
@@ -76,6 +104,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         **({} if settings.docs_enabled else {"docs_url": None, "redoc_url": None, "openapi_url": None}),
     )
     app.state.gateway = gateway
+    app.state.pipeline = pipeline
     install_error_handlers(app)
     app.include_router(openai_routes.router)
     app.include_router(ops_routes.router)
@@ -91,9 +120,9 @@ def create_asgi(settings: GatewaySettings | None = None) -> ASGIApp:
     fast path → FastAPI."""
     settings = settings or GatewaySettings()
     app = create_app(settings)
-    gateway: Gateway = app.state.gateway
+    gateway: Runtime = app.state.gateway
     return RequestContextMiddleware(
-        InferenceFastPath(app, gateway),
+        InferenceFastPath(app, app.state.pipeline, settings.max_body_bytes),
         metrics=gateway.metrics,
         max_body_bytes=settings.max_body_bytes,
         access_log=settings.access_log,

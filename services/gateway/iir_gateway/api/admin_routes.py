@@ -14,11 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from starlette.responses import Response
 
 from iir.v1 import auth_pb2
+from iir_gateway.api.client_address import FORWARDING_HEADERS, in_networks
 from iir_gateway.api.requests import client_ip, read_json_object
-from iir_gateway.auth import extract_key
-from iir_gateway.client_address import FORWARDING_HEADERS, in_networks
 from iir_gateway.errors import APIError
-from iir_gateway.gateway import Gateway
+from iir_gateway.keys.authenticator import extract_key
+from iir_gateway.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/apikeys", tags=["API keys"])
 
@@ -85,7 +85,7 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-def _from_trusted_network(request: Request, gw: Gateway) -> bool:
+def _from_trusted_network(request: Request, gw: Runtime) -> bool:
     """The TCP peer is in IIR_TRUSTED_NETWORKS and nothing forwarded the request (a proxy's client could be
     anyone, and a forwarded header anything)."""
     if not gw.trusted_networks or any(name in FORWARDING_HEADERS for name, _ in request.scope["headers"]):
@@ -93,9 +93,9 @@ def _from_trusted_network(request: Request, gw: Gateway) -> bool:
     return in_networks(request.scope.get("iir.peer", ""), gw.trusted_networks)
 
 
-async def require_admin(request: Request) -> Gateway:
+async def require_admin(request: Request) -> Runtime:
     """An admin key, or no key at all from a trusted network; 401/403 otherwise."""
-    gw: Gateway = request.app.state.gateway
+    gw: Runtime = request.app.state.gateway
     ip = client_ip(request)
     if extract_key(request.headers) is None and _from_trusted_network(request, gw):
         return gw

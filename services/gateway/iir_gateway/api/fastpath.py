@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 from iir_gateway.api.inference import serve_inference
 from iir_gateway.api.requests import read_asgi_json
 from iir_gateway.errors import APIError
-from iir_gateway.gateway import Gateway
+from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 _ROUTES: dict[str, tuple[type[Any], str]] = {
@@ -28,9 +28,10 @@ _ROUTES: dict[str, tuple[type[Any], str]] = {
 
 
 class InferenceFastPath:
-    def __init__(self, app: FastAPI, gateway: Gateway) -> None:
+    def __init__(self, app: FastAPI, pipeline: Pipeline, max_body_bytes: int) -> None:
         self.app = app
-        self.gateway = gateway
+        self.pipeline = pipeline
+        self.max_body_bytes = max_body_bytes
         # `scope["route"].path` names the route in metrics, as for FastAPI's own routes.
         self.routes: dict[str, tuple[Any, str, Any]] = {p: (*v, SimpleNamespace(path=p)) for p, v in _ROUTES.items()}
 
@@ -43,10 +44,15 @@ class InferenceFastPath:
         scope["route"] = route
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         client = scope.get("client")
-        limit = self.gateway.settings.max_body_bytes
+        limit = self.max_body_bytes
         try:
             response = await serve_inference(
-                self.gateway, headers, client[0] if client else "", lambda: read_asgi_json(receive, limit), schema, path
+                self.pipeline,
+                headers,
+                client[0] if client else "",
+                lambda: read_asgi_json(receive, limit),
+                schema,
+                path,
             )
         except APIError as exc:
             response = exc.response()

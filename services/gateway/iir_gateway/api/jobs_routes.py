@@ -11,14 +11,15 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
-from iir_gateway.api.inference import serve_as
+from iir_gateway.api.answers import SSE_HEADERS
 from iir_gateway.api.requests import client_ip, read_json_object
-from iir_gateway.auth import Principal
 from iir_gateway.errors import APIError
-from iir_gateway.gateway import Gateway
 from iir_gateway.jobs.store import FINAL, Job, QueueFull
+from iir_gateway.pipeline.context import RequestContext
+from iir_gateway.pipeline.pipeline import Pipeline
+from iir_gateway.principal import Principal
+from iir_gateway.runtime import Runtime
 from iir_gateway.schemas import ChatCompletionRequest, validate_body
-from iir_gateway.upstream import SSE_HEADERS
 
 router = APIRouter(tags=["Async jobs"])
 ASYNC_CHAT = "/v1/async/chat/completions"
@@ -28,21 +29,21 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-async def _caller(request: Request) -> tuple[Gateway, Principal]:
-    gw: Gateway = request.app.state.gateway
+async def _caller(request: Request) -> tuple[Runtime, Principal]:
+    gw: Runtime = request.app.state.gateway
     return gw, await gw.auth.authenticate(request.headers, client_ip(request))
 
 
-async def _owned(gw: Gateway, principal: Principal, job_id: str) -> Job:
+async def _owned(gw: Runtime, principal: Principal, job_id: str) -> Job:
     job = await gw.jobs.owned(job_id, principal)
     if job is None:
         raise APIError(404, f"No job `{job_id}`.", code="job_not_found")
     return job
 
 
-async def _submit(gw: Gateway, principal: Principal, kind: str, body: dict[str, Any]) -> Job:
+async def _submit(gw: Runtime, principal: Principal, kind: str, body: dict[str, Any]) -> Job:
     validate_body(ChatCompletionRequest, body)
-    gw.check_access(body["model"], principal)  # refused now, not when a worker picks it up
+    gw.directory.check_access(body["model"], principal)  # refused now, not when a worker picks it up
     size = len(orjson.dumps(body))
     if size > gw.settings.job_max_bytes:
         raise APIError(
@@ -51,7 +52,7 @@ async def _submit(gw: Gateway, principal: Principal, kind: str, body: dict[str, 
             code="request_too_large",
         )
     # Stored scrubbed: the prompt waits in Redis, and a secret must not wait with it.
-    gw.scrubbing.request(body, gw.scrubbing.mode(principal.scrub_mode))
+    body, _ = gw.scrubbing.request(body, gw.scrubbing.mode(principal.scrub_mode))
     # Queuing is a request against the key's RPM (and budget); its tokens are counted when it runs.
     admission = await gw.limiter.admit(principal, 0)
     try:
@@ -92,7 +93,7 @@ async def cancel_async_chat(job_id: str, request: Request) -> Response:
     return _json({"job_id": job_id, "status": "cancelled"})
 
 
-async def _events(gw: Gateway, job_id: str) -> AsyncIterator[bytes]:
+async def _events(gw: Runtime, job_id: str) -> AsyncIterator[bytes]:
     """The job's events from the start, then as they come, until it is final (as SSE)."""
     key = gw.jobs.events(job_id)
     last = "0-0"
@@ -112,7 +113,7 @@ async def _events(gw: Gateway, job_id: str) -> AsyncIterator[bytes]:
                 return
 
 
-def _stream(gw: Gateway, job_id: str) -> StreamingResponse:
+def _stream(gw: Runtime, job_id: str) -> StreamingResponse:
     return StreamingResponse(_events(gw, job_id), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -205,12 +206,15 @@ async def infer(request: Request) -> Response:
     if req.async_:
         job = await _submit(gw, principal, "infer", body)
         return _json({"job_id": job.id, "status": job.status}, 202)
-    response = await serve_as(gw, principal, body, ChatCompletionRequest, "chat/completions")
-    completion = orjson.loads(bytes(response.body))
+    pipeline: Pipeline = request.app.state.pipeline
+    ctx = RequestContext("chat/completions", ChatCompletionRequest, principal=principal, body=body)
+    answer = await pipeline.run(ctx)
+    assert answer.document is not None  # the body asks for no stream
+    completion = answer.document.json()
     choice = (completion.get("choices") or [{}])[0]
     return _json(
         {
-            "model": response.headers.get("x-iir-model", req.model),
+            "model": answer.model,
             "output": (choice.get("message") or {}).get("content"),
             "usage": completion.get("usage"),
         }

@@ -10,8 +10,8 @@ from starlette.responses import Response
 
 from iir_gateway.api.inference import serve_inference
 from iir_gateway.api.requests import client_ip, read_json_object
-from iir_gateway.gateway import Gateway
 from iir_gateway.providers.local import model_not_found
+from iir_gateway.runtime import Runtime
 from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, openapi_body
 
 router = APIRouter(tags=["OpenAI"])
@@ -19,9 +19,9 @@ router = APIRouter(tags=["OpenAI"])
 
 async def _serve(request: Request, schema: type[Any], path: str) -> Response:
     # Normally answered by the ASGI fast path (api/fastpath.py); kept for the docs and as a fallback.
-    gw: Gateway = request.app.state.gateway
+    gw: Runtime = request.app.state.gateway
     return await serve_inference(
-        gw,
+        request.app.state.pipeline,
         request.headers,
         client_ip(request),
         lambda: read_json_object(request, gw.settings.max_body_bytes),
@@ -49,14 +49,14 @@ async def embeddings(request: Request) -> Response:
 
 @router.get("/v1/models", summary="List the models this key can call now")
 async def list_models(request: Request) -> Response:
-    gw: Gateway = request.app.state.gateway
+    gw: Runtime = request.app.state.gateway
     principal = await gw.auth.authenticate(request.headers, client_ip(request))
     return Response(orjson.dumps({"object": "list", "data": gw.list_models(principal)}), media_type="application/json")
 
 
 @router.get("/v1/models/{model:path}", summary="Retrieve a model")
 async def get_model(model: str, request: Request) -> Response:
-    gw: Gateway = request.app.state.gateway
+    gw: Runtime = request.app.state.gateway
     principal = await gw.auth.authenticate(request.headers, client_ip(request))
     for card in gw.list_models(principal):
         if card["id"] == model:

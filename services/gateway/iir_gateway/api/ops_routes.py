@@ -8,14 +8,14 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from iir_common import __version__
-from iir_gateway.gateway import Gateway
+from iir_gateway.runtime import Runtime
 
 router = APIRouter(tags=["Operations"])
 
 
 @router.get("/health", summary="Health of the gateway and of each dependency (503 when a required one is down)")
 async def health(request: Request) -> Response:
-    gw: Gateway = request.app.state.gateway
+    gw: Runtime = request.app.state.gateway
     healthy, report = await gw.health()
     return Response(orjson.dumps(report), status_code=200 if healthy else 503, media_type="application/json")
 
@@ -27,7 +27,7 @@ async def live() -> Response:
 
 @router.get("/health/ready", summary="Readiness: this process can serve (keys checkable, a catalogue loaded)")
 async def ready(request: Request) -> Response:
-    gw: Gateway = request.app.state.gateway
+    gw: Runtime = request.app.state.gateway
     ok, report = await gw.ready()
     return Response(orjson.dumps(report), status_code=200 if ok else 503, media_type="application/json")
 

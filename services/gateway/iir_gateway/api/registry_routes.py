@@ -12,9 +12,9 @@ from starlette.responses import Response
 
 from iir.v1 import registry_pb2
 from iir_gateway.api.requests import client_ip
-from iir_gateway.auth import Principal
 from iir_gateway.errors import APIError
-from iir_gateway.gateway import Gateway
+from iir_gateway.principal import Principal
+from iir_gateway.runtime import Runtime
 
 router = APIRouter(tags=["Registry"])
 
@@ -47,7 +47,7 @@ def _render(reply: registry_pb2.StatusResponse) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-async def _call(gw: Gateway, method: str) -> registry_pb2.StatusResponse:
+async def _call(gw: Runtime, method: str) -> registry_pb2.StatusResponse:
     stub = gw.registry_stub
     try:
         if method == "refresh":
@@ -65,7 +65,7 @@ async def _call(gw: Gateway, method: str) -> registry_pb2.StatusResponse:
     "(admin keys; other keys see their models' names and states)",
 )
 async def registry_status(request: Request) -> Response:
-    gw: Gateway = request.app.state.gateway
+    gw: Runtime = request.app.state.gateway
     principal = await gw.auth.authenticate(request.headers, client_ip(request))
     reply = await _call(gw, "status")
     return _render(reply) if principal.admin else _render_public(reply, principal)
@@ -73,7 +73,7 @@ async def registry_status(request: Request) -> Response:
 
 @router.post("/v1/registry/refresh", summary="Re-list every model source now (admin)")
 async def registry_refresh(request: Request) -> Response:
-    gw: Gateway = request.app.state.gateway
+    gw: Runtime = request.app.state.gateway
     principal = await gw.auth.authenticate(request.headers, client_ip(request))
     if not principal.admin:
         raise APIError(403, "Refreshing the registry needs an admin key.", code="admin_required")

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from iir_gateway.auth import Principal
+from iir_gateway.principal import Principal
 
 BANDS = ("high", "normal", "low")
 GROUP = "iir-workers"

@@ -17,18 +17,19 @@ import logging
 import os
 import socket
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Protocol
 
 import grpc
 from redis.exceptions import ResponseError
-from starlette.responses import StreamingResponse
 
 from iir.v1 import auth_pb2
-from iir_gateway.api.inference import serve_as
+from iir_gateway.answer import EventStream
+from iir_gateway.caching.assembler import StreamAssembler
 from iir_gateway.errors import APIError
-from iir_gateway.gateway import Gateway
 from iir_gateway.jobs.store import BANDS, FINAL, GROUP, Job, JobStore
-from iir_gateway.response_cache import StreamAssembler
+from iir_gateway.pipeline.context import RequestContext
+from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.schemas import ChatCompletionRequest
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,19 @@ MAX_RATE_LIMIT_WAIT_S = 60.0
 _CONFIG_KEYS = ("master", "static-")
 
 
+class KeyLookup(Protocol):
+    """The auth service's key lookup (its gRPC stub)."""
+
+    def GetKey(self, request: auth_pb2.KeyRef, *, timeout: float) -> Awaitable[auth_pb2.KeyInfo]: ...
+
+
 class JobWorker:
-    def __init__(self, gw: Gateway, store: JobStore, concurrency: int, claim_idle_s: float) -> None:
-        self.gw = gw
+    def __init__(
+        self, pipeline: Pipeline, store: JobStore, keys: KeyLookup, concurrency: int, claim_idle_s: float
+    ) -> None:
+        self.pipeline = pipeline
         self.store = store
+        self.keys = keys
         self.concurrency = concurrency
         self.claim_idle_s = claim_idle_s
         self.name = f"{socket.gethostname()}-{os.getpid()}"
@@ -138,7 +148,7 @@ class JobWorker:
         if job.owner.startswith(_CONFIG_KEYS):
             return ""
         try:
-            info = await self.gw.auth_stub.GetKey(auth_pb2.KeyRef(id=job.owner), timeout=5)
+            info = await self.keys.GetKey(auth_pb2.KeyRef(id=job.owner), timeout=5)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return "its API key no longer exists"
@@ -178,10 +188,8 @@ class JobWorker:
         body = {**job.request, "stream": True, "stream_options": {"include_usage": True}}
         assembler = StreamAssembler()
         try:
-            response = await self._serve(job, body)
-            if not isinstance(response, StreamingResponse):
-                raise APIError(502, "The model did not stream its answer.", code="upstream_error")
-            cancelled = await self._relay(job.id, response, assembler)
+            stream = await self._serve(job, body)
+            cancelled = await self._relay(job.id, stream, assembler)
         except APIError as exc:
             error = {"message": exc.message, "type": exc.type or "api_error", "code": exc.code, "status": exc.status}
             await self._finish(job, "failed", error=error)
@@ -204,11 +212,18 @@ class JobWorker:
             return
         await self._finish(job, "completed", result=completion)
 
-    async def _serve(self, job: Job, body: dict[str, Any]) -> Any:
-        """The job's request on its owner's behalf; a token-limit 429 waits for the bucket a few times."""
+    async def _serve(self, job: Job, body: dict[str, Any]) -> EventStream:
+        """The job's request on its owner's behalf (its request was counted against the key's RPM when
+        it was queued, its tokens are counted now); a token-limit 429 waits for the bucket a few times."""
         for waits in range(RATE_LIMIT_WAITS + 1):
+            ctx = RequestContext(
+                job.path, ChatCompletionRequest, principal=job.caller(), body=body, count_request=False
+            )
             try:
-                return await serve_as(self.gw, job.caller(), dict(body), ChatCompletionRequest, job.path)
+                answer = await self.pipeline.run(ctx)
+                if answer.stream is None:
+                    raise APIError(502, "The model did not stream its answer.", code="upstream_error")
+                return answer.stream
             except APIError as exc:
                 retry = exc.headers.get("retry-after", "")
                 if exc.status != 429 or not retry.isdigit() or waits == RATE_LIMIT_WAITS:
@@ -216,23 +231,21 @@ class JobWorker:
                 await asyncio.sleep(min(float(retry), MAX_RATE_LIMIT_WAIT_S))
         raise AssertionError("unreachable")
 
-    async def _relay(self, job_id: str, response: StreamingResponse, assembler: StreamAssembler) -> bool:
-        """Publishes the answer's chunks as token events; True when the job was cancelled meanwhile."""
-        iterator = response.body_iterator
+    async def _relay(self, job_id: str, stream: EventStream, assembler: StreamAssembler) -> bool:
+        """Publishes the answer's events as token events; True when the job was cancelled meanwhile."""
         checked = time.monotonic()
         try:
-            async for chunk in iterator:
-                for event in assembler.feed(chunk if isinstance(chunk, bytes) else chunk.encode()):
-                    await self.store.add_event(job_id, "token", event)
+            async for event in stream:
+                chunk = event.json()
+                assembler.add(chunk)
+                await self.store.add_event(job_id, "token", chunk)
                 if time.monotonic() - checked > CANCEL_CHECK_S:
                     checked = time.monotonic()
                     status = await self.store.redis.hget(self.store.key(job_id), "status")
                     if status == b"cancelled":
                         return True
         finally:
-            close = getattr(iterator, "aclose", None)
-            if close is not None:
-                await close()  # ends the upstream call (a cancelled job stops generating)
+            await stream.aclose()  # ends the upstream call (a cancelled job stops generating)
         return False
 
     async def _finish(self, job: Job, status: str, **fields: Any) -> None:

@@ -10,7 +10,6 @@ import asyncio
 from typing import Any
 
 from iir.v1 import registry_pb2
-from iir_gateway.catalogue import ModelCatalogue
 from iir_gateway.errors import APIError
 from iir_gateway.picking.base import PickRequest
 from iir_gateway.picking.policies import Scheduler
@@ -18,6 +17,7 @@ from iir_gateway.picking.prefix import prefix_blocks
 from iir_gateway.picking.queue import PriorityGate, Saturated
 from iir_gateway.picking.state import EndpointStates
 from iir_gateway.providers.base import RouteRequest, Upstream
+from iir_gateway.providers.catalogue import ModelCatalogue
 
 
 def model_not_found(model: str) -> APIError:

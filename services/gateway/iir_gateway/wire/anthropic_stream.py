@@ -1,6 +1,7 @@
-"""Anthropic Messages SSE events → OpenAI chat completion chunks, as they arrive.
+"""Anthropic Messages SSE events → OpenAI chat completion chunks, one event at a time.
 
-Same interface as `UsageTap`: `feed(bytes) -> bytes`, `flush() -> bytes`, and `usage` once known.
+The usage chunk (`"choices": []`) is always produced at `message_stop`, as an OpenAI upstream asked for
+`include_usage` sends it; the pipeline removes it when the client did not ask.
 """
 
 from __future__ import annotations
@@ -10,26 +11,25 @@ from typing import Any
 
 import orjson
 
+from iir_gateway.answer import Event
 from iir_gateway.errors import error_body
 from iir_gateway.wire.anthropic_response import finish_reason, usage
 
 _ERROR_STATUS = {"overloaded_error": 502, "api_error": 502, "rate_limit_error": 429, "timeout_error": 504}
 
 
-class AnthropicStreamTranslator:
-    def __init__(self, include_usage: bool) -> None:
-        self.include_usage = include_usage
+class AnthropicStreamDecoder:
+    def __init__(self) -> None:
         self.usage: dict[str, Any] | None = None
+        self.done = False
         self._input: dict[str, Any] = {}
         self._output_tokens = 0
-        self._tail = b""
         self._id = ""
         self._model = ""
         self._created = int(time.time())
         self._tool_index: dict[int, int] = {}  # Anthropic content block index → OpenAI tool call index
-        self._done = False
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> list[Event]:
         data = {
             "id": self._id,
             "object": "chat.completion.chunk",
@@ -37,9 +37,18 @@ class AnthropicStreamTranslator:
             "model": self._model,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
-        return b"data: " + orjson.dumps(data) + b"\n\n"
+        return [Event.of(data)]
 
-    def _event(self, event: dict[str, Any]) -> bytes:
+    def decode(self, payload: bytes) -> list[Event]:
+        if self.done:
+            return []
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return []
+        return self._event(event) if isinstance(event, dict) else []
+
+    def _event(self, event: dict[str, Any]) -> list[Event]:
         kind = event.get("type")
         if kind == "message_start":
             message = event.get("message") or {}
@@ -64,7 +73,7 @@ class AnthropicStreamTranslator:
                 )
             if block.get("type") == "text" and block.get("text"):
                 return self._chunk({"content": block["text"]})
-            return b""
+            return []
         if kind == "content_block_delta":
             delta = event.get("delta") or {}
             dtype = delta.get("type")
@@ -77,58 +86,29 @@ class AnthropicStreamTranslator:
                 )
             if dtype == "thinking_delta":
                 return self._chunk({"reasoning_content": delta.get("thinking", "")})
-            return b""
+            return []
         if kind == "message_delta":
             self._output_tokens = int((event.get("usage") or {}).get("output_tokens") or self._output_tokens)
             reason = finish_reason((event.get("delta") or {}).get("stop_reason"))
-            return self._chunk({}, reason) if reason else b""
+            return self._chunk({}, reason) if reason else []
         if kind == "message_stop":
             return self._finish()
         if kind == "error":
             err = event.get("error") or {}
             status = _ERROR_STATUS.get(err.get("type", ""), 502)
-            self._done = True
-            return (
-                b"data: "
-                + error_body(status, err.get("message") or "The upstream failed.", code="upstream_error")
-                + b"\n\n"
-                + b"data: [DONE]\n\n"
-            )
-        return b""  # ping, content_block_stop, and event types added later
+            self.done = True
+            return [Event(error_body(status, err.get("message") or "The upstream failed.", code="upstream_error"))]
+        return []  # ping, content_block_stop, and event types added later
 
-    def _finish(self) -> bytes:
-        self._done = True
+    def _finish(self) -> list[Event]:
+        self.done = True
         self.usage = usage(self._input, self._output_tokens)
-        out = b""
-        if self.include_usage:
-            data = {
-                "id": self._id,
-                "object": "chat.completion.chunk",
-                "created": self._created,
-                "model": self._model,
-                "choices": [],
-                "usage": self.usage,
-            }
-            out = b"data: " + orjson.dumps(data) + b"\n\n"
-        return out + b"data: [DONE]\n\n"
-
-    def feed(self, chunk: bytes) -> bytes:
-        data = self._tail + chunk if self._tail else chunk
-        data = data.replace(b"\r\n", b"\n")
-        events = data.split(b"\n\n")
-        self._tail = events.pop()
-        out = []
-        for raw in events:
-            for line in raw.split(b"\n"):
-                if line.startswith(b"data:") and not self._done:
-                    try:
-                        event = orjson.loads(line[5:])
-                    except orjson.JSONDecodeError:
-                        continue
-                    if isinstance(event, dict):
-                        out.append(self._event(event))
-        return b"".join(out)
-
-    def flush(self) -> bytes:
-        tail, self._tail = self._tail, b""
-        return self.feed(tail + b"\n\n") if tail.strip() else b""
+        data = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [],
+            "usage": self.usage,
+        }
+        return [Event.of(data)]

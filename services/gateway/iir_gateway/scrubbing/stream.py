@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from iir_common.secret_scrubber import NEEDLES, REDACTED, TOKEN_KINDS, SecretScrubber, normal_char
+from iir_gateway.answer import Event
 
 _TEXT_FIELDS = ("content", "reasoning_content", "reasoning", "text")
 # Released text kept per choice to see needles across chunks and to match a secret with its start.
@@ -54,42 +53,12 @@ class StreamScrubber:
         self.choices: dict[tuple[int, str], _Choice] = {}
         self._template: dict[str, Any] | None = None
 
-    def feed(self, chunk: bytes) -> bytes:
-        """Complete SSE events in, the same events out with their text released or held."""
-        out = []
-        for event in chunk.split(b"\n\n"):
-            if not event:
-                continue
-            if event.startswith(b"data: {"):
-                out.append(self._event(event))
-                continue
-            if event.startswith(b"data: [DONE]"):
-                out.append(self.flush())
-            out.append(self._scrub_bytes(event) + b"\n\n")
-        return b"".join(out)
-
-    def flush(self) -> bytes:
-        """Whatever is still held, scrubbed, as one last chunk (before `[DONE]` or when the stream ends)."""
-        held = {key: c for key, c in self.choices.items() if c.held}
-        if not held or self._template is None:
-            self.choices.clear()
-            return b""
-        out: dict[int, dict[str, Any]] = {}
-        for (index, name), state in held.items():
-            choice = out.setdefault(index, {"index": index, "finish_reason": None})
-            target = choice if name == "text" else choice.setdefault("delta", {})
-            target[name] = self._release(state, len(state.held))
-        self.choices.clear()
-        return b"data: " + orjson.dumps({**self._template, "choices": list(out.values())}) + b"\n\n"
-
-    def _event(self, event: bytes) -> bytes:
-        try:
-            obj = orjson.loads(event[6:])
-        except orjson.JSONDecodeError:
-            return self._scrub_bytes(event) + b"\n\n"
+    def feed(self, event: Event) -> list[Event]:
+        """One event in; the same event out with its text released or held (as a new event if changed)."""
+        obj = event.data
         choices = obj.get("choices") if isinstance(obj, dict) else None
         if not isinstance(choices, list) or not choices:
-            return self._scrub_bytes(event) + b"\n\n"
+            return [self._scrubbed(event)]
         if self._template is None:
             self._template = {k: obj[k] for k in ("id", "object", "created", "model") if k in obj}
         changed = False
@@ -107,15 +76,29 @@ class StreamScrubber:
                     if released != text:
                         holder[name] = released
                         changed = True
-        raw = b"data: " + orjson.dumps(obj) if changed else event
-        return self._scrub_bytes(raw) + b"\n\n"
+        return [self._scrubbed(Event.of(obj) if changed else event)]
 
-    def _scrub_bytes(self, data: bytes) -> bytes:
+    def flush(self) -> list[Event]:
+        """Whatever is still held, scrubbed, as one last event (when the stream ends)."""
+        held = {key: c for key, c in self.choices.items() if c.held}
+        if not held or self._template is None:
+            self.choices.clear()
+            return []
+        out: dict[int, dict[str, Any]] = {}
+        for (index, name), state in held.items():
+            choice = out.setdefault(index, {"index": index, "finish_reason": None})
+            target = choice if name == "text" else choice.setdefault("delta", {})
+            target[name] = self._release(state, len(state.held))
+        self.choices.clear()
+        return [Event.of({**self._template, "choices": list(out.values())})]
+
+    def _scrubbed(self, event: Event) -> Event:
         # Other fields (tool arguments, refusals) per event; text split across events is handled above.
-        scrubbed, found = self.scrubber.scrub_bytes(data, split=False)
-        if found:
-            self.on_found(found)
-        return scrubbed
+        raw, found = self.scrubber.scrub_bytes(event.raw, split=False)
+        if not found:
+            return event
+        self.on_found(found)
+        return Event(raw)
 
     def _feed(self, key: tuple[int, str], text: str, final: bool) -> str:
         state = self.choices.get(key)

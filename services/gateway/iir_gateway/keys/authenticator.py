@@ -10,10 +10,8 @@ limit that address gets 429s for unknown keys, while keys that validated before 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 import time
-from dataclasses import dataclass
 
 import grpc
 import redis.asyncio as aioredis
@@ -24,6 +22,7 @@ from iir_common.api_keys import hash_key
 from iir_common.key_events import KeyEvent, channel
 from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
+from iir_gateway.principal import Principal
 
 log = logging.getLogger(__name__)
 
@@ -35,46 +34,6 @@ local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return {n, redis.call('TTL', KEYS[1])}
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: the key's identity and what it may do."""
-
-    key_id: str
-    name: str
-    admin: bool
-    priority: int
-    allowed_models: tuple[str, ...]
-    rpm_limit: int = 0
-    tpm_limit: int = 0
-    budget_tokens: int = 0
-    budget_period: str = "month"
-    scrub_mode: str = ""
-    cache_mode: str = ""
-
-    def may_use(self, model: str) -> bool:
-        return not self.allowed_models or any(fnmatch.fnmatchcase(model, p) for p in self.allowed_models)
-
-    @property
-    def limited(self) -> bool:
-        return self.rpm_limit > 0 or self.tpm_limit > 0 or self.budget_tokens > 0
-
-    @classmethod
-    def from_key_info(cls, k: auth_pb2.KeyInfo) -> Principal:
-        return cls(
-            k.id,
-            k.name,
-            k.admin,
-            k.priority,
-            tuple(k.allowed_models),
-            k.rpm_limit,
-            k.tpm_limit,
-            k.budget_tokens,
-            k.budget_period or "month",
-            k.scrub_mode,
-            k.cache_mode,
-        )
 
 
 def extract_key(headers: object) -> str | None:

@@ -12,7 +12,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iir_common.logging import request_id_var
-from iir_gateway.client_address import ClientAddressResolver
+from iir_gateway.api.client_address import ClientAddressResolver
 from iir_gateway.errors import error_body
 from iir_gateway.metrics import GatewayMetrics
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 from typing import Any
 
 from iir_common.secret_scrubber import SecretScrubber
 from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
-from iir_gateway.stream_scrubbing import StreamScrubber
+from iir_gateway.scrubbing.stream import StreamScrubber
 
 MODES = ("redact", "block", "off")
 # Values that are identifiers or enumerations, not text a user wrote.
@@ -91,26 +92,32 @@ class Scrubbing:
     def mode(self, key_mode: str) -> str:
         return key_mode or self.default_mode
 
-    def request(self, body: dict[str, Any], mode: str) -> set[str]:
-        """Redacts the body's strings in place (or raises 400 in block mode); returns the kinds found."""
+    def request(self, body: dict[str, Any], mode: str) -> tuple[dict[str, Any], set[str]]:
+        """The body with its strings redacted (a copy when a secret was found: the caller's body is never
+        changed), and the kinds found; APIError 400 in block mode."""
         if mode == "off":
-            return set()
+            return body, set()
         places: list[_Place] = []
         _places(body, places)
         scrubbed, found = self.scrubber.scrub_texts([p.text for p in places])
         for kind in found:
             self.metrics.secrets.labels(kind, "request").inc()
-        if found and mode == "block":
+        if not found:
+            return body, found
+        if mode == "block":
             raise APIError(
                 400,
                 f"The request contains secrets ({', '.join(sorted(found))}); remove them and try again.",
                 code="secret_detected",
                 headers={"x-iir-scrubbed": ",".join(sorted(found))},
             )
+        body = copy.deepcopy(body)
+        places = []
+        _places(body, places)  # the same strings in the same order, now in the copy
         for place, text in zip(places, scrubbed, strict=True):
             if text != place.text:
                 place.put(text)
-        return found
+        return body, found
 
     def answer(self, data: bytes) -> tuple[bytes, set[str]]:
         """An answer's bytes with their secrets redacted."""

@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from iir_gateway.auth import Principal
 from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
+from iir_gateway.principal import Principal
 
 log = logging.getLogger(__name__)
 

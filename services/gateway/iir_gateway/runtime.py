@@ -1,4 +1,9 @@
-"""The gateway's running parts, built once per process: gRPC channels, caches, upstream pool, providers."""
+"""The composition root: the gateway's running parts, built once per process (gRPC channels, Redis
+clients, caches, limiter, upstream pool, providers) and their start, stop and health.
+
+Only `app.py` and the HTTP edge (`api/`) read it; everything below them is handed the one part it needs
+(import-linter forbids the rest to import this module).
+"""
 
 from __future__ import annotations
 
@@ -21,27 +26,28 @@ from iir_common import __version__
 from iir_common.otlp_metrics import export_registry
 from iir_common.secret_scrubber import SecretScrubber, secret_env_values
 from iir_common.tracing import client_interceptors
-from iir_gateway.auth import Authenticator, Principal
-from iir_gateway.auto_routing import AutoRouter, load_policies
-from iir_gateway.catalogue import ModelCatalogue
-from iir_gateway.client_address import parse_networks
-from iir_gateway.errors import APIError
+from iir_gateway.api.client_address import parse_networks
+from iir_gateway.caching.response_cache import ResponseCache
 from iir_gateway.jobs.store import JobStore
+from iir_gateway.keys.authenticator import Authenticator
+from iir_gateway.limits.rate_limiter import RateLimiter
+from iir_gateway.limits.usage_recorder import UsageRecorder
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.picking.collector import EndpointStateCollector
 from iir_gateway.picking.policies import Scheduler
 from iir_gateway.picking.queue import PriorityGate
 from iir_gateway.picking.state import EndpointStates
-from iir_gateway.providers.base import Provider, RouteRequest, Upstream
+from iir_gateway.principal import Principal
+from iir_gateway.providers.base import Provider
+from iir_gateway.providers.catalogue import ModelCatalogue
 from iir_gateway.providers.config import load_providers
+from iir_gateway.providers.directory import ModelDirectory
 from iir_gateway.providers.external import ExternalProvider
 from iir_gateway.providers.local import LocalProvider
-from iir_gateway.ratelimit import RateLimiter
-from iir_gateway.response_cache import ResponseCache
-from iir_gateway.scrubbing import Scrubbing
+from iir_gateway.routing.auto_router import AutoRouter, load_policies
+from iir_gateway.scrubbing.policy import Scrubbing
 from iir_gateway.settings import GatewaySettings
-from iir_gateway.upstream import UpstreamClient
-from iir_gateway.usage import UsageRecorder
+from iir_gateway.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +72,7 @@ def _redis(url: str, timeout_s: float) -> aioredis.Redis:
     )
 
 
-class Gateway:
+class Runtime:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.metrics = GatewayMetrics(settings.metrics_max_keys)
@@ -131,6 +137,7 @@ class Gateway:
             settings.providers_file, self.upstream.defaults, settings.upstream_retries, settings.provider_keys_dir
         ).items():
             self.providers[name] = ExternalProvider(name, config, self.endpoints)
+        self.directory = ModelDirectory(self.providers)
         self.auto = AutoRouter(
             self.channels["classifier"],
             load_policies(settings.routing_file, settings.auto_default_model),
@@ -179,53 +186,8 @@ class Gateway:
             self.endpoints.update_metrics(m.url, m.waiting, m.running, m.kv_cache_usage)
         self.queue.wake_all()
 
-    def fallbacks(self, model: str) -> tuple[str, ...]:
-        provider_name, _, name = model.partition("/")
-        provider = self.providers.get(provider_name)
-        return provider.fallbacks(name) if provider is not None and name else ()
-
-    def model_label(self, model: str) -> tuple[str, str]:
-        """(model, provider) as metric labels: names the catalogue or configuration knows, else `other`, so
-        made-up names cannot grow the metrics without bound."""
-        provider_name, _, name = model.partition("/")
-        provider = self.providers.get(provider_name)
-        if provider is None:
-            return "other", "other"
-        return (model if name and provider.knows(name) else "other"), provider_name
-
-    def check_access(self, model: str, principal: Principal) -> None:
-        """404 for a malformed name or an unknown provider, 403 when the key may not use the model."""
-        provider_name, sep, name = model.partition("/")
-        if not sep or not name:
-            raise APIError(
-                404,
-                f"The model `{model}` does not exist. Model names are `<provider>/<model>`, "
-                f"e.g. `local/llama-3-8b-instruct`; see GET /v1/models.",
-                code="model_not_found",
-                param="model",
-            )
-        if provider_name not in self.providers:
-            raise APIError(
-                404,
-                f"Unknown provider `{provider_name}` in model `{model}`; known providers: "
-                f"{', '.join(sorted(self.providers))}.",
-                code="model_not_found",
-                param="model",
-            )
-        if not principal.may_use(model):
-            raise APIError(
-                403, f"This API key may not use the model `{model}`.", code="model_not_allowed", param="model"
-            )
-
-    async def route(self, model: str, principal: Principal, request: RouteRequest) -> tuple[Provider, Upstream]:
-        """The provider and upstream for a public model name, after the key's access check."""
-        self.check_access(model, principal)
-        provider_name, _, name = model.partition("/")
-        provider = self.providers[provider_name]
-        return provider, await provider.resolve(name, request)
-
     def list_models(self, principal: Principal) -> list[dict[str, Any]]:
-        cards = [card for p in self.providers.values() for card in p.list_models()] + self.auto.list_models()
+        cards = self.directory.model_cards() + self.auto.list_models()
         return sorted((c for c in cards if principal.may_use(c["id"])), key=lambda c: c["id"])
 
     async def _grpc_status(self, name: str) -> str:

@@ -1,0 +1,60 @@
+"""An `Answer` as ASGI: a JSON response, or an SSE stream that stops (and ends the upstream call) as soon
+as the client goes away."""
+
+from __future__ import annotations
+
+import anyio
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from iir_gateway.answer import Answer, EventStream
+from iir_gateway.wire.sse import DONE_FRAME, frame
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class EventStreamResponse(Response):
+    """Writes each event as `data: …`, then `data: [DONE]` when the stream ran to its end. The stream is
+    closed however the response ends, even when the client left before the first event."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, stream: EventStream, headers: dict[str, str]) -> None:
+        # No body is given to `Response`, which would otherwise announce a Content-Length.
+        self.stream = stream
+        self.status_code = 200
+        self.background = None
+        self.init_headers({**SSE_HEADERS, **headers})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def stream_then_cancel() -> None:
+                    try:
+                        await self._send_events(send)
+                    except OSError:
+                        pass
+                    group.cancel_scope.cancel()
+
+                group.start_soon(stream_then_cancel)
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                group.cancel_scope.cancel()
+        finally:
+            await self.stream.aclose()
+
+    async def _send_events(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async for event in self.stream:
+            await send({"type": "http.response.body", "body": frame(event.raw), "more_body": True})
+        tail = DONE_FRAME if self.stream.completed else b""
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+def to_response(answer: Answer) -> Response:
+    headers = {"x-iir-model": answer.model, **answer.headers}
+    if answer.stream is not None:
+        return EventStreamResponse(answer.stream, headers)
+    assert answer.document is not None
+    return Response(answer.document.raw, media_type="application/json", headers=headers)

@@ -1,0 +1,59 @@
+"""Everything one inference request carries through the pipeline, filled in step by step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from iir_gateway.limits.token_estimate import TokenEstimate, estimate_tokens
+from iir_gateway.pipeline.request_span import RequestSpan
+from iir_gateway.principal import Principal
+from iir_gateway.routing.auto_router import Route
+from iir_gateway.schemas import InferenceRequest
+
+BodyReader = Callable[[], Awaitable[dict[str, Any]]]
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """One request. The edge sets what it received; each step reads what the steps before it set."""
+
+    endpoint: str  # "chat/completions", "completions", "embeddings"
+    schema: type[InferenceRequest]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    client_ip: str = ""
+    read_body: BodyReader | None = None  # the HTTP edge reads the body only once the key is known
+    request_id: str = ""
+    count_request: bool = True  # False for a job, counted against its key's RPM when it was queued
+
+    principal: Principal | None = None  # authenticate (or set by the caller, for a job)
+    body: dict[str, Any] = field(default_factory=dict)  # validate; scrub replaces it with a scrubbed copy
+    request: InferenceRequest | None = None  # validate
+    stream: bool = False
+    client_usage: bool = False  # the client asked for the usage event of its stream
+    scrub_mode: str = "off"  # scrub
+    scrubbed: set[str] = field(default_factory=set)  # kinds of secrets found
+    route: Route | None = None  # auto-route
+    model: str = ""  # the public model asked for, or chosen by auto routing
+    estimate: TokenEstimate | None = None  # admit, for keys with token limits
+    reserved_tokens: int = 0  # admit
+    cache_key: str | None = None  # cache
+    cache_hit: bool = False
+    answered_by: str = ""  # the model that answered (a fallback, maybe)
+    usage: dict[str, Any] | None = None  # once the answer ended
+    ok: bool = False  # the answer ran to its end
+    status: int = 0  # the HTTP status the client got
+    started: float = field(default_factory=time.perf_counter)
+    span: RequestSpan | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)  # steps' headers, on answers and errors
+    state: dict[str, Any] = field(default_factory=dict)  # a step's own per-request state, by step name
+
+    def token_counts(self) -> tuple[int, int]:
+        """(prompt, completion) tokens to account: the upstream's usage, else the prompt's estimate."""
+        usage = self.usage or {}
+        prompt = usage.get("prompt_tokens")
+        if not prompt:
+            prompt = (self.estimate or estimate_tokens(self.body, 0)).prompt
+        return int(prompt), int(usage.get("completion_tokens") or 0)

@@ -1,0 +1,91 @@
+"""Runs one request through the steps, top to bottom, and returns its `Answer`.
+
+`before` hooks run in order until one answers (the cache on a hit, else dispatch). The answer then
+passes the hooks of the steps that ran, in the same order: a document at once, a stream event by
+event as the caller reads it. `on_complete` runs once per step when the request is over: at once for a
+document or an error, when the stream is closed for a stream. The caller (the HTTP edge, a job worker)
+must read or `aclose` a stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from iir_common import tracing
+from iir_gateway.answer import Answer
+from iir_gateway.errors import APIError
+from iir_gateway.pipeline.context import RequestContext
+from iir_gateway.pipeline.request_span import RequestSpan
+from iir_gateway.pipeline.step import Step
+from iir_gateway.pipeline.stream import HookedStream
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    def __init__(self, steps: Sequence[Step]) -> None:
+        self.steps = tuple(steps)
+
+    async def run(self, ctx: RequestContext) -> Answer:
+        tracer = tracing.tracer()
+        ctx.span = RequestSpan(tracer, ctx.endpoint) if tracer is not None else None
+        try:
+            return await self._run(ctx)
+        finally:
+            if ctx.span is not None:
+                ctx.span.detach()  # the span lives on with a stream; its context ends with this call
+
+    async def _run(self, ctx: RequestContext) -> Answer:
+        ran: list[Step] = []
+        answer: Answer | None = None
+        try:
+            for step in self.steps:
+                ran.append(step)
+                answer = await step.before(ctx)
+                if answer is not None:
+                    break
+            if answer is None:
+                raise APIError(500, "No step answered the request.", code="internal_error")
+        except APIError as exc:
+            ctx.status = exc.status
+            for name, value in ctx.response_headers.items():
+                exc.headers.setdefault(name, value)
+            self._complete(ran, ctx, exc)
+            raise
+        except BaseException:
+            ctx.status = 500
+            self._complete(ran, ctx, None)
+            raise
+        ctx.answered_by = answer.model
+        ctx.status = 200
+        if answer.stream is not None:
+            answer.stream = HookedStream(answer.stream, ran, ctx, lambda: self._stream_ended(ran, ctx, answer))
+        else:
+            assert answer.document is not None
+            for step in ran:
+                answer.document = step.on_document(ctx, answer.document)
+            ctx.usage, ctx.ok = answer.usage(), True
+            self._complete(ran, ctx, None)
+        answer.headers.update(ctx.response_headers)
+        return answer
+
+    def _stream_ended(self, ran: Sequence[Step], ctx: RequestContext, answer: Answer) -> None:
+        assert answer.stream is not None
+        ctx.usage, ctx.ok = answer.stream.usage, answer.stream.completed
+        self._complete(ran, ctx, None)
+
+    @staticmethod
+    def _complete(ran: Sequence[Step], ctx: RequestContext, error: APIError | None) -> None:
+        for step in ran:
+            try:
+                step.on_complete(ctx)
+            except Exception:  # one step's accounting failing must not skip the others'
+                log.exception("a pipeline step failed to complete", extra={"step": step.name})
+        if ctx.span is not None:
+            if error is not None:
+                ctx.span.fail(error.status, error.code)
+            elif ctx.status >= 500:
+                ctx.span.fail(ctx.status, "internal_error")
+            else:
+                ctx.span.finish(ctx.answered_by or ctx.model, ctx.usage, ctx.ok)

@@ -1,0 +1,151 @@
+"""Step 9: the upstream call. Sends the request to its model, retrying what is safe to retry, then to
+the model's fallbacks in order.
+
+A retry happens only when nothing was generated: a connection failure, a 429 or a 5xx before any byte
+of the answer. Each attempt resolves the model again, so a local model's retry may go to another
+replica. The answer names the model that answered (`x-iir-model`). Streams always ask the upstream for
+usage; the usage event is removed here when the client did not ask for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from iir_gateway.answer import Answer, Event
+from iir_gateway.errors import APIError
+from iir_gateway.pipeline.context import RequestContext
+from iir_gateway.pipeline.step import Step
+from iir_gateway.principal import Principal
+from iir_gateway.providers.base import Provider, RouteRequest, Upstream
+from iir_gateway.upstream.errors import UpstreamError
+
+log = logging.getLogger(__name__)
+
+MAX_MODELS = 8
+# Why a model may be unable to answer while its fallbacks can: missing, saturated, not ready, circuit open.
+_UNAVAILABLE = (404, 429, 503)
+BACKOFF_S = 0.1
+MAX_BACKOFF_S = 2.0
+
+
+class Directory(Protocol):
+    async def route(self, model: str, principal: Principal, request: RouteRequest) -> tuple[Provider, Upstream]:
+        """The provider and upstream for a public model name; APIError 403/404/429/503."""
+        ...
+
+    def fallbacks(self, model: str) -> tuple[str, ...]: ...
+
+
+class Forwarder(Protocol):
+    async def forward(
+        self,
+        provider: str,
+        upstream: Upstream,
+        endpoint: str,
+        body: Mapping[str, Any],
+        *,
+        stream: bool,
+        request_id: str,
+    ) -> Answer:
+        """The upstream's answer in OpenAI's format; UpstreamError for what a retry may fix."""
+        ...
+
+
+def backoff(attempt: int, error: UpstreamError) -> float:
+    hinted = error.headers.get("retry-after", "")
+    if hinted.replace(".", "", 1).isdigit():
+        return min(float(hinted), MAX_BACKOFF_S)
+    return min(BACKOFF_S * 2**attempt, MAX_BACKOFF_S) * (0.5 + random.random() / 2)
+
+
+class Lease:
+    """One attempt's hold on its upstream (a replica's in-flight count, a circuit): released exactly once."""
+
+    __slots__ = ("provider", "released", "upstream")
+
+    def __init__(self, provider: Provider, upstream: Upstream) -> None:
+        self.provider = provider
+        self.upstream = upstream
+        self.released = False
+
+    def release(self, ok: bool) -> None:
+        if not self.released:
+            self.released = True
+            self.provider.release(self.upstream, ok)
+
+
+def _usage_only(event: Event) -> bool:
+    if b'"usage"' not in event.raw:
+        return False
+    data = event.json()
+    return isinstance(data.get("usage"), dict) and not data.get("choices")
+
+
+class Dispatch(Step):
+    name = "dispatch"
+
+    def __init__(self, directory: Directory, forwarder: Forwarder) -> None:
+        self.directory = directory
+        self.forwarder = forwarder
+
+    async def before(self, ctx: RequestContext) -> Answer | None:
+        principal = ctx.principal
+        assert principal is not None
+        request = RouteRequest(ctx.body, principal.priority, ctx.headers.get("x-session-id", ""))
+        chain = [ctx.model]
+        last: APIError | None = None
+        for index in range(MAX_MODELS):
+            if index >= len(chain):
+                break
+            name = chain[index]
+            chain += [f for f in self.directory.fallbacks(name) if f not in chain]
+            attempt = 0
+            while True:
+                try:
+                    provider, upstream = await self.directory.route(name, principal, request)
+                except APIError as exc:
+                    if index == 0 and (exc.status not in _UNAVAILABLE or len(chain) == 1):
+                        raise  # the caller's own model: it sees why it cannot answer
+                    if index + 1 < len(chain):
+                        log.info("model unavailable, trying its fallback", extra={"model": name, "error": exc.message})
+                    last = last or exc
+                    break
+                lease = Lease(provider, upstream)
+                try:
+                    answer = await self.forwarder.forward(
+                        provider.name, upstream, ctx.endpoint, ctx.body, stream=ctx.stream, request_id=ctx.request_id
+                    )
+                except UpstreamError as exc:
+                    lease.release(False)
+                    last = exc
+                    if exc.retryable and attempt < upstream.retries:
+                        await asyncio.sleep(backoff(attempt, exc))
+                        attempt += 1
+                        continue
+                    if len(chain) > index + 1:
+                        log.warning("model failed, trying its fallback", extra={"model": name, "error": exc.message})
+                    break
+                except APIError as exc:
+                    lease.release(exc.status < 500)  # the caller's error says nothing of the upstream's health
+                    raise
+                except BaseException:
+                    lease.release(False)
+                    raise
+                ctx.state[self.name] = lease
+                return answer
+        assert last is not None
+        raise last
+
+    def on_chunk(self, ctx: RequestContext, event: Event) -> Iterable[Event]:
+        if not ctx.client_usage and _usage_only(event):
+            return ()
+        return (event,)
+
+    def on_complete(self, ctx: RequestContext) -> None:
+        lease = ctx.state.get(self.name)
+        if lease is not None:
+            lease.release(ctx.ok)

@@ -1,0 +1,70 @@
+"""Step 3: secrets out of the request before it leaves, and out of the answer before it is sent (a
+stream event by event, holding back what may be a secret spelled over several events)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from iir_gateway.answer import Answer, Event
+from iir_gateway.pipeline.context import RequestContext
+from iir_gateway.pipeline.step import Step
+from iir_gateway.scrubbing.stream import StreamScrubber
+
+
+class ScrubPolicy(Protocol):
+    def mode(self, key_mode: str) -> str: ...
+
+    def request(self, body: dict[str, Any], mode: str) -> tuple[dict[str, Any], set[str]]:
+        """The body with its secrets redacted (a copy when any was found), and the kinds found;
+        APIError 400 in block mode."""
+        ...
+
+    def answer(self, data: bytes) -> tuple[bytes, set[str]]: ...
+
+    def stream(self) -> StreamScrubber: ...
+
+
+def _header(ctx: RequestContext) -> None:
+    if ctx.scrubbed:
+        ctx.response_headers["x-iir-scrubbed"] = ",".join(sorted(ctx.scrubbed))
+
+
+class Scrub(Step):
+    name = "scrub"
+
+    def __init__(self, policy: ScrubPolicy) -> None:
+        self.policy = policy
+
+    async def before(self, ctx: RequestContext) -> Answer | None:
+        assert ctx.principal is not None
+        ctx.scrub_mode = self.policy.mode(ctx.principal.scrub_mode)
+        ctx.body, found = self.policy.request(ctx.body, ctx.scrub_mode)
+        ctx.scrubbed |= found
+        _header(ctx)
+        return None
+
+    def _active(self, ctx: RequestContext) -> bool:
+        return ctx.scrub_mode != "off" and not ctx.cache_hit  # a cached answer was scrubbed when stored
+
+    def on_document(self, ctx: RequestContext, document: Event) -> Event:
+        if not self._active(ctx):
+            return document
+        raw, found = self.policy.answer(document.raw)
+        if not found:
+            return document
+        ctx.scrubbed |= found
+        _header(ctx)
+        return Event(raw)
+
+    def on_chunk(self, ctx: RequestContext, event: Event) -> Iterable[Event]:
+        if not self._active(ctx):
+            return (event,)
+        scrubber = ctx.state.get(self.name)
+        if scrubber is None:
+            scrubber = ctx.state[self.name] = self.policy.stream()
+        return scrubber.feed(event)
+
+    def on_stream_end(self, ctx: RequestContext) -> Iterable[Event]:
+        scrubber = ctx.state.get(self.name)
+        return scrubber.flush() if scrubber is not None else ()

@@ -1,0 +1,68 @@
+"""A stream passed through the steps' chunk hooks, which ends the request when it ends."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from iir_gateway.answer import Event, EventStream
+from iir_gateway.pipeline.context import RequestContext
+from iir_gateway.pipeline.step import Step
+
+
+class HookedStream:
+    """Each event of `source` goes through every step's `on_chunk` in order; when the source ends, each
+    step's `on_stream_end` adds what it held back (through the steps after it). `aclose` closes the
+    source, and calls `on_end` once, however the stream ended."""
+
+    def __init__(
+        self, source: EventStream, steps: Sequence[Step], ctx: RequestContext, on_end: Callable[[], None]
+    ) -> None:
+        self.source = source
+        self.steps = steps
+        self.ctx = ctx
+        self.on_end = on_end
+        self.usage: dict[str, Any] | None = None
+        self.completed = False
+        self._pending: deque[Event] = deque()
+        self._source_done = False
+        self._closed = False
+
+    def __aiter__(self) -> HookedStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        while not self._pending:
+            if self._source_done:
+                await self.aclose()
+                raise StopAsyncIteration
+            try:
+                event = await self.source.__anext__()
+            except StopAsyncIteration:
+                self._source_done = True
+                self._ended()
+                continue
+            self._pending.extend(self._through(0, (event,)))
+        return self._pending.popleft()
+
+    def _through(self, start: int, events: Iterable[Event]) -> Iterable[Event]:
+        ctx = self.ctx
+        for step in self.steps[start:]:
+            events = [out for event in events for out in step.on_chunk(ctx, event)]
+        return events
+
+    def _ended(self) -> None:
+        ctx = self.ctx
+        for i, step in enumerate(self.steps):
+            held = step.on_stream_end(ctx)
+            if held:
+                self._pending.extend(self._through(i + 1, held))
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self.source.aclose()
+        self.usage, self.completed = self.source.usage, self.source.completed and self._source_done
+        self.on_end()

@@ -1,0 +1,224 @@
+"""Calls upstreams over pooled keep-alive connections; their answers come back in OpenAI's format.
+
+Failures map to OpenAI errors: unreachable or 5xx → 502, timeout → 504, 429 → 429, the provider
+refusing our credentials → 502, other 4xx passed through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from iir_gateway.answer import Answer
+from iir_gateway.errors import APIError
+from iir_gateway.metrics import GatewayMetrics
+from iir_gateway.providers.base import Upstream
+from iir_gateway.providers.config import Timeouts
+from iir_gateway.settings import GatewaySettings
+from iir_gateway.upstream.errors import UpstreamError, upstream_message
+from iir_gateway.upstream.relay import StreamRelay
+from iir_gateway.upstream.span import end_span, upstream_span
+from iir_gateway.wire.registry import codec_for
+
+log = logging.getLogger(__name__)
+
+
+class UpstreamClient:
+    def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._session: aiohttp.ClientSession | None = None
+        self.defaults = Timeouts(
+            connect_s=settings.upstream_connect_timeout_s,
+            first_token_s=settings.upstream_first_token_timeout_s,
+            read_s=settings.upstream_read_timeout_s,
+            total_s=settings.upstream_total_timeout_s,
+        )
+        self._client_timeouts: dict[Timeouts, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
+        # Bodies are relayed as bytes, so upstreams must not compress them: no Accept-Encoding is sent.
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept")
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _timeouts(self, timeouts: Timeouts) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
+        """(non-streaming, streaming) aiohttp timeouts; a stream's first token and chunks are timed by the relay."""
+        pair = self._client_timeouts.get(timeouts)
+        if pair is None:
+            pair = self._client_timeouts[timeouts] = (
+                aiohttp.ClientTimeout(
+                    total=timeouts.total_s, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s
+                ),
+                aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s),
+            )
+        return pair
+
+    def _fail(
+        self,
+        provider: str,
+        kind: str,
+        status: int,
+        message: str,
+        code: str,
+        retryable: bool,
+        headers: dict[str, str] | None = None,
+    ) -> UpstreamError:
+        self.metrics.upstream_errors.labels(provider, kind).inc()
+        return UpstreamError(status, message, code, retryable, headers)
+
+    async def forward(
+        self,
+        provider: str,
+        upstream: Upstream,
+        endpoint: str,
+        body: Mapping[str, Any],
+        *,
+        stream: bool,
+        request_id: str,
+    ) -> Answer:
+        """POSTs the OpenAI request `body` for `endpoint` to `upstream`, encoded by its wire format's
+        codec, and returns the answer in OpenAI's format (a stream is read as it is consumed).
+
+        Raises `UpstreamError` for what a retry or a fallback may fix; an upstream 4xx is passed through.
+        """
+        assert self._session is not None, "UpstreamClient.start() was not awaited"
+        public_model = upstream.public_model
+        codec = codec_for(upstream.wire)
+        path, payload = codec.encode_request(endpoint, body, upstream.model, stream)
+        url = f"{upstream.base_url}/{path}"
+        headers = {"content-type": "application/json", "x-request-id": request_id, **upstream.headers}
+        span = upstream_span(provider, upstream, url, headers)
+        timeouts = upstream.timeouts or self.defaults
+        unary_timeout, stream_timeout = self._timeouts(timeouts)
+        first = b""
+        started = time.perf_counter()
+        try:
+            if stream:
+                async with asyncio.timeout(timeouts.first_token_s):
+                    resp = await self._session.post(url, data=payload, headers=headers, timeout=stream_timeout)
+                    if resp.status == 200:
+                        first = await resp.content.readany()
+            else:
+                resp = await self._session.post(url, data=payload, headers=headers, timeout=unary_timeout)
+            if resp.status != 200 or not stream:
+                raw = await resp.read()
+                resp.release()
+        except TimeoutError:
+            end_span(span, 504)
+            raise self._fail(
+                provider,
+                "timeout",
+                504,
+                f"The upstream for `{public_model}` timed out.",
+                "upstream_timeout",
+                retryable=False,
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            end_span(span, 502)
+            log.warning("upstream unreachable", extra={"url": url, "error": str(exc)})
+            raise self._fail(
+                provider,
+                "connect",
+                502,
+                f"The upstream for `{public_model}` is unreachable.",
+                "upstream_unreachable",
+                retryable=True,
+            ) from None
+        except aiohttp.ClientError as exc:
+            end_span(span, 502)
+            log.warning("upstream failed", extra={"url": url, "error": repr(exc)})
+            raise self._fail(
+                provider,
+                "protocol",
+                502,
+                f"The upstream for `{public_model}` failed: {type(exc).__name__}.",
+                "upstream_error",
+                retryable=False,
+            ) from None
+
+        end_span(span, resp.status)
+        answer_headers = {"x-iir-model": public_model}
+        if resp.status != 200:
+            raise self._status_error(provider, resp, raw, public_model, answer_headers)
+        if not stream:
+            document = codec.decode_response(raw)
+            if document is None:
+                raise self._fail(
+                    provider,
+                    "protocol",
+                    502,
+                    f"The upstream for `{public_model}` answered with a body that is not a JSON object.",
+                    "upstream_error",
+                    retryable=False,
+                )
+            return Answer(public_model, document=document, headers=answer_headers)
+        if not first:
+            resp.close()
+            raise self._fail(
+                provider,
+                "protocol",
+                502,
+                f"The upstream for `{public_model}` closed the stream before sending anything.",
+                "upstream_error",
+                retryable=True,
+            )
+        self.metrics.ttft.labels(upstream.metric_model).observe(time.perf_counter() - started)
+        relay = StreamRelay(
+            resp,
+            first,
+            codec.stream_decoder(),
+            timeouts.read_s,
+            provider,
+            public_model,
+            upstream.metric_model,
+            self.metrics,
+        )
+        return Answer(public_model, stream=relay, headers=answer_headers)
+
+    def _status_error(
+        self, provider: str, resp: aiohttp.ClientResponse, raw: bytes, public_model: str, answer_headers: dict[str, str]
+    ) -> APIError:
+        message = upstream_message(raw)
+        if resp.status >= 500:
+            return self._fail(
+                provider,
+                f"http_{resp.status}",
+                502,
+                f"The upstream for `{public_model}` answered {resp.status}: {message}",
+                "upstream_error",
+                retryable=True,
+            )
+        if resp.status == 429:
+            retry_after = {"retry-after": resp.headers["retry-after"]} if "retry-after" in resp.headers else {}
+            return self._fail(
+                provider,
+                "http_429",
+                429,
+                f"The upstream for `{public_model}` is rate limiting: {message}",
+                "upstream_rate_limited",
+                retryable=True,
+                headers={**answer_headers, **retry_after},
+            )
+        if resp.status in (401, 403):
+            # The gateway's own credentials were refused: not the caller's to fix.
+            return self._fail(
+                provider,
+                f"http_{resp.status}",
+                502,
+                f"The provider for `{public_model}` refused the gateway's credentials ({resp.status}): {message}",
+                "upstream_auth_failed",
+                retryable=False,
+            )
+        # Other client errors are the caller's to fix: pass status and message through.
+        return APIError(resp.status, message, code="upstream_rejected", headers=answer_headers)

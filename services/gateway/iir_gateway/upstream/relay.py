@@ -1,0 +1,124 @@
+"""An upstream's answer stream, decoded event by event as it is read (an `EventStream`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import aiohttp
+
+from iir_gateway.answer import Event
+from iir_gateway.errors import error_body
+from iir_gateway.metrics import GatewayMetrics
+from iir_gateway.wire.base import StreamDecoder
+from iir_gateway.wire.sse import SSEParser
+
+log = logging.getLogger(__name__)
+
+_TEXT_MARKS = (b'"content":"', b'"text":"', b'"reasoning_content":"', b'"reasoning":"', b'"arguments":"')
+_EMPTY_MARKS = (b'"content":""', b'"text":""', b'"reasoning_content":""', b'"reasoning":""', b'"arguments":""')
+
+
+def text_fields(raw: bytes) -> int:
+    """How many non-empty text fields (content, text, reasoning, tool arguments) an event carries."""
+    return sum(raw.count(m) for m in _TEXT_MARKS) - sum(raw.count(m) for m in _EMPTY_MARKS)
+
+
+class StreamRelay:
+    """Reads `resp` (whose first bytes were read already) through `decoder`. A stream that breaks
+    off or stalls past `read_timeout_s` ends with an OpenAI error event. `aclose` ends the call: a
+    stream closed before its end drops the connection, which makes vLLM abort the request."""
+
+    def __init__(
+        self,
+        resp: aiohttp.ClientResponse,
+        first: bytes,
+        decoder: StreamDecoder,
+        read_timeout_s: float,
+        provider: str,
+        public_model: str,
+        metric_model: str,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.resp = resp
+        self.decoder = decoder
+        self.read_timeout_s = read_timeout_s
+        self.provider = provider
+        self.public_model = public_model
+        self.metric_model = metric_model
+        self.metrics = metrics
+        self.usage: dict[str, Any] | None = None
+        self.completed = False
+        self._parser = SSEParser()
+        self._pending: deque[Event] = deque()
+        self._next = first
+        self._ended = False
+        self._closed = False
+        self._reads = 0
+        self._first_at = time.perf_counter()
+        # Events carrying generated text: the completion tokens of a stream cut before its usage event
+        # (vLLM sends about one token per event).
+        self.text_events = 0
+
+    def __aiter__(self) -> StreamRelay:
+        return self
+
+    async def __anext__(self) -> Event:
+        while not self._pending:
+            if self._ended:
+                await self.aclose()
+                raise StopAsyncIteration
+            await self._read()
+        return self._pending.popleft()
+
+    async def _read(self) -> None:
+        chunk, self._next = self._next, b""
+        try:
+            if not chunk:
+                async with asyncio.timeout(self.read_timeout_s):
+                    chunk = await self.resp.content.readany()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            self._broke(exc)
+            return
+        if not chunk:
+            self._decode(self._parser.flush())
+            if self._reads > 1:
+                self.metrics.itl.labels(self.metric_model).observe(
+                    (time.perf_counter() - self._first_at) / (self._reads - 1)
+                )
+            self._ended = self.completed = True
+            return
+        self._reads += 1
+        self._decode(self._parser.feed(chunk))
+
+    def _decode(self, payloads: list[bytes]) -> None:
+        decode = self.decoder.decode
+        for payload in payloads:
+            for event in decode(payload):
+                self.text_events += text_fields(event.raw)
+                self._pending.append(event)
+
+    def _broke(self, exc: BaseException) -> None:
+        kind = "timeout" if isinstance(exc, TimeoutError) else "protocol"
+        self.metrics.upstream_errors.labels(self.provider, kind).inc()
+        log.warning("upstream stream broke", extra={"model": self.public_model, "error": repr(exc)})
+        status, code = (504, "upstream_timeout") if kind == "timeout" else (502, "upstream_error")
+        message = f"The upstream stream for `{self.public_model}` broke off."
+        self._pending.append(Event(error_body(status, message, code=code)))
+        self._ended = True
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        usage = self.decoder.usage
+        if usage is None and self.text_events:
+            usage = {"completion_tokens": self.text_events}
+        self.usage = usage
+        if self.completed:
+            self.resp.release()
+        else:
+            self.resp.close()

@@ -1,0 +1,38 @@
+"""Anthropic's Messages API: chat requests become `/v1/messages` calls, answers and streams become
+OpenAI chat completions (field mappings in `anthropic_request`, `anthropic_response`, `anthropic_stream`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from iir_gateway.answer import Event
+from iir_gateway.errors import APIError
+from iir_gateway.wire.anthropic_request import to_anthropic
+from iir_gateway.wire.anthropic_response import from_anthropic
+from iir_gateway.wire.anthropic_stream import AnthropicStreamDecoder
+
+
+class AnthropicMessagesCodec:
+    kind = "anthropic"
+
+    def encode_request(self, endpoint: str, body: Mapping[str, Any], model: str, stream: bool) -> tuple[str, bytes]:
+        if endpoint != "chat/completions":
+            raise APIError(
+                400,
+                f"`{body.get('model')}` (Anthropic) supports only /v1/chat/completions.",
+                code="unsupported_endpoint",
+            )
+        return "v1/messages", orjson.dumps(to_anthropic({**body, "model": model}))
+
+    def decode_response(self, raw: bytes) -> Event | None:
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+        return Event.of(from_anthropic(message)) if isinstance(message, dict) else None
+
+    def stream_decoder(self) -> AnthropicStreamDecoder:
+        return AnthropicStreamDecoder()

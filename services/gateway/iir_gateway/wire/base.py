@@ -1,0 +1,42 @@
+"""The interface of a wire format, and the registry of formats by kind.
+
+A codec turns the gateway's OpenAI-format request into what one kind of upstream expects, and its
+answers (whole or streamed) back into OpenAI's format. A provider names the kind of each upstream
+(`Upstream.wire`); the upstream client looks the codec up in `wire.registry` and has no format of its
+own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from iir_gateway.answer import Event
+
+
+class StreamDecoder(Protocol):
+    """Decodes one upstream stream, event by event. `usage` is the OpenAI usage once the upstream sent
+    it; `done` once the upstream said the stream is over."""
+
+    usage: dict[str, Any] | None
+    done: bool
+
+    def decode(self, payload: bytes) -> list[Event]:
+        """The OpenAI events for one upstream `data:` payload (none, one or several)."""
+        ...
+
+
+class WireCodec(Protocol):
+    kind: str
+
+    def encode_request(self, endpoint: str, body: Mapping[str, Any], model: str, stream: bool) -> tuple[str, bytes]:
+        """(path under the upstream's base URL, request body) for an OpenAI request to `endpoint`
+        (`chat/completions`, ...) naming the upstream's `model`. Streams always ask for usage. Raises
+        APIError 400 for what this format cannot express."""
+        ...
+
+    def decode_response(self, raw: bytes) -> Event | None:
+        """The OpenAI answer for a whole upstream answer; None when it is not a JSON object."""
+        ...
+
+    def stream_decoder(self) -> StreamDecoder: ...

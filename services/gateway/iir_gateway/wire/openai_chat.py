@@ -1,0 +1,48 @@
+"""OpenAI's own format (vLLM and every OpenAI-compatible server): requests pass with the upstream's
+model name, answers pass as the bytes that came; only the usage is read on the way."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from iir_gateway.answer import Event
+from iir_gateway.wire.sse import DONE
+
+
+class OpenAIStreamDecoder:
+    __slots__ = ("done", "usage")
+
+    def __init__(self) -> None:
+        self.usage: dict[str, Any] | None = None
+        self.done = False
+
+    def decode(self, payload: bytes) -> list[Event]:
+        if payload == DONE:
+            self.done = True
+            return []
+        event = Event(payload)
+        if b'"usage"' in payload:
+            usage = event.json().get("usage")
+            if isinstance(usage, dict):
+                self.usage = usage
+        return [event]
+
+
+class OpenAIChatCodec:
+    kind = "openai"
+
+    def encode_request(self, endpoint: str, body: Mapping[str, Any], model: str, stream: bool) -> tuple[str, bytes]:
+        out = {**body, "model": model}
+        if stream:  # usage is needed to account for every stream; the pipeline hides it if not asked for
+            out["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        return endpoint, orjson.dumps(out)
+
+    def decode_response(self, raw: bytes) -> Event | None:
+        event = Event(raw)
+        return event if isinstance(event.data, dict) else None
+
+    def stream_decoder(self) -> OpenAIStreamDecoder:
+        return OpenAIStreamDecoder()

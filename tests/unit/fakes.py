@@ -1,0 +1,158 @@
+"""Small fakes of the parts the pipeline's steps consume (each step declares the Protocol it needs)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from iir_gateway.answer import Answer, Event, ListStream
+from iir_gateway.errors import APIError
+from iir_gateway.limits.rate_limiter import Admission
+from iir_gateway.principal import Principal
+from iir_gateway.providers.base import RouteRequest, Upstream
+from iir_gateway.upstream.errors import UpstreamError
+
+PRINCIPAL = Principal("k1", "key", admin=False, priority=0, allowed_models=())
+LIMITED = Principal("k2", "limited", admin=False, priority=0, allowed_models=(), tpm_limit=10_000)
+
+
+def completion(text: str = "hello", prompt: int = 3, completion_tokens: int = 2) -> dict[str, Any]:
+    return {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + 2},
+    }
+
+
+def chunks(words: list[str], usage: bool = True) -> list[Event]:
+    base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    out = [{**base, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]} for w in words]
+    out.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if usage:
+        out.append({**base, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": len(words)}})
+    return [Event.of(c) for c in out]
+
+
+class FakeProvider:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.released: list[tuple[str, bool]] = []
+
+    def release(self, upstream: Upstream, ok: bool) -> None:
+        self.released.append((upstream.public_model, ok))
+
+
+@dataclass
+class FakeDirectory:
+    """Models by public name: an Upstream, or the APIError resolving it raises."""
+
+    models: dict[str, Upstream | APIError]
+    fallback: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    provider: FakeProvider = field(default_factory=FakeProvider)
+
+    async def route(self, model: str, principal: Principal, request: RouteRequest) -> tuple[Any, Upstream]:
+        target = self.models[model]
+        if isinstance(target, APIError):
+            raise target
+        return self.provider, target
+
+    def fallbacks(self, model: str) -> tuple[str, ...]:
+        return self.fallback.get(model, ())
+
+    def check_access(self, model: str, principal: Principal) -> None:
+        if model not in self.models:
+            raise APIError(404, f"no {model}", code="model_not_found")
+
+    def model_label(self, model: str) -> tuple[str, str]:
+        return model, model.partition("/")[0]
+
+
+class FakeForwarder:
+    """Answers per public model: a list of outcomes used in turn (an UpstreamError, or an Answer maker)."""
+
+    def __init__(self, script: dict[str, list[Any]]) -> None:
+        self.script = script
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def forward(
+        self,
+        provider: str,
+        upstream: Upstream,
+        endpoint: str,
+        body: Mapping[str, Any],
+        *,
+        stream: bool,
+        request_id: str,
+    ) -> Answer:
+        self.calls.append((upstream.public_model, dict(body)))
+        outcome = self.script[upstream.public_model].pop(0)
+        if isinstance(outcome, UpstreamError | APIError):
+            raise outcome
+        return outcome()  # type: ignore[no-any-return]
+
+
+def document_answer(model: str, **kw: Any) -> Any:
+    return lambda: Answer(model, document=Event.of(completion(**kw)))
+
+
+def stream_answer(model: str, words: list[str]) -> Any:
+    return lambda: Answer(
+        model, stream=ListStream(chunks(words), {"prompt_tokens": 3, "completion_tokens": len(words)})
+    )
+
+
+class FakeLimiter:
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.admitted: list[int] = []
+        self.settled: list[tuple[int, int]] = []
+
+    async def admit(self, p: Principal, estimated_tokens: int, count_request: bool = True) -> Admission:
+        if self.refuse:
+            raise APIError(429, "slow down", code="rate_limit_exceeded", headers={"retry-after": "1"})
+        self.admitted.append(estimated_tokens)
+        return Admission(estimated_tokens if p.limited else 0, {"x-ratelimit-limit-tokens": str(p.tpm_limit)})
+
+    async def settle(self, p: Principal, reserved: int, actual: int) -> None:
+        self.settled.append((reserved, actual))
+
+
+class FakeUsage:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, int, int]] = []
+
+    def record(self, key_id: str, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+        self.rows.append((key_id, model, prompt_tokens, completion_tokens))
+
+
+class FakeCache:
+    def __init__(self) -> None:
+        self.entries: dict[str, dict[str, Any]] = {}
+
+    def key(self, path: str, body: dict[str, Any], key_id: str) -> str:
+        return f"{path}:{body.get('model')}:{body['messages'][-1]['content']}"
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        return self.entries.get(key)
+
+    async def put(self, key: str, entry: dict[str, Any]) -> None:
+        self.entries[key] = entry
+
+
+class Spawner:
+    """Runs what a step spawns when the test says so (as the gateway runs it after the response)."""
+
+    def __init__(self) -> None:
+        self.pending: list[Any] = []
+
+    def __call__(self, coro: Any) -> None:
+        self.pending.append(coro)
+
+    async def run(self) -> None:
+        while self.pending:
+            await self.pending.pop(0)
