@@ -31,30 +31,14 @@ def assert_error(resp: httpx.Response, status: int, code: str | None = None) -> 
     return err
 
 
-@pytest.mark.parametrize(
-    ("body", "param"),
-    [
-        ({"model": MODEL}, "messages"),
-        ({"messages": MESSAGES}, "model"),
-        ({"model": MODEL, "messages": "hi"}, "messages"),
-        ({"model": MODEL, "messages": []}, "messages"),
-        ({"model": MODEL, "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
-        ({"model": MODEL, "messages": [{"content": "x"}]}, "messages[0].role"),
-        ({"model": MODEL, "messages": MESSAGES, "temperature": "hot"}, "temperature"),
-        ({"model": MODEL, "messages": MESSAGES, "temperature": 9}, "temperature"),
-        ({"model": MODEL, "messages": MESSAGES, "max_tokens": 0}, "max_tokens"),
-        ({"model": MODEL, "messages": MESSAGES, "stream": "yes please"}, "stream"),
-        ({"model": 42, "messages": MESSAGES}, "model"),
-    ],
-)
-def test_invalid_bodies_are_400_naming_the_field(http: httpx.Client, body: dict, param: str) -> None:
-    err = assert_error(http.post("/v1/chat/completions", json=body), 400)
-    assert err["param"] == param
+def test_invalid_bodies_are_400_naming_the_field(http: httpx.Client) -> None:
+    # The whole matrix of bad bodies is tests/unit/test_validation.py; this checks the answer end to end.
+    err = assert_error(http.post("/v1/chat/completions", json={"model": MODEL, "messages": "hi"}), 400)
+    assert err["param"] == "messages"
 
 
-@pytest.mark.parametrize("content", [b"", b"   ", b"{not json", b"[1, 2]", b'"text"', b"\xff\xfe"])
-def test_unparseable_bodies_are_400(http: httpx.Client, content: bytes) -> None:
-    assert_error(http.post("/v1/chat/completions", content=content), 400, "invalid_json")
+def test_unparseable_bodies_are_400(http: httpx.Client) -> None:
+    assert_error(http.post("/v1/chat/completions", content=b"{not json"), 400, "invalid_json")
 
 
 def test_completions_validate_prompt(http: httpx.Client) -> None:

@@ -10,8 +10,9 @@ from iir_gateway.answer import Answer, Event, ListStream
 from iir_gateway.errors import APIError
 from iir_gateway.limits.rate_limiter import Admission
 from iir_gateway.principal import Principal
-from iir_gateway.providers.base import RouteRequest, Upstream
+from iir_gateway.providers.base import RouteRequest
 from iir_gateway.upstream.errors import UpstreamError
+from iir_gateway.upstream.target import Upstream
 
 PRINCIPAL = Principal("k1", "key", admin=False, priority=0, allowed_models=())
 LIMITED = Principal("k2", "limited", admin=False, priority=0, allowed_models=(), tpm_limit=10_000)

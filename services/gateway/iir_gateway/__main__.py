@@ -6,9 +6,10 @@ import sys
 
 import uvicorn
 
-from iir_gateway.providers.config import ProvidersFileError, Timeouts, load_providers
+from iir_gateway.providers.config import ProvidersFileError, load_providers
 from iir_gateway.routing.auto_router import RoutingFileError, load_policies
 from iir_gateway.settings import GatewaySettings
+from iir_gateway.upstream.target import Timeouts
 
 
 def main() -> None:

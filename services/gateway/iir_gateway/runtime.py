@@ -26,13 +26,13 @@ from iir_common import __version__
 from iir_common.otlp_metrics import export_registry
 from iir_common.secret_scrubber import SecretScrubber, secret_env_values
 from iir_common.tracing import client_interceptors
-from iir_gateway.api.client_address import parse_networks
 from iir_gateway.caching.response_cache import ResponseCache
 from iir_gateway.jobs.store import JobStore
 from iir_gateway.keys.authenticator import Authenticator
 from iir_gateway.limits.rate_limiter import RateLimiter
 from iir_gateway.limits.usage_recorder import UsageRecorder
 from iir_gateway.metrics import GatewayMetrics
+from iir_gateway.networks import parse_networks
 from iir_gateway.picking.collector import EndpointStateCollector
 from iir_gateway.picking.policies import Scheduler
 from iir_gateway.picking.queue import PriorityGate

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from iir_common.settings import IIRSettings
-from iir_gateway.api.client_address import parse_networks
+from iir_gateway.networks import parse_networks
 
 
 class GatewaySettings(IIRSettings):

@@ -14,10 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from starlette.responses import Response
 
 from iir.v1 import auth_pb2
-from iir_gateway.api.client_address import FORWARDING_HEADERS, in_networks
+from iir_gateway.api.client_address import FORWARDING_HEADERS
 from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.errors import APIError
 from iir_gateway.keys.authenticator import extract_key
+from iir_gateway.networks import in_networks
 from iir_gateway.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/apikeys", tags=["API keys"])

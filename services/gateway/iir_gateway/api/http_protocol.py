@@ -14,8 +14,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from iir_gateway.api.client_address import Network, in_networks, parse_networks
 from iir_gateway.errors import error_body
+from iir_gateway.networks import Network, in_networks, parse_networks
 from iir_gateway.settings import GatewaySettings
 
 # Open connections per peer address, in this worker process.

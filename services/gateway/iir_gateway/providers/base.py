@@ -1,11 +1,11 @@
-"""The provider interface and the upstream target a provider resolves a model to."""
+"""The provider interface: a provider resolves a model name to an `Upstream`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from iir_gateway.providers.config import Timeouts
+from iir_gateway.upstream.target import Upstream
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,22 +15,6 @@ class RouteRequest:
     body: dict[str, Any]
     priority: int = 0
     session: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    """An OpenAI-compatible server and the model name it knows."""
-
-    base_url: str  # up to and including the API version, e.g. "http://10.0.0.7:8000/v1"
-    model: str
-    headers: dict[str, str] = field(default_factory=dict)
-    target: str = ""  # which replica, for logs
-    endpoint: str = ""  # its key in the endpoint states (health, load)
-    public_model: str = ""
-    metric_model: str = "other"  # public_model when the catalogue or configuration knows it (bounded labels)
-    wire: Literal["openai", "anthropic"] = "openai"
-    timeouts: Timeouts | None = None  # None: the gateway's defaults
-    retries: int = 2
 
 
 class Provider(Protocol):

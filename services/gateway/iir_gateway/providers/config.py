@@ -21,15 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-
-class Timeouts(BaseModel):
-    """Per provider: connect; first token (streams) or whole answer wait (non-streaming); between chunks."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    connect_s: float = Field(5.0, gt=0)
-    first_token_s: float = Field(60.0, gt=0)
-    read_s: float = Field(120.0, gt=0)
-    total_s: float = Field(600.0, gt=0)
+from iir_gateway.upstream.target import Timeouts
 
 
 class ModelOptions(BaseModel):

@@ -8,7 +8,8 @@ from typing import Any
 
 from iir_gateway.errors import APIError
 from iir_gateway.principal import Principal
-from iir_gateway.providers.base import Provider, RouteRequest, Upstream
+from iir_gateway.providers.base import Provider, RouteRequest
+from iir_gateway.upstream.target import Upstream
 
 
 class ModelDirectory:

@@ -16,8 +16,9 @@ from iir_gateway.picking.policies import Scheduler
 from iir_gateway.picking.prefix import prefix_blocks
 from iir_gateway.picking.queue import PriorityGate, Saturated
 from iir_gateway.picking.state import EndpointStates
-from iir_gateway.providers.base import RouteRequest, Upstream
+from iir_gateway.providers.base import RouteRequest
 from iir_gateway.providers.catalogue import ModelCatalogue
+from iir_gateway.upstream.target import Upstream
 
 
 def model_not_found(model: str) -> APIError:

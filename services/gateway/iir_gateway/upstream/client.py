@@ -17,12 +17,11 @@ import aiohttp
 from iir_gateway.answer import Answer
 from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
-from iir_gateway.providers.base import Upstream
-from iir_gateway.providers.config import Timeouts
 from iir_gateway.settings import GatewaySettings
 from iir_gateway.upstream.errors import UpstreamError, upstream_message
 from iir_gateway.upstream.relay import StreamRelay
 from iir_gateway.upstream.span import end_span, upstream_span
+from iir_gateway.upstream.target import Timeouts, Upstream
 from iir_gateway.wire.registry import codec_for
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from iir_common import tracing
-from iir_gateway.providers.base import Upstream
+from iir_gateway.upstream.target import Upstream
 
 
 def upstream_span(provider: str, upstream: Upstream, url: str, headers: dict[str, str]) -> Any:

@@ -20,8 +20,9 @@ from iir_gateway.errors import APIError
 from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.pipeline.step import Step
 from iir_gateway.principal import Principal
-from iir_gateway.providers.base import Provider, RouteRequest, Upstream
+from iir_gateway.providers.base import Provider, RouteRequest
 from iir_gateway.upstream.errors import UpstreamError
+from iir_gateway.upstream.target import Upstream
 
 log = logging.getLogger(__name__)
 

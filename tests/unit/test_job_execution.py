@@ -1,0 +1,128 @@
+"""A job's run with a fake store and fake pipeline: tokens published as events, the result assembled
+from them, failures and cancellation final, a revoked owner refused, a token-limit 429 waited out."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import pytest
+
+from iir.v1 import auth_pb2
+from iir_gateway.answer import Answer, Event, ListStream
+from iir_gateway.errors import APIError
+from iir_gateway.jobs.store import Job
+from iir_gateway.jobs.worker import JobWorker
+from iir_gateway.pipeline.context import RequestContext
+from tests.unit.fakes import PRINCIPAL, chunks
+
+
+class FakeRedis:
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+
+    async def hget(self, key: str, field: str) -> bytes:
+        return self.store.status.encode()
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.final: tuple[str, dict[str, Any]] | None = None
+        self.status = "queued"
+        self.redis = FakeRedis(self)
+
+    def key(self, job_id: str) -> str:
+        return job_id
+
+    async def update(self, job_id: str, **fields: Any) -> None:
+        self.status = fields.get("status", self.status)
+
+    async def add_event(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
+        self.events.append((kind, data))
+
+    async def finish(self, job: Job, status: str, **fields: Any) -> bool:
+        if self.final is not None:
+            return False
+        self.final = (status, fields)
+        return True
+
+
+class FakePipeline:
+    def __init__(self, outcomes: list[Any]) -> None:
+        self.outcomes = outcomes
+        self.contexts: list[RequestContext] = []
+
+    async def run(self, ctx: RequestContext) -> Answer:
+        self.contexts.append(ctx)
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, APIError):
+            raise outcome
+        return outcome
+
+
+class Keys:
+    def __init__(self, info: auth_pb2.KeyInfo) -> None:
+        self.info = info
+
+    async def GetKey(self, request: auth_pb2.KeyRef, *, timeout: float) -> auth_pb2.KeyInfo:
+        return self.info
+
+
+def job(**kw: Any) -> Job:
+    body = {"model": "fake/a", "messages": [{"role": "user", "content": "hi"}]}
+    return Job("j1", "k1", "chat", "chat/completions", "queued", body, dataclasses.asdict(PRINCIPAL), 0.0, **kw)
+
+
+def execute(
+    outcomes: list[Any], info: auth_pb2.KeyInfo | None = None, the_job: Job | None = None
+) -> tuple[FakeStore, FakePipeline]:
+    store, pipeline = FakeStore(), FakePipeline(outcomes)
+    worker = JobWorker(pipeline, store, Keys(info or auth_pb2.KeyInfo(id="k1")), 1, 30.0)  # type: ignore[arg-type]
+    asyncio.run(worker._execute(the_job or job()))
+    return store, pipeline
+
+
+def test_tokens_become_events_and_the_result_is_the_completion_they_make() -> None:
+    store, pipeline = execute([Answer("fake/a", stream=ListStream(chunks(["Hel", "lo"]), None))])
+    ctx = pipeline.contexts[0]
+    assert ctx.principal == PRINCIPAL and not ctx.count_request  # counted when it was queued
+    assert ctx.body["stream"] and ctx.body["stream_options"] == {"include_usage": True}
+    tokens = [data for kind, data in store.events if kind == "token"]
+    assert len(tokens) == 4
+    assert store.final is not None and store.final[0] == "completed"
+    result = store.final[1]["result"]
+    assert result["choices"][0]["message"]["content"] == "Hello" and result["usage"]["completion_tokens"] == 2
+
+
+def test_a_broken_stream_fails_the_job() -> None:
+    broken = [*chunks(["a"], usage=False)[:1], Event(b'{"error":{"message":"cut","code":"upstream_error"}}')]
+    store, _ = execute([Answer("fake/a", stream=ListStream(broken, None))])
+    assert store.final is not None and store.final[0] == "failed"
+
+
+def test_a_refused_request_fails_the_job_with_its_error() -> None:
+    store, _ = execute([APIError(403, "not yours", code="model_not_allowed")])
+    assert store.final == (
+        "failed",
+        {"error": {"message": "not yours", "type": "api_error", "code": "model_not_allowed", "status": 403}},
+    )
+
+
+def test_a_revoked_owner_is_refused_when_the_job_is_picked_up() -> None:
+    store, pipeline = execute([], info=auth_pb2.KeyInfo(id="k1", revoked_at=1))
+    assert pipeline.contexts == [] and store.final is not None
+    assert store.final[0] == "cancelled" and store.final[1]["error"]["code"] == "key_revoked"
+
+
+def test_a_token_limit_refusal_waits_for_the_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("iir_gateway.jobs.worker.MAX_RATE_LIMIT_WAIT_S", 0.0)
+    limited = APIError(429, "tokens", code="rate_limit_exceeded", headers={"retry-after": "1"})
+    store, pipeline = execute([limited, Answer("fake/a", stream=ListStream(chunks(["x"]), None))])
+    assert len(pipeline.contexts) == 2 and store.final is not None and store.final[0] == "completed"
+
+
+def test_a_second_attempt_tells_followers_to_drop_the_first_ones_tokens() -> None:
+    store, _ = execute([Answer("fake/a", stream=ListStream(chunks(["x"]), None))], the_job=job(attempts=1))
+    assert store.events[0][0] == "restart" and store.events[0][1]["attempt"] == 2
