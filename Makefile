@@ -16,15 +16,15 @@ REGISTRY ?= ghcr.io/iir-dev
 TAG      ?= 0.1.0
 DOCKER   ?= docker
 
-.PHONY: install protos classifier-model dev test lint fmt docs bench bench-tools clean images helm \
+.PHONY: install protos classifier-model dev test typecheck lock lint fmt docs bench bench-tools clean images helm \
         helm-lint kustomize skaffold-dev
 
 install: $(STAMP) gen/.stamp
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev,embedded]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,embedded]'
 	$(PY) -c 'import sys,site,pathlib; p=pathlib.Path(site.getsitepackages()[0])/"iir-src.pth"; p.write_text("\n".join(str(pathlib.Path(r).resolve()) for r in sys.argv[1:])+"\n")' $(SRC_ROOTS)
 	touch $@
 
@@ -38,7 +38,7 @@ protos: gen/.stamp
 
 # The classifier's model: MiniLM exported to ONNX, heads trained on services/classifier/training/.
 $(VENV)/.classifier-build: $(STAMP)
-	$(PIP) install -q -e '.[classifier-build]'
+	$(PIP) install -q -c constraints.txt -e '.[classifier-build]'
 	touch $@
 
 $(CLASSIFIER_MODEL)/encoder.onnx: $(CLASSIFIER_BUILD)/export_onnx.py | $(VENV)/.classifier-build
@@ -54,11 +54,26 @@ classifier-model: install $(CLASSIFIER_MODEL)/heads.npz
 dev: install classifier-model
 	$(PY) -m iir_dev up
 
+# mypy (strict, pydantic plugin) over IIR's own packages; configuration in pyproject.toml.
+MYPY_PACKAGES := -p iir_common -p iir_gateway -p iir_auth -p iir_registry -p iir_classifier -p iir_simbackend \
+                 -p iir_operator -p iir_dev
+
 test: install classifier-model
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
+	$(PY) -m mypy $(MYPY_PACKAGES)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
+
+typecheck: install
+	$(PY) -m mypy $(MYPY_PACKAGES)
+
+# Re-pins every dependency (constraints.txt) from a fresh resolve of pyproject.toml, in a throwaway venv.
+lock:
+	rm -rf .cache/lock-venv && $(PYTHON) -m venv .cache/lock-venv
+	.cache/lock-venv/bin/pip install -q '.[dev,embedded]'
+	{ sed -n '1,2p' constraints.txt; .cache/lock-venv/bin/pip freeze --exclude-editable | grep -v '^iir\b\|+'; } \
+	  > constraints.txt.new && mv constraints.txt.new constraints.txt && rm -rf .cache/lock-venv
 
 lint: install
 	$(PY) -m ruff check .

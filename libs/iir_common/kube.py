@@ -127,9 +127,10 @@ class Kube:
                 return None
             raise
 
-    async def list(self, plural: str, namespace: str | None = None) -> tuple[list[Obj], str]:
-        """Items and the list's resourceVersion (to watch from)."""
-        data = await self._json("GET", self.path(plural, namespace))
+    async def list(self, plural: str, namespace: str | None = None, label_selector: str = "") -> tuple[list[Obj], str]:
+        """Items (those matching `label_selector`, when given) and the list's resourceVersion (to watch from)."""
+        query = [("labelSelector", label_selector)] if label_selector else None
+        data = await self._json("GET", self.path(plural, namespace), query=query)
         return list(data.get("items") or []), str((data.get("metadata") or {}).get("resourceVersion") or "")
 
     async def create(self, plural: str, namespace: str | None, body: Obj) -> Obj:
@@ -153,10 +154,17 @@ class Kube:
                 raise
 
     async def watch(
-        self, plural: str, namespace: str | None = None, resource_version: str = "", timeout_s: int = 300
+        self,
+        plural: str,
+        namespace: str | None = None,
+        resource_version: str = "",
+        timeout_s: int = 300,
+        label_selector: str = "",
     ) -> AsyncIterator[Obj]:
         """Watch events (`{"type", "object"}`) until the server ends the stream."""
         query = [("watch", "true"), ("timeoutSeconds", str(timeout_s)), ("allowWatchBookmarks", "true")]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
         if resource_version and resource_version != "...":
             query.append(("resourceVersion", resource_version))
         resp = await self._call("GET", self.path(plural, namespace), query=query, request_timeout=timeout_s + 30)

@@ -9,37 +9,25 @@ from typing import Any
 import kopf
 
 from iir_common.kube import GPU_RESOURCE, GROUP, MODEL_LABEL, PLURAL, VERSION, Kube
+from iir_operator.cluster_view import IndexedCluster, Obj
 from iir_operator.reconciler import Reconciler
 from iir_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 
 
-class OperatorState:
-    """The API client and reconciler, made at operator start-up."""
-
-    def __init__(self, settings: OperatorSettings) -> None:
-        self.settings = settings
-        self.kube: Kube | None = None
-        self.reconciler: Reconciler | None = None
-
-    async def start(self) -> Reconciler:
-        self.kube = await Kube.connect(self.settings.kube_server)
-        self.reconciler = Reconciler(self.kube, self.settings)
-        return self.reconciler
-
-    def need(self) -> Reconciler:
-        assert self.reconciler is not None, "operator not started"
-        return self.reconciler
+def _has_gpus(body: kopf.Body, **_: Any) -> bool:
+    return GPU_RESOURCE in ((body.get("status") or {}).get("allocatable") or {})
 
 
 def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
+    """The operator's handlers. Its state is kopf's `memo` (`memo.reconciler`, made at start-up); what
+    reconciles read of nodes, pods and other models comes from kopf's indexes, kept by their watches."""
     registry = kopf.OperatorRegistry()
-    state = OperatorState(settings)
-    owned = {"labels": {MODEL_LABEL: kopf.PRESENT}, "registry": registry}
+    owned: dict[str, Any] = {"labels": {MODEL_LABEL: kopf.PRESENT}}
 
     @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         settings.posting.level = logging.INFO
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
@@ -47,50 +35,65 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         # Replicas of equal priority would all freeze: a random priority elects one active operator.
         settings.peering.priority = random.randint(1, 2**31)
-        await state.start()
+        memo.reconciler = Reconciler(await Kube.connect(operator_settings.kube_server), operator_settings)
+
+    operator_settings = settings
 
     @kopf.on.cleanup(registry=registry)
-    async def cleanup(**_: Any) -> None:
-        if state.kube is not None:
-            await state.kube.close()
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        reconciler: Reconciler | None = memo.get("reconciler")
+        if reconciler is not None:
+            await reconciler.kube.close()
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        if settings.kube_server:
-            return kopf.ConnectionInfo(server=settings.kube_server, insecure=True)
+        if operator_settings.kube_server:
+            return kopf.ConnectionInfo(server=operator_settings.kube_server, insecure=True)
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.probe(id="reconciler", registry=registry)
-    def probe(**_: Any) -> bool:
-        return state.reconciler is not None
+    def probe(memo: kopf.Memo, **_: Any) -> bool:
+        return memo.get("reconciler") is not None
+
+    @kopf.index("", "v1", "nodes", id="gpu_nodes_by_name", when=_has_gpus, registry=registry)
+    def gpu_nodes_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, Obj]:
+        return {name: {"metadata": dict(body.metadata), "status": dict(body.status)}}
+
+    @kopf.index("", "v1", "pods", id="pods_by_model", labels={MODEL_LABEL: kopf.PRESENT}, registry=registry)
+    def pods_by_model(
+        namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+    ) -> dict[tuple[str, str], Obj]:
+        return {(namespace or "", labels[MODEL_LABEL]): dict(body)}
+
+    @kopf.index(GROUP, VERSION, PLURAL, id="models_by_key", registry=registry)
+    def models_by_key(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Obj]:
+        return {(namespace or "", name): dict(body)}
+
+    def cluster(kwargs: dict[str, Any]) -> IndexedCluster:
+        return IndexedCluster(kwargs["gpu_nodes_by_name"], kwargs["pods_by_model"])
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
-    async def model_changed(body: kopf.Body, **_: Any) -> None:
-        await state.need().reconcile(dict(body))
+    async def model_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        await memo.reconciler.reconcile(dict(body), cluster(kwargs))
 
     # No timers: kopf would put a finalizer on every model for them. Drift and GPU capacity are events.
-    @kopf.on.event(
-        "",
-        "v1",
-        "nodes",
-        registry=registry,
-        when=lambda body, **_: GPU_RESOURCE in ((body.get("status") or {}).get("allocatable") or {}),
-    )
-    async def gpu_node_changed(**_: Any) -> None:
-        """A GPU node came, went or changed: models waiting for capacity may fit now."""
-        await state.need().reconcile_waiting()
+    @kopf.on.event("", "v1", "nodes", registry=registry, when=_has_gpus)
+    async def gpu_node_changed(memo: kopf.Memo, **kwargs: Any) -> None:
+        """A GPU node came, went or changed: the waiting models whose plan it changes may fit now."""
+        models = [im for store in kwargs["models_by_key"].values() for im in store]
+        await memo.reconciler.reconcile_waiting(models, cluster(kwargs))
 
-    async def owner_changed(body: kopf.Body, **_: Any) -> None:
+    async def owner_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
         meta = body.get("metadata") or {}
         model = (meta.get("labels") or {}).get(MODEL_LABEL)
         if model and meta.get("namespace"):
-            await state.need().reconcile_named(meta["namespace"], model)
+            await memo.reconciler.reconcile_named(meta["namespace"], model, cluster(kwargs))
 
     # Whatever happens to what the operator owns (edits, deletion, pods starting or failing)
     # re-runs the model's reconcile: drift is repaired and the status follows.
-    kopf.on.event("apps", "v1", "deployments", **owned)(owner_changed)
-    kopf.on.event("", "v1", "services", **owned)(owner_changed)
-    kopf.on.event("", "v1", "pods", **owned)(owner_changed)
+    kopf.on.event("apps", "v1", "deployments", registry=registry, **owned)(owner_changed)
+    kopf.on.event("", "v1", "services", registry=registry, **owned)(owner_changed)
+    kopf.on.event("", "v1", "pods", registry=registry, **owned)(owner_changed)
     return registry

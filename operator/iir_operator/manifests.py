@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from iir_common.gpus import PRODUCT_LABEL
+from iir_common.inference_model import InferenceModelView
 from iir_common.kube import GPU_RESOURCE, GROUP, KIND, MANAGED_BY, MODEL_LABEL, VERSION, service_name
 from iir_operator.plan import Plan
 
@@ -46,10 +47,6 @@ def _metadata(im: Obj) -> Obj:
     }
 
 
-def served_name(im: Obj) -> str:
-    return str(im["spec"].get("servedName") or im["metadata"]["name"])
-
-
 def _model_arg(source: Obj) -> tuple[str, list[Obj], list[Obj]]:
     """vLLM's --model value, plus the volumes and mounts the source needs."""
     if "huggingFace" in source:
@@ -71,7 +68,7 @@ def vllm_args(im: Obj, plan: Plan, model: str) -> list[str]:
         "--model",
         model,
         "--served-model-name",
-        served_name(im),
+        InferenceModelView.of(im).served_name,
         "--host",
         "0.0.0.0",
         "--port",

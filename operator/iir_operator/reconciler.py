@@ -1,8 +1,10 @@
 """Brings the cluster to what an InferenceModel asks for, and its status to what the cluster shows.
 
-Every trigger (the model changed, its Deployment, Service or pods changed, the periodic resync) runs the
+Every trigger (the model changed, its Deployment, Service or pods changed, a GPU node changed) runs the
 same idempotent `reconcile`: plan, apply what differs, recompute status. One lock per model keeps
-concurrent triggers from racing.
+concurrent triggers from racing. Nodes and pods are read from a `ClusterView` (kopf's indexes), not
+listed; the last plan of each model is kept, so a node change re-runs only the waiting models whose
+fit it changes.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from typing import Any
 
 import kopf
 
-from iir_common.gpus import gpu_nodes
-from iir_common.kube import MODEL_LABEL, PLURAL, ApiException, Kube
+from iir_common.inference_model import InferenceModelView
+from iir_common.kube import PLURAL, ApiException, Kube
+from iir_operator.cluster_view import ClusterView
 from iir_operator.manifests import build_deployment, build_service
-from iir_operator.plan import plan_model
+from iir_operator.plan import Plan, plan_model
 from iir_operator.settings import OperatorSettings
 from iir_operator.sizing import SpecError
 from iir_operator.status import compute_status, failed_status
@@ -49,7 +52,12 @@ def _same_status(a: Obj, b: Obj) -> bool:
 
 def _event(im: Obj, phase: str, reason: str, message: str) -> None:
     try:
-        kopf.event(im, type="Warning" if phase in _WARNING_PHASES else "Normal", reason=reason, message=message)
+        kopf.event(
+            kopf.Body(im),  # type: ignore[arg-type]
+            type="Warning" if phase in _WARNING_PHASES else "Normal",
+            reason=reason,
+            message=message,
+        )
     except LookupError:  # outside a running operator (unit use): no event queue
         pass
 
@@ -59,38 +67,46 @@ class Reconciler:
         self.kube = kube
         self.settings = settings
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.plans: dict[tuple[str, str], Plan] = {}  # the last plan of each model
 
-    async def reconcile_named(self, namespace: str, name: str) -> None:
+    async def reconcile_named(self, namespace: str, name: str, cluster: ClusterView) -> None:
         im = await self.kube.get(PLURAL, namespace, name)
         if im is not None and not im["metadata"].get("deletionTimestamp"):
-            await self.reconcile(im)
+            await self.reconcile(im, cluster)
 
-    async def reconcile_waiting(self) -> None:
-        """Reconciles every model that is not Ready (after a change of GPU capacity)."""
-        models, _ = await self.kube.list(PLURAL, self.settings.operator_namespace or None)
+    async def reconcile_waiting(self, models: list[Obj], cluster: ClusterView) -> int:
+        """After a change of GPU capacity: reconciles the models that are not Ready and whose fit the
+        change alters (they fit now, or their size changed); returns how many."""
+        nodes = cluster.gpu_nodes()
+        changed = 0
         for im in models:
-            if (im.get("status") or {}).get("phase") != "Ready" and not im["metadata"].get("deletionTimestamp"):
-                await self.reconcile(im)
+            if InferenceModelView.of(im).ready or im["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                plan = plan_model(im["spec"], nodes, self.settings.default_gpu_memory_gib)
+            except SpecError:
+                continue  # its status says so already; nodes cannot fix a spec
+            if _fit(self.plans.get(_key(im))) != _fit(plan):
+                changed += 1
+                await self.reconcile(im, cluster)
+        return changed
 
-    async def reconcile(self, im: Obj) -> None:
-        key = (im["metadata"]["namespace"], im["metadata"]["name"])
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            await self._reconcile(im)
+    async def reconcile(self, im: Obj, cluster: ClusterView) -> None:
+        async with self._locks.setdefault(_key(im), asyncio.Lock()):
+            await self._reconcile(im, cluster)
 
-    async def _reconcile(self, im: Obj) -> None:
-        ns = im["metadata"]["namespace"]
-        nodes, _ = await self.kube.list("nodes")
+    async def _reconcile(self, im: Obj, cluster: ClusterView) -> None:
+        ns, name = _key(im)
         try:
-            plan = plan_model(im["spec"], gpu_nodes(nodes), self.settings.default_gpu_memory_gib)
+            plan = plan_model(im["spec"], cluster.gpu_nodes(), self.settings.default_gpu_memory_gib)
         except SpecError as exc:
             log.warning("invalid InferenceModel spec", extra={"model": key_of(im), "error": str(exc)})
             await self._write_status(im, failed_status(im, "InvalidSpec", str(exc)))
             return
+        self.plans[(ns, name)] = plan
         deployment = await self._apply(im, "deployments", build_deployment(im, plan))
         await self._apply(im, "services", build_service(im, plan))
-        pods, _ = await self.kube.list("pods", ns)
-        mine = [p for p in pods if (p["metadata"].get("labels") or {}).get(MODEL_LABEL) == im["metadata"]["name"]]
-        await self._write_status(im, compute_status(im, plan, deployment, mine))
+        await self._write_status(im, compute_status(im, plan, deployment, cluster.pods_of(ns, name)))
 
     async def _apply(self, im: Obj, plural: str, desired: Obj) -> Obj:
         meta = desired["metadata"]
@@ -142,6 +158,16 @@ class Reconciler:
                 },
             )
             _event(im, status["phase"], status["reason"], f"{status['phase']}: {status['message']}")
+
+
+def _fit(plan: Plan | None) -> tuple[int, int, bool] | None:
+    """What a node change can change that matters: the GPUs per replica and whether a node takes one
+    (not the wording of why none does)."""
+    return None if plan is None else (plan.gpus, plan.tensor_parallel, plan.fit_problem is None)
+
+
+def _key(im: Obj) -> tuple[str, str]:
+    return im["metadata"]["namespace"], im["metadata"]["name"]
 
 
 def key_of(im: Obj) -> str:

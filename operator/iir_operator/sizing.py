@@ -103,6 +103,7 @@ def estimate(spec: dict[str, Any], gpu_memory_gib: float) -> Estimate:
     kv_bytes = 4 if dtype == "float32" else 2
     max_len = int(vllm.get("maxModelLen") or (shape.context if shape else 8192))
     seqs = int(sizing.get("concurrentSequences") or 1)
+    kv_per_token: float
     if shape:
         kv_per_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * kv_bytes
     else:

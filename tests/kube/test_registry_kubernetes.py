@@ -10,7 +10,7 @@ import pytest
 
 from iir.v1 import registry_pb2, registry_pb2_grpc
 from iir_common.grpc_server import GrpcService
-from iir_common.kube import PLURAL, Kube
+from iir_common.kube import MODEL_LABEL, PLURAL, Kube
 from iir_registry.catalogue import Catalogue
 from iir_registry.grpc_api import RegistryServicer
 from iir_registry.sources.kubernetes_source import KubernetesSource
@@ -25,7 +25,10 @@ def ready_model(name: str, url: str = "http://10.0.0.10:8000") -> dict:
     return im
 
 
-def endpoint_slice(model: str, ready: list[bool], port: int = 8000) -> dict:
+def endpoint_slice(model: str, ready: list[bool], port: int = 8000, labeled: bool = True) -> dict:
+    """A slice of the model's Service, labelled as the EndpointSlice controller labels it (with the
+    Service's own labels, `iir.dev/model` among them)."""
+    labels = {"kubernetes.io/service-name": f"iir-{model}", **({MODEL_LABEL: model} if labeled else {})}
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
@@ -33,7 +36,7 @@ def endpoint_slice(model: str, ready: list[bool], port: int = 8000) -> dict:
         "metadata": {
             "name": f"iir-{model}-abcde",
             "namespace": NS,
-            "labels": {"kubernetes.io/service-name": f"iir-{model}"},
+            "labels": labels,
         },
         "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
         "endpoints": [
@@ -70,6 +73,13 @@ async def test_models_follow_resources_and_slices(kube: Kube, source: tuple[Cata
         ("http://10.1.0.0:8000", True, "iir-alpha-0"),
         ("http://10.1.0.1:8000", False, "iir-alpha-1"),
     ]
+
+    # A slice of some other Service (no `iir.dev/model` label) is not IIR's: it changes nothing.
+    stranger = endpoint_slice("alpha", [True, True, True], labeled=False)
+    stranger["metadata"]["name"] = "other-abcde"
+    await kube.create("endpointslices", NS, stranger)
+    await asyncio.sleep(0.3)
+    assert len(catalogue.get("local/alpha").endpoints) == 2  # type: ignore[union-attr]
 
     await kube.merge_patch(PLURAL, NS, "alpha", {"spec": {"servedName": "alpha-v2"}})
     await eventually(lambda: catalogue.get("local/alpha-v2"))

@@ -84,6 +84,24 @@ def test_file_source_keeps_last_good_file(tmp_path: Path) -> None:
     assert cat.models() == []
 
 
+def test_file_source_waits_for_a_file_being_written(tmp_path: Path) -> None:
+    import os
+    import time
+
+    path = tmp_path / "models.yaml"
+    path.write_text("kind: InferenceModel\nmetadata: {name: a}\n")
+    cat = Catalogue()
+    source = FileSource(path, cat)
+    source.load()
+    path.write_text("")  # an editor truncated the file and is about to write it
+    source.load()
+    assert [m.name for m in cat.models()] == ["local/a"]
+    old = time.time() - 1
+    os.utime(path, (old, old))  # it stayed empty: that is what the file says now
+    source.load()
+    assert cat.models() == []
+
+
 VLLM_METRICS = """\
 # HELP vllm:num_requests_running Number of requests in model execution batches.
 # TYPE vllm:num_requests_running gauge
@@ -138,3 +156,25 @@ async def test_scraper_pushes_the_load_of_ready_local_endpoints() -> None:
         assert [(m.url, m.waiting) for m in event.metrics] == [(f"http://127.0.0.1:{port}", 4.0)]
     finally:
         await runner.cleanup()
+
+
+def test_a_watcher_that_falls_behind_gets_a_fresh_snapshot_not_the_backlog() -> None:
+    import asyncio
+
+    from iir.v1 import registry_pb2
+    from iir_registry.catalogue import Catalogue
+
+    async def go() -> list[registry_pb2.WatchEvent]:
+        catalogue = Catalogue(max_pending=3)
+        stream = catalogue.watch()
+        first = await anext(stream)  # subscribed: the first snapshot
+        for i in range(10):  # nobody reads meanwhile
+            catalogue.upsert(registry_pb2.Model(name=f"local/m{i}", source="file"))
+        caught_up = await anext(stream)
+        catalogue.upsert(registry_pb2.Model(name="local/later", source="file"))
+        return [first, caught_up, await asyncio.wait_for(anext(stream), 1)]
+
+    first, caught_up, later = asyncio.run(go())
+    assert first.type == caught_up.type == registry_pb2.WatchEvent.SNAPSHOT
+    assert len(caught_up.models) == 10  # the whole state, not a partial backlog
+    assert later.type == registry_pb2.WatchEvent.UPSERT and later.model.name == "local/later"

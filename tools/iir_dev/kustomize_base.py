@@ -5,7 +5,6 @@ the same objects. `make kustomize` writes them; a test fails when they drift fro
 from __future__ import annotations
 
 import subprocess
-import sys
 
 from iir_dev.helm import helm_binary, helm_env
 from iir_dev.stack import REPO
@@ -48,4 +47,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

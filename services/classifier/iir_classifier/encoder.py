@@ -53,4 +53,5 @@ class Encoder:
         summed = (hidden * mask[:, :, None]).sum(axis=1)
         pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        embeddings: np.ndarray = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        return embeddings

@@ -101,7 +101,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
         description="OpenAI-compatible inference router. Model names are `<provider>/<model>`.",
         telemetry={"tracing": False, "metrics": False, "logs": False},
-        **({} if settings.docs_enabled else {"docs_url": None, "redoc_url": None, "openapi_url": None}),
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.state.gateway = gateway
     app.state.pipeline = pipeline

@@ -201,7 +201,7 @@ class Runtime:
             return f"unavailable: {exc.code().name.lower()}"
         if reply.status == health_pb2.HealthCheckResponse.SERVING:
             return "ok"
-        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status).lower()
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)).lower()
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         """Whether this process can serve: keys can be checked (auth answers, or keys are cached) and a

@@ -14,11 +14,16 @@ Event = registry_pb2.WatchEvent
 
 
 class Catalogue:
-    """Models by public name. Sources write into it; every Watch reads a snapshot then the changes."""
+    """Models by public name. Sources write into it; every Watch reads a snapshot then the changes.
 
-    def __init__(self) -> None:
+    Each watcher's queue is bounded: a watcher that falls `max_pending` events behind (a stalled
+    gateway) gets a fresh snapshot instead of the backlog, so a slow reader cannot grow the registry.
+    """
+
+    def __init__(self, max_pending: int = 1000) -> None:
         self._models: dict[str, registry_pb2.Model] = {}
         self._watchers: set[asyncio.Queue[Event]] = set()
+        self.max_pending = max_pending
 
     def get(self, name: str) -> registry_pb2.Model | None:
         return self._models.get(name)
@@ -57,11 +62,17 @@ class Catalogue:
 
     def _publish(self, event: Event) -> None:
         for queue in self._watchers:
-            queue.put_nowait(event)
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(Event(type=Event.SNAPSHOT, models=self.models()))
+                log.warning("a watcher fell behind; it gets a fresh snapshot", extra={"pending": self.max_pending})
 
     async def watch(self) -> AsyncIterator[Event]:
         """Yields a SNAPSHOT, then every change until the caller stops iterating."""
-        queue: asyncio.Queue[Event] = asyncio.Queue()
+        queue: asyncio.Queue[Event] = asyncio.Queue(self.max_pending)
         self._watchers.add(queue)
         try:
             yield Event(type=Event.SNAPSHOT, models=self.models())

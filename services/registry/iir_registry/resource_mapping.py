@@ -7,13 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from iir.v1 import registry_pb2
+from iir_common.inference_model import InferenceModelView
 
 LOCAL_PROVIDER = "local"
-
-
-def served_name(resource: Mapping[str, Any]) -> str:
-    spec = resource.get("spec") or {}
-    return spec.get("servedName") or resource["metadata"]["name"]
 
 
 def _created(meta: Mapping[str, Any], default: int) -> int:
@@ -24,11 +20,9 @@ def _created(meta: Mapping[str, Any], default: int) -> int:
 
 
 def endpoints_from_status(resource: Mapping[str, Any]) -> list[registry_pb2.Endpoint]:
-    status = resource.get("status") or {}
     return [
-        registry_pb2.Endpoint(url=e["url"], ready=bool(e.get("ready", True)), target=e.get("target", ""))
-        for e in status.get("endpoints") or []
-        if e.get("url")
+        registry_pb2.Endpoint(url=e.url, ready=e.ready, target=e.target)
+        for e in InferenceModelView.of(resource).endpoints
     ]
 
 
@@ -43,14 +37,15 @@ def model_from_resource(
     spec = resource.get("spec") or {}
     status = resource.get("status") or {}
     routing = spec.get("routing") or {}
-    name = served_name(resource)
+    view = InferenceModelView.of(resource)
+    name = view.served_name
     if endpoints is None:
         endpoints = endpoints_from_status(resource)
     return registry_pb2.Model(
         name=f"{LOCAL_PROVIDER}/{name}",
         provider=LOCAL_PROVIDER,
         served_name=name,
-        phase=status.get("phase", "Pending"),
+        phase=view.phase,
         replicas=int(spec.get("replicas", 1)),
         ready_replicas=int(status.get("readyReplicas", 0)),
         endpoints=endpoints,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -160,7 +161,7 @@ class KeyStore:
             )
             await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1::uuid[])", list(set(ids)))
 
-    async def usage(self, key_id: str, since: date | None, until: date | None) -> list[UsageRow]:
+    async def usage(self, key_id: str, since: date | None, until: date | None) -> builtins.list[UsageRow]:
         rows = await self.pool.fetch(
             "SELECT key_id, model, day, requests, prompt_tokens, completion_tokens FROM key_usage"
             " WHERE key_id = $1 AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3)"

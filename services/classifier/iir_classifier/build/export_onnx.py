@@ -31,9 +31,10 @@ def export(out_dir: Path) -> None:
         def forward(
             self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
         ) -> torch.Tensor:
-            return self.bert(
+            hidden: torch.Tensor = self.bert(
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
             ).last_hidden_state
+            return hidden
 
     ids = torch.ones((1, 16), dtype=torch.long)
     full = out_dir / "encoder-fp32.onnx"

@@ -98,7 +98,7 @@ async def _events(gw: Runtime, job_id: str) -> AsyncIterator[bytes]:
     key = gw.jobs.events(job_id)
     last = "0-0"
     while True:
-        got = await gw.jobs.redis.xread({key: last}, block=5000, count=100)
+        got: Any = await gw.jobs.redis.xread({key: last}, block=5000, count=100)
         if not got:
             job = await gw.jobs.get(job_id)
             if job is None or job.status in FINAL:

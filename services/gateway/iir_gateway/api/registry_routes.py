@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import orjson
@@ -23,12 +24,13 @@ router = APIRouter(tags=["Registry"])
 _PUBLIC_FIELDS = ("name", "provider", "phase", "replicas", "ready_replicas")
 
 
-def _as_dict(msg: object) -> dict:
-    return MessageToDict(
+def _as_dict(msg: Any) -> dict[str, Any]:
+    data: dict[str, Any] = MessageToDict(
         msg,
-        preserving_proto_field_name=True,  # type: ignore[arg-type]
+        preserving_proto_field_name=True,
         always_print_fields_with_no_presence=True,
     )
+    return data
 
 
 def _render_public(reply: registry_pb2.StatusResponse, principal: Principal) -> Response:
@@ -50,9 +52,12 @@ def _render(reply: registry_pb2.StatusResponse) -> Response:
 async def _call(gw: Runtime, method: str) -> registry_pb2.StatusResponse:
     stub = gw.registry_stub
     try:
+        reply: registry_pb2.StatusResponse
         if method == "refresh":
-            return await stub.Refresh(registry_pb2.RefreshRequest(), timeout=30)
-        return await stub.Status(registry_pb2.StatusRequest(), timeout=10)
+            reply = await stub.Refresh(registry_pb2.RefreshRequest(), timeout=30)
+        else:
+            reply = await stub.Status(registry_pb2.StatusRequest(), timeout=10)
+        return reply
     except grpc.aio.AioRpcError as exc:
         raise APIError(
             503, f"The model registry is unavailable: {exc.details() or exc.code().name}.", code="registry_unavailable"

@@ -17,15 +17,15 @@ def replay(completion: dict[str, Any], include_usage: bool, chat: bool) -> list[
     }
     choice = (completion.get("choices") or [{}])[0]
     text = (choice.get("message") or {}).get("content") or "" if chat else choice.get("text") or ""
-    events = []
+    events: list[dict[str, Any]] = []
     if chat:
         first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
         events.append({**base, "choices": [first]})
     for i, word in enumerate(text.split(" ")):
         piece = word if i == 0 else " " + word
-        delta = {"delta": {"content": piece}} if chat else {"text": piece}
+        delta: dict[str, Any] = {"delta": {"content": piece}} if chat else {"text": piece}
         events.append({**base, "choices": [{"index": 0, **delta, "logprobs": None, "finish_reason": None}]})
-    end = {"delta": {}} if chat else {"text": ""}
+    end: dict[str, Any] = {"delta": {}} if chat else {"text": ""}
     finish = choice.get("finish_reason") or "stop"
     events.append({**base, "choices": [{"index": 0, **end, "logprobs": None, "finish_reason": finish}]})
     if include_usage and completion.get("usage"):

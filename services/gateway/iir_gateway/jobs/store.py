@@ -155,10 +155,10 @@ class JobStore:
         return job
 
     async def get(self, job_id: str) -> Job | None:
-        raw = await self.redis.hgetall(self.key(job_id))
+        raw: Any = await self.redis.hgetall(self.key(job_id))
         if not raw:
             return None
-        data = {k.decode(): v.decode() for k, v in raw.items()}
+        data: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
         for name in _JSON_FIELDS:
             data[name] = orjson.loads(data[name]) if data.get(name) else None
         for name in ("created_at", "started_at", "finished_at"):
@@ -173,7 +173,7 @@ class JobStore:
         return job if job is not None and (job.owner == principal.key_id or principal.admin) else None
 
     async def update(self, job_id: str, **fields: Any) -> None:
-        mapping = {k: orjson.dumps(v) if k in _JSON_FIELDS else v for k, v in fields.items()}
+        mapping: Any = {k: orjson.dumps(v) if k in _JSON_FIELDS else v for k, v in fields.items()}
         await self.redis.hset(self.key(job_id), mapping=mapping)
         if fields.get("status") in FINAL:
             await self.redis.expire(self.key(job_id), self.result_ttl_s)
@@ -196,7 +196,7 @@ class JobStore:
     async def add_event(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
         await self.redis.xadd(self.events(job_id), {"kind": kind, "data": orjson.dumps(data)}, maxlen=100_000)
 
-    def _fields(self, job: Job) -> dict[str, Any]:
+    def _fields(self, job: Job) -> Any:
         out: dict[str, Any] = {}
         for name, value in dataclasses.asdict(job).items():
             if name in _JSON_FIELDS:

@@ -112,7 +112,7 @@ class JobWorker:
             if got:
                 return self._entry(got)
         # Blocks for less than the client's 1 s socket timeout, or an idle queue reads as a Redis fault.
-        streams = {self.store.stream(n): ">" for n in BANDS}
+        streams: Any = {self.store.stream(n): ">" for n in BANDS}
         got = await redis.xreadgroup(GROUP, consumer, streams, count=1, block=500)
         return self._entry(got) if got else None
 

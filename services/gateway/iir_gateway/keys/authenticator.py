@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 
 import grpc
 import redis.asyncio as aioredis
@@ -36,9 +37,9 @@ return {n, redis.call('TTL', KEYS[1])}
 """
 
 
-def extract_key(headers: object) -> str | None:
+def extract_key(headers: Mapping[str, str]) -> str | None:
     """The key from `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
-    get = headers.get  # type: ignore[attr-defined]
+    get = headers.get
     auth = get("authorization")
     if auth:
         scheme, _, value = auth.partition(" ")
@@ -139,10 +140,11 @@ class Authenticator:
         guesses cannot pass the limit together); 429 past the limit. Returns the counter to refund."""
         if not client_ip or self._failure_limit <= 0:
             return None
-        counter = f"{self._prefix}authfail:{client_ip}"
+        key = f"{self._prefix}authfail:{client_ip}"
+        counter: str | None = key
         local = self._local_attempt(client_ip)
         try:
-            attempts, ttl = await self._counters.eval(_RESERVE_ATTEMPT, 1, counter, self._failure_window)
+            attempts, ttl = await self._counters.eval(_RESERVE_ATTEMPT, 1, key, self._failure_window)
         except RedisError:
             # Redis slow or away: this process's own count decides (the limit per replica, not off).
             attempts, ttl, counter = local, self._failure_window, None
@@ -186,7 +188,7 @@ class Authenticator:
         except RedisError:
             return
 
-    async def authenticate(self, headers: object, client_ip: str = "") -> Principal:
+    async def authenticate(self, headers: Mapping[str, str], client_ip: str = "") -> Principal:
         key = extract_key(headers)
         if key is None:
             self._metrics.auth_failures.labels("missing").inc()

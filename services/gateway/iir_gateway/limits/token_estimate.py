@@ -41,5 +41,6 @@ def estimate_tokens(body: dict[str, Any], default_completion: int) -> TokenEstim
     if "input" in body and "prompt" not in body and "messages" not in body:
         return TokenEstimate(math.ceil(chars / CHARS_PER_TOKEN), 0)  # embeddings generate nothing
     completion = body.get("max_completion_tokens") or body.get("max_tokens") or default_completion
-    choices = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 0 else 1  # n answers, n times the tokens
+    n = body.get("n")
+    choices = n if isinstance(n, int) and n > 0 else 1  # n answers, n times the tokens
     return TokenEstimate(math.ceil(chars / CHARS_PER_TOKEN), int(completion) * choices)

@@ -21,7 +21,7 @@ class Policy:
     uses_prefixes: bool = False
 
 
-HEALTHY = ("healthy_filter", {})
+HEALTHY: tuple[str, dict[str, Any]] = ("healthy_filter", {})
 POLICIES: dict[str, Policy] = {
     "round_robin": Policy([HEALTHY], [], ("round_robin", {})),
     "least_outstanding": Policy([HEALTHY], [("least_outstanding", 1.0, {})]),

@@ -67,7 +67,8 @@ class StreamScrubber:
                 continue
             index = choice.get("index", 0)
             final = choice.get("finish_reason") is not None
-            holder = choice.get("delta") if isinstance(choice.get("delta"), dict) else choice
+            delta = choice.get("delta")
+            holder: dict[str, Any] = delta if isinstance(delta, dict) else choice
             for name in _TEXT_FIELDS:
                 text = holder.get(name)
                 state = self.choices.get((index, name))

@@ -18,6 +18,7 @@ from iir_registry.resource_mapping import model_from_resource
 log = logging.getLogger(__name__)
 
 SOURCE = "file"
+SETTLE_S = 0.05
 
 
 def load_models_file(path: Path) -> list[registry_pb2.Model]:
@@ -52,6 +53,8 @@ class FileSource:
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp == self._stamp and not force:
             return
+        if not force and self._stamp is not None and time.time() - st.st_mtime < SETTLE_S:
+            return  # may be half-written (an editor truncates, then writes): read it at the next poll
         self._stamp = stamp
         try:
             models = load_models_file(self.path)

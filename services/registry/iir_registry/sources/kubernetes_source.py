@@ -1,7 +1,9 @@
 """Local models from InferenceModel resources, with endpoints from their Services' EndpointSlices.
 
 Both are watched (list, then watch from the list's resourceVersion; on expiry or error, list again),
-so a new, scaled or removed model reaches the catalogue, and from there every gateway, at once.
+so a new, scaled or removed model reaches the catalogue, and from there every gateway, at once. Only
+the EndpointSlices of IIR's model Services are watched (they carry the Service's `iir.dev/model` label,
+as the EndpointSlice controller copies a Service's labels), and an event recomputes only its model.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import aiohttp
 
 from iir.v1 import registry_pb2
 from iir_common.gpus import GpuNode, gpu_nodes
-from iir_common.kube import PLURAL, ApiException, Kube, Obj, service_name
+from iir_common.kube import MODEL_LABEL, PLURAL, ApiException, Kube, Obj, service_name
 from iir_registry.catalogue import Catalogue
 from iir_registry.resource_mapping import model_from_resource
 
@@ -24,11 +26,24 @@ log = logging.getLogger(__name__)
 SOURCE = "kubernetes"
 SERVICE_LABEL = "kubernetes.io/service-name"
 _WATCHED = (PLURAL, "endpointslices")
+_SELECTORS = {PLURAL: "", "endpointslices": MODEL_LABEL}
 
 
 def _key(obj: Obj) -> tuple[str, str]:
     meta = obj.get("metadata") or {}
     return meta.get("namespace", ""), meta.get("name", "")
+
+
+def _wanted(plural: str, obj: Obj) -> bool:
+    return plural == PLURAL or MODEL_LABEL in ((obj.get("metadata") or {}).get("labels") or {})
+
+
+def _model_of(plural: str, obj: Obj) -> tuple[str, str]:
+    """The (namespace, InferenceModel name) an object belongs to."""
+    meta = obj.get("metadata") or {}
+    if plural == PLURAL:
+        return meta.get("namespace", ""), meta.get("name", "")
+    return meta.get("namespace", ""), (meta.get("labels") or {}).get(MODEL_LABEL, "")
 
 
 def slice_endpoints(slices: Iterable[Obj]) -> list[registry_pb2.Endpoint]:
@@ -57,24 +72,48 @@ class KubernetesSource:
         self.namespace = namespace or None
         self.objects: dict[str, dict[tuple[str, str], Obj]] = {p: {} for p in _WATCHED}
         self.last_refresh = 0.0
+        self._published: dict[tuple[str, str], str] = {}  # (namespace, name) → catalogue name
         self._tasks: list[asyncio.Task[None]] = []
 
+    def _slices_of(self, namespace: str, name: str) -> list[Obj]:
+        service = service_name(name)
+        return [
+            sl
+            for (ns, _), sl in self.objects["endpointslices"].items()
+            if ns == namespace and (sl.get("metadata", {}).get("labels") or {}).get(SERVICE_LABEL) == service
+        ]
+
+    def _model(self, key: tuple[str, str]) -> registry_pb2.Model | None:
+        im = self.objects[PLURAL].get(key)
+        if im is None:
+            return None
+        slices = self._slices_of(*key)
+        return model_from_resource(im, SOURCE, endpoints=slice_endpoints(slices) if slices else None)
+
     def publish(self) -> None:
-        by_service: dict[tuple[str, str], list[Obj]] = {}
-        for sl in self.objects["endpointslices"].values():
-            svc = (sl.get("metadata", {}).get("labels") or {}).get(SERVICE_LABEL)
-            if svc:
-                by_service.setdefault((sl["metadata"].get("namespace", ""), svc), []).append(sl)
+        """Makes the catalogue's models of this source exactly those of the objects held (after a list)."""
+        self._published = {}
         models = []
-        for (ns, name), im in self.objects[PLURAL].items():
-            slices = by_service.get((ns, service_name(name)))
-            endpoints = slice_endpoints(slices) if slices else None
-            models.append(model_from_resource(im, SOURCE, endpoints=endpoints))
+        for key in self.objects[PLURAL]:
+            model = self._model(key)
+            if model is not None:
+                models.append(model)
+                self._published[key] = model.name
         self.catalogue.replace_source(SOURCE, models)
 
+    def publish_one(self, key: tuple[str, str]) -> None:
+        """Recomputes the one model `key` (namespace, InferenceModel name) after an event about it."""
+        model = self._model(key)
+        old = self._published.pop(key, None)
+        if old is not None and (model is None or model.name != old):
+            self.catalogue.delete(old)  # deleted, or its served name changed
+        if model is not None:
+            self._published[key] = model.name
+            self.catalogue.upsert(model)
+
     async def relist(self, plural: str) -> str:
-        items, version = await self.kube.list(plural, self.namespace)
-        self.objects[plural] = {_key(o): o for o in items}
+        items, version = await self.kube.list(plural, self.namespace, _SELECTORS[plural])
+        self.objects[plural] = {_key(o): o for o in items if _wanted(plural, o)}
         self.last_refresh = time.time()
         self.publish()
         return version
@@ -91,11 +130,13 @@ class KubernetesSource:
             return False
         if kind == "BOOKMARK":
             return True
+        if not _wanted(plural, obj):  # a server that ignored the label selector
+            return True
         if kind == "DELETED":
             self.objects[plural].pop(_key(obj), None)
         else:
             self.objects[plural][_key(obj)] = obj
-        self.publish()
+        self.publish_one(_model_of(plural, obj))
         return True
 
     async def follow(self, plural: str) -> None:
@@ -104,7 +145,7 @@ class KubernetesSource:
             try:
                 version = await self.relist(plural)
                 backoff = 0.2
-                async for event in self.kube.watch(plural, self.namespace, version):
+                async for event in self.kube.watch(plural, self.namespace, version, label_selector=_SELECTORS[plural]):
                     if not self.apply(plural, event):
                         break
             except (ApiException, aiohttp.ClientError, TimeoutError, ValueError) as exc:

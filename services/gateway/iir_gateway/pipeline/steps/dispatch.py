@@ -60,7 +60,7 @@ def backoff(attempt: int, error: UpstreamError) -> float:
     hinted = error.headers.get("retry-after", "")
     if hinted.replace(".", "", 1).isdigit():
         return min(float(hinted), MAX_BACKOFF_S)
-    return min(BACKOFF_S * 2**attempt, MAX_BACKOFF_S) * (0.5 + random.random() / 2)
+    return float(min(BACKOFF_S * 2**attempt, MAX_BACKOFF_S)) * (0.5 + random.random() / 2)
 
 
 class Lease:

@@ -1,0 +1,31 @@
+"""What the reconciler reads of the cluster besides the model itself: GPU nodes and the model's pods,
+from kopf's in-memory indexes (kept current by their watches), so a reconcile lists nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from iir_common.gpus import GpuNode, gpu_nodes
+
+Obj = dict[str, Any]
+
+
+class ClusterView(Protocol):
+    def gpu_nodes(self) -> list[GpuNode]: ...
+
+    def pods_of(self, namespace: str, model: str) -> list[Obj]: ...
+
+
+class IndexedCluster:
+    """A `ClusterView` over the operator's indexes: GPU nodes by name, pods by (namespace, model)."""
+
+    def __init__(self, nodes: Mapping[Any, Iterable[Obj]], pods: Mapping[Any, Iterable[Obj]]) -> None:
+        self._nodes = nodes
+        self._pods = pods
+
+    def gpu_nodes(self) -> list[GpuNode]:
+        return gpu_nodes(node for store in self._nodes.values() for node in store)
+
+    def pods_of(self, namespace: str, model: str) -> list[Obj]:
+        return list(self._pods.get((namespace, model), ()))
