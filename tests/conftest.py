@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import yaml
 
 from iir_dev import datastores
 from iir_dev.stack import REPO, Stack, http_ok
-from tests.waiting import unavailable
+from tests.waiting import unavailable, wait_for
 
 SERVED = "llama-3-8b-instruct"
 MASTER_KEY = "iir-test-master-" + uuid.uuid4().hex
@@ -59,10 +58,8 @@ def start_sim(port: int, **env: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    for _ in range(100):
-        if http_ok(f"http://127.0.0.1:{port}/health"):
-            return proc
-        time.sleep(0.1)
+    if wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/health"), timeout=10, interval=0.1):
+        return proc
     proc.kill()
     raise RuntimeError("simulated backend did not start")
 

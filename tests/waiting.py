@@ -1,24 +1,46 @@
-"""Waiting on a condition instead of sleeping, and skipping that CI turns into failures."""
+"""Waiting on a condition instead of sleeping (the one polling helper of the tests, sync and async), and
+skipping that CI turns into failures."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import pytest
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.05) -> Any:
-    """The first truthy value `check` returns within `timeout` seconds, else its last value."""
+def wait_for(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.05, what: str = "") -> Any:
+    """The first truthy value `check` returns within `timeout` seconds. Past it: the last value, or,
+    when `what` names the condition, an AssertionError saying what never happened."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = check()
         if got:
             return got
         time.sleep(interval)
-    return check()
+    got = check()
+    if not got and what:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {got!r}")
+    return got
+
+
+async def eventually(check: Callable[[], Awaitable[Any] | Any], timeout: float = 5.0) -> Any:
+    """`wait_for` inside an event loop: polls `check` (sync or async) until it gives something truthy;
+    fails with the last value otherwise."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Any = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = check()
+        if inspect.isawaitable(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
 
 
 def unavailable(reason: str) -> NoReturn:

@@ -11,16 +11,17 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from iir_dev.datastores import free_port
 from iir_dev.stack import REPO, Stack
+from tests import waiting
 
 pytestmark = pytest.mark.e2e
 FAKE_GPU = "iir.dev/fake-gpu"
@@ -30,14 +31,8 @@ def kubectl(*args: str, stdin: str | None = None) -> str:
     return subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, check=True).stdout
 
 
-def wait_for(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    return waiting.wait_for(check, timeout, interval=1, what=what)
 
 
 @pytest.fixture(scope="module")

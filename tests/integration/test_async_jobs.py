@@ -13,6 +13,7 @@ import pytest
 
 from iir_dev.stack import Stack, http_ok
 from tests.conftest import SERVED, make_stack
+from tests.waiting import wait_for
 
 ASYNC = "/v1/async/chat/completions"
 
@@ -43,13 +44,11 @@ def submit(stack: Stack, headers: dict[str, str], model: str = f"local/{SERVED}"
 
 
 def wait_status(stack: Stack, headers: dict[str, str], job_id: str, wanted: set[str], timeout: float = 20) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def reached() -> dict | None:
         job = httpx.get(f"{stack.gateway_url}{ASYNC}/{job_id}", headers=headers).json()
-        if job["status"] in wanted:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached {wanted}: {job}")
+        return job if job["status"] in wanted else None
+
+    return wait_for(reached, timeout, what=f"job {job_id} to reach {wanted}")
 
 
 def test_lifecycle_with_events(jobs: tuple[Stack, dict[str, str]]) -> None:

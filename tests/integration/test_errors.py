@@ -10,6 +10,7 @@ import pytest
 
 from iir_dev.stack import Stack
 from tests.conftest import SERVED
+from tests.waiting import wait_for
 
 MODEL = f"local/{SERVED}"
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -141,10 +142,7 @@ def test_client_disconnect_cancels_the_upstream_request(stack: Stack, api_key: s
         lines = resp.iter_lines()  # keep it: dropping the iterator closes the connection
         next(lines)
         assert running() == 1
-    deadline = time.monotonic() + 3  # the whole generation would take 10 s
-    while running() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert running() == 0
+    assert wait_for(lambda: running() == 0, timeout=3)  # the whole generation would take 10 s
 
 
 def test_services_survive_bad_input(http: httpx.Client, openai_client: openai.OpenAI) -> None:

@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from iir_dev.stack import Stack
 from tests.conftest import MASTER_KEY, SERVED
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -129,15 +130,12 @@ def test_one_trace_per_request_across_gateway_auth_classifier_and_upstream(trace
 
 def test_metrics_are_exported_over_otlp_too(traced: tuple) -> None:
     _, receiver, _ = traced
-    deadline = time.monotonic() + 10
     wanted = {
         "iir_gateway_requests_total",
         "iir_gateway_model_request_duration_seconds_bucket",
         "iir_gateway_queue_depth",
     }
-    while time.monotonic() < deadline and not wanted <= receiver.metric_names:
-        time.sleep(0.1)
-    assert wanted <= receiver.metric_names
+    assert wait_for(lambda: wanted <= receiver.metric_names, timeout=10, interval=0.1)
 
 
 def test_dashboard_queries_only_exported_metrics(stack: Stack, api_key: str) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 
 from iir_dev.stack import Stack
 from tests.conftest import SERVED
+from tests.waiting import wait_for
 
 
 def test_health_reports_each_dependency(stack: Stack) -> None:
@@ -50,13 +50,12 @@ def test_logs_are_json_lines_with_the_request_id(stack: Stack, api_key: str) -> 
         json={"model": f"local/{SERVED}", "messages": [{"role": "user", "content": "log"}]},
     )
     log_path = stack.processes["gateway"].log_path
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
+
+    def logged() -> list[dict]:
         entries = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
-        mine = [e for e in entries if e.get("request_id") == "log-check-7"]
-        if mine:
-            break
-        time.sleep(0.1)
+        return [e for e in entries if e.get("request_id") == "log-check-7"]
+
+    mine = wait_for(logged, timeout=3, interval=0.1)
     assert mine and mine[0]["status"] == 200 and mine[0]["service"] == "gateway"
     assert api_key not in log_path.read_text()
 

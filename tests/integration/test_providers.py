@@ -19,6 +19,7 @@ import yaml
 from iir_dev import datastores
 from iir_dev.stack import REPO, Stack, http_ok
 from tests.conftest import SERVED, STATIC_KEY
+from tests.waiting import wait_for
 
 OPENAI_KEY = "sk-test-" + uuid.uuid4().hex
 ANTHROPIC_KEY = "sk-ant-test-" + uuid.uuid4().hex
@@ -35,10 +36,8 @@ def start_fake(module: str, key: str) -> tuple[subprocess.Popen[bytes], str]:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        if http_ok(f"{url}/_calls"):
-            return proc, url
-        time.sleep(0.1)
+    if wait_for(lambda: http_ok(f"{url}/_calls"), timeout=10, interval=0.1):
+        return proc, url
     proc.kill()
     raise RuntimeError(f"fake {module} did not start")
 

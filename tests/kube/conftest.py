@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import kmock
@@ -72,20 +71,6 @@ async def operator(apiserver: kmock.KubernetesEmulator) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-async def eventually(check: Callable[[], Awaitable[Any] | Any], timeout: float = 5.0) -> Any:
-    """Polls `check` (sync or async) until it gives something truthy; fails with the last value otherwise."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    last: Any = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = check()
-        if inspect.isawaitable(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
 
 
 def inference_model(name: str, namespace: str = "ml", **spec: Any) -> Obj:

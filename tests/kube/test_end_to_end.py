@@ -18,7 +18,8 @@ import pytest
 from iir_common.kube import PLURAL, Kube
 from iir_dev.stack import Stack
 from tests.conftest import MASTER_KEY, SERVED
-from tests.kube.conftest import eventually, gpu_node, inference_model, pod
+from tests.kube.conftest import gpu_node, inference_model, pod
+from tests.waiting import eventually
 
 NS = "ml"
 

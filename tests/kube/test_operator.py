@@ -5,7 +5,8 @@ from __future__ import annotations
 import kmock
 
 from iir_common.kube import PLURAL, Kube
-from tests.kube.conftest import A100, eventually, gpu_node, inference_model, pod
+from tests.kube.conftest import A100, gpu_node, inference_model, pod
+from tests.waiting import eventually
 
 NS = "ml"
 

@@ -12,7 +12,8 @@ import kmock
 from iir_common.kube import PLURAL, Kube
 from iir_dev.datastores import free_port
 from iir_dev.stack import REPO
-from tests.kube.conftest import eventually, gpu_node, inference_model
+from tests.kube.conftest import gpu_node, inference_model
+from tests.waiting import eventually
 
 
 async def test_operator_process_serves_healthz_and_reconciles(apiserver: kmock.KubernetesEmulator, kube: Kube) -> None:

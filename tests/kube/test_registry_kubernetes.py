@@ -14,7 +14,8 @@ from iir_common.kube import MODEL_LABEL, PLURAL, Kube
 from iir_registry.catalogue import Catalogue
 from iir_registry.grpc_api import RegistryServicer
 from iir_registry.sources.kubernetes_source import KubernetesSource
-from tests.kube.conftest import eventually, gpu_node, inference_model, pod
+from tests.kube.conftest import gpu_node, inference_model, pod
+from tests.waiting import eventually
 
 NS = "ml"
 

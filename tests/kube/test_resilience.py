@@ -10,7 +10,8 @@ import pytest
 from iir_common.kube import PLURAL, Kube
 from iir_registry.catalogue import Catalogue
 from iir_registry.sources.kubernetes_source import KubernetesSource
-from tests.kube.conftest import Emulator, declare_resources, eventually, gpu_node, inference_model
+from tests.kube.conftest import Emulator, declare_resources, gpu_node, inference_model
+from tests.waiting import eventually
 
 NS = "ml"
 GONE = {

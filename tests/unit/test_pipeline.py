@@ -277,3 +277,36 @@ def test_a_failing_provider_model_opens_its_circuit_and_fallbacks_take_over() ->
     answered = [run(pipeline.run(ctx(dict(body)))).model for _ in range(3)]
     assert answered == ["ext/b"] * 3
     assert [m for m, _ in forwarder.calls] == ["ext/a", "ext/b", "ext/a", "ext/b", "ext/b"]  # then skipped
+
+
+def test_what_a_step_holds_back_passes_only_the_steps_after_it() -> None:
+    seen: list[str] = []
+
+    class Holder(Step):
+        name = "holder"
+
+        def on_chunk(self, ctx: RequestContext, event: Event) -> list[Event]:
+            seen.append("holder")
+            return []  # holds everything until the end
+
+        def on_stream_end(self, ctx: RequestContext) -> list[Event]:
+            return [Event.of({"held": True})]
+
+    class Watcher(Step):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def on_chunk(self, ctx: RequestContext, event: Event) -> list[Event]:
+            seen.append(self.name)
+            return [event]
+
+    source = ListStream([Event.of({"n": 1}), Event.of({"n": 2})], None)
+    answering = Recorder("answer", [], answer=Answer("m", stream=source))
+    pipeline = Pipeline([Watcher("before"), Holder(), Watcher("after"), answering])
+    events = run(_consume(run_answer(pipeline)))
+    assert [e.json() for e in events] == [{"held": True}]
+    assert seen == ["before", "holder", "before", "holder", "after"]
+
+
+def run_answer(pipeline: Pipeline) -> Answer:
+    return run(pipeline.run(ctx()))

@@ -59,6 +59,11 @@ class EventStream(Protocol):
 
     async def __anext__(self) -> Event: ...
 
+    def take_buffered(self) -> list[Event]:
+        """The events that can be had now without waiting (what one network read brought), so a writer
+        can send them together."""
+        ...
+
     async def aclose(self) -> None:
         """Ends the stream now (the upstream call too); safe to call more than once."""
         ...
@@ -80,6 +85,11 @@ class ListStream:
             return self._events.popleft()
         self.completed = True
         raise StopAsyncIteration
+
+    def take_buffered(self) -> list[Event]:
+        events = list(self._events)
+        self._events.clear()
+        return events
 
     async def aclose(self) -> None:
         self._events.clear()

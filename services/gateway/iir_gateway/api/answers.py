@@ -46,8 +46,11 @@ class EventStreamResponse(Response):
 
     async def _send_events(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        async for event in self.stream:
-            await send({"type": "http.response.body", "body": frame(event.raw), "more_body": True})
+        stream = self.stream
+        async for event in stream:
+            more = stream.take_buffered()  # what the same upstream read brought: one write for all
+            body = frame(event.raw) if not more else b"".join(frame(e.raw) for e in (event, *more))
+            await send({"type": "http.response.body", "body": body, "more_body": True})
         tail = DONE_FRAME if self.stream.completed else b""
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 from iir_gateway.answer import Answer, Event
 from iir_gateway.pipeline.context import RequestContext
@@ -24,11 +24,11 @@ class Step:
         """A whole answer passes: the same, or a changed one."""
         return document
 
-    def on_chunk(self, ctx: RequestContext, event: Event) -> Iterable[Event]:
+    def on_chunk(self, ctx: RequestContext, event: Event) -> Sequence[Event]:
         """One event of a stream passes: the events to send on (none while something is held back)."""
         return (event,)
 
-    def on_stream_end(self, ctx: RequestContext) -> Iterable[Event]:
+    def on_stream_end(self, ctx: RequestContext) -> Sequence[Event]:
         """The stream ran to its end: what was held back."""
         return ()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from iir_gateway.answer import Event, EventStream
@@ -20,7 +20,9 @@ class HookedStream:
         self, source: EventStream, steps: Sequence[Step], ctx: RequestContext, on_end: Callable[[], None]
     ) -> None:
         self.source = source
-        self.steps = steps
+        # Only the steps that look at events are called for each one (most do not); with their position.
+        self.steps = [(i, s) for i, s in enumerate(steps) if type(s).on_chunk is not Step.on_chunk]
+        self.enders = [(i, s) for i, s in enumerate(steps) if type(s).on_stream_end is not Step.on_stream_end]
         self.ctx = ctx
         self.on_end = on_end
         self.usage: dict[str, Any] | None = None
@@ -43,21 +45,32 @@ class HookedStream:
                 self._source_done = True
                 self._ended()
                 continue
-            self._pending.extend(self._through(0, (event,)))
+            self._pending.extend(self._through(-1, (event,)))
         return self._pending.popleft()
 
-    def _through(self, start: int, events: Iterable[Event]) -> Iterable[Event]:
+    def take_buffered(self) -> list[Event]:
+        events = list(self._pending)
+        self._pending.clear()
+        if not self._source_done:
+            events += self._through(-1, self.source.take_buffered())
+        return events
+
+    def _through(self, after: int, events: Sequence[Event]) -> Sequence[Event]:
+        """`events` through the chunk hooks of the steps after position `after`."""
         ctx = self.ctx
-        for step in self.steps[start:]:
-            events = [out for event in events for out in step.on_chunk(ctx, event)]
+        for i, step in self.steps:
+            if i > after:
+                if len(events) == 1:  # the common case, without building a list per step
+                    events = step.on_chunk(ctx, events[0])
+                else:
+                    events = [out for event in events for out in step.on_chunk(ctx, event)]
         return events
 
     def _ended(self) -> None:
-        ctx = self.ctx
-        for i, step in enumerate(self.steps):
-            held = step.on_stream_end(ctx)
+        for i, step in self.enders:
+            held = step.on_stream_end(self.ctx)
             if held:
-                self._pending.extend(self._through(i + 1, held))
+                self._pending.extend(self._through(i, held))
 
     async def aclose(self) -> None:
         if self._closed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import deque
 from typing import Any
@@ -18,13 +19,12 @@ from iir_gateway.wire.sse import SSEParser
 
 log = logging.getLogger(__name__)
 
-_TEXT_MARKS = (b'"content":"', b'"text":"', b'"reasoning_content":"', b'"reasoning":"', b'"arguments":"')
-_EMPTY_MARKS = (b'"content":""', b'"text":""', b'"reasoning_content":""', b'"reasoning":""', b'"arguments":""')
+_TEXT_FIELD = re.compile(rb'"(?:content|text|reasoning_content|reasoning|arguments)":"[^"]')
 
 
 def text_fields(raw: bytes) -> int:
     """How many non-empty text fields (content, text, reasoning, tool arguments) an event carries."""
-    return sum(raw.count(m) for m in _TEXT_MARKS) - sum(raw.count(m) for m in _EMPTY_MARKS)
+    return len(_TEXT_FIELD.findall(raw))
 
 
 class StreamRelay:
@@ -73,6 +73,11 @@ class StreamRelay:
                 raise StopAsyncIteration
             await self._read()
         return self._pending.popleft()
+
+    def take_buffered(self) -> list[Event]:
+        events = list(self._pending)
+        self._pending.clear()
+        return events
 
     async def _read(self) -> None:
         chunk, self._next = self._next, b""

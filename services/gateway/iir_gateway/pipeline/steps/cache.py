@@ -4,7 +4,7 @@ it adds up to), after scrubbing, so no secret is kept."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from iir_gateway.answer import Answer, Event, ListStream
@@ -66,7 +66,7 @@ class Cache(Step):
             self._store(ctx, document.json())
         return document
 
-    def on_chunk(self, ctx: RequestContext, event: Event) -> Iterable[Event]:
+    def on_chunk(self, ctx: RequestContext, event: Event) -> Sequence[Event]:
         if ctx.cache_key is not None:
             assembler = ctx.state.get(self.name)
             if assembler is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from iir_gateway.answer import Answer, Event
@@ -141,7 +141,7 @@ class Dispatch(Step):
         assert last is not None
         raise last
 
-    def on_chunk(self, ctx: RequestContext, event: Event) -> Iterable[Event]:
+    def on_chunk(self, ctx: RequestContext, event: Event) -> Sequence[Event]:
         if not ctx.client_usage and _usage_only(event):
             return ()
         return (event,)

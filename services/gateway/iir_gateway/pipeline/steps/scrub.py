@@ -3,7 +3,7 @@ stream event by event, holding back what may be a secret spelled over several ev
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from iir_gateway.answer import Answer, Event
@@ -57,7 +57,7 @@ class Scrub(Step):
         _header(ctx)
         return Event(raw)
 
-    def on_chunk(self, ctx: RequestContext, event: Event) -> Iterable[Event]:
+    def on_chunk(self, ctx: RequestContext, event: Event) -> Sequence[Event]:
         if not self._active(ctx):
             return (event,)
         scrubber = ctx.state.get(self.name)
@@ -65,6 +65,6 @@ class Scrub(Step):
             scrubber = ctx.state[self.name] = self.policy.stream()
         return scrubber.feed(event)
 
-    def on_stream_end(self, ctx: RequestContext) -> Iterable[Event]:
+    def on_stream_end(self, ctx: RequestContext) -> Sequence[Event]:
         scrubber = ctx.state.get(self.name)
         return scrubber.flush() if scrubber is not None else ()
