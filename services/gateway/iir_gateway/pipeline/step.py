@@ -24,9 +24,19 @@ class Step:
         """A whole answer passes: the same, or a changed one."""
         return document
 
+    def wants_chunks(self, ctx: RequestContext) -> bool:
+        """Whether `on_chunk` must see this request's events (asked once, when its stream starts)."""
+        return type(self).on_chunk is not Step.on_chunk
+
     def on_chunk(self, ctx: RequestContext, event: Event) -> Sequence[Event]:
         """One event of a stream passes: the events to send on (none while something is held back)."""
         return (event,)
+
+    def on_chunks(self, ctx: RequestContext, events: Sequence[Event]) -> Sequence[Event]:
+        """The events one upstream read brought, together (a step may check them at once)."""
+        if len(events) == 1:
+            return self.on_chunk(ctx, events[0])
+        return [out for event in events for out in self.on_chunk(ctx, event)]
 
     def on_stream_end(self, ctx: RequestContext) -> Sequence[Event]:
         """The stream ran to its end: what was held back."""

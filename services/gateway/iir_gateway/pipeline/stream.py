@@ -20,8 +20,8 @@ class HookedStream:
         self, source: EventStream, steps: Sequence[Step], ctx: RequestContext, on_end: Callable[[], None]
     ) -> None:
         self.source = source
-        # Only the steps that look at events are called for each one (most do not); with their position.
-        self.steps = [(i, s) for i, s in enumerate(steps) if type(s).on_chunk is not Step.on_chunk]
+        # Only the steps that look at this request's events are called for each one; with their position.
+        self.steps = [(i, s) for i, s in enumerate(steps) if s.wants_chunks(ctx)]
         self.enders = [(i, s) for i, s in enumerate(steps) if type(s).on_stream_end is not Step.on_stream_end]
         self.ctx = ctx
         self.on_end = on_end
@@ -45,25 +45,21 @@ class HookedStream:
                 self._source_done = True
                 self._ended()
                 continue
-            self._pending.extend(self._through(-1, (event,)))
+            buffered = self.source.take_buffered()  # the rest of the same read, through the hooks at once
+            self._pending.extend(self._through(-1, [event, *buffered] if buffered else (event,)))
         return self._pending.popleft()
 
     def take_buffered(self) -> list[Event]:
         events = list(self._pending)
         self._pending.clear()
-        if not self._source_done:
-            events += self._through(-1, self.source.take_buffered())
         return events
 
     def _through(self, after: int, events: Sequence[Event]) -> Sequence[Event]:
         """`events` through the chunk hooks of the steps after position `after`."""
         ctx = self.ctx
         for i, step in self.steps:
-            if i > after:
-                if len(events) == 1:  # the common case, without building a list per step
-                    events = step.on_chunk(ctx, events[0])
-                else:
-                    events = [out for event in events for out in step.on_chunk(ctx, event)]
+            if i > after and events:
+                events = step.on_chunks(ctx, events)
         return events
 
     def _ended(self) -> None:

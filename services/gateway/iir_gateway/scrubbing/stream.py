@@ -11,7 +11,7 @@ was recognised, never what follows it. A clean chunk is relayed as the bytes tha
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from iir_common.secret_scrubber import NEEDLES, REDACTED, TOKEN_KINDS, SecretScrubber, normal_char
@@ -26,6 +26,8 @@ _PROSE_CHARS = 256
 _TOKEN_CHARS = 512
 _BLOCK_CHARS = 8192
 _TOKEN_CHARSET = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-./+=")
+# Characters of ASCII context a needle may have begun in (the longest needle, less its last character).
+_NEEDLE_REACH = max(len(n if isinstance(n, str) else n[0]) for needles in NEEDLES.values() for n in needles) - 1
 _NEEDLE_KIND = {(n if isinstance(n, str) else n[0]): kind for kind, needles in NEEDLES.items() for n in needles}
 
 
@@ -55,10 +57,21 @@ class StreamScrubber:
 
     def feed(self, event: Event) -> list[Event]:
         """One event in; the same event out with its text released or held (as a new event if changed)."""
+        return [self._feed_event(event, True)]
+
+    def feed_all(self, events: Sequence[Event]) -> list[Event]:
+        """`feed` for the events of one read: their other fields are checked in one pass when none of
+        them can hold a secret."""
+        if len(events) == 1:
+            return [self._feed_event(events[0], True)]
+        check = self.scrubber.may_hold_secret(b"".join(e.raw for e in events), split=False)
+        return [self._feed_event(e, check) for e in events]
+
+    def _feed_event(self, event: Event, check: bool) -> Event:
         obj = event.data
         choices = obj.get("choices") if isinstance(obj, dict) else None
         if not isinstance(choices, list) or not choices:
-            return [self._scrubbed(event)]
+            return self._scrubbed(event) if check else event
         if self._template is None:
             self._template = {k: obj[k] for k in ("id", "object", "created", "model") if k in obj}
         changed = False
@@ -71,13 +84,18 @@ class StreamScrubber:
             holder: dict[str, Any] = delta if isinstance(delta, dict) else choice
             for name in _TEXT_FIELDS:
                 text = holder.get(name)
-                state = self.choices.get((index, name))
-                if isinstance(text, str) or (final and state is not None and state.held):
-                    released = self._feed((index, name), text or "", final)
-                    if released != text:
-                        holder[name] = released
-                        changed = True
-        return [self._scrubbed(Event.of(obj) if changed else event)]
+                if not isinstance(text, str):
+                    if not final:
+                        continue
+                    state = self.choices.get((index, name))
+                    if state is None or not state.held:
+                        continue
+                released = self._feed((index, name), text or "", final)
+                if released != text:
+                    holder[name] = released
+                    changed = True
+        out = Event.of(obj) if changed else event
+        return self._scrubbed(out) if check else out
 
     def flush(self) -> list[Event]:
         """Whatever is still held, scrubbed, as one last event (when the stream ends)."""
@@ -123,6 +141,8 @@ class StreamScrubber:
 
     def _first_needle(self, context: str, text: str) -> int | None:
         """Where in `text` the first needle that completes in it starts (0 when it began in `context`)."""
+        if context.isascii():  # a needle ending in `text` began at most its length before it
+            context = context[-_NEEDLE_REACH:]
         low, origin = _lowered(context + text)
         offset = len(context)
         starts = []

@@ -100,11 +100,10 @@ class StreamRelay:
         self._decode(self._parser.feed(chunk))
 
     def _decode(self, payloads: list[bytes]) -> None:
-        decode = self.decoder.decode
-        for payload in payloads:
-            for event in decode(payload):
-                self.text_events += text_fields(event.raw)
-                self._pending.append(event)
+        events = self.decoder.decode_all(payloads)
+        if events:
+            self.text_events += text_fields(events[0].raw if len(events) == 1 else b"\n".join(e.raw for e in events))
+            self._pending.extend(events)
 
     def _broke(self, exc: BaseException) -> None:
         kind = "timeout" if isinstance(exc, TimeoutError) else "protocol"

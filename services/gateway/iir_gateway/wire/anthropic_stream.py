@@ -48,6 +48,9 @@ class AnthropicStreamDecoder:
             return []
         return self._event(event) if isinstance(event, dict) else []
 
+    def decode_all(self, payloads: list[bytes]) -> list[Event]:
+        return [event for payload in payloads for event in self.decode(payload)]
+
     def _event(self, event: dict[str, Any]) -> list[Event]:
         kind = event.get("type")
         if kind == "message_start":

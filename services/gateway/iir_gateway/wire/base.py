@@ -25,6 +25,10 @@ class StreamDecoder(Protocol):
         """The OpenAI events for one upstream `data:` payload (none, one or several)."""
         ...
 
+    def decode_all(self, payloads: list[bytes]) -> list[Event]:
+        """The OpenAI events for the payloads of one network read, in order."""
+        ...
+
 
 class WireCodec(Protocol):
     kind: str

@@ -30,6 +30,17 @@ class OpenAIStreamDecoder:
                 self.usage = usage
         return [event]
 
+    def decode_all(self, payloads: list[bytes]) -> list[Event]:
+        events = [Event(p) for p in payloads if p != DONE]
+        if len(events) < len(payloads):
+            self.done = True
+        for event in events[-2:]:  # the usage event comes last (before [DONE])
+            if b'"usage"' in event.raw:
+                usage = event.json().get("usage")
+                if isinstance(usage, dict):
+                    self.usage = usage
+        return events
+
 
 class OpenAIChatCodec:
     kind = "openai"

@@ -26,6 +26,10 @@ class SSEParser:
             data = data.replace(b"\r\n", b"\n")
         events = data.split(b"\n\n")
         self._tail = events.pop()
+        # The common case, one `data: ` line per event, without a call per event.
+        simple = [e[6:] for e in events if e.startswith(b"data: ") and b"\n" not in e]
+        if len(simple) == len(events):
+            return simple
         return [p for p in map(_payload, events) if p is not None]
 
     def flush(self) -> list[bytes]:

@@ -66,12 +66,14 @@ class Cache(Step):
             self._store(ctx, document.json())
         return document
 
+    def wants_chunks(self, ctx: RequestContext) -> bool:
+        return ctx.cache_key is not None  # a miss to store
+
     def on_chunk(self, ctx: RequestContext, event: Event) -> Sequence[Event]:
-        if ctx.cache_key is not None:
-            assembler = ctx.state.get(self.name)
-            if assembler is None:
-                assembler = ctx.state[self.name] = StreamAssembler()
-            assembler.add(event.json())
+        assembler = ctx.state.get(self.name)
+        if assembler is None:
+            assembler = ctx.state[self.name] = StreamAssembler()
+        assembler.add(event.json())
         return (event,)
 
     def on_complete(self, ctx: RequestContext) -> None:

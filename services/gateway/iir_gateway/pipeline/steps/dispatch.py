@@ -80,8 +80,6 @@ class Lease:
 
 
 def _usage_only(event: Event) -> bool:
-    if b'"usage"' not in event.raw:
-        return False
     data = event.json()
     return isinstance(data.get("usage"), dict) and not data.get("choices")
 
@@ -141,10 +139,11 @@ class Dispatch(Step):
         assert last is not None
         raise last
 
+    def wants_chunks(self, ctx: RequestContext) -> bool:
+        return not ctx.client_usage  # the usage event it asked for on the client's behalf is removed
+
     def on_chunk(self, ctx: RequestContext, event: Event) -> Sequence[Event]:
-        if not ctx.client_usage and _usage_only(event):
-            return ()
-        return (event,)
+        return () if b'"usage"' in event.raw and _usage_only(event) else (event,)
 
     def on_complete(self, ctx: RequestContext) -> None:
         lease = ctx.state.get(self.name)

@@ -57,13 +57,19 @@ class Scrub(Step):
         _header(ctx)
         return Event(raw)
 
-    def on_chunk(self, ctx: RequestContext, event: Event) -> Sequence[Event]:
+    def wants_chunks(self, ctx: RequestContext) -> bool:
         if not self._active(ctx):
-            return (event,)
-        scrubber = ctx.state.get(self.name)
-        if scrubber is None:
-            scrubber = ctx.state[self.name] = self.policy.stream()
+            return False
+        ctx.state[self.name] = self.policy.stream()  # this stream's scrubber
+        return True
+
+    def on_chunk(self, ctx: RequestContext, event: Event) -> Sequence[Event]:
+        scrubber: StreamScrubber = ctx.state[self.name]
         return scrubber.feed(event)
+
+    def on_chunks(self, ctx: RequestContext, events: Sequence[Event]) -> Sequence[Event]:
+        scrubber: StreamScrubber = ctx.state[self.name]
+        return scrubber.feed_all(events)
 
     def on_stream_end(self, ctx: RequestContext) -> Sequence[Event]:
         scrubber = ctx.state.get(self.name)
