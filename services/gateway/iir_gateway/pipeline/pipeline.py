@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 class Pipeline:
     def __init__(self, steps: Sequence[Step]) -> None:
         self.steps = tuple(steps)
+        # Hooks a step does not override are not called (most steps have two or three of five).
+        self._befores = tuple(type(s).before is not Step.before for s in self.steps)
+        self._documents = frozenset(s for s in self.steps if type(s).on_document is not Step.on_document)
+        self._completes = frozenset(s for s in self.steps if type(s).on_complete is not Step.on_complete)
 
     async def run(self, ctx: RequestContext) -> Answer:
         tracer = tracing.tracer()
@@ -40,11 +44,12 @@ class Pipeline:
         ran: list[Step] = []
         answer: Answer | None = None
         try:
-            for step in self.steps:
+            for step, has_before in zip(self.steps, self._befores, strict=True):
                 ran.append(step)
-                answer = await step.before(ctx)
-                if answer is not None:
-                    break
+                if has_before:
+                    answer = await step.before(ctx)
+                    if answer is not None:
+                        break
             if answer is None:
                 raise APIError(500, "No step answered the request.", code="internal_error")
         except APIError as exc:
@@ -60,24 +65,26 @@ class Pipeline:
         ctx.answered_by = answer.model
         ctx.status = 200
         if answer.stream is not None:
-            answer.stream = HookedStream(answer.stream, ran, ctx, lambda: self._stream_ended(ran, ctx, answer))
+            answer.stream = HookedStream(answer.stream, ran, ctx, self._stream_ended)
         else:
             assert answer.document is not None
             for step in ran:
-                answer.document = step.on_document(ctx, answer.document)
+                if step in self._documents:
+                    answer.document = step.on_document(ctx, answer.document)
             ctx.usage, ctx.ok = answer.usage(), True
             self._complete(ran, ctx, None)
         answer.headers.update(ctx.response_headers)
         return answer
 
-    def _stream_ended(self, ran: Sequence[Step], ctx: RequestContext, answer: Answer) -> None:
-        assert answer.stream is not None
-        ctx.usage, ctx.ok = answer.stream.usage, answer.stream.completed
-        self._complete(ran, ctx, None)
+    def _stream_ended(self, stream: HookedStream) -> None:
+        ctx = stream.ctx
+        ctx.usage, ctx.ok = stream.usage, stream.completed
+        self._complete(stream.ran, ctx, None)
 
-    @staticmethod
-    def _complete(ran: Sequence[Step], ctx: RequestContext, error: APIError | None) -> None:
+    def _complete(self, ran: Sequence[Step], ctx: RequestContext, error: APIError | None) -> None:
         for step in ran:
+            if step not in self._completes:
+                continue
             try:
                 step.on_complete(ctx)
             except Exception:  # one step's accounting failing must not skip the others'

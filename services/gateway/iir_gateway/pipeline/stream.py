@@ -14,16 +14,24 @@ from iir_gateway.pipeline.step import Step
 class HookedStream:
     """Each event of `source` goes through every step's `on_chunk` in order; when the source ends, each
     step's `on_stream_end` adds what it held back (through the steps after it). `aclose` closes the
-    source, and calls `on_end` once, however the stream ended."""
+    source, and calls `on_end` (with this stream) once, however the stream ended. Nothing here points
+    back at the answer, so a finished request is freed at once, not by the garbage collector."""
 
     def __init__(
-        self, source: EventStream, steps: Sequence[Step], ctx: RequestContext, on_end: Callable[[], None]
+        self,
+        source: EventStream,
+        steps: Sequence[Step],
+        ctx: RequestContext,
+        on_end: Callable[[HookedStream], None],
     ) -> None:
         self.source = source
         # Only the steps that look at this request's events are called for each one; with their position.
-        self.steps = [(i, s) for i, s in enumerate(steps) if s.wants_chunks(ctx)]
+        self.steps = [
+            (i, s) for i, s in enumerate(steps) if type(s).on_chunk is not Step.on_chunk and s.wants_chunks(ctx)
+        ]
         self.enders = [(i, s) for i, s in enumerate(steps) if type(s).on_stream_end is not Step.on_stream_end]
         self.ctx = ctx
+        self.ran = steps
         self.on_end = on_end
         self.usage: dict[str, Any] | None = None
         self.completed = False
@@ -74,4 +82,4 @@ class HookedStream:
         self._closed = True
         await self.source.aclose()
         self.usage, self.completed = self.source.usage, self.source.completed and self._source_done
-        self.on_end()
+        self.on_end(self)
