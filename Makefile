@@ -16,7 +16,7 @@ REGISTRY ?= ghcr.io/iir-dev
 TAG      ?= 0.1.0
 DOCKER   ?= docker
 
-.PHONY: install protos classifier-model dev test typecheck lock lint fmt docs bench bench-tools clean images helm \
+.PHONY: install protos classifier-model dev test test-vllm typecheck lock lint fmt docs bench bench-tools clean images helm \
         helm-lint kustomize skaffold-dev
 
 install: $(STAMP) gen/.stamp
@@ -64,6 +64,12 @@ test: install classifier-model
 	$(PY) -m mypy $(MYPY_PACKAGES)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
+
+# The contract suite against a real vLLM (CPU build, SmolLM2-135M), through the gateway. Builds its
+# environment once in .cache/vllm (about 10 minutes the first time), then reuses it.
+test-vllm: install classifier-model
+	$(PY) -m iir_dev.real_vllm build
+	IIR_TEST_VLLM=1 $(PY) -m pytest -q tests/vllm
 
 typecheck: install
 	$(PY) -m mypy $(MYPY_PACKAGES)

@@ -1,0 +1,60 @@
+"""The contract suite against a real vLLM (the CPU build serving SmolLM2-135M), through the gateway.
+
+Collected only by `make test-vllm` (IIR_TEST_VLLM=1), which builds the environment once in `.cache/vllm`
+(see `iir_dev.real_vllm`); `make test` leaves it out.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from iir_dev import datastores, real_vllm
+from iir_dev.stack import Stack
+from tests.conftest import inference_model, write_models
+
+if os.environ.get("IIR_TEST_VLLM") != "1":
+    collect_ignore_glob = ["test_*.py"]
+
+MODEL = f"local/{real_vllm.SERVED}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    proc = real_vllm.serve(port, tmp_path_factory.mktemp("vllm") / "vllm.log")
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(30)
+
+
+@pytest.fixture(scope="session")
+def vllm_stack(vllm_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    work = tmp_path_factory.mktemp("vllm-stack")
+    write_models(work / "models.yaml", [inference_model(real_vllm.SERVED, f"{vllm_url}/v1")])
+    pg = datastores.postgres(work, database="iir_test_vllm")
+    rd = datastores.redis(work)
+    stack = Stack(workdir=work, database_url=pg.url, redis_url=rd.url)
+    stack.start()
+    yield stack
+    stack.stop()
+    pg.stop()
+    rd.stop()
+
+
+@pytest.fixture(scope="session")
+def key(vllm_stack: Stack) -> str:
+    return vllm_stack.create_key("vllm-contract")
+
+
+RECORDINGS = Path(__file__).resolve().parents[1] / "data" / "vllm"

