@@ -77,7 +77,7 @@ def test_anthropic_request_and_answer_golden_pair() -> None:
     )
     assert answer is not None
     data = answer.json()
-    assert data["choices"][0]["message"] == {"role": "assistant", "content": "Hello"}
+    assert data["choices"][0]["message"] == {"role": "assistant", "content": "Hello", "refusal": None}
     assert data["choices"][0]["finish_reason"] == "length"
     assert data["usage"] == {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9}
 

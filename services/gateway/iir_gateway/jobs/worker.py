@@ -217,7 +217,12 @@ class JobWorker:
         it was queued, its tokens are counted now); a token-limit 429 waits for the bucket a few times."""
         for waits in range(RATE_LIMIT_WAITS + 1):
             ctx = RequestContext(
-                job.path, ChatCompletionRequest, principal=job.caller(), body=body, count_request=False
+                job.path,
+                ChatCompletionRequest,
+                principal=job.caller(),
+                body=body,
+                count_request=False,
+                request_id=job.id,  # vLLM names its answer after it (`chatcmpl-<request id>`)
             )
             try:
                 answer = await self.pipeline.run(ctx)

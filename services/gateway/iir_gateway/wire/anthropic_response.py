@@ -55,7 +55,11 @@ def from_anthropic(message: dict[str, Any]) -> dict[str, Any]:
                     },
                 }
             )
-    reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not tool_calls else None}
+    reply: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(text) if text or not tool_calls else None,
+        "refusal": None,  # OpenAI's schema requires it
+    }
     if tool_calls:
         reply["tool_calls"] = tool_calls
     if reasoning:
