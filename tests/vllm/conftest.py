@@ -41,7 +41,7 @@ def vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def vllm_stack(vllm_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("vllm-stack")
-    write_models(work / "models.yaml", [inference_model(real_vllm.SERVED, f"{vllm_url}/v1")])
+    write_models(work / "models.yaml", [inference_model(real_vllm.SERVED, vllm_url)])
     pg = datastores.postgres(work, database="iir_test_vllm")
     rd = datastores.redis(work)
     stack = Stack(workdir=work, database_url=pg.url, redis_url=rd.url)
