@@ -6,7 +6,6 @@ from collections.abc import Mapping
 
 from starlette.responses import Response
 
-from iir_common.logging import request_id_var
 from iir_gateway.api.answers import to_response
 from iir_gateway.pipeline.context import BodyReader, RequestContext
 from iir_gateway.pipeline.pipeline import Pipeline
@@ -28,6 +27,5 @@ async def serve_inference(
         headers=headers,
         client_ip=client_ip,
         read_body=read_body,
-        request_id=request_id_var.get() or "",
     )
     return to_response(await pipeline.run(ctx))

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from iir_common.logging import request_id_var
 from iir_gateway.limits.token_estimate import TokenEstimate, estimate_tokens
 from iir_gateway.pipeline.request_span import RequestSpan
 from iir_gateway.principal import Principal
@@ -25,7 +26,7 @@ class RequestContext:
     headers: Mapping[str, str] = field(default_factory=dict)
     client_ip: str = ""
     read_body: BodyReader | None = None  # the HTTP edge reads the body only once the key is known
-    request_id: str = ""
+    request_id: str = field(default_factory=lambda: request_id_var.get() or "")  # the edge's, for logs upstream
     count_request: bool = True  # False for a job, counted against its key's RPM when it was queued
 
     principal: Principal | None = None  # authenticate (or set by the caller, for a job)

@@ -20,15 +20,7 @@ class OpenAIStreamDecoder:
         self.done = False
 
     def decode(self, payload: bytes) -> list[Event]:
-        if payload == DONE:
-            self.done = True
-            return []
-        event = Event(payload)
-        if b'"usage"' in payload:
-            usage = event.json().get("usage")
-            if isinstance(usage, dict):
-                self.usage = usage
-        return [event]
+        return self.decode_all([payload])
 
     def decode_all(self, payloads: list[bytes]) -> list[Event]:
         events = [Event(p) for p in payloads if p != DONE]
