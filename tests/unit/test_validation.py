@@ -67,3 +67,13 @@ def test_unparseable_bodies_are_400(content: bytes) -> None:
     with pytest.raises(APIError) as err:
         parse_json_object(content)
     assert (err.value.status, err.value.code) == (400, "invalid_json")
+
+
+def test_a_request_without_a_model_goes_to_the_default_model() -> None:
+    ctx = RequestContext("chat/completions", ChatCompletionRequest, body={"messages": MESSAGES})
+    asyncio.run(Validate(default_model="auto").before(ctx))
+    assert ctx.model == "auto"
+    embeddings = RequestContext("embeddings", EmbeddingRequest, body={"input": "x"})
+    with pytest.raises(APIError) as refused:  # an embedding model is never guessed
+        asyncio.run(Validate(default_model="auto").before(embeddings))
+    assert refused.value.param == "model"

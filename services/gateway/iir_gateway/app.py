@@ -59,7 +59,7 @@ def inference_pipeline(rt: Runtime) -> Pipeline:
     return Pipeline(
         [
             Authenticate(rt.auth),
-            Validate(),
+            Validate(rt.settings.default_model),
             Scrub(rt.scrubbing),
             AutoRoute(rt.auto),
             Access(rt.directory),

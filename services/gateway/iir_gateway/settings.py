@@ -35,6 +35,8 @@ class GatewaySettings(IIRSettings):
     # `model: "auto"` routing: policies (YAML, see README); without a file, `auto` means this model.
     routing_file: str = ""
     auto_default_model: str = "local/llama-3-8b-instruct"
+    # The model of a chat or completions request that names none ("": such a request is a 400).
+    default_model: str = "auto"
     # Deadline of the classifier call; past it the policy's default model answers.
     classifier_timeout_s: float = 0.05
     # External providers (YAML): base URLs, key sources, models and fallbacks, timeouts; see README.

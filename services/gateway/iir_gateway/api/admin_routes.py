@@ -154,7 +154,8 @@ async def create_key(request: Request) -> Response:
             cache_mode=body.cache_mode,
         ),
     )
-    return _json({**key_json(reply.info), "key": reply.key}, status=201)
+    # `api_key` is the onboarding guide's name for the secret; `key` is IIR's.
+    return _json({**key_json(reply.info), "key": reply.key, "api_key": reply.key}, status=201)
 
 
 @router.get("", summary="List keys (without secrets)")
@@ -185,7 +186,7 @@ async def revoke_key_post(key_id: str, request: Request) -> Response:
 async def rotate_key(key_id: str, request: Request) -> Response:
     gw = await require_admin(request)
     reply = await _call(gw.auth_stub.RotateKey, auth_pb2.KeyRef(id=key_id))
-    return _json({**key_json(reply.info), "key": reply.key, "replaces": key_id}, status=201)
+    return _json({**key_json(reply.info), "key": reply.key, "api_key": reply.key, "replaces": key_id}, status=201)
 
 
 @router.get("/{key_id}/usage", summary="Requests and tokens by model and day")

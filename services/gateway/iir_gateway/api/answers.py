@@ -3,11 +3,13 @@ as the client goes away."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from iir_gateway.answer import Answer, EventStream
+from iir_gateway.answer import Answer, Event, EventStream
 from iir_gateway.wire.sse import DONE_FRAME, frame
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -53,6 +55,44 @@ class EventStreamResponse(Response):
             await send({"type": "http.response.body", "body": body, "more_body": True})
         tail = DONE_FRAME if self.stream.completed else b""
         await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+def _renamed(event: Event, answer_id: str) -> Event:
+    data = event.data
+    if not isinstance(data, dict) or "id" not in data or data["id"] == answer_id:
+        return event
+    return Event.of({**data, "id": answer_id})
+
+
+class _RenamedStream:
+    """A stream whose events carry the id the client chose."""
+
+    def __init__(self, stream: EventStream, answer_id: str) -> None:
+        self.inner, self.answer_id = stream, answer_id
+
+    def __getattr__(self, name: str) -> Any:  # usage, completed
+        return getattr(self.inner, name)
+
+    def __aiter__(self) -> _RenamedStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        return _renamed(await self.inner.__anext__(), self.answer_id)
+
+    def take_buffered(self) -> list[Event]:
+        return [_renamed(e, self.answer_id) for e in self.inner.take_buffered()]
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def with_id(answer: Answer, answer_id: str) -> Answer:
+    """The answer with `answer_id` as its `id` (and its stream's events'): the client's `X-Request-ID`."""
+    if answer.stream is not None:
+        answer.stream = _RenamedStream(answer.stream, answer_id)
+    elif answer.document is not None:
+        answer.document = _renamed(answer.document, answer_id)
+    return answer
 
 
 def to_response(answer: Answer) -> Response:

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 
 from starlette.responses import Response
 
-from iir_gateway.api.answers import to_response
+from iir_common.logging import request_id_var
+from iir_gateway.api.answers import to_response, with_id
 from iir_gateway.pipeline.context import BodyReader, RequestContext
 from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.schemas import InferenceRequest
@@ -28,4 +29,8 @@ async def serve_inference(
         client_ip=client_ip,
         read_body=read_body,
     )
-    return to_response(await pipeline.run(ctx))
+    answer = await pipeline.run(ctx)
+    client_id = headers.get("x-request-id")
+    if client_id and client_id == request_id_var.get():  # the client's, and valid (else IIR made one)
+        answer = with_id(answer, client_id)
+    return to_response(answer)

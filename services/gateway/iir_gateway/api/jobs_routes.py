@@ -14,10 +14,12 @@ from starlette.responses import Response, StreamingResponse
 from iir_gateway.api.answers import SSE_HEADERS
 from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.errors import APIError
+from iir_gateway.keys.authenticator import extract_key
 from iir_gateway.jobs.store import FINAL, Job, QueueFull
 from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.principal import Principal
+from iir_gateway.routing.auto_router import is_auto
 from iir_gateway.runtime import Runtime
 from iir_gateway.schemas import ChatCompletionRequest, validate_body
 
@@ -29,9 +31,15 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-async def _caller(request: Request) -> tuple[Runtime, Principal]:
+async def _caller(request: Request, query_key: bool = False) -> tuple[Runtime, Principal]:
+    """The runtime and the caller. With `query_key`, a key in `?api_key=` counts too (a browser's
+    `EventSource` cannot send headers); the access log never shows the query string."""
     gw: Runtime = request.app.state.gateway
-    return gw, await gw.auth.authenticate(request.headers, client_ip(request))
+    headers: Any = request.headers
+    key = request.query_params.get("api_key") if query_key else None
+    if key and extract_key(headers) is None:
+        headers = {**headers, "authorization": f"Bearer {key}"}
+    return gw, await gw.auth.authenticate(headers, client_ip(request))
 
 
 async def _owned(gw: Runtime, principal: Principal, job_id: str) -> Job:
@@ -42,8 +50,11 @@ async def _owned(gw: Runtime, principal: Principal, job_id: str) -> Job:
 
 
 async def _submit(gw: Runtime, principal: Principal, kind: str, body: dict[str, Any]) -> Job:
+    if gw.settings.default_model and body.get("model") is None:
+        body["model"] = gw.settings.default_model
     validate_body(ChatCompletionRequest, body)
-    gw.directory.check_access(body["model"], principal)  # refused now, not when a worker picks it up
+    if not is_auto(body["model"]):  # refused now, not when a worker picks it up (auto chooses later)
+        gw.directory.check_access(body["model"], principal)
     size = len(orjson.dumps(body))
     if size > gw.settings.job_max_bytes:
         raise APIError(
@@ -93,8 +104,9 @@ async def cancel_async_chat(job_id: str, request: Request) -> Response:
     return _json({"job_id": job_id, "status": "cancelled"})
 
 
-async def _events(gw: Runtime, job_id: str) -> AsyncIterator[bytes]:
-    """The job's events from the start, then as they come, until it is final (as SSE)."""
+async def _events(gw: Runtime, job_id: str) -> AsyncIterator[tuple[str, bytes]]:
+    """The job's events (kind, JSON) from the start, then as they come, until it is final; ("", b"")
+    while nothing happens, for a keep-alive."""
     key = gw.jobs.events(job_id)
     last = "0-0"
     while True:
@@ -103,25 +115,30 @@ async def _events(gw: Runtime, job_id: str) -> AsyncIterator[bytes]:
             job = await gw.jobs.get(job_id)
             if job is None or job.status in FINAL:
                 return
-            yield b": keep-alive\n\n"
+            yield "", b""
             continue
         for entry_id, fields in got[0][1]:
             last = entry_id.decode()
             kind = fields[b"kind"].decode()
-            yield b"event: " + kind.encode() + b"\ndata: " + fields[b"data"] + b"\n\n"
+            yield kind, fields[b"data"]
             if kind == "status" and orjson.loads(fields[b"data"]).get("status") in FINAL:
                 return
 
 
-def _stream(gw: Runtime, job_id: str) -> StreamingResponse:
-    return StreamingResponse(_events(gw, job_id), media_type="text/event-stream", headers=SSE_HEADERS)
+async def _named_events(gw: Runtime, job_id: str) -> AsyncIterator[bytes]:
+    async for kind, data in _events(gw, job_id):
+        yield b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n" if kind else b": keep-alive\n\n"
+
+
+def _stream(events: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 @router.get(ASYNC_CHAT + "/{job_id}/events", summary="A job's status and tokens as server-sent events")
 async def async_chat_events(job_id: str, request: Request) -> Response:
     gw, principal = await _caller(request)
     await _owned(gw, principal, job_id)
-    return _stream(gw, job_id)
+    return _stream(_named_events(gw, job_id))
 
 
 # The task API of the first design ----------------------------------------------------------------------------
@@ -137,12 +154,31 @@ class GenerateRequest(BaseModel):
     model: str | None = None
 
 
+# The task API's names for a job's status (the OpenAI-shaped routes keep IIR's own).
+_TASK_STATUS = {"pending": "queued", "running": "processing", "cancelled": "failed"}
+_TASK_MESSAGE = {
+    "queued": "Your request is being processed. Use the task_id to check status.",
+    "processing": "Task is currently being processed",
+    "completed": "Task completed",
+    "failed": "Task failed",
+}
+
+
+def _task_status(status: str) -> str:
+    return _TASK_STATUS.get(status, status)
+
+
+def _task(job_id: str, status: str, **fields: Any) -> dict[str, Any]:
+    task = _task_status(status)
+    return {"status": task, "task_id": job_id, "id": job_id, "message": _TASK_MESSAGE.get(task, task), **fields}
+
+
 @router.post("/generate", summary="Queue a generation (task API)", status_code=202)
 async def generate(request: Request) -> Response:
     gw, principal = await _caller(request)
     req = validate_body(GenerateRequest, await read_json_object(request, gw.settings.max_body_bytes))
     body: dict[str, Any] = {
-        "model": req.model or gw.settings.auto_default_model,
+        "model": req.model or gw.settings.default_model or gw.settings.auto_default_model,
         "messages": [{"role": "user", "content": req.prompt}],
     }
     for name in ("max_tokens", "temperature", "top_p"):
@@ -151,14 +187,14 @@ async def generate(request: Request) -> Response:
     if req.user_id:
         body["user"] = req.user_id
     job = await _submit(gw, principal, "generate", body)
-    return _json({"id": job.id, "status": job.status}, 202)
+    return _json(_task(job.id, job.status), 202)
 
 
-@router.get("/status/{job_id}", summary="A task's status")
+@router.get("/status/{job_id}", summary="A task's status: queued, processing, completed or failed")
 async def status(job_id: str, request: Request) -> Response:
     gw, principal = await _caller(request)
     job = await _owned(gw, principal, job_id)
-    return _json({"id": job.id, "status": job.status, "attempts": job.attempts, "created_at": int(job.created_at)})
+    return _json(_task(job.id, job.status, attempts=job.attempts, created_at=int(job.created_at)))
 
 
 def _text(job: Job) -> str:
@@ -166,28 +202,76 @@ def _text(job: Job) -> str:
     return str((choice.get("message") or {}).get("content") or "")
 
 
+def _task_result(job: Job) -> tuple[dict[str, Any], int]:
+    """`GET /result`'s body and status: the text and metrics, the error, or the status while it runs."""
+    if job.status == "completed":
+        return _task(job.id, job.status, result=_text(job), text=_text(job), metrics=job.metrics()), 200
+    if job.status in FINAL:
+        error = job.error or {}
+        failure = {
+            "error_message": error.get("message") or f"The task was {job.status}.",
+            "error_type": error.get("code") or error.get("type") or job.status,
+            "error": job.error,
+        }
+        return {**_task(job.id, job.status, **failure), "status": "error"}, 200
+    return _task(job.id, job.status), 202
+
+
 @router.get("/result/{job_id}", summary="A task's text and metrics")
 async def result(job_id: str, request: Request) -> Response:
     gw, principal = await _caller(request)
-    job = await _owned(gw, principal, job_id)
-    if job.status == "completed":
-        return _json({"id": job.id, "status": job.status, "text": _text(job), "metrics": job.metrics()})
-    if job.status in FINAL:
-        return _json({"id": job.id, "status": job.status, "error": job.error})
-    return _json({"id": job.id, "status": job.status}, 202)
+    body, code = _task_result(await _owned(gw, principal, job_id))
+    return _json(body, code)
 
 
-@router.get("/stream/{job_id}", summary="A task's tokens as server-sent events")
+async def _task_events(gw: Runtime, job: Job) -> AsyncIterator[bytes]:
+    """The task's progress as unnamed events (what a browser's `EventSource.onmessage` receives):
+    `{"status", "task_id", "message"}`, each token as `token`, and at the end the result or the error."""
+
+    def event(data: dict[str, Any]) -> bytes:
+        return b"data: " + orjson.dumps(data) + b"\n\n"
+
+    yield event(_task(job.id, job.status))
+    async for kind, raw in _events(gw, job.id):
+        if not kind:
+            yield b": keep-alive\n\n"
+        elif kind == "token":
+            choices = orjson.loads(raw).get("choices") or [{}]
+            token = (choices[0].get("delta") or {}).get("content")
+            if token:
+                yield event(_task(job.id, "running", token=token))
+        elif kind == "restart":
+            yield event(_task(job.id, "running", restart=True))
+        elif kind == "status":
+            status = orjson.loads(raw).get("status", "")
+            if status in FINAL:
+                final = await gw.jobs.get(job.id)
+                if final is not None:
+                    body, _ = _task_result(final)
+                    yield event({**body, "status": _task_status(final.status)})
+            else:
+                yield event(_task(job.id, status))
+
+
+@router.get("/stream/{job_id}", summary="A task's progress as server-sent events (`?api_key=` for EventSource)")
 async def stream(job_id: str, request: Request) -> Response:
-    gw, principal = await _caller(request)
-    await _owned(gw, principal, job_id)
-    return _stream(gw, job_id)
+    gw, principal = await _caller(request, query_key=True)
+    job = await _owned(gw, principal, job_id)
+    return _stream(_task_events(gw, job))
+
+
+class InferInput(BaseModel):
+    """`/infer`'s `input` as an object: a prompt, or chat messages."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str | None = Field(default=None, min_length=1)
+    messages: list[dict[str, Any]] | None = Field(default=None, min_length=1)
 
 
 class InferRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     model: str = Field(min_length=1)
-    input: str | list[dict[str, Any]]
+    input: str | list[dict[str, Any]] | InferInput
     async_: bool = Field(default=False, alias="async")
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -198,7 +282,12 @@ async def infer(request: Request) -> Response:
     gw, principal = await _caller(request)
     raw = await read_json_object(request, gw.settings.max_body_bytes)
     req = validate_body(InferRequest, raw)
-    messages = [{"role": "user", "content": req.input}] if isinstance(req.input, str) else req.input
+    if isinstance(req.input, InferInput):
+        if req.input.messages is None and req.input.prompt is None:
+            raise APIError(400, "`input` needs a `prompt` or `messages`.", code="invalid_value", param="input")
+        messages = req.input.messages or [{"role": "user", "content": req.input.prompt}]
+    else:
+        messages = [{"role": "user", "content": req.input}] if isinstance(req.input, str) else req.input
     body: dict[str, Any] = {"model": req.model, "messages": messages}
     for name in ("max_tokens", "temperature"):
         if getattr(req, name) is not None:

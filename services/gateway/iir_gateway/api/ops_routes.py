@@ -21,6 +21,7 @@ async def health(request: Request) -> Response:
 
 
 @router.get("/health/live", summary="Liveness: the process answers")
+@router.get("/healthz", summary="Liveness: the process answers (the Inference Gateway's name)")
 async def live() -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,10 +77,23 @@ async def registry_status(request: Request) -> Response:
     return _render(reply) if principal.admin else _render_public(reply, principal)
 
 
-@router.post("/v1/registry/refresh", summary="Re-list every model source now (admin)")
+# Keys without admin rights may ask for a re-list (the onboarding guide does), at most this often per
+# gateway process; in between they get the current status.
+PUBLIC_REFRESH_INTERVAL_S = 10.0
+
+
+@router.post(
+    "/v1/registry/refresh",
+    summary="Re-list every model source now (admin keys; other keys at most every 10 s per gateway)",
+)
 async def registry_refresh(request: Request) -> Response:
     gw: Runtime = request.app.state.gateway
     principal = await gw.auth.authenticate(request.headers, client_ip(request))
-    if not principal.admin:
-        raise APIError(403, "Refreshing the registry needs an admin key.", code="admin_required")
-    return _render(await _call(gw, "refresh"))
+    if principal.admin:
+        return _render(await _call(gw, "refresh"))
+    state = request.app.state
+    now = time.monotonic()
+    due = now - getattr(state, "public_refresh_at", -PUBLIC_REFRESH_INTERVAL_S) >= PUBLIC_REFRESH_INTERVAL_S
+    if due:
+        state.public_refresh_at = now
+    return _render_public(await _call(gw, "refresh" if due else "status"), principal)

@@ -64,17 +64,20 @@ class Job:
         return out
 
     def metrics(self) -> dict[str, Any]:
+        """Timings and tokens, under the task API's names and (for older clients) IIR's first ones."""
         usage = (self.result or {}).get("usage") or {}
         queue = (self.started_at or time.time()) - self.created_at
         processing = (self.finished_at - self.started_at) if self.finished_at and self.started_at else 0.0
         completion = int(usage.get("completion_tokens") or 0)
+        rate = round(completion / processing, 2) if processing > 0 else 0.0
+        timings = {"queue_wait": round(queue, 3), "processing": round(processing, 3), "total": round(queue + processing, 3)}
         return {
-            "queue_wait_s": round(queue, 3),
-            "processing_s": round(processing, 3),
-            "total_s": round(queue + processing, 3),
+            **{f"{name}_time": value for name, value in timings.items()},
             "prompt_tokens": int(usage.get("prompt_tokens") or 0),
             "completion_tokens": completion,
-            "tokens_per_s": round(completion / processing, 2) if processing > 0 else 0.0,
+            "tokens_per_second": rate,
+            **{f"{name}_s": value for name, value in timings.items()},
+            "tokens_per_s": rate,
         }
 
 

@@ -11,9 +11,14 @@ from iir_gateway.schemas import validate_body
 class Validate(Step):
     name = "validate"
 
+    def __init__(self, default_model: str = "") -> None:
+        self.default_model = default_model
+
     async def before(self, ctx: RequestContext) -> Answer | None:
         if ctx.read_body is not None:
             ctx.body = await ctx.read_body()
+        if self.default_model and ctx.endpoint != "embeddings" and ctx.body.get("model") is None:
+            ctx.body["model"] = self.default_model
         ctx.request = request = validate_body(ctx.schema, ctx.body)
         ctx.model = request.model
         ctx.stream = bool(getattr(request, "stream", False))
