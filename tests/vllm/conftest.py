@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -31,6 +30,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A vLLM started for the session, or the one at IIR_VLLM_URL (`python -m iir_dev.real_vllm serve`)."""
+    if os.environ.get("IIR_VLLM_URL"):
+        yield os.environ["IIR_VLLM_URL"].rstrip("/")
+        return
     port = _free_port()
     proc = real_vllm.serve(port, tmp_path_factory.mktemp("vllm") / "vllm.log")
     yield f"http://127.0.0.1:{port}"
@@ -55,6 +58,3 @@ def vllm_stack(vllm_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 @pytest.fixture(scope="session")
 def key(vllm_stack: Stack) -> str:
     return vllm_stack.create_key("vllm-contract")
-
-
-RECORDINGS = Path(__file__).resolve().parents[1] / "data" / "vllm"
