@@ -107,7 +107,8 @@ def parse_stream(text: str) -> list[Any]:
 
 def shape(value: Any) -> Any:
     """The structure of a JSON value: dict keys with their values' shapes, a list's distinct element
-    shapes (sorted: order and count are the generation's, not the format's), scalars' types; an error object keeps its `type`, `param` and `code` values."""
+    shapes (sorted: order and count are the generation's, not the format's), scalars' types; an
+    error object keeps its `type`, `param` and `code` values."""
     if isinstance(value, dict):
         out = {k: shape(v) for k, v in sorted(value.items())}
         err = value.get("error")
