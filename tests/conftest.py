@@ -17,6 +17,7 @@ from iir_dev.stack import REPO, Stack, http_ok
 from tests.waiting import unavailable, wait_for
 
 SERVED = "llama-3-8b-instruct"
+EMBEDDER = "e5-small"  # an embedding model of the simulated vLLM
 MASTER_KEY = "iir-test-master-" + uuid.uuid4().hex
 STATIC_KEY = "iir-test-static-" + uuid.uuid4().hex
 
@@ -73,7 +74,7 @@ def inference_model(
         "apiVersion": "iir.dev/v1alpha1",
         "kind": "InferenceModel",
         "metadata": {"name": name, "namespace": "test"},
-        "spec": {"servedName": served or name, "source": {"huggingFace": f"test/{name}"}, **routing},
+        "spec": {"servedName": served or name, "source": {"huggingFace": {"id": f"test/{name}"}}, **routing},
         "status": {
             "phase": phase,
             "readyReplicas": 1 if url else 0,
@@ -117,6 +118,7 @@ def make_stack(workdir: Path, database_url: str, redis_url: str, slow_url: str, 
             "IIR_DOCS_ENABLED": "true",
             # Tests stand for clients behind a proxy on loopback, each address its X-Forwarded-For.
             "IIR_TRUSTED_PROXIES": "127.0.0.1",
+            "IIR_SIM_EMBEDDING_MODELS": EMBEDDER,
             **env,
         },
     )
@@ -130,6 +132,7 @@ def make_stack(workdir: Path, database_url: str, redis_url: str, slow_url: str, 
             inference_model("dead-with-fallback", dead, fallbacks=[f"local/{SERVED}"]),
             inference_model("ghost", stack.sim_url),  # the simulated backend does not serve "ghost"
             inference_model("pending", None, phase="Pending"),
+            inference_model(EMBEDDER, stack.sim_url),
         ],
     )
     stack.start()

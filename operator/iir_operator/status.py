@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from iir_common.inference_model import InferenceModelView
 from iir_operator.plan import Plan
 from iir_operator.sizing import FORMULA
 
@@ -61,6 +62,7 @@ def failed_status(im: Obj, reason: str, message: str) -> Obj:
     previous = (im.get("status") or {}).get("conditions") or []
     return {
         "phase": "Failed",
+        "servedName": InferenceModelView.of(im).served_name,
         "reason": reason,
         "message": message,
         "replicas": 0,
@@ -106,6 +108,7 @@ def compute_status(im: Obj, plan: Plan, deployment: Obj | None, pods: list[Obj])
     previous = (im.get("status") or {}).get("conditions") or []
     status: Obj = {
         "phase": phase,
+        "servedName": InferenceModelView.of(im).served_name,
         "reason": reason,
         "message": message,
         "replicas": desired,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 from iir_dev.stack import Stack
 from tests.conftest import SERVED
@@ -92,3 +93,12 @@ def test_registry_status_and_refresh(stack: Stack, api_key: str) -> None:
     ok = httpx.post(f"{stack.gateway_url}/v1/registry/refresh", headers={"Authorization": f"Bearer {MASTER_KEY}"})
     assert ok.status_code == 200 and ok.json()["models"]
     assert httpx.get(f"{stack.gateway_url}/v1/registry/status").status_code == 401
+
+
+def test_an_sdk_without_v1_in_its_base_url_is_told_what_to_set(stack: Stack, api_key: str) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=stack.gateway_url, api_key=api_key, max_retries=0)
+    with pytest.raises(openai.NotFoundError) as missed:
+        client.chat.completions.create(model="local/x", messages=[{"role": "user", "content": "hi"}])
+    assert f"{stack.gateway_url}/v1" in missed.value.message and "/v1" in missed.value.message

@@ -18,7 +18,7 @@ import yaml
 
 from iir_dev import datastores
 from iir_dev.stack import REPO, Stack, http_ok
-from tests.conftest import SERVED, STATIC_KEY
+from tests.conftest import EMBEDDER, SERVED, STATIC_KEY
 from tests.waiting import wait_for
 
 OPENAI_KEY = "sk-test-" + uuid.uuid4().hex
@@ -80,7 +80,7 @@ def gateway(stack: Stack, fakes: dict[str, str], tmp_path_factory: pytest.TempPa
                 "api_key_env": "IIR_TEST_VAULT_KEY_UNSET",
                 "models": ["gpt-4o-mini"],
             },
-            "llamacpp": {"base_url": f"{stack.sim_url}/v1", "api_key_required": False, "models": [SERVED]},
+            "llamacpp": {"base_url": f"{stack.sim_url}/v1", "api_key_required": False, "models": [SERVED, EMBEDDER]},
         }
     }
     path = work / "providers.yaml"
@@ -264,12 +264,12 @@ def test_openai_chat_stream_and_embeddings(client: openai.OpenAI, fakes: dict[st
 def test_any_openai_compatible_server_by_name(client: openai.OpenAI) -> None:
     answer = client.chat.completions.create(model=f"llamacpp/{SERVED}", messages=[{"role": "user", "content": "x"}])
     assert answer.choices[0].message.content
-    vectors = client.embeddings.create(model=f"llamacpp/{SERVED}", input="hello")
-    assert len(vectors.data[0].embedding) == 8
+    vectors = client.embeddings.create(model=f"llamacpp/{EMBEDDER}", input="hello")
+    assert len(vectors.data[0].embedding) == 384
 
 
 def test_local_embeddings(stack: Stack) -> None:
-    resp = post(stack.gateway_url, {"model": f"local/{SERVED}", "input": ["a", "b"]}, "embeddings")
+    resp = post(stack.gateway_url, {"model": f"local/{EMBEDDER}", "input": ["a", "b"]}, "embeddings")
     assert resp.status_code == 200 and [d["index"] for d in resp.json()["data"]] == [0, 1]
 
 

@@ -33,15 +33,15 @@ def test_onboarding_guide(base: str) -> None:
 
     # "Using Your API Key"
     headers = {"Authorization": f"Bearer {api_key}"}
-    r = requests.post(
-        f"{base}/infer", json={"model": f"local/{SERVED}", "input": {"prompt": "hello"}}, headers=headers
-    )
+    r = requests.post(f"{base}/infer", json={"model": f"local/{SERVED}", "input": {"prompt": "hello"}}, headers=headers)
     print(r.json())
     assert r.status_code == 200 and r.json()["output"]
 
     # the API reference's `async_`
     r = requests.post(
-        f"{base}/infer", json={"model": f"local/{SERVED}", "input": {"prompt": "hello"}, "async_": True}, headers=headers
+        f"{base}/infer",
+        json={"model": f"local/{SERVED}", "input": {"prompt": "hello"}, "async_": True},
+        headers=headers,
     )
     assert r.status_code == 202 and r.json()["job_id"]
 

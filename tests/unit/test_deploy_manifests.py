@@ -34,6 +34,7 @@ def docs(folder: str) -> list[tuple[str, dict[str, Any]]]:
 
 BUILTIN = docs("crds")
 EXAMPLES = docs("examples")
+DEV_MODELS = [(n, d) for n, d in docs("dev") if d.get("kind") == "InferenceModel"]  # `make dev`'s models file
 
 
 @pytest.mark.parametrize(("name", "doc"), BUILTIN, ids=[n for n, _ in BUILTIN])
@@ -41,7 +42,7 @@ def test_manifest_is_valid_kubernetes(name: str, doc: dict[str, Any]) -> None:
     kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
-@pytest.mark.parametrize(("name", "doc"), EXAMPLES, ids=[n for n, _ in EXAMPLES])
+@pytest.mark.parametrize(("name", "doc"), EXAMPLES + DEV_MODELS, ids=[n for n, _ in EXAMPLES + DEV_MODELS])
 def test_example_matches_the_crd(name: str, doc: dict[str, Any]) -> None:
     assert doc["kind"] == "InferenceModel"
     assert validate_inference_model(doc) == []

@@ -107,10 +107,12 @@ def parse_stream(text: str) -> list[Any]:
 
 def shape(value: Any) -> Any:
     """The structure of a JSON value: dict keys with their values' shapes, a list's distinct element
-    shapes (sorted: order and count are the generation's, not the format's), scalars' types; an
-    error object keeps its `type`, `param` and `code` values."""
+    shapes (sorted: order and count are the generation's, not the format's), scalars' types; `object`
+    keeps its value, and an error object its `type`, `param` and `code` values."""
     if isinstance(value, dict):
-        out = {k: shape(v) for k, v in sorted(value.items())}
+        out = {k: _token_map(v) if k == "top_logprobs" else shape(v) for k, v in sorted(value.items())}
+        if isinstance(value.get("object"), str):
+            out["object"] = value["object"]  # what a client dispatches on
         err = value.get("error")
         if isinstance(err, dict):
             out["error"] = {**shape(err), **{k: err.get(k) for k in ("type", "param", "code") if k in err}}
@@ -125,6 +127,14 @@ def shape(value: Any) -> Any:
     if isinstance(value, int | float):
         return "num"
     return "str"
+
+
+def _token_map(value: Any) -> Any:
+    """A completion's `top_logprobs` maps tokens to logprobs: its keys are generated, not the format's."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        if all(isinstance(x, float | int) for v in value for x in v.values()):
+            return [{"<token>": "num"}]
+    return shape(value)
 
 
 def answer_shape(status: int, body: Any) -> dict[str, Any]:

@@ -29,10 +29,12 @@ def up(args: argparse.Namespace) -> int:
         "IIR_ROUTING_FILE": str(REPO / "deploy" / "dev" / "routing.yaml"),
         "IIR_TRUSTED_NETWORKS": "127.0.0.0/8,::1/128",
         "IIR_DOCS_ENABLED": "true",
+        # The simulated vLLM serves whatever the models file names (edits included), and one embedding model.
+        "IIR_SIM_MODELS": "*",
+        "IIR_SIM_EMBEDDING_MODELS": "e5-small-v2",
     }
     settings.update({k: v for k, v in os.environ.items() if k.startswith("IIR_") and k not in MANAGED_VARIABLES})
     stack = Stack(workdir=workdir, database_url=pg.url, redis_url=rd.url, ports=Ports.defaults(), env=settings)
-    stack.models_file.unlink(missing_ok=True)
     print("Starting simbackend, registry, auth, classifier, gateway…", flush=True)
     try:
         stack.start()
@@ -46,10 +48,11 @@ def up(args: argparse.Namespace) -> int:
     print(
         f"""
 IIR is up.
-  URL:      {url}/v1
+  URL:      {url}      (IIR_URL for the CLI and the README's examples)
+  SDKs:     OpenAI(base_url="{url}/v1", api_key=...)   (the OpenAI API is under /v1)
   API key:  {key}
   Docs:     {url}/docs      Health: {url}/health      Metrics: {stack.metrics_url}
-  Models:   edit {stack.models_file} (reloaded on save)
+  Models:   edit {stack.models_file} (kept across runs, reloaded on save)
   External: export ANTHROPIC_API_KEY / OPENAI_API_KEY / … before `make dev` to call anthropic/…, openai/…
   Logs:     {workdir / "logs"}
 

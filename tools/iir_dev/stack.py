@@ -180,8 +180,9 @@ class Stack:
     def start(self, timeout: float = 60) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         sim_env = {}
-        if not self.models_file.exists():
-            sim_env["IIR_SIM_MODELS"] = ",".join(write_models_file(self.models_file, self.sim_url))
+        if not self.models_file.exists():  # a file that exists is the user's (or a test's): kept as it is
+            names = write_models_file(self.models_file, self.sim_url)
+            sim_env["IIR_SIM_MODELS"] = self.env.get("IIR_SIM_MODELS") or ",".join(names)
         p = self.ports
         grpc_services = {
             "auth": ("iir_auth", p.auth, "iir.v1.AuthService"),

@@ -70,11 +70,19 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return exc.response()
 
 
+# Paths an SDK asks for when its base URL lacks `/v1` (OpenAI(base_url="http://host:8080")).
+_OPENAI_PATHS = ("/chat/completions", "/completions", "/embeddings", "/models", "/responses", "/messages")
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
     if exc.status_code == 404:
-        message = f"Unknown request URL: {request.method} {request.url.path}."
+        path = request.url.path
+        message = f"Unknown request URL: {request.method} {path}."
+        if path.startswith(_OPENAI_PATHS):
+            base = str(request.base_url).rstrip("/")
+            message += f" The OpenAI API is under /v1: set the client's base URL to {base}/v1."
     code = {404: "unknown_url", 405: "method_not_allowed"}.get(exc.status_code)
     return APIError(exc.status_code, message, code=code, headers=getattr(exc, "headers", None)).response()
 

@@ -1,62 +1,81 @@
-"""aiohttp application speaking vLLM's OpenAI-compatible API (chat completions, completions, embeddings)."""
+"""aiohttp application speaking vLLM's OpenAI-compatible API, answer for answer in the shapes real vLLM
+0.32 gives (recorded in `tests/data/vllm/`): chat and completions (streamed or not, `n`, several prompts,
+`logprobs`, `stop`, `response_format`, tools), embeddings for embedding models, `/v1/models`, `/metrics`."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import math
+import struct
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from iir_simbackend.generation import completion_length, count_tokens, tokens
+from iir_simbackend.answers import ChatAnswer, CompletionAnswer, Plan, plan_chat, plan_completion
+from iir_simbackend.generation import count_tokens
 from iir_simbackend.settings import SimSettings
+from iir_simbackend.vllm_errors import check_sampling, error, missing, not_found
 from iir_simbackend.vllm_metrics import VllmMetrics
 
 SETTINGS = web.AppKey("settings", SimSettings)
 METRICS = web.AppKey("metrics", VllmMetrics)
+SEEN = web.AppKey("seen", set)  # model names asked for, served because IIR_SIM_MODELS has "*"
 
-
-def _error(status: int, message: str, kind: str) -> web.Response:
-    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _json(data: Any) -> web.Response:
     return web.Response(body=orjson.dumps(data), content_type="application/json")
 
 
-def _prompt_text(body: dict[str, Any], chat: bool) -> str:
-    if not chat:
-        prompt = body.get("prompt", "")
-        return prompt if isinstance(prompt, str) else orjson.dumps(prompt).decode()
-    parts = []
-    for m in body.get("messages") or []:
-        content = m.get("content")
-        parts.append(content if isinstance(content, str) else orjson.dumps(content).decode())
-    return "\n".join(parts)
+def _served(request: web.Request, model: Any, embedding: bool) -> web.Response | None:
+    """None when this server serves `model` for the route's task; vLLM's 404s otherwise."""
+    settings = request.app[SETTINGS]
+    names = settings.model_names + settings.embedding_model_names
+    if not isinstance(model, str) or (model not in names and not settings.any_model):
+        valid = ", ".join(names)
+        return error(404, f"The model `{model}` does not exist. Valid aliases: {valid}.", "NotFoundError", "model")
+    if (model in settings.embedding_model_names) != embedding:
+        return not_found()  # vLLM serves one task per model: the other task's routes do not exist
+    if model not in names:
+        request.app[SEEN].add(model)
+    return None
 
 
-async def _read_request(request: web.Request) -> dict[str, Any] | web.Response:
+async def _read(request: web.Request, embedding: bool = False) -> dict[str, Any] | web.Response:
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
-        return _error(400, "Invalid JSON body", "BadRequestError")
+        return error(400, "JSON decode error", "Bad Request", "body")
     if not isinstance(body, dict):
-        return _error(400, "Request body must be a JSON object", "BadRequestError")
-    settings = request.app[SETTINGS]
-    if body.get("model") not in settings.model_names:
-        return _error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
-    return body
+        return error(400, "Input should be a valid dictionary", "Bad Request", "body")
+    return _served(request, body.get("model"), embedding) or body
 
 
 async def models(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     now = int(time.time())
+    names = [*settings.model_names, *settings.embedding_model_names, *sorted(request.app[SEEN])]
+    permission = {
+        "object": "model_permission",
+        "created": now,
+        "allow_create_engine": False,
+        "allow_sampling": True,
+        "allow_logprobs": True,
+        "allow_search_indices": False,
+        "allow_view": True,
+        "allow_fine_tuning": False,
+        "organization": "*",
+        "group": None,
+        "is_blocking": False,
+    }
     data = [
         {
             "id": m,
@@ -65,9 +84,10 @@ async def models(request: web.Request) -> web.Response:
             "owned_by": "vllm",
             "root": m,
             "parent": None,
-            "max_model_len": 8192,
+            "max_model_len": settings.max_model_len,
+            "permission": [{"id": f"modelperm-{uuid.uuid4().hex[:16]}", **permission}],
         }
-        for m in settings.model_names
+        for m in names
     ]
     return _json({"object": "list", "data": data})
 
@@ -80,67 +100,44 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(request.app[METRICS].registry), content_type="text/plain", charset="utf-8")
 
 
-def _completion_handler(chat: bool) -> Any:
+def _request_id(request: web.Request) -> str:
+    """vLLM names its answer after the caller's X-Request-Id, else a random id."""
+    return request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+
+
+def _handler(chat: bool) -> Handler:
     """The handler for `/v1/chat/completions` (chat) or `/v1/completions`."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        body = await _read_request(request)
+        body = await _read(request)
         if isinstance(body, web.Response):
             return body
         settings = request.app[SETTINGS]
+        if chat and not isinstance(body.get("messages"), list):
+            return missing("messages", body)
+        if not chat and body.get("prompt") is None:
+            return missing("prompt", body)
+        plan: Plan = (plan_chat if chat else plan_completion)(body, settings.default_max_tokens)
+        refused = check_sampling(body, settings.max_model_len, plan.prompt_tokens)
+        if refused is not None:
+            return refused
+        prefix = "chatcmpl" if chat else "cmpl"
+        answer = (ChatAnswer if chat else CompletionAnswer)(plan, f"{prefix}-{_request_id(request)}", body["model"])
         m = request.app[METRICS]
-        prompt = _prompt_text(body, chat)
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or settings.default_max_tokens
-        if not isinstance(max_tokens, int) or max_tokens < 1:
-            return _error(400, "max_tokens must be a positive integer", "BadRequestError")
-        n, finish = completion_length(prompt, max_tokens)
-        usage = {"prompt_tokens": count_tokens(prompt), "total_tokens": 0, "completion_tokens": n}
-        usage["total_tokens"] = usage["prompt_tokens"] + n
-        rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
-        created = int(time.time())
         start = time.perf_counter()
         m.running.inc()
-        m.prompt_tokens.inc(usage["prompt_tokens"])
+        m.prompt_tokens.inc(plan.prompt_tokens)
         try:
             if body.get("stream"):
-                return await _stream(request, body, chat, rid, created, prompt, n, finish, usage, start)
-            delay = settings.ttft_ms / 1000 + (n / settings.tokens_per_s if settings.tokens_per_s else 0)
+                return await _stream(request, answer, start)
+            longest = max(len(o.generated.tokens) for o in plan.outputs)
+            delay = settings.ttft_ms / 1000 + (longest / settings.tokens_per_s if settings.tokens_per_s else 0)
             if delay:
                 await asyncio.sleep(delay)
-            text = "".join(tokens(prompt, n))
             m.ttft.observe(time.perf_counter() - start)
-            m.generation_tokens.inc(n)
-            if chat:
-                choice = {
-                    "index": 0,
-                    "message": {"role": "assistant", "reasoning_content": None, "content": text, "tool_calls": []},
-                    "logprobs": None,
-                    "finish_reason": finish,
-                    "stop_reason": None,
-                }
-                obj = "chat.completion"
-            else:
-                choice = {
-                    "index": 0,
-                    "text": text,
-                    "logprobs": None,
-                    "finish_reason": finish,
-                    "stop_reason": None,
-                    "prompt_logprobs": None,
-                }
-                obj = "text_completion"
-            return _json(
-                {
-                    "id": rid,
-                    "object": obj,
-                    "created": created,
-                    "model": body["model"],
-                    "choices": [choice],
-                    "usage": {**usage, "prompt_tokens_details": None},
-                    "prompt_logprobs": None,
-                    "kv_transfer_params": None,
-                }
-            )
+            m.generation_tokens.inc(plan.completion_tokens)
+            m.success.inc()
+            return _json(answer.document())
         finally:
             m.running.dec()
             m.e2e.observe(time.perf_counter() - start)
@@ -148,101 +145,102 @@ def _completion_handler(chat: bool) -> Any:
     return handler
 
 
-async def _stream(
-    request: web.Request,
-    body: dict[str, Any],
-    chat: bool,
-    rid: str,
-    created: int,
-    prompt: str,
-    n: int,
-    finish: str,
-    usage: dict[str, int],
-    start: float,
-) -> web.StreamResponse:
+async def _stream(request: web.Request, answer: ChatAnswer | CompletionAnswer, start: float) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     m = request.app[METRICS]
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    obj = "chat.completion.chunk" if chat else "text_completion"
-    head = {"id": rid, "object": obj, "created": created, "model": body["model"]}
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"})
     await resp.prepare(request)
-
-    async def send(choices: list[dict[str, Any]], **extra: Any) -> None:
-        await resp.write(b"data: " + orjson.dumps({**head, "choices": choices, **extra}) + b"\n\n")
-
-    def choice(text: str, finish_reason: str | None = None, first: bool = False) -> dict[str, Any]:
-        if chat:
-            delta = {"role": "assistant", "content": text} if first else {"content": text}
-            c: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        else:
-            c = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
-        if finish_reason:
-            c["stop_reason"] = None
-        return c
-
     if settings.ttft_ms:
         await asyncio.sleep(settings.ttft_ms / 1000)
-    if chat:
-        await send([choice("", first=True)])
     gap = 1 / settings.tokens_per_s if settings.tokens_per_s else 0
-    for i, tok in enumerate(tokens(prompt, n)):
-        if i == 0:
-            m.ttft.observe(time.perf_counter() - start)
-        elif gap:
-            await asyncio.sleep(gap)
-        await send([choice(tok)])
-    m.generation_tokens.inc(n)
-    await send([choice("", finish)])
-    if include_usage:
-        await send([], usage=usage)
+    first = True
+    for chunk, is_token in answer.chunks():
+        if is_token:
+            if first:
+                m.ttft.observe(time.perf_counter() - start)
+                first = False
+            elif gap:
+                await asyncio.sleep(gap)
+        await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+    m.generation_tokens.inc(answer.plan.completion_tokens)
+    m.success.inc()
     await resp.write(b"data: [DONE]\n\n")
     await resp.write_eof()
     return resp
 
 
+def _vector(text: str, dims: int) -> list[float]:
+    raw: list[float] = []
+    counter = 0
+    while len(raw) < dims:  # as many bytes as asked for, 64 at a time
+        raw.extend(b - 127.5 for b in hashlib.blake2b(f"{counter}:{text}".encode(), digest_size=64).digest())
+        counter += 1
+    raw = raw[:dims]
+    norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+    return [v / norm for v in raw]
+
+
 async def embeddings(request: web.Request) -> web.Response:
-    """vLLM's /v1/embeddings answer: one deterministic unit vector per input."""
-    body = await _read_request(request)
+    """vLLM's /v1/embeddings answer for an embedding model: one deterministic unit vector per input."""
+    body = await _read(request, embedding=True)
     if isinstance(body, web.Response):
         return body
+    settings = request.app[SETTINGS]
     inputs = body.get("input")
+    if inputs is None:
+        return missing("input", body)
     if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):
         inputs = [inputs]
     if not isinstance(inputs, list) or not inputs:
-        return _error(400, "input must be a string or a non-empty list", "BadRequestError")
-    dims = int(body.get("dimensions") or 8)
+        return error(400, "Input should be a valid string or a non-empty list", "BadRequestError", "input")
+    dims = body.get("dimensions")
+    if dims is not None and (not isinstance(dims, int) or not 1 <= dims <= settings.embedding_dims):
+        return error(
+            400,
+            f"dimensions must be between 1 and {settings.embedding_dims}, got {dims}.",
+            "BadRequestError",
+            "dimensions",
+        )
+    as_base64 = body.get("encoding_format") == "base64"
     data, used = [], 0
     for i, item in enumerate(inputs):
         text = item if isinstance(item, str) else orjson.dumps(item).decode()
         used += count_tokens(text)
-        digest = hashlib.blake2b(text.encode(), digest_size=dims).digest()
-        raw = [b - 127.5 for b in digest]
-        norm = math.sqrt(sum(v * v for v in raw)) or 1.0
-        data.append({"index": i, "object": "embedding", "embedding": [v / norm for v in raw]})
+        vector = _vector(text, dims or settings.embedding_dims)
+        embedding: Any = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if as_base64 else vector
+        data.append({"index": i, "object": "embedding", "embedding": embedding})
     return _json(
         {
-            "id": f"embd-{uuid.uuid4().hex}",
+            "id": f"embd-{_request_id(request)}",
             "object": "list",
             "created": int(time.time()),
             "model": body["model"],
             "data": data,
-            "usage": {"prompt_tokens": used, "total_tokens": used, "completion_tokens": 0},
+            "usage": {
+                "prompt_tokens": used,
+                "total_tokens": used,
+                "completion_tokens": 0,
+                "prompt_tokens_details": None,
+            },
         }
     )
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    return not_found()
 
 
 def create_app(settings: SimSettings | None = None) -> web.Application:
     settings = settings or SimSettings()
     app = web.Application()
     app[SETTINGS] = settings
+    app[SEEN] = set()
     app[METRICS] = VllmMetrics(settings.model_names[0] if settings.model_names else "")
-    handler_chat = _completion_handler(chat=True)
-    handler_text = _completion_handler(chat=False)
-    app.router.add_post("/v1/chat/completions", handler_chat)
-    app.router.add_post("/v1/completions", handler_text)
+    app.router.add_post("/v1/chat/completions", _handler(chat=True))
+    app.router.add_post("/v1/completions", _handler(chat=False))
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    app.router.add_route("*", "/{tail:.*}", _not_found)
     return app

@@ -10,8 +10,12 @@ class SimSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8100
-    # Served model names, comma separated.
+    # Served model names, comma separated; `*` also serves any name asked for (the dev stack).
     models: str = "llama-3-8b-instruct"
+    # Embedding models (served for /v1/embeddings only, as vLLM serves one task per model), their size.
+    embedding_models: str = ""
+    embedding_dims: int = 384
+    max_model_len: int = 8192
     # Time to first token, and decode speed (0 means no delay at all).
     ttft_ms: float = 0.0
     tokens_per_s: float = 0.0
@@ -20,4 +24,12 @@ class SimSettings(BaseSettings):
 
     @property
     def model_names(self) -> list[str]:
-        return [m.strip() for m in self.models.split(",") if m.strip()]
+        return [m.strip() for m in self.models.split(",") if m.strip() and m.strip() != "*"]
+
+    @property
+    def any_model(self) -> bool:
+        return "*" in (m.strip() for m in self.models.split(","))
+
+    @property
+    def embedding_model_names(self) -> list[str]:
+        return [m.strip() for m in self.embedding_models.split(",") if m.strip()]

@@ -1,13 +1,13 @@
-"""The subset of vLLM's Prometheus metrics that routers read, with vLLM's names and labels."""
+"""The subset of vLLM's Prometheus metrics that routers read, with vLLM's names and labels (counters and
+histograms with their `_created` series, as vLLM exports them)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class VllmMetrics:
     def __init__(self, model: str) -> None:
-        disable_created_metrics()  # vLLM exports no *_created series
         self.registry = CollectorRegistry()
         labels = {"model_name": model, "engine": "0"}
         names = list(labels)
@@ -23,6 +23,7 @@ class VllmMetrics:
         self.kv_cache_usage = gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.")
         self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.")
         self.generation_tokens = counter("vllm:generation_tokens", "Number of generation tokens processed.")
+        self.success = counter("vllm:request_success", "Count of successfully processed requests.")
         self.prefix_cache_queries = counter("vllm:prefix_cache_queries", "Prefix cache queries, in tokens.")
         self.prefix_cache_hits = counter("vllm:prefix_cache_hits", "Prefix cache hits, in tokens.")
         self.ttft = Histogram(

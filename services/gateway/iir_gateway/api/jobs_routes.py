@@ -14,8 +14,8 @@ from starlette.responses import Response, StreamingResponse
 from iir_gateway.api.answers import SSE_HEADERS
 from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.errors import APIError
-from iir_gateway.keys.authenticator import extract_key
 from iir_gateway.jobs.store import FINAL, Job, QueueFull
+from iir_gateway.keys.authenticator import extract_key
 from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.principal import Principal

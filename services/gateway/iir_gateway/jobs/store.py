@@ -70,7 +70,11 @@ class Job:
         processing = (self.finished_at - self.started_at) if self.finished_at and self.started_at else 0.0
         completion = int(usage.get("completion_tokens") or 0)
         rate = round(completion / processing, 2) if processing > 0 else 0.0
-        timings = {"queue_wait": round(queue, 3), "processing": round(processing, 3), "total": round(queue + processing, 3)}
+        timings = {
+            "queue_wait": round(queue, 3),
+            "processing": round(processing, 3),
+            "total": round(queue + processing, 3),
+        }
         return {
             **{f"{name}_time": value for name, value in timings.items()},
             "prompt_tokens": int(usage.get("prompt_tokens") or 0),
