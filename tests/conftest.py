@@ -106,6 +106,7 @@ def make_stack(workdir: Path, database_url: str, redis_url: str, slow_url: str, 
         master_key=MASTER_KEY,
         env={
             "IIR_UPSTREAM_READ_TIMEOUT_S": "1.5",
+            "IIR_UPSTREAM_TOTAL_TIMEOUT_S": "4",
             "IIR_MAX_BODY_BYTES": "65536",
             # Keys and channels of this stack only: stacks sharing one Redis never meet.
             "IIR_REDIS_PREFIX": f"iir-test-{uuid.uuid4().hex[:8]}:",

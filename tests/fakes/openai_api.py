@@ -57,7 +57,16 @@ def make_app(key: str) -> web.Application:
             return _error(503, "The engine is currently overloaded, please try again later.", "server_error")
         if model.endswith("-429"):
             return _error(
-                429, "Rate limit reached for requests.", "requests", "rate_limit_exceeded", headers={"retry-after": "0"}
+                429,
+                "Rate limit reached for requests.",
+                "requests",
+                "rate_limit_exceeded",
+                headers={
+                    "retry-after": "0",
+                    "x-ratelimit-limit-requests": "60",
+                    "x-ratelimit-remaining-requests": "0",
+                    "x-ratelimit-reset-requests": "1s",
+                },
             )
         if model.endswith("-bad"):
             return _error(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -111,7 +112,25 @@ def test_backend_timeout_is_504(http: httpx.Client) -> None:
         504,
         "upstream_timeout",
     )
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 7  # IIR_UPSTREAM_TOTAL_TIMEOUT_S (4 s) bounds a non-streamed call
+
+
+def test_a_long_non_streamed_answer_is_not_cut_by_the_read_timeout(http: httpx.Client) -> None:
+    # 10 tokens at 4 a second: 2.5 s with no byte sent, longer than the read timeout (1.5 s).
+    resp = http.post("/v1/chat/completions", json={"model": "local/slow", "messages": MESSAGES, "max_tokens": 10})
+    assert resp.status_code == 200, resp.text
+
+
+def test_vllm_refusals_reach_the_client_with_their_fields(http: httpx.Client) -> None:
+    err = assert_error(
+        http.post("/v1/chat/completions", json={"model": MODEL, "messages": MESSAGES, "max_tokens": 100_000}), 400
+    )
+    assert err["param"] == "max_tokens" and err["type"] == "BadRequestError" and "max_model_len" in err["message"]
+    # vLLM answers FastAPI's {"detail": "Not Found"} for a route its model lacks: a readable OpenAI error.
+    err = assert_error(http.post("/v1/embeddings", json={"model": MODEL, "input": "x"}), 404)
+    assert (
+        err["message"] == f"The upstream for `{MODEL}` answered 404: Not Found." and err["code"] == "upstream_rejected"
+    )
 
 
 def test_upstream_client_error_is_passed_through(http: httpx.Client) -> None:
@@ -143,6 +162,22 @@ def test_client_disconnect_cancels_the_upstream_request(stack: Stack, api_key: s
         next(lines)
         assert running() == 1
     assert wait_for(lambda: running() == 0, timeout=3)  # the whole generation would take 10 s
+
+    # Not streamed: the client gives up after two seconds, and the generation stops with it.
+    def give_up() -> None:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                f"{stack.gateway_url}/v1/chat/completions",
+                headers={"Authorization": f"Bearer {api_key}"},
+                json={"model": "local/slow", "messages": MESSAGES, "max_tokens": 40},
+                timeout=httpx.Timeout(10, read=2),
+            )
+
+    client = threading.Thread(target=give_up)
+    client.start()
+    assert wait_for(lambda: running() == 1, timeout=2)
+    client.join()
+    assert wait_for(lambda: running() == 0, timeout=3)
 
 
 def test_services_survive_bad_input(http: httpx.Client, openai_client: openai.OpenAI) -> None:

@@ -315,9 +315,23 @@ def test_failing_model_falls_back_and_says_who_answered(gateway: str, fakes: dic
     assert stream.headers["x-iir-model"] == SONNET and text == "Claude heard: x"
 
 
-def test_upstream_429_without_fallback_is_429(gateway: str) -> None:
-    resp = post(gateway, {"model": "openai/gpt-429", "messages": [{"role": "user", "content": "x"}]})
-    assert resp.status_code == 429 and error_of(resp)["code"] == "upstream_rate_limited"
+def test_upstream_429_passes_its_headers_and_never_opens_the_circuit(gateway: str) -> None:
+    for _ in range(6):  # more than the circuit's failure threshold: rate limiting is not failure
+        resp = post(gateway, {"model": "openai/gpt-429", "messages": [{"role": "user", "content": "x"}]})
+        assert resp.status_code == 429 and error_of(resp)["code"] == "upstream_rate_limited"
+    assert resp.headers["retry-after"] == "0" and resp.headers["x-ratelimit-remaining-requests"] == "0"
+    assert resp.headers["x-ratelimit-limit-requests"] == "60"
+
+
+def test_an_upstream_4xx_keeps_its_error_fields(gateway: str) -> None:
+    resp = post(gateway, {"model": "openai/gpt-bad", "messages": [{"role": "user", "content": "x"}]})
+    assert resp.status_code == 400
+    assert error_of(resp) == {
+        "message": "Invalid 'messages[0].content': string too long.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "string_above_max_length",
+    }
 
 
 @pytest.mark.parametrize("stream", [False, True])

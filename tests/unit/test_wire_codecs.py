@@ -12,6 +12,7 @@ import pytest
 
 from iir_gateway.answer import Event
 from iir_gateway.metrics import GatewayMetrics
+from iir_gateway.upstream.errors import upstream_error
 from iir_gateway.upstream.relay import StreamRelay
 from iir_gateway.wire.registry import CODECS, codec_for
 from iir_gateway.wire.sse import SSEParser
@@ -183,3 +184,49 @@ def test_anthropic_stream_through_the_relay() -> None:
     assert [e["choices"][0]["delta"] for e in events[:2]] == [{"role": "assistant", "content": ""}, {"content": "Hi"}]
     assert events[2]["choices"][0]["finish_reason"] == "stop" and events[3]["choices"] == []
     assert stream.usage == {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (  # vLLM: its fields kept, but the HTTP status it repeats in `code`
+            b'{"error":{"message":"max_tokens=9 too big","type":"BadRequestError","param":"max_tokens","code":400}}',
+            {
+                "message": "max_tokens=9 too big",
+                "type": "BadRequestError",
+                "param": "max_tokens",
+                "code": "upstream_rejected",
+            },
+        ),
+        (  # OpenAI: exactly as sent
+            b'{"error":{"message":"too long","type":"invalid_request_error","param":"messages",'
+            b'"code":"context_length_exceeded"}}',
+            {
+                "message": "too long",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            },
+        ),
+        (  # FastAPI's default 404 (vLLM for a route its model lacks)
+            b'{"detail":"Not Found"}',
+            {
+                "message": "The upstream for `local/m` answered 404: Not Found.",
+                "type": None,
+                "param": None,
+                "code": "upstream_rejected",
+            },
+        ),
+        (
+            b"no such thing",
+            {
+                "message": "The upstream for `local/m` answered 404: no such thing.",
+                "type": None,
+                "param": None,
+                "code": "upstream_rejected",
+            },
+        ),
+    ],
+)
+def test_an_upstream_error_object_is_kept(raw: bytes, expected: dict) -> None:
+    assert upstream_error(raw, 404, "local/m") == expected

@@ -3,11 +3,12 @@ histograms with their `_created` series, as vLLM exports them)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, enable_created_metrics
 
 
 class VllmMetrics:
     def __init__(self, model: str) -> None:
+        enable_created_metrics()  # the client library's switch is global; vLLM exports the series
         self.registry = CollectorRegistry()
         labels = {"model_name": model, "engine": "0"}
         names = list(labels)

@@ -53,6 +53,7 @@ class InferenceFastPath:
                 lambda: read_asgi_json(receive, limit),
                 schema,
                 path,
+                receive,
             )
         except APIError as exc:
             response = exc.response()

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping
+from typing import Any
 
 from starlette.responses import Response
+from starlette.types import Receive
 
 from iir_common.logging import request_id_var
+from iir_gateway.answer import Answer
 from iir_gateway.api.answers import to_response, with_id
 from iir_gateway.pipeline.context import BodyReader, RequestContext
 from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.schemas import InferenceRequest
+
+# What a client that went away gets (nobody reads it; the access log and metrics do).
+CLIENT_CLOSED = 499
 
 
 async def serve_inference(
@@ -20,17 +28,52 @@ async def serve_inference(
     read_body: BodyReader,
     schema: type[InferenceRequest],
     endpoint: str,
+    receive: Receive | None = None,
 ) -> Response:
-    """Serves one request to `endpoint` (`chat/completions`, `completions`, `embeddings`)."""
-    ctx = RequestContext(
-        endpoint,
-        schema,
-        headers=headers,
-        client_ip=client_ip,
-        read_body=read_body,
-    )
-    answer = await pipeline.run(ctx)
+    """Serves one request to `endpoint` (`chat/completions`, `completions`, `embeddings`). With `receive`,
+    a client that goes away while its answer is made cancels the request, and with it the upstream call
+    (vLLM stops generating); a stream watches for that itself once it is sent."""
+    body_read = asyncio.Event()
+
+    async def reader() -> dict[str, Any]:
+        body = await read_body()
+        body_read.set()
+        return body
+
+    ctx = RequestContext(endpoint, schema, headers=headers, client_ip=client_ip, read_body=reader)
+    if receive is None:
+        answer = await pipeline.run(ctx)
+    else:
+        got = await _unless_client_leaves(pipeline.run(ctx), receive, body_read)
+        if got is None:
+            return Response(status_code=CLIENT_CLOSED)
+        answer = got
     client_id = headers.get("x-request-id")
     if client_id and client_id == request_id_var.get():  # the client's, and valid (else IIR made one)
         answer = with_id(answer, client_id)
     return to_response(answer)
+
+
+async def _client_left(receive: Receive, body_read: asyncio.Event) -> None:
+    await body_read.wait()  # before, `receive` brings the body
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_client_leaves(run: Any, receive: Receive, body_read: asyncio.Event) -> Answer | None:
+    """The pipeline's answer, or None when the client disconnected first (the run is cancelled)."""
+    task: asyncio.Task[Answer] = asyncio.ensure_future(run)
+    watch = asyncio.ensure_future(_client_left(receive, body_read))
+    try:
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watch.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return None

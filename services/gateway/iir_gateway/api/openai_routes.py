@@ -27,6 +27,7 @@ async def _serve(request: Request, schema: type[Any], path: str) -> Response:
         lambda: read_json_object(request, gw.settings.max_body_bytes),
         schema,
         path,
+        request.receive,
     )
 
 

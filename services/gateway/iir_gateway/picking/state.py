@@ -62,10 +62,13 @@ class EndpointStates:
     def started(self, url: str) -> None:
         self.get(url).outstanding += 1
 
-    def finished(self, url: str, ok: bool, now: float | None = None) -> None:
-        """A request ended; `ok` False for a connection failure or a 5xx, which counts toward ejection."""
+    def finished(self, url: str, ok: bool | None, now: float | None = None) -> None:
+        """A request ended; `ok` False for a connection failure or a 5xx, which counts toward ejection,
+        None when it says nothing of the upstream's health (a 429, the caller's own 4xx)."""
         state = self.get(url)
         state.outstanding = max(0, state.outstanding - 1)
+        if ok is None:
+            return
         if ok:
             state.failures = 0
             state.ejections = 0

@@ -9,6 +9,7 @@ must read or `aclose` a stream.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -58,8 +59,8 @@ class Pipeline:
                 exc.headers.setdefault(name, value)
             self._complete(ran, ctx, exc)
             raise
-        except BaseException:
-            ctx.status = 500
+        except BaseException as exc:
+            ctx.status = 499 if isinstance(exc, asyncio.CancelledError) else 500  # 499: the client left
             self._complete(ran, ctx, None)
             raise
         ctx.answered_by = answer.model

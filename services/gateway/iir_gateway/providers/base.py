@@ -28,8 +28,9 @@ class Provider(Protocol):
         """Public names of the models to try, in order, when `model` cannot answer."""
         ...
 
-    def release(self, upstream: Upstream, ok: bool) -> None:
-        """The request sent to `upstream` ended; `ok` False for a connection failure, timeout or 5xx."""
+    def release(self, upstream: Upstream, ok: bool | None) -> None:
+        """The request sent to `upstream` ended; `ok` False for a connection failure, timeout or 5xx, None
+        for what says nothing of its health (a 429, the caller's own 4xx)."""
         ...
 
     def list_models(self) -> list[dict[str, Any]]:

@@ -77,7 +77,7 @@ class ExternalProvider:
         options = self.config.models.get(model)
         return options.fallbacks if options else ()
 
-    def release(self, upstream: Upstream, ok: bool) -> None:
+    def release(self, upstream: Upstream, ok: bool | None) -> None:
         self.states.finished(upstream.endpoint, ok)
 
     def knows(self, model: str) -> bool:

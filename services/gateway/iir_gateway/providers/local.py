@@ -118,7 +118,7 @@ class LocalProvider:
         entry = self.catalogue.get(f"{self.name}/{model}")
         return tuple(entry.fallbacks) if entry is not None else ()
 
-    def release(self, upstream: Upstream, ok: bool) -> None:
+    def release(self, upstream: Upstream, ok: bool | None) -> None:
         self.states.finished(upstream.endpoint, ok)
         self.gate.wake(upstream.public_model)
 

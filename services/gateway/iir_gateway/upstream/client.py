@@ -18,7 +18,7 @@ from iir_gateway.answer import Answer
 from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.settings import GatewaySettings
-from iir_gateway.upstream.errors import UpstreamError, upstream_message
+from iir_gateway.upstream.errors import UpstreamError, upstream_error, upstream_message
 from iir_gateway.upstream.relay import StreamRelay
 from iir_gateway.upstream.span import end_span, upstream_span
 from iir_gateway.upstream.target import Timeouts, Upstream
@@ -56,9 +56,8 @@ class UpstreamClient:
         pair = self._client_timeouts.get(timeouts)
         if pair is None:
             pair = self._client_timeouts[timeouts] = (
-                aiohttp.ClientTimeout(
-                    total=timeouts.total_s, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s
-                ),
+                # vLLM sends nothing until a non-streamed answer is whole: only the total bounds it.
+                aiohttp.ClientTimeout(total=timeouts.total_s, sock_connect=timeouts.connect_s),
                 aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s),
             )
         return pair
@@ -199,7 +198,12 @@ class UpstreamClient:
                 retryable=True,
             )
         if resp.status == 429:
-            retry_after = {"retry-after": resp.headers["retry-after"]} if "retry-after" in resp.headers else {}
+            # The provider's limits reach the client: `retry-after` and every `x-ratelimit-*` header.
+            retry_after = {
+                name.lower(): value
+                for name, value in resp.headers.items()
+                if name.lower() == "retry-after" or name.lower().startswith("x-ratelimit-")
+            }
             return self._fail(
                 provider,
                 "http_429",
@@ -219,5 +223,8 @@ class UpstreamClient:
                 "upstream_auth_failed",
                 retryable=False,
             )
-        # Other client errors are the caller's to fix: pass status and message through.
-        return APIError(resp.status, message, code="upstream_rejected", headers=answer_headers)
+        # Other client errors are the caller's to fix: the upstream's own error object, status and all.
+        err = upstream_error(raw, resp.status, public_model)
+        return APIError(
+            resp.status, err["message"], code=err["code"], type=err["type"], param=err["param"], headers=answer_headers
+        )

@@ -73,7 +73,7 @@ class Lease:
         self.upstream = upstream
         self.released = False
 
-    def release(self, ok: bool) -> None:
+    def release(self, ok: bool | None) -> None:
         if not self.released:
             self.released = True
             self.provider.release(self.upstream, ok)
@@ -119,7 +119,7 @@ class Dispatch(Step):
                         provider.name, upstream, ctx.endpoint, ctx.body, stream=ctx.stream, request_id=ctx.request_id
                     )
                 except UpstreamError as exc:
-                    lease.release(False)
+                    lease.release(None if exc.status == 429 else False)  # rate limiting is not failure
                     last = exc
                     if exc.retryable and attempt < upstream.retries:
                         await asyncio.sleep(backoff(attempt, exc))
@@ -129,7 +129,7 @@ class Dispatch(Step):
                         log.warning("model failed, trying its fallback", extra={"model": name, "error": exc.message})
                     break
                 except APIError as exc:
-                    lease.release(exc.status < 500)  # the caller's error says nothing of the upstream's health
+                    lease.release(None if exc.status < 500 else False)  # the caller's error: not the upstream's health
                     raise
                 except BaseException:
                     lease.release(False)
