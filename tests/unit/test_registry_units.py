@@ -178,3 +178,21 @@ def test_a_watcher_that_falls_behind_gets_a_fresh_snapshot_not_the_backlog() -> 
     assert first.type == caught_up.type == registry_pb2.WatchEvent.SNAPSHOT
     assert len(caught_up.models) == 10  # the whole state, not a partial backlog
     assert later.type == registry_pb2.WatchEvent.UPSERT and later.model.name == "local/later"
+
+
+def test_the_scraper_reads_what_real_vllm_exports() -> None:
+    """vLLM 0.32's own /metrics text (recorded by `make test-vllm`), with load figures written in."""
+    import re
+
+    from tests.vllm.recording import RECORDINGS
+
+    text = (RECORDINGS / "metrics.txt").read_text()
+    for name, value in (
+        ("num_requests_waiting", "4.0"),
+        ("num_requests_running", "3.0"),
+        ("kv_cache_usage_perc", "0.5"),
+    ):
+        text, n = re.subn(rf"^(vllm:{name}\{{[^}}]*\}}) \S+$", rf"\g<1> {value}", text, flags=re.M)
+        assert n == 1, name
+    got = parse_vllm_metrics("http://x", text)
+    assert (got.waiting, got.running, got.kv_cache_usage) == (4.0, 3.0, 0.5)

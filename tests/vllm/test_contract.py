@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import httpx
 import openai
 import pytest
@@ -107,3 +109,214 @@ def test_an_async_job_keeps_the_answer_and_its_id(vllm_stack: Stack, key: str) -
     assert done["status"] == "completed", done
     result = done["result"]
     assert result["id"] != "chatcmpl-" and result["choices"][0]["message"]["content"]
+
+
+WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
+
+
+def test_completions_streamed_and_not(client: openai.OpenAI) -> None:
+    whole = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=5, temperature=0)
+    assert whole.choices[0].text and whole.usage and whole.usage.completion_tokens == 5
+    two = client.completions.create(model=MODEL, prompt=["One, two,", "A, B,"], max_tokens=3, temperature=0)
+    assert sorted(c.index for c in two.choices) == [0, 1]
+    streamed = "".join(
+        c.choices[0].text
+        for c in client.completions.create(
+            model=MODEL, prompt="The capital of France is", max_tokens=5, temperature=0, stream=True
+        )
+        if c.choices
+    )
+    assert streamed == whole.choices[0].text
+
+
+def test_a_seed_gives_the_same_sample(client: openai.OpenAI) -> None:
+    def sample() -> str | None:
+        out = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=8, temperature=1.0, seed=42)
+        return out.choices[0].message.content
+
+    assert sample() == sample()
+
+
+@pytest.mark.parametrize(
+    "tool_choice", ["required", {"type": "function", "function": {"name": "get_weather"}}], ids=["required", "named"]
+)
+def test_tool_calls(client: openai.OpenAI, tool_choice: object) -> None:
+    out = client.chat.completions.create(
+        model=MODEL,
+        messages=WEATHER,
+        tools=TOOLS,
+        tool_choice=tool_choice,
+        max_tokens=80,
+        temperature=0,  # type: ignore[arg-type]
+    )
+    calls = out.choices[0].message.tool_calls
+    assert calls and calls[0].function.name == "get_weather" and calls[0].id.startswith("chatcmpl-tool-")
+
+
+def test_tool_choice_auto_answers(client: openai.OpenAI) -> None:
+    out = client.chat.completions.create(
+        model=MODEL,
+        messages=WEATHER,
+        tools=TOOLS,
+        tool_choice="auto",
+        max_tokens=20,
+        temperature=0,  # type: ignore[arg-type]
+    )
+    message = out.choices[0].message
+    assert message.content or message.tool_calls  # the tiny model answers in text; either is a valid answer
+
+
+def test_a_streamed_tool_call_is_whole_and_replays_whole_from_the_cache(client: openai.OpenAI) -> None:
+    def streamed() -> tuple[str, str, str | None]:
+        name, args, finish = "", "", None
+        for chunk in client.chat.completions.create(
+            model=MODEL,
+            messages=WEATHER,
+            tools=TOOLS,  # type: ignore[arg-type]
+            tool_choice="required",
+            max_tokens=80,
+            temperature=0,
+            stream=True,
+            extra_headers={"x-iir-cache": "on"},
+        ):
+            for choice in chunk.choices:
+                for call in choice.delta.tool_calls or []:
+                    name += (call.function and call.function.name) or ""
+                    args += (call.function and call.function.arguments) or ""
+                finish = choice.finish_reason or finish
+        return name, args, finish
+
+    first = streamed()
+    assert first[0] == "get_weather" and first[1] and first[2] == "tool_calls"
+    assert streamed() == first  # the cached replay: the same call, not a bare finish_reason
+
+
+def test_json_object_response_format(client: openai.OpenAI) -> None:
+    out = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Give a JSON object with a name."}],
+        response_format={"type": "json_object"},
+        max_tokens=10,
+        temperature=0,
+    )
+    assert (out.choices[0].message.content or "").lstrip().startswith("{")
+
+
+def test_embeddings_on_a_chat_model_is_a_readable_404(vllm_stack: Stack, key: str) -> None:
+    resp = httpx.post(
+        f"{vllm_stack.gateway_url}/v1/embeddings",
+        headers={"authorization": f"Bearer {key}"},
+        json={"model": MODEL, "input": "hello"},
+        timeout=30,
+    )
+    assert resp.status_code == 404
+    assert resp.json()["error"]["message"] == f"The upstream for `{MODEL}` answered 404: Not Found."
+
+
+def test_upstream_refusals_keep_their_fields(vllm_stack: Stack, key: str) -> None:
+    def refusal(**body: object) -> dict:
+        resp = httpx.post(
+            f"{vllm_stack.gateway_url}/v1/chat/completions",
+            headers={"authorization": f"Bearer {key}"},
+            json={"model": MODEL, "messages": MESSAGES, **body},
+            timeout=30,
+        )
+        assert resp.status_code == 400, resp.text
+        return resp.json()["error"]
+
+    assert refusal(max_tokens=100_000)["param"] == "max_tokens"
+    assert refusal(top_p=0)["param"] == "top_p"
+    assert "greedy" in refusal(n=2, temperature=0)["message"]
+
+
+def test_the_client_request_id_names_the_answer(vllm_stack: Stack, key: str) -> None:
+    resp = httpx.post(
+        f"{vllm_stack.gateway_url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {key}", "x-request-id": "contract-42"},
+        json={"model": MODEL, "messages": MESSAGES, "max_tokens": 3},
+        timeout=60,
+    )
+    assert resp.json()["id"] == "contract-42" and resp.headers["x-request-id"] == "contract-42"
+
+
+def _running(vllm_url: str) -> float:
+    text = httpx.get(f"{vllm_url}/metrics").text
+    line = next(ln for ln in text.splitlines() if ln.startswith("vllm:num_requests_running{"))
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_a_client_that_leaves_stops_the_generation(vllm_stack: Stack, key: str, vllm_url: str) -> None:
+    """Not streamed (200 tokens take about 25 s here): the client gives up after 3 s, and vLLM stops."""
+    outcome: list[BaseException] = []
+
+    def give_up() -> None:
+        try:
+            httpx.post(
+                f"{vllm_stack.gateway_url}/v1/chat/completions",
+                headers={"authorization": f"Bearer {key}"},
+                json={"model": MODEL, "messages": MESSAGES, "max_tokens": 200, "min_tokens": 200},
+                timeout=httpx.Timeout(30, read=3),
+            )
+        except httpx.ReadTimeout as exc:
+            outcome.append(exc)
+
+    client = threading.Thread(target=give_up)
+    client.start()
+    assert wait_for(lambda: _running(vllm_url) == 1, timeout=3, interval=0.1, what="vLLM to start generating")
+    client.join()
+    assert outcome, "the answer came before the client gave up"
+    assert wait_for(lambda: _running(vllm_url) == 0, timeout=5, interval=0.2, what="vLLM to abort the request")
+
+
+def test_a_cut_stream_is_billed_for_what_was_generated(vllm_stack: Stack) -> None:
+    admin = vllm_stack.create_key("contract-admin", admin=True)
+    made = httpx.post(
+        f"{vllm_stack.gateway_url}/api/v1/apikeys",
+        headers={"authorization": f"Bearer {admin}"},
+        json={"name": "cut-stream"},
+    ).json()
+    seen = 0
+    with httpx.stream(
+        "POST",
+        f"{vllm_stack.gateway_url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {made['key']}"},
+        json={"model": MODEL, "messages": MESSAGES, "max_tokens": 200, "min_tokens": 200, "stream": True},
+        timeout=60,
+    ) as resp:
+        for line in resp.iter_lines():
+            seen += '"content":"' in line and '"content":""' not in line
+            if seen == 10:
+                break
+
+    def billed() -> dict | None:
+        usage = httpx.get(
+            f"{vllm_stack.gateway_url}/api/v1/apikeys/{made['id']}/usage", headers={"authorization": f"Bearer {admin}"}
+        ).json()["totals"]
+        return usage if usage["completion_tokens"] >= 10 else None
+
+    totals = wait_for(billed, timeout=10, interval=0.3, what="the cut stream's usage")
+    assert 10 <= totals["completion_tokens"] < 60 and totals["prompt_tokens"] > 0
+
+
+def test_an_async_job_whose_answer_is_a_tool_call_completes(vllm_stack: Stack, key: str) -> None:
+    headers = {"authorization": f"Bearer {key}"}
+    body = {"model": MODEL, "messages": WEATHER, "tools": TOOLS, "tool_choice": "required", "max_tokens": 80}
+    job = httpx.post(f"{vllm_stack.gateway_url}/v1/async/chat/completions", headers=headers, json=body).json()
+
+    def finished() -> dict | None:
+        got = httpx.get(f"{vllm_stack.gateway_url}/v1/async/chat/completions/{job['job_id']}", headers=headers).json()
+        return got if got["status"] in ("completed", "failed") else None
+
+    done = wait_for(finished, timeout=120, interval=0.5, what="the job to finish")
+    assert done["status"] == "completed", done
+    assert done["result"]["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
