@@ -220,14 +220,15 @@ class ChatAnswer(_Answer):
         """The stream's chunks, each with whether it carries a generated token."""
         head = {**self.head, "object": "chat.completion.chunk"}
         for i, _ in enumerate(self.plan.outputs):
-            delta = {"role": "assistant", "content": ""}
-            choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": None}
+            role = {"role": "assistant", "content": ""}
+            choice = {"index": i, "delta": role, "logprobs": None, "finish_reason": None}
             yield {**head, "choices": [choice], "prompt_token_ids": None, "prompt_text": None}, False
         last: list[dict[str, Any]] = []
         for i, out, t in self._rounds():
             if last:
                 yield last.pop(), True
             token = out.generated.tokens[t]
+            delta: dict[str, Any]
             if out.tool is None:
                 delta = {"content": token}
             else:

@@ -26,7 +26,7 @@ from iir_simbackend.vllm_metrics import VllmMetrics
 
 SETTINGS = web.AppKey("settings", SimSettings)
 METRICS = web.AppKey("metrics", VllmMetrics)
-SEEN = web.AppKey("seen", set)  # model names asked for, served because IIR_SIM_MODELS has "*"
+SEEN = web.AppKey("seen", set[str])  # model names asked for, served because IIR_SIM_MODELS has "*"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -62,7 +62,8 @@ async def _read(request: web.Request, embedding: bool = False) -> dict[str, Any]
 async def models(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     now = int(time.time())
-    names = [*settings.model_names, *settings.embedding_model_names, *sorted(request.app[SEEN])]
+    seen: set[str] = request.app[SEEN]
+    names = [*settings.model_names, *settings.embedding_model_names, *sorted(seen)]
     permission = {
         "object": "model_permission",
         "created": now,
