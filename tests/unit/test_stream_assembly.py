@@ -153,3 +153,43 @@ def test_a_cut_or_broken_stream_is_not_an_answer() -> None:
     )
     assert assemble(chunks[:-2]) is None  # the finish never came
     assert assemble([*chunks[:2], {"error": {"message": "cut"}}]) is None
+
+
+def test_a_recorded_vllm_stream_assembles_into_its_non_streamed_shape() -> None:
+    """Real vLLM 0.32's streamed n=2 answer (tests/data/vllm): both choices, the usage without nulls,
+    and the system fingerprint, which vLLM sends on its last chunk."""
+    from tests.vllm.recording import load
+
+    chunks = [c for c in load("chat_n2_stream")["body"] if isinstance(c, dict)]
+    whole = assemble(chunks)
+    assert whole is not None
+    assert [c["index"] for c in whole["choices"]] == [0, 1]
+    assert all(c["message"]["content"] and c["message"]["refusal"] is None for c in whole["choices"])
+    assert whole["usage"] == chunks[-1]["usage"] and whole["system_fingerprint"].startswith("vllm-")
+    streamed_text = {
+        i: "".join(
+            c["choices"][0]["delta"].get("content") or ""
+            for c in chunks
+            if c["choices"] and c["choices"][0]["index"] == i
+        )
+        for i in (0, 1)
+    }
+    assert {c["index"]: c["message"]["content"] for c in whole["choices"]} == streamed_text
+
+
+def test_usage_nulls_are_dropped() -> None:
+    chunk = {**BASE, "object": "chat.completion.chunk"}
+    whole = assemble(
+        [
+            {
+                **chunk,
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+            },
+            {
+                **chunk,
+                "choices": [],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "prompt_tokens_details": None},
+            },
+        ]
+    )
+    assert whole is not None and whole["usage"] == {"prompt_tokens": 1, "completion_tokens": 1}

@@ -41,6 +41,7 @@ class StreamAssembler:
         self.first: dict[str, Any] | None = None
         self.choices: dict[int, _Choice] = {}
         self.usage: dict[str, Any] | None = None
+        self.fingerprint = ""
         self.broken = False
 
     def add(self, chunk: dict[str, Any]) -> None:
@@ -53,7 +54,10 @@ class StreamAssembler:
             if isinstance(raw, dict):
                 self._add_choice(raw)
         if chunk.get("usage"):
-            self.usage = chunk["usage"]
+            # No nulls where OpenAI's schema wants an object (vLLM sends `prompt_tokens_details: null`).
+            self.usage = {k: v for k, v in chunk["usage"].items() if v is not None}
+        if chunk.get("system_fingerprint"):  # vLLM sends it on the last chunk
+            self.fingerprint = chunk["system_fingerprint"]
 
     def _add_choice(self, raw: dict[str, Any]) -> None:
         choice = self.choices.get(raw.get("index", 0))
@@ -106,10 +110,11 @@ class StreamAssembler:
             "created": self.first.get("created", 0),
             "model": self.first.get("model", ""),
             "choices": [self._choice(i, c, chat) for i, c in sorted(self.choices.items())],
-            "usage": self.usage,
         }
-        if self.first.get("system_fingerprint"):
-            out["system_fingerprint"] = self.first["system_fingerprint"]
+        if self.usage is not None:
+            out["usage"] = self.usage
+        if self.fingerprint:
+            out["system_fingerprint"] = self.fingerprint
         return out
 
     @staticmethod
