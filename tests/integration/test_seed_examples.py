@@ -107,11 +107,12 @@ def test_llm_inference_system_api(base: str, api_key: str) -> None:
     assert events[-1]["status"] == "completed" and events[-1]["result"] == result["result"]
 
 
-def test_the_query_key_works_on_the_stream_route_only(base: str, api_key: str) -> None:
+def test_the_query_key_works_on_the_stream_route_only(stack: Stack, base: str, api_key: str) -> None:
     assert requests.get(f"{base}/stream/job_none?api_key={api_key}").status_code == 404  # known key, no job
     assert requests.get(f"{base}/stream/job_none?api_key=wrong").status_code == 401
     for path in ("/status/job_none", "/result/job_none", "/v1/models"):
         assert requests.get(f"{base}{path}?api_key={api_key}").status_code == 401
+    assert api_key not in stack.processes["gateway"].log_path.read_text()  # nor in the access log
 
 
 def test_a_failed_task_reads_as_the_seed_writes_it(base: str, api_key: str) -> None:
