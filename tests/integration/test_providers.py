@@ -428,3 +428,47 @@ def test_scrub_mode_per_key(stack: Stack, gateway: str, fakes: dict[str, str]) -
         f"{gateway}/v1/chat/completions", json=body, timeout=20, headers={"Authorization": f"Bearer {trusting['key']}"}
     )
     assert passed.status_code == 200 and secret in passed.text and "x-iir-scrubbed" not in passed.headers
+
+
+def test_the_messages_api_to_an_anthropic_model(gateway: str, fakes: dict[str, str]) -> None:
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=gateway, api_key=STATIC_KEY, max_retries=0)
+    message = client.messages.create(
+        model=SONNET,
+        max_tokens=50,
+        system="Be brief.",
+        stop_sequences=["you"],
+        messages=[{"role": "user", "content": "How are you?"}],
+    )
+    assert message.content[0].text == "Claude heard: How are "  # type: ignore[union-attr]
+    assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", "you")
+    sent = last_request(fakes, "anthropic")
+    assert sent["system"] == "Be brief." and sent["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "How are you?"}]}
+    ]
+    tool = {"name": "get_weather", "description": "", "input_schema": {"type": "object", "properties": {}}}
+    asked = [{"role": "user", "content": "What is the weather?"}]
+    with client.messages.stream(model=SONNET, max_tokens=50, tools=[tool], messages=asked) as stream:  # type: ignore[list-item]
+        called = stream.get_final_message()
+    use = next(b for b in called.content if b.type == "tool_use")
+    assert called.stop_reason == "tool_use" and use.input == {"location": "Paris"}
+    result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "18"}]}
+    answered = client.messages.create(
+        model=SONNET,
+        max_tokens=50,
+        tools=[tool],
+        messages=[*asked, {"role": "assistant", "content": called.content}, result],  # type: ignore[list-item,typeddict-item]
+    )
+    assert answered.content[0].text == "It is 18 degrees in Paris."  # type: ignore[union-attr]
+
+
+def test_the_messages_api_to_an_openai_model(gateway: str) -> None:
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=gateway, api_key=STATIC_KEY, max_retries=0)
+    message = client.messages.create(
+        model="openai/gpt-4o-mini", max_tokens=20, messages=[{"role": "user", "content": "a b c"}]
+    )
+    assert message.content[0].text == "Echo from gpt-4o-mini: a b c"  # type: ignore[union-attr]
+    assert message.stop_reason == "end_turn" and message.usage.output_tokens > 0

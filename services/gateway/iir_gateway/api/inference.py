@@ -30,9 +30,28 @@ async def serve_inference(
     endpoint: str,
     receive: Receive | None = None,
 ) -> Response:
-    """Serves one request to `endpoint` (`chat/completions`, `completions`, `embeddings`). With `receive`,
-    a client that goes away while its answer is made cancels the request, and with it the upstream call
-    (vLLM stops generating); a stream watches for that itself once it is sent."""
+    """Serves one request to `endpoint` (`chat/completions`, `completions`, `embeddings`) as OpenAI does."""
+    answer = await run_inference(pipeline, headers, client_ip, read_body, schema, endpoint, receive)
+    if answer is None:
+        return Response(status_code=CLIENT_CLOSED)
+    client_id = headers.get("x-request-id")
+    if client_id and client_id == request_id_var.get():  # the client's, and valid (else IIR made one)
+        answer = with_id(answer, client_id)
+    return to_response(answer)
+
+
+async def run_inference(
+    pipeline: Pipeline,
+    headers: Mapping[str, str],
+    client_ip: str,
+    read_body: BodyReader,
+    schema: type[InferenceRequest],
+    endpoint: str,
+    receive: Receive | None = None,
+) -> Answer | None:
+    """One request through the pipeline. With `receive`, a client that goes away while its answer is
+    made cancels the request, and with it the upstream call (vLLM stops generating): None then. A
+    stream watches for that itself once it is sent."""
     body_read = asyncio.Event()
 
     async def reader() -> dict[str, Any]:
@@ -42,16 +61,8 @@ async def serve_inference(
 
     ctx = RequestContext(endpoint, schema, headers=headers, client_ip=client_ip, read_body=reader)
     if receive is None:
-        answer = await pipeline.run(ctx)
-    else:
-        got = await _unless_client_leaves(pipeline.run(ctx), receive, body_read)
-        if got is None:
-            return Response(status_code=CLIENT_CLOSED)
-        answer = got
-    client_id = headers.get("x-request-id")
-    if client_id and client_id == request_id_var.get():  # the client's, and valid (else IIR made one)
-        answer = with_id(answer, client_id)
-    return to_response(answer)
+        return await pipeline.run(ctx)
+    return await _unless_client_leaves(pipeline.run(ctx), receive, body_read)
 
 
 async def _client_left(receive: Receive, body_read: asyncio.Event) -> None:

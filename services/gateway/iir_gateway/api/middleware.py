@@ -15,6 +15,7 @@ from iir_common.logging import request_id_var
 from iir_gateway.api.client_address import ClientAddressResolver
 from iir_gateway.errors import error_body
 from iir_gateway.metrics import GatewayMetrics
+from iir_gateway.wire.anthropic_inbound import error_body as anthropic_error
 
 log = logging.getLogger("iir_gateway.access")
 _VALID_RID = re.compile(rb"^[\w\-.:]{1,128}$")
@@ -87,6 +88,7 @@ class RequestContextMiddleware:
                     413,
                     f"Request body too large: the limit is {self.max_body_bytes} bytes.",
                     "request_too_large",
+                    scope["path"],
                 )
             elif credentials > 1:  # proxies and frameworks disagree on which of several counts: refuse
                 await self._reply(
@@ -94,6 +96,7 @@ class RequestContextMiddleware:
                     400,
                     "Send one API key, in one `Authorization` or `X-API-Key` header.",
                     "duplicate_credentials",
+                    scope["path"],
                 )
             else:
                 await self.app(scope, receive, send_wrapper)
@@ -101,7 +104,11 @@ class RequestContextMiddleware:
             log.exception("unhandled error", extra={"path": scope["path"]})
             if not started:
                 await self._reply(
-                    send_wrapper, 500, "The server had an error while processing your request.", "internal_error"
+                    send_wrapper,
+                    500,
+                    "The server had an error while processing your request.",
+                    "internal_error",
+                    scope["path"],
                 )
         finally:
             elapsed = time.perf_counter() - start
@@ -121,8 +128,13 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
     @staticmethod
-    async def _reply(send: Send, status: int, message: str, code: str) -> None:
-        body = error_body(status, message, code=code)
+    async def _reply(send: Send, status: int, message: str, code: str, path: str = "") -> None:
+        # Anthropic's clients get Anthropic's error shape on Anthropic's routes.
+        body = (
+            anthropic_error(status, message)
+            if path.startswith("/v1/messages")
+            else error_body(status, message, code=code)
+        )
         await send(
             {
                 "type": "http.response.start",

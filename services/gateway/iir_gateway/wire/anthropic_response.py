@@ -75,6 +75,8 @@ def from_anthropic(message: dict[str, Any]) -> dict[str, Any]:
                 "message": reply,
                 "logprobs": None,
                 "finish_reason": finish_reason(message.get("stop_reason")) or "stop",
+                # The stop sequence that ended it, where vLLM puts it (read back by the Messages API).
+                "stop_reason": message.get("stop_sequence"),
             }
         ],
         "usage": usage(message.get("usage")),

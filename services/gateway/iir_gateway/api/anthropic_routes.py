@@ -1,0 +1,135 @@
+"""The Anthropic Messages API (`POST /v1/messages`, `POST /v1/messages/count_tokens`) for every model:
+the request is translated to the gateway's OpenAI form and runs through the same pipeline as chat
+(keys, limits, scrubbing, cache, fallbacks, usage); the answer is translated back. Errors have
+Anthropic's shape and a `request-id` header."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.responses import Response
+from starlette.types import Send
+
+from iir_common.logging import request_id_var
+from iir_gateway.answer import EventStream
+from iir_gateway.api.answers import EventStreamResponse
+from iir_gateway.api.inference import CLIENT_CLOSED, run_inference
+from iir_gateway.api.requests import client_ip, read_json_object
+from iir_gateway.errors import APIError
+from iir_gateway.limits.token_estimate import estimate_tokens
+from iir_gateway.pipeline.pipeline import Pipeline
+from iir_gateway.runtime import Runtime
+from iir_gateway.schemas import ChatCompletionRequest
+from iir_gateway.wire.anthropic_inbound import MessagesStreamEncoder, chat_request, error_body, message_response
+
+router = APIRouter(tags=["Anthropic Messages"])
+
+
+class MessagesRequest(BaseModel):
+    """What the Messages API requires; the rest is read by the translation."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    max_tokens: int = Field(ge=1)
+    messages: list[Any]
+
+
+class CountTokensRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    messages: list[Any]
+
+
+def _error(exc: APIError) -> Response:
+    headers = {**exc.headers, "request-id": request_id_var.get() or ""}
+    return Response(
+        error_body(exc.status, exc.message), status_code=exc.status, media_type="application/json", headers=headers
+    )
+
+
+def _checked(schema: type[BaseModel], body: dict[str, Any]) -> None:
+    try:
+        schema.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise APIError(400, f"{field}: {err['msg']}", param=field) from None
+
+
+class MessagesStreamResponse(EventStreamResponse):
+    """The pipeline's OpenAI chunks as Messages stream events (`event: <type>` and `data: <json>`)."""
+
+    def __init__(self, stream: EventStream, headers: dict[str, str], encoder: MessagesStreamEncoder) -> None:
+        super().__init__(stream, headers)
+        self.encoder = encoder
+
+    async def _send_events(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+
+        def frames(events: Any) -> bytes:
+            return b"".join(
+                b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n" for name, data in events
+            )
+
+        async for event in self.stream:
+            chunks = [event, *self.stream.take_buffered()]
+            body = b"".join(frames(self.encoder.feed(c.json())) for c in chunks)
+            if body:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+        tail = frames(self.encoder.end()) if self.stream.completed else b""
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+@router.post("/v1/messages", summary="Anthropic Messages API: a message, streamed or not, from any model")
+async def messages(request: Request) -> Response:
+    gw: Runtime = request.app.state.gateway
+    pipeline: Pipeline = request.app.state.pipeline
+    asked: dict[str, Any] = {}
+
+    async def read_body() -> dict[str, Any]:
+        body = await read_json_object(request, gw.settings.max_body_bytes)
+        _checked(MessagesRequest, body)
+        asked.update(body)
+        return chat_request(body)
+
+    try:
+        answer = await run_inference(
+            pipeline,
+            request.headers,
+            client_ip(request),
+            read_body,
+            ChatCompletionRequest,
+            "chat/completions",
+            request.receive,
+        )
+    except APIError as exc:
+        return _error(exc)
+    if answer is None:
+        return Response(status_code=CLIENT_CLOSED)
+    headers = {**answer.headers, "x-iir-model": answer.model, "request-id": request_id_var.get() or ""}
+    stops = list(asked.get("stop_sequences") or [])
+    if answer.stream is not None:
+        estimate = estimate_tokens(chat_request(asked), 0).prompt
+        encoder = MessagesStreamEncoder(str(asked["model"]), stops, estimate)
+        return MessagesStreamResponse(answer.stream, headers, encoder)
+    assert answer.document is not None
+    message = message_response(answer.document.json(), str(asked["model"]), stops)
+    return Response(orjson.dumps(message), media_type="application/json", headers=headers)
+
+
+@router.post("/v1/messages/count_tokens", summary="Anthropic Messages API: the input tokens of a request")
+async def count_tokens(request: Request) -> Response:
+    gw: Runtime = request.app.state.gateway
+    try:
+        principal = await gw.auth.authenticate(request.headers, client_ip(request))
+        body = await read_json_object(request, gw.settings.max_body_bytes)
+        _checked(CountTokensRequest, body)
+        translated = chat_request(body)
+        gw.directory.check_access(translated["model"], principal)
+    except APIError as exc:
+        return _error(exc)
+    tokens = estimate_tokens(translated, 0).prompt
+    return Response(orjson.dumps({"input_tokens": tokens}), media_type="application/json")

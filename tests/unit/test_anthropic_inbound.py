@@ -1,0 +1,142 @@
+"""The Messages API over the gateway's OpenAI form: requests, answers and stream events translated."""
+
+from __future__ import annotations
+
+import pytest
+
+from iir_gateway.errors import APIError
+from iir_gateway.wire.anthropic_inbound import MessagesStreamEncoder, chat_request, message_response
+
+
+def test_a_request_with_every_kind_of_block() -> None:
+    body = {
+        "model": "local/m",
+        "max_tokens": 10,
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "stop_sequences": ["END"],
+        "metadata": {"user_id": "u1"},
+        "tools": [{"name": "f", "description": "d", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAA"}},
+                    {"type": "text", "text": "What?"},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "hmm", "signature": "s"},
+                    {"type": "text", "text": "Let me look."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "42"}]},
+                    {"type": "text", "text": "So?"},
+                ],
+            },
+        ],
+    }
+    out = chat_request(body)
+    assert out["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA"}},
+                {"type": "text", "text": "What?"},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": "Let me look.",
+            "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}],
+        },
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "42"},  # before the user's text
+        {"role": "user", "content": "So?"},
+    ]
+    assert out["stop"] == ["END"] and out["user"] == "u1" and out["max_tokens"] == 10
+    assert out["tool_choice"] == "required" and out["parallel_tool_calls"] is False
+    assert out["tools"] == [
+        {"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"messages": [{"role": "system", "content": "x"}]},
+        {"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},
+        {"messages": [], "tools": [{"type": "bash_20250124", "name": "bash"}]},
+        {"messages": [], "tools": [{"name": "f"}], "tool_choice": {"type": "sometimes"}},
+    ],
+)
+def test_what_cannot_be_said_is_a_400(body: dict) -> None:
+    with pytest.raises(APIError) as refused:
+        chat_request({"model": "m", "max_tokens": 1, **body})
+    assert refused.value.status == 400
+
+
+def test_an_answer_with_reasoning_and_a_tool_call() -> None:
+    completion = {
+        "id": "chatcmpl-1",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "content": "ok",
+                    "reasoning_content": "think",
+                    "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": '{"x":2}'}}],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 4}},
+    }
+    message = message_response(completion, "local/m", [])
+    assert message["id"] == "msg_chatcmpl-1" and message["stop_reason"] == "tool_use"
+    assert [b["type"] for b in message["content"]] == ["thinking", "text", "tool_use"]
+    assert message["content"][2]["input"] == {"x": 2}
+    assert message["usage"] == {
+        "input_tokens": 6,
+        "output_tokens": 3,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 4,
+    }
+
+
+def test_a_stream_of_text_then_a_tool_call() -> None:
+    def chunk(delta: dict, finish: str | None = None) -> dict:
+        return {"id": "c", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    encoder = MessagesStreamEncoder("local/m", [], 7)
+    events = []
+    for c in (
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"content": "Hi"}),
+        chunk({"tool_calls": [{"index": 0, "id": "t1", "function": {"name": "f", "arguments": ""}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a":'}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}, "tool_calls"),
+        {"id": "c", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 5}},
+    ):
+        events += list(encoder.feed(c))
+    events += list(encoder.end())
+    assert [name for name, _ in events] == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert events[4][1]["content_block"] == {"type": "tool_use", "id": "t1", "name": "f", "input": {}}
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use" and events[-2][1]["usage"]["output_tokens"] == 5
