@@ -14,7 +14,15 @@ from iir_common import __version__
 from iir_common.logging import setup_logging
 from iir_common.tracing import setup_tracing
 from iir_common.tracing import shutdown as shutdown_tracing
-from iir_gateway.api import admin_routes, anthropic_routes, jobs_routes, openai_routes, ops_routes, registry_routes
+from iir_gateway.api import (
+    admin_routes,
+    anthropic_routes,
+    jobs_routes,
+    openai_routes,
+    ops_routes,
+    registry_routes,
+    responses_routes,
+)
 from iir_gateway.api.client_address import ClientAddressResolver
 from iir_gateway.api.fastpath import InferenceFastPath
 from iir_gateway.api.metrics_server import MetricsServer
@@ -114,6 +122,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(admin_routes.router)
     app.include_router(jobs_routes.router)
     app.include_router(anthropic_routes.router)
+    app.include_router(responses_routes.router)
     _add_schemas(app)
     return app
 

@@ -27,6 +27,7 @@ from iir_common.otlp_metrics import export_registry
 from iir_common.secret_scrubber import SecretScrubber, secret_env_values
 from iir_common.tracing import client_interceptors
 from iir_gateway.caching.response_cache import ResponseCache
+from iir_gateway.conversations.store import ResponseStore
 from iir_gateway.jobs.store import JobStore
 from iir_gateway.keys.authenticator import Authenticator
 from iir_gateway.limits.rate_limiter import RateLimiter
@@ -113,6 +114,7 @@ class Runtime:
             else None
         )
         self.jobs = JobStore(self.redis, settings.redis_prefix, settings.job_result_ttl_s)
+        self.responses = ResponseStore(self.redis, settings.redis_prefix, settings.responses_ttl_s)
         self.limiter = RateLimiter(self.redis, self.metrics, settings.redis_prefix, settings.rate_limit_burst)
         self.usage = UsageRecorder(self.channels["auth"], settings.usage_flush_interval_s)
         self.endpoints = EndpointStates()

@@ -35,6 +35,8 @@ class GatewaySettings(IIRSettings):
     # `model: "auto"` routing: policies (YAML, see README); without a file, `auto` means this model.
     routing_file: str = ""
     auto_default_model: str = "local/llama-3-8b-instruct"
+    # How long a stored Response (`store: true`) is kept for GET and `previous_response_id`.
+    responses_ttl_s: int = 30 * 86400
     # The model of a chat or completions request that names none ("": such a request is a 400).
     default_model: str = "auto"
     # Deadline of the classifier call; past it the policy's default model answers.

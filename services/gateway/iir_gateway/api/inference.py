@@ -15,6 +15,7 @@ from iir_gateway.answer import Answer
 from iir_gateway.api.answers import to_response, with_id
 from iir_gateway.pipeline.context import BodyReader, RequestContext
 from iir_gateway.pipeline.pipeline import Pipeline
+from iir_gateway.principal import Principal
 from iir_gateway.schemas import InferenceRequest
 
 # What a client that went away gets (nobody reads it; the access log and metrics do).
@@ -48,10 +49,12 @@ async def run_inference(
     schema: type[InferenceRequest],
     endpoint: str,
     receive: Receive | None = None,
+    principal: Principal | None = None,
 ) -> Answer | None:
     """One request through the pipeline. With `receive`, a client that goes away while its answer is
     made cancels the request, and with it the upstream call (vLLM stops generating): None then. A
-    stream watches for that itself once it is sent."""
+    stream watches for that itself once it is sent. `principal`: the caller, when the edge had to know
+    it before the body (else the pipeline authenticates)."""
     body_read = asyncio.Event()
 
     async def reader() -> dict[str, Any]:
@@ -59,7 +62,7 @@ async def run_inference(
         body_read.set()
         return body
 
-    ctx = RequestContext(endpoint, schema, headers=headers, client_ip=client_ip, read_body=reader)
+    ctx = RequestContext(endpoint, schema, headers=headers, client_ip=client_ip, read_body=reader, principal=principal)
     if receive is None:
         return await pipeline.run(ctx)
     return await _unless_client_leaves(pipeline.run(ctx), receive, body_read)

@@ -1,0 +1,123 @@
+"""OpenAI's Responses API served by IIR for a `local/` model (the simulated vLLM), through the official
+`openai` SDK: plain, streamed, tools and their outputs, `previous_response_id`, stored responses per key."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from iir_dev.stack import Stack
+from tests.conftest import SERVED
+
+MODEL = f"local/{SERVED}"
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+def test_a_response(openai_client: openai.OpenAI) -> None:
+    response = openai_client.responses.create(
+        model=MODEL, input="Hello there", instructions="Be terse.", max_output_tokens=10
+    )
+    assert response.object == "response" and response.id.startswith("resp_") and response.model == MODEL
+    assert response.status in ("completed", "incomplete") and response.output_text
+    assert response.output[0].type == "message" and response.output[0].content[0].type == "output_text"  # type: ignore[union-attr]
+    assert response.usage and response.usage.input_tokens > 0 and response.usage.output_tokens > 0
+    assert response.usage.total_tokens == response.usage.input_tokens + response.usage.output_tokens
+
+
+def test_max_output_tokens_makes_it_incomplete(openai_client: openai.OpenAI) -> None:
+    response = openai_client.responses.create(model=MODEL, input="Tell me everything", max_output_tokens=2)
+    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"  # type: ignore[union-attr]
+
+
+def test_a_streamed_response(openai_client: openai.OpenAI) -> None:
+    whole = openai_client.responses.create(model=MODEL, input="Stream to me", max_output_tokens=12)
+    events = list(openai_client.responses.create(model=MODEL, input="Stream to me", max_output_tokens=12, stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        kinds[-1],
+    ]
+    assert kinds[-1] in ("response.completed", "response.incomplete")
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")  # type: ignore[union-attr]
+    assert text == whole.output_text == events[-1].response.output_text  # type: ignore[union-attr]
+    assert events[-1].response.usage.output_tokens == whole.usage.output_tokens  # type: ignore[union-attr]
+
+
+def test_tools_and_their_outputs(openai_client: openai.OpenAI) -> None:
+    called = openai_client.responses.create(model=MODEL, input="What is the weather in Paris?", tools=[WEATHER])  # type: ignore[list-item]
+    call = next(item for item in called.output if item.type == "function_call")
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
+    # The agent loop: the call's output continues the stored conversation.
+    answered = openai_client.responses.create(
+        model=MODEL,
+        previous_response_id=called.id,
+        tools=[WEATHER],  # type: ignore[list-item]
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],  # type: ignore[union-attr]
+    )
+    assert answered.output_text and answered.previous_response_id == called.id
+
+
+def test_a_streamed_function_call(openai_client: openai.OpenAI) -> None:
+    events = list(
+        openai_client.responses.create(
+            model=MODEL,
+            input="Weather in Lyon?",
+            tools=[WEATHER],  # type: ignore[list-item]
+            tool_choice={"type": "function", "name": "get_weather"},
+            stream=True,
+        )
+    )
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert json.loads(done.arguments) == {"city": "Lyon"}  # type: ignore[union-attr]
+    deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")  # type: ignore[union-attr]
+    assert deltas == done.arguments  # type: ignore[union-attr]
+
+
+def test_stored_responses_belong_to_their_key(stack: Stack, openai_client: openai.OpenAI) -> None:
+    response = openai_client.responses.create(model=MODEL, input="Remember me", max_output_tokens=5)
+    assert openai_client.responses.retrieve(response.id).output_text == response.output_text
+    items = openai_client.responses.input_items.list(response.id)
+    assert [i.type for i in items.data] == ["message"]
+    other = openai.OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=stack.create_key("other"), max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        other.responses.retrieve(response.id)
+    with pytest.raises(openai.BadRequestError):  # nor continue it
+        other.responses.create(model=MODEL, input="x", previous_response_id=response.id)
+    openai_client.responses.delete(response.id)
+    with pytest.raises(openai.NotFoundError):
+        openai_client.responses.retrieve(response.id)
+    unstored = openai_client.responses.create(model=MODEL, input="Forget me", store=False, max_output_tokens=5)
+    with pytest.raises(openai.NotFoundError):
+        openai_client.responses.retrieve(unstored.id)
+
+
+def test_bad_requests_are_400s(stack: Stack, api_key: str, openai_client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as built_in:
+        openai_client.responses.create(model=MODEL, input="x", tools=[{"type": "web_search"}])  # type: ignore[list-item]
+    assert "web_search" in built_in.value.message
+    for body in (
+        {"input": "no model"},
+        {"model": MODEL, "input": 5},
+        {"model": MODEL, "input": [{"role": "robot", "content": "x"}]},
+    ):
+        resp = httpx.post(
+            f"{stack.gateway_url}/v1/responses", headers={"authorization": f"Bearer {api_key}"}, json=body
+        )
+        assert resp.status_code == 400 and resp.json()["error"]["message"], (body, resp.text)
