@@ -16,7 +16,7 @@ REGISTRY ?= ghcr.io/iir-dev
 TAG      ?= 0.1.0
 DOCKER   ?= docker
 
-.PHONY: install protos classifier-model dev test test-vllm typecheck lock lint fmt docs bench bench-tools clean images helm \
+.PHONY: install protos classifier-model dev test test-vllm test-openresponses typecheck lock lint fmt docs bench bench-tools clean images helm \
         helm-lint kustomize skaffold-dev
 
 install: $(STAMP) gen/.stamp
@@ -70,6 +70,12 @@ test: install classifier-model
 test-vllm: install classifier-model
 	$(PY) -m iir_dev.real_vllm build
 	IIR_TEST_VLLM=1 $(PY) -m pytest -q tests/vllm
+
+# The Open Responses compliance suite against a throwaway stack: OPENRESPONSES=<checkout of
+# github.com/openresponses/openresponses> (kept outside this repository); bun comes from npm.
+test-openresponses: install classifier-model
+	@test -n "$(OPENRESPONSES)" || { echo "set OPENRESPONSES=<checkout of openresponses/openresponses>"; exit 2; }
+	$(PY) -m iir_dev.open_responses --suite $(OPENRESPONSES)
 
 typecheck: install
 	$(PY) -m mypy $(MYPY_PACKAGES)

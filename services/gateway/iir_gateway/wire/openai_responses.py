@@ -161,7 +161,15 @@ def chat_request(body: dict[str, Any], history: list[dict[str, Any]]) -> dict[st
     out: dict[str, Any] = {"model": body.get("model"), "messages": messages}
     if body.get("max_output_tokens") is not None:
         out["max_tokens"] = body["max_output_tokens"]
-    for name in ("temperature", "top_p", "parallel_tool_calls", "user", "stream", "top_logprobs"):
+    for name in (
+        "temperature",
+        "top_p",
+        "parallel_tool_calls",
+        "user",
+        "stream",
+        "presence_penalty",
+        "frequency_penalty",
+    ):
         if body.get(name) is not None:
             out[name] = body[name]
     if body.get("stream"):
@@ -250,25 +258,36 @@ def response_object(
 ) -> dict[str, Any]:
     """A Response object as OpenAI writes it, for a request `body` and its output."""
     incomplete = finish_reason == "length"
+    status = status or ("incomplete" if incomplete else "completed")
+    created = created_at or int(time.time())
     return {
         "id": response_id,
         "object": "response",
-        "created_at": created_at or int(time.time()),
-        "status": status or ("incomplete" if incomplete else "completed"),
+        "created_at": created,
+        "completed_at": int(time.time()) if status in ("completed", "incomplete") else None,
+        "status": status,
+        "background": False,
         "error": None,
-        "incomplete_details": {"reason": "max_output_tokens"} if incomplete and status is None else None,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
         "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"),
+        "max_tool_calls": body.get("max_tool_calls"),
         "model": model,
         "output": output,
         "parallel_tool_calls": body.get("parallel_tool_calls", True),
         "previous_response_id": body.get("previous_response_id"),
+        "prompt_cache_key": body.get("prompt_cache_key"),
         "reasoning": {"effort": (body.get("reasoning") or {}).get("effort"), "summary": None},
+        "safety_identifier": body.get("safety_identifier"),
+        "service_tier": "default",
         "store": body.get("store", True),
         "temperature": body.get("temperature", 1.0),
+        "presence_penalty": body.get("presence_penalty", 0.0),
+        "frequency_penalty": body.get("frequency_penalty", 0.0),
         "text": body.get("text") or {"format": {"type": "text"}},
         "tool_choice": body.get("tool_choice", "auto"),
         "tools": body.get("tools") or [],
+        "top_logprobs": body.get("top_logprobs", 0),
         "top_p": body.get("top_p", 1.0),
         "truncation": body.get("truncation", "disabled"),
         "usage": usage(chat_usage) if chat_usage is not None else None,
