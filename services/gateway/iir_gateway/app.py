@@ -17,6 +17,7 @@ from iir_common.tracing import shutdown as shutdown_tracing
 from iir_gateway.api import (
     admin_routes,
     anthropic_routes,
+    batch_routes,
     jobs_routes,
     openai_routes,
     ops_routes,
@@ -27,6 +28,7 @@ from iir_gateway.api.client_address import ClientAddressResolver
 from iir_gateway.api.fastpath import InferenceFastPath
 from iir_gateway.api.metrics_server import MetricsServer
 from iir_gateway.api.middleware import RequestContextMiddleware
+from iir_gateway.batches.runner import BatchRunner
 from iir_gateway.errors import install_error_handlers
 from iir_gateway.jobs.worker import JobWorker
 from iir_gateway.pipeline.pipeline import Pipeline
@@ -94,10 +96,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         worker = JobWorker(pipeline, gateway.jobs, gateway.auth_stub, settings.job_workers, settings.job_claim_idle_s)
         if settings.job_workers > 0:
             await worker.start()
+        batches = BatchRunner(
+            pipeline, gateway.batches, gateway.files, settings.batch_concurrency, settings.batch_lease_s
+        )
+        if settings.batch_concurrency > 0:
+            await batches.start()
         # Start-up objects (modules, protobuf descriptors, routes) never die: keep them out of GC scans.
         gc.freeze()
         yield
         await worker.stop()  # running jobs stay pending in Redis and are taken up by another worker
+        await batches.stop()  # a running batch's lease lapses; another process goes on with it
         await metrics_server.stop()
         await gateway.stop()
         shutdown_tracing()
@@ -123,6 +131,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(jobs_routes.router)
     app.include_router(anthropic_routes.router)
     app.include_router(responses_routes.router)
+    app.include_router(batch_routes.router)
     _add_schemas(app)
     return app
 
@@ -137,6 +146,7 @@ def create_asgi(settings: GatewaySettings | None = None) -> ASGIApp:
         InferenceFastPath(app, app.state.pipeline, settings.max_body_bytes),
         metrics=gateway.metrics,
         max_body_bytes=settings.max_body_bytes,
+        upload_max_bytes=settings.batch_max_file_bytes + 64 * 1024,  # POST /v1/files: the file and its form
         access_log=settings.access_log,
         addresses=ClientAddressResolver(settings.trusted_proxies),
     )

@@ -26,6 +26,8 @@ from iir_common import __version__
 from iir_common.otlp_metrics import export_registry
 from iir_common.secret_scrubber import SecretScrubber, secret_env_values
 from iir_common.tracing import client_interceptors
+from iir_gateway.batches.files import FileStore
+from iir_gateway.batches.store import BatchStore
 from iir_gateway.caching.response_cache import ResponseCache
 from iir_gateway.conversations.store import ResponseStore
 from iir_gateway.jobs.store import JobStore
@@ -115,6 +117,8 @@ class Runtime:
         )
         self.jobs = JobStore(self.redis, settings.redis_prefix, settings.job_result_ttl_s)
         self.responses = ResponseStore(self.redis, settings.redis_prefix, settings.responses_ttl_s)
+        self.files = FileStore(self.redis, settings.redis_prefix, settings.files_ttl_s)
+        self.batches = BatchStore(self.redis, settings.redis_prefix, settings.files_ttl_s)
         self.limiter = RateLimiter(self.redis, self.metrics, settings.redis_prefix, settings.rate_limit_burst)
         self.usage = UsageRecorder(self.channels["auth"], settings.usage_flush_interval_s)
         self.endpoints = EndpointStates()

@@ -35,6 +35,14 @@ class GatewaySettings(IIRSettings):
     # `model: "auto"` routing: policies (YAML, see README); without a file, `auto` means this model.
     routing_file: str = ""
     auto_default_model: str = "local/llama-3-8b-instruct"
+    # Batch API: the largest input file and its number of requests, lines run at once per batch (0: this
+    # process runs no batch), how long a dead process's batch waits before another takes it over, and
+    # how long files and batches are kept.
+    batch_max_file_bytes: int = 20 * 1024 * 1024
+    batch_max_lines: int = 50_000
+    batch_concurrency: int = 4
+    batch_lease_s: float = 30.0
+    files_ttl_s: int = 30 * 86400
     # How long a stored Response (`store: true`) is kept for GET and `previous_response_id`.
     responses_ttl_s: int = 30 * 86400
     # The model of a chat or completions request that names none ("": such a request is a 400).

@@ -39,10 +39,12 @@ class RequestContextMiddleware:
         max_body_bytes: int,
         access_log: bool,
         addresses: ClientAddressResolver,
+        upload_max_bytes: int = 0,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.upload_max_bytes = max(upload_max_bytes, max_body_bytes)
         self.access_log = access_log
         self.addresses = addresses
 
@@ -82,11 +84,12 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            limit = self.upload_max_bytes if scope["path"] == "/v1/files" else self.max_body_bytes
+            if length is not None and (not length.isdigit() or int(length) > limit):
                 await self._reply(
                     send_wrapper,
                     413,
-                    f"Request body too large: the limit is {self.max_body_bytes} bytes.",
+                    f"Request body too large: the limit is {limit} bytes.",
                     "request_too_large",
                     scope["path"],
                 )

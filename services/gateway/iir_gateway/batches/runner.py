@@ -1,0 +1,256 @@
+"""Runs batches: every gateway process looks for active batches and takes the lease of one at a time;
+the holder runs its lines through the same pipeline as a request (the owner's key, limits, scrubbing,
+usage), at the lowest priority so interactive traffic goes first, and writes each line's result once.
+A process that dies mid-batch loses its lease; another takes the batch over and runs only the lines
+without a result, so the output has every line exactly once. At the end the output and error files are
+written in the input's order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from iir_gateway.answer import Answer
+from iir_gateway.batches.files import FileStore
+from iir_gateway.batches.store import FINAL, BatchStore
+from iir_gateway.errors import APIError
+from iir_gateway.pipeline.context import RequestContext
+from iir_gateway.pipeline.pipeline import Pipeline
+from iir_gateway.principal import Principal
+from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, InferenceRequest
+
+log = logging.getLogger(__name__)
+
+ENDPOINTS: dict[str, tuple[str, type[InferenceRequest]]] = {
+    "/v1/chat/completions": ("chat/completions", ChatCompletionRequest),
+    "/v1/completions": ("completions", CompletionRequest),
+    "/v1/embeddings": ("embeddings", EmbeddingRequest),
+}
+RATE_LIMIT_WAITS = 20
+
+
+def parse_lines(content: bytes, endpoint: str) -> list[tuple[str, dict[str, Any] | None, str]]:
+    """(custom_id, body or None, why not) for each non-empty line of a batch input file."""
+    out: list[tuple[str, dict[str, Any] | None, str]] = []
+    for number, raw in enumerate(content.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            line = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            out.append((f"line-{number}", None, f"Line {number} is not valid JSON."))
+            continue
+        if not isinstance(line, dict):
+            out.append((f"line-{number}", None, f"Line {number} is not a JSON object."))
+            continue
+        custom_id = str(line.get("custom_id") or f"line-{number}")
+        if not line.get("custom_id"):
+            out.append((custom_id, None, f"Line {number} has no custom_id."))
+        elif line.get("method", "POST") != "POST":
+            out.append((custom_id, None, f"Line {number}: method must be POST."))
+        elif line.get("url") != endpoint:
+            out.append((custom_id, None, f"Line {number}: url must be the batch's endpoint, {endpoint}."))
+        elif not isinstance(line.get("body"), dict):
+            out.append((custom_id, None, f"Line {number}: body must be a JSON object."))
+        else:
+            out.append((custom_id, line["body"], ""))
+    return out
+
+
+class BatchRunner:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        batches: BatchStore,
+        files: FileStore,
+        concurrency: int,
+        lease_s: float = 30.0,
+        poll_s: float = 1.0,
+    ) -> None:
+        self.pipeline, self.batches, self.files = pipeline, batches, files
+        self.concurrency = max(1, concurrency)
+        self.lease_s, self.poll_s = lease_s, poll_s
+        self.holder = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                active: Any = await self.batches.redis.smembers(self.batches.active)
+                for raw in active:
+                    batch_id = raw.decode()
+                    if await self.batches.lease(batch_id, self.holder, self.lease_s):
+                        await self._hold(batch_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis down: try again later, never die
+                log.warning("batch runner failed", extra={"error": repr(exc)[:200]})
+            await asyncio.sleep(self.poll_s)
+
+    async def _hold(self, batch_id: str) -> None:
+        """Runs the batch while renewing its lease."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.lease_s / 3)
+                await self.batches.lease(batch_id, self.holder, self.lease_s)
+
+        renewer = asyncio.create_task(renew())
+        try:
+            await self.run(batch_id)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await renewer
+            await self.batches.release(batch_id)
+
+    async def run(self, batch_id: str) -> None:
+        record = await self.batches.record(batch_id)
+        if record is None:
+            await self.batches.done(batch_id)
+            return
+        batch, owner = record["batch"], record["owner"]
+        if batch["status"] in FINAL:
+            await self.batches.done(batch_id)
+            return
+        principal = _principal(record["principal"])
+        content = await self.files.content(batch["input_file_id"], principal)
+        if content is None:
+            await self._fail(batch_id, "input_file_missing", "The input file no longer exists.")
+            return
+        lines = parse_lines(content, batch["endpoint"])
+        if batch["status"] == "cancelling":  # cancelled before it ran
+            await self._finish(batch_id, owner, lines, "cancelled")
+            return
+        if batch["status"] == "validating":
+            batch = (
+                await self.batches.update(
+                    batch_id,
+                    status="in_progress",
+                    in_progress_at=int(time.time()),
+                    request_counts={"total": len(lines), "completed": 0, "failed": 0},
+                )
+                or batch
+            )
+        done = await self.batches.results_by_index(batch_id)
+        queue = [i for i in range(len(lines)) if i not in done]
+        stopping = asyncio.Event()
+
+        async def work() -> None:
+            while queue and not stopping.is_set():
+                index = queue.pop(0)
+                custom_id, body, problem = lines[index]
+                result = await self._line(batch_id, batch["endpoint"], principal, custom_id, body, problem)
+                await self.batches.add_result(batch_id, index, result)
+                current = await self.batches.record(batch_id)
+                now = time.time()
+                if current is None or current["batch"]["status"] == "cancelling" or now > batch["expires_at"]:
+                    stopping.set()
+
+        await asyncio.gather(*(work() for _ in range(self.concurrency)))
+        current = await self.batches.record(batch_id)
+        status = current["batch"]["status"] if current else "cancelled"
+        final = (
+            "cancelled" if status == "cancelling" else "expired" if time.time() > batch["expires_at"] else "completed"
+        )
+        await self._finish(batch_id, owner, lines, final)
+
+    async def _line(
+        self,
+        batch_id: str,
+        endpoint: str,
+        principal: Principal,
+        custom_id: str,
+        body: dict[str, Any] | None,
+        problem: str,
+    ) -> dict[str, Any]:
+        line_id = f"batch_req_{uuid.uuid4().hex}"
+        if body is None:
+            return {
+                "id": line_id,
+                "custom_id": custom_id,
+                "response": None,
+                "error": {"code": "invalid_request", "message": problem},
+            }
+        path, schema = ENDPOINTS[endpoint]
+        request_id = f"{batch_id}-{custom_id}"[:128]
+        for waits in range(RATE_LIMIT_WAITS + 1):
+            ctx = RequestContext(
+                path, schema, principal=principal, body={**body, "stream": False}, request_id=request_id
+            )
+            try:
+                answer: Answer = await self.pipeline.run(ctx)
+                assert answer.document is not None
+                response = {"status_code": 200, "request_id": request_id, "body": answer.document.json()}
+                return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}
+            except APIError as exc:
+                retry = exc.headers.get("retry-after", "")
+                if exc.status == 429 and retry.isdigit() and waits < RATE_LIMIT_WAITS:
+                    await asyncio.sleep(min(float(retry) or 1.0, 30.0))  # a batch waits for its limits
+                    continue
+                error = {
+                    "message": exc.message,
+                    "type": exc.type or "invalid_request_error",
+                    "param": exc.param,
+                    "code": exc.code,
+                }
+                response = {"status_code": exc.status, "request_id": request_id, "body": {"error": error}}
+                return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}
+        raise AssertionError("unreachable")
+
+    async def _finish(self, batch_id: str, owner: str, lines: list[Any], status: str) -> None:
+        await self.batches.update(batch_id, status="finalizing", finalizing_at=int(time.time()))
+        results = await self.batches.results_by_index(batch_id)
+        ok, failed = bytearray(), bytearray()
+        for index in range(len(lines)):
+            line = results.get(index)
+            if line is None:
+                continue  # cancelled or expired before it ran
+            good = line["error"] is None and line["response"]["status_code"] == 200
+            (ok if good else failed).extend(orjson.dumps(line) + b"\n")
+        completed = sum(1 for r in results.values() if r["error"] is None and r["response"]["status_code"] == 200)
+        fields: dict[str, Any] = {
+            "status": status,
+            f"{status}_at": int(time.time()),
+            "request_counts": {"total": len(lines), "completed": completed, "failed": len(results) - completed},
+        }
+        if ok:
+            fields["output_file_id"] = (
+                await self.files.create(owner, f"{batch_id}_output.jsonl", "batch_output", bytes(ok))
+            )["id"]
+        if failed:
+            fields["error_file_id"] = (
+                await self.files.create(owner, f"{batch_id}_error.jsonl", "batch_output", bytes(failed))
+            )["id"]
+        await self.batches.update(batch_id, **fields)
+        await self.batches.done(batch_id)
+        log.info("batch finished", extra={"batch_id": batch_id, "status": status, "lines": len(lines)})
+
+    async def _fail(self, batch_id: str, code: str, message: str) -> None:
+        errors = {"object": "list", "data": [{"code": code, "message": message, "param": None, "line": None}]}
+        await self.batches.update(batch_id, status="failed", failed_at=int(time.time()), errors=errors)
+        await self.batches.done(batch_id)
+
+
+def _principal(data: dict[str, Any]) -> Principal:
+    """The owner as it was when the batch was made, at the lowest priority (interactive traffic first)."""
+    data = {**data, "allowed_models": tuple(data.get("allowed_models") or ()), "priority": 0}
+    fields = {f.name for f in dataclasses.fields(Principal)}
+    return Principal(**{k: v for k, v in data.items() if k in fields})

@@ -1,0 +1,135 @@
+"""Batches (`/v1/batches`) in Redis: the batch object as OpenAI writes it, its owner, the result of each
+line by its position (set once: a line run twice after a crash is still written once), and a lease
+that one gateway process holds while it runs the batch."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from iir_gateway.principal import Principal
+
+FINAL = ("completed", "failed", "expired", "cancelled")
+WINDOW_S = {"24h": 86400}
+
+
+def batch_object(batch_id: str, endpoint: str, input_file_id: str, window: str, metadata: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {
+        "id": batch_id,
+        "object": "batch",
+        "endpoint": endpoint,
+        "errors": None,
+        "input_file_id": input_file_id,
+        "completion_window": window,
+        "status": "validating",
+        "output_file_id": None,
+        "error_file_id": None,
+        "created_at": now,
+        "in_progress_at": None,
+        "expires_at": now + WINDOW_S[window],
+        "finalizing_at": None,
+        "completed_at": None,
+        "failed_at": None,
+        "expired_at": None,
+        "cancelling_at": None,
+        "cancelled_at": None,
+        "request_counts": {"total": 0, "completed": 0, "failed": 0},
+        "metadata": metadata,
+    }
+
+
+class BatchStore:
+    def __init__(self, redis: aioredis.Redis, prefix: str, ttl_s: int) -> None:
+        self.redis, self.prefix, self.ttl_s = redis, prefix, ttl_s
+
+    def key(self, batch_id: str) -> str:
+        return f"{self.prefix}batches:{batch_id}"
+
+    def results(self, batch_id: str) -> str:
+        return f"{self.prefix}batches:{batch_id}:results"
+
+    @property
+    def active(self) -> str:
+        return f"{self.prefix}batches:active"
+
+    def _owned(self, owner: str) -> str:
+        return f"{self.prefix}batches:owner:{owner}"
+
+    async def create(self, principal: Principal, batch: dict[str, Any]) -> None:
+        record = {"owner": principal.key_id, "principal": dataclasses.asdict(principal), "batch": batch}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.key(batch["id"]), orjson.dumps(record), ex=self.ttl_s)
+            pipe.zadd(self._owned(principal.key_id), {batch["id"]: batch["created_at"]})
+            pipe.expire(self._owned(principal.key_id), self.ttl_s)
+            pipe.sadd(self.active, batch["id"])
+            await pipe.execute()
+
+    async def record(self, batch_id: str) -> dict[str, Any] | None:
+        raw: Any = await self.redis.get(self.key(batch_id))
+        return orjson.loads(raw) if raw is not None else None
+
+    async def get(self, batch_id: str, principal: Principal) -> dict[str, Any] | None:
+        record = await self.record(batch_id)
+        if record is None or (record["owner"] != principal.key_id and not principal.admin):
+            return None
+        batch: dict[str, Any] = record["batch"]
+        return batch
+
+    async def list(self, principal: Principal, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        members: Any = await self.redis.zrevrange(self._owned(principal.key_id), 0, 9999)
+        ids = [i.decode() for i in members]
+        if after and after in ids:
+            ids = ids[ids.index(after) + 1 :]
+        page = []
+        for batch_id in ids[: limit + 1]:
+            batch = await self.get(batch_id, principal)
+            if batch is not None:
+                page.append(batch)
+        return page[:limit], len(page) > limit
+
+    async def update(self, batch_id: str, **fields: Any) -> dict[str, Any] | None:
+        """Sets fields of the batch object (read, change, write: only the lease holder and cancel write)."""
+        record = await self.record(batch_id)
+        if record is None:
+            return None
+        record["batch"].update(fields)
+        await self.redis.set(self.key(batch_id), orjson.dumps(record), ex=self.ttl_s)
+        batch: dict[str, Any] = record["batch"]
+        return batch
+
+    async def add_result(self, batch_id: str, index: int, line: dict[str, Any]) -> bool:
+        """The result of line `index`; False when it has one already."""
+        added = await self.redis.hsetnx(self.results(batch_id), str(index), orjson.dumps(line))
+        await self.redis.expire(self.results(batch_id), self.ttl_s)
+        return bool(added)
+
+    async def results_by_index(self, batch_id: str) -> dict[int, dict[str, Any]]:
+        raw: Any = await self.redis.hgetall(self.results(batch_id))
+        return {int(k): orjson.loads(v) for k, v in raw.items()}
+
+    async def lease(self, batch_id: str, holder: str, ttl_s: float) -> bool:
+        """Takes or renews the batch's lease for `holder`."""
+        key = f"{self.key(batch_id)}:lease"
+        if await self.redis.set(key, holder, nx=True, px=int(ttl_s * 1000)):
+            return True
+        current: Any = await self.redis.get(key)
+        if current is not None and current.decode() == holder:
+            await self.redis.pexpire(key, int(ttl_s * 1000))
+            return True
+        return False
+
+    async def release(self, batch_id: str) -> None:
+        await self.redis.delete(f"{self.key(batch_id)}:lease")
+
+    async def done(self, batch_id: str) -> None:
+        await self.redis.srem(self.active, batch_id)
+
+    @staticmethod
+    def new_id() -> str:
+        return f"batch_{uuid.uuid4().hex}"
