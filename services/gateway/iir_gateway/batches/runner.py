@@ -158,7 +158,7 @@ class BatchRunner:
                 index = queue.pop(0)
                 custom_id, body, problem = lines[index]
                 result = await self._line(batch_id, batch["endpoint"], principal, custom_id, body, problem)
-                await self.batches.add_result(batch_id, index, result)
+                await self.batches.add_result(batch_id, index, result, _succeeded(result))
                 current = await self.batches.record(batch_id)
                 now = time.time()
                 if current is None or current["batch"]["status"] == "cancelling" or now > batch["expires_at"]:
@@ -223,9 +223,8 @@ class BatchRunner:
             line = results.get(index)
             if line is None:
                 continue  # cancelled or expired before it ran
-            good = line["error"] is None and line["response"]["status_code"] == 200
-            (ok if good else failed).extend(orjson.dumps(line) + b"\n")
-        completed = sum(1 for r in results.values() if r["error"] is None and r["response"]["status_code"] == 200)
+            (ok if _succeeded(line) else failed).extend(orjson.dumps(line) + b"\n")
+        completed = sum(1 for r in results.values() if _succeeded(r))
         fields: dict[str, Any] = {
             "status": status,
             f"{status}_at": int(time.time()),
@@ -247,6 +246,10 @@ class BatchRunner:
         errors = {"object": "list", "data": [{"code": code, "message": message, "param": None, "line": None}]}
         await self.batches.update(batch_id, status="failed", failed_at=int(time.time()), errors=errors)
         await self.batches.done(batch_id)
+
+
+def _succeeded(line: dict[str, Any]) -> bool:
+    return line["error"] is None and line["response"]["status_code"] == 200
 
 
 def _principal(data: dict[str, Any]) -> Principal:

@@ -79,6 +79,9 @@ class BatchStore:
         if record is None or (record["owner"] != principal.key_id and not principal.admin):
             return None
         batch: dict[str, Any] = record["batch"]
+        if batch["status"] in ("in_progress", "cancelling"):  # the counts so far
+            counts: Any = await self.redis.hgetall(self.counts(batch_id))
+            batch["request_counts"] |= {k.decode(): int(v) for k, v in counts.items()}
         return batch
 
     async def list(self, principal: Principal, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
@@ -103,11 +106,17 @@ class BatchStore:
         batch: dict[str, Any] = record["batch"]
         return batch
 
-    async def add_result(self, batch_id: str, index: int, line: dict[str, Any]) -> bool:
-        """The result of line `index`; False when it has one already."""
+    async def add_result(self, batch_id: str, index: int, line: dict[str, Any], ok: bool) -> bool:
+        """The result of line `index`, counted as completed or failed; False when it has one already."""
         added = await self.redis.hsetnx(self.results(batch_id), str(index), orjson.dumps(line))
+        if added:
+            await self.redis.hincrby(self.counts(batch_id), "completed" if ok else "failed", 1)
         await self.redis.expire(self.results(batch_id), self.ttl_s)
+        await self.redis.expire(self.counts(batch_id), self.ttl_s)
         return bool(added)
+
+    def counts(self, batch_id: str) -> str:
+        return f"{self.prefix}batches:{batch_id}:counts"
 
     async def results_by_index(self, batch_id: str) -> dict[int, dict[str, Any]]:
         raw: Any = await self.redis.hgetall(self.results(batch_id))
