@@ -472,3 +472,22 @@ def test_the_messages_api_to_an_openai_model(gateway: str) -> None:
     )
     assert message.content[0].text == "Echo from gpt-4o-mini: a b c"  # type: ignore[union-attr]
     assert message.stop_reason == "end_turn" and message.usage.output_tokens > 0
+
+
+def test_the_responses_api_to_an_anthropic_model(client: openai.OpenAI, fakes: dict[str, str]) -> None:
+    response = client.responses.create(
+        model=SONNET, instructions="Be brief.", input="How are you?", max_output_tokens=50
+    )
+    assert response.output_text == "Claude heard: How are you?" and response.status == "completed"
+    sent = last_request(fakes, "anthropic")
+    assert sent["system"] == "Be brief." and sent["max_tokens"] == 50
+    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+    called = client.responses.create(model=SONNET, input="What is the weather?", tools=[tool])  # type: ignore[list-item]
+    call = next(item for item in called.output if item.type == "function_call")
+    answered = client.responses.create(
+        model=SONNET,
+        previous_response_id=called.id,
+        tools=[tool],  # type: ignore[list-item]
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18"}],  # type: ignore[union-attr]
+    )
+    assert answered.output_text == "It is 18 degrees in Paris."

@@ -121,3 +121,37 @@ def test_bad_requests_are_400s(stack: Stack, api_key: str, openai_client: openai
             f"{stack.gateway_url}/v1/responses", headers={"authorization": f"Bearer {api_key}"}, json=body
         )
         assert resp.status_code == 400 and resp.json()["error"]["message"], (body, resp.text)
+
+
+def test_the_open_responses_compliance_requests(openai_client: openai.OpenAI) -> None:
+    """The requests of the Open Responses compliance suite (basic, system prompt, image, multi-turn):
+    each completes with output, as its validators ask."""
+    image = (
+        "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQ"
+        "AAAABJRU5ErkJggg=="
+    )
+    inputs = [
+        [{"type": "message", "role": "user", "content": "Say hello in exactly 3 words."}],
+        [
+            {"type": "message", "role": "system", "content": "You are a pirate."},
+            {"type": "message", "role": "user", "content": "Say hello."},
+        ],
+        [
+            {
+                "type": "message",
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "What do you see?"},
+                    {"type": "input_image", "image_url": image},
+                ],
+            }
+        ],
+        [
+            {"type": "message", "role": "user", "content": "My name is Alice."},
+            {"type": "message", "role": "assistant", "content": "Hello Alice!"},
+            {"type": "message", "role": "user", "content": "What is my name?"},
+        ],
+    ]
+    for items in inputs:
+        response = openai_client.responses.create(model=MODEL, input=items)  # type: ignore[arg-type]
+        assert response.status == "completed" and response.output and response.completed_at, items

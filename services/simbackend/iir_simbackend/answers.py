@@ -62,8 +62,9 @@ def _stops(body: dict[str, Any]) -> list[str]:
 
 
 def _max_tokens(body: dict[str, Any], default: int) -> int:
-    value = body.get("max_completion_tokens") or body.get("max_tokens") or default
-    return int(value) if isinstance(value, int) else default
+    """The request's limit, else `default`, else none: the deterministic text ends by itself."""
+    value = body.get("max_completion_tokens") or body.get("max_tokens") or default or 1_000_000
+    return int(value) if isinstance(value, int) else 1_000_000
 
 
 def _seed(prompt: str, body: dict[str, Any], choice: int) -> str:

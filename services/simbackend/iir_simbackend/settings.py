@@ -19,8 +19,8 @@ class SimSettings(BaseSettings):
     # Time to first token, and decode speed (0 means no delay at all).
     ttft_ms: float = 0.0
     tokens_per_s: float = 0.0
-    # Completion length when the request gives no max_tokens.
-    default_max_tokens: int = 16
+    # Longest completion when the request gives no max_tokens (0: until the model stops, as vLLM does).
+    default_max_tokens: int = 0
 
     @property
     def model_names(self) -> list[str]:
