@@ -125,3 +125,38 @@ def test_errors_have_anthropics_shape(stack: Stack, client: anthropic.Anthropic)
     assert bad.json()["type"] == "error" and bad.status_code in (400, 401)
     too_big = httpx.post(f"{stack.gateway_url}/v1/messages", content=b"x" * 70_000)  # IIR_MAX_BODY_BYTES: 64 KiB
     assert too_big.status_code == 413 and too_big.json()["error"]["type"] == "request_too_large"
+
+
+def test_a_claude_code_shaped_session(client: anthropic.Anthropic) -> None:
+    """A large system prompt in blocks (cache_control on), many tools, streamed turns, and tool_use →
+    tool_result round trips, as Claude Code drives a session."""
+    system = [
+        {"type": "text", "text": "You are an agent for software engineering. " * 200},
+        {"type": "text", "text": "Use the tools.", "cache_control": {"type": "ephemeral"}},
+    ]
+    tools = [
+        {
+            "name": f"tool_{i}",
+            "description": f"Tool number {i}",
+            "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+        }
+        for i in range(30)
+    ]
+    messages: list[dict] = [{"role": "user", "content": [{"type": "text", "text": "Read the file Main"}]}]
+    for _turn in range(3):
+        with client.messages.stream(
+            model=MODEL, max_tokens=200, system=system, tools=tools, messages=messages
+        ) as stream:  # type: ignore[arg-type]
+            reply = stream.get_final_message()
+        messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in reply.content]})
+        uses = [b for b in reply.content if b.type == "tool_use"]
+        if not uses:
+            break
+        assert reply.stop_reason == "tool_use" and uses[0].name == "tool_0" and uses[0].input == {"path": "Main"}
+        messages.append(
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": u.id, "content": "file contents"} for u in uses],
+            }
+        )
+    assert messages[-1]["role"] == "assistant" and messages[-1]["content"][0]["type"] == "text"  # it answered

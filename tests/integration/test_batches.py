@@ -117,3 +117,16 @@ def test_cancelling_a_batch(openai_client: openai.OpenAI) -> None:
     done = finished(openai_client, batch.id)
     assert done.status == "cancelled" and done.cancelled_at
     assert done.request_counts.completed < 20  # type: ignore[union-attr]
+
+
+def test_a_responses_batch(openai_client: openai.OpenAI) -> None:
+    body = {"model": MODEL, "input": "Hello", "instructions": "Be brief."}
+    line = {"custom_id": "r1", "method": "POST", "url": "/v1/responses", "body": body}
+    uploaded = openai_client.files.create(file=("r.jsonl", io.BytesIO(jsonl([line]))), purpose="batch")
+    batch = openai_client.batches.create(input_file_id=uploaded.id, endpoint="/v1/responses", completion_window="24h")
+    done = finished(openai_client, batch.id)
+    output = json.loads(openai_client.files.content(done.output_file_id).text)  # type: ignore[arg-type]
+    assert (
+        output["response"]["body"]["object"] == "response"
+        and output["response"]["body"]["output"][0]["type"] == "message"
+    )

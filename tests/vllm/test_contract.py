@@ -320,3 +320,67 @@ def test_an_async_job_whose_answer_is_a_tool_call_completes(vllm_stack: Stack, k
     done = wait_for(finished, timeout=120, interval=0.5, what="the job to finish")
     assert done["status"] == "completed", done
     assert done["result"]["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
+def test_the_messages_api_against_vllm(vllm_stack: Stack, key: str) -> None:
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=vllm_stack.gateway_url, api_key=key, max_retries=0, timeout=120)
+    message = client.messages.create(
+        model=MODEL, max_tokens=8, system="Be brief.", messages=[{"role": "user", "content": "Say hello."}]
+    )
+    assert message.content[0].text and message.usage.output_tokens > 0  # type: ignore[union-attr]
+    weather = {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "input_schema": TOOLS[0]["function"]["parameters"],
+    }
+    with client.messages.stream(
+        model=MODEL,
+        max_tokens=80,
+        temperature=0,
+        tools=[weather],  # type: ignore[list-item]
+        tool_choice={"type": "any"},
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use" and any(
+        b.type == "tool_use" and b.name == "get_weather" for b in final.content
+    )
+
+
+def test_the_responses_api_against_vllm(client: openai.OpenAI) -> None:
+    response = client.responses.create(model=MODEL, input="Say hello.", max_output_tokens=8)
+    assert response.output_text and response.usage and response.usage.output_tokens > 0
+    followed = client.responses.create(
+        model=MODEL, input="Again.", previous_response_id=response.id, max_output_tokens=8
+    )
+    assert followed.output_text
+    events = list(client.responses.create(model=MODEL, input="Count to three.", max_output_tokens=8, stream=True))
+    assert events[0].type == "response.created" and events[-1].type in ("response.completed", "response.incomplete")
+
+
+def test_a_batch_against_vllm(client: openai.OpenAI) -> None:
+    import io
+    import json
+
+    lines = [
+        {
+            "custom_id": f"c{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": MODEL, "messages": MESSAGES, "max_tokens": 4},
+        }
+        for i in range(3)
+    ]
+    uploaded = client.files.create(
+        file=("b.jsonl", io.BytesIO("\n".join(map(json.dumps, lines)).encode())), purpose="batch"
+    )
+    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+
+    def done() -> object:
+        got = client.batches.retrieve(batch.id)
+        return got if got.status in ("completed", "failed") else None
+
+    final = wait_for(done, timeout=120, interval=0.5, what="the batch to finish")
+    assert final.status == "completed" and final.request_counts.completed == 3  # type: ignore[attr-defined]

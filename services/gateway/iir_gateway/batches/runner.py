@@ -26,6 +26,7 @@ from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.principal import Principal
 from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, InferenceRequest
+from iir_gateway.wire import openai_responses as responses
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ ENDPOINTS: dict[str, tuple[str, type[InferenceRequest]]] = {
     "/v1/chat/completions": ("chat/completions", ChatCompletionRequest),
     "/v1/completions": ("completions", CompletionRequest),
     "/v1/embeddings": ("embeddings", EmbeddingRequest),
+    "/v1/responses": ("chat/completions", ChatCompletionRequest),  # translated, as POST /v1/responses is
 }
 RATE_LIMIT_WAITS = 20
 
@@ -192,13 +194,21 @@ class BatchRunner:
         path, schema = ENDPOINTS[endpoint]
         request_id = f"{batch_id}-{custom_id}"[:128]
         for waits in range(RATE_LIMIT_WAITS + 1):
-            ctx = RequestContext(
-                path, schema, principal=principal, body={**body, "stream": False}, request_id=request_id
-            )
             try:
+                sent = {**body, "stream": False}
+                if endpoint == "/v1/responses":
+                    if body.get("previous_response_id"):
+                        raise APIError(
+                            400, "A batch line cannot continue a stored response.", param="previous_response_id"
+                        )
+                    sent = responses.chat_request(sent, [])
+                ctx = RequestContext(path, schema, principal=principal, body=sent, request_id=request_id)
                 answer: Answer = await self.pipeline.run(ctx)
                 assert answer.document is not None
-                response = {"status_code": 200, "request_id": request_id, "body": answer.document.json()}
+                result = answer.document.json()
+                if endpoint == "/v1/responses":
+                    result = _response(body, answer.model, result)
+                response = {"status_code": 200, "request_id": request_id, "body": result}
                 return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}
             except APIError as exc:
                 retry = exc.headers.get("retry-after", "")
@@ -246,6 +256,14 @@ class BatchRunner:
         errors = {"object": "list", "data": [{"code": code, "message": message, "param": None, "line": None}]}
         await self.batches.update(batch_id, status="failed", failed_at=int(time.time()), errors=errors)
         await self.batches.done(batch_id)
+
+
+def _response(body: dict[str, Any], model: str, completion: dict[str, Any]) -> dict[str, Any]:
+    """The Response object of a batch line (batch lines are not stored)."""
+    finish = ((completion.get("choices") or [{}])[0]).get("finish_reason")
+    output = responses.output_items(completion)
+    usage = completion.get("usage")
+    return responses.response_object(responses.new_id("resp"), {**body, "store": False}, model, output, usage, finish)
 
 
 def _succeeded(line: dict[str, Any]) -> bool:
