@@ -140,3 +140,49 @@ def test_a_stream_of_text_then_a_tool_call() -> None:
     ]
     assert events[4][1]["content_block"] == {"type": "tool_use", "id": "t1", "name": "f", "input": {}}
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use" and events[-2][1]["usage"]["output_tokens"] == 5
+
+
+def test_arguments_that_are_not_an_object_arrive_whole_as_one() -> None:
+    """A small model may write `"Paris"` as a call's arguments; Anthropic's input is an object."""
+    encoder = MessagesStreamEncoder("local/m", [], 1)
+    chunks = [
+        {
+            "id": "c",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [{"index": 0, "id": "t", "function": {"name": "f", "arguments": ""}}]},
+                }
+            ],
+        },
+        {
+            "id": "c",
+            "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '"Par'}}]}}],
+        },
+        {
+            "id": "c",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": 'is"'}}]},
+                    "finish_reason": "tool_calls",
+                }
+            ],
+        },
+    ]
+    events = [e for c in chunks for e in encoder.feed(c)] + list(encoder.end())
+    deltas = [d["delta"]["partial_json"] for name, d in events if name == "content_block_delta"]
+    assert deltas == ['{"_raw":"\\"Paris\\""}']
+    message = message_response(
+        {
+            "choices": [
+                {
+                    "message": {"tool_calls": [{"id": "t", "function": {"name": "f", "arguments": '"Paris"'}}]},
+                    "finish_reason": "tool_calls",
+                }
+            ]
+        },
+        "m",
+        [],
+    )
+    assert message["content"][0]["input"] == {"_raw": '"Paris"'}

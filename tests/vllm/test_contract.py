@@ -338,7 +338,6 @@ def test_the_messages_api_against_vllm(vllm_stack: Stack, key: str) -> None:
     with client.messages.stream(
         model=MODEL,
         max_tokens=80,
-        temperature=0,
         tools=[weather],  # type: ignore[list-item]
         tool_choice={"type": "any"},
         messages=[{"role": "user", "content": "What is the weather in Paris?"}],

@@ -195,6 +195,16 @@ def _stop(choice: dict[str, Any], stops: list[str]) -> tuple[str, str | None]:
     return STOP_REASONS.get(finish, "end_turn"), None
 
 
+def tool_input(arguments: str) -> dict[str, Any]:
+    """A tool call's input: Anthropic's is always an object, so arguments a model wrote as anything
+    else (a bare string, broken JSON) come as `{"_raw": <the text>}`."""
+    try:
+        parsed = orjson.loads(arguments or "{}")
+    except orjson.JSONDecodeError:
+        parsed = None
+    return parsed if isinstance(parsed, dict) else {"_raw": arguments}
+
+
 def message_id(answer_id: str) -> str:
     return answer_id if answer_id.startswith("msg_") else f"msg_{answer_id or uuid.uuid4().hex}"
 
@@ -211,10 +221,7 @@ def message_response(completion: dict[str, Any], model: str, stops: list[str]) -
         content.append({"type": "text", "text": message["content"]})
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
-        try:
-            arguments = orjson.loads(function.get("arguments") or "{}")
-        except orjson.JSONDecodeError:
-            arguments = {"_raw": function.get("arguments")}
+        arguments = tool_input(str(function.get("arguments") or ""))
         content.append(
             {"type": "tool_use", "id": call.get("id", ""), "name": function.get("name", ""), "input": arguments}
         )
@@ -242,6 +249,9 @@ class MessagesStreamEncoder:
         self.block: str | None = None  # the open block's type
         self.index = -1
         self.tool_blocks: dict[int, int] = {}  # OpenAI tool call index → block index
+        self.held: dict[int, str] = {}  # arguments that do not start an object, sent whole at the block's end
+        self.open_tool: int | None = None
+        self.streaming: set[int] = set()  # tool calls whose arguments pass as they come
         self.choice: dict[str, Any] = {}
         self.usage: dict[str, Any] | None = None
 
@@ -267,8 +277,12 @@ class MessagesStreamEncoder:
 
     def _close(self) -> Iterator[tuple[str, dict[str, Any]]]:
         if self.block is not None:
+            held = self.held.pop(self.open_tool, None) if self.open_tool is not None else None
+            if held is not None:
+                partial = {"type": "input_json_delta", "partial_json": orjson.dumps(tool_input(held)).decode()}
+                yield "content_block_delta", self._delta(partial)
             yield "content_block_stop", {"type": "content_block_stop", "index": self.index}
-            self.block = None
+            self.block, self.open_tool = None, None
 
     def _delta(self, delta: dict[str, Any]) -> dict[str, Any]:
         return {"type": "content_block_delta", "index": self.index, "delta": delta}
@@ -309,8 +323,14 @@ class MessagesStreamEncoder:
                     }
                     yield from self._open("tool_use", block)
                     self.tool_blocks[position] = self.index
-                if function.get("arguments"):
-                    partial = {"type": "input_json_delta", "partial_json": function["arguments"]}
+                    self.open_tool = position
+                piece = function.get("arguments")
+                if piece:
+                    if position in self.held or (position not in self.streaming and not piece.lstrip().startswith("{")):
+                        self.held[position] = self.held.get(position, "") + piece  # not an object: sent at the end
+                        continue
+                    self.streaming.add(position)
+                    partial = {"type": "input_json_delta", "partial_json": piece}
                     yield "content_block_delta", {**self._delta(partial), "index": self.tool_blocks[position]}
             if choice.get("finish_reason"):
                 self.choice = choice
