@@ -1,0 +1,25 @@
+"""The README's examples of the Responses, Messages and Batch APIs, run as written against a stack
+(only the base URL and the key stand for this stack's)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from iir_dev.stack import Stack
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _examples() -> list[str]:
+    text = README.read_text()
+    section = text[text.index("## The Responses, Messages and Batch APIs") : text.index("## Async jobs")]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+@pytest.mark.parametrize("code", _examples(), ids=["responses", "messages", "batches"])
+def test_a_readme_example(stack: Stack, api_key: str, code: str) -> None:
+    code = code.replace("http://127.0.0.1:8080", stack.gateway_url).replace('"iir-…"', repr(api_key))
+    exec(compile(code, "README.md", "exec"), {})
