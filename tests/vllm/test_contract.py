@@ -337,7 +337,8 @@ def test_the_messages_api_against_vllm(vllm_stack: Stack, key: str) -> None:
     }
     with client.messages.stream(
         model=MODEL,
-        max_tokens=80,
+        max_tokens=150,
+        extra_body={"temperature": 0},  # greedy: the tiny model's call is the same every time
         tools=[weather],  # type: ignore[list-item]
         tool_choice={"type": "any"},
         messages=[{"role": "user", "content": "What is the weather in Paris?"}],
