@@ -3,9 +3,11 @@ as the client goes away."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import anyio
+import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -93,6 +95,11 @@ def with_id(answer: Answer, answer_id: str) -> Answer:
     elif answer.document is not None:
         answer.document = _renamed(answer.document, answer_id)
     return answer
+
+
+def named_frames(events: Iterable[tuple[str, Any]]) -> bytes:
+    """SSE frames with an `event:` name each (the Messages and Responses streams)."""
+    return b"".join(b"event: %s\ndata: %s\n\n" % (name.encode(), orjson.dumps(data)) for name, data in events)
 
 
 def to_response(answer: Answer) -> Response:

@@ -15,14 +15,12 @@ from starlette.types import Send
 
 from iir_common.logging import request_id_var
 from iir_gateway.answer import EventStream
-from iir_gateway.api.answers import EventStreamResponse
-from iir_gateway.api.inference import CLIENT_CLOSED, run_inference
+from iir_gateway.api.answers import EventStreamResponse, named_frames
+from iir_gateway.api.inference import CLIENT_CLOSED, run_chat
 from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.errors import APIError
 from iir_gateway.limits.token_estimate import estimate_tokens
-from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.runtime import Runtime
-from iir_gateway.schemas import ChatCompletionRequest
 from iir_gateway.wire.anthropic_inbound import MessagesStreamEncoder, chat_request, error_body, message_response
 
 router = APIRouter(tags=["Anthropic Messages"])
@@ -69,24 +67,18 @@ class MessagesStreamResponse(EventStreamResponse):
     async def _send_events(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
 
-        def frames(events: Any) -> bytes:
-            return b"".join(
-                b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n" for name, data in events
-            )
-
         async for event in self.stream:
             chunks = [event, *self.stream.take_buffered()]
-            body = b"".join(frames(self.encoder.feed(c.json())) for c in chunks)
+            body = b"".join(named_frames(self.encoder.feed(c.json())) for c in chunks)
             if body:
                 await send({"type": "http.response.body", "body": body, "more_body": True})
-        tail = frames(self.encoder.end()) if self.stream.completed else b""
+        tail = named_frames(self.encoder.end()) if self.stream.completed else b""
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
 @router.post("/v1/messages", summary="Anthropic Messages API: a message, streamed or not, from any model")
 async def messages(request: Request) -> Response:
     gw: Runtime = request.app.state.gateway
-    pipeline: Pipeline = request.app.state.pipeline
     asked: dict[str, Any] = {}
 
     async def read_body() -> dict[str, Any]:
@@ -96,15 +88,7 @@ async def messages(request: Request) -> Response:
         return chat_request(body)
 
     try:
-        answer = await run_inference(
-            pipeline,
-            request.headers,
-            client_ip(request),
-            read_body,
-            ChatCompletionRequest,
-            "chat/completions",
-            request.receive,
-        )
+        answer = await run_chat(request, read_body)
     except APIError as exc:
         return _error(exc)
     if answer is None:

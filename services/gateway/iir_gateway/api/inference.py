@@ -7,16 +7,18 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive
 
 from iir_common.logging import request_id_var
 from iir_gateway.answer import Answer
 from iir_gateway.api.answers import to_response, with_id
+from iir_gateway.api.requests import client_ip
 from iir_gateway.pipeline.context import BodyReader, RequestContext
 from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.principal import Principal
-from iir_gateway.schemas import InferenceRequest
+from iir_gateway.schemas import ChatCompletionRequest, InferenceRequest
 
 # What a client that went away gets (nobody reads it; the access log and metrics do).
 CLIENT_CLOSED = 499
@@ -66,6 +68,21 @@ async def run_inference(
     if receive is None:
         return await pipeline.run(ctx)
     return await _unless_client_leaves(pipeline.run(ctx), receive, body_read)
+
+
+async def run_chat(request: Request, read_body: BodyReader, principal: Principal | None = None) -> Answer | None:
+    """A chat request that another API was translated into (Messages, Responses), through the pipeline."""
+    pipeline: Pipeline = request.app.state.pipeline
+    return await run_inference(
+        pipeline,
+        request.headers,
+        client_ip(request),
+        read_body,
+        ChatCompletionRequest,
+        "chat/completions",
+        request.receive,
+        principal,
+    )
 
 
 async def _client_left(receive: Receive, body_read: asyncio.Event) -> None:

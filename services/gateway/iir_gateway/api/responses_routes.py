@@ -13,15 +13,14 @@ from starlette.responses import Response
 from starlette.types import Send
 
 from iir_gateway.answer import EventStream
-from iir_gateway.api.answers import EventStreamResponse
-from iir_gateway.api.inference import CLIENT_CLOSED, run_inference
+from iir_gateway.api.answers import EventStreamResponse, named_frames
+from iir_gateway.api.inference import CLIENT_CLOSED, run_chat
 from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.conversations.store import ResponseStore, StoredResponse
 from iir_gateway.errors import APIError
-from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.principal import Principal
 from iir_gateway.runtime import Runtime
-from iir_gateway.schemas import ChatCompletionRequest, validate_body
+from iir_gateway.schemas import validate_body
 from iir_gateway.wire.openai_responses import (
     ResponsesStreamEncoder,
     chat_request,
@@ -96,10 +95,7 @@ class ResponsesStreamResponse(EventStreamResponse):
     async def _send_events(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
 
-        def frames(events: Any) -> bytes:
-            return b"".join(b"event: %s\ndata: %s\n\n" % (name.encode(), orjson.dumps(data)) for name, data in events)
-
-        await send({"type": "http.response.body", "body": frames(self.encoder.start()), "more_body": True})
+        await send({"type": "http.response.body", "body": named_frames(self.encoder.start()), "more_body": True})
         error: dict[str, Any] | None = None
         async for event in self.stream:
             body = b""
@@ -108,12 +104,12 @@ class ResponsesStreamResponse(EventStreamResponse):
                 if "error" in data:
                     error = data["error"] or {}
                     continue
-                body += frames(self.encoder.feed(data))
+                body += named_frames(self.encoder.feed(data))
             if body:
                 await send({"type": "http.response.body", "body": body, "more_body": True})
         tail = b""
         if self.stream.completed or error is not None:
-            tail = frames(self.encoder.end(error))
+            tail = named_frames(self.encoder.end(error))
             if self.encoder.final is not None and error is None:
                 await self.keep(self.encoder.final)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
@@ -122,7 +118,6 @@ class ResponsesStreamResponse(EventStreamResponse):
 @router.post("/v1/responses", summary="Create a response (OpenAI Responses API), streamed or not, from any model")
 async def create_response(request: Request) -> Response:
     gw, principal = await _caller(request)
-    pipeline: Pipeline = request.app.state.pipeline
     body = await read_json_object(request, gw.settings.max_body_bytes)
     req = validate_body(ResponseRequest, body)
     history: list[dict[str, Any]] = []
@@ -141,16 +136,7 @@ async def create_response(request: Request) -> Response:
     async def read_body() -> dict[str, Any]:
         return chat
 
-    answer = await run_inference(
-        pipeline,
-        request.headers,
-        client_ip(request),
-        read_body,
-        ChatCompletionRequest,
-        "chat/completions",
-        request.receive,
-        principal=principal,
-    )
+    answer = await run_chat(request, read_body, principal)
     if answer is None:
         return Response(status_code=CLIENT_CLOSED)
     response_id = new_id("resp")
