@@ -130,3 +130,15 @@ def test_a_responses_batch(openai_client: openai.OpenAI) -> None:
         output["response"]["body"]["object"] == "response"
         and output["response"]["body"]["output"][0]["type"] == "message"
     )
+
+
+def test_an_upload_without_a_length_is_refused(stack: Stack, api_key: str) -> None:
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b'--x\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--x--\r\n'
+
+    resp = httpx.post(
+        f"{stack.gateway_url}/v1/files",
+        headers={"authorization": f"Bearer {api_key}", "content-type": "multipart/form-data; boundary=x"},
+        content=chunks(),
+    )
+    assert resp.status_code == 411

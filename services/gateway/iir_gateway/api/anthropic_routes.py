@@ -20,6 +20,7 @@ from iir_gateway.api.inference import CLIENT_CLOSED, run_chat
 from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.errors import APIError
 from iir_gateway.limits.token_estimate import estimate_tokens
+from iir_gateway.routing.auto_router import is_auto
 from iir_gateway.runtime import Runtime
 from iir_gateway.wire.anthropic_inbound import MessagesStreamEncoder, chat_request, error_body, message_response
 
@@ -112,7 +113,8 @@ async def count_tokens(request: Request) -> Response:
         body = await read_json_object(request, gw.settings.max_body_bytes)
         _checked(CountTokensRequest, body)
         translated = chat_request(body)
-        gw.directory.check_access(translated["model"], principal)
+        if not is_auto(translated["model"]):
+            gw.directory.check_access(translated["model"], principal)
     except APIError as exc:
         return _error(exc)
     tokens = estimate_tokens(translated, 0).prompt

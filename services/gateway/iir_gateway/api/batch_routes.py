@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
@@ -37,6 +36,8 @@ def _bad(message: str, param: str | None = None) -> APIError:
 @router.post("/v1/files", summary="Upload a file (purpose `batch`: a JSONL of requests)")
 async def upload_file(request: Request) -> Response:
     gw, principal = await _caller(request)
+    if not request.headers.get("content-length", "").isdigit():  # the middleware's size check needs it
+        raise APIError(411, "Uploads need a Content-Length header.", code="length_required")
     try:
         form = await request.form(max_files=1, max_fields=10, max_part_size=gw.settings.batch_max_file_bytes)
     except Exception as exc:  # not multipart, or a part over the limit
@@ -143,5 +144,7 @@ async def cancel_batch(batch_id: str, request: Request) -> Response:
         raise APIError(404, f"No batch {batch_id!r}.", code="batch_not_found")
     if batch["status"] in FINAL or batch["status"] == "finalizing":
         raise APIError(409, f"The batch is already {batch['status']}.", code="batch_not_cancellable")
-    updated = await gw.batches.update(batch_id, status="cancelling", cancelling_at=int(time.time()))
+    updated = await gw.batches.cancel(batch_id)
+    if updated is None:
+        raise APIError(404, f"No batch {batch_id!r}.", code="batch_not_found")
     return _json(updated)

@@ -106,6 +106,30 @@ class BatchStore:
         batch: dict[str, Any] = record["batch"]
         return batch
 
+    async def cancel(self, batch_id: str) -> dict[str, Any] | None:
+        """Marks the batch `cancelling` unless it is already finishing or final (atomic against the runner's
+        writes); the batch as it is then, or None when it does not exist."""
+        key = self.key(batch_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw: Any = await pipe.get(key)
+                    if raw is None:
+                        return None
+                    record = orjson.loads(raw)
+                    if record["batch"]["status"] in (*FINAL, "finalizing", "cancelling"):
+                        batch: dict[str, Any] = record["batch"]
+                        return batch
+                    record["batch"] |= {"status": "cancelling", "cancelling_at": int(time.time())}
+                    pipe.multi()
+                    pipe.set(key, orjson.dumps(record), ex=self.ttl_s)
+                    await pipe.execute()
+                    cancelled: dict[str, Any] = record["batch"]
+                    return cancelled
+                except aioredis.WatchError:
+                    continue  # the runner wrote meanwhile: look again
+
     async def add_result(self, batch_id: str, index: int, line: dict[str, Any], ok: bool) -> bool:
         """The result of line `index`, counted as completed or failed; False when it has one already."""
         added = await self.redis.hsetnx(self.results(batch_id), str(index), orjson.dumps(line))
