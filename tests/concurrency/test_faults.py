@@ -101,6 +101,10 @@ def test_redis_lost_and_back_empty(faulty: tuple[Stack, ThrowawayRedis]) -> None
 
     store.kill()
     assert httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers=bearer(key)).status_code == 200
+    # A Response is made and sent though it cannot be stored; reading stored state is a 503.
+    made = httpx.post(f"{url}/v1/responses", json={"model": CHAT["model"], "input": "x"}, headers=bearer(key))
+    assert made.status_code == 200 and made.json()["output"], made.text
+    assert httpx.get(f"{url}/v1/responses/{made.json()['id']}", headers=bearer(key)).status_code == 503
     refused = httpx.post(f"{url}{JOBS}", json=CHAT, headers=bearer(key))
     assert refused.status_code == 503 and refused.headers["retry-after"]
     assert refused.json()["error"]["code"] == "store_unavailable"

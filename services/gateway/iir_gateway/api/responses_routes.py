@@ -4,11 +4,13 @@ scrubbing, cache, fallbacks, usage); the answer is translated back, and kept whe
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.types import Send
 
@@ -31,6 +33,7 @@ from iir_gateway.wire.openai_responses import (
 )
 
 router = APIRouter(tags=["Responses"])
+log = logging.getLogger(__name__)
 
 
 class ResponseRequest(BaseModel):
@@ -144,9 +147,13 @@ async def create_response(request: Request) -> Response:
     input_items = _input_items(body)
 
     async def keep(response: dict[str, Any]) -> None:
-        if req.store:
-            history_now = _history(chat, body, response["output"])
+        if not req.store:
+            return
+        history_now = _history(chat, body, response["output"])
+        try:
             await store.put(principal, StoredResponse(principal.key_id, response, input_items, history_now))
+        except RedisError as exc:  # the answer was made (and billed): it is sent, unstored
+            log.warning("response not stored", extra={"response_id": response["id"], "error": repr(exc)[:200]})
 
     headers = {**answer.headers, "x-iir-model": answer.model}
     if answer.stream is not None:
