@@ -18,7 +18,7 @@ import yaml
 
 from iir_dev import datastores
 from iir_dev.stack import REPO, Stack, http_ok
-from tests.conftest import EMBEDDER, SERVED, STATIC_KEY
+from tests.conftest import EMBEDDER, MASTER_KEY, SERVED, STATIC_KEY
 from tests.waiting import wait_for
 
 OPENAI_KEY = "sk-test-" + uuid.uuid4().hex
@@ -444,9 +444,9 @@ def test_the_messages_api_to_an_anthropic_model(gateway: str, fakes: dict[str, s
     assert message.content[0].text == "Claude heard: How are "  # type: ignore[union-attr]
     assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", "you")
     sent = last_request(fakes, "anthropic")
-    assert sent["system"] == "Be brief." and sent["messages"] == [
-        {"role": "user", "content": [{"type": "text", "text": "How are you?"}]}
-    ]
+    # The client's own request went to Anthropic (the gateway's key, the upstream's model name).
+    assert sent["system"] == "Be brief." and sent["messages"] == [{"role": "user", "content": "How are you?"}]
+    assert sent["model"] == "claude-sonnet-4-5" and sent["stop_sequences"] == ["you"]
     tool = {"name": "get_weather", "description": "", "input_schema": {"type": "object", "properties": {}}}
     asked = [{"role": "user", "content": "What is the weather?"}]
     with client.messages.stream(model=SONNET, max_tokens=50, tools=[tool], messages=asked) as stream:  # type: ignore[list-item]
@@ -491,3 +491,32 @@ def test_the_responses_api_to_an_anthropic_model(client: openai.OpenAI, fakes: d
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18"}],  # type: ignore[union-attr]
     )
     assert answered.output_text == "It is 18 degrees in Paris."
+
+
+def test_an_anthropic_answer_reaches_an_anthropic_client_untouched(gateway: str, fakes: dict[str, str]) -> None:
+    """With nothing in the gateway to change the answer (scrubbing off for the key), Anthropic's own
+    events and body pass as they came: here the upstream's model name, which a translation replaces."""
+    import anthropic
+
+    made = httpx.post(
+        f"{gateway}/api/v1/apikeys",
+        json={"name": "native", "scrub_mode": "off"},
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+    ).json()
+    client = anthropic.Anthropic(base_url=gateway, api_key=made["key"], max_retries=0)
+    whole = client.messages.create(model=SONNET, max_tokens=50, messages=[{"role": "user", "content": "Hi"}])
+    assert whole.model == "claude-sonnet-4-5" and whole.content[0].text == "Claude heard: Hi"  # type: ignore[union-attr]
+    with httpx.stream(
+        "POST",
+        f"{gateway}/v1/messages",
+        headers={"x-api-key": made["key"]},
+        json={"model": SONNET, "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "Hi"}]},
+    ) as resp:
+        body = resp.read().decode()
+    assert '"model":"claude-sonnet-4-5"' in body.replace(" ", "") and "event: message_stop" in body
+    # Scrubbed keys get the translation back (the scrubber works on it): the public model name.
+    scrubbed = anthropic.Anthropic(base_url=gateway, api_key=STATIC_KEY, max_retries=0)
+    assert (
+        scrubbed.messages.create(model=SONNET, max_tokens=50, messages=[{"role": "user", "content": "Hi"}]).model
+        == SONNET
+    )

@@ -89,6 +89,8 @@ class FakeForwarder:
         *,
         stream: bool,
         request_id: str,
+        native: Any = None,
+        native_answer: bool = False,
     ) -> Answer:
         self.calls.append((upstream.public_model, dict(body)))
         outcome = self.script[upstream.public_model].pop(0)

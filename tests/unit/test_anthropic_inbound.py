@@ -186,3 +186,35 @@ def test_arguments_that_are_not_an_object_arrive_whole_as_one() -> None:
         [],
     )
     assert message["content"][0]["input"] == {"_raw": '"Paris"'}
+
+
+def test_the_decoder_keeps_every_upstream_payload_in_order() -> None:
+    """Kept for an Anthropic client: each payload rides on the first OpenAI event made after it, so
+    writing the events' payloads gives Anthropic's stream back byte for byte."""
+    import orjson
+
+    from iir_gateway.wire.anthropic_stream import AnthropicStreamDecoder
+
+    payloads = [
+        orjson.dumps(e)
+        for e in (
+            {"type": "message_start", "message": {"id": "msg_1", "model": "claude", "usage": {"input_tokens": 3}}},
+            {"type": "ping"},
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+            },
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig"}},
+            {"type": "content_block_stop", "index": 0},
+            {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+            {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Hi"}},
+            {"type": "content_block_stop", "index": 1},
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}},
+            {"type": "message_stop"},
+        )
+    ]
+    decoder = AnthropicStreamDecoder(keep_native=True)
+    events = decoder.decode_all(payloads)
+    assert [p for e in events for p in e.native or ()] == payloads  # the signature included
+    assert AnthropicStreamDecoder().decode_all(payloads)[0].native is None  # only when asked

@@ -17,13 +17,16 @@ _UNPARSED: Any = object()
 
 
 class Event:
-    """One JSON value: an answer, or one event of a stream (the payload of one SSE `data:` line)."""
+    """One JSON value: an answer, or one event of a stream (the payload of one SSE `data:` line).
+    `native`: the upstream's own payloads this event was decoded from, when the client speaks the
+    upstream's format and may have them untouched (an Anthropic client of an Anthropic model)."""
 
-    __slots__ = ("_data", "raw")
+    __slots__ = ("_data", "native", "raw")
 
-    def __init__(self, raw: bytes, data: Any = _UNPARSED) -> None:
+    def __init__(self, raw: bytes, data: Any = _UNPARSED, native: list[bytes] | None = None) -> None:
         self.raw = raw
         self._data = data
+        self.native = native
 
     @classmethod
     def of(cls, data: Any) -> Event:

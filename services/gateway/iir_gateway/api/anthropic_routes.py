@@ -23,6 +23,7 @@ from iir_gateway.limits.token_estimate import estimate_tokens
 from iir_gateway.routing.auto_router import is_auto
 from iir_gateway.runtime import Runtime
 from iir_gateway.wire.anthropic_inbound import MessagesStreamEncoder, chat_request, error_body, message_response
+from iir_gateway.wire.base import NativeBody
 
 router = APIRouter(tags=["Anthropic Messages"])
 
@@ -58,6 +59,11 @@ def _checked(schema: type[BaseModel], body: dict[str, Any]) -> None:
         raise APIError(400, f"{field}: {err['msg']}", param=field) from None
 
 
+def _native_frame(payload: bytes) -> bytes:
+    kind = orjson.loads(payload).get("type", "message")
+    return b"event: %s\ndata: %s\n\n" % (str(kind).encode(), payload)
+
+
 class MessagesStreamResponse(EventStreamResponse):
     """The pipeline's OpenAI chunks as Messages stream events (`event: <type>` and `data: <json>`)."""
 
@@ -68,12 +74,18 @@ class MessagesStreamResponse(EventStreamResponse):
     async def _send_events(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
 
+        native: bool | None = None  # Anthropic's own events, untouched (decided by the first event)
         async for event in self.stream:
             chunks = [event, *self.stream.take_buffered()]
-            body = b"".join(named_frames(self.encoder.feed(c.json())) for c in chunks)
+            if native is None:
+                native = event.native is not None
+            if native:
+                body = b"".join(_native_frame(p) for c in chunks for p in c.native or ())
+            else:
+                body = b"".join(named_frames(self.encoder.feed(c.json())) for c in chunks)
             if body:
                 await send({"type": "http.response.body", "body": body, "more_body": True})
-        tail = named_frames(self.encoder.end()) if self.stream.completed else b""
+        tail = named_frames(self.encoder.end()) if self.stream.completed and not native else b""
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
@@ -81,6 +93,7 @@ class MessagesStreamResponse(EventStreamResponse):
 async def messages(request: Request) -> Response:
     gw: Runtime = request.app.state.gateway
     asked: dict[str, Any] = {}
+    native = NativeBody("anthropic", asked)  # sent as it is to an Anthropic model (after scrubbing)
 
     async def read_body() -> dict[str, Any]:
         body = await read_json_object(request, gw.settings.max_body_bytes)
@@ -89,7 +102,7 @@ async def messages(request: Request) -> Response:
         return chat_request(body)
 
     try:
-        answer = await run_chat(request, read_body)
+        answer = await run_chat(request, read_body, native=native)
     except APIError as exc:
         return _error(exc)
     if answer is None:
@@ -101,6 +114,8 @@ async def messages(request: Request) -> Response:
         encoder = MessagesStreamEncoder(str(asked["model"]), stops, estimate)
         return MessagesStreamResponse(answer.stream, headers, encoder)
     assert answer.document is not None
+    if answer.document.native:  # Anthropic's own answer
+        return Response(answer.document.native[0], media_type="application/json", headers=headers)
     message = message_response(answer.document.json(), str(asked["model"]), stops)
     return Response(orjson.dumps(message), media_type="application/json", headers=headers)
 

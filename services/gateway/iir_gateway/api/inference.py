@@ -19,6 +19,7 @@ from iir_gateway.pipeline.context import BodyReader, RequestContext
 from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.principal import Principal
 from iir_gateway.schemas import ChatCompletionRequest, InferenceRequest
+from iir_gateway.wire.base import NativeBody
 
 # What a client that went away gets (nobody reads it; the access log and metrics do).
 CLIENT_CLOSED = 499
@@ -52,6 +53,7 @@ async def run_inference(
     endpoint: str,
     receive: Receive | None = None,
     principal: Principal | None = None,
+    native: NativeBody | None = None,
 ) -> Answer | None:
     """One request through the pipeline. With `receive`, a client that goes away while its answer is
     made cancels the request, and with it the upstream call (vLLM stops generating): None then. A
@@ -64,14 +66,19 @@ async def run_inference(
         body_read.set()
         return body
 
-    ctx = RequestContext(endpoint, schema, headers=headers, client_ip=client_ip, read_body=reader, principal=principal)
+    ctx = RequestContext(
+        endpoint, schema, headers=headers, client_ip=client_ip, read_body=reader, principal=principal, native=native
+    )
     if receive is None:
         return await pipeline.run(ctx)
     return await _unless_client_leaves(pipeline.run(ctx), receive, body_read)
 
 
-async def run_chat(request: Request, read_body: BodyReader, principal: Principal | None = None) -> Answer | None:
-    """A chat request that another API was translated into (Messages, Responses), through the pipeline."""
+async def run_chat(
+    request: Request, read_body: BodyReader, principal: Principal | None = None, native: NativeBody | None = None
+) -> Answer | None:
+    """A chat request that another API was translated into (Messages, Responses), through the pipeline;
+    `native`: the request as the client wrote it, for an upstream of that API."""
     pipeline: Pipeline = request.app.state.pipeline
     return await run_inference(
         pipeline,
@@ -82,6 +89,7 @@ async def run_chat(request: Request, read_body: BodyReader, principal: Principal
         "chat/completions",
         request.receive,
         principal,
+        native,
     )
 
 

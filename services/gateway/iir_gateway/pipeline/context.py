@@ -13,6 +13,7 @@ from iir_gateway.pipeline.request_span import RequestSpan
 from iir_gateway.principal import Principal
 from iir_gateway.routing.auto_router import Route
 from iir_gateway.schemas import InferenceRequest
+from iir_gateway.wire.base import NativeBody
 
 BodyReader = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -28,6 +29,7 @@ class RequestContext:
     read_body: BodyReader | None = None  # the HTTP edge reads the body only once the key is known
     request_id: str = field(default_factory=lambda: request_id_var.get() or "")  # the edge's, for logs upstream
     count_request: bool = True  # False for a job, counted against its key's RPM when it was queued
+    native: NativeBody | None = None  # the client's own format, for an upstream that speaks it
 
     principal: Principal | None = None  # authenticate (or set by the caller, for a job)
     body: dict[str, Any] = field(default_factory=dict)  # validate; scrub replaces it with a scrubbed copy

@@ -22,6 +22,7 @@ from iir_gateway.upstream.errors import UpstreamError, upstream_error, upstream_
 from iir_gateway.upstream.relay import StreamRelay
 from iir_gateway.upstream.span import end_span, upstream_span
 from iir_gateway.upstream.target import Timeouts, Upstream
+from iir_gateway.wire.base import NativeBody
 from iir_gateway.wire.registry import codec_for
 
 log = logging.getLogger(__name__)
@@ -84,16 +85,26 @@ class UpstreamClient:
         *,
         stream: bool,
         request_id: str,
+        native: NativeBody | None = None,
+        native_answer: bool = False,
     ) -> Answer:
         """POSTs the OpenAI request `body` for `endpoint` to `upstream`, encoded by its wire format's
-        codec, and returns the answer in OpenAI's format (a stream is read as it is consumed).
+        codec, and returns the answer in OpenAI's format (a stream is read as it is consumed). A `native`
+        body of the upstream's own format is sent instead, as the client wrote it; with `native_answer`
+        the answer's events also carry the upstream's payloads untouched (`Event.native`).
 
         Raises `UpstreamError` for what a retry or a fallback may fix; an upstream 4xx is passed through.
         """
         assert self._session is not None, "UpstreamClient.start() was not awaited"
         public_model = upstream.public_model
         codec = codec_for(upstream.wire)
-        path, payload = codec.encode_request(endpoint, body, upstream.model, stream)
+        passthrough = native is not None and native.wire == codec.kind
+        if passthrough:
+            assert native is not None
+            path, payload = codec.encode_native(native.body, upstream.model, stream)
+        else:
+            path, payload = codec.encode_request(endpoint, body, upstream.model, stream)
+        keep_native = passthrough and native_answer
         url = f"{upstream.base_url}/{path}"
         headers = {"content-type": "application/json", "x-request-id": request_id, **upstream.headers}
         span = upstream_span(provider, upstream, url, headers)
@@ -151,6 +162,8 @@ class UpstreamClient:
             raise self._status_error(provider, resp, raw, public_model, answer_headers)
         if not stream:
             document = codec.decode_response(raw)
+            if document is not None and keep_native:
+                document.native = [raw]
             if document is None:
                 raise self._fail(
                     provider,
@@ -175,7 +188,7 @@ class UpstreamClient:
         relay = StreamRelay(
             resp,
             first,
-            codec.stream_decoder(),
+            codec.stream_decoder(keep_native),
             timeouts.read_s,
             provider,
             public_model,

@@ -34,5 +34,8 @@ class AnthropicMessagesCodec:
             return None
         return Event.of(from_anthropic(message)) if isinstance(message, dict) else None
 
-    def stream_decoder(self) -> AnthropicStreamDecoder:
-        return AnthropicStreamDecoder()
+    def stream_decoder(self, keep_native: bool = False) -> AnthropicStreamDecoder:
+        return AnthropicStreamDecoder(keep_native)
+
+    def encode_native(self, body: Mapping[str, Any], model: str, stream: bool) -> tuple[str, bytes]:
+        return "v1/messages", orjson.dumps({**body, "model": model, "stream": stream})

@@ -19,7 +19,9 @@ _ERROR_STATUS = {"overloaded_error": 502, "api_error": 502, "rate_limit_error": 
 
 
 class AnthropicStreamDecoder:
-    def __init__(self) -> None:
+    def __init__(self, keep_native: bool = False) -> None:
+        self.keep_native = keep_native
+        self._native: list[bytes] = []  # payloads not yet attached to an event
         self.usage: dict[str, Any] | None = None
         self.done = False
         self._input: dict[str, Any] = {}
@@ -46,7 +48,12 @@ class AnthropicStreamDecoder:
             event = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return []
-        return self._event(event) if isinstance(event, dict) else []
+        events = self._event(event) if isinstance(event, dict) else []
+        if self.keep_native:
+            self._native.append(payload)
+            if events:  # the upstream's payloads ride on the first event they made (or a later one)
+                events[0].native, self._native = self._native, []
+        return events
 
     def decode_all(self, payloads: list[bytes]) -> list[Event]:
         return [event for payload in payloads for event in self.decode(payload)]

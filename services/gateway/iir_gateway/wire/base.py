@@ -9,9 +9,19 @@ own.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from iir_gateway.answer import Event
+
+
+@dataclass(slots=True)
+class NativeBody:
+    """A request as the client wrote it in another API's format (`wire`: a codec's kind, "anthropic"),
+    sent as it is to an upstream of that format instead of the translation."""
+
+    wire: str
+    body: dict[str, Any]
 
 
 class StreamDecoder(Protocol):
@@ -43,4 +53,11 @@ class WireCodec(Protocol):
         """The OpenAI answer for a whole upstream answer; None when it is not a JSON object."""
         ...
 
-    def stream_decoder(self) -> StreamDecoder: ...
+    def stream_decoder(self, keep_native: bool = False) -> StreamDecoder:
+        """A decoder for one stream; with `keep_native`, each event it makes carries the upstream
+        payloads it was made from (and those that made none since)."""
+        ...
+
+    def encode_native(self, body: Mapping[str, Any], model: str, stream: bool) -> tuple[str, bytes]:
+        """(path, body) for a request already in this format (a client of the same API)."""
+        ...

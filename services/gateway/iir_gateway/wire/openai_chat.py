@@ -47,5 +47,8 @@ class OpenAIChatCodec:
         event = Event(raw)
         return event if isinstance(event.data, dict) else None
 
-    def stream_decoder(self) -> OpenAIStreamDecoder:
-        return OpenAIStreamDecoder()
+    def stream_decoder(self, keep_native: bool = False) -> OpenAIStreamDecoder:
+        return OpenAIStreamDecoder()  # its events are OpenAI's own bytes already
+
+    def encode_native(self, body: Mapping[str, Any], model: str, stream: bool) -> tuple[str, bytes]:
+        return self.encode_request("chat/completions", body, model, stream)

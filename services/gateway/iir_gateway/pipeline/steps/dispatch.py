@@ -23,6 +23,7 @@ from iir_gateway.principal import Principal
 from iir_gateway.providers.base import Provider, RouteRequest
 from iir_gateway.upstream.errors import UpstreamError
 from iir_gateway.upstream.target import Upstream
+from iir_gateway.wire.base import NativeBody
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,12 @@ class Forwarder(Protocol):
         *,
         stream: bool,
         request_id: str,
+        native: NativeBody | None = None,
+        native_answer: bool = False,
     ) -> Answer:
-        """The upstream's answer in OpenAI's format; UpstreamError for what a retry may fix."""
+        """The upstream's answer in OpenAI's format; UpstreamError for what a retry may fix. `native`:
+        sent instead of `body` to an upstream of its format; `native_answer`: its events then keep the
+        upstream's own payloads (`Event.native`)."""
         ...
 
 
@@ -116,7 +121,15 @@ class Dispatch(Step):
                 lease = Lease(provider, upstream)
                 try:
                     answer = await self.forwarder.forward(
-                        provider.name, upstream, ctx.endpoint, ctx.body, stream=ctx.stream, request_id=ctx.request_id
+                        provider.name,
+                        upstream,
+                        ctx.endpoint,
+                        ctx.body,
+                        stream=ctx.stream,
+                        request_id=ctx.request_id,
+                        native=ctx.native,
+                        # Untouched only where nothing in the gateway may change the answer's text.
+                        native_answer=ctx.native is not None and ctx.scrub_mode == "off",
                     )
                 except UpstreamError as exc:
                     lease.release(None if exc.status == 429 else False)  # rate limiting is not failure

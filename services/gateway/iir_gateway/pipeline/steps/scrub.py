@@ -40,6 +40,9 @@ class Scrub(Step):
         assert ctx.principal is not None
         ctx.scrub_mode = self.policy.mode(ctx.principal.scrub_mode)
         ctx.body, found = self.policy.request(ctx.body, ctx.scrub_mode)
+        if ctx.native is not None:  # what may be sent instead of the translation is scrubbed the same
+            ctx.native.body, native_found = self.policy.request(ctx.native.body, ctx.scrub_mode)
+            found |= native_found
         ctx.scrubbed |= found
         _header(ctx)
         return None
