@@ -447,6 +447,14 @@ def test_the_messages_api_to_an_anthropic_model(gateway: str, fakes: dict[str, s
     # The client's own request went to Anthropic (the gateway's key, the upstream's model name).
     assert sent["system"] == "Be brief." and sent["messages"] == [{"role": "user", "content": "How are you?"}]
     assert sent["model"] == "claude-sonnet-4-5" and sent["stop_sequences"] == ["you"]
+    client.messages.create(
+        model=SONNET,
+        max_tokens=5,
+        messages=[{"role": "user", "content": "x"}],
+        extra_body={"mcp_servers": [{"type": "url", "url": "https://evil.example", "name": "e"}], "container": "c"},
+    )
+    assert "mcp_servers" not in last_request(fakes, "anthropic")  # nothing runs on the gateway's account unasked
+    assert "container" not in last_request(fakes, "anthropic")
     tool = {"name": "get_weather", "description": "", "input_schema": {"type": "object", "properties": {}}}
     asked = [{"role": "user", "content": "What is the weather?"}]
     with client.messages.stream(model=SONNET, max_tokens=50, tools=[tool], messages=asked) as stream:  # type: ignore[list-item]

@@ -14,6 +14,22 @@ from iir_gateway.wire.anthropic_request import to_anthropic
 from iir_gateway.wire.anthropic_response import from_anthropic
 from iir_gateway.wire.anthropic_stream import AnthropicStreamDecoder
 
+NATIVE_FIELDS = frozenset(
+    {
+        "messages",
+        "max_tokens",
+        "system",
+        "metadata",
+        "stop_sequences",
+        "temperature",
+        "top_p",
+        "top_k",
+        "tools",
+        "tool_choice",
+        "thinking",
+    }
+)
+
 
 class AnthropicMessagesCodec:
     kind = "anthropic"
@@ -38,4 +54,7 @@ class AnthropicMessagesCodec:
         return AnthropicStreamDecoder(keep_native)
 
     def encode_native(self, body: Mapping[str, Any], model: str, stream: bool) -> tuple[str, bytes]:
-        return "v1/messages", orjson.dumps({**body, "model": model, "stream": stream})
+        # Only the Messages parameters the gateway knows: anything else (MCP servers, containers…) would
+        # run on the gateway's Anthropic account at the caller's word.
+        kept = {k: v for k, v in body.items() if k in NATIVE_FIELDS}
+        return "v1/messages", orjson.dumps({**kept, "model": model, "stream": stream})
