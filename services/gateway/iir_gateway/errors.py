@@ -35,6 +35,26 @@ def error_body(
     return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
 
 
+# Anthropic's error types by HTTP status (https://docs.anthropic.com/en/api/errors), for its routes.
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+ANTHROPIC_ROUTES = "/v1/messages"
+
+
+def anthropic_error_body(status: int, message: str) -> bytes:
+    kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+
+
 class APIError(Exception):
     """An error the client should see, with its HTTP status and OpenAI error fields."""
 
@@ -56,18 +76,22 @@ class APIError(Exception):
         self.param = param
         self.headers = dict(headers or {})
 
-    def response(self) -> Response:
-        return Response(
-            error_body(self.status, self.message, type=self.type, code=self.code, param=self.param),
-            status_code=self.status,
-            media_type="application/json",
-            headers=self.headers,
-        )
+    def response(self, anthropic: bool = False) -> Response:
+        """The error as OpenAI writes it, or as Anthropic does (on Anthropic's routes)."""
+        if anthropic:
+            body = anthropic_error_body(self.status, self.message)
+        else:
+            body = error_body(self.status, self.message, type=self.type, code=self.code, param=self.param)
+        return Response(body, status_code=self.status, media_type="application/json", headers=self.headers)
+
+
+def _shaped(request: Request, exc: APIError) -> Response:
+    return exc.response(anthropic=request.url.path.startswith(ANTHROPIC_ROUTES))
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
-    return exc.response()
+    return _shaped(request, exc)
 
 
 # Paths an SDK asks for when its base URL lacks `/v1` (OpenAI(base_url="http://host:8080")).
@@ -84,30 +108,35 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             base = str(request.base_url).rstrip("/")
             message += f" The OpenAI API is under /v1: set the client's base URL to {base}/v1."
     code = {404: "unknown_url", 405: "method_not_allowed"}.get(exc.status_code)
-    return APIError(exc.status_code, message, code=code, headers=getattr(exc, "headers", None)).response()
+    return _shaped(request, APIError(exc.status_code, message, code=code, headers=getattr(exc, "headers", None)))
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
     param = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
-    return APIError(400, f"Invalid request: {first['msg']}", param=param or None).response()
+    return _shaped(request, APIError(400, f"Invalid request: {first['msg']}", param=param or None))
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
     # Only routes that need Redis to answer get here (jobs); inference goes on without it.
     log.warning("Redis unavailable", extra={"path": request.url.path, "error": repr(exc)[:200]})
-    return APIError(
-        503,
-        "The job store (Redis) is unavailable; try again shortly.",
-        code="store_unavailable",
-        headers={"retry-after": "5"},
-    ).response()
+    return _shaped(
+        request,
+        APIError(
+            503,
+            "The job store (Redis) is unavailable; try again shortly.",
+            code="store_unavailable",
+            headers={"retry-after": "5"},
+        ),
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # Logged with its traceback by RequestContextMiddleware; the client gets no internals.
-    return APIError(500, "The server had an error while processing your request.", code="internal_error").response()
+    return _shaped(
+        request, APIError(500, "The server had an error while processing your request.", code="internal_error")
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

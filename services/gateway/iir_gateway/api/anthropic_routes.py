@@ -22,7 +22,7 @@ from iir_gateway.errors import APIError
 from iir_gateway.limits.token_estimate import estimate_tokens
 from iir_gateway.routing.auto_router import is_auto
 from iir_gateway.runtime import Runtime
-from iir_gateway.wire.anthropic_inbound import MessagesStreamEncoder, chat_request, error_body, message_response
+from iir_gateway.wire.anthropic_inbound import MessagesStreamEncoder, chat_request, message_response
 from iir_gateway.wire.base import NativeBody
 
 router = APIRouter(tags=["Anthropic Messages"])
@@ -44,10 +44,9 @@ class CountTokensRequest(BaseModel):
 
 
 def _error(exc: APIError) -> Response:
-    headers = {**exc.headers, "request-id": request_id_var.get() or ""}
-    return Response(
-        error_body(exc.status, exc.message), status_code=exc.status, media_type="application/json", headers=headers
-    )
+    response = exc.response(anthropic=True)
+    response.headers["request-id"] = request_id_var.get() or ""
+    return response
 
 
 def _checked(schema: type[BaseModel], body: dict[str, Any]) -> None:
@@ -127,7 +126,7 @@ async def count_tokens(request: Request) -> Response:
         principal = await gw.auth.authenticate(request.headers, client_ip(request))
         body = await read_json_object(request, gw.settings.max_body_bytes)
         _checked(CountTokensRequest, body)
-        translated = chat_request(body)
+        translated = chat_request({k: v for k, v in body.items() if k != "max_tokens"})  # the input only
         if not is_auto(translated["model"]):
             gw.directory.check_access(translated["model"], principal)
     except APIError as exc:

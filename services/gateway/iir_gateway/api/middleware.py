@@ -13,9 +13,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iir_common.logging import request_id_var
 from iir_gateway.api.client_address import ClientAddressResolver
-from iir_gateway.errors import error_body
+from iir_gateway.errors import ANTHROPIC_ROUTES, anthropic_error_body, error_body
 from iir_gateway.metrics import GatewayMetrics
-from iir_gateway.wire.anthropic_inbound import error_body as anthropic_error
 
 log = logging.getLogger("iir_gateway.access")
 _VALID_RID = re.compile(rb"^[\w\-.:]{1,128}$")
@@ -134,8 +133,8 @@ class RequestContextMiddleware:
     async def _reply(send: Send, status: int, message: str, code: str, path: str = "") -> None:
         # Anthropic's clients get Anthropic's error shape on Anthropic's routes.
         body = (
-            anthropic_error(status, message)
-            if path.startswith("/v1/messages")
+            anthropic_error_body(status, message)
+            if path.startswith(ANTHROPIC_ROUTES)
             else error_body(status, message, code=code)
         )
         await send(

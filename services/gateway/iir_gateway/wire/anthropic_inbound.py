@@ -17,24 +17,6 @@ from iir_gateway.errors import APIError
 # OpenAI finish reason → Anthropic stop reason (the inverse of anthropic_response.FINISH_REASONS).
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
 
-# Anthropic's error types by HTTP status (https://docs.anthropic.com/en/api/errors).
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    408: "timeout_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-    529: "overloaded_error",
-}
-
-
-def error_body(status: int, message: str) -> bytes:
-    kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
-
 
 def _bad(message: str, param: str) -> APIError:
     return APIError(400, f"{param}: {message}", code="invalid_value", param=param)
@@ -49,7 +31,9 @@ def _text(content: Any) -> str:
 
 
 def _image(block: dict[str, Any], param: str) -> dict[str, Any]:
-    source = block.get("source") or {}
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise _bad("an image needs a source object", param)
     if source.get("type") == "base64":
         url = f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
     elif source.get("type") == "url":
