@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -99,20 +98,39 @@ async def _client_left(receive: Receive, body_read: asyncio.Event) -> None:
         pass
 
 
+# Answers made faster than this need no watcher: a timer costs far less than a task per request.
+WATCH_AFTER_S = 0.05
+
+
 async def _unless_client_leaves(run: Any, receive: Receive, body_read: asyncio.Event) -> Answer | None:
-    """The pipeline's answer, or None when the client disconnected first (the run is cancelled)."""
-    task: asyncio.Task[Answer] = asyncio.ensure_future(run)
-    watch = asyncio.ensure_future(_client_left(receive, body_read))
+    """The pipeline's answer, or None when the client disconnected first: once the answer takes longer
+    than WATCH_AFTER_S, a watcher waits for the disconnect and then cancels this task, and the run."""
+    current = asyncio.current_task()
+    assert current is not None
+    loop = asyncio.get_running_loop()
+    left = False
+    watcher: asyncio.Task[None] | None = None
+
+    async def watch() -> None:
+        nonlocal left
+        await _client_left(receive, body_read)
+        left = True
+        current.cancel()
+
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = loop.create_task(watch())
+
+    timer = loop.call_later(WATCH_AFTER_S, start_watching)
     try:
-        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+        answer: Answer = await run
+        return answer
     except asyncio.CancelledError:
-        task.cancel()
-        raise
+        if not left:
+            raise
+        current.uncancel()  # the cancellation was ours, not the server's
+        return None
     finally:
-        watch.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    return None
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
