@@ -138,19 +138,19 @@ class BatchRunner:
             await self._fail(batch_id, "input_file_missing", "The input file no longer exists.")
             return
         lines = parse_lines(content, batch["endpoint"])
+        if batch["status"] == "validating":
+            started = {
+                "status": "in_progress",
+                "in_progress_at": int(time.time()),
+                "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+            }
+            # Not over a cancel that came meanwhile.
+            batch = (
+                await self.batches.change(batch_id, lambda b: started if b["status"] == "validating" else None) or batch
+            )
         if batch["status"] == "cancelling":  # cancelled before it ran
             await self._finish(batch_id, owner, lines, "cancelled")
             return
-        if batch["status"] == "validating":
-            batch = (
-                await self.batches.update(
-                    batch_id,
-                    status="in_progress",
-                    in_progress_at=int(time.time()),
-                    request_counts={"total": len(lines), "completed": 0, "failed": 0},
-                )
-                or batch
-            )
         done = await self.batches.results_by_index(batch_id)
         queue = [i for i in range(len(lines)) if i not in done]
         stopping = asyncio.Event()

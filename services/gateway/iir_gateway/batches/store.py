@@ -96,19 +96,9 @@ class BatchStore:
                 page.append(batch)
         return page[:limit], len(page) > limit
 
-    async def update(self, batch_id: str, **fields: Any) -> dict[str, Any] | None:
-        """Sets fields of the batch object (read, change, write: only the lease holder and cancel write)."""
-        record = await self.record(batch_id)
-        if record is None:
-            return None
-        record["batch"].update(fields)
-        await self.redis.set(self.key(batch_id), orjson.dumps(record), ex=self.ttl_s)
-        batch: dict[str, Any] = record["batch"]
-        return batch
-
-    async def cancel(self, batch_id: str) -> dict[str, Any] | None:
-        """Marks the batch `cancelling` unless it is already finishing or final (atomic against the runner's
-        writes); the batch as it is then, or None when it does not exist."""
+    async def change(self, batch_id: str, change: Any) -> dict[str, Any] | None:
+        """Applies `change(batch)` (a dict of fields, or None to leave it) atomically: the runner and a
+        cancel may write at once. The batch as it is then, or None when it does not exist."""
         key = self.key(batch_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
@@ -118,17 +108,30 @@ class BatchStore:
                     if raw is None:
                         return None
                     record = orjson.loads(raw)
-                    if record["batch"]["status"] in (*FINAL, "finalizing", "cancelling"):
-                        batch: dict[str, Any] = record["batch"]
-                        return batch
-                    record["batch"] |= {"status": "cancelling", "cancelling_at": int(time.time())}
-                    pipe.multi()
-                    pipe.set(key, orjson.dumps(record), ex=self.ttl_s)
-                    await pipe.execute()
-                    cancelled: dict[str, Any] = record["batch"]
-                    return cancelled
+                    fields = change(record["batch"])
+                    if fields:
+                        record["batch"].update(fields)
+                        pipe.multi()
+                        pipe.set(key, orjson.dumps(record), ex=self.ttl_s)
+                        await pipe.execute()
+                    batch: dict[str, Any] = record["batch"]
+                    return batch
                 except aioredis.WatchError:
-                    continue  # the runner wrote meanwhile: look again
+                    continue  # written meanwhile: look again
+
+    async def update(self, batch_id: str, **fields: Any) -> dict[str, Any] | None:
+        """Sets fields of the batch object."""
+        return await self.change(batch_id, lambda _: fields)
+
+    async def cancel(self, batch_id: str) -> dict[str, Any] | None:
+        """Marks the batch `cancelling` unless it is already finishing or final."""
+
+        def cancelling(batch: dict[str, Any]) -> dict[str, Any] | None:
+            if batch["status"] in (*FINAL, "finalizing", "cancelling"):
+                return None
+            return {"status": "cancelling", "cancelling_at": int(time.time())}
+
+        return await self.change(batch_id, cancelling)
 
     async def add_result(self, batch_id: str, index: int, line: dict[str, Any], ok: bool) -> bool:
         """The result of line `index`, counted as completed or failed; False when it has one already."""
