@@ -42,12 +42,16 @@ async def upload_file(request: Request) -> Response:
         form = await request.form(max_files=1, max_fields=10, max_part_size=gw.settings.batch_max_file_bytes)
     except Exception as exc:  # not multipart, or a part over the limit
         raise _bad(f"Send the file as multipart/form-data with `file` and `purpose` ({exc}).") from None
-    upload, purpose = form.get("file"), form.get("purpose")
-    if not isinstance(upload, UploadFile):
-        raise _bad("A `file` part is required.", "file")
-    if purpose != "batch":
-        raise _bad("Only purpose `batch` is supported.", "purpose")
-    content = await upload.read(gw.settings.batch_max_file_bytes + 1)
+    try:
+        upload, purpose = form.get("file"), form.get("purpose")
+        if not isinstance(upload, UploadFile):
+            raise _bad("A `file` part is required.", "file")
+        if purpose != "batch":
+            raise _bad("Only purpose `batch` is supported.", "purpose")
+        content = await upload.read(gw.settings.batch_max_file_bytes + 1)
+        filename = upload.filename or "batch.jsonl"
+    finally:
+        await form.close()  # the spooled temporary file
     if len(content) > gw.settings.batch_max_file_bytes:
         raise APIError(413, f"A batch file may hold {gw.settings.batch_max_file_bytes} bytes.", code="file_too_large")
     lines = sum(1 for line in content.splitlines() if line.strip())
@@ -55,7 +59,7 @@ async def upload_file(request: Request) -> Response:
         raise _bad("The file has no requests.", "file")
     if lines > gw.settings.batch_max_lines:
         raise _bad(f"A batch file may hold {gw.settings.batch_max_lines} requests; this one has {lines}.", "file")
-    meta = await gw.files.create(principal.key_id, upload.filename or "batch.jsonl", purpose, content)
+    meta = await gw.files.create(principal.key_id, filename, "batch", content)
     return _json(meta)
 
 
