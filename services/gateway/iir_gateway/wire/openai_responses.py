@@ -350,6 +350,11 @@ class ResponsesStreamEncoder:
             yield self._event(
                 "response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part
             )
+        elif item["type"] == "reasoning":
+            text = item["content"][0]["text"]
+            yield self._event(
+                "response.reasoning_text.done", item_id=item["id"], output_index=index, content_index=0, text=text
+            )
         elif item["type"] == "function_call":
             yield self._event(
                 "response.function_call_arguments.done",
@@ -365,7 +370,7 @@ class ResponsesStreamEncoder:
         yield from self._close()
         self.open = item
         index = len(self.output)
-        shown = {**item, "content": []} if item["type"] == "message" else {**item}
+        shown = {**item, "content": []} if item["type"] in ("message", "reasoning") else {**item}
         yield self._event("response.output_item.added", output_index=index, item=shown)
         if item["type"] == "message":
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
@@ -380,6 +385,19 @@ class ResponsesStreamEncoder:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning:
+                if self.open is None or self.open["type"] != "reasoning":
+                    yield from self._open(reasoning_item(""))
+                assert self.open is not None
+                self.open["content"][0]["text"] += reasoning
+                yield self._event(
+                    "response.reasoning_text.delta",
+                    item_id=self.open["id"],
+                    output_index=len(self.output),
+                    content_index=0,
+                    delta=reasoning,
+                )
             if delta.get("content"):
                 if self.open is None or self.open["type"] != "message":
                     yield from self._open(message_item("", status="in_progress"))
