@@ -226,3 +226,15 @@ def test_bad_usage_query_is_400(stack: Stack, path: str) -> None:
     made = create(stack, name="q")
     resp = httpx.get(f"{stack.gateway_url}{path.replace('/x/', '/' + made['id'] + '/')}")
     assert resp.status_code == 400
+
+
+def test_a_request_larger_than_the_tpm_limit_is_refused_up_front(stack: Stack) -> None:
+    made = create(stack, name="tpm-small", tpm_limit=40)
+    big = {**CHAT, "messages": [{"role": "user", "content": "word " * 200}]}  # about 250 prompt tokens
+    refused = chat(stack.gateway_url, made["key"], big)
+    assert refused.status_code == 429 and refused.json()["error"]["message"].startswith("Request too large")
+    assert "retry-after" not in refused.headers  # waiting would not help
+    asking = chat(stack.gateway_url, made["key"], {**CHAT, "max_tokens": 100})  # the max_tokens it asks for counts
+    assert asking.status_code == 429 and "requested 105" in asking.json()["error"]["message"]
+    # Nothing was taken from the bucket: a request that fits still passes.
+    assert chat(stack.gateway_url, made["key"], {**CHAT, "max_tokens": 4}).status_code == 200
