@@ -67,7 +67,7 @@ def gateway(stack: Stack, fakes: dict[str, str], tmp_path_factory: pytest.TempPa
             "anthropic": {
                 "base_url": fakes["anthropic"],
                 "api_key_file": str(key_file),
-                "models": ["claude-sonnet-4-5", "claude-overloaded"],
+                "models": ["claude-sonnet-4-5", "claude-overloaded", "claude-die"],
             },
             "broken": {
                 "base_url": f"http://127.0.0.1:{datastores.free_port()}/v1",
@@ -522,6 +522,20 @@ def test_an_anthropic_answer_reaches_an_anthropic_client_untouched(gateway: str,
     ) as resp:
         body = resp.read().decode()
     assert '"model":"claude-sonnet-4-5"' in body.replace(" ", "") and "event: message_stop" in body
+    # A stream that breaks off ends with Anthropic's error event, untouched mode or not.
+    with httpx.stream(
+        "POST",
+        f"{gateway}/v1/messages",
+        headers={"x-api-key": made["key"]},
+        json={
+            "model": "anthropic/claude-die",
+            "max_tokens": 50,
+            "stream": True,
+            "messages": [{"role": "user", "content": "a b c d e f"}],
+        },
+    ) as resp:
+        broken = resp.read().decode()
+    assert "event: message_start" in broken and "event: error" in broken and "message_stop" not in broken
     # Scrubbed keys get the translation back (the scrubber works on it): the public model name.
     scrubbed = anthropic.Anthropic(base_url=gateway, api_key=STATIC_KEY, max_retries=0)
     assert (

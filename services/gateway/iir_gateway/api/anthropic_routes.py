@@ -79,7 +79,12 @@ class MessagesStreamResponse(EventStreamResponse):
             if native is None:
                 native = event.native is not None
             if native:
-                body = b"".join(_native_frame(p) for c in chunks for p in c.native or ())
+                # The gateway's own events (a stream that broke off) are Anthropic's `error` events.
+                body = b"".join(
+                    b"".join(map(_native_frame, c.native)) if c.native else named_frames(self.encoder.feed(c.json()))
+                    for c in chunks
+                    if c.native or "error" in c.json()
+                )
             else:
                 body = b"".join(named_frames(self.encoder.feed(c.json())) for c in chunks)
             if body:
