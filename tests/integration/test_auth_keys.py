@@ -14,6 +14,7 @@ import pytest
 
 from iir_dev.stack import REPO, Stack
 from tests.conftest import MASTER_KEY, SERVED, STATIC_KEY
+from tests.waiting import wait_for
 
 MODEL = f"local/{SERVED}"
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
@@ -238,3 +239,20 @@ def test_a_request_larger_than_the_tpm_limit_is_refused_up_front(stack: Stack) -
     assert asking.status_code == 429 and "requested 105" in asking.json()["error"]["message"]
     # Nothing was taken from the bucket: a request that fits still passes.
     assert chat(stack.gateway_url, made["key"], {**CHAT, "max_tokens": 4}).status_code == 200
+
+
+def test_a_key_reads_its_own_info_and_usage(stack: Stack) -> None:
+    made = create(stack, name="self-service", rpm_limit=100, allowed_models=["local/*"])
+    assert chat(stack.gateway_url, made["key"]).status_code == 200
+    info = httpx.get(f"{stack.gateway_url}/api/v1/key/info", headers=bearer(made["key"])).json()
+    assert info["id"] == made["id"] and info["rpm_limit"] == 100 and info["allowed_models"] == ["local/*"]
+    assert "key" not in info and made["key"] not in str(info)  # never the secret
+
+    def used() -> dict | None:
+        usage = httpx.get(f"{stack.gateway_url}/api/v1/key/usage", headers=bearer(made["key"])).json()
+        return usage if usage["totals"]["requests"] >= 1 else None
+
+    assert wait_for(used, timeout=5, what="the key's usage")["key_id"] == made["id"]
+    assert httpx.get(f"{stack.gateway_url}/api/v1/key/info").status_code == 401
+    configured = httpx.get(f"{stack.gateway_url}/api/v1/key/info", headers=bearer(STATIC_KEY)).json()
+    assert configured["configured"] is True and configured["admin"] is False

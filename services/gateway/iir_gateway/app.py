@@ -128,6 +128,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(ops_routes.router)
     app.include_router(registry_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(admin_routes.self_router)
     app.include_router(jobs_routes.router)
     app.include_router(anthropic_routes.router)
     app.include_router(responses_routes.router)

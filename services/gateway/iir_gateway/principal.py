@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from iir.v1 import auth_pb2
 
+# Ids of keys from the configuration (IIR_MASTER_KEY, IIR_ALLOWED_KEYS), which have no database row.
+CONFIG_KEY_IDS = ("master", "static-")
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -26,6 +29,11 @@ class Principal:
 
     def may_use(self, model: str) -> bool:
         return not self.allowed_models or any(fnmatch.fnmatchcase(model, p) for p in self.allowed_models)
+
+    @property
+    def configured(self) -> bool:
+        """A key from the configuration: nothing about it is in the database."""
+        return self.key_id.startswith(CONFIG_KEY_IDS)
 
     @property
     def limited(self) -> bool:

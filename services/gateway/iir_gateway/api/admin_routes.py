@@ -19,6 +19,7 @@ from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.errors import APIError
 from iir_gateway.keys.authenticator import extract_key
 from iir_gateway.networks import in_networks
+from iir_gateway.principal import Principal
 from iir_gateway.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/apikeys", tags=["API keys"])
@@ -189,10 +190,7 @@ async def rotate_key(key_id: str, request: Request) -> Response:
     return _json({**key_json(reply.info), "key": reply.key, "api_key": reply.key, "replaces": key_id}, status=201)
 
 
-@router.get("/{key_id}/usage", summary="Requests and tokens by model and day")
-async def key_usage(key_id: str, request: Request, since: str = "", until: str = "") -> Response:
-    gw = await require_admin(request)
-    reply = await _call(gw.auth_stub.GetUsage, auth_pb2.GetUsageRequest(key_id=key_id, since=since, until=until))
+def _usage_json(key_id: str, reply: auth_pb2.GetUsageResponse) -> dict[str, Any]:
     rows = [
         {
             "day": r.day,
@@ -205,4 +203,35 @@ async def key_usage(key_id: str, request: Request, since: str = "", until: str =
         for r in reply.records
     ]
     totals = {k: sum(r[k] for r in rows) for k in ("requests", "prompt_tokens", "completion_tokens", "total_tokens")}
-    return _json({"key_id": key_id, "data": rows, "totals": totals})
+    return {"key_id": key_id, "data": rows, "totals": totals}
+
+
+@router.get("/{key_id}/usage", summary="Requests and tokens by model and day")
+async def key_usage(key_id: str, request: Request, since: str = "", until: str = "") -> Response:
+    gw = await require_admin(request)
+    reply = await _call(gw.auth_stub.GetUsage, auth_pb2.GetUsageRequest(key_id=key_id, since=since, until=until))
+    return _json(_usage_json(key_id, reply))
+
+
+# Self-service: a key reads its own settings and usage with itself, no admin needed.
+self_router = APIRouter(prefix="/api/v1/key", tags=["API keys"])
+
+
+async def _own_key(request: Request) -> tuple[Runtime, Principal]:
+    gw: Runtime = request.app.state.gateway
+    return gw, await gw.auth.authenticate(request.headers, client_ip(request))
+
+
+@self_router.get("/info", summary="The calling key's own settings and limits (without its secret)")
+async def own_key_info(request: Request) -> Response:
+    gw, principal = await _own_key(request)
+    if principal.configured:  # IIR_MASTER_KEY / IIR_ALLOWED_KEYS: no database row
+        return _json({"id": principal.key_id, "name": principal.name, "admin": principal.admin, "configured": True})
+    return _json(key_json(await _call(gw.auth_stub.GetKey, auth_pb2.KeyRef(id=principal.key_id))))
+
+
+@self_router.get("/usage", summary="The calling key's own requests and tokens by model and day")
+async def own_key_usage(request: Request, since: str = "", until: str = "") -> Response:
+    gw, principal = await _own_key(request)
+    query = auth_pb2.GetUsageRequest(key_id=principal.key_id, since=since, until=until)
+    return _json(_usage_json(principal.key_id, await _call(gw.auth_stub.GetUsage, query)))

@@ -30,6 +30,7 @@ from iir_gateway.errors import APIError
 from iir_gateway.jobs.store import BANDS, FINAL, GROUP, Job, JobStore
 from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.pipeline.pipeline import Pipeline
+from iir_gateway.principal import CONFIG_KEY_IDS
 from iir_gateway.schemas import ChatCompletionRequest
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,6 @@ MAX_BACKOFF_S = 10.0
 # A job refused by its key's token limit waits for the bucket, this many times at most.
 RATE_LIMIT_WAITS = 3
 MAX_RATE_LIMIT_WAIT_S = 60.0
-# Keys without a database row (the master key, static keys): nothing to look up.
-_CONFIG_KEYS = ("master", "static-")
 
 
 class KeyLookup(Protocol):
@@ -145,7 +144,7 @@ class JobWorker:
     async def _owner_refusal(self, job: Job) -> str:
         """Why the job's key may no longer run it ("" when it may). Auth unreachable: raises, and the
         entry stays pending for a later try."""
-        if job.owner.startswith(_CONFIG_KEYS):
+        if job.owner.startswith(CONFIG_KEY_IDS):  # no database row: nothing to look up
             return ""
         try:
             info = await self.keys.GetKey(auth_pb2.KeyRef(id=job.owner), timeout=5)
