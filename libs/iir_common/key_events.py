@@ -14,7 +14,7 @@ def channel(prefix: str) -> str:
 
 @dataclass(frozen=True)
 class KeyEvent:
-    type: str  # "revoked"
+    type: str  # "revoked", "updated": gateways drop the key from their cache either way
     key_id: str
     key_hash: str  # hex SHA-256 of the secret, as gateways index their cache
 

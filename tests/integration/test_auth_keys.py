@@ -204,6 +204,9 @@ def test_cli_manages_keys(stack: Stack) -> None:
     listed = iir("keys", "list")
     assert "from-cli" in listed.stdout and key not in listed.stdout
     key_id = next(line.split()[0] for line in listed.stdout.splitlines() if "from-cli" in line)
+    updated = iir("keys", "update", key_id, "--rpm", "30", "--name", "cli-renamed")
+    assert updated.returncode == 0, updated.stderr
+    assert '"rpm_limit": 30' in updated.stdout and "cli-renamed" in updated.stdout
     assert iir("keys", "revoke", key_id).returncode == 0
     missing = iir("keys", "revoke", "00000000-0000-0000-0000-000000000000")
     assert missing.returncode != 0 and "404" in missing.stderr
@@ -256,3 +259,40 @@ def test_a_key_reads_its_own_info_and_usage(stack: Stack) -> None:
     assert httpx.get(f"{stack.gateway_url}/api/v1/key/info").status_code == 401
     configured = httpx.get(f"{stack.gateway_url}/api/v1/key/info", headers=bearer(STATIC_KEY)).json()
     assert configured["configured"] is True and configured["admin"] is False
+
+
+def test_a_key_is_updated_in_place_and_every_gateway_applies_it(stack: Stack) -> None:
+    made = create(stack, name="to-update", rpm_limit=100)
+    admin = {"Authorization": f"Bearer {MASTER_KEY}"}
+    assert chat(stack.gateway_url, made["key"]).headers["x-ratelimit-limit-requests"] == "100"  # cached now
+    updated = httpx.patch(
+        f"{stack.gateway_url}/api/v1/apikeys/{made['id']}",
+        headers=admin,
+        json={"rpm_limit": 7, "name": "renamed", "allowed_models": ["local/*"], "expires_in_days": 1},
+    )
+    assert updated.status_code == 200, updated.text
+    got = updated.json()
+    assert (got["rpm_limit"], got["name"], got["allowed_models"]) == (7, "renamed", ["local/*"]) and got["expires_at"]
+    assert got["tpm_limit"] == made["tpm_limit"] and got["prefix"] == made["prefix"]  # the rest, and the secret, stay
+
+    def applied() -> bool:
+        return chat(stack.gateway_url, made["key"]).headers.get("x-ratelimit-limit-requests") == "7"
+
+    assert wait_for(applied, timeout=2, interval=0.05, what="the gateway to drop its cached copy")
+    cleared = httpx.patch(f"{stack.gateway_url}/api/v1/apikeys/{made['id']}", headers=admin, json={"expires_at": None})
+    assert cleared.json()["expires_at"] is None
+    bad = httpx.patch(f"{stack.gateway_url}/api/v1/apikeys/{made['id']}", headers=admin, json={"rpm_limit": -1})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "rpm_limit"
+    unknown = httpx.patch(f"{stack.gateway_url}/api/v1/apikeys/{made['id']}", headers=admin, json={"secret": "x"})
+    assert unknown.status_code == 400  # nothing else can be set (the secret, admin)
+    missing = httpx.patch(
+        f"{stack.gateway_url}/api/v1/apikeys/00000000-0000-0000-0000-000000000000", headers=admin, json={"rpm_limit": 1}
+    )
+    assert missing.status_code == 404
+    not_admin = httpx.patch(
+        f"{stack.gateway_url}/api/v1/apikeys/{made['id']}", headers=bearer(made["key"]), json={"rpm_limit": 0}
+    )
+    assert not_admin.status_code == 403
+    httpx.delete(f"{stack.gateway_url}/api/v1/apikeys/{made['id']}", headers=admin)
+    revoked = httpx.patch(f"{stack.gateway_url}/api/v1/apikeys/{made['id']}", headers=admin, json={"rpm_limit": 1})
+    assert revoked.status_code == 409

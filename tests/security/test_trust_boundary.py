@@ -29,6 +29,7 @@ ADMIN_ROUTES = [
     ("DELETE", "/api/v1/apikeys/master", None),
     ("POST", "/api/v1/apikeys/master/rotate", None),
     ("GET", "/api/v1/apikeys/master/usage", None),
+    ("PATCH", "/api/v1/apikeys/master", {"admin": True, "rpm_limit": 0}),
     ("POST", "/v1/registry/refresh", None),
 ]
 

@@ -1,4 +1,4 @@
-"""`iir keys create|list|get|revoke|rotate|usage` against a gateway's admin API, and `iir generate-api-key`.
+"""`iir keys create|list|get|update|revoke|rotate|usage` against a gateway's admin API, and `iir generate-api-key`.
 
 The gateway is `IIR_URL` (default http://127.0.0.1:8080); an admin key comes from `IIR_ADMIN_KEY`
 (not needed from `IIR_TRUSTED_NETWORKS`, which `make dev` sets to this machine; always needed in a cluster).
@@ -85,6 +85,27 @@ def keys_command(args: argparse.Namespace) -> None:
     elif args.action == "rotate":
         rotated = call("POST", f"/api/v1/apikeys/{args.id}/rotate")
         print(json.dumps(rotated, indent=2))
+    elif args.action == "update":
+        fields = {
+            "name": args.name,
+            "description": args.description,
+            "owner": args.owner,
+            "priority": args.priority,
+            "allowed_models": args.models,
+            "rpm_limit": args.rpm,
+            "tpm_limit": args.tpm,
+            "budget_tokens": args.budget,
+            "budget_period": args.budget_period,
+            "expires_in_days": args.expires_in_days,
+            "scrub_mode": args.scrub_mode,
+            "cache_mode": args.cache_mode,
+        }
+        print(
+            json.dumps(
+                call("PATCH", f"/api/v1/apikeys/{args.id}", {k: v for k, v in fields.items() if v is not None}),
+                indent=2,
+            )
+        )
 
 
 def generate_command(args: argparse.Namespace) -> None:
@@ -118,6 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--expires-in-days", type=float)
     create.add_argument("--scrub-mode", choices=("redact", "block", "off"), help="secret scrubbing for this key")
     create.add_argument("--cache-mode", choices=("on", "off"), help="response cache for this key")
+    update = actions.add_parser("update", help="change a key's settings (its secret stays)")
+    update.add_argument("id")
+    update.add_argument("--name")
+    update.add_argument("--description")
+    update.add_argument("--owner")
+    update.add_argument("--priority", type=int)
+    update.add_argument("--models", nargs="*", help="allowed model globs (none given: every model)")
+    update.add_argument("--rpm", type=int, help="requests per minute (0: unlimited)")
+    update.add_argument("--tpm", type=int, help="tokens per minute (0: unlimited)")
+    update.add_argument("--budget", type=int, help="tokens per budget period (0: none)")
+    update.add_argument("--budget-period", choices=("day", "month"))
+    update.add_argument("--expires-in-days", type=float)
+    update.add_argument("--scrub-mode", choices=("", "redact", "block", "off"))
+    update.add_argument("--cache-mode", choices=("", "on", "off"))
     actions.add_parser("list", help="list keys").add_argument("--all", action="store_true", help="with revoked")
     for name in ("get", "revoke", "rotate", "usage"):
         actions.add_parser(name, help=f"{name} a key by id").add_argument("id")

@@ -88,9 +88,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             ttl = max(0, min(ttl, int(left)))
         return auth_pb2.ValidateKeyResponse(valid=True, key=key_info(rec), cache_ttl_seconds=ttl)
 
-    async def CreateKey(
-        self, request: auth_pb2.CreateKeyRequest, context: grpc.aio.ServicerContext
-    ) -> auth_pb2.CreateKeyResponse:
+    @staticmethod
+    def _problems(request: auth_pb2.CreateKeyRequest) -> list[str]:
+        """What is wrong with a key's settings (a new key's, or a key's after an update)."""
         problems = []
         if not request.name.strip():
             problems.append("a key needs a name")
@@ -107,9 +107,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             problems.append(f"scrub_mode must be one of {', '.join(m or '(empty)' for m in SCRUB_MODES)}")
         if request.cache_mode not in CACHE_MODES:
             problems.append(f"cache_mode must be one of {', '.join(m or '(empty)' for m in CACHE_MODES)}")
-        if problems:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
-        settings = KeySettings(
+        return problems
+
+    @staticmethod
+    def _settings(request: auth_pb2.CreateKeyRequest) -> KeySettings:
+        return KeySettings(
             name=request.name.strip(),
             owner=request.owner,
             description=request.description,
@@ -124,6 +126,14 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             scrub_mode=request.scrub_mode,
             cache_mode=request.cache_mode,
         )
+
+    async def CreateKey(
+        self, request: auth_pb2.CreateKeyRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.CreateKeyResponse:
+        problems = self._problems(request)
+        if problems:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
+        settings = self._settings(request)
         key = generate_key()
         rec = await self.store.create(key, settings)
         log.info("api key created", extra={"key_id": rec.id, "key_prefix": rec.prefix})
@@ -145,11 +155,14 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return key_info(await self._existing(request.id, context))
 
     async def _announce_revoked(self, rec: KeyRecord) -> None:
-        event = KeyEvent("revoked", rec.id, rec.key_hash.hex())
+        await self._announce(rec, "revoked")
+
+    async def _announce(self, rec: KeyRecord, kind: str) -> None:
+        event = KeyEvent(kind, rec.id, rec.key_hash.hex())
         try:
             await self.redis.publish(channel(self.settings.redis_prefix), event.encode())
         except Exception as exc:  # gateways still drop it when their cache entry expires
-            log.error("cannot announce a revocation", extra={"key_id": rec.id, "error": repr(exc)})
+            log.error("cannot announce a key change", extra={"key_id": rec.id, "kind": kind, "error": repr(exc)})
 
     async def RevokeKey(self, request: auth_pb2.KeyRef, context: grpc.aio.ServicerContext) -> auth_pb2.KeyInfo:
         await self._existing(request.id, context)
@@ -157,6 +170,47 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         assert rec is not None
         await self._announce_revoked(rec)
         log.info("api key revoked", extra={"key_id": rec.id, "key_prefix": rec.prefix})
+        return key_info(rec)
+
+    async def UpdateKey(
+        self, request: auth_pb2.UpdateKeyRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.KeyInfo:
+        current = await self._existing(request.id, context)
+        if current.revoked_at is not None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "a revoked key cannot be changed")
+        merged = auth_pb2.CreateKeyRequest(
+            name=current.name,
+            owner=current.owner,
+            description=current.description,
+            admin=current.admin,
+            priority=current.priority,
+            allowed_models=current.allowed_models,
+            rpm_limit=current.rpm_limit,
+            tpm_limit=current.tpm_limit,
+            budget_tokens=current.budget_tokens,
+            budget_period=current.budget_period,
+            expires_at=_unix(current.expires_at),
+            scrub_mode=current.scrub_mode,
+            cache_mode=current.cache_mode,
+        )
+        changed = [f.name for f, _ in request.ListFields() if f.name not in ("id", "set_allowed_models")]
+        for name in changed:
+            if name != "allowed_models":
+                setattr(merged, name, getattr(request, name))
+        if request.set_allowed_models:
+            del merged.allowed_models[:]
+            merged.allowed_models.extend(request.allowed_models)
+            changed.append("allowed_models")
+        problems = self._problems(merged)
+        if problems:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
+        settings = self._settings(merged)
+        rec = await self.store.update(request.id, {n: getattr(settings, n) for n in set(changed)})
+        if rec is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no API key with id {request.id!r}")
+        assert rec is not None
+        await self._announce(rec, "updated")  # every gateway drops its cached copy and asks again
+        log.info("api key updated", extra={"key_id": rec.id, "fields": sorted(set(changed))})
         return key_info(rec)
 
     async def RotateKey(

@@ -127,6 +127,41 @@ class KeyStore:
         )
         return _record(row) if row else None
 
+    # The columns a key's settings may change (its secret, identity and timestamps may not).
+    UPDATABLE = frozenset(
+        {
+            "name",
+            "owner",
+            "description",
+            "priority",
+            "allowed_models",
+            "rpm_limit",
+            "tpm_limit",
+            "budget_tokens",
+            "budget_period",
+            "expires_at",
+            "scrub_mode",
+            "cache_mode",
+        }
+    )
+
+    async def update(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
+        """Changes the settings of a key that is not revoked; None when there is no such key."""
+        try:
+            ident = uuid.UUID(key_id)
+        except ValueError:
+            return None
+        names = [n for n in changes if n in self.UPDATABLE]  # never an unknown column in the SQL
+        if not names:
+            return await self.get(key_id)
+        sets = ", ".join(f"{n} = ${i}" for i, n in enumerate(names, 2))
+        row = await self.pool.fetchrow(
+            f"UPDATE api_keys SET {sets} WHERE id = $1 AND revoked_at IS NULL RETURNING {_COLUMNS}",
+            ident,
+            *(changes[n] for n in names),
+        )
+        return _record(row) if row else None
+
     async def rotate(self, key_id: str, new_key: str) -> tuple[KeyRecord, KeyRecord] | None:
         """Revokes `key_id` and creates its successor, atomically; (old, new) or None."""
         async with self.pool.acquire() as conn, conn.transaction():

@@ -56,6 +56,26 @@ class CreateKey(BaseModel):
     cache_mode: Literal["", "on", "off"] = ""
 
 
+class UpdateKey(BaseModel):
+    """The settings to change; what is not given stays. `expires_at: null` removes the expiry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: _text(200) | None = None  # type: ignore[valid-type]
+    description: _text(2000) | None = None  # type: ignore[valid-type]
+    owner: _text(200) | None = None  # type: ignore[valid-type]
+    priority: int | None = Field(default=None, ge=0, le=100)
+    allowed_models: list[_text(200)] | None = Field(default=None, max_length=100)  # type: ignore[valid-type]
+    rpm_limit: int | None = Field(default=None, ge=0, le=_MAX_LIMIT)
+    tpm_limit: int | None = Field(default=None, ge=0, le=_MAX_LIMIT)
+    budget_tokens: int | None = Field(default=None, ge=0, le=_MAX_LIMIT)
+    budget_period: Literal["day", "month"] | None = None
+    expires_at: datetime | None = None
+    expires_in_days: float | None = Field(default=None, gt=0, le=36500)
+    scrub_mode: Literal["", "redact", "block", "off"] | None = None
+    cache_mode: Literal["", "on", "off"] | None = None
+
+
 def _iso(seconds: int) -> str | None:
     return datetime.fromtimestamp(seconds, UTC).isoformat() if seconds else None
 
@@ -124,12 +144,7 @@ async def _call(method: Any, message: Any) -> Any:
 @router.post("", summary="Create a key; its secret is returned once")
 async def create_key(request: Request) -> Response:
     gw = await require_admin(request)
-    try:
-        body = CreateKey.model_validate(await read_json_object(request, gw.settings.max_body_bytes))
-    except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        param = ".".join(str(p) for p in err["loc"])
-        raise APIError(400, f"Invalid value for '{param}': {err['msg']}.", code="invalid_value", param=param) from None
+    body: CreateKey = _validated(CreateKey, await read_json_object(request, gw.settings.max_body_bytes))
     expires = body.expires_at.timestamp() if body.expires_at else 0
     if expires and expires <= time.time():
         raise APIError(
@@ -157,6 +172,37 @@ async def create_key(request: Request) -> Response:
     )
     # `api_key` is the onboarding guide's name for the secret; `key` is IIR's.
     return _json({**key_json(reply.info), "key": reply.key, "api_key": reply.key}, status=201)
+
+
+def _validated(schema: type[BaseModel], body: dict[str, Any]) -> Any:
+    try:
+        return schema.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        param = ".".join(str(p) for p in err["loc"])
+        raise APIError(400, f"Invalid value for '{param}': {err['msg']}.", code="invalid_value", param=param) from None
+
+
+@router.patch("/{key_id}", summary="Change a key's settings; its secret stays, every gateway applies it at once")
+async def update_key(key_id: str, request: Request) -> Response:
+    gw = await require_admin(request)
+    raw = await read_json_object(request, gw.settings.max_body_bytes)
+    body: UpdateKey = _validated(UpdateKey, raw)
+    change = auth_pb2.UpdateKeyRequest(id=key_id)
+    for name in ("name", "description", "owner", "priority", "rpm_limit", "tpm_limit", "budget_tokens"):
+        if getattr(body, name) is not None:
+            setattr(change, name, getattr(body, name))
+    for name in ("budget_period", "scrub_mode", "cache_mode"):  # enumerations
+        if getattr(body, name) is not None:
+            setattr(change, name, getattr(body, name))
+    if body.allowed_models is not None:
+        change.set_allowed_models = True
+        change.allowed_models.extend(body.allowed_models)
+    if "expires_at" in raw:
+        change.expires_at = int(body.expires_at.timestamp()) if body.expires_at else 0
+    if body.expires_in_days:
+        change.expires_at = int(time.time() + body.expires_in_days * 86400)
+    return _json(key_json(await _call(gw.auth_stub.UpdateKey, change)))
 
 
 @router.get("", summary="List keys (without secrets)")
