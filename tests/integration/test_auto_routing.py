@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from pathlib import Path
 
 import httpx
@@ -75,11 +77,21 @@ def test_unknown_policy_is_404(gateway: str) -> None:
     assert resp.status_code == 404 and "auto/cheap" in resp.json()["error"]["message"]
 
 
+def _silent_server() -> str:
+    """An address that accepts connections and never says a word: a classifier that hangs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.extend(iter(lambda: listener.accept()[0], None)), daemon=True).start()
+    return f"127.0.0.1:{listener.getsockname()[1]}"
+
+
 @pytest.mark.parametrize(
     ("env", "reason"),
     [
         ({"IIR_CLASSIFIER_ADDR": f"127.0.0.1:{datastores.free_port()}"}, "classifier unavailable"),
-        ({"IIR_CLASSIFIER_TIMEOUT_S": "0.000001"}, "classifier deadline exceeded"),
+        ({"IIR_CLASSIFIER_ADDR": _silent_server()}, "classifier deadline exceeded"),
     ],
 )
 def test_without_a_classifier_answer_the_default_model_answers(
