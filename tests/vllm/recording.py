@@ -17,8 +17,8 @@ RECORDINGS = Path(__file__).resolve().parents[1] / "data" / "vllm"
 VLLM_VERSION = "0.32.0"
 
 _HI = [{"role": "user", "content": "Say hello in three words."}]
-_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
-_TOOLS = [
+WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
+TOOLS = [
     {
         "type": "function",
         "function": {
@@ -67,17 +67,17 @@ CASES = [
     _chat("chat_logprobs_stream", temperature=0, logprobs=True, top_logprobs=2, stream=True),
     _chat("chat_stop", temperature=0, stop=["\n", "."], max_tokens=20),
     _chat("chat_json_object", temperature=0, response_format={"type": "json_object"}, max_tokens=10),
-    _chat("chat_tools_auto", messages=_WEATHER, tools=_TOOLS, tool_choice="auto", temperature=0),
-    _chat("chat_tools_required", messages=_WEATHER, tools=_TOOLS, tool_choice="required", **_TOOL_CALL),
+    _chat("chat_tools_auto", messages=WEATHER, tools=TOOLS, tool_choice="auto", temperature=0),
+    _chat("chat_tools_required", messages=WEATHER, tools=TOOLS, tool_choice="required", **_TOOL_CALL),
     _chat(
         "chat_tools_named",
-        messages=_WEATHER,
-        tools=_TOOLS,
+        messages=WEATHER,
+        tools=TOOLS,
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
         **_TOOL_CALL,
     ),
     _chat(
-        "chat_tools_required_stream", messages=_WEATHER, tools=_TOOLS, tool_choice="required", **_TOOL_CALL, stream=True
+        "chat_tools_required_stream", messages=WEATHER, tools=TOOLS, tool_choice="required", **_TOOL_CALL, stream=True
     ),
     _text("completion", temperature=0),
     _text("completion_stream", temperature=0, stream=True, stream_options={"include_usage": True}),

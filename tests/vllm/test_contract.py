@@ -10,6 +10,7 @@ import pytest
 
 from iir_dev.stack import Stack
 from tests.vllm.conftest import MODEL
+from tests.vllm.recording import TOOLS, WEATHER
 from tests.waiting import wait_for
 
 MESSAGES = [{"role": "user", "content": "Say hello in three words."}]
@@ -109,19 +110,6 @@ def test_an_async_job_keeps_the_answer_and_its_id(vllm_stack: Stack, key: str) -
     assert done["status"] == "completed", done
     result = done["result"]
     assert result["id"] != "chatcmpl-" and result["choices"][0]["message"]["content"]
-
-
-WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Weather for a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-        },
-    }
-]
 
 
 def test_completions_streamed_and_not(client: openai.OpenAI) -> None:

@@ -50,27 +50,28 @@ def _table(keys: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _key_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """A key's settings from the options `keys create` and `keys update` share."""
+    return {
+        "name": args.name,
+        "description": args.description,
+        "owner": args.owner,
+        "priority": args.priority,
+        "allowed_models": args.models,
+        "rpm_limit": args.rpm,
+        "tpm_limit": args.tpm,
+        "budget_tokens": args.budget,
+        "budget_period": args.budget_period,
+        "expires_in_days": args.expires_in_days,
+        "scrub_mode": args.scrub_mode,
+        "cache_mode": args.cache_mode,
+    }
+
+
 def keys_command(args: argparse.Namespace) -> None:
     if args.action == "create":
-        body = {
-            k: v
-            for k, v in {
-                "name": args.name,
-                "description": args.description,
-                "owner": args.owner,
-                "priority": args.priority,
-                "admin": args.admin,
-                "allowed_models": args.models,
-                "rpm_limit": args.rpm,
-                "tpm_limit": args.tpm,
-                "budget_tokens": args.budget,
-                "budget_period": args.budget_period,
-                "expires_in_days": args.expires_in_days,
-                "scrub_mode": args.scrub_mode,
-                "cache_mode": args.cache_mode,
-            }.items()
-            if v not in (None, [], False)
-        }
+        fields = {**_key_fields(args), "admin": args.admin}
+        body = {k: v for k, v in fields.items() if v not in (None, [], False)}
         created = call("POST", "/api/v1/apikeys", body)
         print(json.dumps(created, indent=2))
         print(f"\nThe key is shown once; store it now:\n{created['key']}", file=sys.stderr)
@@ -86,26 +87,8 @@ def keys_command(args: argparse.Namespace) -> None:
         rotated = call("POST", f"/api/v1/apikeys/{args.id}/rotate")
         print(json.dumps(rotated, indent=2))
     elif args.action == "update":
-        fields = {
-            "name": args.name,
-            "description": args.description,
-            "owner": args.owner,
-            "priority": args.priority,
-            "allowed_models": args.models,
-            "rpm_limit": args.rpm,
-            "tpm_limit": args.tpm,
-            "budget_tokens": args.budget,
-            "budget_period": args.budget_period,
-            "expires_in_days": args.expires_in_days,
-            "scrub_mode": args.scrub_mode,
-            "cache_mode": args.cache_mode,
-        }
-        print(
-            json.dumps(
-                call("PATCH", f"/api/v1/apikeys/{args.id}", {k: v for k, v in fields.items() if v is not None}),
-                indent=2,
-            )
-        )
+        body = {k: v for k, v in _key_fields(args).items() if v is not None}  # what is not given stays
+        print(json.dumps(call("PATCH", f"/api/v1/apikeys/{args.id}", body), indent=2))
 
 
 def generate_command(args: argparse.Namespace) -> None:

@@ -98,12 +98,14 @@ async def messages(request: Request) -> Response:
     gw: Runtime = request.app.state.gateway
     asked: dict[str, Any] = {}
     native = NativeBody("anthropic", asked)  # sent as it is to an Anthropic model (after scrubbing)
+    translated: dict[str, Any] = {}
 
     async def read_body() -> dict[str, Any]:
         body = await read_json_object(request, gw.settings.max_body_bytes)
         _checked(MessagesRequest, body)
         asked.update(body)
-        return chat_request(body)
+        translated.update(chat_request(body))
+        return dict(translated)  # the pipeline's own copy (scrubbing may replace it)
 
     try:
         answer = await run_chat(request, read_body, native=native)
@@ -114,7 +116,7 @@ async def messages(request: Request) -> Response:
     headers = {**answer.headers, "x-iir-model": answer.model, "request-id": request_id_var.get() or ""}
     stops = list(asked.get("stop_sequences") or [])
     if answer.stream is not None:
-        estimate = estimate_tokens(chat_request(asked), 0).prompt
+        estimate = estimate_tokens(translated, 0).prompt
         encoder = MessagesStreamEncoder(str(asked["model"]), stops, estimate)
         return MessagesStreamResponse(answer.stream, headers, encoder)
     assert answer.document is not None

@@ -29,6 +29,14 @@ async def _caller(request: Request) -> tuple[Runtime, Principal]:
     return gw, await gw.auth.authenticate(request.headers, client_ip(request))
 
 
+def _no_file(file_id: str) -> APIError:
+    return APIError(404, f"No such File object: {file_id}", code="file_not_found", param="file_id")
+
+
+def _no_batch(batch_id: str) -> APIError:
+    return APIError(404, f"No batch {batch_id!r}.", code="batch_not_found")
+
+
 def _bad(message: str, param: str | None = None) -> APIError:
     return APIError(400, message, code="invalid_value", param=param)
 
@@ -74,7 +82,7 @@ async def get_file(file_id: str, request: Request) -> Response:
     gw, principal = await _caller(request)
     meta = await gw.files.get(file_id, principal)
     if meta is None:
-        raise APIError(404, f"No such File object: {file_id}", code="file_not_found", param="file_id")
+        raise _no_file(file_id)
     return _json(meta)
 
 
@@ -83,7 +91,7 @@ async def file_content(file_id: str, request: Request) -> Response:
     gw, principal = await _caller(request)
     content = await gw.files.content(file_id, principal)
     if content is None:
-        raise APIError(404, f"No such File object: {file_id}", code="file_not_found", param="file_id")
+        raise _no_file(file_id)
     return Response(content, media_type="application/jsonl")
 
 
@@ -91,7 +99,7 @@ async def file_content(file_id: str, request: Request) -> Response:
 async def delete_file(file_id: str, request: Request) -> Response:
     gw, principal = await _caller(request)
     if not await gw.files.delete(file_id, principal):
-        raise APIError(404, f"No such File object: {file_id}", code="file_not_found", param="file_id")
+        raise _no_file(file_id)
     return _json({"id": file_id, "object": "file", "deleted": True})
 
 
@@ -136,7 +144,7 @@ async def get_batch(batch_id: str, request: Request) -> Response:
     gw, principal = await _caller(request)
     batch = await gw.batches.get(batch_id, principal)
     if batch is None:
-        raise APIError(404, f"No batch {batch_id!r}.", code="batch_not_found")
+        raise _no_batch(batch_id)
     return _json(batch)
 
 
@@ -145,10 +153,10 @@ async def cancel_batch(batch_id: str, request: Request) -> Response:
     gw, principal = await _caller(request)
     batch = await gw.batches.get(batch_id, principal)
     if batch is None:
-        raise APIError(404, f"No batch {batch_id!r}.", code="batch_not_found")
+        raise _no_batch(batch_id)
     if batch["status"] in FINAL or batch["status"] == "finalizing":
         raise APIError(409, f"The batch is already {batch['status']}.", code="batch_not_cancellable")
     updated = await gw.batches.cancel(batch_id)
     if updated is None:
-        raise APIError(404, f"No batch {batch_id!r}.", code="batch_not_found")
+        raise _no_batch(batch_id)
     return _json(updated)
