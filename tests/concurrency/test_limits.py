@@ -92,8 +92,8 @@ def test_debt_is_kept_until_the_bucket_refills(pair: Pair) -> None:
     )
 
     async def overspend() -> None:
-        await limiter.admit(who, 10)
-        await limiter.settle(who, 10, 800)  # used 790 more than it reserved: 490 in debt
+        admission = await limiter.admit(who, 10)
+        await limiter.settle(who, admission, 800)  # used 790 more than it reserved: 490 in debt
         await limiter.redis.aclose()
 
     run(overspend())

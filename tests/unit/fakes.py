@@ -11,6 +11,7 @@ from iir_gateway.errors import APIError
 from iir_gateway.limits.rate_limiter import Admission
 from iir_gateway.principal import Principal
 from iir_gateway.providers.base import RouteRequest
+from iir_gateway.providers.prices import FREE, Price
 from iir_gateway.upstream.errors import UpstreamError
 from iir_gateway.upstream.target import Upstream
 
@@ -55,6 +56,7 @@ class FakeDirectory:
     models: dict[str, Upstream | APIError]
     fallback: dict[str, tuple[str, ...]] = field(default_factory=dict)
     provider: FakeProvider = field(default_factory=FakeProvider)
+    prices: dict[str, Price] = field(default_factory=dict)
 
     async def route(self, model: str, principal: Principal, request: RouteRequest) -> tuple[Any, Upstream]:
         target = self.models[model]
@@ -71,6 +73,9 @@ class FakeDirectory:
 
     def model_label(self, model: str) -> tuple[str, str]:
         return model, model.partition("/")[0]
+
+    def price(self, model: str) -> Price:
+        return self.prices.get(model, FREE)
 
 
 class FakeForwarder:
@@ -115,14 +120,21 @@ class FakeLimiter:
         self.admitted: list[int] = []
         self.settled: list[tuple[int, int]] = []
 
-    async def admit(self, p: Principal, estimated_tokens: int, count_request: bool = True) -> Admission:
+    async def admit(
+        self,
+        p: Principal,
+        estimated_tokens: int,
+        count_request: bool = True,
+        estimated_cost: int = 0,
+        hold: bool = False,
+    ) -> Admission:
         if self.refuse:
             raise APIError(429, "slow down", code="rate_limit_exceeded", headers={"retry-after": "1"})
         self.admitted.append(estimated_tokens)
         return Admission(estimated_tokens if p.limited else 0, {"x-ratelimit-limit-tokens": str(p.tpm_limit)})
 
-    async def settle(self, p: Principal, reserved: int, actual: int) -> None:
-        self.settled.append((reserved, actual))
+    async def settle(self, p: Principal, admission: Admission, actual_tokens: int, actual_cost: int = 0) -> None:
+        self.settled.append((admission.reserved_tokens, actual_tokens))
 
 
 class FakeUsage:
@@ -131,6 +143,14 @@ class FakeUsage:
 
     def record(self, key_id: str, model: str, prompt_tokens: int, completion_tokens: int) -> None:
         self.rows.append((key_id, model, prompt_tokens, completion_tokens))
+
+
+class FakeSpend:
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    def record(self, record: Any) -> None:
+        self.records.append(record)
 
 
 class FakeCache:

@@ -30,6 +30,7 @@ from tests.unit.fakes import (
     FakeDirectory,
     FakeForwarder,
     FakeLimiter,
+    FakeSpend,
     FakeUsage,
     Spawner,
     document_answer,
@@ -179,7 +180,9 @@ def test_the_usage_event_is_hidden_unless_asked_for_but_still_accounted() -> Non
 
     async def go(include_usage: bool) -> list[dict[str, Any]]:
         forwarder = FakeForwarder({A: [stream_answer(A, ["x", "y"])]})
-        pipeline = Pipeline([Validate(), Account(usage, directory, metrics), Dispatch(directory, forwarder)])
+        pipeline = Pipeline(
+            [Validate(), Account(usage, FakeSpend(), directory, directory, metrics), Dispatch(directory, forwarder)]
+        )
         body = {"model": A, "messages": [{"role": "user", "content": "hi"}], "stream": True}
         if include_usage:
             body["stream_options"] = {"include_usage": True}
@@ -195,7 +198,11 @@ def test_limits_reserve_the_estimate_and_settle_what_was_used_once() -> None:
     limiter, spawn = FakeLimiter(), Spawner()
 
     async def go(forward: list[Any]) -> None:
-        steps = [Validate(), Admit(limiter, 100, spawn), Dispatch(directory, FakeForwarder({A: forward}))]
+        steps = [
+            Validate(),
+            Admit(limiter, FakeDirectory({}), 100, spawn),
+            Dispatch(directory, FakeForwarder({A: forward})),
+        ]
         try:
             await Pipeline(steps).run(
                 ctx(
@@ -215,7 +222,11 @@ def test_limits_reserve_the_estimate_and_settle_what_was_used_once() -> None:
 
 def test_a_refused_admission_stops_before_anything_is_sent() -> None:
     forwarder = FakeForwarder({})
-    steps = [Validate(), Admit(FakeLimiter(refuse=True), 100, Spawner()), Dispatch(FakeDirectory({}), forwarder)]
+    steps = [
+        Validate(),
+        Admit(FakeLimiter(refuse=True), FakeDirectory({}), 100, Spawner()),
+        Dispatch(FakeDirectory({}), forwarder),
+    ]
     with pytest.raises(APIError) as err:
         run(Pipeline(steps).run(ctx(principal=LIMITED)))
     assert err.value.status == 429 and forwarder.calls == []
@@ -255,7 +266,7 @@ def test_a_cut_stream_is_not_cached() -> None:
 
 def test_access_refuses_unknown_models_before_the_limits() -> None:
     limiter = FakeLimiter()
-    steps = [Validate(), Access(FakeDirectory({})), Admit(limiter, 100, Spawner())]
+    steps = [Validate(), Access(FakeDirectory({})), Admit(limiter, FakeDirectory({}), 100, Spawner())]
     with pytest.raises(APIError) as err:
         run(Pipeline(steps).run(ctx()))
     assert err.value.status == 404 and limiter.admitted == []

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from datetime import UTC, date, datetime
 
 import grpc
+import orjson
 import redis.asyncio as aioredis
 
 from iir.v1 import auth_pb2, auth_pb2_grpc
+from iir_auth.audit import Audited
+from iir_auth.org_api import OrgRpcs, scope_of_team, scope_of_user
 from iir_auth.settings import AuthSettings
+from iir_auth.spend_api import SpendRpcs
+from iir_auth.storage.audit_store import AuditStore
 from iir_auth.storage.key_store import KeyRecord, KeySettings, KeyStore, UsageRow
-from iir_common.api_keys import generate_key, same_secret
+from iir_auth.storage.org_store import OrgStore
+from iir_auth.storage.spend_store import SpendStore
+from iir_auth.validation import CONTROL, json_object_problem, limit_problems
+from iir_common.api_keys import generate_key, hash_key, same_secret
 from iir_common.key_events import KeyEvent, channel
 
 log = logging.getLogger(__name__)
@@ -22,7 +29,7 @@ MASTER_KEY_ID = "master"
 BUDGET_PERIODS = ("day", "month")
 SCRUB_MODES = ("", "redact", "block", "off")
 CACHE_MODES = ("", "on", "off")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MAX_GRACE_S = 30 * 86400
 
 
 def _unix(moment: datetime | None) -> int:
@@ -49,16 +56,43 @@ def key_info(rec: KeyRecord) -> auth_pb2.KeyInfo:
         revoked_at=_unix(rec.revoked_at),
         scrub_mode=rec.scrub_mode,
         cache_mode=rec.cache_mode,
+        team_id=rec.team_id or "",
+        user_id=rec.user_id or "",
+        max_budget=rec.max_budget,
+        budget_duration=rec.budget_duration,
+        max_parallel_requests=rec.max_parallel_requests,
+        blocked=rec.blocked,
+        metadata_json=orjson.dumps(rec.metadata).decode(),
+        previous_valid_until=_unix(rec.previous_valid_until) if rec.previous_key_hash else 0,
     )
+
+
+def key_state(rec: KeyRecord) -> dict[str, object]:
+    """A key as the audit log keeps it (never its hash)."""
+    return {
+        n: getattr(rec, n)
+        for n in (*KeySettings.__dataclass_fields__, "id", "prefix", "revoked_at", "previous_valid_until")
+    }
 
 
 def _day(text: str) -> date | None:
     return date.fromisoformat(text) if text else None
 
 
-class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, store: KeyStore, settings: AuthSettings, redis: aioredis.Redis) -> None:
+class AuthServicer(OrgRpcs, SpendRpcs, auth_pb2_grpc.AuthServiceServicer):
+    def __init__(
+        self,
+        store: KeyStore,
+        settings: AuthSettings,
+        redis: aioredis.Redis,
+        orgs: OrgStore,
+        spend: SpendStore,
+        audit: AuditStore,
+    ) -> None:
         self.store = store
+        self.orgs = orgs
+        self.spend = spend
+        self.audit = Audited(audit)
         self.settings = settings
         self.redis = redis
         self.master_key = settings.master_key.get_secret_value() if settings.master_key else None
@@ -81,12 +115,23 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             return auth_pb2.ValidateKeyResponse(valid=False, reason="unknown")
         if rec.revoked_at is not None:
             return auth_pb2.ValidateKeyResponse(valid=False, reason="revoked")
-        if rec.expires_at is not None:
-            left = rec.expires_at.timestamp() - time.time()
-            if left <= 0:
-                return auth_pb2.ValidateKeyResponse(valid=False, reason="expired")
-            ttl = max(0, min(ttl, int(left)))
-        return auth_pb2.ValidateKeyResponse(valid=True, key=key_info(rec), cache_ttl_seconds=ttl)
+        if rec.blocked:
+            return auth_pb2.ValidateKeyResponse(valid=False, reason="blocked")
+        ends = [rec.expires_at]
+        if rec.key_hash != hash_key(key):  # the secret before a regeneration, in its grace period
+            ends.append(rec.previous_valid_until)
+        for end in ends:
+            if end is not None:
+                left = end.timestamp() - time.time()
+                if left <= 0:
+                    return auth_pb2.ValidateKeyResponse(valid=False, reason="expired")
+                ttl = max(0, min(ttl, int(left)))
+        info = key_info(rec)
+        if rec.user_id and (user := await self.orgs.user(rec.user_id)) is not None:
+            info.scopes.append(scope_of_user(user))
+        if rec.team_id and (team := await self.orgs.team(rec.team_id)) is not None:
+            info.scopes.append(scope_of_team(team))
+        return auth_pb2.ValidateKeyResponse(valid=True, key=info, cache_ttl_seconds=ttl)
 
     @staticmethod
     def _problems(request: auth_pb2.CreateKeyRequest) -> list[str]:
@@ -96,10 +141,13 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             problems.append("a key needs a name")
         if request.budget_period and request.budget_period not in BUDGET_PERIODS:
             problems.append(f"budget_period must be one of {', '.join(BUDGET_PERIODS)}")
-        if min(request.rpm_limit, request.tpm_limit, request.budget_tokens) < 0:
+        problems += limit_problems(request)
+        if min(request.budget_tokens, request.max_parallel_requests) < 0:
             problems.append("limits and budgets must not be negative")
-        texts = [request.name, request.owner, request.description, *request.allowed_models]
-        if any(_CONTROL.search(t) for t in texts):
+        if problem := json_object_problem(request.metadata_json):
+            problems.append(problem)
+        texts = [request.name, request.owner, request.description, request.user_id, *request.allowed_models]
+        if any(CONTROL.search(t) for t in texts):
             problems.append("names, owners, descriptions and model patterns must not hold control characters")
         if request.expires_at and request.expires_at <= time.time():
             problems.append("expires_at is in the past")
@@ -125,17 +173,32 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             expires_at=datetime.fromtimestamp(request.expires_at, UTC) if request.expires_at else None,
             scrub_mode=request.scrub_mode,
             cache_mode=request.cache_mode,
+            team_id=request.team_id or None,
+            user_id=request.user_id or None,
+            max_budget=request.max_budget,
+            budget_duration=request.budget_duration,
+            max_parallel_requests=request.max_parallel_requests,
+            metadata=orjson.loads(request.metadata_json) if request.metadata_json else {},
         )
+
+    async def _owner_problems(self, request: auth_pb2.CreateKeyRequest) -> list[str]:
+        problems = []
+        if request.team_id and await self.orgs.team(request.team_id) is None:
+            problems.append(f"no team with id {request.team_id!r}")
+        if request.user_id and await self.orgs.user(request.user_id) is None:
+            problems.append(f"no user with id {request.user_id!r}")
+        return problems
 
     async def CreateKey(
         self, request: auth_pb2.CreateKeyRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.CreateKeyResponse:
-        problems = self._problems(request)
+        problems = self._problems(request) or await self._owner_problems(request)
         if problems:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
         settings = self._settings(request)
         key = generate_key()
         rec = await self.store.create(key, settings)
+        await self.audit.record(context, "key.create", f"key:{rec.id}", None, key_state(rec))
         log.info("api key created", extra={"key_id": rec.id, "key_prefix": rec.prefix})
         return auth_pb2.CreateKeyResponse(key=key, info=key_info(rec))
 
@@ -166,9 +229,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
     async def RevokeKey(self, request: auth_pb2.KeyRef, context: grpc.aio.ServicerContext) -> auth_pb2.KeyInfo:
         await self._existing(request.id, context)
+        before = await self._existing(request.id, context)
         rec = await self.store.revoke(request.id)
         assert rec is not None
         await self._announce_revoked(rec)
+        await self.audit.record(context, "key.revoke", f"key:{rec.id}", key_state(before), key_state(rec))
         log.info("api key revoked", extra={"key_id": rec.id, "key_prefix": rec.prefix})
         return key_info(rec)
 
@@ -192,8 +257,14 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             expires_at=_unix(current.expires_at),
             scrub_mode=current.scrub_mode,
             cache_mode=current.cache_mode,
+            team_id=current.team_id or "",
+            user_id=current.user_id or "",
+            max_budget=current.max_budget,
+            budget_duration=current.budget_duration,
+            max_parallel_requests=current.max_parallel_requests,
+            metadata_json=orjson.dumps(current.metadata).decode(),
         )
-        changed = [f.name for f, _ in request.ListFields() if f.name not in ("id", "set_allowed_models")]
+        changed = [f.name for f, _ in request.ListFields() if f.name not in ("id", "set_allowed_models", "blocked")]
         for name in changed:
             if name != "allowed_models":
                 setattr(merged, name, getattr(request, name))
@@ -201,15 +272,21 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             del merged.allowed_models[:]
             merged.allowed_models.extend(request.allowed_models)
             changed.append("allowed_models")
-        problems = self._problems(merged)
+        problems = self._problems(merged) or await self._owner_problems(merged)
         if problems:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
         settings = self._settings(merged)
-        rec = await self.store.update(request.id, {n: getattr(settings, n) for n in set(changed)})
+        changes = {n.removesuffix("_json"): getattr(settings, n.removesuffix("_json")) for n in set(changed)}
+        if request.HasField("blocked"):
+            changes["blocked"] = request.blocked
+            changed.append("blocked")
+        rec = await self.store.update(request.id, changes)
         if rec is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no API key with id {request.id!r}")
         assert rec is not None
         await self._announce(rec, "updated")  # every gateway drops its cached copy and asks again
+        action = "key.update" if set(changed) != {"blocked"} else ("key.block" if rec.blocked else "key.unblock")
+        await self.audit.record(context, action, f"key:{rec.id}", key_state(current), key_state(rec))
         log.info("api key updated", extra={"key_id": rec.id, "fields": sorted(set(changed))})
         return key_info(rec)
 
@@ -224,8 +301,36 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         assert rotated is not None
         old, new = rotated
         await self._announce_revoked(old)
+        await self.audit.record(context, "key.rotate", f"key:{old.id}", key_state(current), key_state(new))
         log.info("api key rotated", extra={"key_id": old.id, "new_key_id": new.id, "key_prefix": new.prefix})
         return auth_pb2.CreateKeyResponse(key=key, info=key_info(new))
+
+    async def RegenerateKey(
+        self, request: auth_pb2.RegenerateKeyRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.CreateKeyResponse:
+        current = await self._existing(request.id, context)
+        if current.revoked_at is not None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "a revoked key cannot be regenerated")
+        if not 0 <= request.grace_period_s <= _MAX_GRACE_S:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"grace_period_s must be between 0 and {_MAX_GRACE_S}"
+            )
+        key = generate_key()
+        rec = await self.store.regenerate(request.id, key, request.grace_period_s)
+        if rec is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "a revoked key cannot be regenerated")
+        assert rec is not None
+        # Gateways drop the old secret's cached answer: without a grace period it stops at once; with one,
+        # it is validated again and cached no longer than its grace lasts.
+        await self._announce(current, "updated")
+        await self.audit.record(context, "key.regenerate", f"key:{rec.id}", key_state(current), key_state(rec))
+        log.info("api key regenerated", extra={"key_id": rec.id, "grace_period_s": request.grace_period_s})
+        return auth_pb2.CreateKeyResponse(key=key, info=key_info(rec))
+
+    async def announce_keys_of(self, team_id: str | None = None, user_id: str | None = None) -> None:
+        """Every gateway drops the cached keys of a team or user whose limits changed."""
+        for rec in await self.store.by_owner(team_id, user_id):
+            await self._announce(rec, "updated")
 
     async def RecordUsage(
         self, request: auth_pb2.RecordUsageRequest, context: grpc.aio.ServicerContext

@@ -19,6 +19,8 @@ class AuthSettings(IIRSettings):
     allowed_keys: SecretStr | None = None
     # How long a gateway may cache a positive validation (revocations are pushed sooner).
     key_cache_ttl_s: int = 30
+    # Spend records older than this are dropped (a month's partition at a time).
+    spend_retention_days: int = 400
 
     def static_keys(self) -> list[str]:
         raw = self.allowed_keys.get_secret_value() if self.allowed_keys else ""

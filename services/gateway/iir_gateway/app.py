@@ -73,8 +73,8 @@ def inference_pipeline(rt: Runtime) -> Pipeline:
             Scrub(rt.scrubbing),
             AutoRoute(rt.auto),
             Access(rt.directory),
-            Admit(rt.limiter, rt.settings.completion_token_reserve, rt.spawn),
-            Account(rt.usage, rt.directory, rt.metrics),
+            Admit(rt.limiter, rt.directory, rt.settings.completion_token_reserve, rt.spawn),
+            Account(rt.usage, rt.spend, rt.directory, rt.directory, rt.metrics),
             Cache(rt.cache, rt.metrics, rt.spawn),
             Dispatch(rt.directory, rt.upstream),
         ]

@@ -78,6 +78,12 @@ class GatewayMetrics:
             ["key", "kind"],
             registry=self.registry,
         )
+        self.spend = Counter(
+            "iir_gateway_spend_usd",
+            "Money spent (USD, from the price table) by team (its name; `none` for keys without a team) and model.",
+            ["team", "model"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "iir_gateway_queue_depth", "Requests waiting for a saturated model.", registry=self.registry
         )
@@ -106,6 +112,12 @@ class GatewayMetrics:
             "Client addresses that reached the failed-authentication limit.",
             registry=self.registry,
         )
+
+    def team_label(self, team: str) -> str:
+        """A team name as a label, bounded like key ids."""
+        if not team:
+            return "none"
+        return team if self.key_label(f"team:{team}") != "other" else "other"
 
     def key_label(self, key_id: str) -> str:
         """A key id as a label: the first `max_keys` ids seen keep theirs, later ones share `other`."""

@@ -1,4 +1,4 @@
-"""Who is calling: an API key's identity and what it may do."""
+"""Who is calling: an API key's identity, what it may do, and the user and team it belongs to."""
 
 from __future__ import annotations
 
@@ -9,6 +9,24 @@ from iir.v1 import auth_pb2
 
 # Ids of keys from the configuration (IIR_MASTER_KEY, IIR_ALLOWED_KEYS), which have no database row.
 CONFIG_KEY_IDS = ("master", "static-")
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Limits of the key itself, its user or its team; a key is bounded by all of its scopes."""
+
+    kind: str  # "key", "user", "team"
+    id: str
+    name: str
+    rpm_limit: int = 0
+    tpm_limit: int = 0
+    max_budget: float = 0.0  # USD per budget_duration
+    budget_duration: str = ""
+    allowed_models: tuple[str, ...] = ()
+
+    @property
+    def limited(self) -> bool:
+        return self.rpm_limit > 0 or self.tpm_limit > 0 or self.max_budget > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +44,28 @@ class Principal:
     budget_period: str = "month"
     scrub_mode: str = ""
     cache_mode: str = ""
+    max_budget: float = 0.0
+    budget_duration: str = ""
+    max_parallel_requests: int = 0
+    user_id: str = ""
+    team_id: str = ""
+    team_name: str = ""
+    owners: tuple[Scope, ...] = ()  # the key's user and team
 
     def may_use(self, model: str) -> bool:
-        return not self.allowed_models or any(fnmatch.fnmatchcase(model, p) for p in self.allowed_models)
+        """The key's patterns and its team's both allow the model (empty: every model)."""
+        for patterns in (self.allowed_models, *(s.allowed_models for s in self.owners)):
+            if patterns and not any(fnmatch.fnmatchcase(model, p) for p in patterns):
+                return False
+        return True
+
+    @property
+    def scopes(self) -> tuple[Scope, ...]:
+        """The key's own limits first, then its user's and team's."""
+        own = Scope(
+            "key", self.key_id, self.name, self.rpm_limit, self.tpm_limit, self.max_budget, self.budget_duration
+        )
+        return (own, *self.owners)
 
     @property
     def configured(self) -> bool:
@@ -37,10 +74,35 @@ class Principal:
 
     @property
     def limited(self) -> bool:
-        return self.rpm_limit > 0 or self.tpm_limit > 0 or self.budget_tokens > 0
+        return (
+            self.rpm_limit > 0
+            or self.tpm_limit > 0
+            or self.budget_tokens > 0
+            or self.max_budget > 0
+            or self.max_parallel_requests > 0
+            or any(s.limited for s in self.owners)
+        )
+
+    @property
+    def spends_money(self) -> bool:
+        """Some scope has a budget in money: admission needs the request's estimated cost."""
+        return self.max_budget > 0 or any(s.max_budget > 0 for s in self.owners)
 
     @classmethod
     def from_key_info(cls, k: auth_pb2.KeyInfo) -> Principal:
+        owners = tuple(
+            Scope(
+                s.kind,
+                s.id,
+                s.name,
+                s.rpm_limit,
+                s.tpm_limit,
+                s.max_budget,
+                s.budget_duration,
+                tuple(s.allowed_models),
+            )
+            for s in k.scopes
+        )
         return cls(
             k.id,
             k.name,
@@ -53,4 +115,11 @@ class Principal:
             k.budget_period or "month",
             k.scrub_mode,
             k.cache_mode,
+            k.max_budget,
+            k.budget_duration,
+            k.max_parallel_requests,
+            k.user_id,
+            k.team_id,
+            next((s.name for s in owners if s.kind == "team"), ""),
+            owners,
         )

@@ -33,6 +33,7 @@ from iir_gateway.conversations.store import ResponseStore
 from iir_gateway.jobs.store import JobStore
 from iir_gateway.keys.authenticator import Authenticator
 from iir_gateway.limits.rate_limiter import RateLimiter
+from iir_gateway.limits.spend_recorder import SpendRecorder
 from iir_gateway.limits.usage_recorder import UsageRecorder
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.networks import parse_networks
@@ -119,8 +120,15 @@ class Runtime:
         self.responses = ResponseStore(self.redis, settings.redis_prefix, settings.responses_ttl_s)
         self.files = FileStore(self.redis, settings.redis_prefix, settings.files_ttl_s)
         self.batches = BatchStore(self.redis, settings.redis_prefix, settings.files_ttl_s)
-        self.limiter = RateLimiter(self.redis, self.metrics, settings.redis_prefix, settings.rate_limit_burst)
+        self.limiter = RateLimiter(
+            self.redis,
+            self.metrics,
+            settings.redis_prefix,
+            settings.rate_limit_burst,
+            parallel_lease_s=settings.upstream_total_timeout_s + settings.queue_timeout_s + 60,
+        )
         self.usage = UsageRecorder(self.channels["auth"], settings.usage_flush_interval_s)
+        self.spend = SpendRecorder(self.channels["auth"], settings.usage_flush_interval_s)
         self.endpoints = EndpointStates()
         self.queue = PriorityGate(settings.queue_max, settings.queue_timeout_s)
         self.catalogue = ModelCatalogue(self.channels["registry"], on_metrics=self._on_endpoint_metrics)
@@ -159,6 +167,7 @@ class Runtime:
             asyncio.create_task(self.catalogue.run(), name="registry-watch"),
             asyncio.create_task(self.auth.follow_revocations(), name="key-events"),
             asyncio.create_task(self.usage.run(), name="usage-flush"),
+            asyncio.create_task(self.spend.run(), name="spend-flush"),
         ]
         # Give the first snapshot a moment, so the first requests after start see the catalogue; connect
         # to the classifier now, so the first `auto` request is not spent on the handshake.

@@ -41,6 +41,8 @@ def model_from_resource(
     name = view.served_name
     if endpoints is None:
         endpoints = endpoints_from_status(resource)
+    gpus = int(spec.get("gpusPerReplica") or status.get("gpusPerReplica") or 0)
+    price_input, price_output = token_prices(routing.get("cost") or {}, gpus)
     return registry_pb2.Model(
         name=f"{LOCAL_PROVIDER}/{name}",
         provider=LOCAL_PROVIDER,
@@ -57,5 +59,20 @@ def model_from_resource(
         categories=routing.get("categories") or [],
         message=status.get("message", ""),
         namespace=meta.get("namespace", ""),
-        gpus_per_replica=int(spec.get("gpusPerReplica") or status.get("gpusPerReplica") or 0),
+        gpus_per_replica=gpus,
+        price_input=price_input,
+        price_output=price_output,
     )
+
+
+def token_prices(cost: dict[str, Any], gpus_per_replica: int) -> tuple[float, float]:
+    """(input, output) USD per million tokens from `spec.routing.cost`: given, or from a GPU-hour's cost
+    and a replica's tokens per second (a replica's hour costs gpuHourUSD × its GPUs, at least one)."""
+    try:
+        if cost.get("gpuHourUSD") is not None and float(cost.get("tokensPerSecond") or 0) > 0:
+            hour = float(cost["gpuHourUSD"]) * max(1, gpus_per_replica)
+            per_million = hour / (float(cost["tokensPerSecond"]) * 3600) * 1e6
+            return per_million, per_million
+        return float(cost.get("inputPerMillion") or 0), float(cost.get("outputPerMillion") or 0)
+    except (TypeError, ValueError):
+        return 0.0, 0.0

@@ -10,6 +10,7 @@ from datetime import date, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from iir_common.api_keys import hash_key, visible_prefix
 
@@ -31,6 +32,13 @@ class KeySettings:
     expires_at: datetime | None = None
     scrub_mode: str = ""
     cache_mode: str = ""
+    team_id: str | None = None
+    user_id: str | None = None
+    max_budget: float = 0.0
+    budget_duration: str = ""
+    max_parallel_requests: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    blocked: bool = False
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,8 @@ class KeyRecord(KeySettings):
     id: str = ""
     prefix: str = ""
     key_hash: bytes = b""
+    previous_key_hash: bytes | None = None
+    previous_valid_until: datetime | None = None
     created_at: datetime | None = None
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
@@ -59,13 +69,36 @@ class UsageRow:
 _COLUMNS = (
     "id, name, owner, description, prefix, key_hash, admin, priority, allowed_models, rpm_limit, "
     "tpm_limit, budget_tokens, budget_period, expires_at, scrub_mode, cache_mode, created_at, last_used_at, "
-    "revoked_at"
+    "revoked_at, team_id, user_id, max_budget, budget_duration, max_parallel_requests, metadata, blocked, "
+    "previous_key_hash, previous_valid_until"
 )
 
 
 def _record(row: asyncpg.Record) -> KeyRecord:
     data: dict[str, Any] = dict(row)
-    return KeyRecord(**{**data, "id": str(row["id"]), "allowed_models": list(row["allowed_models"])})
+    team = row["team_id"]
+    return KeyRecord(
+        **{
+            **data,
+            "id": str(row["id"]),
+            "team_id": str(team) if team else None,
+            "allowed_models": list(row["allowed_models"]),
+            "metadata": orjson.loads(row["metadata"]),
+        }
+    )
+
+
+def _uuid(text: str | None) -> uuid.UUID | None:
+    return uuid.UUID(text) if text else None
+
+
+def _column(name: str, value: Any) -> Any:
+    """A setting as its column takes it: owners' ids (NULL for none), JSONB as text."""
+    if name == "team_id":
+        return _uuid(value)
+    if name == "user_id":
+        return value or None
+    return orjson.dumps(value).decode() if name == "metadata" else value
 
 
 class KeyStore:
@@ -78,8 +111,10 @@ class KeyStore:
         s = settings
         row = await (conn or self.pool).fetchrow(
             f"INSERT INTO api_keys (id, name, owner, description, prefix, key_hash, admin, priority, allowed_models,"
-            f" rpm_limit, tpm_limit, budget_tokens, budget_period, expires_at, scrub_mode, cache_mode)"
-            f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING {_COLUMNS}",
+            f" rpm_limit, tpm_limit, budget_tokens, budget_period, expires_at, scrub_mode, cache_mode, team_id,"
+            f" user_id, max_budget, budget_duration, max_parallel_requests, metadata, blocked)"
+            f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,"
+            f" $21, $22, $23) RETURNING {_COLUMNS}",
             uuid.uuid4(),
             s.name,
             s.owner,
@@ -96,11 +131,45 @@ class KeyStore:
             s.expires_at,
             s.scrub_mode,
             s.cache_mode,
+            _uuid(s.team_id),
+            s.user_id or None,
+            s.max_budget,
+            s.budget_duration,
+            s.max_parallel_requests,
+            orjson.dumps(s.metadata).decode(),
+            s.blocked,
         )
         return _record(row)
 
     async def find(self, key: str) -> KeyRecord | None:
-        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM api_keys WHERE key_hash = $1", hash_key(key))
+        """The key with this secret, or whose previous secret it is while its grace period lasts."""
+        row = await self.pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM api_keys WHERE key_hash = $1"
+            " OR (previous_key_hash = $1 AND previous_valid_until > now()) LIMIT 1",
+            hash_key(key),
+        )
+        return _record(row) if row else None
+
+    async def by_owner(self, team_id: str | None = None, user_id: str | None = None) -> builtins.list[KeyRecord]:
+        """The keys (not revoked) of a team or a user."""
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS} FROM api_keys WHERE revoked_at IS NULL AND (team_id = $1 OR user_id = $2)",
+            _uuid(team_id),
+            user_id,
+        )
+        return [_record(r) for r in rows]
+
+    async def regenerate(self, key_id: str, new_key: str, grace_s: int) -> KeyRecord | None:
+        """A new secret under the same id; the old one works `grace_s` more seconds. None: no such live key."""
+        row = await self.pool.fetchrow(
+            f"UPDATE api_keys SET previous_key_hash = CASE WHEN $3 > 0 THEN key_hash END,"
+            " previous_valid_until = CASE WHEN $3 > 0 THEN now() + make_interval(secs => $3) END,"
+            f" key_hash = $2, prefix = $4 WHERE id = $1 AND revoked_at IS NULL RETURNING {_COLUMNS}",
+            uuid.UUID(key_id),
+            hash_key(new_key),
+            grace_s,
+            visible_prefix(new_key),
+        )
         return _record(row) if row else None
 
     async def get(self, key_id: str) -> KeyRecord | None:
@@ -142,6 +211,13 @@ class KeyStore:
             "expires_at",
             "scrub_mode",
             "cache_mode",
+            "team_id",
+            "user_id",
+            "max_budget",
+            "budget_duration",
+            "max_parallel_requests",
+            "metadata",
+            "blocked",
         }
     )
 
@@ -158,7 +234,7 @@ class KeyStore:
         row = await self.pool.fetchrow(
             f"UPDATE api_keys SET {sets} WHERE id = $1 AND revoked_at IS NULL RETURNING {_COLUMNS}",
             ident,
-            *(changes[n] for n in names),
+            *(_column(n, changes[n]) for n in names),
         )
         return _record(row) if row else None
 

@@ -57,6 +57,79 @@ MIGRATIONS: list[tuple[int, str]] = [
         ADD COLUMN cache_mode TEXT NOT NULL DEFAULT '';
     """,
     ),
+    (
+        4,
+        """
+    CREATE TABLE teams (
+        id UUID PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        max_budget DOUBLE PRECISION NOT NULL DEFAULT 0,
+        budget_duration TEXT NOT NULL DEFAULT '',
+        rpm_limit BIGINT NOT NULL DEFAULT 0,
+        tpm_limit BIGINT NOT NULL DEFAULT 0,
+        allowed_models TEXT[] NOT NULL DEFAULT '{}',
+        metadata JSONB NOT NULL DEFAULT '{}',
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        email TEXT NOT NULL DEFAULT '',
+        max_budget DOUBLE PRECISION NOT NULL DEFAULT 0,
+        budget_duration TEXT NOT NULL DEFAULT '',
+        rpm_limit BIGINT NOT NULL DEFAULT 0,
+        tpm_limit BIGINT NOT NULL DEFAULT 0,
+        metadata JSONB NOT NULL DEFAULT '{}',
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    CREATE TABLE team_members (
+        team_id UUID NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        PRIMARY KEY (team_id, user_id)
+    );
+    ALTER TABLE api_keys
+        ADD COLUMN team_id UUID REFERENCES teams(id) ON DELETE RESTRICT,
+        ADD COLUMN user_id TEXT REFERENCES users(id) ON DELETE RESTRICT,
+        ADD COLUMN max_budget DOUBLE PRECISION NOT NULL DEFAULT 0,
+        ADD COLUMN budget_duration TEXT NOT NULL DEFAULT '',
+        ADD COLUMN max_parallel_requests INTEGER NOT NULL DEFAULT 0,
+        ADD COLUMN metadata JSONB NOT NULL DEFAULT '{}',
+        ADD COLUMN blocked BOOLEAN NOT NULL DEFAULT FALSE,
+        ADD COLUMN previous_key_hash BYTEA,
+        ADD COLUMN previous_valid_until TIMESTAMPTZ;
+    CREATE INDEX api_keys_previous_hash ON api_keys (previous_key_hash) WHERE previous_key_hash IS NOT NULL;
+    CREATE INDEX api_keys_team ON api_keys (team_id);
+    CREATE INDEX api_keys_user ON api_keys (user_id);
+    -- One row per answered request; partitioned by month, old partitions dropped for retention.
+    CREATE TABLE spend_log (
+        at TIMESTAMPTZ NOT NULL,
+        request_id TEXT NOT NULL DEFAULT '',
+        key_id TEXT NOT NULL,
+        user_id TEXT NOT NULL DEFAULT '',
+        team_id TEXT NOT NULL DEFAULT '',
+        model TEXT NOT NULL,
+        answered_by TEXT NOT NULL DEFAULT '',
+        provider TEXT NOT NULL DEFAULT '',
+        prompt_tokens BIGINT NOT NULL DEFAULT 0,
+        cached_tokens BIGINT NOT NULL DEFAULT 0,
+        completion_tokens BIGINT NOT NULL DEFAULT 0,
+        cost DOUBLE PRECISION NOT NULL DEFAULT 0,
+        latency_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+        status INTEGER NOT NULL DEFAULT 200,
+        cache_hit BOOLEAN NOT NULL DEFAULT FALSE,
+        end_user TEXT NOT NULL DEFAULT '',
+        tags JSONB NOT NULL DEFAULT '{}'
+    ) PARTITION BY RANGE (at);
+    CREATE TABLE audit_log (
+        id BIGSERIAL PRIMARY KEY,
+        at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        before JSONB,
+        after JSONB
+    );
+    """,
+    ),
 ]
 
 _LOCK_ID = 0x11A_0001  # arbitrary, constant: the advisory lock guarding migrations

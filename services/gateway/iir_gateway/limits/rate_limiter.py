@@ -1,36 +1,39 @@
-"""Per-key requests-per-minute, tokens-per-minute and token budgets, enforced atomically in Redis.
+"""Limits and budgets of a key, its user and its team, enforced atomically in Redis across every gateway.
 
-Each limit is a token bucket holding up to `limit × burst`, refilled at `limit` per minute. Admission
-is one Lua call that checks every bucket and the budget and takes a request and the estimated tokens
-(from the bucket and the budget alike) only if all allow it, so concurrent requests on any number of
-gateway replicas are counted exactly; a request estimated above the bucket is refused outright. When the
-answer ends, `settle` (once per request) gives back the unused estimate or takes the excess, in the
-bucket (which may go into debt, kept until refilled) and in the budget of the current day or month.
+Each requests-per-minute and tokens-per-minute limit is a token bucket holding up to `limit × burst`,
+refilled at `limit` per minute. Budgets (the key's tokens; money for the key, its user and its team) are
+counters per window (`iir_common.budget_window`). Admission is one Lua call that checks every bucket,
+budget and the key's parallel-requests set, and takes a request, the estimated tokens and the estimated
+cost from all of them only if all allow it, so concurrent requests on any number of gateway replicas are
+counted exactly: a budget is overshot by at most the requests admitted while it still had room. When the
+answer ends, `settle` (once per request) gives back the unused estimate or takes the excess, and frees
+the request's parallel slot.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
+import secrets
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from iir_common.budget_window import Window, window
 from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
-from iir_gateway.principal import Principal
+from iir_gateway.principal import Principal, Scope
 
 log = logging.getLogger(__name__)
+
+NANO = 1_000_000_000  # money is counted in nano-USD, integers in Redis
 
 # Buckets may go below zero (a request that used more than it reserved): that debt is kept until the
 # refill pays it, so a key expires only once its bucket would be full again.
 _LEVEL = """
 local function level(key, limit, cap, now)
-  if limit <= 0 then return nil, 0 end
   local rate = limit / 60000.0
   local v = redis.call('HMGET', key, 't', 'ts')
   local tokens, ts = tonumber(v[1]), tonumber(v[2])
@@ -43,54 +46,85 @@ local function store(key, tokens, cap, rate, now)
 end
 """
 
+# KEYS: buckets, budgets, then the parallel set (if any). ARGV: now, counts, then per bucket (limit, cap,
+# cost), per budget (max, ttl, cost), and the parallel (max, member, lease). Answers
+# {allowed, index of what refused (1-based), wait ms or -1, budget used, bucket levels...}.
 _ADMIT = (
     _LEVEL
     + """
-local now = tonumber(ARGV[1])
-local rpm, rpm_cap, tpm, tpm_cap = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local cost, budget, budget_ttl = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local r, r_rate = level(KEYS[1], rpm, rpm_cap, now)
-local t, t_rate = level(KEYS[2], tpm, tpm_cap, now)
-local used = 0
-if budget > 0 then used = tonumber(redis.call('GET', KEYS[3]) or '0') end
-local reason, wait = '', 0
-if t ~= nil and cost > tpm_cap then reason, wait = 'too_large', -1 end
-if reason == '' and budget > 0 and used >= budget then reason, wait = 'budget', -1 end
-if reason == '' and r ~= nil and r < 1 then reason, wait = 'requests', math.ceil((1 - r) / r_rate) end
-if reason == '' and t ~= nil and t < cost then reason, wait = 'tokens', math.ceil((cost - t) / t_rate) end
-if reason ~= '' then
-  return {0, reason, wait, math.floor(r or 0), math.floor(t or 0), used}
+local now, nb, ng, np = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local b, levels = {}, {}
+local a = 5
+for i = 1, nb do
+  local limit, cap, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 3
+  local lv, rate = level(KEYS[i], limit, cap, now)
+  b[i] = {lv, rate, cap, cost}
+  levels[i] = math.floor(lv)
+  if cost > cap then return {0, i, -1, 0, unpack(levels)} end
 end
-if r ~= nil then
-  r = r - 1
-  store(KEYS[1], r, rpm_cap, r_rate, now)
+local g = {}
+for j = 1, ng do
+  local max, ttl, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 3
+  local used = tonumber(redis.call('GET', KEYS[nb + j]) or '0')
+  g[j] = {ttl, cost}
+  if used >= max then return {0, nb + j, -1, used, unpack(levels)} end
 end
-if t ~= nil then
-  t = t - cost
-  store(KEYS[2], t, tpm_cap, t_rate, now)
+for i = 1, nb do
+  local lv, rate, cap, cost = b[i][1], b[i][2], b[i][3], b[i][4]
+  if lv < cost then return {0, i, math.ceil((cost - lv) / rate), 0, unpack(levels)} end
 end
-if budget > 0 and cost > 0 then
-  used = redis.call('INCRBY', KEYS[3], cost)
-  redis.call('EXPIRE', KEYS[3], budget_ttl)
+if np > 0 then
+  local max, member, lease = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
+  local set = KEYS[nb + ng + 1]
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', now - lease)
+  if redis.call('ZCARD', set) >= max then return {0, nb + ng + 1, 1000, 0, unpack(levels)} end
+  redis.call('ZADD', set, now, member)
+  redis.call('PEXPIRE', set, lease)
 end
-return {1, '', 0, math.floor(r or 0), math.floor(t or 0), used}
+for i = 1, nb do
+  local lv, rate, cap, cost = b[i][1], b[i][2], b[i][3], b[i][4]
+  if cost > 0 then
+    store(KEYS[i], lv - cost, cap, rate, now)
+    levels[i] = math.floor(lv - cost)
+  end
+end
+for j = 1, ng do
+  if g[j][2] > 0 then
+    redis.call('INCRBY', KEYS[nb + j], g[j][2])
+    redis.call('EXPIRE', KEYS[nb + j], g[j][1])
+  end
+end
+return {1, 0, 0, 0, unpack(levels)}
 """
 )
 
-# The reservation was the estimate; the answer used `actual`: the bucket and the budget take the difference.
+# The reservation was the estimate; the answer used what it used: buckets and budgets take the difference,
+# and the parallel slot is freed. ARGV: now, counts, per bucket (limit, cap, refund), per budget (ttl,
+# refund), the parallel member.
 _SETTLE = (
     _LEVEL
     + """
-local now, tpm, tpm_cap, refund = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-if tpm > 0 then
-  local t, rate = level(KEYS[1], tpm, tpm_cap, now)
-  store(KEYS[1], math.min(tpm_cap, t + refund), tpm_cap, rate, now)
+local now, nb, ng, np = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local a = 5
+for i = 1, nb do
+  local limit, cap, refund = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 3
+  if refund ~= 0 then
+    local t, rate = level(KEYS[i], limit, cap, now)
+    store(KEYS[i], math.min(cap, t + refund), cap, rate, now)
+  end
 end
-local budget_ttl = tonumber(ARGV[5])
-if budget_ttl > 0 and refund ~= 0 then
-  redis.call('INCRBY', KEYS[2], -refund)
-  redis.call('EXPIRE', KEYS[2], budget_ttl)
+for j = 1, ng do
+  local ttl, refund = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  a = a + 2
+  if refund ~= 0 then
+    redis.call('INCRBY', KEYS[nb + j], -refund)
+    redis.call('EXPIRE', KEYS[nb + j], ttl)
+  end
 end
+if np > 0 then redis.call('ZREM', KEYS[nb + ng + 1], ARGV[a]) end
 return 1
 """
 )
@@ -109,129 +143,233 @@ def duration(ms: float) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Bucket:
+    """A per-minute limit of one scope: what it counts ("requests" or "tokens"), whose, and the cost."""
+
+    kind: str
+    scope: Scope
+    limit: int
+    cost: int
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A budget of one scope in its current window: "tokens" (the key's) or "money" (nano-USD)."""
+
+    kind: str
+    scope: Scope
+    limit: int
+    window: Window
+    cost: int
+
+
+@dataclass(slots=True)
 class Admission:
-    """What was reserved, and the `x-ratelimit-*` headers to put on the response."""
+    """What was reserved, the `x-ratelimit-*` headers to put on the response, and what settling needs."""
 
     reserved_tokens: int
     headers: dict[str, str]
+    reserved_cost: int = 0  # nano-USD
+    buckets: list[Bucket] = field(default_factory=list)
+    budgets: list[Budget] = field(default_factory=list)
+    parallel_member: str = ""
+
+    @property
+    def holds_anything(self) -> bool:
+        return bool(self.reserved_tokens or self.reserved_cost or self.parallel_member)
 
 
 NO_LIMITS = Admission(0, {})
 
 
-def _period(period: str, now: datetime) -> tuple[str, int]:
-    """The budget counter's suffix and a TTL covering the rest of the period."""
-    if period == "day":
-        return now.strftime("%Y-%m-%d"), 2 * 86400
-    return now.strftime("%Y-%m"), 32 * 86400
+def _scope_text(scope: Scope) -> str:
+    return {"key": "this key", "user": f"user {scope.name}", "team": f"team {scope.name}"}.get(scope.kind, scope.kind)
 
 
 class RateLimiter:
     def __init__(
-        self, redis: aioredis.Redis, metrics: GatewayMetrics, prefix: str = "iir:", burst: float = 1.0
+        self,
+        redis: aioredis.Redis,
+        metrics: GatewayMetrics,
+        prefix: str = "iir:",
+        burst: float = 1.0,
+        parallel_lease_s: float = 900.0,
     ) -> None:
         self.redis = redis
         self.metrics = metrics
         self.prefix = prefix
         self.burst = burst
+        self.parallel_lease_ms = int(parallel_lease_s * 1000)
         self._admit = redis.register_script(_ADMIT)
         self._settle = redis.register_script(_SETTLE)
 
-    def _keys(self, p: Principal, now: datetime) -> list[str]:
-        base = f"{self.prefix}rl:{p.key_id}"
-        suffix, _ = _period(p.budget_period, now)
-        return [f"{base}:rpm", f"{base}:tpm", f"{self.prefix}budget:{p.key_id}:{suffix}"]
+    def _bucket_key(self, b: Bucket) -> str:
+        who = b.scope.id if b.scope.kind == "key" else f"{b.scope.kind}:{b.scope.id}"
+        return f"{self.prefix}rl:{who}:{'rpm' if b.kind == 'requests' else 'tpm'}"
 
-    def _headers(self, p: Principal, remaining_requests: int, remaining_tokens: int) -> dict[str, str]:
+    def _budget_key(self, g: Budget) -> str:
+        if g.kind == "tokens":
+            return f"{self.prefix}budget:{g.scope.id}:{g.window.name}"
+        return f"{self.prefix}spend:{g.scope.kind}:{g.scope.id}:{g.window.name}"
+
+    def _plan(
+        self, p: Principal, tokens: int, cost: int, count_request: bool, now: float
+    ) -> tuple[list[Bucket], list[Budget]]:
+        buckets, budgets = [], []
+        for scope in p.scopes:
+            if scope.rpm_limit > 0 and count_request:
+                buckets.append(Bucket("requests", scope, scope.rpm_limit, 1))
+            if scope.tpm_limit > 0:
+                buckets.append(Bucket("tokens", scope, scope.tpm_limit, tokens))
+            if scope.max_budget > 0:
+                limit = math.ceil(scope.max_budget * NANO)
+                budgets.append(Budget("money", scope, limit, window(scope.budget_duration, now), cost))
+        if p.budget_tokens > 0:
+            budgets.append(Budget("tokens", p.scopes[0], p.budget_tokens, window(p.budget_period, now), tokens))
+        return buckets, budgets
+
+    def _headers(self, p: Principal, buckets: list[Bucket], levels: list[int]) -> dict[str, str]:
+        """OpenAI's headers, for the key's own limits."""
         headers = {}
-        for kind, limit, left in (
-            ("requests", p.rpm_limit, remaining_requests),
-            ("tokens", p.tpm_limit, remaining_tokens),
-        ):
-            if limit > 0:
-                cap = limit * self.burst
-                headers[f"x-ratelimit-limit-{kind}"] = str(limit)
-                headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, left))
-                headers[f"x-ratelimit-reset-{kind}"] = duration((cap - max(0, left)) * 60000 / limit)
+        for b, left in zip(buckets, levels, strict=False):
+            if b.scope.kind != "key":
+                continue
+            cap = b.limit * self.burst
+            headers[f"x-ratelimit-limit-{b.kind}"] = str(b.limit)
+            headers[f"x-ratelimit-remaining-{b.kind}"] = str(max(0, left))
+            headers[f"x-ratelimit-reset-{b.kind}"] = duration((cap - max(0, left)) * 60000 / b.limit)
         return headers
 
-    async def admit(self, p: Principal, estimated_tokens: int, count_request: bool = True) -> Admission:
-        """Takes one request (unless `count_request` is False: a job counted when it was queued) and
-        `estimated_tokens` from the key's buckets and budget, or raises a 429."""
+    async def admit(
+        self,
+        p: Principal,
+        estimated_tokens: int,
+        count_request: bool = True,
+        estimated_cost: int = 0,
+        hold: bool = False,
+    ) -> Admission:
+        """Takes one request (unless `count_request` is False: a job counted when it was queued),
+        `estimated_tokens` and `estimated_cost` (nano-USD) from the buckets and budgets of the key, its user
+        and team, and (with `hold`) one of the key's parallel slots; or raises a 429."""
         if not p.limited:
             return NO_LIMITS
-        now = datetime.now(UTC)
-        rpm = p.rpm_limit if count_request else 0
+        now = time.time()
+        now_ms = int(now * 1000)
+        buckets, budgets = self._plan(p, estimated_tokens, estimated_cost, count_request, now)
+        parallel = hold and p.max_parallel_requests > 0
+        member = f"{now_ms}-{secrets.token_hex(6)}" if parallel else ""
+        keys = [self._bucket_key(b) for b in buckets] + [self._budget_key(g) for g in budgets]
+        args: list[int | float | str] = [now_ms, len(buckets), len(budgets), int(parallel)]
+        for b in buckets:
+            args += [b.limit, b.limit * self.burst, b.cost]
+        for g in budgets:
+            args += [g.limit, g.window.ttl_s(now), g.cost]
+        if parallel:
+            keys.append(f"{self.prefix}par:{p.key_id}")
+            args += [p.max_parallel_requests, member, self.parallel_lease_ms]
+        if not keys:
+            return NO_LIMITS
         try:
-            allowed, reason, wait_ms, r_left, t_left, used = await self._admit(
-                keys=self._keys(p, now),
-                args=[
-                    int(time.time() * 1000),
-                    rpm,
-                    rpm * self.burst,
-                    p.tpm_limit,
-                    p.tpm_limit * self.burst,
-                    estimated_tokens,
-                    p.budget_tokens,
-                    _period(p.budget_period, now)[1],
-                ],
-            )
+            reply = await self._admit(keys=keys, args=args)
         except RedisError as exc:  # fail open: an outage of Redis must not stop inference
             self.metrics.ratelimit_errors.inc()
             log.warning("rate limiting skipped: Redis failed", extra={"error": repr(exc)[:200]})
             return NO_LIMITS
-        headers = self._headers(p if count_request else dataclasses.replace(p, rpm_limit=0), int(r_left), int(t_left))
+        allowed, index, wait_ms, used = (int(v) for v in reply[:4])
+        headers = self._headers(p, buckets, [int(v) for v in reply[4:]])
         if allowed:
-            return Admission(estimated_tokens if p.tpm_limit > 0 or p.budget_tokens > 0 else 0, headers)
-        kind = reason.decode() if isinstance(reason, bytes) else str(reason)
-        self.metrics.rate_limited.labels(kind).inc()
-        if kind == "too_large":
+            return Admission(
+                estimated_tokens
+                if any(b.kind == "tokens" for b in buckets) or any(g.kind == "tokens" for g in budgets)
+                else 0,
+                headers,
+                estimated_cost if budgets else 0,
+                buckets,
+                budgets,
+                member,
+            )
+        if index <= len(buckets):
+            self._refuse_bucket(buckets[index - 1], estimated_tokens, wait_ms, headers)
+        if index <= len(buckets) + len(budgets):
+            self._refuse_budget(budgets[index - len(buckets) - 1], used, now, headers)
+        self.metrics.rate_limited.labels("parallel").inc()
+        raise APIError(
+            429,
+            f"This key has {p.max_parallel_requests} requests running, its most at once; try again when one ends.",
+            type="requests",
+            code="rate_limit_exceeded",
+            headers={**headers, "retry-after": "1"},
+        )
+
+    def _refuse_bucket(self, b: Bucket, estimated_tokens: int, wait_ms: int, headers: dict[str, str]) -> None:
+        whose = _scope_text(b.scope)
+        if wait_ms < 0:
+            self.metrics.rate_limited.labels("too_large").inc()
             raise APIError(
                 429,
-                f"Request too large for tokens per minute: limit {p.tpm_limit}, requested "
-                f"{estimated_tokens} (prompt estimate plus max_tokens). Send less, or a smaller "
-                "max_tokens.",
+                f"Request too large for tokens per minute of {whose}: limit {b.limit}, requested "
+                f"{estimated_tokens} (prompt estimate plus max_tokens). Send less, or a smaller max_tokens.",
                 type="tokens",
                 code="rate_limit_exceeded",
                 param="max_tokens",
                 headers=headers,
             )
-        if kind == "budget":
-            raise APIError(
-                429,
-                f"This key has used its token budget for the {p.budget_period} ({used}/{p.budget_tokens} tokens).",
-                type="insufficient_quota",
-                code="insufficient_quota",
-                headers=headers,
-            )
-        retry_s = max(1, math.ceil(int(wait_ms) / 1000))
-        limit = p.rpm_limit if kind == "requests" else p.tpm_limit
+        self.metrics.rate_limited.labels(b.kind).inc()
+        retry_s = max(1, math.ceil(wait_ms / 1000))
         raise APIError(
             429,
-            f"Rate limit reached for {kind} per minute: limit {limit}. Please try again in {retry_s}s.",
-            type=kind,
+            f"Rate limit reached for {b.kind} per minute of {whose}: limit {b.limit}. Please try again in {retry_s}s.",
+            type=b.kind,
             code="rate_limit_exceeded",
             headers={**headers, "retry-after": str(retry_s)},
         )
 
-    async def settle(self, p: Principal, reserved: int, actual: int) -> None:
-        """Corrects the token bucket by what the response really used, and adds it to the budget."""
-        if not p.limited or (p.tpm_limit <= 0 and p.budget_tokens <= 0):
+    def _refuse_budget(self, g: Budget, used: int, now: float, headers: dict[str, str]) -> None:
+        self.metrics.rate_limited.labels("budget").inc()
+        resets = g.window.ends_at
+        extra = dict(headers)
+        until = ""
+        if resets < 2**62:
+            extra["retry-after"] = str(max(1, math.ceil(resets - now)))
+            extra["x-ratelimit-reset-budget"] = str(resets)
+            until = f" It resets at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(resets))}."
+        if g.kind == "tokens":
+            spent = f"({used}/{g.limit} tokens)"
+        else:
+            spent = f"(${used / NANO:.6f} of ${g.limit / NANO:.2f})"
+        raise APIError(
+            429,
+            f"The budget of {_scope_text(g.scope)} is used up {spent}.{until}",
+            type="insufficient_quota",
+            code="insufficient_quota",
+            headers=extra,
+        )
+
+    async def settle(self, p: Principal, admission: Admission, actual_tokens: int, actual_cost: int = 0) -> None:
+        """Corrects buckets and budgets by what the response really used, and frees its parallel slot."""
+        if not admission.holds_anything:
             return
-        now = datetime.now(UTC)
-        keys = self._keys(p, now)
-        _, budget_ttl = _period(p.budget_period, now)
+        now = time.time()
+        tokens_back = admission.reserved_tokens - actual_tokens
+        cost_back = admission.reserved_cost - actual_cost
+        keys: list[str] = []
+        args: list[int | float | str] = [
+            int(now * 1000),
+            len(admission.buckets),
+            len(admission.budgets),
+            int(bool(admission.parallel_member)),
+        ]
+        for b in admission.buckets:
+            keys.append(self._bucket_key(b))
+            args += [b.limit, b.limit * self.burst, tokens_back if b.kind == "tokens" else 0]
+        for g in admission.budgets:
+            keys.append(self._budget_key(g))
+            args += [g.window.ttl_s(now), tokens_back if g.kind == "tokens" else cost_back]
+        if admission.parallel_member:
+            keys.append(f"{self.prefix}par:{p.key_id}")
+            args.append(admission.parallel_member)
         try:
-            await self._settle(
-                keys=[keys[1], keys[2]],
-                args=[
-                    int(time.time() * 1000),
-                    p.tpm_limit,
-                    p.tpm_limit * self.burst,
-                    reserved - actual,
-                    budget_ttl if p.budget_tokens > 0 else 0,
-                ],
-            )
+            await self._settle(keys=keys, args=args)
         except RedisError as exc:
             self.metrics.ratelimit_errors.inc()
-            log.warning("cannot settle token usage: Redis failed", extra={"error": repr(exc)[:200]})
+            log.warning("cannot settle usage: Redis failed", extra={"error": repr(exc)[:200]})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from iir_gateway.providers.prices import Price
 from iir_gateway.upstream.target import Upstream
 
 
@@ -35,6 +36,10 @@ class Provider(Protocol):
 
     def list_models(self) -> list[dict[str, Any]]:
         """OpenAI model cards of the models that can be called now."""
+        ...
+
+    def price(self, model: str) -> Price:
+        """What `model`'s tokens cost (free when nothing prices it)."""
         ...
 
     def knows(self, model: str) -> bool:

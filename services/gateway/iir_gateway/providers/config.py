@@ -21,12 +21,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from iir_gateway.providers.prices import Price
 from iir_gateway.upstream.target import Timeouts
 
 
 class ModelOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     fallbacks: tuple[str, ...] = ()
+    # USD per million tokens; unset: the built-in list price of a well-known model, else free.
+    price: Price | None = None
 
 
 class ProviderConfig(BaseModel):

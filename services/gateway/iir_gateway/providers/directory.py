@@ -9,6 +9,7 @@ from typing import Any
 from iir_gateway.errors import APIError
 from iir_gateway.principal import Principal
 from iir_gateway.providers.base import Provider, RouteRequest
+from iir_gateway.providers.prices import FREE, Price
 from iir_gateway.upstream.target import Upstream
 
 
@@ -29,6 +30,11 @@ class ModelDirectory:
         if provider is None:
             return "other", "other"
         return (model if name and provider.knows(name) else "other"), provider_name
+
+    def price(self, model: str) -> Price:
+        provider_name, _, name = model.partition("/")
+        provider = self.providers.get(provider_name)
+        return provider.price(name) if provider is not None and name else FREE
 
     def check_access(self, model: str, principal: Principal) -> None:
         """404 for a malformed name or an unknown provider, 403 when the key may not use the model."""

@@ -15,6 +15,7 @@ from iir_gateway.errors import APIError
 from iir_gateway.picking.state import EndpointStates
 from iir_gateway.providers.base import RouteRequest
 from iir_gateway.providers.config import ProviderConfig
+from iir_gateway.providers.prices import FREE, Price, built_in_price
 from iir_gateway.upstream.target import Upstream
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -82,6 +83,12 @@ class ExternalProvider:
 
     def knows(self, model: str) -> bool:
         return model in self.config.models
+
+    def price(self, model: str) -> Price:
+        options = self.config.models.get(model)
+        if options is not None and options.price is not None:
+            return options.price
+        return built_in_price(self.config.kind, model) or FREE
 
     def list_models(self) -> list[dict[str, Any]]:
         if self.config.missing_credentials():

@@ -18,6 +18,7 @@ from iir_gateway.picking.queue import PriorityGate, Saturated
 from iir_gateway.picking.state import EndpointStates
 from iir_gateway.providers.base import RouteRequest
 from iir_gateway.providers.catalogue import ModelCatalogue
+from iir_gateway.providers.prices import FREE, Price
 from iir_gateway.upstream.target import Upstream
 
 
@@ -124,6 +125,12 @@ class LocalProvider:
 
     def knows(self, model: str) -> bool:
         return self.catalogue.get(f"{self.name}/{model}") is not None
+
+    def price(self, model: str) -> Price:
+        entry = self.catalogue.get(f"{self.name}/{model}")
+        if entry is None:
+            return FREE
+        return Price(input=entry.price_input, output=entry.price_output)
 
     def list_models(self) -> list[dict[str, Any]]:
         return [

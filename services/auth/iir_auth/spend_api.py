@@ -1,0 +1,120 @@
+"""The spend and audit RPCs of the AuthService (a part of its servicer)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
+
+import grpc
+import orjson
+
+from iir.v1 import auth_pb2
+from iir_auth.storage.spend_store import GROUPINGS, SpendRow
+
+if TYPE_CHECKING:
+    from iir_auth.audit import Audited
+    from iir_auth.storage.spend_store import SpendStore
+
+log = logging.getLogger(__name__)
+
+_RETENTION_CHECK_S = 3600.0
+_MAX_AUDIT = 1000
+
+
+def _tags(text: str) -> dict[str, object]:
+    try:
+        value = orjson.loads(text) if text else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _row(r: auth_pb2.SpendRecord) -> SpendRow:
+    return SpendRow(
+        at=datetime.fromtimestamp(r.at_ms / 1000, UTC),
+        request_id=r.request_id[:200],
+        key_id=r.key_id,
+        user_id=r.user_id,
+        team_id=r.team_id,
+        model=r.model[:300],
+        answered_by=r.answered_by[:300],
+        provider=r.provider[:100],
+        prompt_tokens=r.prompt_tokens,
+        cached_tokens=r.cached_tokens,
+        completion_tokens=r.completion_tokens,
+        cost=r.cost,
+        latency_ms=r.latency_ms,
+        status=r.status,
+        cache_hit=r.cache_hit,
+        end_user=r.end_user[:200],
+        tags=_tags(r.tags_json),
+    )
+
+
+def _days(request: auth_pb2.QuerySpendRequest) -> tuple[date | None, date | None]:
+    return (
+        date.fromisoformat(request.since) if request.since else None,
+        date.fromisoformat(request.until) if request.until else None,
+    )
+
+
+class SpendRpcs:
+    spend: SpendStore
+    audit: Audited
+    _retention_checked = 0.0
+
+    async def RecordSpend(
+        self, request: auth_pb2.RecordSpendRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.RecordSpendResponse:
+        await self.spend.record([_row(r) for r in request.records])
+        if time.monotonic() - self._retention_checked > _RETENTION_CHECK_S:
+            self._retention_checked = time.monotonic()
+            await self.spend.drop_expired()
+        return auth_pb2.RecordSpendResponse()
+
+    async def QuerySpend(
+        self, request: auth_pb2.QuerySpendRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.QuerySpendResponse:
+        if request.group_by not in GROUPINGS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"group_by must be one of {', '.join(GROUPINGS)}")
+        try:
+            since, until = _days(request)
+        except ValueError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "since and until are days, YYYY-MM-DD")
+            raise
+        groups = await self.spend.groups(request.group_by, since, until, request.key_id)
+        return auth_pb2.QuerySpendResponse(
+            groups=[
+                auth_pb2.SpendGroup(
+                    group=g.group,
+                    name=g.name,
+                    cost=g.cost,
+                    requests=g.requests,
+                    prompt_tokens=g.prompt_tokens,
+                    completion_tokens=g.completion_tokens,
+                )
+                for g in groups
+            ]
+        )
+
+    async def ListAudit(
+        self, request: auth_pb2.ListAuditRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ListAuditResponse:
+        limit = min(max(request.limit or 100, 1), _MAX_AUDIT)
+        entries = await self.audit.store.entries(limit, request.target)
+        return auth_pb2.ListAuditResponse(
+            entries=[
+                auth_pb2.AuditEntry(
+                    id=e.id,
+                    at_ms=int(e.at.timestamp() * 1000),
+                    actor=e.actor,
+                    action=e.action,
+                    target=e.target,
+                    before_json=orjson.dumps(e.before, default=str).decode() if e.before is not None else "",
+                    after_json=orjson.dumps(e.after, default=str).decode() if e.after is not None else "",
+                )
+                for e in entries
+            ]
+        )
