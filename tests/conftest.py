@@ -66,10 +66,17 @@ def start_sim(port: int, **env: str) -> subprocess.Popen[bytes]:
 
 
 def inference_model(
-    name: str, url: str | None, phase: str = "Ready", served: str | None = None, fallbacks: list[str] | None = None
+    name: str,
+    url: str | None,
+    phase: str = "Ready",
+    served: str | None = None,
+    fallbacks: list[str] | None = None,
+    cost: dict | None = None,
 ) -> dict:
     endpoints = [{"url": url, "ready": True, "target": name}] if url else []
-    routing = {"routing": {"fallbacks": fallbacks}} if fallbacks else {}
+    routing = (
+        {"routing": {k: v for k, v in (("fallbacks", fallbacks), ("cost", cost)) if v}} if fallbacks or cost else {}
+    )
     return {
         "apiVersion": "iir.dev/v1alpha1",
         "kind": "InferenceModel",
@@ -82,6 +89,11 @@ def inference_model(
             "message": "" if url else "waiting for a GPU node",
         },
     }
+
+
+# USD per million tokens: dear, so that money budgets in tests trip after a few requests.
+SERVED_PRICE = {"inputPerMillion": 100, "outputPerMillion": 200}
+SLOW_PRICE = {"inputPerMillion": 1000, "outputPerMillion": 2000}
 
 
 def write_models(path: Path, docs: list[dict]) -> None:
@@ -127,8 +139,8 @@ def make_stack(workdir: Path, database_url: str, redis_url: str, slow_url: str, 
     write_models(
         stack.models_file,
         [
-            inference_model(SERVED, stack.sim_url),
-            inference_model("slow", slow_url),
+            inference_model(SERVED, stack.sim_url, cost=SERVED_PRICE),
+            inference_model("slow", slow_url, cost=SLOW_PRICE),
             inference_model("dead", dead),
             inference_model("dead-with-fallback", dead, fallbacks=[f"local/{SERVED}"]),
             inference_model("ghost", stack.sim_url),  # the simulated backend does not serve "ghost"

@@ -21,8 +21,10 @@ from iir_gateway.api import (
     jobs_routes,
     openai_routes,
     ops_routes,
+    org_routes,
     registry_routes,
     responses_routes,
+    spend_routes,
 )
 from iir_gateway.api.client_address import ClientAddressResolver
 from iir_gateway.api.fastpath import InferenceFastPath
@@ -129,6 +131,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(registry_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(admin_routes.self_router)
+    app.include_router(org_routes.teams)
+    app.include_router(org_routes.users)
+    app.include_router(spend_routes.router)
     app.include_router(jobs_routes.router)
     app.include_router(anthropic_routes.router)
     app.include_router(responses_routes.router)

@@ -153,6 +153,13 @@ class SpendStore:
             key_id,
         )
         return [
-            SpendGroup(r["grp"], r["name"], float(r["cost"]), r["requests"], r["prompt_tokens"], r["completion_tokens"])
+            SpendGroup(
+                r["grp"],
+                r["name"],
+                float(r["cost"]),
+                int(r["requests"]),
+                int(r["prompt_tokens"]),
+                int(r["completion_tokens"]),
+            )
             for r in rows
         ]

@@ -7,18 +7,15 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-import grpc
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.responses import Response
 
 from iir.v1 import auth_pb2
-from iir_gateway.api.client_address import FORWARDING_HEADERS
+from iir_gateway.api.admin_access import call_auth, json_response, require_admin, validated
 from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.errors import APIError
-from iir_gateway.keys.authenticator import extract_key
-from iir_gateway.networks import in_networks
 from iir_gateway.principal import Principal
 from iir_gateway.runtime import Runtime
 
@@ -28,10 +25,24 @@ router = APIRouter(prefix="/api/v1/apikeys", tags=["API keys"])
 # Text without control characters (a NUL cannot be stored, others corrupt logs and terminals).
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 _MAX_LIMIT = 10**12
+MAX_BUDGET = 10.0**9
+# Budget periods: 30m, 12h, 1d, 7d, 30d... (see iir_common.budget_window), or "" for all time.
+DURATION = r"^(|day|month|[1-9][0-9]{0,4}[smhd])$"
+MAX_METADATA_BYTES = 16_384
 
 
 def _text(max_length: int) -> Any:
     return Annotated[str, StringConstraints(max_length=max_length, pattern=_PRINTABLE)]
+
+
+def metadata_json(value: dict[str, Any] | None) -> str:
+    """Metadata as the auth service takes it, or a 400 when it is too big."""
+    text = orjson.dumps(value or {}).decode()
+    if len(text) > MAX_METADATA_BYTES:
+        raise APIError(
+            400, f"metadata may hold {MAX_METADATA_BYTES} bytes of JSON.", code="invalid_value", param="metadata"
+        )
+    return text
 
 
 class CreateKey(BaseModel):
@@ -54,6 +65,14 @@ class CreateKey(BaseModel):
     # Secret scrubbing and response cache for this key ("": the gateway's defaults).
     scrub_mode: Literal["", "redact", "block", "off"] = ""
     cache_mode: Literal["", "on", "off"] = ""
+    # The team and user the key belongs to; it is bounded by their limits and budgets too.
+    team_id: _text(64) = ""  # type: ignore[valid-type]
+    user_id: _text(200) = ""  # type: ignore[valid-type]
+    # Money (USD) per budget_duration (e.g. "30d"; "" for all time); 0 is unlimited.
+    max_budget: float = Field(default=0.0, ge=0, le=MAX_BUDGET)
+    budget_duration: Annotated[str, StringConstraints(pattern=DURATION)] = ""
+    max_parallel_requests: int = Field(default=0, ge=0, le=100_000)
+    metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class UpdateKey(BaseModel):
@@ -74,6 +93,19 @@ class UpdateKey(BaseModel):
     expires_in_days: float | None = Field(default=None, gt=0, le=36500)
     scrub_mode: Literal["", "redact", "block", "off"] | None = None
     cache_mode: Literal["", "on", "off"] | None = None
+    team_id: _text(64) | None = None  # type: ignore[valid-type]
+    user_id: _text(200) | None = None  # type: ignore[valid-type]
+    max_budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET)
+    budget_duration: Annotated[str, StringConstraints(pattern=DURATION)] | None = None
+    max_parallel_requests: int | None = Field(default=None, ge=0, le=100_000)
+    metadata: dict[str, Any] | None = None
+
+
+class Regenerate(BaseModel):
+    """How long the old secret keeps working, so clients can move to the new one without downtime."""
+
+    model_config = ConfigDict(extra="forbid")
+    grace_period_s: int = Field(default=0, ge=0, le=30 * 86400)
 
 
 def _iso(seconds: int) -> str | None:
@@ -100,51 +132,25 @@ def key_json(k: auth_pb2.KeyInfo) -> dict[str, Any]:
         "revoked_at": _iso(k.revoked_at),
         "scrub_mode": k.scrub_mode,
         "cache_mode": k.cache_mode,
+        "team_id": k.team_id or None,
+        "user_id": k.user_id or None,
+        "max_budget": k.max_budget,
+        "budget_duration": k.budget_duration,
+        "max_parallel_requests": k.max_parallel_requests,
+        "blocked": k.blocked,
+        "metadata": orjson.loads(k.metadata_json) if k.metadata_json else {},
+        "previous_secret_valid_until": _iso(k.previous_valid_until),
     }
 
 
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+_json = json_response
 
 
-def _from_trusted_network(request: Request, gw: Runtime) -> bool:
-    """The TCP peer is in IIR_TRUSTED_NETWORKS and nothing forwarded the request (a proxy's client could be
-    anyone, and a forwarded header anything)."""
-    if not gw.trusted_networks or any(name in FORWARDING_HEADERS for name, _ in request.scope["headers"]):
-        return False
-    return in_networks(request.scope.get("iir.peer", ""), gw.trusted_networks)
-
-
-async def require_admin(request: Request) -> Runtime:
-    """An admin key, or no key at all from a trusted network; 401/403 otherwise."""
-    gw: Runtime = request.app.state.gateway
-    ip = client_ip(request)
-    if extract_key(request.headers) is None and _from_trusted_network(request, gw):
-        return gw
-    principal = await gw.auth.authenticate(request.headers, ip)
-    if not principal.admin:
-        raise APIError(403, "Managing API keys needs an admin key.", code="admin_required")
-    return gw
-
-
-async def _call(method: Any, message: Any) -> Any:
-    try:
-        return await method(message, timeout=10)
-    except grpc.aio.AioRpcError as exc:
-        status = {
-            grpc.StatusCode.INVALID_ARGUMENT: 400,
-            grpc.StatusCode.NOT_FOUND: 404,
-            grpc.StatusCode.FAILED_PRECONDITION: 409,
-        }.get(exc.code(), 503)
-        code = {400: "invalid_value", 404: "key_not_found", 409: "conflict"}.get(status, "auth_unavailable")
-        message = exc.details() if status != 503 else "The authentication service is unavailable."
-        raise APIError(status, message or "request failed", code=code) from None
-
-
-@router.post("", summary="Create a key; its secret is returned once")
+@router.post("", summary="Create a key; its secret is returned once", status_code=201)
 async def create_key(request: Request) -> Response:
-    gw = await require_admin(request)
-    body: CreateKey = _validated(CreateKey, await read_json_object(request, gw.settings.max_body_bytes))
+    admin = await require_admin(request)
+    gw = admin.gw
+    body: CreateKey = validated(CreateKey, await read_json_object(request, gw.settings.max_body_bytes))
     expires = body.expires_at.timestamp() if body.expires_at else 0
     if expires and expires <= time.time():
         raise APIError(
@@ -152,7 +158,7 @@ async def create_key(request: Request) -> Response:
         )
     if body.expires_in_days:
         expires = time.time() + body.expires_in_days * 86400
-    reply = await _call(
+    reply = await admin.call(
         gw.auth_stub.CreateKey,
         auth_pb2.CreateKeyRequest(
             name=body.name or body.description[:60] or "key",
@@ -168,33 +174,45 @@ async def create_key(request: Request) -> Response:
             expires_at=int(expires),
             scrub_mode=body.scrub_mode,
             cache_mode=body.cache_mode,
+            team_id=body.team_id,
+            user_id=body.user_id,
+            max_budget=body.max_budget,
+            budget_duration=body.budget_duration,
+            max_parallel_requests=body.max_parallel_requests,
+            metadata_json=metadata_json(body.metadata),
         ),
     )
     # `api_key` is the onboarding guide's name for the secret; `key` is IIR's.
     return _json({**key_json(reply.info), "key": reply.key, "api_key": reply.key}, status=201)
 
 
-def _validated(schema: type[BaseModel], body: dict[str, Any]) -> Any:
-    try:
-        return schema.model_validate(body)
-    except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        param = ".".join(str(p) for p in err["loc"])
-        raise APIError(400, f"Invalid value for '{param}': {err['msg']}.", code="invalid_value", param=param) from None
-
-
 @router.patch("/{key_id}", summary="Change a key's settings; its secret stays, every gateway applies it at once")
 async def update_key(key_id: str, request: Request) -> Response:
-    gw = await require_admin(request)
-    raw = await read_json_object(request, gw.settings.max_body_bytes)
-    body: UpdateKey = _validated(UpdateKey, raw)
+    admin = await require_admin(request)
+    raw = await read_json_object(request, admin.gw.settings.max_body_bytes)
+    body: UpdateKey = validated(UpdateKey, raw)
     change = auth_pb2.UpdateKeyRequest(id=key_id)
-    for name in ("name", "description", "owner", "priority", "rpm_limit", "tpm_limit", "budget_tokens"):
+    for name in (
+        "name",
+        "description",
+        "owner",
+        "priority",
+        "rpm_limit",
+        "tpm_limit",
+        "budget_tokens",
+        "budget_period",
+        "scrub_mode",
+        "cache_mode",
+        "team_id",
+        "user_id",
+        "max_budget",
+        "budget_duration",
+        "max_parallel_requests",
+    ):
         if getattr(body, name) is not None:
             setattr(change, name, getattr(body, name))
-    for name in ("budget_period", "scrub_mode", "cache_mode"):  # enumerations
-        if getattr(body, name) is not None:
-            setattr(change, name, getattr(body, name))
+    if body.metadata is not None:
+        change.metadata_json = metadata_json(body.metadata)
     if body.allowed_models is not None:
         change.set_allowed_models = True
         change.allowed_models.extend(body.allowed_models)
@@ -202,26 +220,26 @@ async def update_key(key_id: str, request: Request) -> Response:
         change.expires_at = int(body.expires_at.timestamp()) if body.expires_at else 0
     if body.expires_in_days:
         change.expires_at = int(time.time() + body.expires_in_days * 86400)
-    return _json(key_json(await _call(gw.auth_stub.UpdateKey, change)))
+    return _json(key_json(await admin.call(admin.gw.auth_stub.UpdateKey, change)))
 
 
 @router.get("", summary="List keys (without secrets)")
 async def list_keys(request: Request, include_revoked: bool = False) -> Response:
-    gw = await require_admin(request)
-    reply = await _call(gw.auth_stub.ListKeys, auth_pb2.ListKeysRequest(include_revoked=include_revoked))
+    admin = await require_admin(request)
+    reply = await admin.call(admin.gw.auth_stub.ListKeys, auth_pb2.ListKeysRequest(include_revoked=include_revoked))
     return _json({"object": "list", "data": [key_json(k) for k in reply.keys]})
 
 
 @router.get("/{key_id}", summary="One key (without its secret)")
 async def get_key(key_id: str, request: Request) -> Response:
-    gw = await require_admin(request)
-    return _json(key_json(await _call(gw.auth_stub.GetKey, auth_pb2.KeyRef(id=key_id))))
+    admin = await require_admin(request)
+    return _json(key_json(await admin.call(admin.gw.auth_stub.GetKey, auth_pb2.KeyRef(id=key_id))))
 
 
 @router.delete("/{key_id}", summary="Revoke a key: every gateway refuses it within a second")
 async def revoke_key(key_id: str, request: Request) -> Response:
-    gw = await require_admin(request)
-    return _json(key_json(await _call(gw.auth_stub.RevokeKey, auth_pb2.KeyRef(id=key_id))))
+    admin = await require_admin(request)
+    return _json(key_json(await admin.call(admin.gw.auth_stub.RevokeKey, auth_pb2.KeyRef(id=key_id))))
 
 
 @router.post("/{key_id}/revoke", summary="Revoke a key (same as DELETE)")
@@ -229,11 +247,41 @@ async def revoke_key_post(key_id: str, request: Request) -> Response:
     return await revoke_key(key_id, request)
 
 
-@router.post("/{key_id}/rotate", summary="Revoke a key and issue its successor with the same settings")
+@router.post("/{key_id}/rotate", summary="Revoke a key and issue its successor with the same settings", status_code=201)
 async def rotate_key(key_id: str, request: Request) -> Response:
-    gw = await require_admin(request)
-    reply = await _call(gw.auth_stub.RotateKey, auth_pb2.KeyRef(id=key_id))
+    admin = await require_admin(request)
+    reply = await admin.call(admin.gw.auth_stub.RotateKey, auth_pb2.KeyRef(id=key_id))
     return _json({**key_json(reply.info), "key": reply.key, "api_key": reply.key, "replaces": key_id}, status=201)
+
+
+@router.post(
+    "/{key_id}/regenerate",
+    summary="A new secret for the same key (same id, settings and spend); the old one works for grace_period_s",
+    status_code=201,
+)
+async def regenerate_key(key_id: str, request: Request) -> Response:
+    admin = await require_admin(request)
+    raw = await read_json_object(request, admin.gw.settings.max_body_bytes, optional=True)
+    body: Regenerate = validated(Regenerate, raw)
+    message = auth_pb2.RegenerateKeyRequest(id=key_id, grace_period_s=body.grace_period_s)
+    reply = await admin.call(admin.gw.auth_stub.RegenerateKey, message)
+    return _json({**key_json(reply.info), "key": reply.key, "api_key": reply.key}, status=201)
+
+
+async def _set_blocked(key_id: str, request: Request, blocked: bool) -> Response:
+    admin = await require_admin(request)
+    change = auth_pb2.UpdateKeyRequest(id=key_id, blocked=blocked)
+    return _json(key_json(await admin.call(admin.gw.auth_stub.UpdateKey, change)))
+
+
+@router.post("/{key_id}/block", summary="Refuse a key until it is unblocked (every gateway, at once)")
+async def block_key(key_id: str, request: Request) -> Response:
+    return await _set_blocked(key_id, request, True)
+
+
+@router.post("/{key_id}/unblock", summary="Accept a blocked key again")
+async def unblock_key(key_id: str, request: Request) -> Response:
+    return await _set_blocked(key_id, request, False)
 
 
 def _usage_json(key_id: str, reply: auth_pb2.GetUsageResponse) -> dict[str, Any]:
@@ -254,8 +302,9 @@ def _usage_json(key_id: str, reply: auth_pb2.GetUsageResponse) -> dict[str, Any]
 
 @router.get("/{key_id}/usage", summary="Requests and tokens by model and day")
 async def key_usage(key_id: str, request: Request, since: str = "", until: str = "") -> Response:
-    gw = await require_admin(request)
-    reply = await _call(gw.auth_stub.GetUsage, auth_pb2.GetUsageRequest(key_id=key_id, since=since, until=until))
+    admin = await require_admin(request)
+    query = auth_pb2.GetUsageRequest(key_id=key_id, since=since, until=until)
+    reply = await admin.call(admin.gw.auth_stub.GetUsage, query)
     return _json(_usage_json(key_id, reply))
 
 
@@ -273,11 +322,11 @@ async def own_key_info(request: Request) -> Response:
     gw, principal = await _own_key(request)
     if principal.configured:  # IIR_MASTER_KEY / IIR_ALLOWED_KEYS: no database row
         return _json({"id": principal.key_id, "name": principal.name, "admin": principal.admin, "configured": True})
-    return _json(key_json(await _call(gw.auth_stub.GetKey, auth_pb2.KeyRef(id=principal.key_id))))
+    return _json(key_json(await call_auth(gw.auth_stub.GetKey, auth_pb2.KeyRef(id=principal.key_id))))
 
 
 @self_router.get("/usage", summary="The calling key's own requests and tokens by model and day")
 async def own_key_usage(request: Request, since: str = "", until: str = "") -> Response:
     gw, principal = await _own_key(request)
     query = auth_pb2.GetUsageRequest(key_id=principal.key_id, since=since, until=until)
-    return _json(_usage_json(principal.key_id, await _call(gw.auth_stub.GetUsage, query)))
+    return _json(_usage_json(principal.key_id, await call_auth(gw.auth_stub.GetUsage, query)))

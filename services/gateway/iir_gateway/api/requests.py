@@ -31,8 +31,9 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
-    """The body of a Starlette request as a JSON object; 413 past `limit` bytes (chunked bodies included)."""
+async def read_json_object(request: Request, limit: int, optional: bool = False) -> dict[str, Any]:
+    """The body of a Starlette request as a JSON object; 413 past `limit` bytes (chunked bodies included).
+    With `optional`, an empty body is an empty object."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -40,7 +41,8 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
         if size > limit:
             raise _too_large(limit)
         chunks.append(chunk)
-    return parse_json_object(b"".join(chunks))
+    body = b"".join(chunks)
+    return {} if optional and not body.strip() else parse_json_object(body)
 
 
 async def read_asgi_json(receive: Receive, limit: int) -> dict[str, Any]:

@@ -176,7 +176,7 @@ class Admission:
 
     @property
     def holds_anything(self) -> bool:
-        return bool(self.reserved_tokens or self.reserved_cost or self.parallel_member)
+        return bool(self.reserved_tokens or self.budgets or self.parallel_member)
 
 
 NO_LIMITS = Admission(0, {})
@@ -336,7 +336,7 @@ class RateLimiter:
         if g.kind == "tokens":
             spent = f"({used}/{g.limit} tokens)"
         else:
-            spent = f"(${used / NANO:.6f} of ${g.limit / NANO:.2f})"
+            spent = f"(${used / NANO:.6g} of ${g.limit / NANO:.6g})"
         raise APIError(
             429,
             f"The budget of {_scope_text(g.scope)} is used up {spent}.{until}",

@@ -1,0 +1,203 @@
+"""Teams and users: `/api/v1/teams` and `/api/v1/users` (admin). A key of a team or user is bounded by
+their limits, allowed models and money budgets as well as its own."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.responses import Response
+
+from iir.v1 import auth_pb2
+from iir_gateway.api.admin_access import json_response, require_admin, validated
+from iir_gateway.api.admin_routes import _MAX_LIMIT, DURATION, MAX_BUDGET, _text, metadata_json
+from iir_gateway.api.requests import read_json_object
+
+teams = APIRouter(prefix="/api/v1/teams", tags=["Teams and users"])
+users = APIRouter(prefix="/api/v1/users", tags=["Teams and users"])
+
+_Duration = Annotated[str, StringConstraints(pattern=DURATION)]
+
+
+class _Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Money (USD) per budget_duration ("30d", "7d", "1d", "12h"; "" for all time); 0 is unlimited.
+    max_budget: float = Field(default=0.0, ge=0, le=MAX_BUDGET)
+    budget_duration: _Duration = ""
+    rpm_limit: int = Field(default=0, ge=0, le=_MAX_LIMIT)
+    tpm_limit: int = Field(default=0, ge=0, le=_MAX_LIMIT)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class CreateTeam(_Limits):
+    """A team. Its limits are shared by all its keys together; `allowed_models` bounds each of them."""
+
+    name: _text(200)  # type: ignore[valid-type]
+    allowed_models: list[_text(200)] = Field(default_factory=list, max_length=100)  # type: ignore[valid-type]
+
+
+class UpdateTeam(BaseModel):
+    """The team's settings to change; what is not given stays."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: _text(200) | None = None  # type: ignore[valid-type]
+    max_budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET)
+    budget_duration: _Duration | None = None
+    rpm_limit: int | None = Field(default=None, ge=0, le=_MAX_LIMIT)
+    tpm_limit: int | None = Field(default=None, ge=0, le=_MAX_LIMIT)
+    allowed_models: list[_text(200)] | None = Field(default=None, max_length=100)  # type: ignore[valid-type]
+    metadata: dict[str, Any] | None = None
+
+
+class CreateUser(_Limits):
+    """A user: an id of yours (an email or an identity provider's id; made up when not given)."""
+
+    id: _text(200) | None = None  # type: ignore[valid-type]
+    email: _text(320) = ""  # type: ignore[valid-type]
+    team_ids: list[_text(64)] = Field(default_factory=list, max_length=100)  # type: ignore[valid-type]
+
+
+class UpdateUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: _text(320) | None = None  # type: ignore[valid-type]
+    max_budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET)
+    budget_duration: _Duration | None = None
+    rpm_limit: int | None = Field(default=None, ge=0, le=_MAX_LIMIT)
+    tpm_limit: int | None = Field(default=None, ge=0, le=_MAX_LIMIT)
+    team_ids: list[_text(64)] | None = Field(default=None, max_length=100)  # type: ignore[valid-type]
+    metadata: dict[str, Any] | None = None
+
+
+def _iso(seconds: int) -> str | None:
+    return datetime.fromtimestamp(seconds, UTC).isoformat() if seconds else None
+
+
+def team_json(t: auth_pb2.Team) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "object": "team",
+        "name": t.name,
+        "max_budget": t.max_budget,
+        "budget_duration": t.budget_duration,
+        "rpm_limit": t.rpm_limit,
+        "tpm_limit": t.tpm_limit,
+        "allowed_models": list(t.allowed_models),
+        "metadata": orjson.loads(t.metadata_json) if t.metadata_json else {},
+        "members": list(t.member_ids),
+        "created_at": _iso(t.created_at),
+    }
+
+
+def user_json(u: auth_pb2.User) -> dict[str, Any]:
+    return {
+        "id": u.id,
+        "object": "user",
+        "email": u.email,
+        "max_budget": u.max_budget,
+        "budget_duration": u.budget_duration,
+        "rpm_limit": u.rpm_limit,
+        "tpm_limit": u.tpm_limit,
+        "team_ids": list(u.team_ids),
+        "metadata": orjson.loads(u.metadata_json) if u.metadata_json else {},
+        "created_at": _iso(u.created_at),
+    }
+
+
+def _fill(message: Any, body: BaseModel) -> list[str]:
+    """Copies the given fields of `body` into `message`; returns their names (the update mask)."""
+    fields = []
+    for name, value in body.model_dump(exclude_none=True).items():
+        if name == "metadata":
+            message.metadata_json = metadata_json(value)
+            fields.append("metadata_json")
+        elif isinstance(value, list):
+            getattr(message, name).extend(value)
+            fields.append(name)
+        else:
+            setattr(message, name, value)
+            fields.append(name)
+    return fields
+
+
+@teams.post("", summary="Create a team", status_code=201)
+async def create_team(request: Request) -> Response:
+    admin = await require_admin(request)
+    body: CreateTeam = validated(CreateTeam, await read_json_object(request, admin.gw.settings.max_body_bytes))
+    message = auth_pb2.Team()
+    _fill(message, body)
+    return json_response(team_json(await admin.call(admin.gw.auth_stub.CreateTeam, message)), status=201)
+
+
+@teams.get("", summary="List teams")
+async def list_teams(request: Request) -> Response:
+    admin = await require_admin(request)
+    reply = await admin.call(admin.gw.auth_stub.ListTeams, auth_pb2.ListRequest())
+    return json_response({"object": "list", "data": [team_json(t) for t in reply.teams]})
+
+
+@teams.get("/{team_id}", summary="One team, with its members")
+async def get_team(team_id: str, request: Request) -> Response:
+    admin = await require_admin(request)
+    return json_response(team_json(await admin.call(admin.gw.auth_stub.GetTeam, auth_pb2.KeyRef(id=team_id))))
+
+
+@teams.patch("/{team_id}", summary="Change a team; its keys see the change at once")
+async def update_team(team_id: str, request: Request) -> Response:
+    admin = await require_admin(request)
+    body: UpdateTeam = validated(UpdateTeam, await read_json_object(request, admin.gw.settings.max_body_bytes))
+    message = auth_pb2.Team(id=team_id)
+    fields = _fill(message, body)
+    change = auth_pb2.UpdateTeamRequest(team=message, fields=fields)
+    return json_response(team_json(await admin.call(admin.gw.auth_stub.UpdateTeam, change)))
+
+
+@teams.delete("/{team_id}", summary="Delete a team that has no live keys (409 otherwise)")
+async def delete_team(team_id: str, request: Request) -> Response:
+    admin = await require_admin(request)
+    reply = await admin.call(admin.gw.auth_stub.DeleteTeam, auth_pb2.KeyRef(id=team_id))
+    return json_response({**team_json(reply), "deleted": True})
+
+
+@users.post("", summary="Create a user", status_code=201)
+async def create_user(request: Request) -> Response:
+    admin = await require_admin(request)
+    body: CreateUser = validated(CreateUser, await read_json_object(request, admin.gw.settings.max_body_bytes))
+    if not body.id:
+        body.id = body.email or f"user-{secrets.token_hex(8)}"
+    message = auth_pb2.User()
+    _fill(message, body)
+    return json_response(user_json(await admin.call(admin.gw.auth_stub.CreateUser, message)), status=201)
+
+
+@users.get("", summary="List users")
+async def list_users(request: Request) -> Response:
+    admin = await require_admin(request)
+    reply = await admin.call(admin.gw.auth_stub.ListUsers, auth_pb2.ListRequest())
+    return json_response({"object": "list", "data": [user_json(u) for u in reply.users]})
+
+
+@users.get("/{user_id}", summary="One user, with their teams")
+async def get_user(user_id: str, request: Request) -> Response:
+    admin = await require_admin(request)
+    return json_response(user_json(await admin.call(admin.gw.auth_stub.GetUser, auth_pb2.KeyRef(id=user_id))))
+
+
+@users.patch("/{user_id}", summary="Change a user (`team_ids` replaces their memberships)")
+async def update_user(user_id: str, request: Request) -> Response:
+    admin = await require_admin(request)
+    body: UpdateUser = validated(UpdateUser, await read_json_object(request, admin.gw.settings.max_body_bytes))
+    message = auth_pb2.User(id=user_id)
+    fields = _fill(message, body)
+    change = auth_pb2.UpdateUserRequest(user=message, fields=fields)
+    return json_response(user_json(await admin.call(admin.gw.auth_stub.UpdateUser, change)))
+
+
+@users.delete("/{user_id}", summary="Delete a user who has no live keys (409 otherwise)")
+async def delete_user(user_id: str, request: Request) -> Response:
+    admin = await require_admin(request)
+    reply = await admin.call(admin.gw.auth_stub.DeleteUser, auth_pb2.KeyRef(id=user_id))
+    return json_response({**user_json(reply), "deleted": True})

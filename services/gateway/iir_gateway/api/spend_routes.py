@@ -1,0 +1,104 @@
+"""What was spent, in money: `/api/v1/spend` (admin; JSON or CSV), `/api/v1/key/spend` (a key's own), and
+the audit log of admin actions, `/api/v1/audit`."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any, Literal
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from iir.v1 import auth_pb2
+from iir_gateway.api.admin_access import call_auth, json_response, require_admin
+from iir_gateway.api.requests import client_ip
+from iir_gateway.errors import APIError
+from iir_gateway.runtime import Runtime
+
+router = APIRouter(prefix="/api/v1", tags=["Spend and audit"])
+
+GroupBy = Literal["team", "user", "key", "model", "day"]
+_COLUMNS = ("group", "name", "cost", "requests", "prompt_tokens", "completion_tokens")
+
+
+def _groups(reply: auth_pb2.QuerySpendResponse) -> list[dict[str, Any]]:
+    return [
+        {
+            "group": g.group,
+            "name": g.name,
+            "cost": round(g.cost, 9),
+            "requests": g.requests,
+            "prompt_tokens": g.prompt_tokens,
+            "completion_tokens": g.completion_tokens,
+        }
+        for g in reply.groups
+    ]
+
+
+def _answer(group_by: str, rows: list[dict[str, Any]], fmt: str) -> Response:
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            # A name starting with = + - @ would be a formula in a spreadsheet.
+            writer.writerow({k: f"'{v}" if isinstance(v, str) and v[:1] in "=+-@" else v for k, v in row.items()})
+        return Response(
+            out.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="spend-by-{group_by}.csv"'},
+        )
+    total = round(sum(r["cost"] for r in rows), 9)
+    return json_response({"object": "list", "group_by": group_by, "currency": "USD", "total_cost": total, "data": rows})
+
+
+@router.get("/spend", summary="Spend in money grouped by team, user, key, model or day (JSON, or CSV)")
+async def spend(
+    request: Request,
+    group_by: GroupBy = "team",
+    since: str = "",
+    until: str = "",
+    format: Literal["json", "csv"] = "json",
+) -> Response:
+    admin = await require_admin(request)
+    query = auth_pb2.QuerySpendRequest(group_by=group_by, since=since, until=until)
+    return _answer(group_by, _groups(await admin.call(admin.gw.auth_stub.QuerySpend, query)), format)
+
+
+@router.get("/key/spend", summary="The calling key's own spend, grouped by model or day")
+async def own_spend(
+    request: Request, group_by: Literal["model", "day"] = "model", since: str = "", until: str = ""
+) -> Response:
+    gw: Runtime = request.app.state.gateway
+    principal = await gw.auth.authenticate(request.headers, client_ip(request))
+    if principal.configured:
+        raise APIError(404, "Keys from the configuration have no spend records.", code="not_found")
+    query = auth_pb2.QuerySpendRequest(group_by=group_by, since=since, until=until, key_id=principal.key_id)
+    return _answer(group_by, _groups(await call_auth(gw.auth_stub.QuerySpend, query)), "json")
+
+
+@router.get("/audit", summary="Admin actions, newest first: who, what, when, before and after")
+async def audit(request: Request, limit: int = 100, target: str = "") -> Response:
+    admin = await require_admin(request)
+    if not 1 <= limit <= 1000:
+        raise APIError(400, "Invalid value for 'limit': between 1 and 1000.", code="invalid_value", param="limit")
+    reply = await admin.call(admin.gw.auth_stub.ListAudit, auth_pb2.ListAuditRequest(limit=limit, target=target))
+    return json_response(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "id": e.id,
+                    "at_ms": e.at_ms,
+                    "actor": e.actor,
+                    "action": e.action,
+                    "target": e.target,
+                    "before": orjson.loads(e.before_json) if e.before_json else None,
+                    "after": orjson.loads(e.after_json) if e.after_json else None,
+                }
+                for e in reply.entries
+            ],
+        }
+    )
