@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 
 import httpx
 import pytest
 
-from iir_dev.stack import Stack
+from iir_dev.stack import REPO, Stack
 from tests.conftest import MASTER_KEY, SERVED, SERVED_PRICE
 from tests.waiting import wait_for
 
@@ -120,7 +124,7 @@ def test_spend_in_money_is_recorded_and_grouped(stack: Stack) -> None:
         resp = made(admin(stack, "GET", "/api/v1/spend", params={"group_by": group}), 200)
         return {row["group"]: row for row in resp["data"]}
 
-    assert wait_for(lambda: t["id"] in by("team"), timeout=10)
+    assert wait_for(lambda: by("team").get(t["id"], {}).get("requests") == 3, timeout=10)
     row = by("team")[t["id"]]
     assert row["name"] == t["name"] and row["requests"] == 3
     assert row["cost"] == pytest.approx(expected, rel=1e-6)
@@ -214,3 +218,33 @@ def test_admin_actions_are_audited(stack: Stack) -> None:
     assert admin(stack, "GET", "/api/v1/audit", params={"limit": 0}).status_code == 400
     outside = {"Authorization": f"Bearer {k['key']}", "X-Forwarded-For": "203.0.113.7"}
     assert httpx.get(f"{stack.gateway_url}/api/v1/audit", headers=outside).status_code in (401, 403)
+
+
+def test_cli_manages_teams_users_keys_and_spend(stack: Stack) -> None:
+    env = {**os.environ, "IIR_URL": stack.gateway_url, "IIR_ADMIN_KEY": MASTER_KEY}
+
+    def iir(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "iir_cli", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=30
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    name = f"cli-team-{uuid.uuid4().hex[:6]}"
+    t = json.loads(iir("teams", "create", name, "--max-budget", "10", "--budget-duration", "30d", "--rpm", "50"))
+    assert t["name"] == name and t["max_budget"] == 10
+    assert json.loads(iir("teams", "update", t["id"], "--tpm", "9000"))["tpm_limit"] == 9000
+    email = f"{uuid.uuid4().hex[:6]}@example.com"
+    u = json.loads(iir("users", "create", "--email", email, "--teams", t["id"], "--max-budget", "2"))
+    assert u["id"] == email and u["team_ids"] == [t["id"]]
+    assert email in iir("users", "list")
+    k = json.loads(
+        iir("keys", "create", "--name", "cli-gov", "--team", t["id"], "--user", email, "--max-parallel", "2")
+    )
+    assert k["team_id"] == t["id"] and k["max_parallel_requests"] == 2
+    assert json.loads(iir("keys", "block", k["id"]))["blocked"] is True
+    assert json.loads(iir("keys", "unblock", k["id"]))["blocked"] is False
+    again = json.loads(iir("keys", "regenerate", k["id"], "--grace", "60"))
+    assert again["key"] != k["key"] and again["id"] == k["id"]
+    assert iir("spend", "--group-by", "team", "--format", "csv").startswith("group,name,cost")
+    assert any(e["action"] == "key.regenerate" for e in json.loads(iir("audit", "--target", f"key:{k['id']}")))
