@@ -16,7 +16,7 @@ REGISTRY ?= ghcr.io/iir-dev
 TAG      ?= 0.1.0
 DOCKER   ?= docker
 
-.PHONY: install protos classifier-model dev test test-vllm test-openresponses typecheck lock lint fmt docs bench bench-tools clean images helm \
+.PHONY: install protos classifier-model browser dev test test-vllm test-openresponses typecheck lock lint fmt docs bench bench-tools clean images helm \
         helm-lint kustomize skaffold-dev
 
 install: $(STAMP) gen/.stamp
@@ -58,12 +58,18 @@ dev: install classifier-model
 MYPY_PACKAGES := -p iir_common -p iir_gateway -p iir_auth -p iir_registry -p iir_classifier -p iir_simbackend \
                  -p iir_operator -p iir_dev
 
-test: install classifier-model
+test: install classifier-model browser
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) -m mypy $(MYPY_PACKAGES)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
+
+# Debian's chromium and chromedriver, for the admin UI's browser test (tests/ui/).
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 # The contract suite against a real vLLM (CPU build, SmolLM2-135M), through the gateway. Builds its
 # environment once in .cache/vllm (about 10 minutes the first time), then reuses it.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import pytest
@@ -42,6 +43,38 @@ def test_version_and_docs(stack: Stack) -> None:
     assert "ChatCompletionRequest" in spec["components"]["schemas"]
     body = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]
     assert body["content"]["application/json"]["schema"]["$ref"].endswith("ChatCompletionRequest")
+
+
+def test_docs_work_offline_with_bearer_auth_and_real_statuses(stack: Stack) -> None:
+    page = httpx.get(f"{stack.gateway_url}/docs").text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert assets and all(a.startswith(("/docs/assets/", "/openapi.json")) for a in assets), assets
+    for asset in assets:
+        assert httpx.get(f"{stack.gateway_url}{asset}").status_code == 200, asset
+    spec = httpx.get(f"{stack.gateway_url}/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["bearer"] == {
+        **spec["components"]["securitySchemes"]["bearer"],
+        "type": "http",
+        "scheme": "bearer",
+    }
+    create = spec["paths"]["/api/v1/apikeys"]["post"]
+    assert "201" in create["responses"] and {"400", "401", "403"} <= set(create["responses"])
+    assert "max_budget" in create["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert "201" in spec["paths"]["/api/v1/teams"]["post"]["responses"]
+    assert "404" in spec["paths"]["/api/v1/teams/{team_id}"]["get"]["responses"]
+
+
+def test_the_admin_ui_is_served_from_the_package_with_a_strict_policy(stack: Stack) -> None:
+    assert httpx.get(f"{stack.gateway_url}/ui").headers["location"] == "/ui/"
+    page = httpx.get(f"{stack.gateway_url}/ui/")
+    assert page.status_code == 200 and "IIR admin" in page.text
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "http" not in policy
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert httpx.get(f"{stack.gateway_url}/ui/app.js").headers["content-type"].startswith("text/javascript")
+    for path in ("/ui/../settings.py", "/ui/%2e%2e%2fsettings.py", "/ui/nothing.js"):
+        assert httpx.get(f"{stack.gateway_url}{path}").status_code == 404, path
+    assert "https://" not in httpx.get(f"{stack.gateway_url}/ui/app.js").text  # nothing loaded from elsewhere
 
 
 def test_logs_are_json_lines_with_the_request_id(stack: Stack, api_key: str) -> None:

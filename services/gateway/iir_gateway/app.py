@@ -27,9 +27,11 @@ from iir_gateway.api import (
     spend_routes,
 )
 from iir_gateway.api.client_address import ClientAddressResolver
+from iir_gateway.api.docs_routes import install_docs
 from iir_gateway.api.fastpath import InferenceFastPath
 from iir_gateway.api.metrics_server import MetricsServer
 from iir_gateway.api.middleware import RequestContextMiddleware
+from iir_gateway.api.ui_routes import install_ui
 from iir_gateway.batches.runner import BatchRunner
 from iir_gateway.errors import install_error_handlers
 from iir_gateway.jobs.worker import JobWorker
@@ -119,10 +121,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
         description="OpenAI-compatible inference router. Model names are `<provider>/<model>`.",
         telemetry={"tracing": False, "metrics": False, "logs": False},
-        docs_url="/docs" if settings.docs_enabled else None,
-        redoc_url="/redoc" if settings.docs_enabled else None,
+        docs_url=None,  # served by install_docs, from the package's own assets
+        redoc_url=None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
+    if settings.docs_enabled:
+        install_docs(app)
+    if settings.ui_enabled:
+        install_ui(app)
     app.state.gateway = gateway
     app.state.pipeline = pipeline
     install_error_handlers(app)

@@ -100,8 +100,10 @@ class GatewaySettings(IIRSettings):
     metrics_port: int = 9464
     # Distinct key ids labelled in per-key metrics; later keys share the label `other`.
     metrics_max_keys: int = Field(default=1000, ge=0)
-    # /docs, /redoc and /openapi.json.
+    # /docs (Swagger UI, assets from the package) and /openapi.json.
     docs_enabled: bool = False
+    # The admin web UI at /ui/ (static files; every action still needs an admin key).
+    ui_enabled: bool = True
     # A client must send its request headers within this time, and its body within the next; else 408.
     header_timeout_s: float = Field(default=10.0, gt=0)
     body_timeout_s: float = Field(default=30.0, gt=0)

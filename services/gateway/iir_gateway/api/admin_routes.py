@@ -14,12 +14,13 @@ from starlette.responses import Response
 
 from iir.v1 import auth_pb2
 from iir_gateway.api.admin_access import call_auth, json_response, require_admin, validated
+from iir_gateway.api.docs_routes import ADMIN_ERRORS, body_of
 from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.errors import APIError
 from iir_gateway.principal import Principal
 from iir_gateway.runtime import Runtime
 
-router = APIRouter(prefix="/api/v1/apikeys", tags=["API keys"])
+router = APIRouter(prefix="/api/v1/apikeys", tags=["API keys"], responses=ADMIN_ERRORS)
 
 
 # Text without control characters (a NUL cannot be stored, others corrupt logs and terminals).
@@ -146,7 +147,7 @@ def key_json(k: auth_pb2.KeyInfo) -> dict[str, Any]:
 _json = json_response
 
 
-@router.post("", summary="Create a key; its secret is returned once", status_code=201)
+@router.post("", summary="Create a key; its secret is returned once", status_code=201, openapi_extra=body_of(CreateKey))
 async def create_key(request: Request) -> Response:
     admin = await require_admin(request)
     gw = admin.gw
@@ -186,7 +187,11 @@ async def create_key(request: Request) -> Response:
     return _json({**key_json(reply.info), "key": reply.key, "api_key": reply.key}, status=201)
 
 
-@router.patch("/{key_id}", summary="Change a key's settings; its secret stays, every gateway applies it at once")
+@router.patch(
+    "/{key_id}",
+    summary="Change a key's settings; its secret stays, every gateway applies it at once",
+    openapi_extra=body_of(UpdateKey),
+)
 async def update_key(key_id: str, request: Request) -> Response:
     admin = await require_admin(request)
     raw = await read_json_object(request, admin.gw.settings.max_body_bytes)
@@ -258,6 +263,7 @@ async def rotate_key(key_id: str, request: Request) -> Response:
     "/{key_id}/regenerate",
     summary="A new secret for the same key (same id, settings and spend); the old one works for grace_period_s",
     status_code=201,
+    openapi_extra=body_of(Regenerate),
 )
 async def regenerate_key(key_id: str, request: Request) -> Response:
     admin = await require_admin(request)

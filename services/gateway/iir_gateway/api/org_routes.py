@@ -15,10 +15,11 @@ from starlette.responses import Response
 from iir.v1 import auth_pb2
 from iir_gateway.api.admin_access import json_response, require_admin, validated
 from iir_gateway.api.admin_routes import _MAX_LIMIT, DURATION, MAX_BUDGET, _text, metadata_json
+from iir_gateway.api.docs_routes import ADMIN_ERRORS, body_of
 from iir_gateway.api.requests import read_json_object
 
-teams = APIRouter(prefix="/api/v1/teams", tags=["Teams and users"])
-users = APIRouter(prefix="/api/v1/users", tags=["Teams and users"])
+teams = APIRouter(prefix="/api/v1/teams", tags=["Teams and users"], responses=ADMIN_ERRORS)
+users = APIRouter(prefix="/api/v1/users", tags=["Teams and users"], responses=ADMIN_ERRORS)
 
 _Duration = Annotated[str, StringConstraints(pattern=DURATION)]
 
@@ -123,7 +124,7 @@ def _fill(message: Any, body: BaseModel) -> list[str]:
     return fields
 
 
-@teams.post("", summary="Create a team", status_code=201)
+@teams.post("", summary="Create a team", status_code=201, openapi_extra=body_of(CreateTeam))
 async def create_team(request: Request) -> Response:
     admin = await require_admin(request)
     body: CreateTeam = validated(CreateTeam, await read_json_object(request, admin.gw.settings.max_body_bytes))
@@ -145,7 +146,7 @@ async def get_team(team_id: str, request: Request) -> Response:
     return json_response(team_json(await admin.call(admin.gw.auth_stub.GetTeam, auth_pb2.KeyRef(id=team_id))))
 
 
-@teams.patch("/{team_id}", summary="Change a team; its keys see the change at once")
+@teams.patch("/{team_id}", summary="Change a team; its keys see the change at once", openapi_extra=body_of(UpdateTeam))
 async def update_team(team_id: str, request: Request) -> Response:
     admin = await require_admin(request)
     body: UpdateTeam = validated(UpdateTeam, await read_json_object(request, admin.gw.settings.max_body_bytes))
@@ -162,7 +163,7 @@ async def delete_team(team_id: str, request: Request) -> Response:
     return json_response({**team_json(reply), "deleted": True})
 
 
-@users.post("", summary="Create a user", status_code=201)
+@users.post("", summary="Create a user", status_code=201, openapi_extra=body_of(CreateUser))
 async def create_user(request: Request) -> Response:
     admin = await require_admin(request)
     body: CreateUser = validated(CreateUser, await read_json_object(request, admin.gw.settings.max_body_bytes))
@@ -186,7 +187,11 @@ async def get_user(user_id: str, request: Request) -> Response:
     return json_response(user_json(await admin.call(admin.gw.auth_stub.GetUser, auth_pb2.KeyRef(id=user_id))))
 
 
-@users.patch("/{user_id}", summary="Change a user (`team_ids` replaces their memberships)")
+@users.patch(
+    "/{user_id}",
+    summary="Change a user (`team_ids` replaces their memberships)",
+    openapi_extra=body_of(UpdateUser),
+)
 async def update_user(user_id: str, request: Request) -> Response:
     admin = await require_admin(request)
     body: UpdateUser = validated(UpdateUser, await read_json_object(request, admin.gw.settings.max_body_bytes))

@@ -13,11 +13,12 @@ from starlette.responses import Response
 
 from iir.v1 import auth_pb2
 from iir_gateway.api.admin_access import call_auth, json_response, require_admin
+from iir_gateway.api.docs_routes import ADMIN_ERRORS
 from iir_gateway.api.requests import client_ip
 from iir_gateway.errors import APIError
 from iir_gateway.runtime import Runtime
 
-router = APIRouter(prefix="/api/v1", tags=["Spend and audit"])
+router = APIRouter(prefix="/api/v1", tags=["Spend and audit"], responses=ADMIN_ERRORS)
 
 GroupBy = Literal["team", "user", "key", "model", "day"]
 _COLUMNS = ("group", "name", "cost", "requests", "prompt_tokens", "completion_tokens")

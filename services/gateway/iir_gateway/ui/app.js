@@ -1,0 +1,260 @@
+// The IIR admin UI: plain DOM, no dependencies, every call to this gateway's own admin API.
+// Data is only ever put in the page as text (never as HTML).
+"use strict";
+
+const KEY = "iir-admin-key";
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (name === "on") for (const [ev, fn] of Object.entries(value)) node.addEventListener(ev, fn);
+    else if (value !== undefined && value !== null && value !== false) node.setAttribute(name, value);
+  }
+  for (const child of children.flat(Infinity)) node.append(child instanceof Node ? child : String(child ?? ""));
+  return node;
+}
+
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+  for (const child of children.flat(Infinity)) node.append(child instanceof Node ? child : String(child));
+  return node;
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY) || ""}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await resp.text();
+  let data = text;
+  try { data = JSON.parse(text); } catch (_) { /* CSV */ }
+  if (!resp.ok) throw new Error(data?.error?.message || `${resp.status} ${resp.statusText}`);
+  return data;
+}
+
+function showError(err) {
+  const box = $("error");
+  box.textContent = err ? String(err.message || err) : "";
+  box.hidden = !err;
+}
+
+function table(columns, rows, id) {
+  return el("table", { id },
+    el("thead", {}, el("tr", {}, columns.map(([title]) => el("th", {}, title)))),
+    el("tbody", {}, rows.map((row) => el("tr", {}, columns.map(([, cell]) => el("td", {}, cell(row)))))));
+}
+
+function field(label, input) { return el("label", {}, label, input); }
+const money = (v) => `$${Number(v || 0).toFixed(6).replace(/0{1,4}$/, "")}`;
+const limit = (v) => (v ? String(v) : "–");
+const value = (id) => $(id).value.trim();
+const number = (id) => Number(value(id) || 0);
+
+function barChart(rows, id) {
+  const width = 640, barH = 22, pad = 160;
+  const max = Math.max(...rows.map((r) => r.cost), 1e-12);
+  return svg("svg", { id, class: "chart", width, height: rows.length * barH + 10, role: "img" },
+    rows.map((r, i) => [
+      svg("text", { x: 0, y: i * barH + 15 }, (r.name || r.group || "(none)").slice(0, 24)),
+      svg("rect", { class: "bar", x: pad, y: i * barH + 4, height: barH - 8, width: Math.max(1, (width - pad - 90) * r.cost / max) }),
+      svg("text", { x: width - 85, y: i * barH + 15 }, money(r.cost)),
+    ]));
+}
+
+function lineChart(rows, id) {
+  const width = 640, height = 160, pad = 30;
+  if (!rows.length) return el("p", { id }, "No spend yet.");
+  const max = Math.max(...rows.map((r) => r.cost), 1e-12);
+  const x = (i) => pad + (rows.length === 1 ? 0 : (i * (width - 2 * pad)) / (rows.length - 1));
+  const y = (v) => height - pad - (v / max) * (height - 2 * pad);
+  return svg("svg", { id, class: "chart", width, height, role: "img" },
+    svg("polyline", { fill: "none", stroke: "#2f6fed", "stroke-width": 2, points: rows.map((r, i) => `${x(i)},${y(r.cost)}`).join(" ") }),
+    rows.map((r, i) => svg("circle", { cx: x(i), cy: y(r.cost), r: 3, fill: "#2f6fed" })),
+    svg("text", { x: pad, y: height - 8 }, rows[0].group),
+    svg("text", { x: width - pad - 70, y: height - 8 }, rows[rows.length - 1].group),
+    svg("text", { x: 0, y: 12 }, money(max)));
+}
+
+const views = {
+  async keys(view) {
+    const [keys, teams] = await Promise.all([api("GET", "/api/v1/apikeys"), api("GET", "/api/v1/teams")]);
+    const teamName = Object.fromEntries(teams.data.map((t) => [t.id, t.name]));
+    const act = (k, action, label) => el("button", { class: "small", on: { click: () => run(async () => {
+      if (action === "revoke") await api("DELETE", `/api/v1/apikeys/${k.id}`);
+      else if (action === "regenerate") {
+        const made = await api("POST", `/api/v1/apikeys/${k.id}/regenerate`, { grace_period_s: 3600 });
+        return showSecret(made.key, "The new secret (the old one works for an hour more):");
+      } else await api("POST", `/api/v1/apikeys/${k.id}/${action}`);
+      await show("keys");
+    }) } }, label);
+    view.append(
+      el("h2", {}, "API keys"),
+      el("form", { class: "inline", id: "key-form", on: { submit: (e) => { e.preventDefault(); run(createKey); } } },
+        field("Name", el("input", { id: "key-name", required: true })),
+        field("Team", el("select", { id: "key-team" }, el("option", { value: "" }, "(none)"),
+          teams.data.map((t) => el("option", { value: t.id }, t.name)))),
+        field("User id", el("input", { id: "key-user" })),
+        field("Budget (USD)", el("input", { id: "key-budget", type: "number", step: "any", min: 0 })),
+        field("Per", el("select", { id: "key-duration" }, ["", "1d", "7d", "30d"].map((d) => el("option", { value: d }, d || "all time")))),
+        field("RPM", el("input", { id: "key-rpm", type: "number", min: 0 })),
+        field("TPM", el("input", { id: "key-tpm", type: "number", min: 0 })),
+        el("button", { id: "key-create", class: "primary", type: "submit" }, "Create key")),
+      el("div", { id: "secret-box" }),
+      table([
+        ["Name", (k) => k.name], ["Prefix", (k) => k.prefix], ["Team", (k) => teamName[k.team_id] || "–"],
+        ["User", (k) => k.user_id || "–"], ["RPM", (k) => limit(k.rpm_limit)], ["TPM", (k) => limit(k.tpm_limit)],
+        ["Budget", (k) => (k.max_budget ? `${money(k.max_budget)} / ${k.budget_duration || "all time"}` : "–")],
+        ["State", (k) => (k.blocked ? "blocked" : "active")], ["Last used", (k) => k.last_used_at || "never"],
+        ["", (k) => [act(k, "regenerate", "Regenerate"), act(k, k.blocked ? "unblock" : "block", k.blocked ? "Unblock" : "Block"), act(k, "revoke", "Revoke")]],
+      ], keys.data, "keys-table"));
+  },
+
+  async teams(view) {
+    const teams = await api("GET", "/api/v1/teams");
+    view.append(
+      el("h2", {}, "Teams"),
+      el("form", { class: "inline", id: "team-form", on: { submit: (e) => { e.preventDefault(); run(createTeam); } } },
+        field("Name", el("input", { id: "team-name", required: true })),
+        field("Budget (USD)", el("input", { id: "team-budget", type: "number", step: "any", min: 0 })),
+        field("Per", el("select", { id: "team-duration" }, ["30d", "7d", "1d", ""].map((d) => el("option", { value: d }, d || "all time")))),
+        field("RPM", el("input", { id: "team-rpm", type: "number", min: 0 })),
+        field("Models", el("input", { id: "team-models", placeholder: "local/*, openai/gpt-4o" })),
+        el("button", { id: "team-create", class: "primary", type: "submit" }, "Create team")),
+      table([
+        ["Name", (t) => t.name], ["Id", (t) => t.id],
+        ["Budget", (t) => (t.max_budget ? `${money(t.max_budget)} / ${t.budget_duration || "all time"}` : "–")],
+        ["RPM", (t) => limit(t.rpm_limit)], ["TPM", (t) => limit(t.tpm_limit)],
+        ["Models", (t) => t.allowed_models.join(", ") || "all"], ["Members", (t) => t.members.length],
+      ], teams.data, "teams-table"));
+  },
+
+  async users(view) {
+    const [users, teams] = await Promise.all([api("GET", "/api/v1/users"), api("GET", "/api/v1/teams")]);
+    const teamName = Object.fromEntries(teams.data.map((t) => [t.id, t.name]));
+    view.append(
+      el("h2", {}, "Users"),
+      el("form", { class: "inline", id: "user-form", on: { submit: (e) => { e.preventDefault(); run(createUser); } } },
+        field("Email or id", el("input", { id: "user-email", required: true })),
+        field("Team", el("select", { id: "user-team" }, el("option", { value: "" }, "(none)"),
+          teams.data.map((t) => el("option", { value: t.id }, t.name)))),
+        field("Budget (USD)", el("input", { id: "user-budget", type: "number", step: "any", min: 0 })),
+        el("button", { id: "user-create", class: "primary", type: "submit" }, "Create user")),
+      table([
+        ["Id", (u) => u.id], ["Email", (u) => u.email], ["Teams", (u) => u.team_ids.map((t) => teamName[t] || t).join(", ") || "–"],
+        ["Budget", (u) => (u.max_budget ? `${money(u.max_budget)} / ${u.budget_duration || "all time"}` : "–")],
+      ], users.data, "users-table"));
+  },
+
+  async spend(view) {
+    const group = sessionStorage.getItem("iir-spend-group") || "team";
+    const [grouped, daily] = await Promise.all([
+      api("GET", `/api/v1/spend?group_by=${group}`), api("GET", "/api/v1/spend?group_by=day"),
+    ]);
+    const picker = el("select", { id: "spend-group", on: { change: (e) => { sessionStorage.setItem("iir-spend-group", e.target.value); show("spend"); } } },
+      ["team", "user", "key", "model"].map((g) => el("option", { value: g, selected: g === group }, `by ${g}`)));
+    const csv = el("button", { id: "spend-csv", on: { click: () => run(async () => {
+      const text = await api("GET", `/api/v1/spend?group_by=${group}&format=csv`);
+      const link = el("a", { href: URL.createObjectURL(new Blob([text], { type: "text/csv" })), download: `spend-by-${group}.csv` });
+      link.click();
+    }) } }, "Export CSV");
+    view.append(
+      el("h2", {}, "Spend ", el("small", { id: "spend-total" }, money(grouped.total_cost))), picker, csv,
+      el("h3", {}, `By ${group}`), barChart(grouped.data, "spend-chart"),
+      table([["Name", (r) => r.name || r.group || "(none)"], ["Cost", (r) => money(r.cost)], ["Requests", (r) => r.requests],
+        ["Prompt tokens", (r) => r.prompt_tokens], ["Completion tokens", (r) => r.completion_tokens]], grouped.data, "spend-table"),
+      el("h3", {}, "Over time"), lineChart(daily.data, "spend-daily"));
+  },
+
+  async models(view) {
+    const status = await api("GET", "/v1/registry/status");
+    const models = status.models || [];
+    const nodes = status.nodes || [];
+    view.append(
+      el("h2", {}, "Models"),
+      table([
+        ["Model", (m) => m.name], ["Provider", (m) => m.provider], ["State", (m) => el("span", { class: `state-${m.phase}` }, m.phase || "–")],
+        ["Replicas", (m) => `${m.ready_replicas ?? m.readyReplicas ?? 0} / ${m.replicas ?? 0}`],
+        ["Endpoints", (m) => (m.endpoints || []).map((e) => `${e.url}${e.ready ? "" : " (not ready)"}`).join(", ") || "–"],
+        ["GPUs per replica", (m) => m.gpus_per_replica ?? m.gpusPerReplica ?? 0],
+      ], models, "models-table"),
+      el("h2", {}, "GPU nodes"),
+      nodes.length ? table([["Node", (n) => n.name], ["GPU", (n) => n.product], ["Free", (n) => `${n.free ?? 0} / ${n.allocatable ?? 0}`]], nodes, "nodes-table")
+        : el("p", {}, "No GPU nodes (outside Kubernetes, or none labelled)."));
+  },
+
+  async batches(view) {
+    const batches = await api("GET", "/v1/batches");
+    view.append(el("h2", {}, "Batches of this key"),
+      table([["Id", (b) => b.id], ["Status", (b) => b.status], ["Endpoint", (b) => b.endpoint],
+        ["Done", (b) => `${b.request_counts?.completed ?? 0} / ${b.request_counts?.total ?? 0}`],
+        ["Created", (b) => new Date(b.created_at * 1000).toISOString()]], batches.data, "batches-table"));
+  },
+
+  async audit(view) {
+    const entries = await api("GET", "/api/v1/audit?limit=200");
+    view.append(el("h2", {}, "Audit log"),
+      table([["When", (e) => new Date(e.at_ms).toISOString()], ["Who", (e) => e.actor], ["What", (e) => e.action], ["Target", (e) => e.target]],
+        entries.data, "audit-table"));
+  },
+};
+
+function showSecret(secret, text = "The key's secret, shown once; store it now:") {
+  const box = $("secret-box");
+  if (box) box.replaceChildren(el("p", {}, text), el("div", { class: "secret", id: "new-secret" }, secret));
+}
+
+async function createKey() {
+  const body = { name: value("key-name"), team_id: value("key-team"), user_id: value("key-user"),
+    max_budget: number("key-budget"), budget_duration: value("key-duration"), rpm_limit: number("key-rpm"), tpm_limit: number("key-tpm") };
+  const made = await api("POST", "/api/v1/apikeys", body);
+  await show("keys");
+  showSecret(made.key);
+}
+
+async function createTeam() {
+  const models = value("team-models").split(",").map((m) => m.trim()).filter(Boolean);
+  await api("POST", "/api/v1/teams", { name: value("team-name"), max_budget: number("team-budget"),
+    budget_duration: value("team-duration"), rpm_limit: number("team-rpm"), allowed_models: models });
+  await show("teams");
+}
+
+async function createUser() {
+  const team = value("user-team");
+  await api("POST", "/api/v1/users", { id: value("user-email"), email: value("user-email").includes("@") ? value("user-email") : "",
+    team_ids: team ? [team] : [], max_budget: number("user-budget") });
+  await show("users");
+}
+
+async function run(action) {
+  try { showError(null); await action(); } catch (err) { showError(err); }
+}
+
+async function show(name) {
+  for (const b of document.querySelectorAll("nav button[data-view]")) b.classList.toggle("active", b.dataset.view === name);
+  const view = $("view");
+  const fresh = el("section", { id: "view", "data-view": name });
+  await views[name](fresh);
+  view.replaceWith(fresh);
+}
+
+function loggedIn(yes) {
+  $("login").hidden = yes;
+  $("nav").hidden = !yes;
+  $("view").hidden = !yes;
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const b of document.querySelectorAll("nav button[data-view]")) b.addEventListener("click", () => run(() => show(b.dataset.view)));
+  $("logout").addEventListener("click", () => { sessionStorage.removeItem(KEY); loggedIn(false); });
+  $("login-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(KEY, $("admin-key").value.trim());
+    run(async () => {
+      try { await api("GET", "/api/v1/apikeys"); } catch (err) { sessionStorage.removeItem(KEY); throw err; }
+      loggedIn(true);
+      await show("keys");
+    });
+  });
+  if (sessionStorage.getItem(KEY)) run(async () => { loggedIn(true); await show("keys"); });
+});

@@ -1,0 +1,115 @@
+"""The admin UI in a real browser (Debian's chromium, headless, driven by Selenium through chromedriver):
+log in, create a team and a key in it, make a request with that key, and see its spend. Screenshots of
+each page are written to .artifacts/ui/."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from iir_dev.stack import REPO, Stack
+from tests.conftest import MASTER_KEY, SERVED
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+ARTIFACTS = REPO / ".artifacts" / "ui"
+
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromedriver: `make browser`")
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+def test_create_a_team_and_key_then_see_its_spend(stack: Stack, browser: object) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.select import Select
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    d = browser  # type: ignore[assignment]
+    wait = WebDriverWait(d, 15)  # type: ignore[arg-type]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    def shot(name: str) -> None:
+        d.save_screenshot(str(ARTIFACTS / f"{name}.png"))  # type: ignore[attr-defined]
+
+    def by_id(element_id: str) -> object:
+        return wait.until(seen.visibility_of_element_located((By.ID, element_id)))
+
+    d.get(f"{stack.gateway_url}/ui/")  # type: ignore[attr-defined]
+    by_id("admin-key").send_keys("not-a-key")  # type: ignore[attr-defined]
+    by_id("login-button").click()  # type: ignore[attr-defined]
+    assert "Incorrect API key" in by_id("error").text  # type: ignore[attr-defined]
+    key_input = by_id("admin-key")
+    key_input.clear()  # type: ignore[attr-defined]
+    key_input.send_keys(MASTER_KEY)  # type: ignore[attr-defined]
+    by_id("login-button").click()  # type: ignore[attr-defined]
+    by_id("keys-table")
+    shot("1-keys")
+
+    team = f"ui-team-{uuid.uuid4().hex[:6]}"
+    d.find_element(By.CSS_SELECTOR, "nav button[data-view=teams]").click()  # type: ignore[attr-defined]
+    by_id("team-name").send_keys(team)  # type: ignore[attr-defined]
+    by_id("team-budget").send_keys("25")  # type: ignore[attr-defined]
+    by_id("team-create").click()  # type: ignore[attr-defined]
+    wait.until(seen.text_to_be_present_in_element((By.ID, "teams-table"), team))
+    shot("2-teams")
+
+    d.find_element(By.CSS_SELECTOR, "nav button[data-view=keys]").click()  # type: ignore[attr-defined]
+    by_id("key-name").send_keys("ui-key")  # type: ignore[attr-defined]
+    Select(by_id("key-team")).select_by_visible_text(team)  # type: ignore[arg-type]
+    by_id("key-create").click()  # type: ignore[attr-defined]
+    secret = by_id("new-secret").text  # type: ignore[attr-defined]
+    assert secret.startswith("iir-")
+    wait.until(seen.text_to_be_present_in_element((By.ID, "keys-table"), team))
+    shot("3-key-created")
+
+    for _ in range(2):
+        resp = httpx.post(
+            f"{stack.gateway_url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {secret}"},
+            json={"model": f"local/{SERVED}", "messages": [{"role": "user", "content": "hello from the UI"}]},
+            timeout=20,
+        )
+        assert resp.status_code == 200, resp.text
+
+    def team_spend(_: object) -> str | None:
+        """The team's row once its spend is recorded (the page re-rendered at each try)."""
+        d.find_element(By.CSS_SELECTOR, "nav button[data-view=spend]").click()  # type: ignore[attr-defined]
+        wait.until(seen.visibility_of_element_located((By.ID, "spend-table")))
+        rows = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#spend-table tbody tr")]  # type: ignore[attr-defined]
+        return next((r for r in rows if team in r and " 2 " in f" {r} "), None)
+
+    polling = WebDriverWait(d, 15, poll_frequency=0.5, ignored_exceptions=(StaleElementReferenceException,))  # type: ignore[arg-type]
+    row = polling.until(team_spend)
+    assert "$0.0" in row  # a cost in dollars, above zero, for its 2 requests
+    assert wait.until(seen.visibility_of_element_located((By.CSS_SELECTOR, "#spend-chart rect")))
+    shot("4-spend")
+
+    d.find_element(By.CSS_SELECTOR, "nav button[data-view=models]").click()  # type: ignore[attr-defined]
+    wait.until(seen.text_to_be_present_in_element((By.ID, "models-table"), f"local/{SERVED}"))
+    shot("5-models")
+    d.find_element(By.CSS_SELECTOR, "nav button[data-view=audit]").click()  # type: ignore[attr-defined]
+    wait.until(seen.text_to_be_present_in_element((By.ID, "audit-table"), "team.create"))
+    shot("6-audit")
+    # No script error and no failed load, but the wrong key's 401 at the start.
+    logged = d.get_log("browser")  # type: ignore[attr-defined]
+    assert not [e for e in logged if e["level"] == "SEVERE" and "401" not in e["message"]], logged
+    assert all(Path(ARTIFACTS / f).exists() for f in ("1-keys.png", "4-spend.png"))
