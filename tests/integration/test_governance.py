@@ -248,3 +248,23 @@ def test_cli_manages_teams_users_keys_and_spend(stack: Stack) -> None:
     assert again["key"] != k["key"] and again["id"] == k["id"]
     assert iir("spend", "--group-by", "team", "--format", "csv").startswith("group,name,cost")
     assert any(e["action"] == "key.regenerate" for e in json.loads(iir("audit", "--target", f"key:{k['id']}")))
+
+
+def test_a_cut_stream_costs_what_was_generated(stack: Stack) -> None:
+    k = key(stack)["key"]
+    body = {"model": "local/slow", "messages": [{"role": "user", "content": "go on"}], "max_tokens": 40, "stream": True}
+    with httpx.stream(
+        "POST", f"{stack.gateway_url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {k}"}
+    ) as resp:
+        chunks = 0
+        for line in resp.iter_lines():
+            chunks += line.startswith("data: {")
+            if chunks == 3:
+                break  # the client leaves after three chunks
+
+    def spent() -> dict | None:
+        own = httpx.get(f"{stack.gateway_url}/api/v1/key/spend", headers={"Authorization": f"Bearer {k}"}).json()
+        return own["data"][0] if own["data"] and own["data"][0]["completion_tokens"] else None
+
+    row = wait_for(spent, timeout=10)
+    assert row and 1 <= row["completion_tokens"] < 40 and row["cost"] > 0, row

@@ -30,6 +30,18 @@ ADMIN_ROUTES = [
     ("POST", "/api/v1/apikeys/master/rotate", None),
     ("GET", "/api/v1/apikeys/master/usage", None),
     ("PATCH", "/api/v1/apikeys/master", {"admin": True, "rpm_limit": 0}),
+    ("POST", "/api/v1/apikeys/master/regenerate", {"grace_period_s": 60}),
+    ("POST", "/api/v1/apikeys/master/block", None),
+    ("POST", "/api/v1/apikeys/master/unblock", None),
+    ("POST", "/api/v1/teams", {"name": "spoofed"}),
+    ("GET", "/api/v1/teams", None),
+    ("PATCH", "/api/v1/teams/00000000-0000-0000-0000-000000000000", {"max_budget": 0}),
+    ("DELETE", "/api/v1/teams/00000000-0000-0000-0000-000000000000", None),
+    ("POST", "/api/v1/users", {"id": "spoofed"}),
+    ("GET", "/api/v1/users", None),
+    ("GET", "/api/v1/spend", None),
+    ("GET", "/api/v1/spend?format=csv", None),
+    ("GET", "/api/v1/audit", None),
     ("POST", "/v1/registry/refresh", None),
 ]
 
@@ -170,6 +182,27 @@ BAD_KEYS = [
     {"name": "x", "owner": "a\nb"},
     {"name": "x", "expires_at": "1999-01-01T00:00:00Z"},
     {"name": "x", "priority": 2**40},
+    {"name": "x", "max_budget": 1e300},
+    {"name": "x", "max_budget": "ten"},
+    {"name": "x", "budget_duration": "1w"},
+    {"name": "x", "max_parallel_requests": -1},
+    {"name": "x", "metadata": ["not", "an", "object"]},
+    {"name": "x", "metadata": {"k": "v" * 20_000}},
+    {"name": "x", "team_id": "a\nb"},
+]
+# Junk to every governance route: 400 with a param, never a 500.
+BAD_GOVERNANCE = [
+    ("POST", "/api/v1/teams", {"name": "x\u0000"}),
+    ("POST", "/api/v1/teams", {"name": "x", "rpm_limit": 2**70}),
+    ("POST", "/api/v1/teams", {"name": "x", "allowed_models": "local/*"}),
+    ("POST", "/api/v1/users", {"id": "a" * 500}),
+    ("POST", "/api/v1/users", {"email": 5}),
+    ("POST", "/api/v1/users", {"team_ids": [1, 2]}),
+    ("PATCH", "/api/v1/teams/00000000-0000-0000-0000-000000000000", {"colour": "red"}),
+    ("POST", "/api/v1/apikeys/00000000-0000-0000-0000-000000000000/regenerate", {"grace_period_s": "soon"}),
+    ("GET", "/api/v1/spend?group_by=planet", None),
+    ("GET", "/api/v1/spend?until=2026-13-45", None),
+    ("GET", "/api/v1/audit?limit=-5", None),
 ]
 BAD_CHATS = [
     {"model": "auto", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
@@ -189,6 +222,12 @@ def test_bad_input_is_a_4xx_with_an_openai_body(chart_stack: Stack) -> None:
     for body in BAD_KEYS:
         resp = httpx.post(f"{url}/api/v1/apikeys", json=body, headers=bearer(MASTER_KEY))
         assert resp.status_code == 400 and resp.json()["error"]["param"], (body, resp.text)
+    for method, path, body in BAD_GOVERNANCE:
+        resp = httpx.request(method, f"{url}{path}", json=body, headers=bearer(MASTER_KEY))
+        assert resp.status_code == 400 and resp.json()["error"]["message"], (path, body, resp.text)
+    for raw in (b"{", b"[]", b"null", b'{"name": "x"' + b" " * 10):
+        resp = httpx.post(f"{url}/api/v1/teams", content=raw, headers=bearer(MASTER_KEY))
+        assert resp.status_code == 400, (raw, resp.text)
     key = chart_stack.create_key("bad-input")
     for body in BAD_CHATS:
         resp = httpx.post(f"{url}/v1/chat/completions", json=body, headers=bearer(key))
