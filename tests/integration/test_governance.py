@@ -268,3 +268,18 @@ def test_a_cut_stream_costs_what_was_generated(stack: Stack) -> None:
 
     row = wait_for(spent, timeout=10)
     assert row and 1 <= row["completion_tokens"] < 40 and row["cost"] > 0, row
+
+
+def test_values_postgresql_cannot_store_are_refused_or_cleaned(stack: Stack) -> None:
+    nul = admin(stack, "POST", "/api/v1/teams", json={"name": "nul", "metadata": {"k": "a\u0000b"}})
+    assert nul.status_code == 400 and nul.json()["error"]["param"] == "metadata"
+    k = key(stack)["key"]
+    # A request's `user` and `metadata` with NULs: its spend record is cleaned, and no batch is poisoned.
+    assert chat(stack, k, user="a\u0000b", metadata={"x\u0000": "y"}).status_code == 200
+    assert chat(stack, k).status_code == 200
+
+    def requests() -> int:
+        own = httpx.get(f"{stack.gateway_url}/api/v1/key/spend", headers={"Authorization": f"Bearer {k}"}).json()
+        return sum(row["requests"] for row in own["data"])
+
+    assert wait_for(lambda: requests() == 2, timeout=10)

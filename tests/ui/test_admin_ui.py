@@ -80,6 +80,14 @@ def test_create_a_team_and_key_then_see_its_spend(stack: Stack, browser: object)
     assert secret.startswith("iir-")
     wait.until(seen.text_to_be_present_in_element((By.ID, "keys-table"), team))
     shot("3-key-created")
+    # Edit it: a limit set in the form is the key's at once.
+    row = next(r for r in d.find_elements(By.CSS_SELECTOR, "#keys-table tbody tr") if team in r.text)  # type: ignore[attr-defined]
+    row.find_element(By.XPATH, ".//button[text()='Edit']").click()
+    rpm = by_id("edit-rpm")
+    rpm.clear()  # type: ignore[attr-defined]
+    rpm.send_keys("600")  # type: ignore[attr-defined]
+    by_id("edit-save").click()  # type: ignore[attr-defined]
+    wait.until(seen.text_to_be_present_in_element((By.ID, "keys-table"), "600"))
 
     for _ in range(2):
         resp = httpx.post(

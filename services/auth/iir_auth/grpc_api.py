@@ -19,7 +19,7 @@ from iir_auth.storage.audit_store import AuditStore
 from iir_auth.storage.key_store import KeyRecord, KeySettings, KeyStore, UsageRow
 from iir_auth.storage.org_store import OrgStore
 from iir_auth.storage.spend_store import SpendStore
-from iir_auth.validation import CONTROL, json_object_problem, limit_problems
+from iir_auth.validation import CONTROL, json_object_problem, limit_problems, refuse_unstorable
 from iir_common.api_keys import generate_key, hash_key, same_secret
 from iir_common.key_events import KeyEvent, channel
 
@@ -79,6 +79,7 @@ def _day(text: str) -> date | None:
     return date.fromisoformat(text) if text else None
 
 
+@refuse_unstorable
 class AuthServicer(OrgRpcs, SpendRpcs, auth_pb2_grpc.AuthServiceServicer):
     def __init__(
         self,

@@ -23,7 +23,14 @@ _RETENTION_CHECK_S = 3600.0
 _MAX_AUDIT = 1000
 
 
+def _text(value: str, limit: int) -> str:
+    """A text column's value: PostgreSQL refuses NUL characters."""
+    return value.replace("\x00", "")[:limit]
+
+
 def _tags(text: str) -> dict[str, object]:
+    if "\\u0000" in text:
+        return {}
     try:
         value = orjson.loads(text) if text else {}
     except orjson.JSONDecodeError:
@@ -34,13 +41,13 @@ def _tags(text: str) -> dict[str, object]:
 def _row(r: auth_pb2.SpendRecord) -> SpendRow:
     return SpendRow(
         at=datetime.fromtimestamp(r.at_ms / 1000, UTC),
-        request_id=r.request_id[:200],
-        key_id=r.key_id,
-        user_id=r.user_id,
-        team_id=r.team_id,
-        model=r.model[:300],
-        answered_by=r.answered_by[:300],
-        provider=r.provider[:100],
+        request_id=_text(r.request_id, 200),
+        key_id=_text(r.key_id, 200),
+        user_id=_text(r.user_id, 200),
+        team_id=_text(r.team_id, 200),
+        model=_text(r.model, 300),
+        answered_by=_text(r.answered_by, 300),
+        provider=_text(r.provider, 100),
         prompt_tokens=r.prompt_tokens,
         cached_tokens=r.cached_tokens,
         completion_tokens=r.completion_tokens,
@@ -48,7 +55,7 @@ def _row(r: auth_pb2.SpendRecord) -> SpendRow:
         latency_ms=r.latency_ms,
         status=r.status,
         cache_hit=r.cache_hit,
-        end_user=r.end_user[:200],
+        end_user=_text(r.end_user, 200),
         tags=_tags(r.tags_json),
     )
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import re
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+import asyncpg
+import grpc
 import orjson
 
 from iir_common.budget_window import valid_duration
@@ -32,6 +37,31 @@ def json_object_problem(text: str) -> str | None:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
         value = None
-    if not isinstance(value, dict) or len(text) > 16_384:
-        return "metadata must be a JSON object (at most 16 kB)"
+    if not isinstance(value, dict) or len(text) > 16_384 or "\\u0000" in text:
+        return "metadata must be a JSON object (at most 16 kB, no NUL characters)"
     return None
+
+
+T = TypeVar("T")
+
+
+def refuse_unstorable(cls: type[T]) -> type[T]:
+    """Every RPC of a servicer answers INVALID_ARGUMENT, not UNKNOWN, for a value PostgreSQL cannot store
+    (an unpaired surrogate, a NUL in JSON): bad input, not an outage."""
+    names = {n for base in cls.__mro__ for n in vars(base) if n[:1].isupper()}
+    for name in names:
+        method = getattr(cls, name)  # the one the MRO resolves
+        if inspect.iscoroutinefunction(method):
+            setattr(cls, name, _guarded(method))
+    return cls
+
+
+def _guarded(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(method)
+    async def call(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except asyncpg.DataError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"a value cannot be stored: {exc}")
+
+    return call

@@ -64,6 +64,35 @@ def _next_month(first: date) -> date:
     return date(first.year + first.month // 12, first.month % 12 + 1, 1)
 
 
+_INSERT = (
+    "INSERT INTO spend_log (at, request_id, key_id, user_id, team_id, model, answered_by, provider,"
+    " prompt_tokens, cached_tokens, completion_tokens, cost, latency_ms, status, cache_hit, end_user,"
+    " tags) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+)
+
+
+def _values(r: SpendRow) -> tuple[Any, ...]:
+    return (
+        r.at,
+        r.request_id,
+        r.key_id,
+        r.user_id,
+        r.team_id,
+        r.model,
+        r.answered_by,
+        r.provider,
+        r.prompt_tokens,
+        r.cached_tokens,
+        r.completion_tokens,
+        r.cost,
+        r.latency_ms,
+        r.status,
+        r.cache_hit,
+        r.end_user,
+        orjson.dumps(r.tags).decode(),
+    )
+
+
 class SpendStore:
     def __init__(self, pool: asyncpg.Pool, retention_days: int = 400) -> None:
         self.pool = pool
@@ -85,33 +114,16 @@ class SpendStore:
             return
         async with self.pool.acquire() as conn:
             await self._ensure_partitions(conn, {_month(r.at) for r in rows})
-            await conn.executemany(
-                "INSERT INTO spend_log (at, request_id, key_id, user_id, team_id, model, answered_by, provider,"
-                " prompt_tokens, cached_tokens, completion_tokens, cost, latency_ms, status, cache_hit, end_user,"
-                " tags) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-                [
-                    (
-                        r.at,
-                        r.request_id,
-                        r.key_id,
-                        r.user_id,
-                        r.team_id,
-                        r.model,
-                        r.answered_by,
-                        r.provider,
-                        r.prompt_tokens,
-                        r.cached_tokens,
-                        r.completion_tokens,
-                        r.cost,
-                        r.latency_ms,
-                        r.status,
-                        r.cache_hit,
-                        r.end_user,
-                        orjson.dumps(r.tags).decode(),
-                    )
-                    for r in rows
-                ],
-            )
+            values = [_values(r) for r in rows]
+            try:
+                await conn.executemany(_INSERT, values)
+            except asyncpg.DataError:
+                # One bad row must not hold back the batch (the gateway would resend it for ever).
+                for value in values:
+                    try:
+                        await conn.execute(_INSERT, *value)
+                    except asyncpg.DataError as exc:
+                        log.warning("spend record dropped", extra={"request_id": value[1], "error": repr(exc)[:200]})
 
     async def drop_expired(self, now: datetime | None = None) -> list[str]:
         """Drops the monthly partitions wholly older than the retention; returns their names."""

@@ -39,6 +39,8 @@ def _text(max_length: int) -> Any:
 def metadata_json(value: dict[str, Any] | None) -> str:
     """Metadata as the auth service takes it, or a 400 when it is too big."""
     text = orjson.dumps(value or {}).decode()
+    if "\\u0000" in text:  # PostgreSQL's JSONB cannot hold a NUL
+        raise APIError(400, "metadata must not hold NUL characters.", code="invalid_value", param="metadata")
     if len(text) > MAX_METADATA_BYTES:
         raise APIError(
             400, f"metadata may hold {MAX_METADATA_BYTES} bytes of JSON.", code="invalid_value", param="metadata"

@@ -39,11 +39,25 @@ def _render_public(reply: registry_pb2.StatusResponse, principal: Principal) -> 
     return Response(orjson.dumps({"models": models}), media_type="application/json")
 
 
-def _render(reply: registry_pb2.StatusResponse) -> Response:
+def _with_load(model: dict[str, Any], gw: Runtime) -> dict[str, Any]:
+    """Each endpoint's live load as this gateway sees it: its own in-flight requests and vLLM's scraped
+    waiting/running requests and KV-cache use."""
+    for endpoint in model.get("endpoints") or []:
+        state = gw.endpoints.get(endpoint["url"])
+        endpoint["load"] = {
+            "in_flight": state.outstanding,
+            "waiting": state.waiting,
+            "running": state.running,
+            "kv_cache_usage": state.kv_cache_usage,
+        }
+    return model
+
+
+def _render(reply: registry_pb2.StatusResponse, gw: Runtime) -> Response:
     body = {
         "source": reply.source,
         "last_refresh": datetime.fromtimestamp(reply.last_refresh, UTC).isoformat() if reply.last_refresh else None,
-        "models": [_as_dict(m) for m in reply.models],
+        "models": [_with_load(_as_dict(m), gw) for m in reply.models],
         "nodes": [_as_dict(n) for n in reply.nodes],
         "error": reply.error or None,
     }
@@ -74,7 +88,7 @@ async def registry_status(request: Request) -> Response:
     gw: Runtime = request.app.state.gateway
     principal = await gw.auth.authenticate(request.headers, client_ip(request))
     reply = await _call(gw, "status")
-    return _render(reply) if principal.admin else _render_public(reply, principal)
+    return _render(reply, gw) if principal.admin else _render_public(reply, principal)
 
 
 # Keys without admin rights may ask for a re-list (the onboarding guide does), at most this often per
@@ -90,7 +104,7 @@ async def registry_refresh(request: Request) -> Response:
     gw: Runtime = request.app.state.gateway
     principal = await gw.auth.authenticate(request.headers, client_ip(request))
     if principal.admin:
-        return _render(await _call(gw, "refresh"))
+        return _render(await _call(gw, "refresh"), gw)
     state = request.app.state
     now = time.monotonic()
     due = now - getattr(state, "public_refresh_at", -PUBLIC_REFRESH_INTERVAL_S) >= PUBLIC_REFRESH_INTERVAL_S

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 
 import grpc
 
 from iir.v1 import auth_pb2, auth_pb2_grpc
+from iir_gateway.limits.usage_recorder import flush_every
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +21,8 @@ class SpendRecorder:
         self._stub = auth_pb2_grpc.AuthServiceStub(channel)
         self._interval = interval_s
         self._pending: deque[auth_pb2.SpendRecord] = deque(maxlen=_MAX_PENDING)
-        self.dropped = 0
 
     def record(self, record: auth_pb2.SpendRecord) -> None:
-        if len(self._pending) == _MAX_PENDING:
-            self.dropped += 1
         self._pending.append(record)
 
     async def flush(self) -> None:
@@ -41,9 +38,4 @@ class SpendRecorder:
                 return
 
     async def run(self) -> None:
-        try:
-            while True:
-                await asyncio.sleep(self._interval)
-                await self.flush()
-        finally:
-            await asyncio.shield(self.flush())
+        await flush_every(self._interval, self.flush)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import grpc
@@ -58,9 +59,14 @@ class UsageRecorder:
                     row[2] += c
 
     async def run(self) -> None:
-        try:
-            while True:
-                await asyncio.sleep(self._interval)
-                await self.flush()
-        finally:
-            await asyncio.shield(self.flush())
+        await flush_every(self._interval, self.flush)
+
+
+async def flush_every(interval_s: float, flush: Callable[[], Awaitable[None]]) -> None:
+    """Calls `flush` every `interval_s` until cancelled, and once more then (what is pending is sent)."""
+    try:
+        while True:
+            await asyncio.sleep(interval_s)
+            await flush()
+    finally:
+        await asyncio.shield(flush())

@@ -106,7 +106,7 @@ const views = {
         ["User", (k) => k.user_id || "–"], ["RPM", (k) => limit(k.rpm_limit)], ["TPM", (k) => limit(k.tpm_limit)],
         ["Budget", (k) => (k.max_budget ? `${money(k.max_budget)} / ${k.budget_duration || "all time"}` : "–")],
         ["State", (k) => (k.blocked ? "blocked" : "active")], ["Last used", (k) => k.last_used_at || "never"],
-        ["", (k) => [act(k, "regenerate", "Regenerate"), act(k, k.blocked ? "unblock" : "block", k.blocked ? "Unblock" : "Block"), act(k, "revoke", "Revoke")]],
+        ["", (k) => [el("button", { class: "small", on: { click: () => editKey(k) } }, "Edit"), act(k, "regenerate", "Regenerate"), act(k, k.blocked ? "unblock" : "block", k.blocked ? "Unblock" : "Block"), act(k, "revoke", "Revoke")]],
       ], keys.data, "keys-table"));
   },
 
@@ -175,7 +175,8 @@ const views = {
       table([
         ["Model", (m) => m.name], ["Provider", (m) => m.provider], ["State", (m) => el("span", { class: `state-${m.phase}` }, m.phase || "–")],
         ["Replicas", (m) => `${m.ready_replicas ?? m.readyReplicas ?? 0} / ${m.replicas ?? 0}`],
-        ["Endpoints", (m) => (m.endpoints || []).map((e) => `${e.url}${e.ready ? "" : " (not ready)"}`).join(", ") || "–"],
+        ["Endpoints and load", (m) => (m.endpoints || []).map((e) => el("div", {}, `${e.url}${e.ready ? "" : " (not ready)"}`,
+          e.load ? ` · ${e.load.in_flight} in flight, ${e.load.running} running, ${e.load.waiting} waiting, KV ${Math.round(100 * e.load.kv_cache_usage)}%` : ""))],
         ["GPUs per replica", (m) => m.gpus_per_replica ?? m.gpusPerReplica ?? 0],
       ], models, "models-table"),
       el("h2", {}, "GPU nodes"),
@@ -202,6 +203,22 @@ const views = {
 function showSecret(secret, text = "The key's secret, shown once; store it now:") {
   const box = $("secret-box");
   if (box) box.replaceChildren(el("p", {}, text), el("div", { class: "secret", id: "new-secret" }, secret));
+}
+
+function editKey(k) {
+  // The key's settings in a form; Save sends what the form holds (PATCH: the secret stays).
+  const input = (id, v, type = "number") => el("input", { id, type, value: v ?? "", step: "any", min: 0 });
+  const form = el("form", { class: "inline", id: "edit-form", on: { submit: (e) => { e.preventDefault(); run(async () => {
+    await api("PATCH", `/api/v1/apikeys/${k.id}`, { name: value("edit-name"), rpm_limit: number("edit-rpm"),
+      tpm_limit: number("edit-tpm"), max_budget: number("edit-budget"), max_parallel_requests: number("edit-parallel") });
+    await show("keys");
+  }); } } },
+    el("strong", {}, `Edit ${k.prefix}…`),
+    field("Name", input("edit-name", k.name, "text")), field("RPM", input("edit-rpm", k.rpm_limit)),
+    field("TPM", input("edit-tpm", k.tpm_limit)), field("Budget (USD)", input("edit-budget", k.max_budget)),
+    field("Parallel", input("edit-parallel", k.max_parallel_requests)),
+    el("button", { id: "edit-save", class: "primary", type: "submit" }, "Save"));
+  $("secret-box").replaceChildren(form);
 }
 
 async function createKey() {
