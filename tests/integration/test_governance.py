@@ -283,3 +283,23 @@ def test_values_postgresql_cannot_store_are_refused_or_cleaned(stack: Stack) -> 
         return sum(row["requests"] for row in own["data"])
 
     assert wait_for(lambda: requests() == 2, timeout=10)
+
+
+def test_a_team_keys_job_runs_and_is_listed_for_the_admin(stack: Stack) -> None:
+    t = team(stack, rpm_limit=100, max_budget=5)
+    k = key(stack, team_id=t["id"])
+    queued = httpx.post(
+        f"{stack.gateway_url}/v1/async/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "later"}], "max_tokens": 4},
+        headers={"Authorization": f"Bearer {k['key']}"},
+    )
+    assert queued.status_code == 202, queued.text
+    job_id = queued.json()["job_id"]
+
+    def done() -> dict | None:
+        work = made(admin(stack, "GET", f"/api/v1/apikeys/{k['id']}/jobs"), 200)
+        job = next((j for j in work["jobs"] if j["job_id"] == job_id), None)
+        return job if job and job["status"] == "completed" else None
+
+    assert wait_for(done, timeout=15)  # run with the team's limits and budget, restored from the job
+    assert admin(stack, "GET", f"/api/v1/apikeys/{uuid.uuid4()}/jobs").status_code == 404

@@ -14,15 +14,16 @@ import pytest
 
 from iir_dev.stack import REPO, Stack
 from tests.conftest import MASTER_KEY, SERVED
+from tests.waiting import unavailable
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 ARTIFACTS = REPO / ".artifacts" / "ui"
 
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromedriver: `make browser`")
-
 
 @pytest.fixture
 def browser() -> Iterator[object]:
+    if not (CHROMIUM and DRIVER):
+        unavailable("chromium and chromedriver are not installed (`make browser`)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -114,6 +115,8 @@ def test_create_a_team_and_key_then_see_its_spend(stack: Stack, browser: object)
     d.find_element(By.CSS_SELECTOR, "nav button[data-view=models]").click()  # type: ignore[attr-defined]
     wait.until(seen.text_to_be_present_in_element((By.ID, "models-table"), f"local/{SERVED}"))
     shot("5-models")
+    d.find_element(By.CSS_SELECTOR, "nav button[data-view=batches]").click()  # type: ignore[attr-defined]
+    by_id("jobs-table")
     d.find_element(By.CSS_SELECTOR, "nav button[data-view=audit]").click()  # type: ignore[attr-defined]
     wait.until(seen.text_to_be_present_in_element((By.ID, "audit-table"), "team.create"))
     shot("6-audit")

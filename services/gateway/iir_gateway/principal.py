@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from dataclasses import dataclass
+from typing import Any
 
 from iir.v1 import auth_pb2
 
@@ -87,6 +89,21 @@ class Principal:
     def spends_money(self) -> bool:
         """Some scope has a budget in money: admission needs the request's estimated cost."""
         return self.max_budget > 0 or any(s.max_budget > 0 for s in self.owners)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able copy, for a job or batch that runs later on this key's behalf."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **changes: Any) -> Principal:
+        """The principal `to_dict` stored (fields it does not know are ignored: stored by an older version)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["allowed_models"] = tuple(values.get("allowed_models") or ())
+        values["owners"] = tuple(
+            Scope(**{**s, "allowed_models": tuple(s.get("allowed_models") or ())}) for s in values.get("owners") or ()
+        )
+        return cls(**{**values, **changes})
 
     @classmethod
     def from_key_info(cls, k: auth_pb2.KeyInfo) -> Principal:

@@ -316,6 +316,17 @@ async def key_usage(key_id: str, request: Request, since: str = "", until: str =
     return _json(_usage_json(key_id, reply))
 
 
+@router.get("/{key_id}/jobs", summary="The key's async jobs (kept ones, newest first) and batches")
+async def key_jobs(key_id: str, request: Request) -> Response:
+    admin = await require_admin(request)
+    gw = admin.gw
+    info = await admin.call(gw.auth_stub.GetKey, auth_pb2.KeyRef(id=key_id))  # 404 for an unknown key
+    owner = Principal(info.id, info.name, False, 0, ())
+    batches, _ = await gw.batches.list(owner, None, 100)
+    jobs = [job.public() for job in await gw.jobs.of_owner(info.id)]
+    return _json({"key_id": info.id, "jobs": jobs, "batches": batches})
+
+
 # Self-service: a key reads its own settings and usage with itself, no admin needed.
 self_router = APIRouter(prefix="/api/v1/key", tags=["API keys"])
 

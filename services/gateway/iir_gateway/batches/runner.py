@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import time
@@ -272,6 +271,4 @@ def _succeeded(line: dict[str, Any]) -> bool:
 
 def _principal(data: dict[str, Any]) -> Principal:
     """The owner as it was when the batch was made, at the lowest priority (interactive traffic first)."""
-    data = {**data, "allowed_models": tuple(data.get("allowed_models") or ()), "priority": 0}
-    fields = {f.name for f in dataclasses.fields(Principal)}
-    return Principal(**{k: v for k, v in data.items() if k in fields})
+    return Principal.from_dict(data, priority=0)

@@ -4,7 +4,6 @@ that one gateway process holds while it runs the batch."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 from typing import Any
@@ -62,7 +61,7 @@ class BatchStore:
         return f"{self.prefix}batches:owner:{owner}"
 
     async def create(self, principal: Principal, batch: dict[str, Any]) -> None:
-        record = {"owner": principal.key_id, "principal": dataclasses.asdict(principal), "batch": batch}
+        record = {"owner": principal.key_id, "principal": principal.to_dict(), "batch": batch}
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self.key(batch["id"]), orjson.dumps(record), ex=self.ttl_s)
             pipe.zadd(self._owned(principal.key_id), {batch["id"]: batch["created_at"]})

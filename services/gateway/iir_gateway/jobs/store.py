@@ -40,9 +40,7 @@ class Job:
     error: dict[str, Any] | None = None
 
     def caller(self) -> Principal:
-        data = dict(self.principal)
-        data["allowed_models"] = tuple(data.get("allowed_models") or ())
-        return Principal(**data)
+        return Principal.from_dict(self.principal)
 
     def public(self) -> dict[str, Any]:
         """What the owner sees of the job."""
@@ -137,6 +135,9 @@ class JobStore:
     def queued(self, owner: str) -> str:
         return f"{self.prefix}jobs:queued:{owner}"
 
+    def _owned(self, owner: str) -> str:
+        return f"{self.prefix}jobs:owned:{owner}"
+
     async def submit(
         self, principal: Principal, kind: str, path: str, request: dict[str, Any], max_queued: int = 0
     ) -> Job:
@@ -148,7 +149,7 @@ class JobStore:
             path=path,
             status="pending",
             request=request,
-            principal=dataclasses.asdict(principal),
+            principal=principal.to_dict(),
             created_at=time.time(),
         )
         if max_queued > 0 and not await self.redis.eval(
@@ -158,8 +159,16 @@ class JobStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.key(job.id), mapping=self._fields(job))
             pipe.xadd(self.stream(band(principal.priority)), {"job": job.id})
+            pipe.zadd(self._owned(job.owner), {job.id: job.created_at})
+            pipe.expire(self._owned(job.owner), self.result_ttl_s)
             await pipe.execute()
         return job
+
+    async def of_owner(self, owner: str, limit: int = 100) -> list[Job]:
+        """The key's jobs still kept (results expire after the result TTL), newest first."""
+        ids: Any = await self.redis.zrevrange(self._owned(owner), 0, limit - 1)
+        jobs = [await self.get(i.decode()) for i in ids]
+        return [j for j in jobs if j is not None]
 
     async def get(self, job_id: str) -> Job | None:
         raw: Any = await self.redis.hgetall(self.key(job_id))

@@ -185,11 +185,21 @@ const views = {
   },
 
   async batches(view) {
-    const batches = await api("GET", "/v1/batches");
-    view.append(el("h2", {}, "Batches of this key"),
+    const keys = await api("GET", "/api/v1/apikeys");
+    const chosen = sessionStorage.getItem("iir-jobs-key") || keys.data[0]?.id || "";
+    const picker = el("select", { id: "jobs-key", on: { change: (e) => { sessionStorage.setItem("iir-jobs-key", e.target.value); show("batches"); } } },
+      keys.data.map((k) => el("option", { value: k.id, selected: k.id === chosen }, `${k.name} (${k.prefix}…)`)));
+    view.append(el("h2", {}, "Jobs and batches of a key"), picker);
+    if (!chosen) return;
+    const work = await api("GET", `/api/v1/apikeys/${chosen}/jobs`);
+    view.append(
+      el("h3", {}, "Async jobs"),
+      table([["Id", (j) => j.job_id], ["Status", (j) => j.status], ["Model", (j) => j.model],
+        ["Created", (j) => new Date(j.created_at * 1000).toISOString()]], work.jobs, "jobs-table"),
+      el("h3", {}, "Batches"),
       table([["Id", (b) => b.id], ["Status", (b) => b.status], ["Endpoint", (b) => b.endpoint],
         ["Done", (b) => `${b.request_counts?.completed ?? 0} / ${b.request_counts?.total ?? 0}`],
-        ["Created", (b) => new Date(b.created_at * 1000).toISOString()]], batches.data, "batches-table"));
+        ["Created", (b) => new Date(b.created_at * 1000).toISOString()]], work.batches, "batches-table"));
   },
 
   async audit(view) {
