@@ -50,7 +50,8 @@ def up(args: argparse.Namespace) -> int:
 IIR is up.
   URL:      {url}      (IIR_URL for the CLI and the README's examples)
   SDKs:     OpenAI(base_url="{url}/v1", api_key=...)   (the OpenAI API is under /v1)
-  API key:  {key}
+  API key:  {key}   (an admin key)
+  Admin UI: {url}/ui/   (log in with that key: keys, teams, users, spend, models)
   Docs:     {url}/docs      Health: {url}/health      Metrics: {stack.metrics_url}
   Models:   edit {stack.models_file} (kept across runs, reloaded on save)
   External: export ANTHROPIC_API_KEY / OPENAI_API_KEY / … before `make dev` to call anthropic/…, openai/…
