@@ -193,3 +193,53 @@ def test_dockerfile_has_a_hardened_target_per_service() -> None:
     runtime = text.split(" AS runtime\n", 1)[1].split("\nFROM ", 1)[0]
     assert "USER 10001" in runtime and "torch" not in runtime
     assert "services/classifier/model" in (REPO / ".dockerignore").read_text()
+
+
+PRODUCTION = REPO / "deploy" / "examples" / "values" / "production.yaml"
+
+
+def test_production_values_render_every_pod_option_and_validate(helm: str) -> None:
+    objs = render(helm, None, "-f", str(PRODUCTION))
+    validate_all(objs)
+    deployments = by_kind(objs, "Deployment")
+    assert {"iir-gateway", "iir-auth", "iir-classifier", "iir-registry", "iir-operator"} <= set(deployments)
+    assert "iir-postgresql" not in by_kind(objs, "StatefulSet") and not by_kind(objs, "Secret").get("iir")
+    gw = deployments["iir-gateway"]["spec"]["template"]
+    spec, container = gw["spec"], gw["spec"]["containers"][0]
+    assert spec["nodeSelector"] == {"node-role.kubernetes.io/ingress-tier": "true"}
+    assert spec["tolerations"][0]["value"] == "gateway" and spec["priorityClassName"] == "iir-critical"
+    assert spec["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    assert "podAntiAffinity" in spec["affinity"]
+    assert gw["metadata"]["labels"]["team"] == "platform"
+    assert gw["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "true"
+    assert "checksum/config" in gw["metadata"]["annotations"]  # the chart's own annotations stay
+    assert container["envFrom"] == [{"secretRef": {"name": "iir-provider-keys"}}]
+    assert env_of(deployments["iir-gateway"])["IIR_LOG_LEVEL"] == "info"
+    assert {"name": "ca-bundle", "configMap": {"name": "corporate-ca"}} in spec["volumes"]
+    assert any(m["name"] == "ca-bundle" for m in container["volumeMounts"])
+    accounts = by_kind(objs, "ServiceAccount")
+    assert accounts["iir-gateway"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith("iir-gateway")
+    assert "iam.gke.io/gcp-service-account" in accounts["iir-registry"]["metadata"]["annotations"]
+    auth = deployments["iir-auth"]
+    assert env_of(auth)["IIR_SPEND_RETENTION_DAYS"] == "730"
+    assert auth["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    registry = deployments["iir-registry"]["spec"]["template"]["spec"]
+    assert registry["tolerations"] == [{"key": "CriticalAddonsOnly", "operator": "Exists"}]
+    operator = deployments["iir-operator"]["spec"]["template"]
+    assert operator["spec"]["volumes"] == [{"name": "scratch", "emptyDir": {}}]
+    assert operator["spec"]["containers"][0]["volumeMounts"] == [{"name": "scratch", "mountPath": "/scratch"}]
+    assert operator["metadata"]["annotations"] == {"example.com/owner": "platform"}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"gateway.extraEnv[0].value": "no-name"},
+        {"auth.extraVolumeMounts[0].name": "no-path"},
+        {"registry.priorityClassName": "{}"},
+        {"operator.serviceAccount.colour": "red"},
+    ],
+)
+def test_values_schema_refuses_bad_pod_options(helm: str, values: dict[str, str]) -> None:
+    with pytest.raises(subprocess.CalledProcessError):
+        render(helm, values)

@@ -97,3 +97,23 @@ securityContext:
 {{- define "iir.providerKeysSecret" -}}
 {{- if .Values.providers.existingSecret -}}{{ .Values.providers.existingSecret }}{{- else if .Values.providers.apiKeys -}}{{ include "iir.fullname" . }}-provider-keys{{- end -}}
 {{- end -}}
+
+{{- /* Scheduling options every workload takes from its values (nodeSelector, tolerations, affinity,
+topologySpreadConstraints, priorityClassName). */ -}}
+{{- define "iir.podPlacement" -}}
+{{- with .nodeSelector }}
+nodeSelector: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .topologySpreadConstraints }}
+topologySpreadConstraints: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+{{- end -}}
