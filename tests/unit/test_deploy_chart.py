@@ -203,7 +203,7 @@ def test_production_values_render_every_pod_option_and_validate(helm: str) -> No
     validate_all(objs)
     deployments = by_kind(objs, "Deployment")
     assert {"iir-gateway", "iir-auth", "iir-classifier", "iir-registry", "iir-operator"} <= set(deployments)
-    assert "iir-postgresql" not in by_kind(objs, "StatefulSet") and not by_kind(objs, "Secret").get("iir")
+    assert "iir-postgresql" not in by_kind(objs, "StatefulSet") and "iir-secrets" not in by_kind(objs, "Secret")
     gw = deployments["iir-gateway"]["spec"]["template"]
     spec, container = gw["spec"], gw["spec"]["containers"][0]
     assert spec["nodeSelector"] == {"node-role.kubernetes.io/ingress-tier": "true"}
@@ -243,3 +243,27 @@ def test_production_values_render_every_pod_option_and_validate(helm: str) -> No
 def test_values_schema_refuses_bad_pod_options(helm: str, values: dict[str, str]) -> None:
     with pytest.raises(subprocess.CalledProcessError):
         render(helm, values)
+
+
+def test_gitops_renders_are_stable_or_fail_clearly(helm: str) -> None:
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        subprocess.run(
+            [helm, "template", "iir", str(CHART), "--set", "requireSecrets=true"],
+            capture_output=True,
+            text=True,
+            env=helm_env(),
+            check=True,
+        )
+    assert "masterKey.value" in refused.value.stderr and "bundled.postgresql.password" in refused.value.stderr
+    given = {
+        "requireSecrets": "true",
+        "masterKey.value": "iir-admin-fixed",
+        "bundled.postgresql.password": "pg-fixed",
+        "bundled.redis.password": "redis-fixed",
+    }
+    assert render(helm, given) == render(helm, given)  # nothing random: Argo CD and Flux see no drift
+    secret = by_kind(render(helm, given), "Secret")["iir-secrets"]
+    assert (
+        "pg-fixed" in secret["stringData"]["database-url"] and secret["stringData"]["master-key"] == "iir-admin-fixed"
+    )
+    assert render(helm, None, "-f", str(PRODUCTION)) == render(helm, None, "-f", str(PRODUCTION))
