@@ -7,11 +7,13 @@ from typing import Any
 from iir_common.gpus import PRODUCT_LABEL
 from iir_common.inference_model import InferenceModelView
 from iir_common.kube import GPU_RESOURCE, GROUP, KIND, MANAGED_BY, MODEL_LABEL, VERSION, service_name
+from iir_operator.drain import pre_stop
 from iir_operator.plan import Plan
 
 Obj = dict[str, Any]
 MODEL_DIR = "/models"
 CACHE_DIR = "/cache"
+DEFAULT_DRAIN_S = 120  # spec.drainTimeoutSeconds when unset
 
 
 def labels(im: Obj) -> dict[str, str]:
@@ -119,6 +121,7 @@ def build_deployment(im: Obj, plan: Plan) -> Obj:
         *(spec.get("tolerations") or []),
     ]
     probe = {"httpGet": {"path": "/health", "port": "http"}}
+    drain_s = int(spec.get("drainTimeoutSeconds", DEFAULT_DRAIN_S))
     container = {
         "name": "vllm",
         "image": vllm.get("image", "vllm/vllm-openai:v0.11.0"),
@@ -134,6 +137,8 @@ def build_deployment(im: Obj, plan: Plan) -> Obj:
         "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {**probe, "periodSeconds": 15, "failureThreshold": 4},
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "cache", "mountPath": CACHE_DIR}, *mounts],
+        # Stop only once the requests in flight are done (the endpoint is terminating meanwhile).
+        "lifecycle": {"preStop": pre_stop(port, drain_s)},
     }
     pod_labels = labels(im)
     return {
@@ -143,6 +148,8 @@ def build_deployment(im: Obj, plan: Plan) -> Obj:
         "spec": {
             "replicas": int(spec.get("replicas", 1)),
             "selector": {"matchLabels": {MODEL_LABEL: im["metadata"]["name"]}},
+            # Keep the capacity during a rollout: a new replica is ready before an old one drains.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {
                     "labels": pod_labels,
@@ -161,7 +168,8 @@ def build_deployment(im: Obj, plan: Plan) -> Obj:
                         cache_volume,
                         *volumes,
                     ],
-                    "terminationGracePeriodSeconds": 60,
+                    # Above the drain, so a draining replica is never killed mid-request.
+                    "terminationGracePeriodSeconds": drain_s + 30,
                 },
             },
         },

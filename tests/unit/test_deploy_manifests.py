@@ -81,3 +81,22 @@ def _example(**spec_changes: Any) -> dict[str, Any]:
 def test_bad_manifests_are_refused_with_a_clear_message(doc: dict[str, Any], message: str) -> None:
     errors = validate_inference_model(doc)
     assert errors and any(message in e for e in errors), errors
+
+
+def test_vllm_replicas_drain_before_they_stop_and_rollouts_keep_capacity() -> None:
+    im = copy.deepcopy(EXAMPLES[0][1])
+    im["metadata"]["uid"] = "0b0e5c3a-1111-2222-3333-444455556666"
+    im["spec"]["drainTimeoutSeconds"] = 300
+    deployment = build_deployment(im, plan_model(im["spec"], NODES, 80))
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 330  # above the drain
+    command = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[:2] == ["python3", "-c"] and command[-2:] == ["8000", "300"]
+    del im["spec"]["drainTimeoutSeconds"]
+    assert (
+        build_deployment(im, plan_model(im["spec"], NODES, 80))["spec"]["template"]["spec"][
+            "terminationGracePeriodSeconds"
+        ]
+        == 150
+    )
