@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from iir.v1 import auth_pb2, auth_pb2_grpc
 from iir_auth.audit import Audited
-from iir_auth.org_api import OrgRpcs, scope_of_team, scope_of_user
+from iir_auth.org_api import OrgRpcs, scope_of_team, scope_of_user, unix
 from iir_auth.settings import AuthSettings
 from iir_auth.spend_api import SpendRpcs
 from iir_auth.storage.audit_store import AuditStore
@@ -32,10 +32,6 @@ CACHE_MODES = ("", "on", "off")
 _MAX_GRACE_S = 30 * 86400
 
 
-def _unix(moment: datetime | None) -> int:
-    return int(moment.timestamp()) if moment else 0
-
-
 def key_info(rec: KeyRecord) -> auth_pb2.KeyInfo:
     return auth_pb2.KeyInfo(
         id=rec.id,
@@ -50,10 +46,10 @@ def key_info(rec: KeyRecord) -> auth_pb2.KeyInfo:
         description=rec.description,
         budget_tokens=rec.budget_tokens,
         budget_period=rec.budget_period,
-        expires_at=_unix(rec.expires_at),
-        created_at=_unix(rec.created_at),
-        last_used_at=_unix(rec.last_used_at),
-        revoked_at=_unix(rec.revoked_at),
+        expires_at=unix(rec.expires_at),
+        created_at=unix(rec.created_at),
+        last_used_at=unix(rec.last_used_at),
+        revoked_at=unix(rec.revoked_at),
         scrub_mode=rec.scrub_mode,
         cache_mode=rec.cache_mode,
         team_id=rec.team_id or "",
@@ -63,7 +59,7 @@ def key_info(rec: KeyRecord) -> auth_pb2.KeyInfo:
         max_parallel_requests=rec.max_parallel_requests,
         blocked=rec.blocked,
         metadata_json=orjson.dumps(rec.metadata).decode(),
-        previous_valid_until=_unix(rec.previous_valid_until) if rec.previous_key_hash else 0,
+        previous_valid_until=unix(rec.previous_valid_until) if rec.previous_key_hash else 0,
     )
 
 
@@ -255,7 +251,7 @@ class AuthServicer(OrgRpcs, SpendRpcs, auth_pb2_grpc.AuthServiceServicer):
             tpm_limit=current.tpm_limit,
             budget_tokens=current.budget_tokens,
             budget_period=current.budget_period,
-            expires_at=_unix(current.expires_at),
+            expires_at=unix(current.expires_at),
             scrub_mode=current.scrub_mode,
             cache_mode=current.cache_mode,
             team_id=current.team_id or "",

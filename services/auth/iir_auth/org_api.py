@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 _USER_ID_MAX = 200
 
 
-def _unix(moment: datetime | None) -> int:
+def unix(moment: datetime | None) -> int:
+    """Unix seconds of a stored time, 0 for none (as the messages carry times)."""
     return int(moment.timestamp()) if moment else 0
 
 
@@ -38,7 +39,7 @@ def team_message(t: TeamRecord) -> auth_pb2.Team:
         tpm_limit=t.tpm_limit,
         allowed_models=t.allowed_models,
         metadata_json=orjson.dumps(t.metadata).decode(),
-        created_at=_unix(t.created_at),
+        created_at=unix(t.created_at),
         member_ids=t.member_ids,
     )
 
@@ -52,7 +53,7 @@ def user_message(u: UserRecord) -> auth_pb2.User:
         rpm_limit=u.rpm_limit,
         tpm_limit=u.tpm_limit,
         metadata_json=orjson.dumps(u.metadata).decode(),
-        created_at=_unix(u.created_at),
+        created_at=unix(u.created_at),
         team_ids=u.team_ids,
     )
 

@@ -146,9 +146,6 @@ def key_json(k: auth_pb2.KeyInfo) -> dict[str, Any]:
     }
 
 
-_json = json_response
-
-
 @router.post("", summary="Create a key; its secret is returned once", status_code=201, openapi_extra=body_of(CreateKey))
 async def create_key(request: Request) -> Response:
     admin = await require_admin(request)
@@ -186,7 +183,7 @@ async def create_key(request: Request) -> Response:
         ),
     )
     # `api_key` is the onboarding guide's name for the secret; `key` is IIR's.
-    return _json({**key_json(reply.info), "key": reply.key, "api_key": reply.key}, status=201)
+    return json_response({**key_json(reply.info), "key": reply.key, "api_key": reply.key}, status=201)
 
 
 @router.patch(
@@ -227,26 +224,26 @@ async def update_key(key_id: str, request: Request) -> Response:
         change.expires_at = int(body.expires_at.timestamp()) if body.expires_at else 0
     if body.expires_in_days:
         change.expires_at = int(time.time() + body.expires_in_days * 86400)
-    return _json(key_json(await admin.call(admin.gw.auth_stub.UpdateKey, change)))
+    return json_response(key_json(await admin.call(admin.gw.auth_stub.UpdateKey, change)))
 
 
 @router.get("", summary="List keys (without secrets)")
 async def list_keys(request: Request, include_revoked: bool = False) -> Response:
     admin = await require_admin(request)
     reply = await admin.call(admin.gw.auth_stub.ListKeys, auth_pb2.ListKeysRequest(include_revoked=include_revoked))
-    return _json({"object": "list", "data": [key_json(k) for k in reply.keys]})
+    return json_response({"object": "list", "data": [key_json(k) for k in reply.keys]})
 
 
 @router.get("/{key_id}", summary="One key (without its secret)")
 async def get_key(key_id: str, request: Request) -> Response:
     admin = await require_admin(request)
-    return _json(key_json(await admin.call(admin.gw.auth_stub.GetKey, auth_pb2.KeyRef(id=key_id))))
+    return json_response(key_json(await admin.call(admin.gw.auth_stub.GetKey, auth_pb2.KeyRef(id=key_id))))
 
 
 @router.delete("/{key_id}", summary="Revoke a key: every gateway refuses it within a second")
 async def revoke_key(key_id: str, request: Request) -> Response:
     admin = await require_admin(request)
-    return _json(key_json(await admin.call(admin.gw.auth_stub.RevokeKey, auth_pb2.KeyRef(id=key_id))))
+    return json_response(key_json(await admin.call(admin.gw.auth_stub.RevokeKey, auth_pb2.KeyRef(id=key_id))))
 
 
 @router.post("/{key_id}/revoke", summary="Revoke a key (same as DELETE)")
@@ -258,7 +255,9 @@ async def revoke_key_post(key_id: str, request: Request) -> Response:
 async def rotate_key(key_id: str, request: Request) -> Response:
     admin = await require_admin(request)
     reply = await admin.call(admin.gw.auth_stub.RotateKey, auth_pb2.KeyRef(id=key_id))
-    return _json({**key_json(reply.info), "key": reply.key, "api_key": reply.key, "replaces": key_id}, status=201)
+    return json_response(
+        {**key_json(reply.info), "key": reply.key, "api_key": reply.key, "replaces": key_id}, status=201
+    )
 
 
 @router.post(
@@ -273,13 +272,13 @@ async def regenerate_key(key_id: str, request: Request) -> Response:
     body: Regenerate = validated(Regenerate, raw)
     message = auth_pb2.RegenerateKeyRequest(id=key_id, grace_period_s=body.grace_period_s)
     reply = await admin.call(admin.gw.auth_stub.RegenerateKey, message)
-    return _json({**key_json(reply.info), "key": reply.key, "api_key": reply.key}, status=201)
+    return json_response({**key_json(reply.info), "key": reply.key, "api_key": reply.key}, status=201)
 
 
 async def _set_blocked(key_id: str, request: Request, blocked: bool) -> Response:
     admin = await require_admin(request)
     change = auth_pb2.UpdateKeyRequest(id=key_id, blocked=blocked)
-    return _json(key_json(await admin.call(admin.gw.auth_stub.UpdateKey, change)))
+    return json_response(key_json(await admin.call(admin.gw.auth_stub.UpdateKey, change)))
 
 
 @router.post("/{key_id}/block", summary="Refuse a key until it is unblocked (every gateway, at once)")
@@ -313,7 +312,7 @@ async def key_usage(key_id: str, request: Request, since: str = "", until: str =
     admin = await require_admin(request)
     query = auth_pb2.GetUsageRequest(key_id=key_id, since=since, until=until)
     reply = await admin.call(admin.gw.auth_stub.GetUsage, query)
-    return _json(_usage_json(key_id, reply))
+    return json_response(_usage_json(key_id, reply))
 
 
 @router.get("/{key_id}/jobs", summary="The key's async jobs (kept ones, newest first) and batches")
@@ -324,7 +323,7 @@ async def key_jobs(key_id: str, request: Request) -> Response:
     owner = Principal(info.id, info.name, False, 0, ())
     batches, _ = await gw.batches.list(owner, None, 100)
     jobs = [job.public() for job in await gw.jobs.of_owner(info.id)]
-    return _json({"key_id": info.id, "jobs": jobs, "batches": batches})
+    return json_response({"key_id": info.id, "jobs": jobs, "batches": batches})
 
 
 # Self-service: a key reads its own settings and usage with itself, no admin needed.
@@ -340,12 +339,14 @@ async def _own_key(request: Request) -> tuple[Runtime, Principal]:
 async def own_key_info(request: Request) -> Response:
     gw, principal = await _own_key(request)
     if principal.configured:  # IIR_MASTER_KEY / IIR_ALLOWED_KEYS: no database row
-        return _json({"id": principal.key_id, "name": principal.name, "admin": principal.admin, "configured": True})
-    return _json(key_json(await call_auth(gw.auth_stub.GetKey, auth_pb2.KeyRef(id=principal.key_id))))
+        return json_response(
+            {"id": principal.key_id, "name": principal.name, "admin": principal.admin, "configured": True}
+        )
+    return json_response(key_json(await call_auth(gw.auth_stub.GetKey, auth_pb2.KeyRef(id=principal.key_id))))
 
 
 @self_router.get("/usage", summary="The calling key's own requests and tokens by model and day")
 async def own_key_usage(request: Request, since: str = "", until: str = "") -> Response:
     gw, principal = await _own_key(request)
     query = auth_pb2.GetUsageRequest(key_id=principal.key_id, since=since, until=until)
-    return _json(_usage_json(principal.key_id, await call_auth(gw.auth_stub.GetUsage, query)))
+    return json_response(_usage_json(principal.key_id, await call_auth(gw.auth_stub.GetUsage, query)))

@@ -4,7 +4,6 @@ their limits, allowed models and money budgets as well as its own."""
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -14,7 +13,7 @@ from starlette.responses import Response
 
 from iir.v1 import auth_pb2
 from iir_gateway.api.admin_access import json_response, require_admin, validated
-from iir_gateway.api.admin_routes import _MAX_LIMIT, DURATION, MAX_BUDGET, _text, metadata_json
+from iir_gateway.api.admin_routes import _MAX_LIMIT, DURATION, MAX_BUDGET, _iso, _text, metadata_json
 from iir_gateway.api.docs_routes import ADMIN_ERRORS, body_of
 from iir_gateway.api.requests import read_json_object
 
@@ -71,10 +70,6 @@ class UpdateUser(BaseModel):
     tpm_limit: int | None = Field(default=None, ge=0, le=_MAX_LIMIT)
     team_ids: list[_text(64)] | None = Field(default=None, max_length=100)  # type: ignore[valid-type]
     metadata: dict[str, Any] | None = None
-
-
-def _iso(seconds: int) -> str | None:
-    return datetime.fromtimestamp(seconds, UTC).isoformat() if seconds else None
 
 
 def team_json(t: auth_pb2.Team) -> dict[str, Any]:

@@ -41,7 +41,6 @@ class RequestContext:
     route: Route | None = None  # auto-route
     model: str = ""  # the public model asked for, or chosen by auto routing
     estimate: TokenEstimate | None = None  # admit, for keys with token limits
-    reserved_tokens: int = 0  # admit
     cache_key: str | None = None  # cache
     cache_hit: bool = False
     answered_by: str = ""  # the model that answered (a fallback, maybe)

@@ -57,7 +57,6 @@ class Admit(Step):
             cost = price.cost_nano(ctx.estimate.prompt, 0, ctx.estimate.completion)
         admission = await self.limiter.admit(principal, estimate, ctx.count_request, cost, hold=True)
         ctx.state[self.name] = admission
-        ctx.reserved_tokens = admission.reserved_tokens
         ctx.response_headers.update(admission.headers)
         return None
 
