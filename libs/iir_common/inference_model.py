@@ -22,6 +22,8 @@ class InferenceModelView:
     served_name: str  # `spec.servedName`, else the object's name: what vLLM is told to serve
     phase: str
     endpoints: tuple[StatusEndpoint, ...]
+    # spec.autoscaling.minReplicas is 0: at no replica, requests wait for one to start.
+    scales_from_zero: bool = False
 
     @property
     def ready(self) -> bool:
@@ -38,10 +40,12 @@ class InferenceModelView:
             if isinstance(e, Mapping) and e.get("url")
         )
         name = str(meta.get("name", ""))
+        autoscaling = spec.get("autoscaling")
         return cls(
             namespace=str(meta.get("namespace", "")),
             name=name,
             served_name=str(spec.get("servedName") or name),
             phase=str(status.get("phase") or "Pending"),
             endpoints=endpoints,
+            scales_from_zero=isinstance(autoscaling, Mapping) and autoscaling.get("minReplicas", 1) == 0,
         )

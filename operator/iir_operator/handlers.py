@@ -9,6 +9,7 @@ from typing import Any
 import kopf
 
 from iir_common.kube import GPU_RESOURCE, GROUP, MODEL_LABEL, PLURAL, VERSION, Kube
+from iir_operator.autoscaling.runner import Autoscaling, start_autoscaler
 from iir_operator.cluster_view import IndexedCluster, Obj
 from iir_operator.reconciler import Reconciler
 from iir_operator.settings import OperatorSettings
@@ -27,7 +28,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     owned: dict[str, Any] = {"labels": {MODEL_LABEL: kopf.PRESENT}}
 
     @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
         settings.posting.level = logging.INFO
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
@@ -36,11 +37,15 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         # Replicas of equal priority would all freeze: a random priority elects one active operator.
         settings.peering.priority = random.randint(1, 2**31)
         memo.reconciler = Reconciler(await Kube.connect(operator_settings.kube_server), operator_settings)
+        memo.autoscaling = start_autoscaler(operator_settings, memo.reconciler.kube, kwargs["models_by_key"])
 
     operator_settings = settings
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        autoscaling: Autoscaling | None = memo.get("autoscaling")
+        if autoscaling is not None:
+            await autoscaling.stop()
         reconciler: Reconciler | None = memo.get("reconciler")
         if reconciler is not None:
             await reconciler.kube.close()

@@ -13,11 +13,10 @@ import asyncio
 import logging
 from typing import Any
 
-import kopf
-
 from iir_common.inference_model import InferenceModelView
 from iir_common.kube import PLURAL, ApiException, Kube
 from iir_operator.cluster_view import ClusterView
+from iir_operator.events import post_event
 from iir_operator.manifests import build_deployment, build_service
 from iir_operator.plan import Plan, plan_model
 from iir_operator.settings import OperatorSettings
@@ -51,15 +50,7 @@ def _same_status(a: Obj, b: Obj) -> bool:
 
 
 def _event(im: Obj, phase: str, reason: str, message: str) -> None:
-    try:
-        kopf.event(
-            kopf.Body(im),  # type: ignore[arg-type]
-            type="Warning" if phase in _WARNING_PHASES else "Normal",
-            reason=reason,
-            message=message,
-        )
-    except LookupError:  # outside a running operator (unit use): no event queue
-        pass
+    post_event(im, "Warning" if phase in _WARNING_PHASES else "Normal", reason, message)
 
 
 class Reconciler:

@@ -16,3 +16,8 @@ class OperatorSettings(IIRSettings):
     operator_health_port: int = 8081
     # Name of the kopf peering object: replicas with the same name elect one active operator.
     peering_name: str = "iir-operator"
+    # The registry (host:port): the autoscaler follows its Watch for vLLM's load and the requests gateways
+    # hold. Empty: models with spec.autoscaling keep their replicas (a warning says so).
+    registry_addr: str = ""
+    # How often the autoscaler looks at the figures (a request held for a model at zero is acted on at once).
+    autoscale_interval_s: float = 5.0

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from iir_common.inference_model import InferenceModelView
+from iir_common.kube import MODEL_LABEL
 from iir_operator.plan import Plan
 from iir_operator.sizing import FORMULA
 
@@ -75,6 +76,7 @@ def failed_status(im: Obj, reason: str, message: str) -> Obj:
 
 def compute_status(im: Obj, plan: Plan, deployment: Obj | None, pods: list[Obj]) -> Obj:
     spec = im["spec"]
+    view = InferenceModelView.of(im)
     desired = int(spec.get("replicas", 1))
     port = int((spec.get("vllm") or {}).get("port", 8000))
     live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
@@ -91,7 +93,8 @@ def compute_status(im: Obj, plan: Plan, deployment: Obj | None, pods: list[Obj])
         pod, (reason, detail) = failures[0]
         phase, message = "Failed", f"pod {pod}: {reason}{': ' + detail if detail else ''}"
     elif desired == 0:
-        phase, reason, message = "Pending", "ScaledToZero", "spec.replicas is 0"
+        phase, reason = "ScaledToZero", "ScaledToZero"
+        message = "no replica; the next request starts one" if view.scales_from_zero else "spec.replicas is 0"
     elif n >= desired:
         phase, reason, message = "Ready", "ReplicasReady", f"{n}/{desired} replicas ready"
     elif n > 0:
@@ -108,11 +111,12 @@ def compute_status(im: Obj, plan: Plan, deployment: Obj | None, pods: list[Obj])
     previous = (im.get("status") or {}).get("conditions") or []
     status: Obj = {
         "phase": phase,
-        "servedName": InferenceModelView.of(im).served_name,
+        "servedName": view.served_name,
         "reason": reason,
         "message": message,
-        "replicas": desired,
+        "replicas": len(live),
         "readyReplicas": n,
+        "selector": f"{MODEL_LABEL}={im['metadata']['name']}",
         "gpusPerReplica": plan.gpus,
         "endpoints": endpoints,
         "observedGeneration": (im.get("metadata") or {}).get("generation", 0),
@@ -127,6 +131,8 @@ def compute_status(im: Obj, plan: Plan, deployment: Obj | None, pods: list[Obj])
             ),
         ],
     }
+    if (im.get("status") or {}).get("autoscaling"):  # the autoscaler's last decision stays
+        status["autoscaling"] = im["status"]["autoscaling"]
     if plan.estimate:
         status["sizing"] = {
             "requiredGiB": plan.estimate.required_gib,

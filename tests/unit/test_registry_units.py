@@ -196,3 +196,58 @@ def test_the_scraper_reads_what_real_vllm_exports() -> None:
         assert n == 1, name
     got = parse_vllm_metrics("http://x", text)
     assert (got.waiting, got.running, got.kv_cache_usage) == (4.0, 3.0, 0.5)
+
+
+def test_endpoint_slice_conditions_ready_draining_gone() -> None:
+    from iir_registry.sources.kubernetes_source import slice_endpoints
+
+    def ep(ip: str, **conditions: bool) -> dict[str, object]:
+        return {"addresses": [ip], "conditions": conditions, "targetRef": {"name": f"pod-{ip[-1]}"}}
+
+    slices = [
+        {
+            "ports": [{"name": "http", "port": 8000}],
+            "endpoints": [
+                ep("10.0.0.1", ready=True, serving=True, terminating=False),
+                ep("10.0.0.2", ready=False, serving=True, terminating=True),  # stopping, finishing its requests
+                ep("10.0.0.3", ready=False, serving=False, terminating=True),  # stopping, done
+                ep("10.0.0.4", ready=False),  # not ready yet
+                ep("10.0.0.5"),  # unknown: ready, as kube-proxy takes it
+            ],
+        }
+    ]
+    got = {e.url.split("//")[1].split(":")[0]: (e.ready, e.draining) for e in slice_endpoints(slices)}
+    assert got == {
+        "10.0.0.1": (True, False),
+        "10.0.0.2": (False, True),
+        "10.0.0.3": (False, False),
+        "10.0.0.4": (False, False),
+        "10.0.0.5": (True, False),
+    }
+
+
+async def test_demand_is_summed_over_gateways_and_expires_with_a_silent_one() -> None:
+    from iir_registry.demand import DemandBook
+
+    cat = Catalogue()
+    book = DemandBook(cat, ttl_s=10)
+    events = cat.watch()
+    await anext(events)
+    d = registry_pb2.ModelDemand
+    book.report("gw-a", [d(model="local/m", held=2)], now=0)
+    book.report("gw-b", [d(model="local/m", held=3), d(model="local/n", held=1)], now=1)
+    book.report("gw-b", [d(model="local/m", held=3), d(model="local/n", held=1)], now=2)  # same: no event
+    assert book.totals() == {"local/m": 5, "local/n": 1}
+    book.expire(now=10.5)  # gw-a last spoke at 0
+    assert book.totals() == {"local/m": 3, "local/n": 1}
+    book.report("gw-b", [], now=11)  # holds nothing now
+    assert book.totals() == {}
+    got = [await asyncio.wait_for(anext(events), 1) for _ in range(4)]
+    assert all(e.type == Event.DEMAND for e in got)
+    assert [[(x.model, x.held) for x in e.demand] for e in got] == [
+        [("local/m", 2)],
+        [("local/m", 5), ("local/n", 1)],
+        [("local/m", 3)],
+        [("local/m", 0), ("local/n", 0)],
+    ]
+    await events.aclose()

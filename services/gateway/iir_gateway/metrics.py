@@ -84,6 +84,16 @@ class GatewayMetrics:
             ["team", "model"],
             registry=self.registry,
         )
+        self.cold_start = Histogram(
+            "iir_gateway_cold_start_seconds",
+            "Time from the first request held for a model at zero replicas to its first ready replica.",
+            ["model"],
+            buckets=(1, 2.5, 5, 10, 20, 30, 60, 90, 120, 180, 300, 600),
+            registry=self.registry,
+        )
+        self.cold_start_held = Gauge(
+            "iir_gateway_cold_start_held", "Requests held for a model starting from zero.", registry=self.registry
+        )
         self.queue_depth = Gauge(
             "iir_gateway_queue_depth", "Requests waiting for a saturated model.", registry=self.registry
         )

@@ -44,7 +44,9 @@ from iir_gateway.picking.state import EndpointStates
 from iir_gateway.principal import Principal
 from iir_gateway.providers.base import Provider
 from iir_gateway.providers.catalogue import ModelCatalogue
+from iir_gateway.providers.cold_start import ColdStarts
 from iir_gateway.providers.config import load_providers
+from iir_gateway.providers.demand_reporter import DemandReporter
 from iir_gateway.providers.directory import ModelDirectory
 from iir_gateway.providers.external import ExternalProvider
 from iir_gateway.providers.local import LocalProvider
@@ -131,9 +133,19 @@ class Runtime:
         self.spend = SpendRecorder(self.channels["auth"], settings.usage_flush_interval_s)
         self.endpoints = EndpointStates()
         self.queue = PriorityGate(settings.queue_max, settings.queue_timeout_s)
-        self.catalogue = ModelCatalogue(self.channels["registry"], on_metrics=self._on_endpoint_metrics)
         self.registry_stub = registry_pb2_grpc.RegistryServiceStub(self.channels["registry"])
+        self.cold_starts = ColdStarts(
+            settings.cold_start_max_held,
+            settings.cold_start_timeout_s,
+            observe=lambda model, s: self.metrics.cold_start.labels(model).observe(s),
+        )
+        self.demand = DemandReporter(self.registry_stub, [self.cold_starts.held, self.queue.held])
+        self.cold_starts.on_demand = self.demand.kick
+        self.catalogue = ModelCatalogue(
+            self.channels["registry"], on_metrics=self._on_endpoint_metrics, on_change=self.cold_starts.changed
+        )
         self.metrics.queue_depth.set_function(lambda: self.queue.waiting)
+        self.metrics.cold_start_held.set_function(lambda: self.cold_starts.total)
         self.metrics.registry.register(EndpointStateCollector(self.endpoints))
         self.meter_provider: Any = None
         self.providers: dict[str, Provider] = {
@@ -145,6 +157,7 @@ class Runtime:
                 settings.endpoint_max_outstanding,
                 settings.endpoint_max_waiting,
                 settings.upstream_retries,
+                self.cold_starts,
             ),
         }
         for name, config in load_providers(
@@ -168,6 +181,7 @@ class Runtime:
             asyncio.create_task(self.auth.follow_revocations(), name="key-events"),
             asyncio.create_task(self.usage.run(), name="usage-flush"),
             asyncio.create_task(self.spend.run(), name="spend-flush"),
+            asyncio.create_task(self.demand.run(), name="demand-report"),
         ]
         # Give the first snapshot a moment, so the first requests after start see the catalogue; connect
         # to the classifier now, so the first `auto` request is not spent on the handshake.

@@ -62,6 +62,10 @@ class GatewaySettings(IIRSettings):
     endpoint_max_waiting: int = 128
     queue_max: int = 1000
     queue_timeout_s: float = 30.0
+    # Requests held (over all models) while a model scaled to zero starts, and how long each may wait
+    # before a 503 model_cold_start_timeout.
+    cold_start_max_held: int = Field(default=1000, ge=0)
+    cold_start_timeout_s: float = Field(default=180.0, gt=0)
     access_log: bool = True
     # Response cache (Redis): on/off, entry lifetime and size, and whether keys share entries.
     cache_enabled: bool = True

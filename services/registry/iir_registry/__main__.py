@@ -10,6 +10,7 @@ from iir_common.kube import Kube
 from iir_common.logging import setup_logging
 from iir_common.tracing import setup_tracing
 from iir_registry.catalogue import Catalogue
+from iir_registry.demand import DemandBook
 from iir_registry.grpc_api import RegistryServicer
 from iir_registry.metrics_scraper import MetricsScraper
 from iir_registry.settings import RegistrySettings
@@ -32,7 +33,9 @@ async def serve(settings: RegistrySettings) -> None:
     scraper = None
     if settings.metrics_scrape_interval_s > 0:
         scraper = asyncio.create_task(MetricsScraper(catalogue, settings.metrics_scrape_interval_s).run())
-    servicer = RegistryServicer(catalogue, source)
+    demand = DemandBook(catalogue)
+    expiry = asyncio.create_task(demand.run())
+    servicer = RegistryServicer(catalogue, source, demand)
     service = GrpcService(
         [lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, s)],
         ["iir.v1.RegistryService"],
@@ -41,6 +44,7 @@ async def serve(settings: RegistrySettings) -> None:
     )
 
     async def stop() -> None:
+        expiry.cancel()
         if scraper is not None:
             scraper.cancel()
         await source.stop()

@@ -60,6 +60,11 @@ class Catalogue:
         if metrics:
             self._publish(Event(type=Event.METRICS, metrics=metrics))
 
+    def publish_demand(self, demand: list[registry_pb2.ModelDemand]) -> None:
+        """Sends the models whose held requests changed (totals over gateways) to every watcher."""
+        if demand:
+            self._publish(Event(type=Event.DEMAND, demand=demand))
+
     def _publish(self, event: Event) -> None:
         for queue in self._watchers:
             try:

@@ -9,15 +9,17 @@ import grpc
 
 from iir.v1 import registry_pb2, registry_pb2_grpc
 from iir_registry.catalogue import Catalogue
+from iir_registry.demand import DemandBook
 from iir_registry.sources import ModelSource
 
 log = logging.getLogger(__name__)
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
-    def __init__(self, catalogue: Catalogue, source: ModelSource) -> None:
+    def __init__(self, catalogue: Catalogue, source: ModelSource, demand: DemandBook | None = None) -> None:
         self.catalogue = catalogue
         self.source = source
+        self.demand = demand or DemandBook(catalogue)
 
     async def ListModels(
         self, request: registry_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
@@ -30,11 +32,26 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         model = self.catalogue.get(request.model)
         return registry_pb2.ResolveResponse(found=model is not None, model=model)
 
+    async def ReportDemand(
+        self, request: registry_pb2.DemandReport, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.DemandAck:
+        if not request.gateway:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "gateway is required")
+        self.demand.report(request.gateway, request.models)
+        return registry_pb2.DemandAck()
+
     async def Watch(
         self, request: registry_pb2.WatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[registry_pb2.WatchEvent]:
+        first = True
         async for event in self.catalogue.watch():
             yield event
+            if first and (held := self.demand.totals()):  # a new watcher learns what is held already
+                yield registry_pb2.WatchEvent(
+                    type=registry_pb2.WatchEvent.DEMAND,
+                    demand=[registry_pb2.ModelDemand(model=m, held=n) for m, n in sorted(held.items())],
+                )
+            first = False
 
     async def Status(
         self, request: registry_pb2.StatusRequest, context: grpc.aio.ServicerContext

@@ -62,6 +62,8 @@ def model_from_resource(
         gpus_per_replica=gpus,
         price_input=price_input,
         price_output=price_output,
+        scale_from_zero=view.scales_from_zero,
+        resource_name=str(meta.get("name", "")),
     )
 
 

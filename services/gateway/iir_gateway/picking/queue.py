@@ -24,6 +24,7 @@ class PriorityGate:
         self._heaps: dict[str, list[tuple[int, int, asyncio.Future[None]]]] = {}
         self._order = itertools.count()
         self.waiting = 0
+        self._by_model: dict[str, int] = {}
 
     def _full(self, model: str, why: str) -> Saturated:
         return Saturated(model, why, max(1, math.ceil(self.timeout_s / 10)))
@@ -38,14 +39,23 @@ class PriorityGate:
         future: asyncio.Future[None] = loop.create_future()
         heapq.heappush(self._heaps.setdefault(model, []), (-priority, next(self._order), future))
         self.waiting += 1
+        self._by_model[model] = self._by_model.get(model, 0) + 1
         try:
             await asyncio.wait_for(asyncio.shield(future), max(0.0, remaining))
         except TimeoutError:
             raise self._full(model, f"no room came within {self.timeout_s:.0f}s") from None
         finally:
             self.waiting -= 1
+            if self._by_model[model] <= 1:
+                del self._by_model[model]
+            else:
+                self._by_model[model] -= 1
             if not future.done():
                 future.cancel()  # left in the heap, skipped by wake()
+
+    def held(self) -> dict[str, int]:
+        """Requests waiting, by model."""
+        return dict(self._by_model)
 
     def wake_all(self) -> None:
         """New load figures arrived: one waiter per model looks again."""

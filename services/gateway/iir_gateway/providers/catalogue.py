@@ -21,9 +21,11 @@ class ModelCatalogue:
         self,
         channel: grpc.aio.Channel,
         on_metrics: Callable[[Sequence[registry_pb2.EndpointMetrics]], None] | None = None,
+        on_change: Callable[[str], None] | None = None,
     ) -> None:
         self._stub = registry_pb2_grpc.RegistryServiceStub(channel)
         self._on_metrics = on_metrics
+        self._on_change = on_change  # the public name of a model that came, changed or went
         self.models: dict[str, registry_pb2.Model] = {}
         # True once a snapshot arrived; a lost stream keeps the last catalogue (stale beats empty).
         self.synced = asyncio.Event()
@@ -33,15 +35,22 @@ class ModelCatalogue:
         return self.models.get(name)
 
     def apply(self, event: registry_pb2.WatchEvent) -> None:
+        changed: list[str] = []
         if event.type == Event.SNAPSHOT:
+            changed = list(set(self.models) | {m.name for m in event.models})
             self.models = {m.name: m for m in event.models}
             self.synced.set()
         elif event.type == Event.UPSERT:
             self.models[event.model.name] = event.model
+            changed = [event.model.name]
         elif event.type == Event.DELETE:
             self.models.pop(event.model.name, None)
+            changed = [event.model.name]
         elif event.type == Event.METRICS and self._on_metrics is not None:
             self._on_metrics(event.metrics)
+        if self._on_change is not None:
+            for name in changed:
+                self._on_change(name)
 
     async def run(self) -> None:
         """Follows the Watch stream for ever, reconnecting with backoff."""

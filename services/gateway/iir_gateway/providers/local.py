@@ -1,7 +1,8 @@
 """`local/<name>`: models served by vLLM pods, found through the registry's catalogue.
 
-A replica is chosen by the configured picking policy; while every ready replica is saturated the
-request waits in a bounded queue, highest key priority first.
+A replica is chosen by the configured picking policy among the ready ones (a draining replica gets
+nothing new); while every ready replica is saturated the request waits in a bounded queue, highest key
+priority first; a model scaled to zero holds the request until its first replica is ready.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from iir_gateway.picking.queue import PriorityGate, Saturated
 from iir_gateway.picking.state import EndpointStates
 from iir_gateway.providers.base import RouteRequest
 from iir_gateway.providers.catalogue import ModelCatalogue
+from iir_gateway.providers.cold_start import ColdStarts
 from iir_gateway.providers.prices import FREE, Price
 from iir_gateway.upstream.target import Upstream
 
@@ -43,8 +45,10 @@ class LocalProvider:
         max_outstanding: int = 256,
         max_waiting: float = 128,
         retries: int = 2,
+        cold_starts: ColdStarts | None = None,
     ) -> None:
         self.catalogue = catalogue
+        self.cold_starts = cold_starts or ColdStarts()
         self.scheduler = scheduler
         self.states = states
         self.gate = gate
@@ -52,7 +56,7 @@ class LocalProvider:
         self.max_waiting = max_waiting
         self.retries = retries
 
-    def _ready(self, full: str) -> tuple[registry_pb2.Model, list[registry_pb2.Endpoint]]:
+    def _entry(self, full: str) -> registry_pb2.Model:
         entry = self.catalogue.get(full)
         if entry is None:
             if not self.catalogue.synced.is_set():
@@ -60,6 +64,16 @@ class LocalProvider:
                     503, "The model registry is unavailable; try again shortly.", code="registry_unavailable"
                 )
             raise model_not_found(full)
+        return entry
+
+    def _startable(self, full: str) -> bool:
+        """Whether a held request stops waiting: a replica is ready, or the model went or stopped
+        scaling from zero (what `_ready` then says applies)."""
+        entry = self.catalogue.get(full)
+        return entry is None or not entry.scale_from_zero or any(e.ready for e in entry.endpoints)
+
+    def _ready(self, full: str) -> tuple[registry_pb2.Model, list[registry_pb2.Endpoint]]:
+        entry = self._entry(full)
         ready = [e for e in entry.endpoints if e.ready]
         if not ready:
             raise APIError(
@@ -81,6 +95,8 @@ class LocalProvider:
 
     async def resolve(self, model: str, request: RouteRequest) -> Upstream:
         full = f"{self.name}/{model}"
+        if self._entry(full).scale_from_zero:
+            await self.cold_starts.hold(full, lambda: self._startable(full))
         entry, ready = self._ready(full)
         room = self._room(ready)
         deadline = None
@@ -136,5 +152,5 @@ class LocalProvider:
         return [
             {"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by or "iir"}
             for m in self.catalogue.models.values()
-            if any(e.ready for e in m.endpoints)
+            if m.scale_from_zero or any(e.ready for e in m.endpoints)
         ]

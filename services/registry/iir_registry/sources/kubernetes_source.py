@@ -47,7 +47,8 @@ def _model_of(plural: str, obj: Obj) -> tuple[str, str]:
 
 
 def slice_endpoints(slices: Iterable[Obj]) -> list[registry_pb2.Endpoint]:
-    """Endpoints of EndpointSlices; an endpoint whose readiness is unknown counts as ready (as kube-proxy)."""
+    """Endpoints of EndpointSlices. An endpoint whose readiness is unknown counts as ready (as kube-proxy
+    does); a terminating one that still serves is draining: no new request, its own finish their course."""
     out = []
     for sl in slices:
         ports = sl.get("ports") or []
@@ -55,11 +56,15 @@ def slice_endpoints(slices: Iterable[Obj]) -> list[registry_pb2.Endpoint]:
         if not port:
             continue
         for ep in sl.get("endpoints") or []:
-            ready = (ep.get("conditions") or {}).get("ready")
+            conditions = ep.get("conditions") or {}
+            terminating = conditions.get("terminating") is True
+            ready = conditions.get("ready") is not False and not terminating
+            draining = terminating and conditions.get("serving", conditions.get("ready")) is not False
             target = (ep.get("targetRef") or {}).get("name", "")
             for addr in ep.get("addresses") or []:
                 host = f"[{addr}]" if ":" in addr else addr
-                out.append(registry_pb2.Endpoint(url=f"http://{host}:{port}", ready=ready is not False, target=target))
+                url = f"http://{host}:{port}"
+                out.append(registry_pb2.Endpoint(url=url, ready=ready, target=target, draining=draining))
     return sorted(out, key=lambda e: e.url)
 
 

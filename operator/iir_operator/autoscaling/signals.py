@@ -1,0 +1,82 @@
+"""What the autoscaler knows of each model's load: the registry's Watch stream (the catalogue, the vLLM
+figures it scrapes from every ready replica, and the requests gateways hold), kept current in memory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import grpc
+
+from iir.v1 import registry_pb2, registry_pb2_grpc
+from iir_operator.autoscaling.rule import Figures
+
+log = logging.getLogger(__name__)
+Event = registry_pb2.WatchEvent
+
+
+class RegistrySignals:
+    def __init__(self, channel: grpc.aio.Channel, on_demand: Callable[[], None] | None = None) -> None:
+        self._stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        self.on_demand = on_demand  # a model's held requests changed: decide now, not at the next tick
+        self.models: dict[str, registry_pb2.Model] = {}
+        self.metrics: dict[str, registry_pb2.EndpointMetrics] = {}
+        self.held: dict[str, int] = {}
+        self.connected = False
+
+    def figures(self, namespace: str, name: str) -> Figures | None:
+        """The figures of the InferenceModel `namespace/name`; None when the registry does not list it."""
+        model = next((m for m in self.models.values() if m.namespace == namespace and m.resource_name == name), None)
+        if model is None:
+            return None
+        ready = [self.metrics.get(e.url) for e in model.endpoints if e.ready]
+        seen = [m for m in ready if m is not None]
+        return Figures(
+            ready=len(ready),
+            running=sum(m.running for m in seen),
+            waiting=sum(m.waiting for m in seen),
+            held=self.held.get(model.name, 0),
+            kv_cache_usage=sum(m.kv_cache_usage for m in seen) / len(seen) if seen else 0.0,
+        )
+
+    def apply(self, event: registry_pb2.WatchEvent) -> None:
+        if event.type == Event.SNAPSHOT:
+            self.models = {m.name: m for m in event.models}
+        elif event.type == Event.UPSERT:
+            self.models[event.model.name] = event.model
+        elif event.type == Event.DELETE:
+            self.models.pop(event.model.name, None)
+        elif event.type == Event.METRICS:
+            for m in event.metrics:
+                self.metrics[m.url] = m
+        elif event.type == Event.DEMAND:
+            for d in event.demand:
+                if d.held > 0:
+                    self.held[d.model] = d.held
+                else:
+                    self.held.pop(d.model, None)
+            if self.on_demand is not None:
+                self.on_demand()
+        if event.type in (Event.SNAPSHOT, Event.UPSERT, Event.DELETE):
+            live = {e.url for m in self.models.values() for e in m.endpoints}
+            self.metrics = {u: m for u, m in self.metrics.items() if u in live}
+
+    async def run(self) -> None:
+        """Follows the Watch for ever, reconnecting with backoff; while cut off, `connected` is False."""
+        backoff = 0.1
+        while True:
+            try:
+                async for event in self._stub.Watch(registry_pb2.WatchRequest()):
+                    if not self.connected:
+                        log.info("autoscaler connected to the registry")
+                    self.connected = True
+                    backoff = 0.1
+                    self.apply(event)
+            except grpc.aio.AioRpcError as exc:
+                if self.connected:
+                    log.warning("autoscaler lost the registry; scaling paused", extra={"grpc_code": exc.code().name})
+            self.connected = False
+            self.held = {}
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
