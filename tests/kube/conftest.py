@@ -8,13 +8,18 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import kmock
 import kopf
 import pytest
 
+from iir.v1 import registry_pb2_grpc
 from iir_common.kube import GROUP, PLURAL, VERSION, Kube
 from iir_operator.handlers import build_registry
 from iir_operator.settings import OperatorSettings
+from iir_registry.catalogue import Catalogue
+from iir_registry.grpc_api import RegistryServicer
+from iir_registry.sources.kubernetes_source import KubernetesSource
 
 Obj = dict[str, Any]
 A100 = "NVIDIA-A100-SXM4-80GB"
@@ -38,7 +43,7 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
     emulator.resources[f"{GROUP}/{VERSION}/{PLURAL}"] = kmock.ResourceInfo(
         kind="InferenceModel",
         namespaced=True,
-        subresources={"status"},
+        subresources={"status", "scale"},
         verbs={"list", "watch", "get", "create", "patch", "update", "delete"},
     )
 
@@ -57,20 +62,48 @@ async def kube(apiserver: kmock.KubernetesEmulator) -> AsyncIterator[Kube]:
     await client.close()
 
 
-@pytest.fixture
-async def operator(apiserver: kmock.KubernetesEmulator) -> AsyncIterator[None]:
+@contextlib.asynccontextmanager
+async def running_operator(apiserver: kmock.KubernetesEmulator, **settings: Any) -> AsyncIterator[None]:
     """The operator's real kopf machinery, watching the emulator (objects made after it starts)."""
-    settings = OperatorSettings(kube_server=str(apiserver.url))
+    options = OperatorSettings(kube_server=str(apiserver.url), **settings)
     ready = asyncio.Event()
     task = asyncio.create_task(
-        kopf.operator(registry=build_registry(settings), standalone=True, clusterwide=True, ready_flag=ready)
+        kopf.operator(registry=build_registry(options), standalone=True, clusterwide=True, ready_flag=ready)
     )
     await asyncio.wait_for(ready.wait(), 10)
     await asyncio.sleep(0.5)  # the watch streams open just after readiness
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+async def operator(apiserver: kmock.KubernetesEmulator) -> AsyncIterator[None]:
+    async with running_operator(apiserver):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def running_registry(apiserver: kmock.KubernetesEmulator) -> AsyncIterator[int]:
+    """The registry's gRPC service in this loop, following the emulator; yields its port."""
+    catalogue = Catalogue()
+    source = KubernetesSource(await Kube.connect(str(apiserver.url)), catalogue)
+    source.start()
+    servicer = RegistryServicer(catalogue, source)
+    server = grpc.aio.server()
+    registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield port
+    finally:
+        # grpc's aio server re-raises the cancellation of a Watch still streaming when it stops.
+        with contextlib.suppress(asyncio.CancelledError):
+            await server.stop(0)
+        await source.stop()
 
 
 def inference_model(name: str, namespace: str = "ml", **spec: Any) -> Obj:

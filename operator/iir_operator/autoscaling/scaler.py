@@ -16,7 +16,7 @@ from iir_common.kube import PLURAL, ApiException, Kube
 from iir_operator.autoscaling.rule import AutoscalingSpec, recommend
 from iir_operator.autoscaling.signals import RegistrySignals
 from iir_operator.autoscaling.stabilizer import Stabilizer
-from iir_operator.events import post_event
+from iir_operator.events import record_event
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -98,7 +98,7 @@ class Autoscaler:
             else "ScaledDown"
         )
         log.info("autoscaled", extra={"model": f"{ns}/{name}", "from": current, "to": desired, "detail": message})
-        post_event(im, "Normal", reason, message)
+        await record_event(self.kube, im, "Normal", reason, message)
         return desired
 
 
