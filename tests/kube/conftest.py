@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,11 +16,13 @@ import pytest
 
 from iir.v1 import registry_pb2_grpc
 from iir_common.kube import GROUP, PLURAL, VERSION, Kube
+from iir_dev.stack import Stack
 from iir_operator.handlers import build_registry
 from iir_operator.settings import OperatorSettings
 from iir_registry.catalogue import Catalogue
 from iir_registry.grpc_api import RegistryServicer
 from iir_registry.sources.kubernetes_source import KubernetesSource
+from tests.conftest import MASTER_KEY
 
 Obj = dict[str, Any]
 A100 = "NVIDIA-A100-SXM4-80GB"
@@ -104,6 +107,25 @@ async def running_registry(apiserver: kmock.KubernetesEmulator) -> AsyncIterator
         with contextlib.suppress(asyncio.CancelledError):
             await server.stop(0)
         await source.stop()
+
+
+@contextlib.asynccontextmanager
+async def kube_stack(
+    workdir: Path, apiserver: kmock.KubernetesEmulator, database_url: str, redis_url: str, **env: str
+) -> AsyncIterator[Stack]:
+    """IIR's processes (gateway, auth, registry, classifier) with the registry following the emulator."""
+    stack = Stack(
+        workdir=workdir,
+        database_url=database_url,
+        redis_url=redis_url,
+        master_key=MASTER_KEY,
+        env={"IIR_REGISTRY_SOURCE": "kubernetes", "IIR_KUBE_SERVER": str(apiserver.url), **env},
+    )
+    await asyncio.to_thread(stack.start)  # the emulator must keep serving while the processes start
+    try:
+        yield stack
+    finally:
+        await asyncio.to_thread(stack.stop)
 
 
 def inference_model(name: str, namespace: str = "ml", **spec: Any) -> Obj:

@@ -18,30 +18,22 @@ import pytest
 from iir_common.kube import PLURAL, Kube
 from iir_dev.stack import Stack
 from tests.conftest import MASTER_KEY, SERVED
-from tests.kube.conftest import gpu_node, inference_model, pod
+from tests.kube.conftest import gpu_node, inference_model, kube_stack, pod
 from tests.waiting import eventually
 
 NS = "ml"
 
 
 @pytest.fixture
-async def kube_stack(tmp_path: Path, apiserver, database_url: str, redis_url: str) -> AsyncIterator[Stack]:  # type: ignore[no-untyped-def]
-    stack = Stack(
-        workdir=tmp_path,
-        database_url=database_url,
-        redis_url=redis_url,
-        master_key=MASTER_KEY,
-        env={"IIR_REGISTRY_SOURCE": "kubernetes", "IIR_KUBE_SERVER": str(apiserver.url)},
-    )
-    await asyncio.to_thread(stack.start)  # the emulator must keep serving while the processes start
-    yield stack
-    await asyncio.to_thread(stack.stop)
+async def stack(tmp_path: Path, apiserver, database_url: str, redis_url: str) -> AsyncIterator[Stack]:  # type: ignore[no-untyped-def]
+    async with kube_stack(tmp_path, apiserver, database_url, redis_url) as running:
+        yield running
 
 
-async def test_applied_model_is_listed_and_served(kube: Kube, operator: None, kube_stack: Stack) -> None:
-    sim_port = kube_stack.ports.sim
-    key = await asyncio.to_thread(kube_stack.create_key, "e2e")
-    client = openai.AsyncOpenAI(base_url=f"{kube_stack.gateway_url}/v1", api_key=key, max_retries=0)
+async def test_applied_model_is_listed_and_served(kube: Kube, operator: None, stack: Stack) -> None:
+    sim_port = stack.ports.sim
+    key = await asyncio.to_thread(stack.create_key, "e2e")
+    client = openai.AsyncOpenAI(base_url=f"{stack.gateway_url}/v1", api_key=key, max_retries=0)
     model = f"local/{SERVED}"
 
     await kube.create("nodes", None, gpu_node("gpu-a"))
@@ -63,9 +55,7 @@ async def test_applied_model_is_listed_and_served(kube: Kube, operator: None, ku
 
     async with httpx.AsyncClient() as http:
         status = (
-            await http.get(
-                f"{kube_stack.gateway_url}/v1/registry/status", headers={"Authorization": f"Bearer {MASTER_KEY}"}
-            )
+            await http.get(f"{stack.gateway_url}/v1/registry/status", headers={"Authorization": f"Bearer {MASTER_KEY}"})
         ).json()
     entry = next(m for m in status["models"] if m["name"] == model)
     assert entry["phase"] == "Ready" and entry["source"] == "kubernetes" and entry["ready_replicas"] == 1
