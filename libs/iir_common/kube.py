@@ -21,12 +21,15 @@ GROUP = "iir.dev"
 VERSION = "v1alpha1"
 PLURAL = "inferencemodels"
 KIND = "InferenceModel"
+ADAPTER_PLURAL = "inferenceadapters"
+ADAPTER_KIND = "InferenceAdapter"
 MODEL_LABEL = "iir.dev/model"
 MANAGED_BY = "iir-operator"
 GPU_RESOURCE = "nvidia.com/gpu"
 
 _API_PREFIX = {
     PLURAL: f"/apis/{GROUP}/{VERSION}",
+    ADAPTER_PLURAL: f"/apis/{GROUP}/{VERSION}",
     "deployments": "/apis/apps/v1",
     "endpointslices": "/apis/discovery.k8s.io/v1",
     "leases": "/apis/coordination.k8s.io/v1",
@@ -177,6 +180,8 @@ class Kube:
 
 
 __all__ = [
+    "ADAPTER_KIND",
+    "ADAPTER_PLURAL",
     "GPU_RESOURCE",
     "GROUP",
     "KIND",

@@ -1,5 +1,5 @@
-"""What the reconciler reads of the cluster besides the model itself: GPU nodes and the model's pods,
-from kopf's in-memory indexes (kept current by their watches), so a reconcile lists nothing."""
+"""What the reconciler reads of the cluster besides the model itself: GPU nodes, the model's pods and
+its LoRA adapters, from kopf's in-memory indexes (kept current by their watches), so a reconcile lists nothing."""
 
 from __future__ import annotations
 
@@ -16,16 +16,28 @@ class ClusterView(Protocol):
 
     def pods_of(self, namespace: str, model: str) -> list[Obj]: ...
 
+    def adapters_of(self, namespace: str, model: str) -> list[Obj]: ...
+
 
 class IndexedCluster:
-    """A `ClusterView` over the operator's indexes: GPU nodes by name, pods by (namespace, model)."""
+    """A `ClusterView` over the operator's indexes: GPU nodes by name, pods and adapters by (namespace,
+    model)."""
 
-    def __init__(self, nodes: Mapping[Any, Iterable[Obj]], pods: Mapping[Any, Iterable[Obj]]) -> None:
+    def __init__(
+        self,
+        nodes: Mapping[Any, Iterable[Obj]],
+        pods: Mapping[Any, Iterable[Obj]],
+        adapters: Mapping[Any, Iterable[Obj]] | None = None,
+    ) -> None:
         self._nodes = nodes
         self._pods = pods
+        self._adapters = adapters or {}
 
     def gpu_nodes(self) -> list[GpuNode]:
         return gpu_nodes(node for store in self._nodes.values() for node in store)
 
     def pods_of(self, namespace: str, model: str) -> list[Obj]:
         return list(self._pods.get((namespace, model), ()))
+
+    def adapters_of(self, namespace: str, model: str) -> list[Obj]:
+        return list(self._adapters.get((namespace, model), ()))

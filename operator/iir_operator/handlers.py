@@ -8,7 +8,7 @@ from typing import Any
 
 import kopf
 
-from iir_common.kube import GPU_RESOURCE, GROUP, MODEL_LABEL, PLURAL, VERSION, Kube
+from iir_common.kube import ADAPTER_PLURAL, GPU_RESOURCE, GROUP, MODEL_LABEL, PLURAL, VERSION, Kube
 from iir_operator.autoscaling.runner import Autoscaling, start_autoscaler
 from iir_operator.cluster_view import IndexedCluster, Obj
 from iir_operator.reconciler import Reconciler
@@ -48,6 +48,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             await autoscaling.stop()
         reconciler: Reconciler | None = memo.get("reconciler")
         if reconciler is not None:
+            await reconciler.adapters.api.close()
             await reconciler.kube.close()
 
     @kopf.on.login(registry=registry)
@@ -74,8 +75,14 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     def models_by_key(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Obj]:
         return {(namespace or "", name): dict(body)}
 
+    @kopf.index(GROUP, VERSION, ADAPTER_PLURAL, id="adapters_by_model", registry=registry)
+    def adapters_by_model(
+        namespace: str | None, spec: kopf.Spec, body: kopf.Body, **_: Any
+    ) -> dict[tuple[str, str], Obj]:
+        return {(namespace or "", str(spec.get("baseModel", ""))): dict(body)}
+
     def cluster(kwargs: dict[str, Any]) -> IndexedCluster:
-        return IndexedCluster(kwargs["gpu_nodes_by_name"], kwargs["pods_by_model"])
+        return IndexedCluster(kwargs["gpu_nodes_by_name"], kwargs["pods_by_model"], kwargs["adapters_by_model"])
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
@@ -101,4 +108,14 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     kopf.on.event("apps", "v1", "deployments", registry=registry, **owned)(owner_changed)
     kopf.on.event("", "v1", "services", registry=registry, **owned)(owner_changed)
     kopf.on.event("", "v1", "pods", registry=registry, **owned)(owner_changed)
+
+    @kopf.on.event(GROUP, VERSION, ADAPTER_PLURAL, registry=registry)
+    async def adapter_changed(
+        namespace: str | None, spec: kopf.Spec, memo: kopf.Memo, type: str | None, **kwargs: Any
+    ) -> None:
+        """An adapter came, changed or went: its base model's replicas are brought to hold what they should
+        (no finalizer: a deleted adapter is unloaded by the run its deletion triggers, or the next one)."""
+        if namespace and spec.get("baseModel") and type is not None:  # None: the initial listing's replay
+            await memo.reconciler.reconcile_named(namespace, str(spec["baseModel"]), cluster(kwargs))
+
     return registry

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from iir_common.gpus import PRODUCT_LABEL
+from iir_common.inference_adapter import ADAPTERS_DIR
 from iir_common.inference_model import InferenceModelView
 from iir_common.kube import GPU_RESOURCE, GROUP, KIND, MANAGED_BY, MODEL_LABEL, VERSION, service_name
 from iir_operator.drain import pre_stop
@@ -89,10 +91,18 @@ def vllm_args(im: Obj, plan: Plan, model: str) -> list[str]:
     revision = ((spec.get("source") or {}).get("huggingFace") or {}).get("revision")
     if revision:
         args += ["--revision", revision]
+    lora = spec.get("lora")
+    if lora:
+        args += ["--enable-lora", "--max-loras", str(lora.get("maxLoras", 4))]
+        args += ["--max-lora-rank", str(lora.get("maxLoraRank", 16))]
+        if lora.get("maxCpuLoras"):
+            args += ["--max-cpu-loras", str(lora["maxCpuLoras"])]
     return args + list(vllm.get("extraArgs") or [])
 
 
-def build_deployment(im: Obj, plan: Plan) -> Obj:
+def build_deployment(im: Obj, plan: Plan, adapter_claims: Sequence[str] = ()) -> Obj:
+    """The vLLM Deployment; `adapter_claims` are the PersistentVolumeClaims of its LoRA adapters, mounted
+    read-only under /adapters/<claim>."""
     spec = im["spec"]
     vllm = spec.get("vllm") or {}
     port = int(vllm.get("port", 8000))
@@ -108,7 +118,12 @@ def build_deployment(im: Obj, plan: Plan) -> Obj:
                 "valueFrom": {"secretKeyRef": {"name": token["name"], "key": token.get("key", "token")}},
             }
         )
+    if spec.get("lora"):  # adapters are loaded and unloaded at run time through vLLM's own endpoints
+        env.append({"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"})
     env += list(spec.get("env") or [])
+    for i, claim in enumerate(adapter_claims):
+        volumes.append({"name": f"adapters-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        mounts.append({"name": f"adapters-{i}", "mountPath": f"{ADAPTERS_DIR}/{claim}", "readOnly": True})
     cache = spec.get("cache") or {}
     cache_volume = (
         {"name": "cache", "persistentVolumeClaim": {"claimName": cache["claimName"]}}

@@ -1,7 +1,8 @@
 """Brings the cluster to what an InferenceModel asks for, and its status to what the cluster shows.
 
-Every trigger (the model changed, its Deployment, Service or pods changed, a GPU node changed) runs the
-same idempotent `reconcile`: plan, apply what differs, recompute status. One lock per model keeps
+Every trigger (the model changed, its Deployment, Service, pods or LoRA adapters changed, a GPU node
+changed) runs the same idempotent `reconcile`: plan, apply what differs, recompute status, and bring
+its ready replicas to hold its adapters. One lock per model keeps
 concurrent triggers from racing. Nodes and pods are read from a `ClusterView` (kopf's indexes), not
 listed; the last plan of each model is kept, so a node change re-runs only the waiting models whose
 fit it changes.
@@ -13,15 +14,17 @@ import asyncio
 import logging
 from typing import Any
 
+from iir_common.inference_adapter import AdapterView
 from iir_common.inference_model import InferenceModelView
 from iir_common.kube import PLURAL, ApiException, Kube
+from iir_operator.adapters.sync import AdapterSync
 from iir_operator.cluster_view import ClusterView
 from iir_operator.events import post_event
 from iir_operator.manifests import build_deployment, build_service
 from iir_operator.plan import Plan, plan_model
 from iir_operator.settings import OperatorSettings
 from iir_operator.sizing import SpecError
-from iir_operator.status import compute_status, failed_status
+from iir_operator.status import compute_status, failed_status, same_status
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -37,18 +40,6 @@ def is_subset(want: Any, have: Any) -> bool:
     return bool(want == have or (want is not None and have is not None and str(want) == str(have)))
 
 
-def _same_status(a: Obj, b: Obj) -> bool:
-    def strip(s: Obj) -> Obj:
-        return {
-            **s,
-            "conditions": [
-                {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in s.get("conditions") or []
-            ],
-        }
-
-    return strip(a) == strip(b)
-
-
 def _event(im: Obj, phase: str, reason: str, message: str) -> None:
     post_event(im, "Warning" if phase in _WARNING_PHASES else "Normal", reason, message)
 
@@ -57,6 +48,7 @@ class Reconciler:
     def __init__(self, kube: Kube, settings: OperatorSettings) -> None:
         self.kube = kube
         self.settings = settings
+        self.adapters = AdapterSync(kube)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.plans: dict[tuple[str, str], Plan] = {}  # the last plan of each model
 
@@ -95,9 +87,14 @@ class Reconciler:
             await self._write_status(im, failed_status(im, "InvalidSpec", str(exc)))
             return
         self.plans[(ns, name)] = plan
-        deployment = await self._apply(im, "deployments", build_deployment(im, plan))
+        adapters = cluster.adapters_of(ns, name)
+        claims = sorted({c for a in adapters if (c := AdapterView.of(a).claim)})
+        deployment = await self._apply(im, "deployments", build_deployment(im, plan, claims))
         await self._apply(im, "services", build_service(im, plan))
-        await self._write_status(im, compute_status(im, plan, deployment, cluster.pods_of(ns, name)))
+        pods = cluster.pods_of(ns, name)
+        await self._write_status(im, compute_status(im, plan, deployment, pods))
+        if adapters or im["spec"].get("lora"):
+            await self.adapters.sync(im, adapters, pods)
 
     async def _apply(self, im: Obj, plural: str, desired: Obj) -> Obj:
         meta = desired["metadata"]
@@ -133,7 +130,7 @@ class Reconciler:
 
     async def _write_status(self, im: Obj, status: Obj) -> None:
         current = im.get("status") or {}
-        if _same_status(current, status):
+        if same_status(current, status):
             return
         ns, name = im["metadata"]["namespace"], im["metadata"]["name"]
         await self.kube.merge_patch(PLURAL, ns, name, {"status": status}, subresource="status")

@@ -46,7 +46,7 @@ def _unschedulable(pod: Obj) -> str | None:
     return None
 
 
-def _condition(kind: str, ok: bool, reason: str, message: str, previous: list[Obj]) -> Obj:
+def condition(kind: str, ok: bool, reason: str, message: str, previous: list[Obj]) -> Obj:
     status = "True" if ok else "False"
     before = next((c for c in previous if c.get("type") == kind), None)
     when = (before or {}).get("lastTransitionTime") if before and before.get("status") == status else None
@@ -57,6 +57,20 @@ def _condition(kind: str, ok: bool, reason: str, message: str, previous: list[Ob
         "message": message,
         "lastTransitionTime": when or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+def same_status(a: Obj, b: Obj) -> bool:
+    """Equal but for the conditions' transition times."""
+
+    def strip(s: Obj) -> Obj:
+        return {
+            **s,
+            "conditions": [
+                {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in s.get("conditions") or []
+            ],
+        }
+
+    return strip(a) == strip(b)
 
 
 def failed_status(im: Obj, reason: str, message: str) -> Obj:
@@ -70,7 +84,7 @@ def failed_status(im: Obj, reason: str, message: str) -> Obj:
         "readyReplicas": 0,
         "endpoints": [],
         "observedGeneration": (im.get("metadata") or {}).get("generation", 0),
-        "conditions": [_condition("Ready", False, reason, message, previous)],
+        "conditions": [condition("Ready", False, reason, message, previous)],
     }
 
 
@@ -121,8 +135,8 @@ def compute_status(im: Obj, plan: Plan, deployment: Obj | None, pods: list[Obj])
         "endpoints": endpoints,
         "observedGeneration": (im.get("metadata") or {}).get("generation", 0),
         "conditions": [
-            _condition("Ready", phase == "Ready", reason, message, previous),
-            _condition(
+            condition("Ready", phase == "Ready", reason, message, previous),
+            condition(
                 "GPUCapacity",
                 plan.fit_problem is None,
                 "InsufficientGPU" if plan.fit_problem else "Fits",

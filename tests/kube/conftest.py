@@ -15,7 +15,7 @@ import kopf
 import pytest
 
 from iir.v1 import registry_pb2_grpc
-from iir_common.kube import GROUP, PLURAL, VERSION, Kube
+from iir_common.kube import ADAPTER_PLURAL, GROUP, PLURAL, VERSION, Kube
 from iir_dev.stack import Stack
 from iir_operator.handlers import build_registry
 from iir_operator.settings import OperatorSettings
@@ -41,12 +41,18 @@ class Emulator(kmock.KubernetesEmulator):
 
 
 def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
-    """The built-in kinds, and the InferenceModel CRD as the API server would serve it."""
+    """The built-in kinds, and IIR's CRDs as the API server would serve them."""
     emulator.resources.load_bundled()
     emulator.resources[f"{GROUP}/{VERSION}/{PLURAL}"] = kmock.ResourceInfo(
         kind="InferenceModel",
         namespaced=True,
         subresources={"status", "scale"},
+        verbs={"list", "watch", "get", "create", "patch", "update", "delete"},
+    )
+    emulator.resources[f"{GROUP}/{VERSION}/{ADAPTER_PLURAL}"] = kmock.ResourceInfo(
+        kind="InferenceAdapter",
+        namespaced=True,
+        subresources={"status"},
         verbs={"list", "watch", "get", "create", "patch", "update", "delete"},
     )
 

@@ -94,7 +94,8 @@ def test_default_install_is_complete_and_valid(helm: str) -> None:
     redis_args = by_kind(objs, "StatefulSet")["iir-redis"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert redis_args[redis_args.index("--appendonly") + 1] == "yes"
     assert redis_args[redis_args.index("--maxmemory-policy") + 1] == "noeviction"
-    assert set(by_kind(objs, "CustomResourceDefinition")) == {"inferencemodels.iir.dev", "clusterkopfpeerings.kopf.dev"}
+    crds = {"inferencemodels.iir.dev", "inferenceadapters.iir.dev", "clusterkopfpeerings.kopf.dev"}
+    assert set(by_kind(objs, "CustomResourceDefinition")) == crds
     assert set(by_kind(objs, "ClusterRole")) == {"iir-registry", "iir-operator"}
     for name, d in deployments.items():
         pod = d["spec"]["template"]["spec"]

@@ -45,6 +45,9 @@ class View:
     def pods_of(self, namespace: str, model: str) -> list[Obj]:
         return []
 
+    def adapters_of(self, namespace: str, model: str) -> list[Obj]:
+        return []
+
 
 def model(name: str, gpus: int) -> Obj:
     return {

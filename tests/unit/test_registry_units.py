@@ -251,3 +251,22 @@ async def test_demand_is_summed_over_gateways_and_expires_with_a_silent_one() ->
         [("local/m", 0), ("local/n", 0)],
     ]
     await events.aclose()
+
+
+def test_lora_metrics_take_the_latest_series_as_real_vllm_leaves_them() -> None:
+    # As real vLLM 0.32 exported them with --enable-lora --max-loras 2, just after a request for `ad1`.
+    text = """# HELP vllm:lora_requests_info Running stats on lora requests.
+# TYPE vllm:lora_requests_info gauge
+vllm:lora_requests_info{max_lora="2",running_lora_adapters="ad1",waiting_lora_adapters="ad1"} 1.7962223670118723e+09
+vllm:lora_requests_info{max_lora="2",running_lora_adapters="",waiting_lora_adapters=""} 1.7962223670709236e+09
+vllm:lora_requests_info{max_lora="2",running_lora_adapters="ad1,ad2",waiting_lora_adapters="ad3"} 1.7962223669e+09
+"""
+    m = parse_vllm_metrics("http://x", text)
+    assert (list(m.running_adapters), list(m.waiting_adapters), m.max_loras) == ([], [], 2)
+    later = (
+        text
+        + 'vllm:lora_requests_info{max_lora="2",running_lora_adapters="ad1,ad2",waiting_lora_adapters="ad3"} 1.8e+09\n'
+    )
+    m = parse_vllm_metrics("http://x", later)
+    assert (list(m.running_adapters), list(m.waiting_adapters)) == (["ad1", "ad2"], ["ad3"])
+    assert parse_vllm_metrics("http://x", "vllm:num_requests_running 1\n").max_loras == 0

@@ -1,4 +1,4 @@
-"""Generates docs/crd-reference.md from the InferenceModel CRD's schema (`make docs`)."""
+"""Generates docs/crd-reference.md from the schemas of IIR's CRDs (`make docs`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-CRD = REPO / "deploy" / "crds" / "inferencemodels.iir.dev.yaml"
+CRDS = [REPO / "deploy" / "crds" / f for f in ("inferencemodels.iir.dev.yaml", "inferenceadapters.iir.dev.yaml")]
 OUT = REPO / "docs" / "crd-reference.md"
 
 
@@ -55,20 +55,21 @@ def _rows(node: dict[str, Any], path: str, required: bool, out: list[str], rules
         _rows(child, f"{path}{suffix}.{name}" if path else name, name in needed, out, rules)
 
 
-def render() -> str:
-    crd = yaml.safe_load(CRD.read_text())
+def render_crd(path: Path) -> list[str]:
+    crd = yaml.safe_load(path.read_text())
     version = crd["spec"]["versions"][0]
     schema = version["schema"]["openAPIV3Schema"]
     names = crd["spec"]["names"]
+    short = ", ".join(names.get("shortNames", []))
     lines = [
-        "# InferenceModel reference",
-        "",
-        f"Generated from `{CRD.relative_to(REPO)}` by `make docs`; do not edit by hand.",
+        f"# {names['kind']}",
         "",
         f"`{crd['spec']['group']}/{version['name']}`, kind `{names['kind']}`, {crd['spec']['scope'].lower()}, "
-        f"short name `{', '.join(names.get('shortNames', []))}`. {schema.get('description', '')}",
+        f"short name `{short}`; from `{path.relative_to(REPO)}`. {schema.get('description', '')}",
         "",
-        "`kubectl get im` columns: " + ", ".join(c["name"] for c in version.get("additionalPrinterColumns", [])) + ".",
+        f"`kubectl get {short}` columns: "
+        + ", ".join(c["name"] for c in version.get("additionalPrinterColumns", []))
+        + ".",
     ]
     rules: list[str] = []
     for part in ("spec", "status"):
@@ -76,7 +77,7 @@ def render() -> str:
         _rows(schema["properties"][part], part, part in schema.get("required", []), rows, rules)
         lines += [
             "",
-            f"## {part}",
+            f"## {names['kind']} {part}",
             "",
             "| Field | Type | Required | Default | Constraints | Description |",
             "|---|---|---|---|---|---|",
@@ -86,7 +87,7 @@ def render() -> str:
     _rows({"x-kubernetes-validations": schema.get("x-kubernetes-validations")}, "", False, [], root_rules)
     lines += [
         "",
-        "## Validation rules (CEL)",
+        f"## {names['kind']} validation rules (CEL)",
         "",
         "The API server refuses a resource that breaks one of these, with the message shown.",
         "",
@@ -96,6 +97,18 @@ def render() -> str:
         *rules,
         "",
     ]
+    return lines
+
+
+def render() -> str:
+    lines = [
+        "# Custom resource reference",
+        "",
+        "Generated from `deploy/crds/` by `make docs`; do not edit by hand.",
+        "",
+    ]
+    for path in CRDS:
+        lines += render_crd(path)
     return "\n".join(lines)
 
 

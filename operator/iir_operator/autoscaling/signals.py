@@ -27,7 +27,8 @@ class RegistrySignals:
 
     def figures(self, namespace: str, name: str) -> Figures | None:
         """The figures of the InferenceModel `namespace/name`; None when the registry does not list it."""
-        model = next((m for m in self.models.values() if m.namespace == namespace and m.resource_name == name), None)
+        mine = [m for m in self.models.values() if m.namespace == namespace and m.resource_name == name]
+        model = next((m for m in mine if not m.base_model), None)  # the rest are its LoRA adapters
         if model is None:
             return None
         ready = [self.metrics.get(e.url) for e in model.endpoints if e.ready]
@@ -36,7 +37,7 @@ class RegistrySignals:
             ready=len(ready),
             running=sum(m.running for m in seen),
             waiting=sum(m.waiting for m in seen),
-            held=self.held.get(model.name, 0),
+            held=sum(self.held.get(m.name, 0) for m in mine),
             kv_cache_usage=sum(m.kv_cache_usage for m in seen) / len(seen) if seen else 0.0,
         )
 

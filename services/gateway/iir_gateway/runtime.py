@@ -212,7 +212,8 @@ class Runtime:
     def _on_endpoint_metrics(self, metrics: Sequence[registry_pb2.EndpointMetrics]) -> None:
         """The registry pushed fresh vLLM load figures; queued requests look again."""
         for m in metrics:
-            self.endpoints.update_metrics(m.url, m.waiting, m.running, m.kv_cache_usage)
+            adapters = (frozenset(m.running_adapters), frozenset(m.waiting_adapters), m.max_loras)
+            self.endpoints.update_metrics(m.url, m.waiting, m.running, m.kv_cache_usage, adapters=adapters)
         self.queue.wake_all()
 
     def list_models(self, principal: Principal) -> list[dict[str, Any]]:

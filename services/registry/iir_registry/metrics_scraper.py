@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
 
 import aiohttp
 
@@ -17,9 +19,16 @@ _RUNNING = "vllm:num_requests_running"
 _KV = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
 
 
+_LORA = "vllm:lora_requests_info"
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
 def parse_vllm_metrics(url: str, text: str) -> registry_pb2.EndpointMetrics:
-    """Sums the queue gauges over engines (data parallel ranks) and keeps the fullest KV cache."""
+    """Sums the queue gauges over engines (data parallel ranks) and keeps the fullest KV cache. Of
+    vllm:lora_requests_info, whose value is the time of its update and whose old label sets linger,
+    the latest series says which adapters are running and waiting."""
     waiting = running = kv = 0.0
+    lora: tuple[float, str] | None = None
     for line in text.splitlines():
         if not line.startswith("vllm:"):
             continue
@@ -37,7 +46,16 @@ def parse_vllm_metrics(url: str, text: str) -> registry_pb2.EndpointMetrics:
             running += value
         elif name in _KV:
             kv = max(kv, value)
-    return registry_pb2.EndpointMetrics(url=url, waiting=waiting, running=running, kv_cache_usage=kv)
+        elif name == _LORA and (lora is None or value > lora[0]):
+            lora = value, rest.rpartition("}")[0]
+    metrics = registry_pb2.EndpointMetrics(url=url, waiting=waiting, running=running, kv_cache_usage=kv)
+    if lora is not None:
+        labels = dict(_LABEL.findall(lora[1]))
+        metrics.running_adapters.extend(a for a in labels.get("running_lora_adapters", "").split(",") if a)
+        metrics.waiting_adapters.extend(a for a in labels.get("waiting_lora_adapters", "").split(",") if a)
+        with contextlib.suppress(ValueError):
+            metrics.max_loras = int(labels.get("max_lora", "0"))
+    return metrics
 
 
 class MetricsScraper:

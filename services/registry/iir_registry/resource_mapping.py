@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from iir.v1 import registry_pb2
+from iir_common.inference_adapter import AdapterView
 from iir_common.inference_model import InferenceModelView
 
 LOCAL_PROVIDER = "local"
@@ -78,3 +79,46 @@ def token_prices(cost: dict[str, Any], gpus_per_replica: int) -> tuple[float, fl
         return float(cost.get("inputPerMillion") or 0), float(cost.get("outputPerMillion") or 0)
     except (TypeError, ValueError):
         return 0.0, 0.0
+
+
+def adapter_models(base: registry_pb2.Model, adapters: Sequence[Mapping[str, Any]]) -> list[registry_pb2.Model]:
+    """The catalogue entries of a model's LoRA adapters: each on the base model's endpoints that hold it
+    (status.loadedOn), priced as the base model. One whose name is taken by the base model is left out."""
+    out = []
+    taken = {base.served_name}
+    for adapter in adapters:
+        view = AdapterView.of(adapter)
+        if view.served_name in taken:
+            continue
+        taken.add(view.served_name)
+        holders = set(view.loaded_on)
+        endpoints = [
+            registry_pb2.Endpoint(url=e.url, ready=e.ready, target=e.target, draining=e.draining)
+            for e in base.endpoints
+            if e.target in holders
+        ]
+        status = adapter.get("status") or {}
+        out.append(
+            registry_pb2.Model(
+                name=f"{LOCAL_PROVIDER}/{view.served_name}",
+                provider=LOCAL_PROVIDER,
+                served_name=view.served_name,
+                phase=view.phase,
+                replicas=base.replicas,
+                ready_replicas=sum(e.ready for e in endpoints),
+                endpoints=endpoints,
+                source=base.source,
+                created=_created(adapter.get("metadata") or {}, base.created),
+                owned_by=base.owned_by,
+                cost_tier=base.cost_tier,
+                message=str(status.get("message", "")),
+                namespace=base.namespace,
+                gpus_per_replica=base.gpus_per_replica,
+                price_input=base.price_input,
+                price_output=base.price_output,
+                scale_from_zero=base.scale_from_zero,
+                resource_name=base.resource_name,
+                base_model=base.name,
+            )
+        )
+    return out

@@ -20,6 +20,7 @@ from prometheus_client import generate_latest
 
 from iir_simbackend.answers import ChatAnswer, CompletionAnswer, Plan, plan_chat, plan_completion
 from iir_simbackend.generation import count_tokens
+from iir_simbackend.lora import LoraState
 from iir_simbackend.settings import SimSettings
 from iir_simbackend.vllm_errors import check_sampling, error, missing, not_found
 from iir_simbackend.vllm_metrics import VllmMetrics
@@ -27,6 +28,7 @@ from iir_simbackend.vllm_metrics import VllmMetrics
 SETTINGS = web.AppKey("settings", SimSettings)
 METRICS = web.AppKey("metrics", VllmMetrics)
 SEEN = web.AppKey("seen", set[str])  # model names asked for, served because IIR_SIM_MODELS has "*"
+LORA = web.AppKey("lora", LoraState)  # only with IIR_SIM_MAX_LORAS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -39,6 +41,9 @@ def _served(request: web.Request, model: Any, embedding: bool) -> web.Response |
     """None when this server serves `model` for the route's task; vLLM's 404s otherwise."""
     settings = request.app[SETTINGS]
     names = settings.model_names + settings.embedding_model_names
+    lora = request.app.get(LORA)
+    if lora is not None and not embedding and model in lora.adapters:
+        return None
     if not isinstance(model, str) or (model not in names and not settings.any_model):
         valid = ", ".join(names)
         return error(404, f"The model `{model}` does not exist. Valid aliases: {valid}.", "NotFoundError", "model")
@@ -90,6 +95,21 @@ async def models(request: web.Request) -> web.Response:
         }
         for m in names
     ]
+    lora = request.app.get(LORA)
+    if lora is not None:  # adapters under their base model, as vLLM lists them
+        data += [
+            {
+                "id": name,
+                "object": "model",
+                "created": now,
+                "owned_by": "vllm",
+                "root": path,
+                "parent": lora.base,
+                "max_model_len": None,
+                "permission": [{"id": f"modelperm-{uuid.uuid4().hex[:16]}", **permission}],
+            }
+            for name, path in lora.adapters.items()
+        ]
     return _json({"object": "list", "data": data})
 
 
@@ -125,8 +145,11 @@ def _handler(chat: bool) -> Handler:
         prefix = "chatcmpl" if chat else "cmpl"
         answer = (ChatAnswer if chat else CompletionAnswer)(plan, f"{prefix}-{_request_id(request)}", body["model"])
         m = request.app[METRICS]
+        lora = request.app.get(LORA)
         start = time.perf_counter()
         m.running.inc()
+        if lora is not None:
+            lora.started(body["model"])
         m.prompt_tokens.inc(plan.prompt_tokens)
         try:
             if body.get("stream"):
@@ -141,6 +164,8 @@ def _handler(chat: bool) -> Handler:
             return _json(answer.document())
         finally:
             m.running.dec()
+            if lora is not None:
+                lora.finished(body["model"])
             m.e2e.observe(time.perf_counter() - start)
 
     return handler
@@ -243,5 +268,9 @@ def create_app(settings: SimSettings | None = None) -> web.Application:
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    if settings.max_loras > 0:
+        lora = app[LORA] = LoraState(app[METRICS].model, settings.max_loras, app[METRICS].registry)
+        app.router.add_post("/v1/load_lora_adapter", lora.load)
+        app.router.add_post("/v1/unload_lora_adapter", lora.unload)
     app.router.add_route("*", "/{tail:.*}", _not_found)
     return app

@@ -19,6 +19,9 @@ class SimSettings(BaseSettings):
     # Time to first token, and decode speed (0 means no delay at all).
     ttft_ms: float = 0.0
     tokens_per_s: float = 0.0
+    # LoRA adapters loaded at run time, at most this many at once (vLLM's --enable-lora --max-loras with
+    # VLLM_ALLOW_RUNTIME_LORA_UPDATING); 0: no LoRA, and no adapter routes (404), as vLLM without them.
+    max_loras: int = 0
     # Longest completion when the request gives no max_tokens (0: until the model stops, as vLLM does).
     default_max_tokens: int = 0
 

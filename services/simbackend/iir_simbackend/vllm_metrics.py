@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, enab
 class VllmMetrics:
     def __init__(self, model: str) -> None:
         enable_created_metrics()  # the client library's switch is global; vLLM exports the series
+        self.model = model
         self.registry = CollectorRegistry()
         labels = {"model_name": model, "engine": "0"}
         names = list(labels)

@@ -17,6 +17,8 @@ class PickRequest:
     # Chained hashes of the prompt's leading blocks (see prefix.py); empty when not computed.
     prefix_blocks: list[int] = field(default_factory=list)
     session: str = ""
+    # The LoRA adapter's served name, when the model is one (empty for a base model).
+    adapter: str = ""
 
 
 class Filter(Protocol):

@@ -25,10 +25,10 @@ HEALTHY: tuple[str, dict[str, Any]] = ("healthy_filter", {})
 POLICIES: dict[str, Policy] = {
     "round_robin": Policy([HEALTHY], [], ("round_robin", {})),
     "least_outstanding": Policy([HEALTHY], [("least_outstanding", 1.0, {})]),
-    "load_aware": Policy([HEALTHY], [("load_aware", 1.0, {})]),
+    "load_aware": Policy([HEALTHY], [("load_aware", 1.0, {}), ("lora_affinity", 1.0, {})]),
     "load_aware_prefix": Policy(
         [HEALTHY, ("low_load_filter", {"slack": 8})],
-        [("prefix_affinity", 2.0, {}), ("load_aware", 1.0, {})],
+        [("prefix_affinity", 2.0, {}), ("load_aware", 1.0, {}), ("lora_affinity", 1.0, {})],
         uses_prefixes=True,
     ),
 }

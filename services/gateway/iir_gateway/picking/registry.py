@@ -9,6 +9,7 @@ from iir_gateway.picking.base import PluginContext
 from iir_gateway.picking.plugins.healthy_filter import HealthyFilter
 from iir_gateway.picking.plugins.least_outstanding import LeastOutstandingScorer
 from iir_gateway.picking.plugins.load_aware import LoadAwareScorer
+from iir_gateway.picking.plugins.lora_affinity import LoraAffinityScorer
 from iir_gateway.picking.plugins.low_load_filter import LowLoadFilter
 from iir_gateway.picking.plugins.max_score import MaxScorePicker
 from iir_gateway.picking.plugins.prefix_affinity import PrefixAffinityScorer
@@ -21,6 +22,7 @@ PLUGINS: dict[str, Factory] = {
     "low_load_filter": lambda ctx, p: LowLoadFilter(**p),
     "least_outstanding": lambda ctx, p: LeastOutstandingScorer(),
     "load_aware": lambda ctx, p: LoadAwareScorer(**p),
+    "lora_affinity": lambda ctx, p: LoraAffinityScorer(**p),
     "prefix_affinity": lambda ctx, p: PrefixAffinityScorer(ctx),
     "round_robin": lambda ctx, p: RoundRobinPicker(),
     "max_score": lambda ctx, p: MaxScorePicker(),

@@ -17,6 +17,10 @@ class EndpointState:
     waiting: float = 0.0
     running: float = 0.0
     kv_cache_usage: float = 0.0
+    # From vllm:lora_requests_info: adapters in its running and waiting batches, and --max-loras.
+    running_adapters: frozenset[str] = frozenset()
+    waiting_adapters: frozenset[str] = frozenset()
+    max_loras: int = 0
     metrics_at: float = 0.0
     # Passive health: consecutive failures; ejected until `ejected_until`, then one probe request.
     failures: int = 0
@@ -82,10 +86,18 @@ class EndpointStates:
             state.failures = self.failure_threshold - 1  # after the ejection, one failed probe ejects again
 
     def update_metrics(
-        self, url: str, waiting: float, running: float, kv_cache_usage: float, now: float | None = None
+        self,
+        url: str,
+        waiting: float,
+        running: float,
+        kv_cache_usage: float,
+        now: float | None = None,
+        adapters: tuple[frozenset[str], frozenset[str], int] = (frozenset(), frozenset(), 0),
     ) -> None:
+        """Fresh figures from the replica's /metrics; `adapters` is (running, waiting, max_loras)."""
         state = self.get(url)
         state.waiting, state.running, state.kv_cache_usage = waiting, running, kv_cache_usage
+        state.running_adapters, state.waiting_adapters, state.max_loras = adapters
         state.metrics_at = time.monotonic() if now is None else now
 
     def remember_prefixes(self, url: str, blocks: list[int]) -> None:

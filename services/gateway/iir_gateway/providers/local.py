@@ -118,7 +118,8 @@ class LocalProvider:
             url = room[0].url
         else:
             blocks = prefix_blocks(request.body) if self.scheduler.policy.uses_prefixes else []
-            url = self.scheduler.pick(PickRequest(full, blocks, request.session), [e.url for e in room])
+            adapter = entry.served_name if entry.base_model else ""
+            url = self.scheduler.pick(PickRequest(full, blocks, request.session, adapter), [e.url for e in room])
         self.states.started(url)
         target = next((e.target for e in room if e.url == url), "") or url
         return Upstream(

@@ -1,4 +1,5 @@
-"""Local models from a YAML file of InferenceModel documents (spec and status), for clusterless runs."""
+"""Local models from a YAML file of InferenceModel and InferenceAdapter documents (spec and status), for
+clusterless runs."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import yaml
 from iir.v1 import registry_pb2
 from iir_common.gpus import GpuNode
 from iir_registry.catalogue import Catalogue
-from iir_registry.resource_mapping import model_from_resource
+from iir_registry.resource_mapping import adapter_models, model_from_resource
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +23,18 @@ SETTLE_S = 0.05
 
 
 def load_models_file(path: Path) -> list[registry_pb2.Model]:
-    """Every InferenceModel document in `path`; other kinds are skipped."""
+    """Every InferenceModel document in `path`, and the InferenceAdapters of each; other kinds are skipped."""
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     created = int(path.stat().st_mtime)
-    return [model_from_resource(d, SOURCE, created) for d in docs if d.get("kind") == "InferenceModel"]
+    models = []
+    for doc in docs:
+        if doc.get("kind") != "InferenceModel":
+            continue
+        base = model_from_resource(doc, SOURCE, created)
+        name = doc["metadata"]["name"]
+        adapters = [d for d in docs if d.get("kind") == "InferenceAdapter" and d["spec"]["baseModel"] == name]
+        models += [base, *adapter_models(base, adapters)]
+    return models
 
 
 class FileSource:

@@ -1,4 +1,5 @@
-"""Local models from InferenceModel resources, with endpoints from their Services' EndpointSlices.
+"""Local models from InferenceModel resources, with endpoints from their Services' EndpointSlices, and
+their LoRA adapters from InferenceAdapter resources (on the endpoints that hold them).
 
 Both are watched (list, then watch from the list's resourceVersion; on expiry or error, list again),
 so a new, scaled or removed model reaches the catalogue, and from there every gateway, at once. Only
@@ -17,16 +18,16 @@ import aiohttp
 
 from iir.v1 import registry_pb2
 from iir_common.gpus import GpuNode, gpu_nodes
-from iir_common.kube import MODEL_LABEL, PLURAL, ApiException, Kube, Obj, service_name
+from iir_common.kube import ADAPTER_PLURAL, MODEL_LABEL, PLURAL, ApiException, Kube, Obj, service_name
 from iir_registry.catalogue import Catalogue
-from iir_registry.resource_mapping import model_from_resource
+from iir_registry.resource_mapping import adapter_models, model_from_resource
 
 log = logging.getLogger(__name__)
 
 SOURCE = "kubernetes"
 SERVICE_LABEL = "kubernetes.io/service-name"
-_WATCHED = (PLURAL, "endpointslices")
-_SELECTORS = {PLURAL: "", "endpointslices": MODEL_LABEL}
+_WATCHED = (PLURAL, ADAPTER_PLURAL, "endpointslices")
+_SELECTORS = {PLURAL: "", ADAPTER_PLURAL: "", "endpointslices": MODEL_LABEL}
 
 
 def _key(obj: Obj) -> tuple[str, str]:
@@ -35,7 +36,7 @@ def _key(obj: Obj) -> tuple[str, str]:
 
 
 def _wanted(plural: str, obj: Obj) -> bool:
-    return plural == PLURAL or MODEL_LABEL in ((obj.get("metadata") or {}).get("labels") or {})
+    return plural != "endpointslices" or MODEL_LABEL in ((obj.get("metadata") or {}).get("labels") or {})
 
 
 def _model_of(plural: str, obj: Obj) -> tuple[str, str]:
@@ -43,6 +44,8 @@ def _model_of(plural: str, obj: Obj) -> tuple[str, str]:
     meta = obj.get("metadata") or {}
     if plural == PLURAL:
         return meta.get("namespace", ""), meta.get("name", "")
+    if plural == ADAPTER_PLURAL:
+        return meta.get("namespace", ""), str((obj.get("spec") or {}).get("baseModel", ""))
     return meta.get("namespace", ""), (meta.get("labels") or {}).get(MODEL_LABEL, "")
 
 
@@ -77,8 +80,9 @@ class KubernetesSource:
         self.namespace = namespace or None
         self.objects: dict[str, dict[tuple[str, str], Obj]] = {p: {} for p in _WATCHED}
         self.last_refresh = 0.0
-        self._published: dict[tuple[str, str], str] = {}  # (namespace, name) → catalogue name
+        self._published: dict[tuple[str, str], set[str]] = {}  # (namespace, name) → its catalogue names
         self._tasks: list[asyncio.Task[None]] = []
+        self._adapters_missing = False
 
     def _slices_of(self, namespace: str, name: str) -> list[Obj]:
         service = service_name(name)
@@ -88,36 +92,52 @@ class KubernetesSource:
             if ns == namespace and (sl.get("metadata", {}).get("labels") or {}).get(SERVICE_LABEL) == service
         ]
 
-    def _model(self, key: tuple[str, str]) -> registry_pb2.Model | None:
+    def _models(self, key: tuple[str, str]) -> list[registry_pb2.Model]:
+        """The model `key` (namespace, InferenceModel name) and its adapters; none when it is not held."""
         im = self.objects[PLURAL].get(key)
         if im is None:
-            return None
+            return []
         slices = self._slices_of(*key)
-        return model_from_resource(im, SOURCE, endpoints=slice_endpoints(slices) if slices else None)
+        base = model_from_resource(im, SOURCE, endpoints=slice_endpoints(slices) if slices else None)
+        adapters = sorted(
+            (a for k, a in self.objects[ADAPTER_PLURAL].items() if _model_of(ADAPTER_PLURAL, a) == key),
+            key=lambda a: (a.get("metadata") or {}).get("name", ""),
+        )
+        return [base, *adapter_models(base, adapters)]
 
     def publish(self) -> None:
         """Makes the catalogue's models of this source exactly those of the objects held (after a list)."""
         self._published = {}
         models = []
         for key in self.objects[PLURAL]:
-            model = self._model(key)
-            if model is not None:
-                models.append(model)
-                self._published[key] = model.name
+            found = self._models(key)
+            models += found
+            self._published[key] = {m.name for m in found}
         self.catalogue.replace_source(SOURCE, models)
 
     def publish_one(self, key: tuple[str, str]) -> None:
-        """Recomputes the one model `key` (namespace, InferenceModel name) after an event about it."""
-        model = self._model(key)
-        old = self._published.pop(key, None)
-        if old is not None and (model is None or model.name != old):
-            self.catalogue.delete(old)  # deleted, or its served name changed
-        if model is not None:
-            self._published[key] = model.name
+        """Recomputes the model `key` (namespace, InferenceModel name) and its adapters after an event."""
+        models = self._models(key)
+        names = {m.name for m in models}
+        for gone in self._published.pop(key, set()) - names:
+            self.catalogue.delete(gone)  # deleted, or its served name changed
+        if names:
+            self._published[key] = names
+        for model in models:
             self.catalogue.upsert(model)
 
-    async def relist(self, plural: str) -> str:
-        items, version = await self.kube.list(plural, self.namespace, _SELECTORS[plural])
+    async def relist(self, plural: str) -> str | None:
+        """Lists `plural` afresh; None when the InferenceAdapter CRD is not installed (an older chart):
+        then there are no adapters, and models are served without them."""
+        try:
+            items, version = await self.kube.list(plural, self.namespace, _SELECTORS[plural])
+        except ApiException as exc:
+            if exc.status != 404 or plural != ADAPTER_PLURAL:
+                raise
+            if self.objects[plural] or not self._adapters_missing:
+                log.warning("the InferenceAdapter CRD is not installed; serving no adapters")
+            self._adapters_missing = True
+            items, version = [], None
         self.objects[plural] = {_key(o): o for o in items if _wanted(plural, o)}
         self.last_refresh = time.time()
         self.publish()
@@ -150,6 +170,9 @@ class KubernetesSource:
             try:
                 version = await self.relist(plural)
                 backoff = 0.2
+                if version is None:
+                    await asyncio.sleep(30)  # the CRD may be installed later
+                    continue
                 async for event in self.kube.watch(plural, self.namespace, version, label_selector=_SELECTORS[plural]):
                     if not self.apply(plural, event):
                         break
