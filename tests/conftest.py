@@ -59,7 +59,8 @@ def start_sim(port: int, **env: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    if wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/health"), timeout=10, interval=0.1):
+    host = env.get("host", "127.0.0.1")
+    if wait_for(lambda: http_ok(f"http://{host}:{port}/health"), timeout=10, interval=0.1):
         return proc
     proc.kill()
     raise RuntimeError("simulated backend did not start")

@@ -1,4 +1,4 @@
-"""Validates an InferenceModel as the API server would: the CRD's OpenAPI schema, then its CEL rules."""
+"""Validates IIR's custom resources as the API server would: the CRD's OpenAPI schema, then its CEL rules."""
 
 from __future__ import annotations
 
@@ -10,16 +10,18 @@ import celpy
 import jsonschema
 import yaml
 
-CRD_PATH = Path(__file__).resolve().parents[1] / "deploy" / "crds" / "inferencemodels.iir.dev.yaml"
+CRDS = Path(__file__).resolve().parents[1] / "deploy" / "crds"
+CRD_PATH = CRDS / "inferencemodels.iir.dev.yaml"
+KINDS = {"InferenceModel": CRD_PATH, "InferenceAdapter": CRDS / "inferenceadapters.iir.dev.yaml"}
 
 
 @cache
-def crd() -> dict[str, Any]:
-    return yaml.safe_load(CRD_PATH.read_text())
+def crd(kind: str = "InferenceModel") -> dict[str, Any]:
+    return yaml.safe_load(KINDS[kind].read_text())
 
 
-def schema() -> dict[str, Any]:
-    return crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+def schema(kind: str = "InferenceModel") -> dict[str, Any]:
+    return crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
 def _cel_errors(node_schema: dict[str, Any], value: Any, path: str, env: celpy.Environment) -> list[str]:
@@ -35,8 +37,10 @@ def _cel_errors(node_schema: dict[str, Any], value: Any, path: str, env: celpy.E
     return errors
 
 
-def validate_inference_model(obj: dict[str, Any]) -> list[str]:
-    """Every schema error, then (if the schema passes) every CEL rule that fails, as messages."""
-    validator = jsonschema.Draft7Validator(schema())
+def validate_resource(obj: dict[str, Any]) -> list[str]:
+    """Every schema error, then (if the schema passes) every CEL rule that fails, as messages; the CRD is
+    the one of the object's kind."""
+    kind_schema = schema(obj.get("kind", "InferenceModel"))
+    validator = jsonschema.Draft7Validator(kind_schema)
     errors = [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(obj)]
-    return errors or _cel_errors(schema(), obj, "", celpy.Environment())
+    return errors or _cel_errors(kind_schema, obj, "", celpy.Environment())

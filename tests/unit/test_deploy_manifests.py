@@ -14,7 +14,7 @@ import yaml
 from iir_common.gpus import GpuNode
 from iir_operator.manifests import build_deployment, build_service
 from iir_operator.plan import plan_model
-from tests.crd_validation import validate_inference_model
+from tests.crd_validation import validate_resource
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S_VERSION = "1.30.0"
@@ -44,18 +44,27 @@ def test_manifest_is_valid_kubernetes(name: str, doc: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(("name", "doc"), EXAMPLES + DEV_MODELS, ids=[n for n, _ in EXAMPLES + DEV_MODELS])
 def test_example_matches_the_crd(name: str, doc: dict[str, Any]) -> None:
-    assert doc["kind"] == "InferenceModel"
-    assert validate_inference_model(doc) == []
+    assert doc["kind"] in ("InferenceModel", "InferenceAdapter")
+    assert validate_resource(doc) == []
 
 
-@pytest.mark.parametrize(("name", "doc"), EXAMPLES, ids=[n for n, _ in EXAMPLES])
+MODEL_EXAMPLES = [(n, d) for n, d in EXAMPLES if d["kind"] == "InferenceModel"]
+
+
+@pytest.mark.parametrize(("name", "doc"), MODEL_EXAMPLES, ids=[n for n, _ in MODEL_EXAMPLES])
 def test_operator_objects_are_valid_kubernetes(name: str, doc: dict[str, Any]) -> None:
     im = copy.deepcopy(doc)
     im["metadata"]["uid"] = "0b0e5c3a-1111-2222-3333-444455556666"
     plan = plan_model(im["spec"], NODES, 80)
     assert plan.fit_problem is None, plan.fit_problem
-    for obj in (build_deployment(im, plan), build_service(im, plan)):
+    for obj in (build_deployment(im, plan, ["adapters-pvc"]), build_service(im, plan)):
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def _adapter(**spec_changes: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(next(d for _, d in EXAMPLES if d["kind"] == "InferenceAdapter"))
+    doc["spec"].update(spec_changes)
+    return doc
 
 
 def _example(**spec_changes: Any) -> dict[str, Any]:
@@ -76,10 +85,20 @@ def _example(**spec_changes: Any) -> dict[str, Any]:
         (_example(routing={"categories": ["gossip"]}), "is not one of"),
         (_example(source={"huggingFace": {"id": "no-slash"}}), "does not match"),
         ({**_example(), "metadata": {"name": "x" * 60, "namespace": "ml"}}, "at most 58 characters"),
+        (_example(autoscaling={"minReplicas": 3, "maxReplicas": 2}), "must not exceed maxReplicas"),
+        (_example(autoscaling={"minReplicas": 0}), "'maxReplicas' is a required property"),
+        (_example(autoscaling={"maxReplicas": 2, "targetKVCacheUsage": 1.5}), "maximum"),
+        (_example(lora={"maxLoras": 4, "maxCpuLoras": 2}), "at least maxLoras"),
+        (_example(lora={"maxLoraRank": 12}), "is not one of"),
+        (_adapter(source={"huggingFace": {"id": "a/b"}, "path": "/x"}), "exactly one of"),
+        (_adapter(source={"path": "relative/dir"}), "does not match"),
+        (_adapter(source={"pvc": {"claimName": "c", "path": "../etc"}}), "does not match"),
+        (_adapter(baseModel="Not_A_Name"), "does not match"),
+        ({**_adapter(), "spec": {"source": {"path": "/x"}}}, "'baseModel' is a required property"),
     ],
 )
 def test_bad_manifests_are_refused_with_a_clear_message(doc: dict[str, Any], message: str) -> None:
-    errors = validate_inference_model(doc)
+    errors = validate_resource(doc)
     assert errors and any(message in e for e in errors), errors
 
 

