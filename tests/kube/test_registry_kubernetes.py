@@ -10,7 +10,7 @@ import pytest
 
 from iir.v1 import registry_pb2, registry_pb2_grpc
 from iir_common.grpc_server import GrpcService
-from iir_common.kube import MODEL_LABEL, PLURAL, Kube
+from iir_common.kube import ADAPTER_PLURAL, MODEL_LABEL, PLURAL, Kube
 from iir_registry.catalogue import Catalogue
 from iir_registry.grpc_api import RegistryServicer
 from iir_registry.sources.kubernetes_source import KubernetesSource
@@ -135,3 +135,64 @@ async def test_watch_stream_reports_changes_to_subscribers(
             assert refreshed.source == "kubernetes"
     finally:
         await service.stop(0)
+
+
+async def test_a_terminating_endpoint_is_draining_and_adapters_follow_their_base(
+    kube: Kube, source: tuple[Catalogue, KubernetesSource]
+) -> None:
+    catalogue, _ = source
+    await kube.create(PLURAL, NS, ready_model("beta"))
+    await kube.create("endpointslices", NS, endpoint_slice("beta", [True, True]))
+    await eventually(lambda: (m := catalogue.get("local/beta")) is not None and len(m.endpoints) == 2)
+    adapter = {
+        "apiVersion": "iir.dev/v1alpha1",
+        "kind": "InferenceAdapter",
+        "metadata": {"name": "beta-sql", "namespace": NS},
+        "spec": {"baseModel": "beta", "source": {"huggingFace": {"id": "org/beta-sql"}}},
+        "status": {"phase": "Ready", "loadedOn": ["iir-beta-0", "iir-beta-1"]},
+    }
+    await kube.create(ADAPTER_PLURAL, NS, adapter)
+    sql = await eventually(lambda: catalogue.get("local/beta-sql"))
+    assert sql.base_model == "local/beta" and sql.served_name == "beta-sql" and sql.resource_name == "beta"
+    assert [e.target for e in sql.endpoints] == ["iir-beta-0", "iir-beta-1"]
+
+    # Kubernetes marks a stopping pod's endpoint terminating (ready false, serving while it drains).
+    sl = endpoint_slice("beta", [True, True])
+    sl["endpoints"][1]["conditions"] = {"ready": False, "serving": True, "terminating": True}
+    await kube.merge_patch("endpointslices", NS, sl["metadata"]["name"], {"endpoints": sl["endpoints"]})
+
+    def states(name: str) -> list[tuple[bool, bool]] | None:
+        m = catalogue.get(name)
+        got = [(e.ready, e.draining) for e in m.endpoints] if m else None
+        return got if got == [(True, False), (False, True)] else None
+
+    await eventually(lambda: states("local/beta"))
+    await eventually(lambda: states("local/beta-sql"))  # the adapter's endpoints are its base's
+
+    await kube.delete(ADAPTER_PLURAL, NS, "beta-sql")
+    await eventually(lambda: catalogue.get("local/beta-sql") is None)
+    assert catalogue.get("local/beta") is not None
+
+
+async def test_a_scale_write_moves_the_deployment_and_status_reports_the_pods(kube: Kube, operator: None) -> None:
+    """What `kubectl scale` (the scale subresource) and an HPA write is spec.replicas; the operator follows."""
+    await kube.create("nodes", None, gpu_node("gpu-a"))
+    await kube.create(PLURAL, NS, inference_model("gamma", gpusPerReplica=1, replicas=1))
+    await eventually(lambda: kube.get("deployments", NS, "iir-gamma"))
+    await kube.merge_patch(PLURAL, NS, "gamma", {"spec": {"replicas": 3}})
+
+    async def replicas() -> bool:
+        dep = await kube.get("deployments", NS, "iir-gamma")
+        return bool(dep and dep["spec"]["replicas"] == 3)
+
+    await eventually(replicas)
+    for i in range(2):
+        await kube.create("pods", NS, pod("gamma", i))
+
+    async def counted() -> dict | None:
+        im = await kube.get(PLURAL, NS, "gamma")
+        status = (im or {}).get("status") or {}
+        return status if status.get("replicas") == 2 else None
+
+    status = await eventually(counted)
+    assert status["selector"] == "iir.dev/model=gamma" and status["readyReplicas"] == 2

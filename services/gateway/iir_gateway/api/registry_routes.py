@@ -49,6 +49,7 @@ def _with_load(model: dict[str, Any], gw: Runtime) -> dict[str, Any]:
             "waiting": state.waiting,
             "running": state.running,
             "kv_cache_usage": state.kv_cache_usage,
+            "lora_adapters_active": sorted(state.running_adapters | state.waiting_adapters),
         }
     return model
 
