@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from iir_common.gpus import GpuNode, gpu_nodes
+from iir_common.inference_model import InferenceModelView
 
 Obj = dict[str, Any]
 
@@ -18,6 +19,10 @@ class ClusterView(Protocol):
 
     def adapters_of(self, namespace: str, model: str) -> list[Obj]: ...
 
+    def model_names(self) -> set[str]:
+        """The served names of every InferenceModel (an adapter may take none of them)."""
+        ...
+
 
 class IndexedCluster:
     """A `ClusterView` over the operator's indexes: GPU nodes by name, pods and adapters by (namespace,
@@ -28,10 +33,12 @@ class IndexedCluster:
         nodes: Mapping[Any, Iterable[Obj]],
         pods: Mapping[Any, Iterable[Obj]],
         adapters: Mapping[Any, Iterable[Obj]] | None = None,
+        models: Mapping[Any, Iterable[Obj]] | None = None,
     ) -> None:
         self._nodes = nodes
         self._pods = pods
         self._adapters = adapters or {}
+        self._models = models or {}
 
     def gpu_nodes(self) -> list[GpuNode]:
         return gpu_nodes(node for store in self._nodes.values() for node in store)
@@ -41,3 +48,6 @@ class IndexedCluster:
 
     def adapters_of(self, namespace: str, model: str) -> list[Obj]:
         return list(self._adapters.get((namespace, model), ()))
+
+    def model_names(self) -> set[str]:
+        return {InferenceModelView.of(m).served_name for store in self._models.values() for m in store}

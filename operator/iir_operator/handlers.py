@@ -82,7 +82,9 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         return {(namespace or "", str(spec.get("baseModel", ""))): dict(body)}
 
     def cluster(kwargs: dict[str, Any]) -> IndexedCluster:
-        return IndexedCluster(kwargs["gpu_nodes_by_name"], kwargs["pods_by_model"], kwargs["adapters_by_model"])
+        return IndexedCluster(
+            kwargs["gpu_nodes_by_name"], kwargs["pods_by_model"], kwargs["adapters_by_model"], kwargs["models_by_key"]
+        )
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)

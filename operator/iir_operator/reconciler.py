@@ -94,7 +94,7 @@ class Reconciler:
         pods = cluster.pods_of(ns, name)
         await self._write_status(im, compute_status(im, plan, deployment, pods))
         if adapters or im["spec"].get("lora"):
-            await self.adapters.sync(im, adapters, pods)
+            await self.adapters.sync(im, adapters, pods, cluster.model_names())
 
     async def _apply(self, im: Obj, plural: str, desired: Obj) -> Obj:
         meta = desired["metadata"]

@@ -127,6 +127,11 @@ async def test_adapters_that_cannot_be_served_say_why(kube: Kube, port: int, bas
     clash = await eventually(lambda: _phase(kube, "clash", "Failed"), timeout=10)
     assert clash["reason"] == "NotServable" and "taken" in clash["message"]
 
+    await kube.create(PLURAL, "other-team", inference_model("their-model", namespace="other-team"))
+    await kube.create(ADAPTER_PLURAL, NS, adapter("hijack", {"path": "/x"}, servedName="their-model"))
+    hijack = await eventually(lambda: _phase(kube, "hijack", "Failed"), timeout=10)
+    assert "is a model's" in hijack["message"]
+
     await kube.create(PLURAL, NS, inference_model("plain", vllm={"port": port}))
     await kube.create(ADAPTER_PLURAL, NS, adapter("orphan", {"huggingFace": {"id": "org/x"}}, base="plain"))
     orphan = await eventually(lambda: _phase(kube, "orphan", "Failed"), timeout=10)

@@ -196,3 +196,28 @@ async def test_a_scale_write_moves_the_deployment_and_status_reports_the_pods(ku
 
     status = await eventually(counted)
     assert status["selector"] == "iir.dev/model=gamma" and status["readyReplicas"] == 2
+
+
+async def test_an_adapter_cannot_take_a_models_name(kube: Kube, source: tuple[Catalogue, KubernetesSource]) -> None:
+    """A tenant's adapter named after another team's model would capture its traffic: it is not listed,
+    and the model stays listed on its own endpoints."""
+    catalogue, _ = source
+    victim = ready_model("shared-llm", url="http://10.0.0.99:8000")
+    victim["metadata"]["namespace"] = "team-a"
+    await kube.create(PLURAL, "team-a", victim)
+    await kube.create(PLURAL, NS, ready_model("attacker-base"))
+    hijack = {
+        "apiVersion": "iir.dev/v1alpha1",
+        "kind": "InferenceAdapter",
+        "metadata": {"name": "hijack", "namespace": NS},
+        "spec": {"baseModel": "attacker-base", "servedName": "shared-llm", "source": {"path": "/x"}},
+        "status": {"phase": "Ready", "loadedOn": ["attacker-base"]},
+    }
+    await kube.create(ADAPTER_PLURAL, NS, hijack)
+    await kube.merge_patch(PLURAL, NS, "attacker-base", {"metadata": {"labels": {"touched": "1"}}})
+    await asyncio.sleep(0.5)
+    model = catalogue.get("local/shared-llm")
+    assert model is not None and not model.base_model and [e.url for e in model.endpoints] == ["http://10.0.0.99:8000"]
+    await kube.delete(ADAPTER_PLURAL, NS, "hijack")
+    await asyncio.sleep(0.3)
+    assert catalogue.get("local/shared-llm") is not None  # deleting the refused adapter leaves the model

@@ -48,6 +48,9 @@ class View:
     def adapters_of(self, namespace: str, model: str) -> list[Obj]:
         return []
 
+    def model_names(self) -> set[str]:
+        return set()
+
 
 def model(name: str, gpus: int) -> Obj:
     return {

@@ -231,9 +231,13 @@ async def test_demand_is_summed_over_gateways_and_expires_with_a_silent_one() ->
 
     cat = Catalogue()
     book = DemandBook(cat, ttl_s=10)
+    cat.upsert(model("local/m"))
+    cat.upsert(model("local/n"))
     events = cat.watch()
     await anext(events)
     d = registry_pb2.ModelDemand
+    book.report("gw-x", [d(model="local/made-up", held=10**6)], now=0)  # not a model: ignored
+    assert book.totals() == {}
     book.report("gw-a", [d(model="local/m", held=2)], now=0)
     book.report("gw-b", [d(model="local/m", held=3), d(model="local/n", held=1)], now=1)
     book.report("gw-b", [d(model="local/m", held=3), d(model="local/n", held=1)], now=2)  # same: no event

@@ -128,7 +128,7 @@ def build_adapter() -> Path:
     started = time.monotonic()
     _run(python(), "-m", "pip", "install", "-q", PEFT)
     shutil.rmtree(out, ignore_errors=True)
-    _run(python(), "-c", _ADAPTER, model, out, ADAPTER_RANK, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    _run(python(), "-c", _ADAPTER, model, out, str(ADAPTER_RANK), env={**os.environ, "HF_HUB_OFFLINE": "1"})
     (out / ".made").write_text(PEFT)
     _log(f"LoRA adapter made in {time.monotonic() - started:.0f} s: {out}")
     return out

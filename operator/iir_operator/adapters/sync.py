@@ -39,8 +39,11 @@ class AdapterSync:
         self.kube = kube
         self.api = api or VllmAdapters()
 
-    async def sync(self, im: Obj, adapters: list[Obj], pods: list[Obj]) -> dict[str, Placement]:
-        """Loads and unloads on every ready pod; writes each adapter's status; returns the placements."""
+    async def sync(
+        self, im: Obj, adapters: list[Obj], pods: list[Obj], model_names: set[str] | None = None
+    ) -> dict[str, Placement]:
+        """Loads and unloads on every ready pod; writes each adapter's status; returns the placements.
+        `model_names`: every model's served name, which no adapter may take."""
         spec = im.get("spec") or {}
         base = InferenceModelView.of(im)
         lora = spec.get("lora")
@@ -53,6 +56,8 @@ class AdapterSync:
                 refused[view.name] = f"the base model {base.name} has no spec.lora: vLLM runs without LoRA"
             elif view.served_name == base.served_name or view.served_name in wanted:
                 refused[view.name] = f"the served name {view.served_name!r} is taken on {base.name}"
+            elif view.served_name in (model_names or set()):
+                refused[view.name] = f"the served name {view.served_name!r} is a model's"
             else:
                 wanted[view.served_name] = view
         port = int((spec.get("vllm") or {}).get("port", 8000))

@@ -25,7 +25,8 @@ class DemandBook:
         return dict(self._totals)
 
     def report(self, gateway: str, models: Iterable[registry_pb2.ModelDemand], now: float | None = None) -> None:
-        held = {m.model: int(m.held) for m in models if m.held > 0}
+        # Only models the catalogue has: a made-up name grows nothing here and reaches no one.
+        held = {m.model: int(m.held) for m in models if m.held > 0 and self.catalogue.get(m.model) is not None}
         if held:
             self._reports[gateway] = (time.monotonic() if now is None else now, held)
         else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -81,11 +81,14 @@ def token_prices(cost: dict[str, Any], gpus_per_replica: int) -> tuple[float, fl
         return 0.0, 0.0
 
 
-def adapter_models(base: registry_pb2.Model, adapters: Sequence[Mapping[str, Any]]) -> list[registry_pb2.Model]:
+def adapter_models(
+    base: registry_pb2.Model, adapters: Sequence[Mapping[str, Any]], taken: Iterable[str] = ()
+) -> list[registry_pb2.Model]:
     """The catalogue entries of a model's LoRA adapters: each on the base model's endpoints that hold it
-    (status.loadedOn), priced as the base model. One whose name is taken by the base model is left out."""
+    (status.loadedOn), priced as the base model. One whose name is taken (by the base model, a model of
+    `taken`, or an adapter before it) is left out."""
     out = []
-    taken = {base.served_name}
+    taken = {base.served_name, *taken}
     for adapter in adapters:
         view = AdapterView.of(adapter)
         if view.served_name in taken:

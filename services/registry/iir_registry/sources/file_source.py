@@ -26,14 +26,13 @@ def load_models_file(path: Path) -> list[registry_pb2.Model]:
     """Every InferenceModel document in `path`, and the InferenceAdapters of each; other kinds are skipped."""
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     created = int(path.stat().st_mtime)
+    bases = [model_from_resource(d, SOURCE, created) for d in docs if d.get("kind") == "InferenceModel"]
+    names = [d["metadata"]["name"] for d in docs if d.get("kind") == "InferenceModel"]
+    taken = {b.served_name for b in bases}
     models = []
-    for doc in docs:
-        if doc.get("kind") != "InferenceModel":
-            continue
-        base = model_from_resource(doc, SOURCE, created)
-        name = doc["metadata"]["name"]
+    for base, name in zip(bases, names, strict=True):
         adapters = [d for d in docs if d.get("kind") == "InferenceAdapter" and d["spec"]["baseModel"] == name]
-        models += [base, *adapter_models(base, adapters)]
+        models += [base, *adapter_models(base, adapters, taken)]
     return models
 
 

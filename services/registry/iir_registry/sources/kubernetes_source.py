@@ -18,6 +18,7 @@ import aiohttp
 
 from iir.v1 import registry_pb2
 from iir_common.gpus import GpuNode, gpu_nodes
+from iir_common.inference_model import InferenceModelView
 from iir_common.kube import ADAPTER_PLURAL, MODEL_LABEL, PLURAL, ApiException, Kube, Obj, service_name
 from iir_registry.catalogue import Catalogue
 from iir_registry.resource_mapping import adapter_models, model_from_resource
@@ -103,7 +104,9 @@ class KubernetesSource:
             (a for k, a in self.objects[ADAPTER_PLURAL].items() if _model_of(ADAPTER_PLURAL, a) == key),
             key=lambda a: (a.get("metadata") or {}).get("name", ""),
         )
-        return [base, *adapter_models(base, adapters)]
+        # An adapter never takes a model's name, in any namespace: it could not capture that model's traffic.
+        models = {InferenceModelView.of(m).served_name for m in self.objects[PLURAL].values()}
+        return [base, *adapter_models(base, adapters, taken=models)]
 
     def publish(self) -> None:
         """Makes the catalogue's models of this source exactly those of the objects held (after a list)."""
@@ -120,7 +123,8 @@ class KubernetesSource:
         models = self._models(key)
         names = {m.name for m in models}
         for gone in self._published.pop(key, set()) - names:
-            self.catalogue.delete(gone)  # deleted, or its served name changed
+            if not any(gone in other for other in self._published.values()):
+                self.catalogue.delete(gone)  # deleted, or its served name changed
         if names:
             self._published[key] = names
         for model in models:
