@@ -33,15 +33,17 @@ def test_network_policies_admit_only_who_needs_each_workload(helm: str) -> None:
     assert gw[0]["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert gw[1]["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
     assert gw[1]["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+
+    def pods(component: str) -> dict[str, object]:
+        return {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": component, "app.kubernetes.io/instance": "iir"}}
+        }
+
     for name in ("iir-auth", "iir-registry", "iir-classifier"):
         (rule,) = policies[name]["spec"]["ingress"]
-        assert rule["from"] == [
-            {
-                "podSelector": {
-                    "matchLabels": {"app.kubernetes.io/name": "iir-gateway", "app.kubernetes.io/instance": "iir"}
-                }
-            }
-        ]
+        # The registry also takes the operator (its autoscaler follows the Watch); nothing else reaches them.
+        callers = [pods("iir-gateway"), pods("iir-operator")] if name == "iir-registry" else [pods("iir-gateway")]
+        assert rule["from"] == callers
     for name in ("iir-postgresql", "iir-redis"):
         (rule,) = policies[name]["spec"]["ingress"]
         assert rule["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/part-of"] == "iir"
