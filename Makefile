@@ -101,11 +101,18 @@ fmt: install
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-# Load generation uses wrk (Debian package), installed here when missing.
-bench-tools:
+# Load generation uses wrk (Debian package), installed here when missing; the peers IIR is measured
+# against (vllm-router, LiteLLM proxy) and py-spy go into a venv of their own.
+BENCH_VENV := .cache/bench-venv
+bench-tools: $(BENCH_VENV)/.installed
 	@command -v wrk >/dev/null || (command -v apt-get >/dev/null && \
 	  (apt-get install -y -q wrk >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null))) \
 	  || { echo "wrk is needed for the gateway benchmark: install it (apt-get install wrk)"; exit 1; }
+
+$(BENCH_VENV)/.installed:
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q "vllm-router==0.1.17" "litellm[proxy]==1.108.7" "py-spy==0.4.3"
+	touch $@
 
 bench: install classifier-model bench-tools
 	$(PY) bench/auth_overhead.py

@@ -1,17 +1,23 @@
-"""The gateway's cost, measured side by side with a direct call to the simulated backend (zero delay).
+"""The gateway's cost, measured in one run beside a direct call to the simulated backend (zero delay)
+and beside its peers in front of the same backend: vllm-router (Rust) and LiteLLM proxy, installed by
+`make bench-tools`.
 
-For non-streaming and streaming chat completions at concurrency 1, 32 and 256: requests per second and
-latency p50/p99 directly and through the gateway (auth on, a key without limits, cache miss is
-impossible: the key is warm), the added latency, the time to first token added by streaming, and the
-gateway's memory. Load comes from wrk (`make bench-tools`); TTFT from an asyncio client. Medians of
-several rounds. Usage: .venv/bin/python bench/gateway_overhead.py [--rounds 3] [--duration 5] [--workers 1]
+For non-streaming and streaming chat completions at concurrency 1, 32 and 256, for each target:
+requests per second, latency p50/p99 and what it adds to the direct call, CPU time per request (the
+target's own processes, from /proc), the time to first token added by streaming, and memory. IIR runs
+with its default settings (auth on with a warm key, limits, scrubbing, cache lookup, metrics, access
+log). Load comes from wrk; TTFT from an asyncio client. Medians of several rounds, targets interleaved
+within each round so they share the machine's noise.
+Usage: .venv/bin/python bench/gateway_overhead.py [--rounds 3] [--duration 5] [--workers 1] [--no-peers]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import re
 import shutil
 import statistics
@@ -20,6 +26,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from peers import Peer, cpu_seconds, rss_mib, start_peers
 
 from iir_dev.stack import throwaway_stack
 
@@ -55,7 +62,14 @@ def wrk(url: str, key: str, payload: str, connections: int, duration: int, workd
         return float(value) * UNITS[unit]
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"), "errors": float(errors.group(1)) if errors else 0}
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return {
+        "rps": rps,
+        "p50_ms": pct("50"),
+        "p99_ms": pct("99"),
+        "errors": float(errors.group(1)) if errors else 0,
+        "requests": requests,
+    }
 
 
 async def ttft(url: str, key: str, model: str, concurrency: int, requests: int) -> float:
@@ -63,7 +77,7 @@ async def ttft(url: str, key: str, model: str, concurrency: int, requests: int) 
     samples: list[float] = []
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     payload = body(True, model)
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
 
         async def one() -> None:
             start = time.perf_counter()
@@ -79,11 +93,13 @@ async def ttft(url: str, key: str, model: str, concurrency: int, requests: int) 
     return statistics.median(samples)
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def measure(target: Peer, payload: str, conc: int, duration: int, work: Path) -> dict[str, float]:
+    """One wrk run against `target`, with the CPU its processes spent per request."""
+    before = cpu_seconds(target.pid)
+    result = wrk(f"{target.url}/v1/chat/completions", target.key, payload, conc, duration, work)
+    spent = cpu_seconds(target.pid) - before
+    result["cpu_us_per_request"] = spent / max(1, result["requests"]) * 1e6
+    return result
 
 
 def main() -> None:
@@ -92,66 +108,68 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--access-log", choices=("true", "false"), default="true")
+    parser.add_argument("--no-peers", action="store_true", help="IIR and the backend only")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: run `make bench-tools`")
-    env = {
-        "IIR_GATEWAY_WORKERS": str(args.workers),
-        "IIR_ACCESS_LOG": args.access_log,
-        "IIR_LOG_LEVEL": "WARNING" if args.access_log == "false" else "INFO",
-    }
-    rows = []
+    env = {"IIR_GATEWAY_WORKERS": str(args.workers), "IIR_ACCESS_LOG": args.access_log}
+    rows: list[dict[str, object]] = []
+    ttfts: list[dict[str, object]] = []
+    memory: dict[str, float] = {}
     with throwaway_stack("iir-bench-", "iir_bench", env=env) as stack:
         work = stack.workdir
         key = stack.create_key("bench")
-        direct_url, gateway_url = f"{stack.sim_url}/v1/chat/completions", f"{stack.gateway_url}/v1/chat/completions"
-        for stream in (False, True):
-            for conc in (1, 32, 256):
-                rounds = []
-                for _ in range(args.rounds):
-                    d = wrk(direct_url, key, body(stream, MODEL), conc, args.duration, work)
-                    g = wrk(gateway_url, key, body(stream, f"local/{MODEL}"), conc, args.duration, work)
-                    rounds.append((d, g))
-                med = {
-                    f"{side}_{k}": statistics.median(r[i][k] for r in rounds)
-                    for i, side in enumerate(("direct", "gateway"))
-                    for k in ("rps", "p50_ms", "p99_ms", "errors")
+        direct = Peer("direct", stack.sim_url, stack.processes["simbackend"].popen.pid, key)
+        iir = Peer("iir", stack.gateway_url, stack.processes["gateway"].popen.pid, key)
+        with contextlib.ExitStack() as running:
+            peers = [] if args.no_peers else running.enter_context(start_peers(stack.sim_url, MODEL, work))
+            targets = [direct, iir, *peers]
+            names = {t.name: (f"local/{MODEL}" if t.name == "iir" else MODEL) for t in targets}
+            for stream in (False, True):
+                for conc in (1, 32, 256):
+                    rounds: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
+                    for _ in range(args.rounds):
+                        for t in targets:
+                            rounds[t.name].append(measure(t, body(stream, names[t.name]), conc, args.duration, work))
+                    med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in rounds.items()}
+                    for n, m in med.items():
+                        print(f"  {n} {'stream' if stream else 'unary'} c{conc}: {m['rps']:.0f} rps", flush=True)
+                    for n, m in med.items():
+                        if n != "direct":
+                            m["added_p50_ms"] = m["p50_ms"] - med["direct"]["p50_ms"]
+                            m["added_p99_ms"] = m["p99_ms"] - med["direct"]["p99_ms"]
+                        rows.append({"target": n, "stream": stream, "concurrency": conc, **m})
+            for conc in (1, 32):
+                got = {
+                    t.name: statistics.median(
+                        asyncio.run(ttft(f"{t.url}/v1/chat/completions", t.key, names[t.name], conc, 256))
+                        for _ in range(args.rounds)
+                    )
+                    for t in targets
                 }
-                med.update(
-                    stream=stream,
-                    concurrency=conc,
-                    added_p50_ms=med["gateway_p50_ms"] - med["direct_p50_ms"],
-                    added_p99_ms=med["gateway_p99_ms"] - med["direct_p99_ms"],
-                )
-                rows.append(med)
-        ttfts = []
-        for conc in (1, 32):
-            d = statistics.median(asyncio.run(ttft(direct_url, key, MODEL, conc, 256)) for _ in range(args.rounds))
-            g = statistics.median(
-                asyncio.run(ttft(gateway_url, key, f"local/{MODEL}", conc, 256)) for _ in range(args.rounds)
-            )
-            ttfts.append({"concurrency": conc, "direct_ttft_ms": d, "gateway_ttft_ms": g, "added_ttft_ms": g - d})
-        main_pid = stack.processes["gateway"].popen.pid
-        workers = subprocess.run(["pgrep", "-P", str(main_pid)], capture_output=True, text=True).stdout.split()
-        memory = sum(rss_mib(int(p)) for p in [main_pid, *workers])
-    print(f"gateway workers: {args.workers}, access log: {args.access_log}, rounds: {args.rounds} × {args.duration}s")
+                for n, v in got.items():
+                    ttfts.append({"target": n, "concurrency": conc, "ttft_ms": v, "added_ttft_ms": v - got["direct"]})
+            memory = {t.name: rss_mib(t.pid) for t in targets}
     print(
-        f"{'mode':<10} {'conc':>4} | {'direct rps':>10} {'p50':>7} {'p99':>7} | {'gateway rps':>11} {'p50':>7} "
-        f"{'p99':>7} | {'added p50':>9} {'p99':>7} ms"
+        f"IIR gateway workers: {args.workers}, access log: {args.access_log}, rounds: {args.rounds} × {args.duration}s"
+    )
+    print(
+        f"{'target':<12} {'mode':<6} {'conc':>4} | {'rps':>8} {'p50':>7} {'p99':>8} | {'added p50':>9} "
+        f"{'p99':>8} ms | {'CPU/req':>8} µs"
     )
     for r in rows:
-        mode = "stream" if r["stream"] else "unary"
+        added = f"{r['added_p50_ms']:>9.2f} {r['added_p99_ms']:>8.2f}" if "added_p50_ms" in r else f"{'':>9} {'':>8}"
         print(
-            f"{mode:<10} {r['concurrency']:>4} | {r['direct_rps']:>10.0f} {r['direct_p50_ms']:>7.2f} "
-            f"{r['direct_p99_ms']:>7.2f} | {r['gateway_rps']:>11.0f} {r['gateway_p50_ms']:>7.2f} "
-            f"{r['gateway_p99_ms']:>7.2f} | {r['added_p50_ms']:>9.2f} {r['added_p99_ms']:>7.2f}"
+            f"{r['target']:<12} {'stream' if r['stream'] else 'unary':<6} {r['concurrency']:>4} | {r['rps']:>8.0f} "
+            f"{r['p50_ms']:>7.2f} {r['p99_ms']:>8.2f} | {added} ms | {r['cpu_us_per_request']:>8.0f} µs"
         )
     for t in ttfts:
         print(
-            f"TTFT at concurrency {t['concurrency']}: direct {t['direct_ttft_ms']:.2f} ms, gateway "
-            f"{t['gateway_ttft_ms']:.2f} ms, added {t['added_ttft_ms']:.2f} ms"
+            f"TTFT {t['target']:<12} concurrency {t['concurrency']:>3}: {t['ttft_ms']:.2f} ms, "
+            f"added {t['added_ttft_ms']:.2f} ms"
         )
-    print(f"gateway memory (RSS, all worker processes): {memory:.0f} MiB")
+    for n, m in memory.items():
+        print(f"RSS {n:<12} {m:.0f} MiB (all its processes)")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"gateway_overhead_w{args.workers}.json"
     out.write_text(
@@ -159,9 +177,10 @@ def main() -> None:
             {
                 "workers": args.workers,
                 "access_log": args.access_log,
+                "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()},
                 "rows": rows,
                 "ttft": ttfts,
-                "gateway_rss_mib": memory,
+                "rss_mib": memory,
             },
             indent=2,
         )

@@ -6,6 +6,7 @@ import sys
 
 import uvicorn
 
+from iir_gateway.cpus import auto_workers
 from iir_gateway.providers.config import ProvidersFileError, load_providers
 from iir_gateway.routing.auto_router import RoutingFileError, load_policies
 from iir_gateway.settings import GatewaySettings
@@ -27,7 +28,7 @@ def main() -> None:
         factory=True,
         host=settings.gateway_host,
         port=settings.gateway_port,
-        workers=settings.gateway_workers,
+        workers=settings.gateway_workers or auto_workers(),
         loop="uvloop",
         http="iir_gateway.api.http_protocol:GuardedHttpToolsProtocol",
         log_config=None,

@@ -13,8 +13,9 @@ from iir_gateway.networks import parse_networks
 class GatewaySettings(IIRSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
-    # Worker processes serving the gateway port; they share nothing but Redis.
-    gateway_workers: int = 1
+    # Worker processes serving the gateway port; they share nothing but Redis. 0: one per CPU the process
+    # may use (its affinity, bounded by the cgroup's CPU quota), at most one per 128 MiB of memory limit.
+    gateway_workers: int = Field(default=1, ge=0)
     auth_addr: str = "127.0.0.1:50051"
     registry_addr: str = "127.0.0.1:50052"
     classifier_addr: str = "127.0.0.1:50053"
