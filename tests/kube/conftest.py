@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -72,21 +72,27 @@ async def kube(apiserver: kmock.KubernetesEmulator) -> AsyncIterator[Kube]:
 
 
 @contextlib.asynccontextmanager
-async def running_operator(apiserver: kmock.KubernetesEmulator, **settings: Any) -> AsyncIterator[None]:
-    """The operator's real kopf machinery, watching the emulator (objects made after it starts)."""
-    options = OperatorSettings(kube_server=str(apiserver.url), **settings)
-    ready = asyncio.Event()
-    task = asyncio.create_task(
-        kopf.operator(registry=build_registry(options), standalone=True, clusterwide=True, ready_flag=ready)
-    )
-    await asyncio.wait_for(ready.wait(), 10)
-    await asyncio.sleep(0.5)  # the watch streams open just after readiness
+async def in_background(work: Coroutine[Any, Any, Any]) -> AsyncIterator[None]:
+    """Runs `work` as a task for the duration of the block, then cancels it."""
+    task = asyncio.create_task(work)
     try:
         yield
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@contextlib.asynccontextmanager
+async def running_operator(apiserver: kmock.KubernetesEmulator, **settings: Any) -> AsyncIterator[None]:
+    """The operator's real kopf machinery, watching the emulator (objects made after it starts)."""
+    options = OperatorSettings(kube_server=str(apiserver.url), **settings)
+    ready = asyncio.Event()
+    registry = build_registry(options)
+    async with in_background(kopf.operator(registry=registry, standalone=True, clusterwide=True, ready_flag=ready)):
+        await asyncio.wait_for(ready.wait(), 10)
+        await asyncio.sleep(0.5)  # the watch streams open just after readiness
+        yield
 
 
 @pytest.fixture

@@ -9,14 +9,13 @@ import asyncio
 import contextlib
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from iir_common.kube import MODEL_LABEL, Kube, service_name
 from iir_dev import datastores
 from iir_operator.drain import pre_stop
 from tests.conftest import start_sim
-from tests.kube.conftest import pod
+from tests.kube.conftest import in_background, pod
 
 
 @dataclass
@@ -103,15 +102,8 @@ class Replicas:
             else:
                 await asyncio.sleep(interval_s)
 
-    @contextlib.asynccontextmanager
-    async def following_deployment(self) -> AsyncIterator[None]:
-        task = asyncio.create_task(self.follow_deployment())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    def following_deployment(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return in_background(self.follow_deployment())
 
     def close(self) -> None:
         for replica in self.live + self.drained:

@@ -3,27 +3,24 @@ figures it scrapes from every ready replica, and the requests gateways hold), ke
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Callable
 
 import grpc
 
-from iir.v1 import registry_pb2, registry_pb2_grpc
+from iir.v1 import registry_pb2
+from iir_common.registry_watch import RegistryWatch
 from iir_operator.autoscaling.rule import Figures
 
-log = logging.getLogger(__name__)
 Event = registry_pb2.WatchEvent
 
 
 class RegistrySignals:
     def __init__(self, channel: grpc.aio.Channel, on_demand: Callable[[], None] | None = None) -> None:
-        self._stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        self._watch = RegistryWatch(channel, self.apply, on_lost=self._lost, max_backoff_s=5.0)
         self.on_demand = on_demand  # a model's held requests changed: decide now, not at the next tick
         self.models: dict[str, registry_pb2.Model] = {}
         self.metrics: dict[str, registry_pb2.EndpointMetrics] = {}
         self.held: dict[str, int] = {}
-        self.connected = False
 
     def figures(self, namespace: str, name: str) -> Figures | None:
         """The figures of the InferenceModel `namespace/name`; None when the registry does not list it."""
@@ -63,21 +60,13 @@ class RegistrySignals:
             live = {e.url for m in self.models.values() for e in m.endpoints}
             self.metrics = {u: m for u, m in self.metrics.items() if u in live}
 
+    @property
+    def connected(self) -> bool:
+        return self._watch.connected
+
+    def _lost(self) -> None:
+        self.held = {}  # what gateways hold is unknown until the stream is back
+
     async def run(self) -> None:
         """Follows the Watch for ever, reconnecting with backoff; while cut off, `connected` is False."""
-        backoff = 0.1
-        while True:
-            try:
-                async for event in self._stub.Watch(registry_pb2.WatchRequest()):
-                    if not self.connected:
-                        log.info("autoscaler connected to the registry")
-                    self.connected = True
-                    backoff = 0.1
-                    self.apply(event)
-            except grpc.aio.AioRpcError as exc:
-                if self.connected:
-                    log.warning("autoscaler lost the registry; scaling paused", extra={"grpc_code": exc.code().name})
-            self.connected = False
-            self.held = {}
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+        await self._watch.run()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Sequence
 
 import grpc
 
-from iir.v1 import registry_pb2, registry_pb2_grpc
+from iir.v1 import registry_pb2
+from iir_common.registry_watch import RegistryWatch
 
-log = logging.getLogger(__name__)
 Event = registry_pb2.WatchEvent
 
 
@@ -23,13 +22,12 @@ class ModelCatalogue:
         on_metrics: Callable[[Sequence[registry_pb2.EndpointMetrics]], None] | None = None,
         on_change: Callable[[str], None] | None = None,
     ) -> None:
-        self._stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        self._watch = RegistryWatch(channel, self.apply)
         self._on_metrics = on_metrics
         self._on_change = on_change  # the public name of a model that came, changed or went
         self.models: dict[str, registry_pb2.Model] = {}
         # True once a snapshot arrived; a lost stream keeps the last catalogue (stale beats empty).
         self.synced = asyncio.Event()
-        self.connected = False
 
     def get(self, name: str) -> registry_pb2.Model | None:
         return self.models.get(name)
@@ -52,20 +50,10 @@ class ModelCatalogue:
             for name in changed:
                 self._on_change(name)
 
+    @property
+    def connected(self) -> bool:
+        return self._watch.connected
+
     async def run(self) -> None:
-        """Follows the Watch stream for ever, reconnecting with backoff."""
-        backoff = 0.1
-        while True:
-            try:
-                async for event in self._stub.Watch(registry_pb2.WatchRequest()):
-                    if not self.connected:
-                        log.info("registry watch connected")
-                    self.connected = True
-                    backoff = 0.1
-                    self.apply(event)
-            except grpc.aio.AioRpcError as exc:
-                if self.connected:
-                    log.warning("registry watch lost; serving the last catalogue", extra={"grpc_code": exc.code().name})
-            self.connected = False
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+        """Follows the Watch stream for ever; a lost stream keeps the last catalogue (stale beats empty)."""
+        await self._watch.run()
