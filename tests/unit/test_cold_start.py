@@ -28,8 +28,11 @@ async def test_held_requests_go_when_the_model_is_ready_and_the_wait_is_measured
 
 
 async def test_a_ready_model_is_not_held() -> None:
-    starts = ColdStarts()
+    kicks: list[int] = []
+    observed: list[tuple[str, float]] = []
+    starts = ColdStarts(on_demand=lambda: kicks.append(1), observe=lambda m, s: observed.append((m, s)))
     await asyncio.wait_for(starts.hold("local/m", lambda: True), 0.1)
+    assert kicks == [] and observed == []  # no cold start measured, nothing told to the registry
 
 
 async def test_timeout_and_bound_give_503_with_retry_after() -> None:

@@ -39,7 +39,10 @@ class ColdStarts:
         return sum(len(w) for w in self._waiters.values())
 
     async def hold(self, model: str, ready: Callable[[], bool]) -> None:
-        """Waits until `ready()` holds for `model` (checked on each `changed(model)`), or raises the 503."""
+        """Waits until `ready()` holds for `model` (checked on each `changed(model)`), or raises the 503.
+        A model that is ready already is not held, counted or reported."""
+        if ready():
+            return
         if self.total >= self.max_held:
             raise self._timeout(model, f"{self.total} requests are already held for cold starts")
         loop = asyncio.get_running_loop()
