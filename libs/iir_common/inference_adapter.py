@@ -4,7 +4,7 @@ which pods hold it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,3 +47,30 @@ class AdapterView:
             phase=str(status.get("phase") or "Pending"),
             loaded_on=tuple(str(p) for p in status.get("loadedOn") or []),
         )
+
+
+def assign_names(
+    adapters: Iterable[Mapping[str, Any]], models: Iterable[str]
+) -> tuple[list[tuple[Mapping[str, Any], AdapterView]], dict[str, str]]:
+    """Which of a model's adapters may be served under their names, the same rule for the operator (what
+    it loads) and the registry (what it lists): oldest first, and none under a name that is taken, by a
+    model (`models`: every model's served name, its base model's among them) or by an older adapter.
+    Returns the adapters kept, with their views, and why each other one is refused, by object name."""
+    ordered = sorted(
+        adapters, key=lambda a: ((a.get("metadata") or {}).get("creationTimestamp", ""), AdapterView.of(a).name)
+    )
+    taken = set(models)
+    owners: dict[str, str] = {}  # served name → the adapter that has it
+    kept, refused = [], {}
+    for adapter in ordered:
+        view = AdapterView.of(adapter)
+        if view.served_name in taken:
+            refused[view.name] = f"the served name {view.served_name!r} is taken: it is a model's"
+        elif view.served_name in owners:
+            refused[view.name] = (
+                f"the served name {view.served_name!r} is taken by the adapter {owners[view.served_name]}"
+            )
+        else:
+            owners[view.served_name] = view.name
+            kept.append((adapter, view))
+    return kept, refused

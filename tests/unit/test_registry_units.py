@@ -274,3 +274,26 @@ vllm:lora_requests_info{max_lora="2",running_lora_adapters="ad1,ad2",waiting_lor
     m = parse_vllm_metrics("http://x", later)
     assert (list(m.running_adapters), list(m.waiting_adapters)) == (["ad1", "ad2"], ["ad3"])
     assert parse_vllm_metrics("http://x", "vllm:num_requests_running 1\n").max_loras == 0
+
+
+def test_the_registry_lists_the_adapter_the_operator_loads_when_two_share_a_name() -> None:
+    """Oldest first for both (`assign_names`): the registry once took the first by object name instead,
+    and listed an adapter the operator had refused."""
+    from iir_common.inference_adapter import assign_names
+    from iir_registry.resource_mapping import adapter_models
+
+    def adapter(name: str, created: str) -> dict[str, object]:
+        return {
+            "metadata": {"name": name, "creationTimestamp": created},
+            "spec": {"baseModel": "base", "servedName": "sql", "source": {"path": "/a"}},
+            "status": {"loadedOn": ["pod-0"]},
+        }
+
+    older, newer = adapter("zzz-first", "2026-01-01T00:00:00Z"), adapter("aaa-second", "2026-02-01T00:00:00Z")
+    kept, refused = assign_names([newer, older], {"base"})
+    assert [v.name for _, v in kept] == ["zzz-first"] and "taken by the adapter zzz-first" in refused["aaa-second"]
+    base = registry_pb2.Model(
+        name="local/base", served_name="base", endpoints=[registry_pb2.Endpoint(url="http://p0", target="pod-0")]
+    )
+    (listed,) = adapter_models(base, [newer, older])
+    assert listed.name == "local/sql" and listed.created == 1767225600  # zzz-first's creation time

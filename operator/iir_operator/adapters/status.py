@@ -19,18 +19,18 @@ class Placement:
     failures: dict[str, str] = field(default_factory=dict)  # pod → why it could not be loaded there
 
 
-def adapter_status(adapter: Obj, base: str, ready: int, placement: Placement | None, refused: str | None) -> Obj:
-    """`ready`: the base model's ready replicas; `placement`: None when the adapter is `refused`, or when
-    the base model does not exist (then `refused` says so too)."""
+def adapter_status(adapter: Obj, base: str, ready: int, placement: Placement, refused: str | None) -> Obj:
+    """`ready`: the base model's ready replicas; `refused`: why the adapter is not served at all, if it
+    is not (then `placement` says nothing)."""
     view = AdapterView.of(adapter)
-    loaded = sorted(placement.loaded_on) if placement else []
+    loaded = [] if refused else sorted(placement.loaded_on)
     if refused:
         phase, reason, message = "Failed", "NotServable", refused
     elif ready == 0:
         phase, reason, message = "Pending", "BaseNotReady", f"the base model {base} has no ready replica"
-    elif placement is not None and len(loaded) == ready:
+    elif len(loaded) == ready:
         phase, reason, message = "Ready", "Loaded", f"loaded on {len(loaded)}/{ready} ready replicas of {base}"
-    elif placement is not None and placement.failures and not loaded:
+    elif placement.failures and not loaded:
         pod, why = sorted(placement.failures.items())[0]
         phase, reason, message = "Failed", "LoadFailed", f"cannot load it on {pod}: {why}"
     else:

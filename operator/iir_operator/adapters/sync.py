@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import Any
 
-from iir_common.inference_adapter import AdapterView
+from iir_common.inference_adapter import AdapterView, assign_names
 from iir_common.inference_model import InferenceModelView
 from iir_common.kube import ADAPTER_PLURAL, Kube
 from iir_operator.adapters.status import Placement, adapter_status
@@ -47,28 +47,21 @@ class AdapterSync:
         spec = im.get("spec") or {}
         base = InferenceModelView.of(im)
         lora = spec.get("lora")
-        ordered = sorted(adapters, key=lambda a: (a["metadata"].get("creationTimestamp", ""), a["metadata"]["name"]))
-        wanted: dict[str, AdapterView] = {}
-        refused: dict[str, str] = {}  # adapter object name → why it is not served at all
-        for adapter in ordered:
-            view = AdapterView.of(adapter)
-            if not lora:
-                refused[view.name] = f"the base model {base.name} has no spec.lora: vLLM runs without LoRA"
-            elif view.served_name == base.served_name or view.served_name in wanted:
-                refused[view.name] = f"the served name {view.served_name!r} is taken on {base.name}"
-            elif view.served_name in (model_names or set()):
-                refused[view.name] = f"the served name {view.served_name!r} is a model's"
-            else:
-                wanted[view.served_name] = view
+        kept, refused = assign_names(adapters, {base.served_name, *(model_names or ())})
+        if not lora:
+            why = f"the base model {base.name} has no spec.lora: vLLM runs without LoRA"
+            refused |= {view.name: why for _, view in kept}
+            kept = []
+        wanted = {view.served_name: view for _, view in kept}
         port = int((spec.get("vllm") or {}).get("port", 8000))
         ready = [p for p in pods if pod_ready(p) and (p.get("status") or {}).get("podIP")]
         placements = {v.served_name: Placement() for v in wanted.values()}
         if lora:
             keep = set(wanted) | _static_adapters(im)
             await asyncio.gather(*(self._sync_pod(p, port, wanted, keep, placements) for p in ready))
-        for adapter in ordered:
+        for adapter in adapters:
             view = AdapterView.of(adapter)
-            placement = placements.get(view.served_name) if view.name not in refused else None
+            placement = placements.get(view.served_name, Placement())
             status = adapter_status(adapter, base.name, len(ready), placement, refused.get(view.name))
             if not same_status(adapter.get("status") or {}, status):
                 await self.kube.merge_patch(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from iir.v1 import registry_pb2
-from iir_common.inference_adapter import AdapterView
+from iir_common.inference_adapter import assign_names
 from iir_common.inference_model import InferenceModelView
 
 LOCAL_PROVIDER = "local"
@@ -82,18 +82,14 @@ def token_prices(cost: dict[str, Any], gpus_per_replica: int) -> tuple[float, fl
 
 
 def adapter_models(
-    base: registry_pb2.Model, adapters: Sequence[Mapping[str, Any]], taken: Iterable[str] = ()
+    base: registry_pb2.Model, adapters: Iterable[Mapping[str, Any]], models: Iterable[str] = ()
 ) -> list[registry_pb2.Model]:
     """The catalogue entries of a model's LoRA adapters: each on the base model's endpoints that hold it
-    (status.loadedOn), priced as the base model. One whose name is taken (by the base model, a model of
-    `taken`, or an adapter before it) is left out."""
+    (status.loadedOn), priced as the base model. One whose name is taken (`assign_names`: by the base
+    model, by any of `models`, or by an older adapter) is left out."""
     out = []
-    taken = {base.served_name, *taken}
-    for adapter in adapters:
-        view = AdapterView.of(adapter)
-        if view.served_name in taken:
-            continue
-        taken.add(view.served_name)
+    kept, _ = assign_names(adapters, {base.served_name, *models})
+    for adapter, view in kept:
         holders = set(view.loaded_on)
         endpoints = [
             registry_pb2.Endpoint(url=e.url, ready=e.ready, target=e.target, draining=e.draining)

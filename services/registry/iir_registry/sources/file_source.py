@@ -28,11 +28,11 @@ def load_models_file(path: Path) -> list[registry_pb2.Model]:
     created = int(path.stat().st_mtime)
     bases = [model_from_resource(d, SOURCE, created) for d in docs if d.get("kind") == "InferenceModel"]
     names = [d["metadata"]["name"] for d in docs if d.get("kind") == "InferenceModel"]
-    taken = {b.served_name for b in bases}
+    model_names = {b.served_name for b in bases}
     models = []
     for base, name in zip(bases, names, strict=True):
         adapters = [d for d in docs if d.get("kind") == "InferenceAdapter" and d["spec"]["baseModel"] == name]
-        models += [base, *adapter_models(base, adapters, taken)]
+        models += [base, *adapter_models(base, adapters, model_names)]
     return models
 
 

@@ -93,34 +93,35 @@ class KubernetesSource:
             if ns == namespace and (sl.get("metadata", {}).get("labels") or {}).get(SERVICE_LABEL) == service
         ]
 
-    def _models(self, key: tuple[str, str]) -> list[registry_pb2.Model]:
+    def _model_names(self) -> set[str]:
+        """Every model's served name: an adapter takes none of them, in any namespace (it would capture
+        that model's traffic)."""
+        return {InferenceModelView.of(m).served_name for m in self.objects[PLURAL].values()}
+
+    def _models(self, key: tuple[str, str], model_names: set[str]) -> list[registry_pb2.Model]:
         """The model `key` (namespace, InferenceModel name) and its adapters; none when it is not held."""
         im = self.objects[PLURAL].get(key)
         if im is None:
             return []
         slices = self._slices_of(*key)
         base = model_from_resource(im, SOURCE, endpoints=slice_endpoints(slices) if slices else None)
-        adapters = sorted(
-            (a for k, a in self.objects[ADAPTER_PLURAL].items() if _model_of(ADAPTER_PLURAL, a) == key),
-            key=lambda a: (a.get("metadata") or {}).get("name", ""),
-        )
-        # An adapter never takes a model's name, in any namespace: it could not capture that model's traffic.
-        models = {InferenceModelView.of(m).served_name for m in self.objects[PLURAL].values()}
-        return [base, *adapter_models(base, adapters, taken=models)]
+        adapters = [a for a in self.objects[ADAPTER_PLURAL].values() if _model_of(ADAPTER_PLURAL, a) == key]
+        return [base, *adapter_models(base, adapters, model_names)]
 
     def publish(self) -> None:
         """Makes the catalogue's models of this source exactly those of the objects held (after a list)."""
         self._published = {}
         models = []
+        model_names = self._model_names()  # once for the whole listing
         for key in self.objects[PLURAL]:
-            found = self._models(key)
+            found = self._models(key, model_names)
             models += found
             self._published[key] = {m.name for m in found}
         self.catalogue.replace_source(SOURCE, models)
 
     def publish_one(self, key: tuple[str, str]) -> None:
         """Recomputes the model `key` (namespace, InferenceModel name) and its adapters after an event."""
-        models = self._models(key)
+        models = self._models(key, self._model_names())
         names = {m.name for m in models}
         for gone in self._published.pop(key, set()) - names:
             if not any(gone in other for other in self._published.values()):
