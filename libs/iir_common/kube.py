@@ -48,6 +48,12 @@ def service_name(model_name: str) -> str:
     return f"iir-{model_name}"
 
 
+def endpoint_url(address: str, port: int | str) -> str:
+    """The base URL of a pod's server at `address` (IPv4, or IPv6 in brackets) and `port`."""
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}:{port}"
+
+
 class Kube:
     """CRUD, list and watch of the few resources IIR touches, as dicts."""
 
@@ -193,5 +199,6 @@ __all__ = [
     "Kube",
     "Obj",
     "client",
+    "endpoint_url",
     "service_name",
 ]

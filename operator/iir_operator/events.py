@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from iir_common.kube import GROUP, KIND, VERSION, ApiException, Kube
+from iir_operator.status import utc_stamp
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ async def record_event(kube: Kube, im: dict[str, Any], kind: str, reason: str, m
     """Writes an Event on `im` through the API directly: for work outside kopf's handlers (the autoscaler),
     where kopf's event queue is not there. Best effort: a refused Event is logged, never raised."""
     meta = im.get("metadata") or {}
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = utc_stamp()
     body = {
         "apiVersion": "v1",
         "kind": "Event",

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from iir_common.inference_model import InferenceModelView
-from iir_common.kube import MODEL_LABEL
+from iir_common.kube import MODEL_LABEL, endpoint_url
 from iir_operator.plan import Plan
 from iir_operator.sizing import FORMULA
 
@@ -46,6 +46,11 @@ def _unschedulable(pod: Obj) -> str | None:
     return None
 
 
+def utc_stamp() -> str:
+    """Now, as Kubernetes writes times (RFC 3339, seconds, UTC)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def condition(kind: str, ok: bool, reason: str, message: str, previous: list[Obj]) -> Obj:
     status = "True" if ok else "False"
     before = next((c for c in previous if c.get("type") == kind), None)
@@ -55,7 +60,7 @@ def condition(kind: str, ok: bool, reason: str, message: str, previous: list[Obj
         "status": status,
         "reason": reason,
         "message": message,
-        "lastTransitionTime": when or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "lastTransitionTime": when or utc_stamp(),
     }
 
 
@@ -96,7 +101,7 @@ def compute_status(im: Obj, plan: Plan, deployment: Obj | None, pods: list[Obj])
     live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
     ready = [p for p in live if pod_ready(p)]
     endpoints = [
-        {"url": f"http://{p['status']['podIP']}:{port}", "ready": pod_ready(p), "target": p["metadata"]["name"]}
+        {"url": endpoint_url(p["status"]["podIP"], port), "ready": pod_ready(p), "target": p["metadata"]["name"]}
         for p in live
         if (p.get("status") or {}).get("podIP")
     ]

@@ -297,3 +297,10 @@ def test_the_registry_lists_the_adapter_the_operator_loads_when_two_share_a_name
     )
     (listed,) = adapter_models(base, [newer, older])
     assert listed.name == "local/sql" and listed.created == 1767225600  # zzz-first's creation time
+
+
+def test_endpoint_urls_bracket_ipv6_as_a_url_must() -> None:
+    from iir_common.kube import endpoint_url
+
+    assert endpoint_url("10.0.0.7", 8000) == "http://10.0.0.7:8000"
+    assert endpoint_url("fd00::7", 8000) == "http://[fd00::7]:8000"  # the operator's status once wrote it bare

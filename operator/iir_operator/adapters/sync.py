@@ -16,7 +16,7 @@ from typing import Any
 
 from iir_common.inference_adapter import AdapterView, assign_names
 from iir_common.inference_model import InferenceModelView
-from iir_common.kube import ADAPTER_PLURAL, Kube
+from iir_common.kube import ADAPTER_PLURAL, Kube, endpoint_url
 from iir_operator.adapters.status import Placement, adapter_status
 from iir_operator.adapters.vllm_api import AdapterCallError, VllmAdapters
 from iir_operator.status import pod_ready, same_status
@@ -81,8 +81,7 @@ class AdapterSync:
         self, pod: Obj, port: int, wanted: dict[str, AdapterView], keep: set[str], placements: dict[str, Placement]
     ) -> None:
         name = pod["metadata"]["name"]
-        ip = pod["status"]["podIP"]
-        url = f"http://[{ip}]:{port}" if ":" in ip else f"http://{ip}:{port}"
+        url = endpoint_url(pod["status"]["podIP"], port)
         try:
             held = await self.api.loaded(url)
         except AdapterCallError as exc:

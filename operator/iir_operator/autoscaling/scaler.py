@@ -9,7 +9,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from iir_common.kube import PLURAL, ApiException, Kube
@@ -17,6 +16,7 @@ from iir_operator.autoscaling.rule import AutoscalingSpec, recommend
 from iir_operator.autoscaling.signals import RegistrySignals
 from iir_operator.autoscaling.stabilizer import Stabilizer
 from iir_operator.events import record_event
+from iir_operator.status import utc_stamp
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -85,7 +85,7 @@ class Autoscaler:
         ns, name = key
         await self.kube.merge_patch(PLURAL, ns, name, {"spec": {"replicas": desired}})
         self._written[key] = (desired, now)
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = utc_stamp()
         status = {"autoscaling": {"desiredReplicas": desired, "lastScaleTime": stamp, "message": message}}
         await self.kube.merge_patch(PLURAL, ns, name, {"status": status}, subresource="status")
         reason = (

@@ -19,7 +19,7 @@ import aiohttp
 from iir.v1 import registry_pb2
 from iir_common.gpus import GpuNode, gpu_nodes
 from iir_common.inference_model import InferenceModelView
-from iir_common.kube import ADAPTER_PLURAL, MODEL_LABEL, PLURAL, ApiException, Kube, Obj, service_name
+from iir_common.kube import ADAPTER_PLURAL, MODEL_LABEL, PLURAL, ApiException, Kube, Obj, endpoint_url, service_name
 from iir_registry.catalogue import Catalogue
 from iir_registry.resource_mapping import adapter_models, model_from_resource
 
@@ -66,8 +66,7 @@ def slice_endpoints(slices: Iterable[Obj]) -> list[registry_pb2.Endpoint]:
             draining = terminating and conditions.get("serving", conditions.get("ready")) is not False
             target = (ep.get("targetRef") or {}).get("name", "")
             for addr in ep.get("addresses") or []:
-                host = f"[{addr}]" if ":" in addr else addr
-                url = f"http://{host}:{port}"
+                url = endpoint_url(addr, port)
                 out.append(registry_pb2.Endpoint(url=url, ready=ready, target=target, draining=draining))
     return sorted(out, key=lambda e: e.url)
 
