@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 @dataclass
 class Autoscaling:
     channel: grpc.aio.Channel
-    scaler: Autoscaler
     tasks: list[asyncio.Task[None]]
 
     async def stop(self) -> None:
@@ -51,4 +50,4 @@ def start_autoscaler(
         asyncio.create_task(signals.run(), name="registry-signals"),
         asyncio.create_task(scaler.run(), name="autoscaler"),
     ]
-    return Autoscaling(channel, scaler, tasks)
+    return Autoscaling(channel, tasks)

@@ -22,7 +22,7 @@ from iir_simbackend.answers import ChatAnswer, CompletionAnswer, Plan, plan_chat
 from iir_simbackend.generation import count_tokens
 from iir_simbackend.lora import LoraState
 from iir_simbackend.settings import SimSettings
-from iir_simbackend.vllm_errors import check_sampling, error, missing, not_found
+from iir_simbackend.vllm_errors import check_sampling, error, json_object, missing, not_found
 from iir_simbackend.vllm_metrics import VllmMetrics
 
 SETTINGS = web.AppKey("settings", SimSettings)
@@ -55,12 +55,9 @@ def _served(request: web.Request, model: Any, embedding: bool) -> web.Response |
 
 
 async def _read(request: web.Request, embedding: bool = False) -> dict[str, Any] | web.Response:
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        return error(400, "JSON decode error", "Bad Request", "body")
-    if not isinstance(body, dict):
-        return error(400, "Input should be a valid dictionary", "Bad Request", "body")
+    body = await json_object(request)
+    if isinstance(body, web.Response):
+        return body
     return _served(request, body.get("model"), embedding) or body
 
 

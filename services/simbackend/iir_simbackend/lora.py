@@ -9,11 +9,10 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
-import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 
-from iir_simbackend.vllm_errors import error
+from iir_simbackend.vllm_errors import error, json_object
 
 
 class LoraState:
@@ -45,7 +44,7 @@ class LoraState:
             self._publish()
 
     async def load(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await json_object(request)
         if isinstance(body, web.Response):
             return body
         name, path = body.get("lora_name"), body.get("lora_path")
@@ -67,7 +66,7 @@ class LoraState:
         return web.Response(status=200, text=f"Success: LoRA adapter '{name}' added successfully.")
 
     async def unload(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await json_object(request)
         if isinstance(body, web.Response):
             return body
         name = body.get("lora_name")
@@ -77,14 +76,6 @@ class LoraState:
             return error(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError")
         del self.adapters[name]
         return web.Response(status=200, text=f"Success: LoRA adapter '{name}' removed successfully.")
-
-
-async def _body(request: web.Request) -> dict[str, object] | web.Response:
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        return error(400, "JSON decode error", "Bad Request", "body")
-    return body if isinstance(body, dict) else error(400, "Input should be a valid dictionary", "Bad Request", "body")
 
 
 def _holds_adapter(folder: str) -> bool:

@@ -15,6 +15,17 @@ def error(status: int, message: str, kind: str, param: str | None = None) -> web
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
+async def json_object(request: web.Request) -> dict[str, Any] | web.Response:
+    """The request's JSON object, or vLLM's 400 for a body that is not JSON or not an object."""
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return error(400, "JSON decode error", "Bad Request", "body")
+    if not isinstance(body, dict):
+        return error(400, "Input should be a valid dictionary", "Bad Request", "body")
+    return body
+
+
 def not_found() -> web.Response:
     """What vLLM answers for a route its model does not serve (FastAPI's default 404)."""
     return web.Response(body=b'{"detail":"Not Found"}', status=404, content_type="application/json")
