@@ -9,6 +9,7 @@ with its default settings (auth on with a warm key, limits, scrubbing, cache loo
 log). Load comes from wrk; TTFT from an asyncio client. Medians of several rounds, targets interleaved
 within each round so they share the machine's noise.
 Usage: .venv/bin/python bench/gateway_overhead.py [--rounds 3] [--duration 5] [--workers 1] [--no-peers]
+       [--concurrency 1,32,256] [--modes unary,stream]
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--access-log", choices=("true", "false"), default="true")
     parser.add_argument("--no-peers", action="store_true", help="IIR and the backend only")
+    parser.add_argument("--concurrency", default="1,32,256", help="comma-separated wrk connection counts")
+    parser.add_argument("--modes", default="unary,stream", help="unary, stream or both")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: run `make bench-tools`")
@@ -125,8 +128,8 @@ def main() -> None:
             peers = [] if args.no_peers else running.enter_context(start_peers(stack.sim_url, MODEL, work))
             targets = [direct, iir, *peers]
             names = {t.name: (f"local/{MODEL}" if t.name == "iir" else MODEL) for t in targets}
-            for stream in (False, True):
-                for conc in (1, 32, 256):
+            for stream in [m == "stream" for m in args.modes.split(",")]:
+                for conc in [int(c) for c in args.concurrency.split(",")]:
                     rounds: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
                     for _ in range(args.rounds):
                         for t in targets:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 
 from iir_gateway.answer import Event
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.upstream.errors import upstream_error
+from iir_gateway.upstream.http11 import UpstreamProtocolError
 from iir_gateway.upstream.relay import StreamRelay
 from iir_gateway.wire.registry import CODECS, codec_for
 from iir_gateway.wire.sse import SSEParser
@@ -96,9 +96,12 @@ def test_sse_parser_joins_what_the_network_cut_and_drops_event_names() -> None:
     assert out == [b'{"a":1}', b'{"b":\n2}', b"[DONE]"]
 
 
-class FakeContent:
+class FakeResponse:
+    """An upstream answer (`iir_gateway.upstream.http11.Response`) read from a script."""
+
     def __init__(self, script: list[Any]) -> None:
         self.script = script
+        self.released = self.closed = False
 
     async def readany(self) -> bytes:
         item = self.script.pop(0) if self.script else b""
@@ -108,12 +111,6 @@ class FakeContent:
             await asyncio.sleep(item)
             return b""
         return item
-
-
-class FakeResponse:
-    def __init__(self, script: list[Any]) -> None:
-        self.content = FakeContent(script)
-        self.released = self.closed = False
 
     def release(self) -> None:
         self.released = True
@@ -148,7 +145,7 @@ def test_a_whole_stream_keeps_its_connection_and_reports_its_usage() -> None:
     assert stream.usage == {"prompt_tokens": 1, "completion_tokens": 2}
 
 
-@pytest.mark.parametrize("fault", [aiohttp.ClientPayloadError("cut"), 5.0])
+@pytest.mark.parametrize("fault", [UpstreamProtocolError("cut"), 5.0])
 def test_a_broken_or_stalled_stream_ends_with_an_error_event_and_counts_what_was_generated(fault: Any) -> None:
     stream, resp = relay(chunk("a"), [chunk("b"), fault], read_timeout_s=0.05)
     events = asyncio.run(read_all(stream))

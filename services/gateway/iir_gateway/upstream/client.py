@@ -12,13 +12,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
-
 from iir_gateway.answer import Answer
 from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.settings import GatewaySettings
 from iir_gateway.upstream.errors import UpstreamError, upstream_error, upstream_message
+from iir_gateway.upstream.http11 import HTTP11Client, Response, UpstreamConnectError
 from iir_gateway.upstream.relay import StreamRelay
 from iir_gateway.upstream.span import end_span, upstream_span
 from iir_gateway.upstream.target import Timeouts, Upstream
@@ -32,36 +31,21 @@ class UpstreamClient:
     def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self._session: aiohttp.ClientSession | None = None
+        self._http: HTTP11Client | None = None
         self.defaults = Timeouts(
             connect_s=settings.upstream_connect_timeout_s,
             first_token_s=settings.upstream_first_token_timeout_s,
             read_s=settings.upstream_read_timeout_s,
             total_s=settings.upstream_total_timeout_s,
         )
-        self._client_timeouts: dict[Timeouts, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
         # Bodies are relayed as bytes, so upstreams must not compress them: no Accept-Encoding is sent.
-        self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept")
-        )
+        self._http = HTTP11Client()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    def _timeouts(self, timeouts: Timeouts) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
-        """(non-streaming, streaming) aiohttp timeouts; a stream's first token and chunks are timed by the relay."""
-        pair = self._client_timeouts.get(timeouts)
-        if pair is None:
-            pair = self._client_timeouts[timeouts] = (
-                # vLLM sends nothing until a non-streamed answer is whole: only the total bounds it.
-                aiohttp.ClientTimeout(total=timeouts.total_s, sock_connect=timeouts.connect_s),
-                aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s),
-            )
-        return pair
+        if self._http is not None:
+            await self._http.close()
 
     def _fail(
         self,
@@ -95,7 +79,7 @@ class UpstreamClient:
 
         Raises `UpstreamError` for what a retry or a fallback may fix; an upstream 4xx is passed through.
         """
-        assert self._session is not None, "UpstreamClient.start() was not awaited"
+        assert self._http is not None, "UpstreamClient.start() was not awaited"
         public_model = upstream.public_model
         codec = codec_for(upstream.wire)
         passthrough = native is not None and native.wire == codec.kind
@@ -109,21 +93,21 @@ class UpstreamClient:
         headers = {"content-type": "application/json", "x-request-id": request_id, **upstream.headers}
         span = upstream_span(provider, upstream, url, headers)
         timeouts = upstream.timeouts or self.defaults
-        unary_timeout, stream_timeout = self._timeouts(timeouts)
         first = b""
         started = time.perf_counter()
+        resp: Response | None = None
         try:
-            if stream:
-                async with asyncio.timeout(timeouts.first_token_s):
-                    resp = await self._session.post(url, data=payload, headers=headers, timeout=stream_timeout)
-                    if resp.status == 200:
-                        first = await resp.content.readany()
-            else:
-                resp = await self._session.post(url, data=payload, headers=headers, timeout=unary_timeout)
-            if resp.status != 200 or not stream:
-                raw = await resp.read()
-                resp.release()
+            # A stream's first token and chunks are timed here and by the relay; vLLM sends nothing until
+            # a non-streamed answer is whole, so only the total bounds that.
+            async with asyncio.timeout(timeouts.first_token_s if stream else timeouts.total_s):
+                resp = await self._http.request("POST", url, headers, payload, timeouts.connect_s)
+                if stream and resp.status == 200:
+                    first = await resp.readany()
+                else:
+                    raw = await resp.read()
         except TimeoutError:
+            if resp is not None:
+                resp.close()
             end_span(span, 504)
             raise self._fail(
                 provider,
@@ -133,7 +117,7 @@ class UpstreamClient:
                 "upstream_timeout",
                 retryable=False,
             ) from None
-        except aiohttp.ClientConnectorError as exc:
+        except UpstreamConnectError as exc:
             end_span(span, 502)
             log.warning("upstream unreachable", extra={"url": url, "error": str(exc)})
             raise self._fail(
@@ -144,7 +128,9 @@ class UpstreamClient:
                 "upstream_unreachable",
                 retryable=True,
             ) from None
-        except aiohttp.ClientError as exc:
+        except (OSError, ValueError) as exc:  # the connection broke; a header value that cannot be sent
+            if resp is not None:
+                resp.close()
             end_span(span, 502)
             log.warning("upstream failed", extra={"url": url, "error": repr(exc)})
             raise self._fail(
@@ -155,6 +141,10 @@ class UpstreamClient:
                 "upstream_error",
                 retryable=False,
             ) from None
+        except BaseException:
+            if resp is not None:
+                resp.close()  # cancelled, the client gone: the upstream sees the connection end and stops
+            raise
 
         end_span(span, resp.status)
         answer_headers = {"x-iir-model": public_model}
@@ -198,7 +188,7 @@ class UpstreamClient:
         return Answer(public_model, stream=relay, headers=answer_headers)
 
     def _status_error(
-        self, provider: str, resp: aiohttp.ClientResponse, raw: bytes, public_model: str, answer_headers: dict[str, str]
+        self, provider: str, resp: Response, raw: bytes, public_model: str, answer_headers: dict[str, str]
     ) -> APIError:
         message = upstream_message(raw)
         if resp.status >= 500:

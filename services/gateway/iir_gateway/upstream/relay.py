@@ -9,11 +9,10 @@ import time
 from collections import deque
 from typing import Any
 
-import aiohttp
-
 from iir_gateway.answer import Event
 from iir_gateway.errors import error_body
 from iir_gateway.metrics import GatewayMetrics
+from iir_gateway.upstream.http11 import Response
 from iir_gateway.wire.base import StreamDecoder
 from iir_gateway.wire.sse import SSEParser
 
@@ -34,7 +33,7 @@ class StreamRelay:
 
     def __init__(
         self,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         first: bytes,
         decoder: StreamDecoder,
         read_timeout_s: float,
@@ -84,8 +83,8 @@ class StreamRelay:
         try:
             if not chunk:
                 async with asyncio.timeout(self.read_timeout_s):
-                    chunk = await self.resp.content.readany()
-        except (TimeoutError, aiohttp.ClientError) as exc:
+                    chunk = await self.resp.readany()
+        except (TimeoutError, OSError) as exc:
             self._broke(exc)
             return
         if not chunk:
