@@ -26,6 +26,7 @@ from iir_gateway.api import (
     responses_routes,
     spend_routes,
 )
+from iir_gateway.api.access_log import AccessLog
 from iir_gateway.api.client_address import ClientAddressResolver
 from iir_gateway.api.docs_routes import install_docs
 from iir_gateway.api.fastpath import InferenceFastPath
@@ -159,6 +160,6 @@ def create_asgi(settings: GatewaySettings | None = None) -> ASGIApp:
         metrics=gateway.metrics,
         max_body_bytes=settings.max_body_bytes,
         upload_max_bytes=settings.batch_max_file_bytes + 64 * 1024,  # POST /v1/files: the file and its form
-        access_log=settings.access_log,
+        access_log=AccessLog() if settings.access_log else None,
         addresses=ClientAddressResolver(settings.trusted_proxies),
     )

@@ -2,6 +2,9 @@
 headers and one for the body, and a cap on open connections per client address.
 
 Without them a client that sends half a request holds a socket (and its buffers) for ever.
+
+It also sends a response's head with its first body bytes: uvicorn writes the status line and headers
+on their own, which costs a second send() per answer and a TCP segment with no body in it.
 """
 
 from __future__ import annotations
@@ -47,6 +50,48 @@ def _limits() -> _Limits:
     )
 
 
+class _HeadWithBody:
+    """The transport as a request cycle sees it: the response head waits for the first body bytes (or
+    the end of this loop iteration), so a whole answer usually leaves in one write."""
+
+    __slots__ = ("_held", "_loop", "transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self._loop = loop
+        self._held = b""
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held:
+            self._held = b""
+            if len(data) < 65536:  # copying a small body costs less than a second send()
+                self.transport.write(held + data)
+            else:
+                self.transport.write(held)
+                self.transport.write(data)
+        elif data.startswith(b"HTTP/1.1 "):  # uvicorn's status line: the start of a head
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        if self._held:
+            held, self._held = self._held, b""
+            self.transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """Closes connections whose headers or body do not arrive in time, and those past the per-address cap."""
 
@@ -59,6 +104,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._peer = self.client[0] if self.client else ""
+        self._writer = _HeadWithBody(transport, self.loop)
         _open[self._peer] += 1
         if _open[self._peer] > self._limits.per_client and not in_networks(self._peer, self._limits.proxies):
             transport.close()  # connection_lost gives the slot back
@@ -98,6 +144,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        if self.cycle is not None:
+            self.cycle.transport = self._writer  # type: ignore[assignment]
         self._arm(self._limits.body_timeout_s)
 
     def on_message_complete(self) -> None:

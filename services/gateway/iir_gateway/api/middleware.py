@@ -12,11 +12,12 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iir_common.logging import request_id_var
+from iir_gateway.api.access_log import AccessLog
 from iir_gateway.api.client_address import ClientAddressResolver
 from iir_gateway.errors import ANTHROPIC_ROUTES, anthropic_error_body, error_body
 from iir_gateway.metrics import GatewayMetrics
 
-log = logging.getLogger("iir_gateway.access")
+log = logging.getLogger(__name__)
 _VALID_RID = re.compile(rb"^[\w\-.:]{1,128}$")
 # Request ids: a random per-process prefix and a counter; unique, and far cheaper than uuid4.
 _RID_PREFIX = os.urandom(6).hex().encode() + b"-"
@@ -36,7 +37,7 @@ class RequestContextMiddleware:
         app: ASGIApp,
         metrics: GatewayMetrics,
         max_body_bytes: int,
-        access_log: bool,
+        access_log: AccessLog | None,
         addresses: ClientAddressResolver,
         upload_max_bytes: int = 0,
     ) -> None:
@@ -117,16 +118,8 @@ class RequestContextMiddleware:
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()
             self.metrics.latency.labels(route).observe(elapsed)
-            if self.access_log:
-                log.info(
-                    "request",
-                    extra={
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 3),
-                    },
-                )
+            if self.access_log is not None:
+                self.access_log.record(rid.decode(), scope["method"], scope["path"], status, round(elapsed * 1000, 3))
             request_id_var.reset(token)
 
     @staticmethod
