@@ -11,6 +11,7 @@ from iir_gateway.providers.config import ProvidersFileError, load_providers
 from iir_gateway.routing.auto_router import RoutingFileError, load_policies
 from iir_gateway.settings import GatewaySettings
 from iir_gateway.upstream.target import Timeouts
+from iir_gateway.workers import share_between
 
 
 def main() -> None:
@@ -23,12 +24,14 @@ def main() -> None:
         load_policies(settings.routing_file, settings.auto_default_model)
     except (ProvidersFileError, RoutingFileError) as exc:
         sys.exit(f"iir-gateway: {exc}")
+    workers = settings.gateway_workers or auto_workers()
+    share_between(workers)
     uvicorn.run(
         "iir_gateway.app:create_asgi",
         factory=True,
         host=settings.gateway_host,
         port=settings.gateway_port,
-        workers=settings.gateway_workers or auto_workers(),
+        workers=workers,
         loop="uvloop",
         http="iir_gateway.api.http_protocol:GuardedHttpToolsProtocol",
         log_config=None,

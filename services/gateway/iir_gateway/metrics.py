@@ -92,10 +92,16 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.cold_start_held = Gauge(
-            "iir_gateway_cold_start_held", "Requests held for a model starting from zero.", registry=self.registry
+            "iir_gateway_cold_start_held",
+            "Requests held for a model starting from zero.",
+            registry=self.registry,
+            multiprocess_mode="livesum",  # with several workers: their sum
         )
         self.queue_depth = Gauge(
-            "iir_gateway_queue_depth", "Requests waiting for a saturated model.", registry=self.registry
+            "iir_gateway_queue_depth",
+            "Requests waiting for a saturated model.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.cache = Counter(
             "iir_gateway_cache_requests",

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from iir_gateway.api.connection_counts import ConnectionCounts
 from iir_gateway.errors import error_body
 from iir_gateway.networks import Network, in_networks, parse_networks
 from iir_gateway.settings import GatewaySettings
+from iir_gateway.workers import shared_dir
 
-# Open connections per peer address, in this worker process.
-_open: Counter[str] = Counter()
 _BODY = error_body(408, "The request was not received in time.", code="request_timeout")
 _TIMEOUT_REPLY = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
@@ -36,17 +35,20 @@ class _Limits:
     body_timeout_s: float
     per_client: int
     proxies: tuple[Network, ...]
+    open_connections: ConnectionCounts
 
 
 @functools.cache
 def _limits() -> _Limits:
     """This process's settings, read once (a protocol object is made per connection)."""
     settings = GatewaySettings()
+    shared = shared_dir()
     return _Limits(
         settings.header_timeout_s,
         settings.body_timeout_s,
         settings.max_connections_per_client,
         parse_networks(settings.trusted_proxies, "IIR_TRUSTED_PROXIES"),
+        ConnectionCounts(shared / "connections" if shared else None),
     )
 
 
@@ -105,17 +107,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._peer = self.client[0] if self.client else ""
         self._writer = _HeadWithBody(transport, self.loop)
-        _open[self._peer] += 1
-        if _open[self._peer] > self._limits.per_client and not in_networks(self._peer, self._limits.proxies):
+        count = self._limits.open_connections.open(self._peer)
+        if count > self._limits.per_client and not in_networks(self._peer, self._limits.proxies):
             transport.close()  # connection_lost gives the slot back
             return
         self._arm(self._limits.header_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        _open[self._peer] -= 1
-        if _open[self._peer] <= 0:
-            del _open[self._peer]
+        self._limits.open_connections.close(self._peer)
         super().connection_lost(exc)
 
     def _arm(self, seconds: float) -> None:

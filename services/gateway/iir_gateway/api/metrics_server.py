@@ -1,18 +1,26 @@
 """`/metrics` on a port of its own, so the public port (and the ingress in front of it) never serves it.
 
-Every worker process binds the port with SO_REUSEPORT and answers with its own registry, as each one
-answers the requests it serves.
+Every worker process binds the port with SO_REUSEPORT. With several workers the metrics are kept in
+Prometheus' multiprocess files (`iir_gateway.workers`), and whichever worker takes a scrape answers for
+all of them: counters and histograms summed, gauges summed over the live workers.
 """
 
 from __future__ import annotations
 
+import os
+
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+
+from iir_gateway.workers import metrics_shared
 
 
 class MetricsServer:
     def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
         self.registry = registry
+        if metrics_shared():
+            self.registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.registry)
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
@@ -32,3 +40,5 @@ class MetricsServer:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        if metrics_shared():
+            multiprocess.mark_process_dead(os.getpid())  # this worker's gauges stop counting
