@@ -9,7 +9,7 @@ with its default settings (auth on with a warm key, limits, scrubbing, cache loo
 log). Load comes from wrk; TTFT from an asyncio client. Medians of several rounds, targets interleaved
 within each round so they share the machine's noise.
 Usage: .venv/bin/python bench/gateway_overhead.py [--rounds 3] [--duration 5] [--workers 1] [--no-peers]
-       [--concurrency 1,32,256] [--modes unary,stream]
+       [--concurrency 1,32,256] [--modes unary,stream] [--peers vllm-router,litellm]
 """
 
 from __future__ import annotations
@@ -110,6 +110,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--access-log", choices=("true", "false"), default="true")
     parser.add_argument("--no-peers", action="store_true", help="IIR and the backend only")
+    parser.add_argument(
+        "--peers", default="vllm-router,litellm", help="which peers to start (also floor-asgi, floor-raw)"
+    )
     parser.add_argument("--concurrency", default="1,32,256", help="comma-separated wrk connection counts")
     parser.add_argument("--modes", default="unary,stream", help="unary, stream or both")
     args = parser.parse_args()
@@ -125,7 +128,11 @@ def main() -> None:
         direct = Peer("direct", stack.sim_url, stack.processes["simbackend"].popen.pid, key)
         iir = Peer("iir", stack.gateway_url, stack.processes["gateway"].popen.pid, key)
         with contextlib.ExitStack() as running:
-            peers = [] if args.no_peers else running.enter_context(start_peers(stack.sim_url, MODEL, work))
+            peers = (
+                []
+                if args.no_peers
+                else running.enter_context(start_peers(stack.sim_url, MODEL, work, tuple(args.peers.split(","))))
+            )
             targets = [direct, iir, *peers]
             names = {t.name: (f"local/{MODEL}" if t.name == "iir" else MODEL) for t in targets}
             for stream in [m == "stream" for m in args.modes.split(",")]:

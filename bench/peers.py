@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -76,14 +77,19 @@ def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Path) ->
     raise RuntimeError(f"{log.stem} did not start within {timeout:.0f}s: {log.read_text()[-2000:]}")
 
 
+PEERS = ("vllm-router", "litellm")
+FLOORS = ("floor-asgi", "floor-raw")  # bench/python_floor.py: a Python proxy doing nothing but forwarding
+
+
 @contextlib.contextmanager
-def start_peers(backend: str, model: str, workdir: Path) -> Iterator[list[Peer]]:
-    """vllm-router and LiteLLM proxy in front of `backend` (base URL), if the benchmark venv has them."""
+def start_peers(backend: str, model: str, workdir: Path, names: tuple[str, ...] = PEERS) -> Iterator[list[Peer]]:
+    """vllm-router and LiteLLM proxy (those of `names`) in front of `backend` (base URL), if the benchmark
+    venv has them."""
     procs: list[subprocess.Popen[bytes]] = []
     peers: list[Peer] = []
     try:
         router = BENCH_VENV / "bin" / "vllm-router"
-        if router.exists():
+        if router.exists() and "vllm-router" in names:
             port = free_port()
             log = workdir / "vllm-router.log"
             cmd = [str(router), "--host", "127.0.0.1", "--port", str(port), "--worker-urls", backend]
@@ -93,7 +99,7 @@ def start_peers(backend: str, model: str, workdir: Path) -> Iterator[list[Peer]]
             _wait(f"http://127.0.0.1:{port}/health", proc, 60, log)
             peers.append(Peer("vllm-router", f"http://127.0.0.1:{port}", proc.pid))
         litellm = BENCH_VENV / "bin" / "litellm"
-        if litellm.exists():
+        if litellm.exists() and "litellm" in names:
             port = free_port()
             config = workdir / "litellm.yaml"
             config.write_text(
@@ -114,6 +120,17 @@ def start_peers(backend: str, model: str, workdir: Path) -> Iterator[list[Peer]]
             procs.append(proc)
             _wait(f"http://127.0.0.1:{port}/health/liveliness", proc, 180, log)
             peers.append(Peer("litellm", f"http://127.0.0.1:{port}", proc.pid, key))
+        for name in FLOORS:
+            if name not in names:
+                continue
+            port = free_port()
+            log = workdir / f"{name}.log"
+            script = Path(__file__).resolve().parent / "python_floor.py"
+            cmd = [sys.executable, str(script), name.removeprefix("floor-"), str(port), backend]
+            proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+            procs.append(proc)
+            _wait(f"http://127.0.0.1:{port}/health", proc, 30, log)
+            peers.append(Peer(name, f"http://127.0.0.1:{port}", proc.pid))
         yield peers
     finally:
         for proc in procs:
