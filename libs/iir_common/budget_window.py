@@ -18,10 +18,11 @@ def valid_duration(text: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """The current budget window: a name for its counter, and when it ends (Unix seconds)."""
+    """The current budget window: a name for its counter, and when it ends and began (Unix seconds)."""
 
     name: str
     ends_at: int
+    starts_at: int = 0
 
     def ttl_s(self, now: float) -> int:
         """How long the window's counter must be kept: to its end, and a day more for late settling."""
@@ -33,7 +34,8 @@ def window(duration: str, now: float) -> Window:
     if duration == "month":
         moment = datetime.fromtimestamp(now, UTC)
         nxt = datetime(moment.year + moment.month // 12, moment.month % 12 + 1, 1, tzinfo=UTC)
-        return Window(moment.strftime("%Y-%m"), int(nxt.timestamp()))
+        first = datetime(moment.year, moment.month, 1, tzinfo=UTC)
+        return Window(moment.strftime("%Y-%m"), int(nxt.timestamp()), int(first.timestamp()))
     if duration == "day":
         duration = "1d"
     match = _DURATION.match(duration)
@@ -41,4 +43,4 @@ def window(duration: str, now: float) -> Window:
         return Window("all", _FOREVER)
     length = int(match.group(1)) * _UNIT_S[match.group(2)]
     index = int(now // length)
-    return Window(f"{duration}:{index}", (index + 1) * length)
+    return Window(f"{duration}:{index}", (index + 1) * length, index * length)

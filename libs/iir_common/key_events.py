@@ -12,9 +12,20 @@ def channel(prefix: str) -> str:
     return f"{prefix}auth:key-events"
 
 
+# How long a secret stays marked as issued (by auth) or validated (by a gateway): a marked secret is still
+# validated, but a failed-auth lockout of its client's address does not refuse it.
+KNOWN_SECRET_TTL_S = 30 * 86400
+
+
+def known_secret(prefix: str, key_hash: str) -> str:
+    """The Redis key that marks a secret (by its hex SHA-256) as issued or validated before."""
+    return f"{prefix}authok:{key_hash}"
+
+
 @dataclass(frozen=True)
 class KeyEvent:
     type: str  # "revoked", "updated": gateways drop the key from their cache either way
+    # Gateways drop every secret of this key they cached (the current one, and one kept for a grace period).
     key_id: str
     key_hash: str  # hex SHA-256 of the secret, as gateways index their cache
 

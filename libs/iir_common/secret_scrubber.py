@@ -181,13 +181,13 @@ class SecretScrubber:
         found: set[str] = set()
         for kind, regex in self._candidates(text):
             for m in regex.finditer(text):
-                spans.append(m.span(_secret_group(m)))
+                spans.append(whole_escapes(text, *m.span(_secret_group(m))))
                 found.add(kind)
         if not text.isascii():
             view_spans, view_found = self._view_spans([text], drop_space=False, checks=self._checks)
-            spans += view_spans.get(0, [])
+            spans += [whole_escapes(text, *span) for span in view_spans.get(0, [])]
             found |= view_found
-        return _merged(spans), found
+        return _merged([span for span in spans if span[0] < span[1]]), found
 
     def _candidates(
         self, text: str, checks: list[tuple[str, tuple[str | tuple[str, ...], ...], re.Pattern[str]]] | None = None
@@ -263,7 +263,7 @@ class SecretScrubber:
         spans, found = self._view_spans(texts, drop_space, checks)
         for si, ranges in spans.items():
             text = texts[si]
-            for start, end in _merged(ranges)[::-1]:
+            for start, end in _merged([whole_escapes(text, *r) for r in ranges])[::-1]:
                 text = text[:start] + REDACTED + text[end:]
             texts[si] = text
         return found
@@ -336,9 +336,28 @@ def _secret_group(m: re.Match[str]) -> str | int:
     return next((g for g in ("v", "w") if g in m.re.groupindex and m.group(g) is not None), 0)
 
 
+def _escaped(text: str, i: int) -> bool:
+    """Whether `text[i]` follows an odd run of backslashes (the second half of an escape such as `\\"`)."""
+    run = 0
+    while i - run > 0 and text[i - run - 1] == "\\":
+        run += 1
+    return run % 2 == 1
+
+
+def whole_escapes(text: str, start: int, end: int) -> tuple[int, int]:
+    """The span `start:end` narrowed so that it cuts no backslash escape (`\\"`, `\\n`, `\\u00e9`) in two:
+    JSON text (tool-call arguments, an answer's raw bytes) stays valid JSON with the span redacted."""
+    if start < end and _escaped(text, start):  # keep the escaped character with its backslash
+        hex_digits = text[start + 1 : start + 5]
+        start += 5 if text[start] == "u" and len(hex_digits) == 4 and all(c in _HEX for c in hex_digits) else 1
+    if start < end < len(text) and _escaped(text, end):  # the backslash before `end` escapes what follows
+        end -= 1
+    return start, max(start, end)
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
 def _replace(m: re.Match[str]) -> str:
-    group = _secret_group(m)
-    if not group:
-        return REDACTED
-    start, end = m.span(group)
-    return m.group(0)[: start - m.start()] + REDACTED + m.group(0)[end - m.start() :]
+    start, end = whole_escapes(m.string, *m.span(_secret_group(m)))
+    return m.string[m.start() : start] + REDACTED + m.string[end : m.end()]

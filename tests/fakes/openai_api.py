@@ -4,12 +4,16 @@ Wire format as in https://platform.openai.com/docs/api-reference/chat (responses
 The model name chooses a behaviour: `*-500` always fails, `*-flaky` fails twice with 503 (per model
 and `user`), `*-429` is always rate limited, `*-hang` waits 30 s, `*-die` drops the connection midway,
 `*-bad` refuses the request with 400, `*-leaky*` adds an AWS key to its answer, `*-chars` streams one
-character per chunk (as a model can be made to spell a secret); any other name answers.
+character per chunk (as a model can be made to spell a secret), `*-spaced` writes its stream's JSON with
+spaces (`"content": "w"`, as some servers do), `*-toolargs-N` answers with two tool calls whose
+arguments hold the secret of `TOOL_SECRETS` named by the last message (`github`, `openai`, `aws`,
+`aws_secret`, `jwt`), streamed N characters per chunk; any other name answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from typing import Any
@@ -40,6 +44,64 @@ def _answer_text(body: dict[str, Any]) -> str:
     if "-leaky" in str(body["model"]):
         last += f" (my AWS key is {LEAKED})"
     return f"Echo from {body['model']}: {last}"
+
+
+# Secrets a `*-toolargs-N` model writes into its tool calls' arguments (fakes of each format).
+TOOL_SECRETS = {
+    "github": "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8",
+    "openai": "sk-proj-Qw3rTy8uIoP2aSdF5gHjK7lZxC9vBnM4qWeRtY6uIoPaSd",
+    "aws": "AKIAIOSFODNN7EXAMPLE",
+    "aws_secret": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+}
+
+
+def tool_arguments(kind: str) -> list[str]:
+    """The arguments of the two calls a `*-toolargs-N` model makes for `kind` (JSON, the secret in a
+    string, the second call's beside an escaped quote)."""
+    secret = TOOL_SECRETS.get(kind, "none")
+    field = "aws_secret_access_key" if kind == "aws_secret" else "token"
+    return [
+        json.dumps({"query": "look it up", field: secret}),
+        json.dumps({"note": 'a "quoted" word', field: secret, "n": 1}),
+    ]
+
+
+async def _tool_calls(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    last = body["messages"][-1].get("content")
+    last = last if isinstance(last, str) else " ".join(p.get("text", "") for p in last or [])
+    size = int(str(body["model"]).rsplit("-", 1)[1])
+    rid, created, model = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), body["model"]
+    arguments = tool_arguments(last.strip())
+    calls = [
+        {"id": f"call_{i}", "type": "function", "function": {"name": "lookup", "arguments": a}}
+        for i, a in enumerate(arguments)
+    ]
+    usage = {"prompt_tokens": 5, "completion_tokens": 20, "total_tokens": 25}
+    if not body.get("stream"):
+        message = {"role": "assistant", "content": None, "tool_calls": calls}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+        document = {"id": rid, "object": "chat.completion", "created": created, "model": model}
+        return web.json_response({**document, "choices": [choice], "usage": usage})
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+
+    async def send(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> None:
+        choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}] if delta or finish else []
+        chunk = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices}
+        await resp.write(b"data: " + orjson.dumps({**chunk, **extra}) + b"\n\n")
+
+    await send({"role": "assistant", "content": None})
+    for i, call in enumerate(calls):
+        await send({"tool_calls": [{"index": i, **call, "function": {"name": "lookup", "arguments": ""}}]})
+        text = call["function"]["arguments"]
+        for start in range(0, len(text), size):
+            await send({"tool_calls": [{"index": i, "function": {"arguments": text[start : start + size]}}]})
+    await send({}, "tool_calls")
+    if (body.get("stream_options") or {}).get("include_usage"):
+        await send({}, usage=usage)
+    await resp.write(b"data: [DONE]\n\n")
+    return resp
 
 
 def make_app(key: str) -> web.Application:
@@ -93,6 +155,8 @@ def make_app(key: str) -> web.Application:
         failed = await fault(request, body)
         if failed is not None:
             return failed
+        if "-toolargs-" in str(body["model"]):
+            return await _tool_calls(request, body)
         text = _answer_text(body)
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         usage = {
@@ -123,6 +187,7 @@ def make_app(key: str) -> web.Application:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        spaced = str(body["model"]).endswith("-spaced")
 
         async def send(choices: list[dict[str, Any]], **extra: Any) -> None:
             chunk = {
@@ -136,7 +201,8 @@ def make_app(key: str) -> web.Application:
             }
             if include_usage and "usage" not in extra:
                 chunk["usage"] = None
-            await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            data = json.dumps(chunk).encode() if spaced else orjson.dumps(chunk)
+            await resp.write(b"data: " + data + b"\n\n")
 
         await send(
             [

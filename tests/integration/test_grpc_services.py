@@ -52,6 +52,21 @@ async def test_auth_create_then_validate(channels, database_url: str) -> None:  
     assert not revoked.valid and revoked.reason == "revoked"
 
 
+async def test_auth_key_state_by_id(channels) -> None:  # type: ignore[no-untyped-def]
+    """What batches and jobs ask before each line: the key's state now, by id, as ValidateKey answers."""
+    stub = auth_pb2_grpc.AuthServiceStub(channels["auth"])
+    created = await stub.CreateKey(auth_pb2.CreateKeyRequest(name="state", allowed_models=["local/*"]))
+    ok = await stub.KeyState(auth_pb2.KeyRef(id=created.info.id))
+    assert ok.valid and ok.key.id == created.info.id and list(ok.key.allowed_models) == ["local/*"]
+    await stub.UpdateKey(auth_pb2.UpdateKeyRequest(id=created.info.id, blocked=True))
+    assert (await stub.KeyState(auth_pb2.KeyRef(id=created.info.id))).reason == "blocked"
+    await stub.RevokeKey(auth_pb2.KeyRef(id=created.info.id))
+    assert (await stub.KeyState(auth_pb2.KeyRef(id=created.info.id))).reason == "revoked"
+    for missing in ("00000000-0000-0000-0000-000000000000", "not-a-uuid"):
+        gone = await stub.KeyState(auth_pb2.KeyRef(id=missing))
+        assert not gone.valid and gone.reason == "unknown"
+
+
 async def test_auth_refuses_a_nameless_key(channels) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await auth_pb2_grpc.AuthServiceStub(channels["auth"]).CreateKey(auth_pb2.CreateKeyRequest(name=" "))

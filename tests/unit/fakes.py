@@ -125,7 +125,7 @@ class FakeLimiter:
         p: Principal,
         estimated_tokens: int,
         count_request: bool = True,
-        estimated_cost: int = 0,
+        ask: object = None,
         hold: bool = False,
     ) -> Admission:
         if self.refuse:
@@ -137,20 +137,24 @@ class FakeLimiter:
         self.settled.append((admission.reserved_tokens, actual_tokens))
 
 
-class FakeUsage:
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, str, int, int]] = []
-
-    def record(self, key_id: str, model: str, prompt_tokens: int, completion_tokens: int) -> None:
-        self.rows.append((key_id, model, prompt_tokens, completion_tokens))
-
-
 class FakeSpend:
     def __init__(self) -> None:
         self.records: list[Any] = []
+        self.tracked: dict[str, Any] = {}
+        self._ids = 0
 
     def record(self, record: Any) -> None:
         self.records.append(record)
+
+    def new_id(self) -> str:
+        self._ids += 1
+        return f"r{self._ids}"
+
+    def track(self, record_id: str, snapshot: Any) -> None:
+        self.tracked[record_id] = snapshot
+
+    def untrack(self, record_id: str) -> None:
+        self.tracked.pop(record_id, None)
 
 
 class FakeCache:

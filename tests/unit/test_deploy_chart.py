@@ -177,11 +177,13 @@ def test_kustomize_overlays_render_valid_objects(overlay: str) -> None:
     objs = [d for d in yaml.safe_load_all(out) if d]
     validate_all(objs)
     kinds = {o["kind"] for o in objs}
-    assert {"Deployment", "Service", "Ingress", "ClusterRole", "CustomResourceDefinition", "ConfigMap"} <= kinds
-    if overlay == "dev":
+    assert {"Deployment", "Service", "ClusterRole", "CustomResourceDefinition", "ConfigMap"} <= kinds
+    if overlay == "dev":  # its fixed dev secrets are not exposed: no Ingress (tests/security/test_r3_edge.py)
         assert "Secret" in kinds and "StatefulSet" in kinds and "HorizontalPodAutoscaler" not in kinds
+        assert "Ingress" not in kinds
     else:
         assert by_kind(objs, "HorizontalPodAutoscaler")["iir-gateway"]["spec"]["minReplicas"] == 3
+        assert "Ingress" in kinds
 
 
 def test_dockerfile_has_a_hardened_target_per_service() -> None:

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
-from iir.v1 import auth_pb2
 from iir_gateway.answer import Answer, Event, ListStream
 from iir_gateway.errors import APIError
 from iir_gateway.jobs.store import Job
 from iir_gateway.jobs.worker import JobWorker
+from iir_gateway.keys.owners import OwnerRefused
 from iir_gateway.pipeline.context import RequestContext
+from iir_gateway.principal import Principal
 from tests.unit.fakes import PRINCIPAL, chunks
 
 
@@ -62,12 +63,16 @@ class FakePipeline:
         return outcome
 
 
-class Keys:
-    def __init__(self, info: auth_pb2.KeyInfo) -> None:
-        self.info = info
+class Owners:
+    """The key's state now: unchanged, or refused for `reason`."""
 
-    async def GetKey(self, request: auth_pb2.KeyRef, *, timeout: float) -> auth_pb2.KeyInfo:
-        return self.info
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+
+    async def current(self, made_by: Principal, **changes: object) -> Principal:
+        if self.reason:
+            raise OwnerRefused(self.reason)
+        return dataclasses.replace(made_by, **changes)  # type: ignore[arg-type]
 
 
 def job(**kw: Any) -> Job:
@@ -75,11 +80,9 @@ def job(**kw: Any) -> Job:
     return Job("j1", "k1", "chat", "chat/completions", "queued", body, dataclasses.asdict(PRINCIPAL), 0.0, **kw)
 
 
-def execute(
-    outcomes: list[Any], info: auth_pb2.KeyInfo | None = None, the_job: Job | None = None
-) -> tuple[FakeStore, FakePipeline]:
+def execute(outcomes: list[Any], refused: str = "", the_job: Job | None = None) -> tuple[FakeStore, FakePipeline]:
     store, pipeline = FakeStore(), FakePipeline(outcomes)
-    worker = JobWorker(pipeline, store, Keys(info or auth_pb2.KeyInfo(id="k1")), 1, 30.0)  # type: ignore[arg-type]
+    worker = JobWorker(pipeline, store, Owners(refused), 1, 30.0)  # type: ignore[arg-type]
     asyncio.run(worker._execute(the_job or job()))
     return store, pipeline
 
@@ -110,10 +113,11 @@ def test_a_refused_request_fails_the_job_with_its_error() -> None:
     )
 
 
-def test_a_revoked_owner_is_refused_when_the_job_is_picked_up() -> None:
-    store, pipeline = execute([], info=auth_pb2.KeyInfo(id="k1", revoked_at=1))
+@pytest.mark.parametrize("reason", ["revoked", "blocked", "expired"])
+def test_a_refused_owner_is_refused_when_the_job_is_picked_up(reason: str) -> None:
+    store, pipeline = execute([], refused=reason)
     assert pipeline.contexts == [] and store.final is not None
-    assert store.final[0] == "cancelled" and store.final[1]["error"]["code"] == "key_revoked"
+    assert store.final[0] == "cancelled" and store.final[1]["error"]["code"] == f"key_{reason}"
 
 
 def test_a_token_limit_refusal_waits_for_the_bucket(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,7 +31,6 @@ from tests.unit.fakes import (
     FakeForwarder,
     FakeLimiter,
     FakeSpend,
-    FakeUsage,
     Spawner,
     document_answer,
     stream_answer,
@@ -175,14 +174,12 @@ def test_an_unavailable_model_falls_back_and_the_last_attempts_error_is_raised_w
 
 def test_the_usage_event_is_hidden_unless_asked_for_but_still_accounted() -> None:
     directory = FakeDirectory({A: upstream(A)})
-    usage = FakeUsage()
+    spend = FakeSpend()
     metrics = GatewayMetrics()
 
     async def go(include_usage: bool) -> list[dict[str, Any]]:
         forwarder = FakeForwarder({A: [stream_answer(A, ["x", "y"])]})
-        pipeline = Pipeline(
-            [Validate(), Account(usage, FakeSpend(), directory, directory, metrics), Dispatch(directory, forwarder)]
-        )
+        pipeline = Pipeline([Validate(), Account(spend, directory, directory, metrics), Dispatch(directory, forwarder)])
         body = {"model": A, "messages": [{"role": "user", "content": "hi"}], "stream": True}
         if include_usage:
             body["stream_options"] = {"include_usage": True}
@@ -190,7 +187,9 @@ def test_the_usage_event_is_hidden_unless_asked_for_but_still_accounted() -> Non
 
     hidden, shown = run(go(False)), run(go(True))
     assert not any("usage" in e for e in hidden) and "usage" in shown[-1]
-    assert usage.rows == [("k1", A, 3, 2), ("k1", A, 3, 2)]
+    rows = [(r.key_id, r.model, r.prompt_tokens, r.completion_tokens) for r in spend.records]
+    assert rows == [("k1", A, 3, 2), ("k1", A, 3, 2)]
+    assert len({r.record_id for r in spend.records}) == 2 and not spend.tracked  # one id each, untracked
 
 
 def test_limits_reserve_the_estimate_and_settle_what_was_used_once() -> None:

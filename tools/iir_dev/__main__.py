@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from iir_dev import datastores
+from iir_dev import datastores, dev_key
 from iir_dev.stack import MANAGED_VARIABLES, REPO, Ports, Stack, StackError
 
 
@@ -38,7 +38,7 @@ def up(args: argparse.Namespace) -> int:
     print("Starting simbackend, registry, auth, classifier, gateway…", flush=True)
     try:
         stack.start()
-        key = stack.create_key("dev", admin=True)
+        key = dev_key.admin_key(stack, workdir)
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         pg.stop()
@@ -50,7 +50,7 @@ def up(args: argparse.Namespace) -> int:
 IIR is up.
   URL:      {url}      (IIR_URL for the CLI and the README's examples)
   SDKs:     OpenAI(base_url="{url}/v1", api_key=...)   (the OpenAI API is under /v1)
-  API key:  {key}   (an admin key)
+  API key:  {key}   (an admin key, kept in {workdir / dev_key.FILE_NAME} and reused)
   Admin UI: {url}/ui/   (log in with that key: keys, teams, users, spend, models)
   Docs:     {url}/docs      Health: {url}/health      Metrics: {stack.metrics_url}
   Models:   edit {stack.models_file} (kept across runs, reloaded on save)

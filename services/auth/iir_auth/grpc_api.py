@@ -21,7 +21,7 @@ from iir_auth.storage.org_store import OrgStore
 from iir_auth.storage.spend_store import SpendStore
 from iir_auth.validation import CONTROL, json_object_problem, limit_problems, refuse_unstorable
 from iir_common.api_keys import generate_key, hash_key, same_secret
-from iir_common.key_events import KeyEvent, channel
+from iir_common.key_events import KNOWN_SECRET_TTL_S, KeyEvent, channel, known_secret
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,28 @@ class AuthServicer(OrgRpcs, SpendRpcs, auth_pb2_grpc.AuthServiceServicer):
             info.scopes.append(scope_of_team(team))
         return auth_pb2.ValidateKeyResponse(valid=True, key=info, cache_ttl_seconds=ttl)
 
+    async def KeyState(
+        self, request: auth_pb2.KeyRef, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ValidateKeyResponse:
+        ttl = self.settings.key_cache_ttl_s
+        rec = await self.store.get(request.id)
+        if rec is None:
+            return auth_pb2.ValidateKeyResponse(valid=False, reason="unknown", cache_ttl_seconds=ttl)
+        for refused, reason in ((rec.revoked_at is not None, "revoked"), (rec.blocked, "blocked")):
+            if refused:
+                return auth_pb2.ValidateKeyResponse(valid=False, reason=reason, cache_ttl_seconds=ttl)
+        if rec.expires_at is not None:
+            left = rec.expires_at.timestamp() - time.time()
+            if left <= 0:
+                return auth_pb2.ValidateKeyResponse(valid=False, reason="expired", cache_ttl_seconds=ttl)
+            ttl = max(0, min(ttl, int(left)))
+        info = key_info(rec)
+        if rec.user_id and (user := await self.orgs.user(rec.user_id)) is not None:
+            info.scopes.append(scope_of_user(user))
+        if rec.team_id and (team := await self.orgs.team(rec.team_id)) is not None:
+            info.scopes.append(scope_of_team(team))
+        return auth_pb2.ValidateKeyResponse(valid=True, key=info, cache_ttl_seconds=ttl)
+
     @staticmethod
     def _problems(request: auth_pb2.CreateKeyRequest) -> list[str]:
         """What is wrong with a key's settings (a new key's, or a key's after an update)."""
@@ -195,6 +217,7 @@ class AuthServicer(OrgRpcs, SpendRpcs, auth_pb2_grpc.AuthServiceServicer):
         settings = self._settings(request)
         key = generate_key()
         rec = await self.store.create(key, settings)
+        await self._mark_issued(key)
         await self.audit.record(context, "key.create", f"key:{rec.id}", None, key_state(rec))
         log.info("api key created", extra={"key_id": rec.id, "key_prefix": rec.prefix})
         return auth_pb2.CreateKeyResponse(key=key, info=key_info(rec))
@@ -223,6 +246,16 @@ class AuthServicer(OrgRpcs, SpendRpcs, auth_pb2_grpc.AuthServiceServicer):
             await self.redis.publish(channel(self.settings.redis_prefix), event.encode())
         except Exception as exc:  # gateways still drop it when their cache entry expires
             log.error("cannot announce a key change", extra={"key_id": rec.id, "kind": kind, "error": repr(exc)})
+
+    async def _mark_issued(self, key: str) -> None:
+        """Marks a new secret as issued, so gateways validate it even from an address locked out for failed
+        authentications (an emergency rotation during a guessing attack must work); only its digest."""
+        try:
+            await self.redis.set(
+                known_secret(self.settings.redis_prefix, hash_key(key).hex()), 1, ex=KNOWN_SECRET_TTL_S
+            )
+        except Exception as exc:  # the secret works anyway, except from a locked-out address
+            log.error("cannot mark a new secret as issued", extra={"error": repr(exc)[:200]})
 
     async def RevokeKey(self, request: auth_pb2.KeyRef, context: grpc.aio.ServicerContext) -> auth_pb2.KeyInfo:
         await self._existing(request.id, context)
@@ -297,6 +330,7 @@ class AuthServicer(OrgRpcs, SpendRpcs, auth_pb2_grpc.AuthServiceServicer):
         rotated = await self.store.rotate(request.id, key)
         assert rotated is not None
         old, new = rotated
+        await self._mark_issued(key)
         await self._announce_revoked(old)
         await self.audit.record(context, "key.rotate", f"key:{old.id}", key_state(current), key_state(new))
         log.info("api key rotated", extra={"key_id": old.id, "new_key_id": new.id, "key_prefix": new.prefix})
@@ -317,6 +351,7 @@ class AuthServicer(OrgRpcs, SpendRpcs, auth_pb2_grpc.AuthServiceServicer):
         if rec is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "a revoked key cannot be regenerated")
         assert rec is not None
+        await self._mark_issued(key)
         # Gateways drop the old secret's cached answer: without a grace period it stops at once; with one,
         # it is validated again and cached no longer than its grace lasts.
         await self._announce(current, "updated")

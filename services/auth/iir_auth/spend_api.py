@@ -11,7 +11,7 @@ import grpc
 import orjson
 
 from iir.v1 import auth_pb2
-from iir_auth.storage.spend_store import GROUPINGS, SpendRow
+from iir_auth.storage.spend_store import GROUPINGS, SCOPE_KINDS, SpendRow
 
 if TYPE_CHECKING:
     from iir_auth.audit import Audited
@@ -57,6 +57,7 @@ def _row(r: auth_pb2.SpendRecord) -> SpendRow:
         cache_hit=r.cache_hit,
         end_user=_text(r.end_user, 200),
         tags=_tags(r.tags_json),
+        record_id=_text(r.record_id, 200),
     )
 
 
@@ -75,11 +76,13 @@ class SpendRpcs:
     async def RecordSpend(
         self, request: auth_pb2.RecordSpendRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.RecordSpendResponse:
-        await self.spend.record([_row(r) for r in request.records])
+        inserted = await self.spend.record([_row(r) for r in request.records])
+        if inserted < len(request.records):
+            log.info("spend records already stored skipped", extra={"skipped": len(request.records) - inserted})
         if time.monotonic() - self._retention_checked > _RETENTION_CHECK_S:
             self._retention_checked = time.monotonic()
             await self.spend.drop_expired()
-        return auth_pb2.RecordSpendResponse()
+        return auth_pb2.RecordSpendResponse(inserted=inserted)
 
     async def QuerySpend(
         self, request: auth_pb2.QuerySpendRequest, context: grpc.aio.ServicerContext
@@ -105,6 +108,15 @@ class SpendRpcs:
                 for g in groups
             ]
         )
+
+    async def SpendSince(
+        self, request: auth_pb2.SpendSinceRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.SpendSinceResponse:
+        if request.scope_kind not in SCOPE_KINDS or not request.scope_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"scope_kind must be one of {', '.join(SCOPE_KINDS)}")
+        since = datetime.fromtimestamp(max(0, request.since_ms) / 1000, UTC)
+        cost, tokens, requests = await self.spend.spent_since(request.scope_kind, request.scope_id[:200], since)
+        return auth_pb2.SpendSinceResponse(cost=cost, tokens=tokens, requests=requests)
 
     async def ListAudit(
         self, request: auth_pb2.ListAuditRequest, context: grpc.aio.ServicerContext

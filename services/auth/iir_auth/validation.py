@@ -13,9 +13,13 @@ import asyncpg
 import grpc
 import orjson
 
+from iir.v1 import auth_pb2
 from iir_common.budget_window import valid_duration
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Longer than any id of a key, team or user: such a reference names nothing (and quoting it in a
+# not-found message would not fit in the reply's trailer, so the caller would see an outage).
+MAX_ID_CHARS = 256
 
 
 def limit_problems(message: Any) -> list[str]:
@@ -47,7 +51,8 @@ T = TypeVar("T")
 
 def refuse_unstorable(cls: type[T]) -> type[T]:
     """Every RPC of a servicer answers INVALID_ARGUMENT, not UNKNOWN, for a value PostgreSQL cannot store
-    (an unpaired surrogate, a NUL in JSON): bad input, not an outage."""
+    (an unpaired surrogate, a NUL in JSON), and NOT_FOUND for a reference by an over-long id: bad input,
+    not an outage."""
     names = {n for base in cls.__mro__ for n in vars(base) if n[:1].isupper()}
     for name in names:
         method = getattr(cls, name)  # the one the MRO resolves
@@ -59,6 +64,8 @@ def refuse_unstorable(cls: type[T]) -> type[T]:
 def _guarded(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(method)
     async def call(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, auth_pb2.KeyRef) and len(request.id) > MAX_ID_CHARS:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no such id (ids have at most {MAX_ID_CHARS} characters)")
         try:
             return await method(self, request, context)
         except asyncpg.DataError as exc:

@@ -78,8 +78,14 @@ def inference_pipeline(rt: Runtime) -> Pipeline:
             Scrub(rt.scrubbing),
             AutoRoute(rt.auto),
             Access(rt.directory),
-            Admit(rt.limiter, rt.directory, rt.settings.completion_token_reserve, rt.spawn),
-            Account(rt.usage, rt.spend, rt.directory, rt.directory, rt.metrics),
+            Admit(
+                rt.limiter,
+                rt.directory,
+                rt.settings.completion_token_reserve,
+                rt.spawn,
+                rt.settings.budget_max_tokens,
+            ),
+            Account(rt.spend, rt.directory, rt.directory, rt.metrics),
             Cache(rt.cache, rt.metrics, rt.spawn),
             Dispatch(rt.directory, rt.upstream),
         ]
@@ -98,11 +104,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
         await metrics_server.start()
-        worker = JobWorker(pipeline, gateway.jobs, gateway.auth_stub, settings.job_workers, settings.job_claim_idle_s)
+        worker = JobWorker(pipeline, gateway.jobs, gateway.owners, settings.job_workers, settings.job_claim_idle_s)
         if settings.job_workers > 0:
             await worker.start()
         batches = BatchRunner(
-            pipeline, gateway.batches, gateway.files, settings.batch_concurrency, settings.batch_lease_s
+            pipeline, gateway.batches, gateway.files, gateway.owners, settings.batch_concurrency, settings.batch_lease_s
         )
         if settings.batch_concurrency > 0:
             await batches.start()

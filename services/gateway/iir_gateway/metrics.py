@@ -43,7 +43,16 @@ class GatewayMetrics:
             "iir_gateway_rate_limited", "Requests refused by a per-key limit.", ["limit"], registry=self.registry
         )
         self.ratelimit_errors = Counter(
-            "iir_gateway_ratelimit_errors", "Rate-limit checks skipped because Redis failed.", registry=self.registry
+            "iir_gateway_ratelimit_errors",
+            "Limit checks Redis failed, by what the gateway did: refused (503), local (counted in this process),"
+            " settle (a settlement lost).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.limits_degraded = Gauge(
+            "iir_gateway_limits_degraded",
+            "1 while limits cannot be checked in Redis (its last limit call failed), else 0.",
+            registry=self.registry,
         )
         self.model_latency = Histogram(
             "iir_gateway_model_request_duration_seconds",
@@ -126,6 +135,11 @@ class GatewayMetrics:
         self.auth_lockouts = Counter(
             "iir_gateway_auth_lockouts",
             "Client addresses that reached the failed-authentication limit.",
+            registry=self.registry,
+        )
+        self.auth_stale = Counter(
+            "iir_gateway_auth_stale_served",
+            "Keys served from the stale key cache because the auth service could not answer.",
             registry=self.registry,
         )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -30,11 +31,15 @@ from iir_gateway.batches.files import FileStore
 from iir_gateway.batches.store import BatchStore
 from iir_gateway.caching.response_cache import ResponseCache
 from iir_gateway.conversations.store import ResponseStore
+from iir_gateway.datastore_probe import redis_write_status
 from iir_gateway.jobs.store import JobStore
 from iir_gateway.keys.authenticator import Authenticator
+from iir_gateway.keys.owners import Owners
 from iir_gateway.limits.rate_limiter import RateLimiter
+from iir_gateway.limits.spend_history import SpendHistory
+from iir_gateway.limits.spend_journal import SpendJournal
 from iir_gateway.limits.spend_recorder import SpendRecorder
-from iir_gateway.limits.usage_recorder import UsageRecorder
+from iir_gateway.limits.storage_quota import storage_quota
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.networks import parse_networks
 from iir_gateway.picking.collector import EndpointStateCollector
@@ -105,8 +110,12 @@ class Runtime:
             failure_window_s=settings.auth_failure_window_s,
             prefix=settings.redis_prefix,
             counters=self.auth_redis,
+            stale_ttl_s=settings.key_stale_ttl_s,
         )
         self.auth_stub = auth_pb2_grpc.AuthServiceStub(self.channels["auth"])
+        # The current state of the keys that batches and queued jobs run for, dropped on key events.
+        self.owners = Owners(self.channels["auth"], settings.grpc_timeout_s, lambda: self.auth.subscribed)
+        self.auth.listeners.append(self.owners.invalidate)
         self.cache = (
             ResponseCache(
                 self.redis,
@@ -118,19 +127,31 @@ class Runtime:
             if settings.cache_enabled
             else None
         )
-        self.jobs = JobStore(self.redis, settings.redis_prefix, settings.job_result_ttl_s)
-        self.responses = ResponseStore(self.redis, settings.redis_prefix, settings.responses_ttl_s)
-        self.files = FileStore(self.redis, settings.redis_prefix, settings.files_ttl_s)
-        self.batches = BatchStore(self.redis, settings.redis_prefix, settings.files_ttl_s)
+        # File bodies, stored responses and batches: their own Redis when IIR_STORAGE_REDIS_URL names one,
+        # and within the global storage budget either way (docs/SECURITY.md).
+        self.storage_redis = _redis(settings.storage_redis_url or settings.redis_url, timeout_s=5)
+        self.storage_quota = storage_quota(settings, self.redis, self.storage_redis)
+        self.jobs = JobStore(self.redis, settings.redis_prefix, settings.job_result_ttl_s, self.storage_quota)
+        self.responses = ResponseStore(
+            self.storage_redis, settings.redis_prefix, settings.responses_ttl_s, self.storage_quota
+        )
+        self.files = FileStore(self.storage_redis, settings.redis_prefix, settings.files_ttl_s, self.storage_quota)
+        self.batches = BatchStore(self.storage_redis, settings.redis_prefix, settings.files_ttl_s)
         self.limiter = RateLimiter(
             self.redis,
             self.metrics,
             settings.redis_prefix,
             settings.rate_limit_burst,
-            parallel_lease_s=settings.upstream_total_timeout_s + settings.queue_timeout_s + 60,
+            parallel_lease_s=settings.parallel_lease_s,
+            on_redis_error=settings.limits_on_redis_error,
+            history=SpendHistory(self.channels["auth"], settings.grpc_timeout_s),
         )
-        self.usage = UsageRecorder(self.channels["auth"], settings.usage_flush_interval_s)
-        self.spend = SpendRecorder(self.channels["auth"], settings.usage_flush_interval_s)
+        self.spend = SpendRecorder(
+            self.channels["auth"],
+            settings.usage_flush_interval_s,
+            SpendJournal(self.redis, settings.redis_prefix, os.urandom(8).hex()) if settings.spend_journal else None,
+            settings.spend_checkpoint_s,
+        )
         self.endpoints = EndpointStates()
         self.queue = PriorityGate(settings.queue_max, settings.queue_timeout_s)
         self.registry_stub = registry_pb2_grpc.RegistryServiceStub(self.channels["registry"])
@@ -179,8 +200,8 @@ class Runtime:
         self._tasks += [
             asyncio.create_task(self.catalogue.run(), name="registry-watch"),
             asyncio.create_task(self.auth.follow_revocations(), name="key-events"),
-            asyncio.create_task(self.usage.run(), name="usage-flush"),
             asyncio.create_task(self.spend.run(), name="spend-flush"),
+            asyncio.create_task(self.limiter.run_renewals(), name="parallel-leases"),
             asyncio.create_task(self.demand.run(), name="demand-report"),
         ]
         # Give the first snapshot a moment, so the first requests after start see the catalogue; connect
@@ -206,6 +227,7 @@ class Runtime:
             self.meter_provider.shutdown()
         await self.redis.aclose()
         await self.auth_redis.aclose()
+        await self.storage_redis.aclose()
         for channel in self.channels.values():
             await channel.close()
 
@@ -257,11 +279,11 @@ class Runtime:
 
         async def redis_check() -> dict[str, Any]:
             start = time.perf_counter()
-            try:
-                await self.redis.ping()
-                status = "ok"
-            except Exception as exc:  # any Redis failure is reported, not raised
-                status = f"unavailable: {type(exc).__name__}"
+            probe = f"{self.settings.redis_prefix}health:probe"
+            status = await redis_write_status(self.redis, probe)
+            if status == "ok" and self.settings.storage_redis_url:
+                storage = await redis_write_status(self.storage_redis, probe)
+                status = "ok" if storage == "ok" else f"storage {storage}"
             return {"status": status, "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
 
         names = list(_DEPENDENCIES)

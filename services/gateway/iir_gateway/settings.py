@@ -46,6 +46,23 @@ class GatewaySettings(IIRSettings):
     files_ttl_s: int = 30 * 86400
     # How long a stored Response (`store: true`) is kept for GET and `previous_response_id`.
     responses_ttl_s: int = 30 * 86400
+    # Where file bodies, stored responses and batches are kept ("": IIR_REDIS_URL). Another Redis keeps
+    # them from ever taking the memory that limits, budgets and jobs need.
+    storage_redis_url: str = ""
+    # Storage quotas per key (0: unlimited): files and their bytes, stored responses and their bytes,
+    # unfinished batches, and jobs kept (until their results expire) and their request bytes. A team
+    # holds `quota_team_factor` times a key's (0: no team quota). Over a quota: 429 insufficient_quota.
+    quota_files_per_key: int = Field(default=100, ge=0)
+    quota_file_bytes_per_key: int = Field(default=100 * 1024 * 1024, ge=0)
+    quota_responses_per_key: int = Field(default=1000, ge=0)
+    quota_response_bytes_per_key: int = Field(default=50 * 1024 * 1024, ge=0)
+    quota_batches_per_key: int = Field(default=10, ge=0)
+    quota_jobs_per_key: int = Field(default=1000, ge=0)
+    quota_job_bytes_per_key: int = Field(default=50 * 1024 * 1024, ge=0)
+    quota_team_factor: float = Field(default=5.0, ge=0)
+    # Bytes of files, stored responses and job requests of all keys together; 0: half the smaller
+    # `maxmemory` of the two Redis servers, or 1 GiB when neither sets one.
+    storage_max_bytes: int = Field(default=0, ge=0)
     # The model of a chat or completions request that names none ("": such a request is a 400).
     default_model: str = "auto"
     # Deadline of the classifier call; past it the policy's default model answers.
@@ -89,12 +106,28 @@ class GatewaySettings(IIRSettings):
     rate_limit_burst: float = 1.0
     # Tokens reserved for the completion when a request gives no max_tokens (TPM limits).
     completion_token_reserve: int = 256
+    # For a key with a budget (money or tokens), a request without max_tokens reserves this many completion
+    # tokens (fewer when the budget has less left) and is sent upstream with that max_tokens.
+    budget_max_tokens: int = Field(default=4096, ge=1)
+    # When Redis fails, keys with limits or budgets get 503 (`closed`) or are counted per gateway process
+    # at their own RPM/TPM/parallel limits, budgets refused (`local`). Keys without limits keep working.
+    limits_on_redis_error: Literal["closed", "local"] = "closed"
+    # A running request's parallel slot lease: renewed by its gateway every third of it, so a dead
+    # gateway's slots free within about one lease.
+    parallel_lease_s: float = Field(default=30.0, ge=1.0)
     # Attempts with unknown keys per client address and window before that address gets 429s for them
     # (keys that validated before keep working).
     auth_failure_limit: int = 20
     auth_failure_window_s: int = 60
-    # How often counted usage is sent to the auth service.
+    # While the auth service (or its database) cannot answer, a key validated within this many seconds, and
+    # not revoked, blocked or changed since, is still served from the cache; 0: never (503 instead).
+    key_stale_ttl_s: float = Field(default=300.0, ge=0)
+    # How often spend records are sent to the auth service.
     usage_flush_interval_s: float = 1.0
+    # Unsent spend records kept in Redis too, so another gateway sends them when this one dies; a running
+    # stream's record is kept there every `spend_checkpoint_s` with what it relayed so far.
+    spend_journal: bool = True
+    spend_checkpoint_s: float = Field(default=5.0, gt=0)
     # Networks whose clients may manage keys without a key (comma-separated CIDRs): a dev convenience,
     # empty (off) by default. Decided on the TCP peer, never for a request with forwarding headers.
     trusted_networks: str = ""

@@ -61,10 +61,20 @@ def _stops(body: dict[str, Any]) -> list[str]:
     return [stop] if isinstance(stop, str) else [s for s in stop or [] if isinstance(s, str)]
 
 
+# The simulated model's context: an answer that ignores EOS (vLLM's `ignore_eos`) and has no max_tokens
+# stops there.
+CONTEXT_TOKENS = 4096
+
+
 def _max_tokens(body: dict[str, Any], default: int) -> int:
     """The request's limit, else `default`, else none: the deterministic text ends by itself."""
     value = body.get("max_completion_tokens") or body.get("max_tokens") or default or 1_000_000
-    return int(value) if isinstance(value, int) else 1_000_000
+    limit = int(value) if isinstance(value, int) else 1_000_000
+    return min(limit, CONTEXT_TOKENS) if _ignore_eos(body) else limit
+
+
+def _ignore_eos(body: dict[str, Any]) -> bool:
+    return body.get("ignore_eos") is True
 
 
 def _seed(prompt: str, body: dict[str, Any], choice: int) -> str:
@@ -106,7 +116,8 @@ def plan_chat(body: dict[str, Any], default_max_tokens: int) -> Plan:
     for i in range(body.get("n") or 1):
         seed = _seed(prompt, body, i)
         if tool is None:
-            outputs.append(Output(generate(seed, max_tokens, _stops(body), fmt in ("json_object", "json_schema"))))
+            json_object = fmt in ("json_object", "json_schema")
+            outputs.append(Output(generate(seed, max_tokens, _stops(body), json_object, _ignore_eos(body))))
             continue
         args = tool_arguments(tool, prompt)
         pieces = [args[k : k + _ARGUMENT_PIECE] for k in range(0, len(args), _ARGUMENT_PIECE)]
@@ -141,7 +152,11 @@ def plan_completion(body: dict[str, Any], default_max_tokens: int) -> Plan:
     prompts = _prompts(body.get("prompt"))
     max_tokens = _max_tokens(body, default_max_tokens)
     n = body.get("n") or 1
-    outputs = [Output(generate(_seed(p, body, i), max_tokens, _stops(body))) for p in prompts for i in range(n)]
+    outputs = [
+        Output(generate(_seed(p, body, i), max_tokens, _stops(body), ignore_eos=_ignore_eos(body)))
+        for p in prompts
+        for i in range(n)
+    ]
     return Plan(sum(count_tokens(p) for p in prompts), outputs, _top(body, chat=False), _include_usage(body))
 
 

@@ -56,9 +56,12 @@ class Generated:
         return "".join(self.tokens)
 
 
-def generate(seed: str, max_tokens: int, stop: Sequence[str] = (), json_object: bool = False) -> Generated:
-    """The tokens for `seed` (the prompt, and which choice), cut by `max_tokens` and the stop strings."""
-    count, finish = completion_length(seed, max_tokens)
+def generate(
+    seed: str, max_tokens: int, stop: Sequence[str] = (), json_object: bool = False, ignore_eos: bool = False
+) -> Generated:
+    """The tokens for `seed` (the prompt, and which choice), cut by `max_tokens` and the stop strings; with
+    vLLM's `ignore_eos`, exactly `max_tokens` of them."""
+    count, finish = (max_tokens, "length") if ignore_eos else completion_length(seed, max_tokens)
     words = list(tokens(seed, count))
     if json_object:  # a JSON object, cut like any text when max_tokens runs out
         words = ['{"', "answer", '": "', *(w.strip() for w in words[: max(count - 4, 1)]), '"}']

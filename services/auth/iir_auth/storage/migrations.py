@@ -130,6 +130,15 @@ MIGRATIONS: list[tuple[int, str]] = [
     );
     """,
     ),
+    (
+        5,
+        """
+    -- The gateway's id for each spend record: a record sent again (a retry after a timeout, a dead
+    -- gateway's journal) is stored once. Rows from before have none (NULLs never conflict).
+    ALTER TABLE spend_log ADD COLUMN record_id TEXT;
+    CREATE UNIQUE INDEX spend_log_record ON spend_log (record_id, at);
+    """,
+    ),
 ]
 
 _LOCK_ID = 0x11A_0001  # arbitrary, constant: the advisory lock guarding migrations

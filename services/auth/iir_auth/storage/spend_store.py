@@ -33,6 +33,7 @@ class SpendRow:
     cache_hit: bool
     end_user: str
     tags: dict[str, Any]
+    record_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,9 @@ _GROUPS = {
     "day": ("to_char(s.at AT TIME ZONE 'UTC', 'YYYY-MM-DD')", "to_char(s.at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
 }
 GROUPINGS = tuple(_GROUPS)
+# The column naming each kind of budget scope (SpendSince).
+_SCOPE_COLUMNS = {"key": "key_id", "user": "user_id", "team": "team_id"}
+SCOPE_KINDS = tuple(_SCOPE_COLUMNS)
 
 
 def _month(moment: datetime) -> date:
@@ -64,33 +68,60 @@ def _next_month(first: date) -> date:
     return date(first.year + first.month // 12, first.month % 12 + 1, 1)
 
 
+_UUID = "'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'"
+# One statement, so the counts follow the rows: records already stored (same record_id and time) are
+# skipped, and only the rows stored now add to their key's usage (records without an id come from
+# gateways that still send their usage apart) and stamp the key as used.
 _INSERT = (
-    "INSERT INTO spend_log (at, request_id, key_id, user_id, team_id, model, answered_by, provider,"
+    "WITH new AS ("
+    " INSERT INTO spend_log (at, request_id, key_id, user_id, team_id, model, answered_by, provider,"
     " prompt_tokens, cached_tokens, completion_tokens, cost, latency_ms, status, cache_hit, end_user,"
-    " tags) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+    " tags, record_id)"
+    " SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+    " $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::float8[], $13::float8[],"
+    " $14::int[], $15::bool[], $16::text[], $17::jsonb[], $18::text[])"
+    " ON CONFLICT DO NOTHING"
+    " RETURNING at, key_id, model, prompt_tokens, completion_tokens, status, record_id),"
+    " used AS ("
+    " INSERT INTO key_usage (key_id, model, day, requests, prompt_tokens, completion_tokens)"
+    " SELECT k.id, n.model, (n.at AT TIME ZONE 'UTC')::date, count(*), sum(n.prompt_tokens),"
+    " sum(n.completion_tokens)"
+    " FROM new n JOIN api_keys k"
+    f" ON k.id = CASE WHEN n.key_id ~ {_UUID} THEN n.key_id::uuid END"
+    " WHERE n.status = 200 AND n.record_id IS NOT NULL"
+    " GROUP BY k.id, n.model, (n.at AT TIME ZONE 'UTC')::date"
+    " ON CONFLICT (key_id, model, day) DO UPDATE SET"
+    " requests = key_usage.requests + EXCLUDED.requests,"
+    " prompt_tokens = key_usage.prompt_tokens + EXCLUDED.prompt_tokens,"
+    " completion_tokens = key_usage.completion_tokens + EXCLUDED.completion_tokens"
+    " RETURNING key_id),"
+    " stamped AS (UPDATE api_keys SET last_used_at = now() WHERE id IN (SELECT key_id FROM used))"
+    " SELECT count(*) FROM new"
 )
 
 
-def _values(r: SpendRow) -> tuple[Any, ...]:
-    return (
-        r.at,
-        r.request_id,
-        r.key_id,
-        r.user_id,
-        r.team_id,
-        r.model,
-        r.answered_by,
-        r.provider,
-        r.prompt_tokens,
-        r.cached_tokens,
-        r.completion_tokens,
-        r.cost,
-        r.latency_ms,
-        r.status,
-        r.cache_hit,
-        r.end_user,
-        orjson.dumps(r.tags).decode(),
-    )
+def _columns(rows: Sequence[SpendRow]) -> list[list[Any]]:
+    """The rows as one array per column, in the order of `_INSERT`'s parameters."""
+    return [
+        [r.at for r in rows],
+        [r.request_id for r in rows],
+        [r.key_id for r in rows],
+        [r.user_id for r in rows],
+        [r.team_id for r in rows],
+        [r.model for r in rows],
+        [r.answered_by for r in rows],
+        [r.provider for r in rows],
+        [r.prompt_tokens for r in rows],
+        [r.cached_tokens for r in rows],
+        [r.completion_tokens for r in rows],
+        [r.cost for r in rows],
+        [r.latency_ms for r in rows],
+        [r.status for r in rows],
+        [r.cache_hit for r in rows],
+        [r.end_user for r in rows],
+        [orjson.dumps(r.tags).decode() for r in rows],
+        [r.record_id or None for r in rows],
+    ]
 
 
 class SpendStore:
@@ -109,21 +140,25 @@ class SpendStore:
             )
             self._partitions.add(first)
 
-    async def record(self, rows: Sequence[SpendRow]) -> None:
+    async def record(self, rows: Sequence[SpendRow]) -> int:
+        """Stores the records not stored yet (by record_id) and adds them to usage; returns how many."""
         if not rows:
-            return
+            return 0
         async with self.pool.acquire() as conn:
             await self._ensure_partitions(conn, {_month(r.at) for r in rows})
-            values = [_values(r) for r in rows]
             try:
-                await conn.executemany(_INSERT, values)
+                return int(await conn.fetchval(_INSERT, *_columns(rows)))
             except asyncpg.DataError:
                 # One bad row must not hold back the batch (the gateway would resend it for ever).
-                for value in values:
+                inserted = 0
+                for row in rows:
                     try:
-                        await conn.execute(_INSERT, *value)
+                        inserted += int(await conn.fetchval(_INSERT, *_columns([row])))
                     except asyncpg.DataError as exc:
-                        log.warning("spend record dropped", extra={"request_id": value[1], "error": repr(exc)[:200]})
+                        log.warning(
+                            "spend record dropped", extra={"request_id": row.request_id, "error": repr(exc)[:200]}
+                        )
+                return inserted
 
     async def drop_expired(self, now: datetime | None = None) -> list[str]:
         """Drops the monthly partitions wholly older than the retention; returns their names."""
@@ -175,3 +210,16 @@ class SpendStore:
             )
             for r in rows
         ]
+
+    async def spent_since(self, scope_kind: str, scope_id: str, since: datetime) -> tuple[float, int, int]:
+        """(USD, prompt plus completion tokens, requests) a key, user or team spent from `since` on: what a
+        gateway seeds a budget window's counter with when Redis lost it."""
+        column = _SCOPE_COLUMNS[scope_kind]  # checked by the caller; never input in the SQL
+        row = await self.pool.fetchrow(
+            "SELECT coalesce(sum(cost), 0) AS cost,"
+            " coalesce(sum(prompt_tokens + completion_tokens), 0) AS tokens, count(*) AS requests"
+            f" FROM spend_log WHERE {column} = $1 AND at >= $2",
+            scope_id,
+            since,
+        )
+        return float(row["cost"]), int(row["tokens"]), int(row["requests"])

@@ -1,5 +1,6 @@
 """Who may manage keys, teams, users and spend (an admin key; or, where IIR_TRUSTED_NETWORKS is set, no key
-from those networks), and calling the auth service on their behalf."""
+from those networks, for requests a browser page on another site cannot make), and calling the auth
+service on their behalf."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
-from iir_gateway.api.client_address import FORWARDING_HEADERS
+from iir_gateway.api.client_address import is_forwarded
 from iir_gateway.api.requests import client_ip
 from iir_gateway.errors import APIError
 from iir_gateway.keys.authenticator import extract_key
@@ -50,23 +51,86 @@ class Admin:
         return await call_auth(method, message, self.actor)
 
 
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_JSON = "application/json"
+
+
 def _from_trusted_network(request: Request, gw: Runtime) -> bool:
     """The TCP peer is in IIR_TRUSTED_NETWORKS and nothing forwarded the request (a proxy's client could be
     anyone, and a forwarded header anything)."""
-    if not gw.trusted_networks or any(name in FORWARDING_HEADERS for name, _ in request.scope["headers"]):
+    if not gw.trusted_networks or is_forwarded(request.scope["headers"]):
         return False
     return in_networks(request.scope.get("iir.peer", ""), gw.trusted_networks)
 
 
+def _loopback_host(host: str) -> bool:
+    """`localhost`, `127.0.0.1` or `[::1]`, with or without a port."""
+    for name in _LOOPBACK_HOSTS:
+        if host == name or (host.startswith(f"{name}:") and host[len(name) + 1 :].isdigit()):
+            return True
+    return False
+
+
+def _header_values(request: Request, name: bytes) -> list[str]:
+    return [v.decode("latin-1").strip().lower() for n, v in request.scope["headers"] if n == name]
+
+
+def _cross_site(request: Request) -> str:
+    """Why a browser page on another site (or one reached through DNS rebinding, whose requests name the
+    attacker's host) could have sent this request; "" when it could not."""
+    hosts = _header_values(request, b"host")
+    if len(hosts) != 1 or not _loopback_host(hosts[0]):
+        return "the Host header is not a loopback name"
+    origins = _header_values(request, b"origin")
+    if origins and origins != [f"http://{hosts[0]}"] and origins != [f"https://{hosts[0]}"]:
+        return "the Origin header names another site"
+    if any(v not in ("same-origin", "none") for v in _header_values(request, b"sec-fetch-site")):
+        return "Sec-Fetch-Site says another site sent it"
+    return ""
+
+
+def keyless_admin(request: Request, gw: Runtime) -> bool:
+    """Whether this request may manage without a key: from a trusted network, not forwarded, and not one a
+    page on another site could send (loopback Host, no foreign Origin, no cross-site Sec-Fetch-Site)."""
+    return _from_trusted_network(request, gw) and not _cross_site(request)
+
+
+def _require_json_write(request: Request, *, keyless: bool) -> None:
+    """Admin writes carry JSON: a declared type other than `application/json` is a 415 (a page can send
+    text/plain and form bodies to another site without asking), and so is a key-less write with a body but
+    no type. A write with neither body nor type (revoke, block) needs no type."""
+    if request.method in _SAFE_METHODS:
+        return
+    types = _header_values(request, b"content-type")
+    media = types[0].partition(";")[0].strip() if len(types) == 1 else None
+    has_body = any(v not in ("", "0") for v in _header_values(request, b"content-length")) or bool(
+        _header_values(request, b"transfer-encoding")
+    )
+    if (types and media != _JSON) or (keyless and has_body and not types):
+        raise APIError(
+            415, "Admin requests with a body must send 'Content-Type: application/json'.", code="unsupported_media_type"
+        )
+
+
 async def require_admin(request: Request) -> Admin:
-    """An admin key, or no key at all from a trusted network; 401/403 otherwise."""
+    """An admin key, or no key at all from a trusted network (same-origin, loopback Host); 401/403 otherwise."""
     gw: Runtime = request.app.state.gateway
     ip = client_ip(request)
     if extract_key(request.headers) is None and _from_trusted_network(request, gw):
+        if reason := _cross_site(request):
+            raise APIError(
+                403,
+                f"Key management without a key is refused here: {reason}. Open the gateway as http://localhost "
+                "(or 127.0.0.1, [::1]), or send an admin key.",
+                code="cross_site_refused",
+            )
+        _require_json_write(request, keyless=True)
         return Admin(gw, f"network:{request.scope.get('iir.peer', '')}")
     principal = await gw.auth.authenticate(request.headers, ip)
     if not principal.admin:
         raise APIError(403, "Managing API keys needs an admin key.", code="admin_required")
+    _require_json_write(request, keyless=False)
     return Admin(gw, f"key:{principal.key_id}")
 
 

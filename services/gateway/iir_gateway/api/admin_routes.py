@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from fastapi import APIRouter, Depends, Request
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from starlette.responses import Response
 
 from iir.v1 import auth_pb2
@@ -20,7 +20,20 @@ from iir_gateway.errors import APIError
 from iir_gateway.principal import Principal
 from iir_gateway.runtime import Runtime
 
-router = APIRouter(prefix="/api/v1/apikeys", tags=["API keys"], responses=ADMIN_ERRORS)
+# No id IIR makes or takes is longer (key and team ids are UUIDs, user ids at most 200 characters).
+MAX_ID_CHARS = 256
+
+
+def bounded_ids(request: Request) -> None:
+    """404 for an id in the path longer than any id can be, before it reaches auth (whose not-found
+    message, quoting a 20,000-character id, would not fit in a gRPC trailer and read as an outage)."""
+    if any(len(v) > MAX_ID_CHARS for v in request.path_params.values()):
+        raise APIError(404, f"No such id (ids have at most {MAX_ID_CHARS} characters).", code="not_found")
+
+
+router = APIRouter(
+    prefix="/api/v1/apikeys", tags=["API keys"], responses=ADMIN_ERRORS, dependencies=[Depends(bounded_ids)]
+)
 
 
 # Text without control characters (a NUL cannot be stored, others corrupt logs and terminals).
@@ -30,6 +43,22 @@ MAX_BUDGET = 10.0**9
 # Budget periods: 30m, 12h, 1d, 7d, 30d... (see iir_common.budget_window), or "" for all time.
 DURATION = r"^(|day|month|[1-9][0-9]{0,4}[smhd])$"
 MAX_METADATA_BYTES = 16_384
+
+
+def _expiry(value: datetime) -> datetime:
+    """An expiry as an aware time (a time without an offset is UTC) that a Unix timestamp can hold."""
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        seconds = value.timestamp()
+        datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, ValueError, OSError):
+        raise ValueError("must be a time between 1970 and 9999") from None
+    if not 0 < seconds:
+        raise ValueError("must be a time between 1970 and 9999")
+    return value
+
+
+Expiry = Annotated[datetime, AfterValidator(_expiry)]
 
 
 def _text(max_length: int) -> Any:
@@ -63,7 +92,7 @@ class CreateKey(BaseModel):
     tpm_limit: int = Field(default=0, ge=0, le=_MAX_LIMIT)
     budget_tokens: int = Field(default=0, ge=0, le=_MAX_LIMIT)
     budget_period: Literal["day", "month"] = "month"
-    expires_at: datetime | None = None
+    expires_at: Expiry | None = None
     expires_in_days: float | None = Field(default=None, gt=0, le=36500)
     # Secret scrubbing and response cache for this key ("": the gateway's defaults).
     scrub_mode: Literal["", "redact", "block", "off"] = ""
@@ -92,7 +121,7 @@ class UpdateKey(BaseModel):
     tpm_limit: int | None = Field(default=None, ge=0, le=_MAX_LIMIT)
     budget_tokens: int | None = Field(default=None, ge=0, le=_MAX_LIMIT)
     budget_period: Literal["day", "month"] | None = None
-    expires_at: datetime | None = None
+    expires_at: Expiry | None = None
     expires_in_days: float | None = Field(default=None, gt=0, le=36500)
     scrub_mode: Literal["", "redact", "block", "off"] | None = None
     cache_mode: Literal["", "on", "off"] | None = None

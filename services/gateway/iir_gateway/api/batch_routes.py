@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
 from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.batches.runner import ENDPOINTS
+from iir_gateway.batches.scrubbed_upload import ScrubbedLines
 from iir_gateway.batches.store import FINAL, WINDOW_S, batch_object
+from iir_gateway.batches.upload import UploadRefused, receive_upload
 from iir_gateway.errors import APIError
+from iir_gateway.limits.storage_quota import scopes_of
 from iir_gateway.principal import Principal
 from iir_gateway.runtime import Runtime
 
@@ -44,30 +47,37 @@ def _bad(message: str, param: str | None = None) -> APIError:
 @router.post("/v1/files", summary="Upload a file (purpose `batch`: a JSONL of requests)")
 async def upload_file(request: Request) -> Response:
     gw, principal = await _caller(request)
-    if not request.headers.get("content-length", "").isdigit():  # the middleware's size check needs it
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit():  # the middleware's size check and the quota's reservation need it
         raise APIError(411, "Uploads need a Content-Length header.", code="length_required")
+    # An upload is a request against the key's RPM and budgets, like any other.
+    await gw.limiter.settle(principal, await gw.limiter.admit(principal, 0), 0)
+    upload = await gw.files.begin(principal, int(declared))  # 429 when the key's storage is full
+    # Stored as it would be sent: each line scrubbed (a 400 `secret_detected` in block mode).
+    lines = ScrubbedLines(gw.scrubbing, gw.scrubbing.mode(principal.scrub_mode), upload.write)
     try:
-        form = await request.form(max_files=1, max_fields=10, max_part_size=gw.settings.batch_max_file_bytes)
-    except Exception as exc:  # not multipart, or a part over the limit
-        raise _bad(f"Send the file as multipart/form-data with `file` and `purpose` ({exc}).") from None
-    try:
-        upload, purpose = form.get("file"), form.get("purpose")
-        if not isinstance(upload, UploadFile):
+        received = await receive_upload(
+            request.headers.get("content-type", ""),
+            request.stream(),
+            lines.write,
+            gw.settings.batch_max_file_bytes,
+            gw.settings.batch_max_lines,
+        )
+        await lines.close()
+        if not received.has_file:
             raise _bad("A `file` part is required.", "file")
-        if purpose != "batch":
+        if received.fields.get("purpose") != "batch":
             raise _bad("Only purpose `batch` is supported.", "purpose")
-        content = await upload.read(gw.settings.batch_max_file_bytes + 1)
-        filename = upload.filename or "batch.jsonl"
-    finally:
-        await form.close()  # the spooled temporary file
-    if len(content) > gw.settings.batch_max_file_bytes:
-        raise APIError(413, f"A batch file may hold {gw.settings.batch_max_file_bytes} bytes.", code="file_too_large")
-    lines = sum(1 for line in content.splitlines() if line.strip())
-    if lines == 0:
-        raise _bad("The file has no requests.", "file")
-    if lines > gw.settings.batch_max_lines:
-        raise _bad(f"A batch file may hold {gw.settings.batch_max_lines} requests; this one has {lines}.", "file")
-    meta = await gw.files.create(principal.key_id, filename, "batch", content)
+        if received.lines == 0:
+            raise _bad("The file has no requests.", "file")
+        meta = await upload.commit(received.filename, "batch")
+    except UploadRefused as exc:
+        await upload.abort()
+        raise APIError(exc.status, exc.message, code=exc.code, param=exc.param) from None
+    except BaseException:
+        with contextlib.suppress(Exception):  # its partial content expires anyway
+            await upload.abort()
+        raise
     return _json(meta)
 
 
@@ -103,23 +113,47 @@ async def delete_file(file_id: str, request: Request) -> Response:
     return _json({"id": file_id, "object": "file", "deleted": True})
 
 
+def _metadata(value: Any) -> dict[str, str] | None:
+    """OpenAI's metadata: at most 16 pairs, keys up to 64 characters, string values up to 512."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or len(value) > 16:
+        raise _bad("metadata must be an object of at most 16 pairs.", "metadata")
+    for key, item in value.items():
+        if len(key) > 64 or not isinstance(item, str) or len(item) > 512:
+            raise _bad("metadata keys may have 64 characters and values must be strings of 512.", "metadata")
+    return value
+
+
+async def _reserve_batch(gw: Runtime, principal: Principal, batch_id: str) -> None:
+    """Counts the batch among the key's unfinished ones (429 when it has as many as it may); batches that
+    ended since are released first."""
+    quota = gw.storage_quota
+    scopes = scopes_of(principal)
+    for held in await quota.members("batches", scopes[0]):
+        record = await gw.batches.record(held)
+        if record is None or record["batch"]["status"] in FINAL:
+            await quota.release("batches", scopes, held)
+    await quota.reserve("batches", scopes, batch_id, 0, max(WINDOW_S.values()) + 3600)
+
+
 @router.post("/v1/batches", summary="Run a file of requests in the background")
 async def create_batch(request: Request) -> Response:
     gw, principal = await _caller(request)
     body = await read_json_object(request, gw.settings.max_body_bytes)
-    endpoint, window = body.get("endpoint"), body.get("completion_window")
-    if endpoint not in ENDPOINTS:
+    endpoint, window, input_file_id = body.get("endpoint"), body.get("completion_window"), body.get("input_file_id")
+    if not isinstance(endpoint, str) or endpoint not in ENDPOINTS:
         raise _bad(f"endpoint must be one of {', '.join(ENDPOINTS)}.", "endpoint")
-    if window not in WINDOW_S:
+    if not isinstance(window, str) or window not in WINDOW_S:
         raise _bad("completion_window must be 24h.", "completion_window")
-    input_file_id = str(body.get("input_file_id") or "")
+    if not isinstance(input_file_id, str) or not input_file_id:
+        raise _bad("input_file_id must be the id of an uploaded file.", "input_file_id")
+    metadata = _metadata(body.get("metadata"))
     meta = await gw.files.get(input_file_id, principal)
     if meta is None or meta["purpose"] != "batch":
-        raise _bad(f"No batch input file {input_file_id!r}.", "input_file_id")
-    metadata = body.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise _bad("metadata must be an object.", "metadata")
-    batch = batch_object(gw.batches.new_id(), str(endpoint), input_file_id, str(window), metadata)
+        raise _bad(f"No batch input file {input_file_id[:100]!r}.", "input_file_id")
+    batch = batch_object(gw.batches.new_id(), endpoint, input_file_id, window, metadata)
+    await _reserve_batch(gw, principal, batch["id"])
     await gw.batches.create(principal, batch)
     return _json(batch)
 

@@ -11,17 +11,42 @@ from collections.abc import Iterable
 
 from iir_gateway.networks import in_networks, parse_address, parse_networks
 
+# Headers by which a proxy, load balancer, CDN or mesh says whom it forwards for (or that it forwarded at
+# all). Their presence, whatever their value, marks a request as forwarded (`is_forwarded`).
 FORWARDING_HEADERS = frozenset(
     {
-        b"x-forwarded-for",
         b"forwarded",
+        b"forwarded-for",
+        b"via",
+        b"x-forwarded",
         b"x-real-ip",
-        b"x-forwarded-host",
         b"x-client-ip",
+        b"x-cluster-client-ip",
+        b"x-proxyuser-ip",
+        b"x-originating-ip",
+        b"x-remote-ip",
+        b"x-remote-addr",
+        b"x-host",
+        b"client-ip",
         b"true-client-ip",
-        b"cf-connecting-ip",
+        b"fastly-client-ip",
+        b"akamai-client-ip",
     }
 )
+FORWARDING_PREFIXES = (
+    b"x-forwarded-",  # -for, -host, -proto, -port, -server, -by…
+    b"x-original-",  # -forwarded-for, -host, -uri, -url (ingress-nginx)
+    b"x-envoy-",  # -external-address, -original-path… (Envoy, Istio)
+    b"cf-connecting-",  # -ip, -ipv6 (Cloudflare)
+    b"x-appengine-",
+    b"x-azure-",
+    b"x-ms-forwarded-",
+)
+
+
+def is_forwarded(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether any header says a proxy forwarded this request (ASGI header names are lower case)."""
+    return any(name in FORWARDING_HEADERS or name.startswith(FORWARDING_PREFIXES) for name, _ in headers)
 
 
 class ClientAddressResolver:

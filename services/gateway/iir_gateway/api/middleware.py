@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import re
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,9 +15,9 @@ from iir_gateway.api.access_log import AccessLog
 from iir_gateway.api.client_address import ClientAddressResolver
 from iir_gateway.errors import ANTHROPIC_ROUTES, anthropic_error_body, error_body
 from iir_gateway.metrics import GatewayMetrics
+from iir_gateway.request_ids import valid_request_id
 
 log = logging.getLogger(__name__)
-_VALID_RID = re.compile(rb"^[\w\-.:]{1,128}$")
 # Request ids: a random per-process prefix and a counter; unique, and far cheaper than uuid4.
 _RID_PREFIX = os.urandom(6).hex().encode() + b"-"
 _rid_counter = itertools.count(1)
@@ -57,7 +56,7 @@ class RequestContextMiddleware:
         length = None
         credentials = 0
         for name, value in scope["headers"]:
-            if name == b"x-request-id" and _VALID_RID.match(value):
+            if name == b"x-request-id" and valid_request_id(value):
                 rid = value
             elif name == b"content-length":
                 length = value

@@ -1,5 +1,5 @@
-"""Operational routes, without authentication: health, readiness, liveness, version. (Metrics are on
-their own port: `metrics_server.py`.)"""
+"""Operational routes, without authentication (an admin key sees `/health`'s details): health, readiness,
+liveness, version. (Metrics are on their own port: `metrics_server.py`.)"""
 
 from __future__ import annotations
 
@@ -8,15 +8,35 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from iir_common import __version__
+from iir_gateway.api.admin_access import keyless_admin
+from iir_gateway.api.requests import client_ip
+from iir_gateway.errors import APIError
+from iir_gateway.keys.authenticator import extract_key
 from iir_gateway.runtime import Runtime
 
 router = APIRouter(tags=["Operations"])
 
 
-@router.get("/health", summary="Health of the gateway and of each dependency (503 when a required one is down)")
+async def _sees_details(request: Request, gw: Runtime) -> bool:
+    """Whether the caller may see dependency details: an admin key, or key-less admin access."""
+    if extract_key(request.headers) is None:
+        return keyless_admin(request, gw)
+    try:
+        return (await gw.auth.authenticate(request.headers, client_ip(request))).admin
+    except APIError:  # a bad key, or auth away: the summary only
+        return False
+
+
+@router.get(
+    "/health",
+    summary="Health: `status` for anyone; each dependency's status and latency for an admin key (503 when a "
+    "required one is down)",
+)
 async def health(request: Request) -> Response:
     gw: Runtime = request.app.state.gateway
     healthy, report = await gw.health()
+    if not await _sees_details(request, gw):
+        report = {"status": report["status"]}
     return Response(orjson.dumps(report), status_code=200 if healthy else 503, media_type="application/json")
 
 

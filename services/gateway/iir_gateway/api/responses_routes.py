@@ -123,6 +123,11 @@ async def create_response(request: Request) -> Response:
     gw, principal = await _caller(request)
     body = await read_json_object(request, gw.settings.max_body_bytes)
     req = validate_body(ResponseRequest, body)
+    # What is echoed and stored (input items, instructions, tools, metadata) is the scrubbed request;
+    # in block mode a secret anywhere in it is a 400 before anything runs or is kept.
+    body, scrubbed = gw.scrubbing.request(body, gw.scrubbing.mode(principal.scrub_mode))
+    if req.store:  # refused before it runs when nothing more can be stored
+        await gw.responses.check_quota(principal)
     history: list[dict[str, Any]] = []
     if req.previous_response_id:
         previous = await gw.responses.get(req.previous_response_id, principal)
@@ -156,6 +161,9 @@ async def create_response(request: Request) -> Response:
             log.warning("response not stored", extra={"response_id": response["id"], "error": repr(exc)[:200]})
 
     headers = {**answer.headers, "x-iir-model": answer.model}
+    if scrubbed:
+        kinds = scrubbed | set(filter(None, headers.get("x-iir-scrubbed", "").split(",")))
+        headers["x-iir-scrubbed"] = ",".join(sorted(kinds))
     if answer.stream is not None:
         encoder = ResponsesStreamEncoder(response_id, body, answer.model)
         return ResponsesStreamResponse(answer.stream, headers, encoder, keep)

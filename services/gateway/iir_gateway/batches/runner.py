@@ -1,6 +1,10 @@
 """Runs batches: every gateway process looks for active batches and takes the lease of one at a time;
 the holder runs its lines through the same pipeline as a request (the owner's key, limits, scrubbing,
 usage), at the lowest priority so interactive traffic goes first, and writes each line's result once.
+Each line runs as the owner's key is now, not as it was when the batch was made (keys/owners.py, cached
+and dropped on key events): a revoked, blocked or expired key stops the batch (`failed`, the reason in
+`errors`, the remaining lines not sent); a restricted or budget-cut key's lines get the errors a request
+of that key would get.
 A process that dies mid-batch loses its lease; another takes the batch over and runs only the lines
 without a result, so the output has every line exactly once. At the end the output and error files are
 written in the input's order."""
@@ -21,9 +25,11 @@ from iir_gateway.answer import Answer
 from iir_gateway.batches.files import FileStore
 from iir_gateway.batches.store import FINAL, BatchStore
 from iir_gateway.errors import APIError
+from iir_gateway.keys.owners import OwnerLookup, OwnerRefused
 from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.principal import Principal
+from iir_gateway.request_ids import valid_request_id
 from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, InferenceRequest
 from iir_gateway.wire import openai_responses as responses
 
@@ -36,6 +42,8 @@ ENDPOINTS: dict[str, tuple[str, type[InferenceRequest]]] = {
     "/v1/responses": ("chat/completions", ChatCompletionRequest),  # translated, as POST /v1/responses is
 }
 RATE_LIMIT_WAITS = 20
+AUTH_WAIT_S = (1.0, 5.0)  # while auth cannot say whether the key may go on: first and longest pause
+CUSTOM_ID_RULE = "1 to 128 ASCII letters, digits, '_', '-', '.' or ':'"
 
 
 def parse_lines(content: bytes, endpoint: str) -> list[tuple[str, dict[str, Any] | None, str]]:
@@ -52,9 +60,13 @@ def parse_lines(content: bytes, endpoint: str) -> list[tuple[str, dict[str, Any]
         if not isinstance(line, dict):
             out.append((f"line-{number}", None, f"Line {number} is not a JSON object."))
             continue
-        custom_id = str(line.get("custom_id") or f"line-{number}")
-        if not line.get("custom_id"):
+        given = line.get("custom_id")
+        # It names the line upstream too (X-Request-ID): held to a client's request-id rule.
+        custom_id = given if isinstance(given, str) and valid_request_id(given) else f"line-{number}"
+        if not given:
             out.append((custom_id, None, f"Line {number} has no custom_id."))
+        elif custom_id != given:
+            out.append((custom_id, None, f"Line {number}: custom_id must be a string of {CUSTOM_ID_RULE}."))
         elif line.get("method", "POST") != "POST":
             out.append((custom_id, None, f"Line {number}: method must be POST."))
         elif line.get("url") != endpoint:
@@ -72,11 +84,12 @@ class BatchRunner:
         pipeline: Pipeline,
         batches: BatchStore,
         files: FileStore,
+        owners: OwnerLookup,
         concurrency: int,
         lease_s: float = 30.0,
         poll_s: float = 1.0,
     ) -> None:
-        self.pipeline, self.batches, self.files = pipeline, batches, files
+        self.pipeline, self.batches, self.files, self.owners = pipeline, batches, files, owners
         self.concurrency = max(1, concurrency)
         self.lease_s, self.poll_s = lease_s, poll_s
         self.holder = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -131,8 +144,8 @@ class BatchRunner:
         if batch["status"] in FINAL:
             await self.batches.done(batch_id)
             return
-        principal = _principal(record["principal"])
-        content = await self.files.content(batch["input_file_id"], principal)
+        made_by = Principal.from_dict(record["principal"])
+        content = await self.files.content(batch["input_file_id"], made_by)
         if content is None:
             await self._fail(batch_id, "input_file_missing", "The input file no longer exists.")
             return
@@ -153,19 +166,39 @@ class BatchRunner:
         done = await self.batches.results_by_index(batch_id)
         queue = [i for i in range(len(lines)) if i not in done]
         stopping = asyncio.Event()
+        refused: list[OwnerRefused] = []
 
         async def work() -> None:
+            pause = AUTH_WAIT_S[0]
             while queue and not stopping.is_set():
                 index = queue.pop(0)
                 custom_id, body, problem = lines[index]
-                result = await self._line(batch_id, batch["endpoint"], principal, custom_id, body, problem)
-                await self.batches.add_result(batch_id, index, result, _succeeded(result))
+                try:
+                    result = await self._line(batch_id, batch["endpoint"], made_by, custom_id, body, problem)
+                except OwnerRefused as exc:  # the key may no longer spend: no line more is sent
+                    refused.append(exc)
+                    stopping.set()
+                    return
+                except APIError:  # auth cannot answer: the line waits (a cancel or the expiry still ends it)
+                    queue.insert(0, index)
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, AUTH_WAIT_S[1])
+                else:
+                    pause = AUTH_WAIT_S[0]
+                    await self.batches.add_result(batch_id, index, result, _succeeded(result))
                 current = await self.batches.record(batch_id)
                 now = time.time()
                 if current is None or current["batch"]["status"] == "cancelling" or now > batch["expires_at"]:
                     stopping.set()
 
         await asyncio.gather(*(work() for _ in range(self.concurrency)))
+        if refused:
+            left = len(lines) - len(await self.batches.results_by_index(batch_id))
+            message = f"The batch was stopped: {refused[0].why}; {left} of {len(lines)} requests were not sent."
+            error = {"code": refused[0].code, "message": message, "param": None, "line": None}
+            log.warning("batch stopped: its key was refused", extra={"batch_id": batch_id, "reason": refused[0].reason})
+            await self._finish(batch_id, owner, lines, "failed", errors={"object": "list", "data": [error]})
+            return
         current = await self.batches.record(batch_id)
         status = current["batch"]["status"] if current else "cancelled"
         final = (
@@ -177,11 +210,13 @@ class BatchRunner:
         self,
         batch_id: str,
         endpoint: str,
-        principal: Principal,
+        made_by: Principal,
         custom_id: str,
         body: dict[str, Any] | None,
         problem: str,
     ) -> dict[str, Any]:
+        """The line's result, run as its owner's key is now. OwnerRefused when the key may no longer
+        run it; APIError (503) when auth cannot say."""
         line_id = f"batch_req_{uuid.uuid4().hex}"
         if body is None:
             return {
@@ -193,6 +228,8 @@ class BatchRunner:
         path, schema = ENDPOINTS[endpoint]
         request_id = f"{batch_id}-{custom_id}"[:128]
         for waits in range(RATE_LIMIT_WAITS + 1):
+            # Asked again after every wait: a change while the line waited for its limits counts.
+            principal = await self.owners.current(made_by, priority=0)  # interactive traffic first
             try:
                 sent = {**body, "stream": False}
                 if endpoint == "/v1/responses":
@@ -211,8 +248,10 @@ class BatchRunner:
                 return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}
             except APIError as exc:
                 retry = exc.headers.get("retry-after", "")
-                if exc.status == 429 and retry.isdigit() and waits < RATE_LIMIT_WAITS:
-                    await asyncio.sleep(min(float(retry) or 1.0, 30.0))  # a batch waits for its limits
+                # A batch waits for its rate limits; a used-up budget (it resets in hours or days) fails the line.
+                limited = exc.status == 429 and exc.code != "insufficient_quota" and retry.isdigit()
+                if limited and waits < RATE_LIMIT_WAITS:
+                    await asyncio.sleep(min(float(retry) or 1.0, 30.0))
                     continue
                 error = {
                     "message": exc.message,
@@ -224,7 +263,9 @@ class BatchRunner:
                 return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}
         raise AssertionError("unreachable")
 
-    async def _finish(self, batch_id: str, owner: str, lines: list[Any], status: str) -> None:
+    async def _finish(
+        self, batch_id: str, owner: str, lines: list[Any], status: str, errors: dict[str, Any] | None = None
+    ) -> None:
         await self.batches.update(batch_id, status="finalizing", finalizing_at=int(time.time()))
         results = await self.batches.results_by_index(batch_id)
         ok, failed = bytearray(), bytearray()
@@ -239,6 +280,8 @@ class BatchRunner:
             f"{status}_at": int(time.time()),
             "request_counts": {"total": len(lines), "completed": completed, "failed": len(results) - completed},
         }
+        if errors is not None:
+            fields["errors"] = errors
         if ok:
             fields["output_file_id"] = (
                 await self.files.create(owner, f"{batch_id}_output.jsonl", "batch_output", bytes(ok))
@@ -267,8 +310,3 @@ def _response(body: dict[str, Any], model: str, completion: dict[str, Any]) -> d
 
 def _succeeded(line: dict[str, Any]) -> bool:
     return line["error"] is None and line["response"]["status_code"] == 200
-
-
-def _principal(data: dict[str, Any]) -> Principal:
-    """The owner as it was when the batch was made, at the lowest priority (interactive traffic first)."""
-    return Principal.from_dict(data, priority=0)

@@ -78,7 +78,7 @@ class BatchStore:
         if record is None or (record["owner"] != principal.key_id and not principal.admin):
             return None
         batch: dict[str, Any] = record["batch"]
-        if batch["status"] in ("in_progress", "cancelling"):  # the counts so far
+        if batch["status"] in ("in_progress", "cancelling", "finalizing"):  # the counts so far
             counts: Any = await self.redis.hgetall(self.counts(batch_id))
             batch["request_counts"] |= {k.decode(): int(v) for k, v in counts.items()}
         return batch

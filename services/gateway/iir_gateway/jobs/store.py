@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from iir_gateway.limits.storage_quota import StorageQuota, scopes_of
 from iir_gateway.principal import Principal
 
 BANDS = ("high", "normal", "low")
@@ -104,15 +105,21 @@ return 1
 """
 
 
+_QUOTA_MARGIN_S = 3600  # a job is kept from its submission until its result expires: queueing included
+
+
 class QueueFull(Exception):
     """The key already has as many unfinished jobs as it may."""
 
 
 class JobStore:
-    def __init__(self, redis: aioredis.Redis, prefix: str, result_ttl_s: int) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, prefix: str, result_ttl_s: int, quota: StorageQuota | None = None
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.result_ttl_s = result_ttl_s
+        self.quota = quota
 
     def stream(self, name: str) -> str:
         return f"{self.prefix}jobs:{name}"
@@ -152,9 +159,15 @@ class JobStore:
             principal=principal.to_dict(),
             created_at=time.time(),
         )
+        scopes = scopes_of(principal)
+        if self.quota is not None:  # jobs kept (finished ones until their results expire): 429 when full
+            size = len(orjson.dumps(request))
+            await self.quota.reserve("jobs", scopes, job.id, size, self.result_ttl_s + _QUOTA_MARGIN_S)
         if max_queued > 0 and not await self.redis.eval(
             _RESERVE, 1, self.queued(job.owner), max_queued, self.result_ttl_s
         ):
+            if self.quota is not None:
+                await self.quota.release("jobs", scopes, job.id)
             raise QueueFull(job.owner)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.key(job.id), mapping=self._fields(job))

@@ -4,7 +4,9 @@ At-least-once: an entry is acked only when its job reached a final state. A work
 entry pending; after `claim_idle_s` without a heartbeat any worker claims it and runs the job again
 (a `restart` event tells followers to drop the tokens of the attempt before). In the normal case a job
 runs once. Tokens are published to the job's event stream as they come, and the final completion is
-stored with the job. A job whose key was revoked or expired meanwhile is refused when picked up.
+stored with the job. A job runs as its key is now, not as it was when queued (keys/owners.py): a job
+whose key was revoked, blocked or expired meanwhile is cancelled when picked up, or mid-answer, and a
+restricted or budget-cut key's limits apply to it.
 Workers survive Redis faults: they back off (logging once per outage), and recreate their consumer
 groups when Redis comes back without them.
 """
@@ -17,20 +19,17 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable
-from typing import Any, Protocol
+from typing import Any
 
-import grpc
 from redis.exceptions import ResponseError
 
-from iir.v1 import auth_pb2
 from iir_gateway.answer import EventStream
 from iir_gateway.caching.assembler import StreamAssembler
 from iir_gateway.errors import APIError
 from iir_gateway.jobs.store import BANDS, FINAL, GROUP, Job, JobStore
+from iir_gateway.keys.owners import OwnerLookup, OwnerRefused
 from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.pipeline.pipeline import Pipeline
-from iir_gateway.principal import CONFIG_KEY_IDS
 from iir_gateway.schemas import ChatCompletionRequest
 
 log = logging.getLogger(__name__)
@@ -42,19 +41,13 @@ RATE_LIMIT_WAITS = 3
 MAX_RATE_LIMIT_WAIT_S = 60.0
 
 
-class KeyLookup(Protocol):
-    """The auth service's key lookup (its gRPC stub)."""
-
-    def GetKey(self, request: auth_pb2.KeyRef, *, timeout: float) -> Awaitable[auth_pb2.KeyInfo]: ...
-
-
 class JobWorker:
     def __init__(
-        self, pipeline: Pipeline, store: JobStore, keys: KeyLookup, concurrency: int, claim_idle_s: float
+        self, pipeline: Pipeline, store: JobStore, owners: OwnerLookup, concurrency: int, claim_idle_s: float
     ) -> None:
         self.pipeline = pipeline
         self.store = store
-        self.keys = keys
+        self.owners = owners
         self.concurrency = concurrency
         self.claim_idle_s = claim_idle_s
         self.name = f"{socket.gethostname()}-{os.getpid()}"
@@ -141,37 +134,24 @@ class JobWorker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await heartbeat
 
-    async def _owner_refusal(self, job: Job) -> str:
-        """Why the job's key may no longer run it ("" when it may). Auth unreachable: raises, and the
-        entry stays pending for a later try."""
-        if job.owner.startswith(CONFIG_KEY_IDS):  # no database row: nothing to look up
-            return ""
-        try:
-            info = await self.keys.GetKey(auth_pb2.KeyRef(id=job.owner), timeout=5)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                return "its API key no longer exists"
-            raise
-        if info.revoked_at:
-            return "its API key was revoked"
-        if info.expires_at and info.expires_at <= time.time():
-            return "its API key expired"
-        return ""
+    async def _refused(self, job: Job, refused: OwnerRefused) -> None:
+        """Cancels the job of a key that may no longer run it."""
+        log.info("job cancelled: its key was refused", extra={"job_id": job.id, "reason": refused.reason})
+        error = {
+            "message": f"The job was cancelled: {refused.why}.",
+            "type": "invalid_request_error",
+            "code": refused.code,
+            "status": 401,
+        }
+        await self._finish(job, "cancelled", error=error)
 
     async def _execute(self, job: Job) -> None:
         store = self.store
-        refusal = await self._owner_refusal(job)
-        if refusal:
-            await self._finish(
-                job,
-                "cancelled",
-                error={
-                    "message": f"The job was cancelled: {refusal}.",
-                    "type": "invalid_request_error",
-                    "code": "key_revoked",
-                    "status": 401,
-                },
-            )
+        try:
+            # Auth unreachable: APIError 503 is raised, and the entry stays pending for a later try.
+            await self.owners.current(job.caller())
+        except OwnerRefused as refused:
+            await self._refused(job, refused)
             return
         attempt = job.attempts + 1
         now = time.time()
@@ -188,7 +168,10 @@ class JobWorker:
         assembler = StreamAssembler()
         try:
             stream = await self._serve(job, body)
-            cancelled = await self._relay(job.id, stream, assembler)
+            cancelled = await self._relay(job, stream, assembler)
+        except OwnerRefused as refused:
+            await self._refused(job, refused)
+            return
         except APIError as exc:
             error = {"message": exc.message, "type": exc.type or "api_error", "code": exc.code, "status": exc.status}
             await self._finish(job, "failed", error=error)
@@ -212,13 +195,14 @@ class JobWorker:
         await self._finish(job, "completed", result=completion)
 
     async def _serve(self, job: Job, body: dict[str, Any]) -> EventStream:
-        """The job's request on its owner's behalf (its request was counted against the key's RPM when
-        it was queued, its tokens are counted now); a token-limit 429 waits for the bucket a few times."""
+        """The job's request on its owner's behalf, as the key is now (its request was counted against
+        the key's RPM when it was queued, its tokens are counted now); a token-limit 429 waits for the
+        bucket a few times. OwnerRefused when the key may no longer run it."""
         for waits in range(RATE_LIMIT_WAITS + 1):
             ctx = RequestContext(
                 job.path,
                 ChatCompletionRequest,
-                principal=job.caller(),
+                principal=await self.owners.current(job.caller()),
                 body=body,
                 count_request=False,
                 request_id=job.id,  # vLLM names its answer after it (`chatcmpl-<request id>`)
@@ -230,13 +214,18 @@ class JobWorker:
                 return answer.stream
             except APIError as exc:
                 retry = exc.headers.get("retry-after", "")
-                if exc.status != 429 or not retry.isdigit() or waits == RATE_LIMIT_WAITS:
+                # A used-up budget fails the job at once: it resets in hours or days, not seconds.
+                if exc.status != 429 or exc.code == "insufficient_quota" or not retry.isdigit():
+                    raise
+                if waits == RATE_LIMIT_WAITS:
                     raise
                 await asyncio.sleep(min(float(retry), MAX_RATE_LIMIT_WAIT_S))
         raise AssertionError("unreachable")
 
-    async def _relay(self, job_id: str, stream: EventStream, assembler: StreamAssembler) -> bool:
-        """Publishes the answer's events as token events; True when the job was cancelled meanwhile."""
+    async def _relay(self, job: Job, stream: EventStream, assembler: StreamAssembler) -> bool:
+        """Publishes the answer's events as token events; True when the job was cancelled meanwhile,
+        OwnerRefused when its key was revoked or blocked meanwhile (the answer is cut)."""
+        job_id = job.id
         checked = time.monotonic()
         try:
             async for event in stream:
@@ -248,6 +237,8 @@ class JobWorker:
                     status = await self.store.redis.hget(self.store.key(job_id), "status")
                     if status == b"cancelled":
                         return True
+                    with contextlib.suppress(APIError):  # auth away: the answer goes on
+                        await self.owners.current(job.caller())  # cached: no call while the key is unchanged
         finally:
             await stream.aclose()  # ends the upstream call (a cancelled job stops generating)
         return False

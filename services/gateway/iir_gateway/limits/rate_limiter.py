@@ -3,26 +3,37 @@
 Each requests-per-minute and tokens-per-minute limit is a token bucket holding up to `limit × burst`,
 refilled at `limit` per minute. Budgets (the key's tokens; money for the key, its user and its team) are
 counters per window (`iir_common.budget_window`). Admission is one Lua call that checks every bucket,
-budget and the key's parallel-requests set, and takes a request, the estimated tokens and the estimated
-cost from all of them only if all allow it, so concurrent requests on any number of gateway replicas are
-counted exactly: a budget is overshot by at most the requests admitted while it still had room. When the
-answer ends, `settle` (once per request) gives back the unused estimate or takes the excess, and frees
-the request's parallel slot.
+budget and the key's parallel-requests set, and takes a request, the estimated tokens and the worst-case
+cost from all of them only if all allow it. A budget admits a request only when its worst case (the prompt
+and every completion token it may generate) fits in what is left; a request without `max_tokens` is
+granted as many completion tokens as every budget can pay (the caller caps `max_tokens` at that). So
+concurrent requests on any number of gateway replicas never overshoot a budget by more than the error of
+one request's prompt estimate. When the answer ends, `settle` (once per request) gives back the unused
+reservation or takes the excess, and frees the request's parallel slot.
+
+A budget counter Redis does not have (a new window, or Redis lost its data) is seeded once from the spend
+log (`SpendHistory`) before the request is admitted. Parallel slots are leases renewed by their gateway
+every third of `parallel_lease_s`: a dead gateway's slots free within one lease. When Redis fails, keys with
+limits are refused (503) or counted in this process (`LocalLimits`), as `on_redis_error` says.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import secrets
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from iir_common.budget_window import Window, window
 from iir_gateway.errors import APIError
+from iir_gateway.limits.local_limits import LocalLimits
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.principal import Principal, Scope
 
@@ -46,40 +57,55 @@ local function store(key, tokens, cap, rate, now)
 end
 """
 
-# KEYS: buckets, budgets, then the parallel set (if any). ARGV: now, counts, then per bucket (limit, cap,
-# cost), per budget (max, ttl, cost), and the parallel (max, member, lease). Answers
-# {allowed, index of what refused (1-based), wait ms or -1, budget used, bucket levels...}.
+# KEYS: buckets, budgets, then the parallel set (if any). ARGV: now, counts, the completion tokens wanted
+# and the fewest acceptable, whether missing budget counters were seeded; then per bucket (limit, cap,
+# cost), per budget (max, ttl, fixed cost, cost per completion token), and the parallel (max, member,
+# lease). Answers {allowed (1; 0 refused; 2 budget counters missing, their indexes follow), index of what
+# refused (1-based), wait ms or -1, budget used, completion tokens granted (or affordable), levels...}.
 _ADMIT = (
     _LEVEL
     + """
 local now, nb, ng, np = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local want, least, seeded = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local b, levels = {}, {}
-local a = 5
+local a = 8
 for i = 1, nb do
   local limit, cap, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   a = a + 3
   local lv, rate = level(KEYS[i], limit, cap, now)
   b[i] = {lv, rate, cap, cost}
   levels[i] = math.floor(lv)
-  if cost > cap then return {0, i, -1, 0, unpack(levels)} end
+  if cost > cap then return {0, i, -1, 0, 0, unpack(levels)} end
 end
-local g = {}
+local g, missing = {}, {}
 for j = 1, ng do
-  local max, ttl, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  a = a + 3
-  local used = tonumber(redis.call('GET', KEYS[nb + j]) or '0')
-  g[j] = {ttl, cost}
-  if used >= max then return {0, nb + j, -1, used, unpack(levels)} end
+  local max, ttl, fixed, unit = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  a = a + 4
+  local raw = redis.call('GET', KEYS[nb + j])
+  if not raw and seeded == 0 then missing[#missing + 1] = j end
+  g[j] = {max, ttl, fixed, unit, tonumber(raw or '0')}
+end
+if #missing > 0 then return {2, 0, 0, 0, 0, unpack(missing)} end
+local k = want
+for j = 1, ng do
+  local max, fixed, unit, used = g[j][1], g[j][3], g[j][4], g[j][5]
+  local room = max - used - fixed
+  if unit > 0 then
+    k = math.min(k, math.floor(room / unit))
+  elseif room < 0 then
+    k = -1
+  end
+  if used >= max or k < least then return {0, nb + j, -1, used, math.max(k, 0), unpack(levels)} end
 end
 for i = 1, nb do
   local lv, rate, cap, cost = b[i][1], b[i][2], b[i][3], b[i][4]
-  if lv < cost then return {0, i, math.ceil((cost - lv) / rate), 0, unpack(levels)} end
+  if lv < cost then return {0, i, math.ceil((cost - lv) / rate), 0, 0, unpack(levels)} end
 end
 if np > 0 then
   local max, member, lease = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
   local set = KEYS[nb + ng + 1]
   redis.call('ZREMRANGEBYSCORE', set, '-inf', now - lease)
-  if redis.call('ZCARD', set) >= max then return {0, nb + ng + 1, 1000, 0, unpack(levels)} end
+  if redis.call('ZCARD', set) >= max then return {0, nb + ng + 1, 1000, 0, 0, unpack(levels)} end
   redis.call('ZADD', set, now, member)
   redis.call('PEXPIRE', set, lease)
 end
@@ -91,18 +117,19 @@ for i = 1, nb do
   end
 end
 for j = 1, ng do
-  if g[j][2] > 0 then
-    redis.call('INCRBY', KEYS[nb + j], g[j][2])
-    redis.call('EXPIRE', KEYS[nb + j], g[j][1])
+  local cost = math.ceil(g[j][3] + g[j][4] * k)
+  if cost > 0 then
+    redis.call('INCRBY', KEYS[nb + j], cost)
+    redis.call('EXPIRE', KEYS[nb + j], g[j][2])
   end
 end
-return {1, 0, 0, 0, unpack(levels)}
+return {1, 0, 0, 0, k, unpack(levels)}
 """
 )
 
 # The reservation was the estimate; the answer used what it used: buckets and budgets take the difference,
-# and the parallel slot is freed. ARGV: now, counts, per bucket (limit, cap, refund), per budget (ttl,
-# refund), the parallel member.
+# and the parallel slot is freed. A budget counter that is gone (Redis lost it) is left to its seed from
+# the spend log. ARGV: now, counts, per bucket (limit, cap, refund), per budget (ttl, refund), the member.
 _SETTLE = (
     _LEVEL
     + """
@@ -119,7 +146,7 @@ end
 for j = 1, ng do
   local ttl, refund = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   a = a + 2
-  if refund ~= 0 then
+  if refund ~= 0 and redis.call('EXISTS', KEYS[nb + j]) == 1 then
     redis.call('INCRBY', KEYS[nb + j], -refund)
     redis.call('EXPIRE', KEYS[nb + j], ttl)
   end
@@ -142,6 +169,31 @@ def duration(ms: float) -> str:
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
+class SpendSource(Protocol):
+    def spent_since(self, scope_kind: str, scope_id: str, since_s: int) -> Awaitable[tuple[int, int]]:
+        """(nano-USD, tokens) the scope spent from `since_s` on, from the spend log."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetAsk:
+    """What a request may spend at worst: its prompt, and `completion` tokens for each of its `choices`
+    answers. With `flexible` (no max_tokens was given) fewer completion tokens may be granted, at least one."""
+
+    prompt_tokens: int
+    prompt_cost: int  # nano-USD
+    completion: int  # per choice
+    completion_price: float  # nano-USD per completion token
+    choices: int = 1
+    flexible: bool = False
+
+    def tokens(self, k: int) -> int:
+        return self.prompt_tokens + self.choices * k
+
+    def cost(self, k: int) -> int:
+        return math.ceil(self.prompt_cost + self.completion_price * self.choices * k)
+
+
 @dataclass(frozen=True, slots=True)
 class Bucket:
     """A per-minute limit of one scope: what it counts ("requests" or "tokens"), whose, and the cost."""
@@ -154,25 +206,30 @@ class Bucket:
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """A budget of one scope in its current window: "tokens" (the key's) or "money" (nano-USD)."""
+    """A budget of one scope in its current window: "tokens" (the key's) or "money" (nano-USD), and the
+    worst case asked of it: `fixed` plus `unit` per completion token."""
 
     kind: str
     scope: Scope
     limit: int
     window: Window
-    cost: int
+    fixed: int
+    unit: float
 
 
 @dataclass(slots=True)
 class Admission:
     """What was reserved, the `x-ratelimit-*` headers to put on the response, and what settling needs."""
 
-    reserved_tokens: int
+    reserved_tokens: int  # from the token buckets
     headers: dict[str, str]
-    reserved_cost: int = 0  # nano-USD
+    reserved_cost: int = 0  # nano-USD, from each money budget
     buckets: list[Bucket] = field(default_factory=list)
     budgets: list[Budget] = field(default_factory=list)
     parallel_member: str = ""
+    budget_tokens: int = 0  # from the key's token budget
+    granted: int | None = None  # completion tokens per choice the budgets allow (None: no budget asked)
+    local: bool = False  # counted in this process (Redis failed)
 
     @property
     def holds_anything(self) -> bool:
@@ -186,6 +243,10 @@ def _scope_text(scope: Scope) -> str:
     return {"key": "this key", "user": f"user {scope.name}", "team": f"team {scope.name}"}.get(scope.kind, scope.kind)
 
 
+def _money(nano: float) -> str:
+    return f"${max(0.0, nano) / NANO:.6g}"
+
+
 class RateLimiter:
     def __init__(
         self,
@@ -193,15 +254,25 @@ class RateLimiter:
         metrics: GatewayMetrics,
         prefix: str = "iir:",
         burst: float = 1.0,
-        parallel_lease_s: float = 900.0,
+        parallel_lease_s: float = 30.0,
+        on_redis_error: str = "closed",
+        history: SpendSource | None = None,
     ) -> None:
         self.redis = redis
         self.metrics = metrics
         self.prefix = prefix
         self.burst = burst
         self.parallel_lease_ms = int(parallel_lease_s * 1000)
+        self.on_redis_error = on_redis_error
+        self.history = history
+        self.local = LocalLimits()
         self._admit = redis.register_script(_ADMIT)
         self._settle = redis.register_script(_SETTLE)
+        self._live: dict[str, set[str]] = {}  # parallel set → members of requests running here
+        self._degraded_since = 0.0
+        self._last_warning = 0.0
+
+    # Keys
 
     def _bucket_key(self, b: Bucket) -> str:
         who = b.scope.id if b.scope.kind == "key" else f"{b.scope.kind}:{b.scope.id}"
@@ -212,10 +283,14 @@ class RateLimiter:
             return f"{self.prefix}budget:{g.scope.id}:{g.window.name}"
         return f"{self.prefix}spend:{g.scope.kind}:{g.scope.id}:{g.window.name}"
 
+    def _parallel_key(self, p: Principal) -> str:
+        return f"{self.prefix}par:{p.key_id}"
+
     def _plan(
-        self, p: Principal, tokens: int, cost: int, count_request: bool, now: float
+        self, p: Principal, tokens: int, ask: BudgetAsk | None, count_request: bool, now: float
     ) -> tuple[list[Bucket], list[Budget]]:
         buckets, budgets = [], []
+        ask = ask or BudgetAsk(tokens, 0, 0, 0.0)
         for scope in p.scopes:
             if scope.rpm_limit > 0 and count_request:
                 buckets.append(Bucket("requests", scope, scope.rpm_limit, 1))
@@ -223,9 +298,19 @@ class RateLimiter:
                 buckets.append(Bucket("tokens", scope, scope.tpm_limit, tokens))
             if scope.max_budget > 0:
                 limit = math.ceil(scope.max_budget * NANO)
-                budgets.append(Budget("money", scope, limit, window(scope.budget_duration, now), cost))
+                unit = ask.completion_price * ask.choices
+                budgets.append(Budget("money", scope, limit, window(scope.budget_duration, now), ask.prompt_cost, unit))
         if p.budget_tokens > 0:
-            budgets.append(Budget("tokens", p.scopes[0], p.budget_tokens, window(p.budget_period, now), tokens))
+            budgets.append(
+                Budget(
+                    "tokens",
+                    p.scopes[0],
+                    p.budget_tokens,
+                    window(p.budget_period, now),
+                    ask.prompt_tokens,
+                    float(ask.choices),
+                )
+            )
         return buckets, budgets
 
     def _headers(self, p: Principal, buckets: list[Bucket], levels: list[int]) -> dict[str, str]:
@@ -240,58 +325,162 @@ class RateLimiter:
             headers[f"x-ratelimit-reset-{b.kind}"] = duration((cap - max(0, left)) * 60000 / b.limit)
         return headers
 
+    # Admission
+
     async def admit(
         self,
         p: Principal,
         estimated_tokens: int,
         count_request: bool = True,
-        estimated_cost: int = 0,
+        ask: BudgetAsk | None = None,
         hold: bool = False,
     ) -> Admission:
         """Takes one request (unless `count_request` is False: a job counted when it was queued),
-        `estimated_tokens` and `estimated_cost` (nano-USD) from the buckets and budgets of the key, its user
-        and team, and (with `hold`) one of the key's parallel slots; or raises a 429."""
+        `estimated_tokens` from the token buckets, the worst case of `ask` from the budgets of the key, its
+        user and team, and (with `hold`) one of the key's parallel slots; or raises a 429 (503 when Redis
+        fails and limits are not counted locally)."""
         if not p.limited:
             return NO_LIMITS
         now = time.time()
         now_ms = int(now * 1000)
-        buckets, budgets = self._plan(p, estimated_tokens, estimated_cost, count_request, now)
+        buckets, budgets = self._plan(p, estimated_tokens, ask, count_request, now)
         parallel = hold and p.max_parallel_requests > 0
+        if not buckets and not budgets and not parallel:
+            return NO_LIMITS
         member = f"{now_ms}-{secrets.token_hex(6)}" if parallel else ""
+        want = ask.completion if ask is not None else 0
+        least = min(want, 1) if ask is not None and ask.flexible else want
         keys = [self._bucket_key(b) for b in buckets] + [self._budget_key(g) for g in budgets]
-        args: list[int | float | str] = [now_ms, len(buckets), len(budgets), int(parallel)]
+        args: list[int | float | str] = [now_ms, len(buckets), len(budgets), int(parallel), want, least, 0]
         for b in buckets:
             args += [b.limit, b.limit * self.burst, b.cost]
         for g in budgets:
-            args += [g.limit, g.window.ttl_s(now), g.cost]
+            args += [g.limit, g.window.ttl_s(now), g.fixed, g.unit]
         if parallel:
-            keys.append(f"{self.prefix}par:{p.key_id}")
+            keys.append(self._parallel_key(p))
             args += [p.max_parallel_requests, member, self.parallel_lease_ms]
-        if not keys:
-            return NO_LIMITS
         try:
             reply = await self._admit(keys=keys, args=args)
-        except RedisError as exc:  # fail open: an outage of Redis must not stop inference
-            self.metrics.ratelimit_errors.inc()
-            log.warning("rate limiting skipped: Redis failed", extra={"error": repr(exc)[:200]})
-            return NO_LIMITS
-        allowed, index, wait_ms, used = (int(v) for v in reply[:4])
-        headers = self._headers(p, buckets, [int(v) for v in reply[4:]])
+            if int(reply[0]) == 2:  # budget counters Redis does not have: seeded from the spend log
+                await self._seed([budgets[int(j) - 1] for j in reply[5:]], now)
+                args[6] = 1
+                reply = await self._admit(keys=keys, args=args)
+        except RedisError as exc:
+            return self._without_redis(p, buckets, budgets, parallel, estimated_tokens, exc)
+        allowed, index, wait_ms, used, granted = (int(v) for v in reply[:5])
+        headers = self._headers(p, buckets, [int(v) for v in reply[5:]])
         if allowed:
+            self._redis_answered()  # a refusal writes nothing: only an admission shows Redis takes writes
+            if member:
+                self._live.setdefault(keys[-1], set()).add(member)
             return Admission(
-                estimated_tokens
-                if any(b.kind == "tokens" for b in buckets) or any(g.kind == "tokens" for g in budgets)
-                else 0,
+                estimated_tokens if any(b.kind == "tokens" for b in buckets) else 0,
                 headers,
-                estimated_cost if budgets else 0,
+                ask.cost(granted) if ask is not None and any(g.kind == "money" for g in budgets) else 0,
                 buckets,
                 budgets,
                 member,
+                ask.tokens(granted) if ask is not None and any(g.kind == "tokens" for g in budgets) else 0,
+                granted if budgets else None,
             )
         if index <= len(buckets):
             self._refuse_bucket(buckets[index - 1], estimated_tokens, wait_ms, headers)
         if index <= len(buckets) + len(budgets):
-            self._refuse_budget(budgets[index - len(buckets) - 1], used, now, headers)
+            self._refuse_budget(budgets[index - len(buckets) - 1], used, granted, ask, now, headers)
+        self._refuse_parallel(p, headers)
+        raise AssertionError("unreachable")
+
+    async def _seed(self, budgets: list[Budget], now: float) -> None:
+        """Sets each missing budget counter (unless another gateway did first) to what its scope spent in
+        the window so far, by the spend log; 503 when the log cannot be read (the budget is unknown)."""
+        for g in budgets:
+            spent = 0
+            if self.history is not None:
+                try:
+                    money, tokens = await self.history.spent_since(g.scope.kind, g.scope.id, g.window.starts_at)
+                except Exception as exc:  # an RPC failure of any kind leaves the budget unknown
+                    log.warning(
+                        "budget window not seeded: the spend log cannot be read",
+                        extra={"scope": f"{g.scope.kind}:{g.scope.id}", "error": repr(exc)[:200]},
+                    )
+                    raise APIError(
+                        503,
+                        f"The budget of {_scope_text(g.scope)} cannot be checked now (its spend is being "
+                        "recounted); try again in a few seconds.",
+                        type="service_unavailable",
+                        code="budget_unavailable",
+                        headers={"retry-after": "2"},
+                    ) from exc
+                spent = tokens if g.kind == "tokens" else money
+            await self.redis.set(self._budget_key(g), spent, ex=g.window.ttl_s(now), nx=True)
+            log.info(
+                "budget window seeded from the spend log",
+                extra={"scope": f"{g.scope.kind}:{g.scope.id}", "window": g.window.name, "spent": spent},
+            )
+
+    # Redis failures
+
+    def _redis_answered(self) -> None:
+        if self._degraded_since:
+            log.warning(
+                "limits are checked in Redis again", extra={"degraded_s": round(time.time() - self._degraded_since, 1)}
+            )
+            self._degraded_since = 0.0
+            self.metrics.limits_degraded.set(0)
+
+    def _redis_failed(self, outcome: str, exc: Exception) -> None:
+        self.metrics.ratelimit_errors.labels(outcome).inc()
+        now = time.time()
+        if not self._degraded_since:
+            self._degraded_since = now
+            self.metrics.limits_degraded.set(1)
+        if now - self._last_warning >= 10 or self._degraded_since == now:
+            self._last_warning = now
+            what = {
+                "refused": "keys with limits or budgets are refused (IIR_LIMITS_ON_REDIS_ERROR=closed)",
+                "local": "limits are counted per gateway process, budgets refused (IIR_LIMITS_ON_REDIS_ERROR=local)",
+            }.get(outcome, "a settlement is lost")
+            log.error(f"limits: Redis failed; {what}", extra={"error": repr(exc)[:200]})
+
+    def _without_redis(
+        self,
+        p: Principal,
+        buckets: list[Bucket],
+        budgets: list[Budget],
+        parallel: bool,
+        estimated_tokens: int,
+        exc: RedisError,
+    ) -> Admission:
+        if self.on_redis_error != "local" or budgets:
+            self._redis_failed("refused" if self.on_redis_error != "local" else "local", exc)
+            what = "budget" if budgets else "limits"
+            raise APIError(
+                503,
+                f"The {what} of this key cannot be checked now (the limits store is unavailable); try again shortly.",
+                type="service_unavailable",
+                code="limits_unavailable",
+                headers={"retry-after": "1"},
+            ) from exc
+        self._redis_failed("local", exc)
+        local = [(self._bucket_key(b), b.limit, b.limit * self.burst, b.cost) for b in buckets]
+        index, wait_ms, levels = self.local.admit(local, p.key_id, p.max_parallel_requests if parallel else 0)
+        headers = self._headers(p, buckets, levels)
+        if index == 0:
+            return Admission(
+                estimated_tokens if any(b.kind == "tokens" for b in buckets) else 0,
+                headers,
+                buckets=buckets,
+                parallel_member="local" if parallel else "",
+                local=True,
+            )
+        if index <= len(buckets):
+            self._refuse_bucket(buckets[index - 1], estimated_tokens, wait_ms, headers)
+        self._refuse_parallel(p, headers)
+        raise AssertionError("unreachable")
+
+    # Refusals
+
+    def _refuse_parallel(self, p: Principal, headers: dict[str, str]) -> None:
         self.metrics.rate_limited.labels("parallel").inc()
         raise APIError(
             429,
@@ -324,7 +513,9 @@ class RateLimiter:
             headers={**headers, "retry-after": str(retry_s)},
         )
 
-    def _refuse_budget(self, g: Budget, used: int, now: float, headers: dict[str, str]) -> None:
+    def _refuse_budget(
+        self, g: Budget, used: int, affordable: int, ask: BudgetAsk | None, now: float, headers: dict[str, str]
+    ) -> None:
         self.metrics.rate_limited.labels("budget").inc()
         resets = g.window.ends_at
         extra = dict(headers)
@@ -333,25 +524,40 @@ class RateLimiter:
             extra["retry-after"] = str(max(1, math.ceil(resets - now)))
             extra["x-ratelimit-reset-budget"] = str(resets)
             until = f" It resets at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(resets))}."
-        if g.kind == "tokens":
-            spent = f"({used}/{g.limit} tokens)"
+
+        def amount(v: float) -> str:
+            return f"{max(0, int(v))} tokens" if g.kind == "tokens" else _money(v)
+
+        left = g.limit - used
+        if used >= g.limit or ask is None:
+            message = f"The budget of {_scope_text(g.scope)} is used up ({amount(used)} of {amount(g.limit)})."
         else:
-            spent = f"(${used / NANO:.6g} of ${g.limit / NANO:.6g})"
+            worst = g.fixed + g.unit * ask.completion
+            fits = f"at most {affordable}" if affordable > 0 else "none: the prompt alone costs more than is left"
+            message = (
+                f"The budget of {_scope_text(g.scope)} has {amount(left)} left of {amount(g.limit)}; this request "
+                f"may use up to {amount(worst)} (its prompt and max_tokens {ask.completion}"
+                f"{f' × n={ask.choices}' if ask.choices > 1 else ''}). max_tokens that fits: {fits}."
+            )
         raise APIError(
-            429,
-            f"The budget of {_scope_text(g.scope)} is used up {spent}.{until}",
-            type="insufficient_quota",
-            code="insufficient_quota",
-            headers=extra,
+            429, f"{message}{until}", type="insufficient_quota", code="insufficient_quota", param=None, headers=extra
         )
+
+    # Settling and leases
 
     async def settle(self, p: Principal, admission: Admission, actual_tokens: int, actual_cost: int = 0) -> None:
         """Corrects buckets and budgets by what the response really used, and frees its parallel slot."""
         if not admission.holds_anything:
             return
-        now = time.time()
         tokens_back = admission.reserved_tokens - actual_tokens
-        cost_back = admission.reserved_cost - actual_cost
+        if admission.local:
+            local = [
+                (self._bucket_key(b), b.limit, b.limit * self.burst, tokens_back if b.kind == "tokens" else 0)
+                for b in admission.buckets
+            ]
+            self.local.settle(local, p.key_id, bool(admission.parallel_member))
+            return
+        now = time.time()
         keys: list[str] = []
         args: list[int | float | str] = [
             int(now * 1000),
@@ -364,12 +570,41 @@ class RateLimiter:
             args += [b.limit, b.limit * self.burst, tokens_back if b.kind == "tokens" else 0]
         for g in admission.budgets:
             keys.append(self._budget_key(g))
-            args += [g.window.ttl_s(now), tokens_back if g.kind == "tokens" else cost_back]
+            back = (
+                admission.budget_tokens - actual_tokens if g.kind == "tokens" else admission.reserved_cost - actual_cost
+            )
+            args += [g.window.ttl_s(now), back]
         if admission.parallel_member:
-            keys.append(f"{self.prefix}par:{p.key_id}")
+            par = self._parallel_key(p)
+            keys.append(par)
             args.append(admission.parallel_member)
+            members = self._live.get(par)
+            if members is not None:
+                members.discard(admission.parallel_member)
+                if not members:
+                    del self._live[par]
         try:
             await self._settle(keys=keys, args=args)
         except RedisError as exc:
-            self.metrics.ratelimit_errors.inc()
-            log.warning("cannot settle usage: Redis failed", extra={"error": repr(exc)[:200]})
+            self._redis_failed("settle", exc)
+
+    async def renew_leases(self) -> None:
+        """Marks the parallel slots of every request running here as alive (one round trip): a slot whose
+        gateway stops renewing it is taken back by the next admission after `parallel_lease_s`."""
+        if not self._live:
+            return
+        now_ms = int(time.time() * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        for par, members in list(self._live.items()):
+            pipe.zadd(par, dict.fromkeys(members, now_ms), xx=True)  # a slot freed meanwhile stays freed
+            pipe.pexpire(par, self.parallel_lease_ms)
+        try:
+            await pipe.execute()
+        except RedisError as exc:
+            log.warning("parallel slots not renewed: Redis failed", extra={"error": repr(exc)[:200]})
+
+    async def run_renewals(self) -> None:
+        """Renews the leases every third of a lease, until cancelled."""
+        while True:
+            await asyncio.sleep(self.parallel_lease_ms / 3000)
+            await self.renew_leases()

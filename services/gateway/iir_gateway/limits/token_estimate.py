@@ -27,6 +27,22 @@ def _text_length(content: Any) -> int:
     return 0
 
 
+def generates(body: dict[str, Any]) -> bool:
+    """The request generates text (chat or completions), unlike an embedding."""
+    return "messages" in body or "prompt" in body or "input" not in body
+
+
+def asked_max_tokens(body: dict[str, Any]) -> int | None:
+    """The completion tokens per choice the client allowed (`max_completion_tokens` or `max_tokens`)."""
+    value = body.get("max_completion_tokens") or body.get("max_tokens")
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def choices(body: dict[str, Any]) -> int:
+    n = body.get("n")
+    return n if isinstance(n, int) and n > 0 else 1
+
+
 def estimate_tokens(body: dict[str, Any], default_completion: int) -> TokenEstimate:
     """Prompt: about one token per 4 characters (+4 per message); completion: max_tokens, or the default."""
     if "messages" in body:
@@ -38,9 +54,7 @@ def estimate_tokens(body: dict[str, Any], default_completion: int) -> TokenEstim
             if isinstance(prompt, str)
             else _text_length([{"text": p} for p in prompt or [] if isinstance(p, str)])
         )
-    if "input" in body and "prompt" not in body and "messages" not in body:
+    if not generates(body):
         return TokenEstimate(math.ceil(chars / CHARS_PER_TOKEN), 0)  # embeddings generate nothing
-    completion = body.get("max_completion_tokens") or body.get("max_tokens") or default_completion
-    n = body.get("n")
-    choices = n if isinstance(n, int) and n > 0 else 1  # n answers, n times the tokens
-    return TokenEstimate(math.ceil(chars / CHARS_PER_TOKEN), int(completion) * choices)
+    completion = asked_max_tokens(body) or default_completion
+    return TokenEstimate(math.ceil(chars / CHARS_PER_TOKEN), completion * choices(body))  # n answers, n times

@@ -5,6 +5,7 @@ kinds found), `off`. The kinds found are counted and returned in `x-iir-scrubbed
 Every string of a request body is scrubbed (messages, names, tool descriptions and schemas, `user`,
 `metadata`, `stop`, URLs), together, so a key split across two of them is found too; text carried in a
 `data:` URL is decoded and scrubbed. Only fields that name things the gateway routes on are left alone.
+What the gateway keeps of a request (a stored Response, a batch input file) is scrubbed the same way.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+from collections.abc import Iterator
 from typing import Any
+
+import orjson
 
 from iir_common.secret_scrubber import SecretScrubber
 from iir_gateway.errors import APIError
@@ -35,6 +39,8 @@ _STRUCTURAL = frozenset(
         "format",
     }
 )
+# Lines of a batch file checked for needles at once (the clean slices of a large file cost one C pass).
+_SLICE_BYTES = 1 << 20
 # Media whose base64 payload is binary: scanning it could only corrupt it.
 _BINARY_MEDIA = ("image/", "audio/", "video/", "application/pdf", "application/octet-stream")
 
@@ -120,9 +126,77 @@ class Scrubbing:
         return body, found
 
     def answer(self, data: bytes) -> tuple[bytes, set[str]]:
-        """An answer's bytes with their secrets redacted."""
-        scrubbed, found = self.scrubber.scrub_bytes(data)
+        """An answer's bytes with their secrets redacted; tool-call arguments are also matched decoded
+        (in the raw bytes they are JSON inside a JSON string: `{\\"password\\": …}` escapes the quotes)."""
+        found: set[str] = set()
+        if b'"tool_calls"' in data and self.scrubber.may_hold_secret(data):
+            data, found = self._tool_arguments(data)
+        scrubbed, more = self.scrubber.scrub_bytes(data)
+        found |= more
         self.count_answer(found)
+        return scrubbed, found
+
+    def _tool_arguments(self, data: bytes) -> tuple[bytes, set[str]]:
+        try:
+            document = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return data, set()
+        choices = document.get("choices") if isinstance(document, dict) else None
+        found: set[str] = set()
+        for choice in choices if isinstance(choices, list) else ():
+            message = choice.get("message") if isinstance(choice, dict) else None
+            calls = message.get("tool_calls") if isinstance(message, dict) else None
+            for call in calls if isinstance(calls, list) else ():
+                function = call.get("function") if isinstance(call, dict) else None
+                arguments = function.get("arguments") if isinstance(function, dict) else None
+                if isinstance(function, dict) and isinstance(arguments, str):
+                    function["arguments"], kinds = self.scrubber.scrub(arguments)
+                    found |= kinds
+        return (orjson.dumps(document), found) if found else (data, found)
+
+    def jsonl(self, content: bytes, mode: str, first_line: int = 1) -> tuple[bytes, set[str]]:
+        """A JSONL file (a batch's input) with every line scrubbed as the request it holds is: each line
+        that is a JSON object has its strings redacted (and is written again, compact), any other line is
+        redacted as text; APIError 400 naming the line in block mode. Slices without a needle are kept
+        as they are, without parsing; a clean file is returned as it came."""
+        if mode == "off":
+            return content, set()
+        found: set[str] = set()
+        parts: list[bytes] = []
+        kept = 0  # content before this offset is in `parts`
+        for start, end in _slices(content):
+            if not self.scrubber.may_hold_secret(content[start:end]):
+                continue
+            for number, line_start, line_end in _lines(content, start, end, first_line):
+                line = content[line_start:line_end]
+                scrubbed, kinds = self._line(line, mode, number)
+                if kinds:
+                    found |= kinds
+                    parts += [content[kept:line_start], scrubbed]
+                    kept = line_end
+        if not found:
+            return content, found
+        parts.append(content[kept:])
+        return b"".join(parts), found
+
+    def _line(self, line: bytes, mode: str, number: int) -> tuple[bytes, set[str]]:
+        if not self.scrubber.may_hold_secret(line):
+            return line, set()
+        try:
+            parsed = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            try:
+                body, found = self.request(parsed, mode)
+            except APIError as exc:  # block mode
+                raise _secret_in_line(number, exc.headers.get("x-iir-scrubbed", "")) from None
+            return (orjson.dumps(body) if found else line), found
+        scrubbed, found = self.scrubber.scrub_bytes(line)  # not a request: redacted as text
+        for kind in found:
+            self.metrics.secrets.labels(kind, "request").inc()
+        if found and mode == "block":
+            raise _secret_in_line(number, ",".join(sorted(found)))
         return scrubbed, found
 
     def count_answer(self, found: set[str]) -> None:
@@ -132,3 +206,34 @@ class Scrubbing:
     def stream(self) -> StreamScrubber:
         """A scrubber for one streamed answer (secrets spelled over many chunks are caught)."""
         return StreamScrubber(self.scrubber, self.count_answer)
+
+
+def _slices(content: bytes) -> Iterator[tuple[int, int]]:
+    """(start, end) of about `_SLICE_BYTES` of `content` each, cut after a newline."""
+    start = 0
+    while start < len(content):
+        end = content.find(b"\n", start + _SLICE_BYTES)
+        end = len(content) if end < 0 else end + 1
+        yield start, end
+        start = end
+
+
+def _lines(content: bytes, start: int, end: int, first_line: int) -> Iterator[tuple[int, int, int]]:
+    """(line number, start, end without its line break) of the lines of `content[start:end]` (the number
+    is for the message only)."""
+    number = content.count(b"\n", 0, start) + first_line
+    while start < end:
+        stop = content.find(b"\n", start, end)
+        stop = end if stop < 0 else stop
+        yield number, start, stop - 1 if stop > start and content[stop - 1 : stop] == b"\r" else stop
+        number += 1
+        start = stop + 1
+
+
+def _secret_in_line(number: int, kinds: str) -> APIError:
+    return APIError(
+        400,
+        f"Line {number} of the file contains secrets ({kinds.replace(',', ', ')}); remove them and try again.",
+        code="secret_detected",
+        headers={"x-iir-scrubbed": kinds},
+    )

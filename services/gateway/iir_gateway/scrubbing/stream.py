@@ -7,6 +7,11 @@ the needle on, text is held until the candidate is resolved (its token ended, a 
 assignment, the key block ended, or the stream ended), then released with the secret's characters
 redacted, matched together with the context before it. Only the needle itself can have left before it
 was recognised, never what follows it. A clean chunk is relayed as the bytes that came.
+
+Tool-call arguments (`delta.tool_calls[].function.arguments`) are held the same way, one holder per
+(choice, call): what a call held is released when another call of its choice begins, when the choice
+finishes, or at the stream's end; a choice's held text is released when its first tool call begins, so
+the order of text and calls is kept. A redaction never cuts a JSON escape, so arguments stay JSON.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class StreamScrubber:
         self.scrubber = scrubber
         self.on_found = on_found
         self.choices: dict[tuple[int, str], _Choice] = {}
+        self.calls: dict[int, dict[int, _Choice]] = {}  # choice index → tool call index → its arguments
         self._template: dict[str, Any] | None = None
 
     def feed(self, event: Event) -> list[Event]:
@@ -82,47 +88,108 @@ class StreamScrubber:
             final = choice.get("finish_reason") is not None
             delta = choice.get("delta")
             holder: dict[str, Any] = delta if isinstance(delta, dict) else choice
+            calls = holder.get("tool_calls")
+            ends_text = final or bool(calls)  # text before a tool call is released before it
             for name in _TEXT_FIELDS:
                 text = holder.get(name)
                 if not isinstance(text, str):
-                    if not final:
+                    if not ends_text:
                         continue
                     state = self.choices.get((index, name))
                     if state is None or not state.held:
                         continue
-                released = self._feed((index, name), text or "", final)
+                released = self._feed(self._state(index, name), text or "", ends_text)
                 if released != text:
                     holder[name] = released
                     changed = True
+            if calls or (final and index in self.calls):
+                if not isinstance(delta, dict):  # a finishing choice without a delta: where released calls go
+                    holder = choice["delta"] = {}
+                changed |= self._feed_calls(index, holder, calls, final)
         out = Event.of(obj) if changed else event
         return self._scrubbed(out) if check else out
 
     def flush(self) -> list[Event]:
         """Whatever is still held, scrubbed, as one last event (when the stream ends)."""
         held = {key: c for key, c in self.choices.items() if c.held}
-        if not held or self._template is None:
+        if self._template is None or not (held or any(c.held for cs in self.calls.values() for c in cs.values())):
             self.choices.clear()
+            self.calls.clear()
             return []
         out: dict[int, dict[str, Any]] = {}
         for (index, name), state in held.items():
             choice = out.setdefault(index, {"index": index, "finish_reason": None})
             target = choice if name == "text" else choice.setdefault("delta", {})
             target[name] = self._release(state, len(state.held))
+        for index, calls in self.calls.items():
+            pieces = [self._call_piece(position, state) for position, state in calls.items() if state.held]
+            if pieces:
+                choice = out.setdefault(index, {"index": index, "finish_reason": None})
+                choice.setdefault("delta", {})["tool_calls"] = pieces
         self.choices.clear()
+        self.calls.clear()
+        if not out:
+            return []
         return [Event.of({**self._template, "choices": list(out.values())})]
 
     def _scrubbed(self, event: Event) -> Event:
-        # Other fields (tool arguments, refusals) per event; text split across events is handled above.
+        # Other fields (refusals, names) per event; text and arguments split across events are handled above.
         raw, found = self.scrubber.scrub_bytes(event.raw, split=False)
         if not found:
             return event
         self.on_found(found)
         return Event(raw)
 
-    def _feed(self, key: tuple[int, str], text: str, final: bool) -> str:
-        state = self.choices.get(key)
+    def _state(self, index: int, name: str) -> _Choice:
+        state = self.choices.get((index, name))
         if state is None:
-            state = self.choices[key] = _Choice()
+            state = self.choices[(index, name)] = _Choice()
+        return state
+
+    def _feed_calls(self, index: int, holder: dict[str, Any], calls: Any, final: bool) -> bool:
+        """A choice's tool-call arguments through their holders (`holder["tool_calls"]` rewritten when
+        anything was held or released); True when it changed."""
+        states = self.calls.setdefault(index, {})
+        out: list[Any] = []
+        changed = False
+        for call in calls if isinstance(calls, list) else ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict):
+                out.append(call)
+                continue
+            position = call.get("index", 0)
+            if not isinstance(position, int):  # not a call the encoders could place either
+                out.append(call)
+                continue
+            for other, state in states.items():  # a call begins: what the others held goes first
+                if other != position and state.held:
+                    out.append(self._call_piece(other, state))
+                    changed = True
+            arguments = function.get("arguments")
+            if isinstance(arguments, str):
+                call_state = states.get(position)
+                if call_state is None:
+                    call_state = states[position] = _Choice()
+                released = self._feed(call_state, arguments, final)
+                if released != arguments:
+                    function["arguments"] = released
+                    changed = True
+            out.append(call)
+        if final:
+            for position, state in states.items():
+                if state.held:
+                    out.append(self._call_piece(position, state))
+                    changed = True
+            del self.calls[index]
+        if changed:
+            holder["tool_calls"] = out
+        return changed
+
+    def _call_piece(self, position: Any, state: _Choice) -> dict[str, Any]:
+        """A tool call delta with all that `state` held, released."""
+        return {"index": position, "function": {"arguments": self._release(state, len(state.held))}}
+
+    def _feed(self, state: _Choice, text: str, final: bool) -> str:
         if not state.held:
             start = self._first_needle(state.context, text)
             if start is None and not final:  # the common case: nothing to hold

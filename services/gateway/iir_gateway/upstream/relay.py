@@ -18,7 +18,8 @@ from iir_gateway.wire.sse import SSEParser
 
 log = logging.getLogger(__name__)
 
-_TEXT_FIELD = re.compile(rb'"(?:content|text|reasoning_content|reasoning|arguments)":"[^"]')
+# Any JSON whitespace around the colon: upstreams that write `"content": "w"` are counted too.
+_TEXT_FIELD = re.compile(rb'"(?:content|text|reasoning_content|reasoning|arguments)"[ \t\r\n]*:[ \t\r\n]*"[^"]')
 
 
 def text_fields(raw: bytes) -> int:

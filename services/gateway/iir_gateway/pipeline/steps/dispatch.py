@@ -28,6 +28,7 @@ from iir_gateway.wire.base import NativeBody
 log = logging.getLogger(__name__)
 
 MAX_MODELS = 8
+RELAY = "relay"  # ctx.state: the upstream's stream of a streamed answer
 # Why a model may be unable to answer while its fallbacks can: missing, saturated, not ready, circuit open.
 _UNAVAILABLE = (404, 429, 503)
 BACKOFF_S = 0.1
@@ -148,6 +149,8 @@ class Dispatch(Step):
                     lease.release(False)
                     raise
                 ctx.state[self.name] = lease
+                if answer.stream is not None:
+                    ctx.state[RELAY] = answer.stream  # its relayed count, for spend checkpoints
                 return answer
         assert last is not None
         raise last

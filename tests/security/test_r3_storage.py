@@ -1,0 +1,276 @@
+"""Issue 29, storage: what a key can keep in Redis is bounded (files, stored responses, batches, jobs, per
+key, team and in all), uploads are streamed and counted as they arrive, /health sees a Redis that refuses
+writes, and junk in a batch's fields is a 400."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import OutOfMemoryError
+
+from iir_dev import datastores
+from iir_dev.stack import Stack
+from iir_gateway.limits.storage_quota import Limits, StorageQuota
+from tests.conftest import MASTER_KEY, SERVED, make_stack
+from tests.waiting import unavailable, wait_for
+
+MB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def quota_stack(
+    tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str, slow_sim: str
+) -> Iterator[Stack]:
+    """Small quotas; no batch runner and no job worker, so batches and jobs stay unfinished."""
+    stack = make_stack(
+        tmp_path_factory.mktemp("r3-storage"),
+        database_url,
+        redis_url,
+        slow_sim,
+        IIR_GATEWAY_WORKERS="1",
+        IIR_QUOTA_FILES_PER_KEY="3",
+        IIR_QUOTA_FILE_BYTES_PER_KEY=str(24 * MB),
+        IIR_QUOTA_RESPONSES_PER_KEY="2",
+        IIR_QUOTA_BATCHES_PER_KEY="1",
+        IIR_QUOTA_JOBS_PER_KEY="2",
+        IIR_BATCH_CONCURRENCY="0",
+        IIR_JOB_WORKERS="0",
+    )
+    yield stack
+    stack.stop()
+
+
+def _key(stack: Stack, **limits: object) -> str:
+    body = {"name": f"r3-storage-{uuid.uuid4().hex[:6]}", **limits}
+    made = httpx.post(f"{stack.gateway_url}/api/v1/apikeys", json=body, headers=_auth(MASTER_KEY), timeout=10)
+    assert made.status_code == 201, made.text
+    return str(made.json()["key"])
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _upload(stack: Stack, key: str, content: bytes, timeout: float = 60) -> httpx.Response:
+    return httpx.post(
+        f"{stack.gateway_url}/v1/files",
+        files={"file": ("in.jsonl", content)},
+        data={"purpose": "batch"},
+        headers=_auth(key),
+        timeout=timeout,
+    )
+
+
+def _line(i: int, pad: int = 0) -> bytes:
+    body = f'{{"model":"local/{SERVED}","messages":[{{"role":"user","content":"{"x" * pad}"}}]}}'
+    return f'{{"custom_id":"r{i}","method":"POST","url":"/v1/chat/completions","body":{body}}}\n'.encode()
+
+
+# Finding 1 (storage): files, stored responses, batches and jobs are bounded per key; uploads count as requests.
+
+
+def test_a_key_cannot_fill_redis_with_files(quota_stack: Stack) -> None:
+    key = _key(quota_stack)
+    ids = []
+    for _ in range(3):
+        got = _upload(quota_stack, key, _line(0))
+        assert got.status_code == 200, got.text
+        ids.append(got.json()["id"])
+    refused = _upload(quota_stack, key, _line(0))
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "insufficient_quota"
+    # Deleting gives the room back.
+    assert httpx.delete(f"{quota_stack.gateway_url}/v1/files/{ids[0]}", headers=_auth(key)).status_code == 200
+    assert _upload(quota_stack, key, _line(0)).status_code == 200
+    # Bytes: a fresh key with 24 MiB may not keep two files of 15 MB.
+    big = b"".join(_line(i, pad=300) for i in range(15 * MB // 400))
+    other = _key(quota_stack)
+    first = _upload(quota_stack, other, big)
+    assert first.status_code == 200, first.text
+    second = _upload(quota_stack, other, big)
+    assert second.status_code == 429 and second.json()["error"]["code"] == "insufficient_quota"
+    httpx.delete(f"{quota_stack.gateway_url}/v1/files/{first.json()['id']}", headers=_auth(other))
+
+
+def test_an_upload_is_a_request_against_the_keys_rpm(quota_stack: Stack) -> None:
+    key = _key(quota_stack, rpm_limit=2)
+    codes = [_upload(quota_stack, key, _line(0)).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+
+
+def test_stored_responses_batches_and_jobs_are_bounded(quota_stack: Stack) -> None:
+    key, url = _key(quota_stack), quota_stack.gateway_url
+    ask = {"model": f"local/{SERVED}", "input": "hi", "max_output_tokens": 5}
+    stored = [httpx.post(f"{url}/v1/responses", json=ask, headers=_auth(key), timeout=20) for _ in range(2)]
+    assert [r.status_code for r in stored] == [200, 200]
+    full = httpx.post(f"{url}/v1/responses", json=ask, headers=_auth(key), timeout=20)
+    assert full.status_code == 429 and full.json()["error"]["code"] == "insufficient_quota"
+    unstored = httpx.post(f"{url}/v1/responses", json={**ask, "store": False}, headers=_auth(key), timeout=20)
+    assert unstored.status_code == 200
+    assert httpx.delete(f"{url}/v1/responses/{stored[0].json()['id']}", headers=_auth(key)).status_code == 200
+    assert httpx.post(f"{url}/v1/responses", json=ask, headers=_auth(key), timeout=20).status_code == 200
+
+    file_id = _upload(quota_stack, key, _line(0)).json()["id"]
+    batch = {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    assert httpx.post(f"{url}/v1/batches", json=batch, headers=_auth(key)).status_code == 200
+    second = httpx.post(f"{url}/v1/batches", json=batch, headers=_auth(key))
+    assert second.status_code == 429 and second.json()["error"]["code"] == "insufficient_quota"
+
+    job = {"model": f"local/{SERVED}", "messages": [{"role": "user", "content": "hi"}]}
+    codes = [
+        httpx.post(f"{url}/v1/async/chat/completions", json=job, headers=_auth(key)).status_code for _ in range(3)
+    ]
+    assert codes == [202, 202, 429]
+
+
+def test_quotas_hold_exactly_under_concurrency_with_team_and_global_budgets(redis_url: str) -> None:
+    """The one Lua call decides: 40 concurrent reservations on two clients (two gateways) against a key
+    that may keep 5, a team 8, and a global budget of 10 × 100 bytes."""
+
+    async def run() -> None:
+        prefix = f"iir-test-quota-{uuid.uuid4().hex[:8]}:"
+        clients = [aioredis.from_url(redis_url), aioredis.from_url(redis_url)]
+        quotas = [StorageQuota(c, prefix, {"files": Limits(5, 0)}, 1.6, 1000) for c in clients]
+
+        async def take(i: int, scopes: list[str]) -> bool:
+            try:
+                await quotas[i % 2].reserve("files", scopes, f"f{i}-{scopes[0]}", 100, 60)
+            except Exception:
+                return False
+            return True
+
+        a = ["key:a", "team:t", "global"]
+        b = ["key:b", "team:t", "global"]
+        c = ["key:c", "global"]
+        got_a = await asyncio.gather(*(take(i, a) for i in range(20)))
+        got_b = await asyncio.gather(*(take(i, b) for i in range(20)))
+        assert sum(got_a) == 5 and sum(got_b) == 3  # the key's 5, then the team's 8 in all
+        assert sum(await asyncio.gather(*(take(i, c) for i in range(20)))) == 2  # the global 1000 bytes
+        await quotas[0].release("files", a, next(f"f{i}-key:a" for i in range(20)))
+        assert (await quotas[0].usage("files", a))[0][0] <= 5
+        for client in clients:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+# Finding 1 (health): a Redis that refuses writes is not "ok".
+
+
+def test_health_reports_a_redis_that_refuses_writes(tmp_path: Path) -> None:
+    binary = shutil.which("redis-server")
+    if not binary:
+        unavailable("redis-server not on PATH")
+    port = datastores.free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--maxmemory", "2mb"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: datastores.port_open("127.0.0.1", port), timeout=10, what="redis-server")
+
+        async def run() -> dict:
+            from iir_gateway.runtime import Runtime
+            from iir_gateway.settings import GatewaySettings
+
+            url = f"redis://127.0.0.1:{port}/0"
+            filler = aioredis.from_url(url)
+            with pytest.raises(OutOfMemoryError):  # filled as one tenant's files filled it
+                for i in range(1000):
+                    await filler.set(f"fill:{i}", b"x" * 65536)
+            assert await filler.ping()  # PING still answers: the old check said "ok"
+            gw = Runtime(GatewaySettings(redis_url=url, grpc_timeout_s=0.2))
+            try:
+                _, report = await gw.health()
+            finally:
+                await filler.aclose()
+                await gw.redis.aclose()
+            return report
+
+        report = asyncio.run(run())
+        assert report["dependencies"]["redis"]["status"].startswith("refusing writes"), report
+        assert report["status"] != "ok"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+# Finding 3: an upload is streamed and counted as it arrives: memory stays bounded, the loop answers.
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_big_uploads_cost_little_memory_and_never_stall_the_gateway(quota_stack: Stack) -> None:
+    pid = quota_stack.processes["gateway"].popen.pid
+    key = _key(quota_stack)
+    assert _upload(quota_stack, key, _line(0)).status_code == 200  # warm the route
+    before = _peak_rss_kib(pid)
+    live: list[int] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                live.append(client.get(f"{quota_stack.gateway_url}/health/live").status_code)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        lines = _upload(quota_stack, key, b"ab\n" * (20 * MB // 3))  # 7 million lines
+        assert lines.status_code == 400 and "requests" in lines.json()["error"]["message"]
+        blank = _upload(quota_stack, key, b"\n" * (20 * MB - 1000))
+        assert blank.status_code == 400 and "no requests" in blank.json()["error"]["message"]
+        whole = b"".join(_line(i, pad=300) for i in range(45_000))  # 20.5 MB in 45,000 lines: kept
+        kept = _upload(quota_stack, key, whole)
+        assert kept.status_code == 200, kept.text
+        assert kept.json()["bytes"] == len(whole)
+    finally:
+        stop.set()
+        poller.join()
+    grown_mib = (_peak_rss_kib(pid) - before) / 1024
+    # The old code peaked 400+ MiB above its baseline on the first of these; now about 21 MiB.
+    assert grown_mib < 32, f"peak RSS grew {grown_mib:.0f} MiB"
+    assert live and all(code == 200 for code in live)
+    content = httpx.get(f"{quota_stack.gateway_url}/v1/files/{kept.json()['id']}/content", headers=_auth(key))
+    assert content.content == whole  # written in pieces, read back whole
+    httpx.delete(f"{quota_stack.gateway_url}/v1/files/{kept.json()['id']}", headers=_auth(key))
+
+
+# Finding 10 (batch part): junk types in create_batch are a 400, never a 500.
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        {"endpoint": ["/v1/chat/completions"]},
+        {"completion_window": ["24h"]},
+        {"endpoint": {"a": 1}},
+        {"input_file_id": {"id": "file-x"}},
+        {"input_file_id": 12},
+        {"metadata": {"k": {"nested": True}}},
+        {"metadata": {f"k{i}": "v" for i in range(17)}},
+        {"metadata": ["x"]},
+    ],
+)
+def test_create_batch_with_junk_fields_is_a_400(quota_stack: Stack, junk: dict) -> None:
+    key = _key(quota_stack)
+    batch = {"input_file_id": "file-none", "endpoint": "/v1/chat/completions", "completion_window": "24h", **junk}
+    got = httpx.post(f"{quota_stack.gateway_url}/v1/batches", json=batch, headers=_auth(key))
+    assert got.status_code == 400, got.text
+    assert got.json()["error"]["type"] == "invalid_request_error"
