@@ -126,9 +126,7 @@ def test_stored_responses_batches_and_jobs_are_bounded(quota_stack: Stack) -> No
     assert second.status_code == 429 and second.json()["error"]["code"] == "insufficient_quota"
 
     job = {"model": f"local/{SERVED}", "messages": [{"role": "user", "content": "hi"}]}
-    codes = [
-        httpx.post(f"{url}/v1/async/chat/completions", json=job, headers=_auth(key)).status_code for _ in range(3)
-    ]
+    codes = [httpx.post(f"{url}/v1/async/chat/completions", json=job, headers=_auth(key)).status_code for _ in range(3)]
     assert codes == [202, 202, 429]
 
 
@@ -155,8 +153,15 @@ def test_quotas_hold_exactly_under_concurrency_with_team_and_global_budgets(redi
         got_b = await asyncio.gather(*(take(i, b) for i in range(20)))
         assert sum(got_a) == 5 and sum(got_b) == 3  # the key's 5, then the team's 8 in all
         assert sum(await asyncio.gather(*(take(i, c) for i in range(20)))) == 2  # the global 1000 bytes
-        await quotas[0].release("files", a, next(f"f{i}-key:a" for i in range(20)))
-        assert (await quotas[0].usage("files", a))[0][0] <= 5
+        held = await quotas[0].members("files", "key:a")
+        await quotas[0].release("files", a, held[0])
+        assert (await quotas[0].usage("files", a))[0] == (4, 400)
+        # Items without bytes (batches) are counted, released and counted again.
+        one = StorageQuota(clients[0], prefix, {"batches": Limits(1, 0)}, 0, 1000)
+        await one.reserve("batches", ["key:d", "global"], "b1", 0, 60)
+        await one.release("batches", ["key:d", "global"], "b1")
+        await one.reserve("batches", ["key:d", "global"], "b2", 0, 60)
+        assert await one.members("batches", "key:d") == ["b2"]
         for client in clients:
             await client.aclose()
 

@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from iir.v1 import auth_pb2
-from iir_gateway.batches.runner import parse_lines
+from iir_gateway.batches.runner import BatchRunner, parse_lines
+from iir_gateway.batches.store import batch_object
 from iir_gateway.errors import APIError
 from iir_gateway.keys.owners import OwnerRefused, Owners
 from iir_gateway.principal import Principal
@@ -103,7 +104,8 @@ class FakeBatches:
     """The batch store's calls the runner makes, in memory."""
 
     def __init__(self, record: dict[str, Any]) -> None:
-        self.rec, self.results = record, {}  # type: dict[str, Any], dict[int, dict[str, Any]]
+        self.rec = record
+        self.results: dict[int, dict[str, Any]] = {}
 
     async def record(self, batch_id: str) -> dict[str, Any]:
         return self.rec
@@ -128,7 +130,8 @@ class FakeBatches:
 
 class FakeFiles:
     def __init__(self, content: bytes) -> None:
-        self.body, self.made = content, []  # type: bytes, list[bytes]
+        self.body = content
+        self.made: list[bytes] = []
 
     async def content(self, file_id: str, principal: Principal) -> bytes:
         return self.body
@@ -162,9 +165,6 @@ class CountingPipeline:
 
 
 def run_batch(owners: Any, lines: int = 6) -> tuple[FakeBatches, CountingPipeline]:
-    from iir_gateway.batches.runner import BatchRunner
-    from iir_gateway.batches.store import batch_object
-
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
     content = b"".join(
         orjson.dumps({"custom_id": f"c{i}", "url": "/v1/chat/completions", "body": body}) + b"\n" for i in range(lines)
