@@ -153,7 +153,7 @@ def test_token_budget(stack: Stack) -> None:
         codes.append(chat(stack.gateway_url, made["key"], {**CHAT, "max_tokens": 8}).status_code)
         time.sleep(0.1)  # settling is asynchronous
     assert codes[0] == 200 and codes[-1] == 429
-    refused = chat(stack.gateway_url, made["key"])
+    refused = chat(stack.gateway_url, made["key"], {**CHAT, "max_tokens": 8})  # more than the budget has left
     assert refused.json()["error"]["code"] == "insufficient_quota"
 
 

@@ -33,7 +33,7 @@ from iir_gateway.caching.response_cache import ResponseCache
 from iir_gateway.conversations.store import ResponseStore
 from iir_gateway.datastore_probe import redis_write_status
 from iir_gateway.jobs.store import JobStore
-from iir_gateway.keys.authenticator import Authenticator
+from iir_gateway.keys.authenticator import Authenticator, counting_redis
 from iir_gateway.keys.owners import Owners
 from iir_gateway.limits.rate_limiter import RateLimiter
 from iir_gateway.limits.spend_history import SpendHistory
@@ -59,6 +59,7 @@ from iir_gateway.routing.auto_router import AutoRouter, load_policies
 from iir_gateway.scrubbing.policy import Scrubbing
 from iir_gateway.settings import GatewaySettings
 from iir_gateway.upstream.client import UpstreamClient
+from iir_gateway.workers import shared_dir
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class Runtime:
             )
         }
         self.redis = _redis(settings.redis_url, timeout_s=1)
-        self.auth_redis = _redis(settings.redis_url, timeout_s=5)
+        self.auth_redis = counting_redis(settings.redis_url)
         self.auth = Authenticator(
             self.channels["auth"],
             self.redis,
@@ -111,6 +112,7 @@ class Runtime:
             prefix=settings.redis_prefix,
             counters=self.auth_redis,
             stale_ttl_s=settings.key_stale_ttl_s,
+            attempts_file=shared / "auth-failures" if (shared := shared_dir()) else None,
         )
         self.auth_stub = auth_pb2_grpc.AuthServiceStub(self.channels["auth"])
         # The current state of the keys that batches and queued jobs run for, dropped on key events.

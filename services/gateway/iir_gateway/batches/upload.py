@@ -35,9 +35,11 @@ class LineCounter:
 
     def __init__(self) -> None:
         self.lines = 0
+        self.breaks = 0  # line breaks, blank lines' included
         self._open = False  # the unfinished last line has a non-blank byte (already counted)
 
     def feed(self, chunk: bytes) -> None:
+        self.breaks += chunk.count(b"\n") + chunk.count(b"\r")
         text = chunk.translate(_CR_AS_LF, _SPACES)
         if not text:
             return
@@ -166,6 +168,8 @@ async def receive_upload(
             counter.feed(piece)
             if counter.lines > max_lines:
                 raise bad(f"A batch file may hold {max_lines} requests; this one has more.", "file")
+            if counter.breaks > 4 * max_lines + 4:  # blank lines cost the runner too (it splits the file)
+                raise bad(f"A batch file may hold {4 * max_lines} line breaks; this one has more.", "file")
             await sink(piece)
         file_pieces.clear()
     try:

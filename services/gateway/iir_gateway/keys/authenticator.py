@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import grpc
 import redis.asyncio as aioredis
@@ -29,6 +30,7 @@ from iir.v1 import auth_pb2, auth_pb2_grpc
 from iir_common.api_keys import hash_key
 from iir_common.key_events import KNOWN_SECRET_TTL_S, KeyEvent, channel, known_secret
 from iir_gateway.errors import APIError
+from iir_gateway.keys.attempt_counts import AttemptCounts
 from iir_gateway.keys.failure_buckets import failure_bucket
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.principal import Principal
@@ -51,6 +53,16 @@ local first = 0
 if n > tonumber(ARGV[2]) and redis.call('SET', KEYS[2], 1, 'NX', 'EX', ttl) then first = 1 end
 return {n, ttl, first}
 """
+
+
+def counting_redis(url: str) -> aioredis.Redis:
+    """The Redis client of failed-auth counting: a bounded pool where a flood of concurrent guesses waits
+    for a connection (up to 5 s), instead of opening one per guess and timing out the connects, which
+    would leave the count to each pod's own table."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=32, timeout=5, socket_connect_timeout=2, socket_timeout=5, health_check_interval=15
+    )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def extract_key(headers: Mapping[str, str]) -> str | None:
@@ -82,6 +94,7 @@ class Authenticator:
         prefix: str = "iir:",
         counters: aioredis.Redis | None = None,
         stale_ttl_s: float = 0.0,
+        attempts_file: Path | None = None,
     ) -> None:
         self._stub = auth_pb2_grpc.AuthServiceStub(channel)
         self._redis = redis
@@ -99,8 +112,8 @@ class Authenticator:
         self._cache: dict[bytes, tuple[Principal, float, float]] = {}
         # Key id → the digests of its secrets in the cache (a regenerated key has two).
         self._by_id: dict[str, set[bytes]] = {}
-        # Attempts per address counted here too, for when Redis cannot answer: (count, window start).
-        self._local_attempts: dict[str, tuple[int, float]] = {}
+        # Attempts per address counted here too (over all this pod's workers), for when Redis cannot answer.
+        self._local_attempts = AttemptCounts(failure_window_s, attempts_file)
         self._inflight: dict[bytes, asyncio.Future[Principal]] = {}
         # Revocation events (and cache drops) seen so far: a validation that spans one is not cached.
         self._revocations = 0
@@ -179,7 +192,7 @@ class Authenticator:
             return None
         key = f"{self._prefix}authfail:{client_ip}"
         counter: str | None = key
-        local = self._local_attempt(client_ip)
+        local = self._local_attempts.add(client_ip)
         locked = f"{self._prefix}authlock:{client_ip}"
         try:
             attempts, ttl, first = await self._counters.eval(
@@ -203,22 +216,10 @@ class Authenticator:
             )
         return counter
 
-    def _local_attempt(self, client_ip: str) -> int:
-        now = time.monotonic()
-        count, since = self._local_attempts.get(client_ip, (0, now))
-        if now - since > self._failure_window:
-            count, since = 0, now
-        if len(self._local_attempts) > _MAX_CACHED:
-            self._local_attempts.clear()
-        self._local_attempts[client_ip] = (count + 1, since)
-        return count + 1
-
     async def _refund(self, client_ip: str, counter: str | None, remember: bytes | None = None) -> None:
         """Gives back a reserved attempt that was no wrong key (it validated, or auth could not answer); a
         key that validated (`remember`: its digest) passes later lockouts of any address."""
-        local = self._local_attempts.get(client_ip)
-        if local is not None:
-            self._local_attempts[client_ip] = (max(0, local[0] - 1), local[1])
+        self._local_attempts.add(client_ip, -1)
         try:
             async with self._counters.pipeline(transaction=False) as pipe:
                 if counter is not None:
