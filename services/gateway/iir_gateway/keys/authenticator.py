@@ -312,12 +312,12 @@ class Authenticator:
         # before a revocation event that arrived meanwhile may be that revocation's victim: cache neither.
         fresh = self.subscribed and revocations == self._revocations
         ttl = max(0, reply.cache_ttl_seconds) if fresh else 0
-        stale = self._stale_ttl if ttl else 0.0
+        stale_for = self._stale_ttl if ttl else 0.0
         # Never served stale past the key's expiry or the end of a grace period (of either secret).
         ends = [e for e in (reply.key.expires_at, reply.key.previous_valid_until) if e]
         if ends:
-            stale = min(stale, min(ends) - time.time())
+            stale_for = min(stale_for, min(ends) - time.time())
         now = time.monotonic()
-        self._cache[digest] = (principal, now + ttl, now + max(ttl, stale))
+        self._cache[digest] = (principal, now + ttl, now + max(ttl, stale_for))
         self._by_id.setdefault(principal.key_id, set()).add(digest)
         return principal
