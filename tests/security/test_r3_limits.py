@@ -240,9 +240,13 @@ def test_a_dead_gateways_parallel_slots_free_within_a_lease(pair: Pair) -> None:
         live = RateLimiter(live_client, GatewayMetrics(), prefix, parallel_lease_s=1.5)
         dead = RateLimiter(dead_client, GatewayMetrics(), prefix, parallel_lease_s=1.5)  # never renews
         who = Principal(
-            key_id=f"par-{uuid.uuid4().hex[:6]}", name="p", admin=False, priority=0, allowed_models=(),
+            key_id=f"par-{uuid.uuid4().hex[:6]}",
+            name="p",
+            admin=False,
+            priority=0,
+            allowed_models=(),
             max_parallel_requests=2,
-        )  # fmt: skip
+        )
         renewals = asyncio.create_task(live.run_renewals())
         started = time.time()
         kept = await live.admit(who, 0, hold=True)  # a long request on a live gateway

@@ -145,6 +145,7 @@ class Runtime:
             settings.redis_prefix,
             settings.rate_limit_burst,
             parallel_lease_s=settings.parallel_lease_s,
+            max_hold_s=settings.upstream_total_timeout_s + settings.queue_timeout_s + 60,
             on_redis_error=settings.limits_on_redis_error,
             history=SpendHistory(self.channels["auth"], settings.grpc_timeout_s),
         )

@@ -139,6 +139,16 @@ MIGRATIONS: list[tuple[int, str]] = [
     CREATE UNIQUE INDEX spend_log_record ON spend_log (record_id, at);
     """,
     ),
+    (
+        6,
+        """
+    -- SpendSince: what a key, user or team spent since a budget window began (a gateway rebuilding a
+    -- budget counter Redis lost), without scanning the month.
+    CREATE INDEX spend_log_key_at ON spend_log (key_id, at);
+    CREATE INDEX spend_log_user_at ON spend_log (user_id, at);
+    CREATE INDEX spend_log_team_at ON spend_log (team_id, at);
+    """,
+    ),
 ]
 
 _LOCK_ID = 0x11A_0001  # arbitrary, constant: the advisory lock guarding migrations

@@ -257,18 +257,21 @@ class RateLimiter:
         parallel_lease_s: float = 30.0,
         on_redis_error: str = "closed",
         history: SpendSource | None = None,
+        max_hold_s: float = 900.0,
     ) -> None:
         self.redis = redis
         self.metrics = metrics
         self.prefix = prefix
         self.burst = burst
         self.parallel_lease_ms = int(parallel_lease_s * 1000)
+        self.max_hold_ms = int(max_hold_s * 1000)  # no request runs longer: its slot is not renewed past it
         self.on_redis_error = on_redis_error
         self.history = history
         self.local = LocalLimits()
         self._admit = redis.register_script(_ADMIT)
         self._settle = redis.register_script(_SETTLE)
         self._live: dict[str, set[str]] = {}  # parallel set → members of requests running here
+        self._seeding: dict[str, asyncio.Future[None]] = {}  # budget counter → its lookup in flight
         self._degraded_since = 0.0
         self._last_warning = 0.0
 
@@ -392,31 +395,41 @@ class RateLimiter:
 
     async def _seed(self, budgets: list[Budget], now: float) -> None:
         """Sets each missing budget counter (unless another gateway did first) to what its scope spent in
-        the window so far, by the spend log; 503 when the log cannot be read (the budget is unknown)."""
+        the window so far, by the spend log; 503 when the log cannot be read (the budget is unknown).
+        Concurrent requests of this process wait on one lookup per counter."""
         for g in budgets:
-            spent = 0
-            if self.history is not None:
-                try:
-                    money, tokens = await self.history.spent_since(g.scope.kind, g.scope.id, g.window.starts_at)
-                except Exception as exc:  # an RPC failure of any kind leaves the budget unknown
-                    log.warning(
-                        "budget window not seeded: the spend log cannot be read",
-                        extra={"scope": f"{g.scope.kind}:{g.scope.id}", "error": repr(exc)[:200]},
-                    )
-                    raise APIError(
-                        503,
-                        f"The budget of {_scope_text(g.scope)} cannot be checked now (its spend is being "
-                        "recounted); try again in a few seconds.",
-                        type="service_unavailable",
-                        code="budget_unavailable",
-                        headers={"retry-after": "2"},
-                    ) from exc
-                spent = tokens if g.kind == "tokens" else money
-            await self.redis.set(self._budget_key(g), spent, ex=g.window.ttl_s(now), nx=True)
-            log.info(
-                "budget window seeded from the spend log",
-                extra={"scope": f"{g.scope.kind}:{g.scope.id}", "window": g.window.name, "spent": spent},
-            )
+            key = self._budget_key(g)
+            task = self._seeding.get(key)
+            if task is None:
+                task = asyncio.ensure_future(self._seed_one(g, key, now))
+                self._seeding[key] = task
+                task.add_done_callback(lambda _, key=key: self._seeding.pop(key, None))  # type: ignore[misc]
+            await asyncio.shield(task)
+
+    async def _seed_one(self, g: Budget, key: str, now: float) -> None:
+        spent = 0
+        if self.history is not None:
+            try:
+                money, tokens = await self.history.spent_since(g.scope.kind, g.scope.id, g.window.starts_at)
+            except Exception as exc:  # an RPC failure of any kind leaves the budget unknown
+                log.warning(
+                    "budget window not seeded: the spend log cannot be read",
+                    extra={"scope": f"{g.scope.kind}:{g.scope.id}", "error": repr(exc)[:200]},
+                )
+                raise APIError(
+                    503,
+                    f"The budget of {_scope_text(g.scope)} cannot be checked now (its spend is being "
+                    "recounted); try again in a few seconds.",
+                    type="service_unavailable",
+                    code="budget_unavailable",
+                    headers={"retry-after": "2"},
+                ) from exc
+            spent = tokens if g.kind == "tokens" else money
+        await self.redis.set(key, spent, ex=g.window.ttl_s(now), nx=True)
+        log.info(
+            "budget window seeded from the spend log",
+            extra={"scope": f"{g.scope.kind}:{g.scope.id}", "window": g.window.name, "spent": spent},
+        )
 
     # Redis failures
 
@@ -596,6 +609,12 @@ class RateLimiter:
         now_ms = int(time.time() * 1000)
         pipe = self.redis.pipeline(transaction=False)
         for par, members in list(self._live.items()):
+            # A member is "<admitted ms>-<random>": one held past any request's deadline was never settled.
+            for stale in [m for m in members if now_ms - int(m.split("-", 1)[0]) > self.max_hold_ms]:
+                members.discard(stale)
+            if not members:
+                del self._live[par]
+                continue
             pipe.zadd(par, dict.fromkeys(members, now_ms), xx=True)  # a slot freed meanwhile stays freed
             pipe.pexpire(par, self.parallel_lease_ms)
         try:
@@ -607,4 +626,7 @@ class RateLimiter:
         """Renews the leases every third of a lease, until cancelled."""
         while True:
             await asyncio.sleep(self.parallel_lease_ms / 3000)
-            await self.renew_leases()
+            try:
+                await self.renew_leases()
+            except Exception:  # the next round tries again; a dead task would leak every slot's lease
+                log.exception("parallel slots not renewed")
