@@ -17,6 +17,7 @@ import pytest
 from iir.v1 import auth_pb2, auth_pb2_grpc
 from iir_dev.stack import Stack
 from tests.conftest import MASTER_KEY, make_stack
+from tests.integration.test_gateway_workers import workers_of
 from tests.security.conftest import client_from
 from tests.security.test_trust_boundary import CHAT, _guesses
 from tests.waiting import wait_for
@@ -132,6 +133,8 @@ def test_new_regenerated_and_rotated_secrets_pass_a_lockout_without_guesses_reac
 def test_failed_auth_limit_is_exact_over_four_workers(chart_stack: Stack) -> None:
     url = chart_stack.start_gateway_replica("gateway-4-workers", env={"IIR_GATEWAY_WORKERS": "4"})
     try:
+        pid = chart_stack.processes["gateway-4-workers"].popen.pid
+        wait_for(lambda: len(workers_of(pid)) == 4, timeout=30, what="four gateway workers")
         attacker = f"127.0.5.{uuid.uuid4().int % 250 + 1}"
         used_before = chart_stack.create_key("behind-the-nat")
         with client_from(attacker) as c:
@@ -145,6 +148,8 @@ def test_failed_auth_limit_is_exact_over_four_workers(chart_stack: Stack) -> Non
             for _ in range(8):  # fresh connections: whichever worker takes each
                 assert c.post(f"{url}/v1/chat/completions", json=CHAT, headers=bearer(used_before)).status_code == 200
                 assert c.get(f"{url}/v1/models", headers=bearer("iir-more-guessing-x" * 2)).status_code == 429
+        # One lockout, whichever workers saw the attempts past the limit (a scrape sums all the workers).
+        assert _metric(httpx.get(chart_stack.replica_metrics[url]).text, "iir_gateway_auth_lockouts_total") == 1
     finally:
         proc = chart_stack.processes.pop("gateway-4-workers")
         proc.popen.terminate()
@@ -178,9 +183,7 @@ def test_year_one_expiry_and_huge_ids_are_client_errors(stack: Stack) -> None:
 
 @pytest.fixture
 def outage_stack(tmp_path: Path, database_url: str, redis_url: str, slow_sim: str) -> Iterator[Stack]:
-    stack = make_stack(
-        tmp_path, database_url, redis_url, slow_sim, IIR_KEY_CACHE_TTL_S="1", IIR_KEY_STALE_TTL_S="120"
-    )
+    stack = make_stack(tmp_path, database_url, redis_url, slow_sim, IIR_KEY_CACHE_TTL_S="1", IIR_KEY_STALE_TTL_S="120")
     yield stack
     stack.stop()
 

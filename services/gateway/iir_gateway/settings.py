@@ -115,8 +115,8 @@ class GatewaySettings(IIRSettings):
     # A running request's parallel slot lease: renewed by its gateway every third of it, so a dead
     # gateway's slots free within about one lease.
     parallel_lease_s: float = Field(default=30.0, ge=1.0)
-    # Attempts with unknown keys per client address and window before that address gets 429s for them
-    # (keys that validated before keep working).
+    # Attempts with unknown keys per client address (IPv6: per /64) and window before that address gets
+    # 429s for them (secrets auth issued and keys that validated before keep working).
     auth_failure_limit: int = 20
     auth_failure_window_s: int = 60
     # While the auth service (or its database) cannot answer, a key validated within this many seconds, and

@@ -126,11 +126,10 @@ class Authenticator:
         self._revocations += 1
         for listener in self.listeners:
             listener(event.key_id)
-        digests = self._by_id.pop(event.key_id, set())
-        if event.key_hash:
-            digests.add(bytes.fromhex(event.key_hash))
-        for digest in digests:
+        for digest in self._by_id.pop(event.key_id, set()):
             self._cache.pop(digest, None)
+        if event.key_hash:
+            self._cache.pop(bytes.fromhex(event.key_hash), None)
 
     def cached_keys(self) -> int:
         """Keys this process can accept without asking auth."""
