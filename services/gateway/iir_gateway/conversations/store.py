@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from iir_gateway.errors import APIError
 from iir_gateway.limits.storage_quota import StorageQuota, scopes_of
@@ -32,9 +33,13 @@ class ResponseStore:
         self.redis, self.prefix, self.ttl_s, self.quota = redis, prefix, ttl_s, quota
 
     async def check_quota(self, principal: Principal) -> None:
-        """A 429 now when the key (or its team, or the gateway) can store no more responses."""
+        """A 429 now when the key (or its team, or the gateway) can store no more responses. When Redis
+        fails, the answer is made and sent unstored (`put` fails the same way), as without `store`."""
         if self.quota is not None:
-            await self.quota.check("responses", scopes_of(principal))
+            try:
+                await self.quota.check("responses", scopes_of(principal))
+            except RedisError as exc:
+                log.warning("storage quota not checked: Redis failed", extra={"error": repr(exc)[:200]})
 
     def _key(self, response_id: str) -> str:
         return f"{self.prefix}responses:{response_id}"
