@@ -24,219 +24,30 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable
-from dataclasses import dataclass, field
-from typing import Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from iir_common.budget_window import Window, window
+from iir_common.budget_window import window
 from iir_gateway.errors import APIError
+from iir_gateway.limits.admission import (
+    NANO,
+    NO_LIMITS,
+    Admission,
+    Bucket,
+    Budget,
+    BudgetAsk,
+    SpendSource,
+    duration,
+)
+from iir_gateway.limits.limit_scripts import ADMIT, SETTLE
 from iir_gateway.limits.local_limits import LocalLimits
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.principal import Principal, Scope
 
+__all__ = ["NANO", "NO_LIMITS", "Admission", "BudgetAsk", "RateLimiter"]
+
 log = logging.getLogger(__name__)
-
-NANO = 1_000_000_000  # money is counted in nano-USD, integers in Redis
-
-# Buckets may go below zero (a request that used more than it reserved): that debt is kept until the
-# refill pays it, so a key expires only once its bucket would be full again.
-_LEVEL = """
-local function level(key, limit, cap, now)
-  local rate = limit / 60000.0
-  local v = redis.call('HMGET', key, 't', 'ts')
-  local tokens, ts = tonumber(v[1]), tonumber(v[2])
-  if tokens == nil then tokens, ts = cap, now end
-  return math.min(cap, tokens + math.max(0, now - ts) * rate), rate
-end
-local function store(key, tokens, cap, rate, now)
-  redis.call('HSET', key, 't', tostring(tokens), 'ts', now)
-  redis.call('PEXPIRE', key, math.ceil((cap - tokens) / rate) + 60000)
-end
-"""
-
-# KEYS: buckets, budgets, then the parallel set (if any). ARGV: now, counts, the completion tokens wanted
-# and the fewest acceptable, whether missing budget counters were seeded; then per bucket (limit, cap,
-# cost), per budget (max, ttl, fixed cost, cost per completion token), and the parallel (max, member,
-# lease). Answers {allowed (1; 0 refused; 2 budget counters missing, their indexes follow), index of what
-# refused (1-based), wait ms or -1, budget used, completion tokens granted (or affordable), levels...}.
-_ADMIT = (
-    _LEVEL
-    + """
-local now, nb, ng, np = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local want, least, seeded = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local b, levels = {}, {}
-local a = 8
-for i = 1, nb do
-  local limit, cap, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  a = a + 3
-  local lv, rate = level(KEYS[i], limit, cap, now)
-  b[i] = {lv, rate, cap, cost}
-  levels[i] = math.floor(lv)
-  if cost > cap then return {0, i, -1, 0, 0, unpack(levels)} end
-end
-local g, missing = {}, {}
-for j = 1, ng do
-  local max, ttl, fixed, unit = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  a = a + 4
-  local raw = redis.call('GET', KEYS[nb + j])
-  if not raw and seeded == 0 then missing[#missing + 1] = j end
-  g[j] = {max, ttl, fixed, unit, tonumber(raw or '0')}
-end
-if #missing > 0 then return {2, 0, 0, 0, 0, unpack(missing)} end
-local k = want
-for j = 1, ng do
-  local max, fixed, unit, used = g[j][1], g[j][3], g[j][4], g[j][5]
-  local room = max - used - fixed
-  if unit > 0 then
-    k = math.min(k, math.floor(room / unit))
-  elseif room < 0 then
-    k = -1
-  end
-  if used >= max or k < least then return {0, nb + j, -1, used, math.max(k, 0), unpack(levels)} end
-end
-for i = 1, nb do
-  local lv, rate, cap, cost = b[i][1], b[i][2], b[i][3], b[i][4]
-  if lv < cost then return {0, i, math.ceil((cost - lv) / rate), 0, 0, unpack(levels)} end
-end
-if np > 0 then
-  local max, member, lease = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
-  local set = KEYS[nb + ng + 1]
-  redis.call('ZREMRANGEBYSCORE', set, '-inf', now - lease)
-  if redis.call('ZCARD', set) >= max then return {0, nb + ng + 1, 1000, 0, 0, unpack(levels)} end
-  redis.call('ZADD', set, now, member)
-  redis.call('PEXPIRE', set, lease)
-end
-for i = 1, nb do
-  local lv, rate, cap, cost = b[i][1], b[i][2], b[i][3], b[i][4]
-  if cost > 0 then
-    store(KEYS[i], lv - cost, cap, rate, now)
-    levels[i] = math.floor(lv - cost)
-  end
-end
-for j = 1, ng do
-  local cost = math.ceil(g[j][3] + g[j][4] * k)
-  if cost > 0 then
-    redis.call('INCRBY', KEYS[nb + j], cost)
-    redis.call('EXPIRE', KEYS[nb + j], g[j][2])
-  end
-end
-return {1, 0, 0, 0, k, unpack(levels)}
-"""
-)
-
-# The reservation was the estimate; the answer used what it used: buckets and budgets take the difference,
-# and the parallel slot is freed. A budget counter that is gone (Redis lost it) is left to its seed from
-# the spend log. ARGV: now, counts, per bucket (limit, cap, refund), per budget (ttl, refund), the member.
-_SETTLE = (
-    _LEVEL
-    + """
-local now, nb, ng, np = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local a = 5
-for i = 1, nb do
-  local limit, cap, refund = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  a = a + 3
-  if refund ~= 0 then
-    local t, rate = level(KEYS[i], limit, cap, now)
-    store(KEYS[i], math.min(cap, t + refund), cap, rate, now)
-  end
-end
-for j = 1, ng do
-  local ttl, refund = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  a = a + 2
-  if refund ~= 0 and redis.call('EXISTS', KEYS[nb + j]) == 1 then
-    redis.call('INCRBY', KEYS[nb + j], -refund)
-    redis.call('EXPIRE', KEYS[nb + j], ttl)
-  end
-end
-if np > 0 then redis.call('ZREM', KEYS[nb + ng + 1], ARGV[a]) end
-return 1
-"""
-)
-
-
-def duration(ms: float) -> str:
-    """OpenAI's reset format: `120ms`, `1s`, `6m0s`, `1h2m3s`."""
-    if ms < 1000:
-        return f"{max(0, math.ceil(ms))}ms"
-    seconds = math.ceil(ms / 1000)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
-
-
-class SpendSource(Protocol):
-    def spent_since(self, scope_kind: str, scope_id: str, since_s: int) -> Awaitable[tuple[int, int]]:
-        """(nano-USD, tokens) the scope spent from `since_s` on, from the spend log."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetAsk:
-    """What a request may spend at worst: its prompt, and `completion` tokens for each of its `choices`
-    answers. With `flexible` (no max_tokens was given) fewer completion tokens may be granted, at least one."""
-
-    prompt_tokens: int
-    prompt_cost: int  # nano-USD
-    completion: int  # per choice
-    completion_price: float  # nano-USD per completion token
-    choices: int = 1
-    flexible: bool = False
-
-    def tokens(self, k: int) -> int:
-        return self.prompt_tokens + self.choices * k
-
-    def cost(self, k: int) -> int:
-        return math.ceil(self.prompt_cost + self.completion_price * self.choices * k)
-
-
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    """A per-minute limit of one scope: what it counts ("requests" or "tokens"), whose, and the cost."""
-
-    kind: str
-    scope: Scope
-    limit: int
-    cost: int
-
-
-@dataclass(frozen=True, slots=True)
-class Budget:
-    """A budget of one scope in its current window: "tokens" (the key's) or "money" (nano-USD), and the
-    worst case asked of it: `fixed` plus `unit` per completion token."""
-
-    kind: str
-    scope: Scope
-    limit: int
-    window: Window
-    fixed: int
-    unit: float
-
-
-@dataclass(slots=True)
-class Admission:
-    """What was reserved, the `x-ratelimit-*` headers to put on the response, and what settling needs."""
-
-    reserved_tokens: int  # from the token buckets
-    headers: dict[str, str]
-    reserved_cost: int = 0  # nano-USD, from each money budget
-    buckets: list[Bucket] = field(default_factory=list)
-    budgets: list[Budget] = field(default_factory=list)
-    parallel_member: str = ""
-    budget_tokens: int = 0  # from the key's token budget
-    granted: int | None = None  # completion tokens per choice the budgets allow (None: no budget asked)
-    local: bool = False  # counted in this process (Redis failed)
-
-    @property
-    def holds_anything(self) -> bool:
-        return bool(self.reserved_tokens or self.budgets or self.parallel_member)
-
-
-NO_LIMITS = Admission(0, {})
 
 
 def _scope_text(scope: Scope) -> str:
@@ -268,8 +79,8 @@ class RateLimiter:
         self.on_redis_error = on_redis_error
         self.history = history
         self.local = LocalLimits()
-        self._admit = redis.register_script(_ADMIT)
-        self._settle = redis.register_script(_SETTLE)
+        self._admit = redis.register_script(ADMIT)
+        self._settle = redis.register_script(SETTLE)
         self._live: dict[str, set[str]] = {}  # parallel set → members of requests running here
         self._seeding: dict[str, asyncio.Future[None]] = {}  # budget counter → its lookup in flight
         self._degraded_since = 0.0
