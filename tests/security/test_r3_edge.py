@@ -219,6 +219,9 @@ FORWARDED = [
     {"X-Forwarded-Server": "localhost"},
     {"X-Forwarded-Proto": "http"},
     {"X-Real-IP": "127.0.0.1"},
+    {"X_Forwarded_For": "127.0.0.1"},
+    {"WL-Proxy-Client-IP": "127.0.0.1"},
+    {"X-Coming-From": "127.0.0.1"},
 ]
 
 
@@ -238,6 +241,9 @@ def test_health_details_are_for_admins(stack: Stack, api_key: str) -> None:
         resp = httpx.get(url, headers=headers)
         assert resp.status_code == 200 and set(resp.json()) == {"status"}, (headers, resp.text)
         assert resp.json()["status"] in ("ok", "degraded")
+        ready = httpx.get(f"{url}/ready", headers=headers)  # how many keys are active: not for anyone
+        assert ready.status_code == 200 and ready.json() == {"status": "ready"}, (headers, ready.text)
+    assert httpx.get(f"{url}/ready", headers={**outside, **bearer(MASTER_KEY)}).json()["cached_keys"] >= 1
     for headers in ({**outside, **bearer(MASTER_KEY)}, {}):  # an admin key; key-less admin from loopback
         report = httpx.get(url, headers=headers).json()
         assert report["dependencies"]["registry"]["models"] >= 1 and "latency_ms" in report["dependencies"]["redis"]

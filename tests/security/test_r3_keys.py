@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ import httpx
 import pytest
 
 from iir.v1 import auth_pb2, auth_pb2_grpc
+from iir_common.api_keys import hash_key
+from iir_common.key_events import known_secret
 from iir_dev.stack import Stack
 from tests.conftest import MASTER_KEY, make_stack
 from tests.integration.test_gateway_workers import workers_of
@@ -204,3 +207,39 @@ def test_known_keys_are_served_through_an_auth_outage_unknown_ones_are_not(outag
     # The 1 s cache ends, the key is still served (from the stale cache).
     assert wait_for(served_stale, timeout=15, what="a key served from the stale cache")
     assert _status(url, key) == 200
+
+
+# Found by the attacker's review of the fixes -----------------------------------------------------------
+
+
+def test_a_key_in_use_keeps_its_mark_and_passes_a_lockout_on_any_gateway(
+    stack: Stack, redis_url: str, two_gateways: list[str]
+) -> None:
+    import redis
+
+    first, second = two_gateways
+    victim = f"198.51.100.{uuid.uuid4().int % 250}"
+    key = httpx.post(f"{first}/api/v1/apikeys", json={"name": "in-use"}, headers=ADMIN).json()["key"]
+    mark = known_secret(stack.env["IIR_REDIS_PREFIX"], hash_key(key).hex())
+    store = redis.Redis.from_url(redis_url)
+    store.expire(mark, 2)  # its 30 days nearly over
+    assert _status(second, key, victim) == 200  # validated (not cached there): the mark is renewed
+    assert store.ttl(mark) > 86400
+    codes = [_guess_from(first, victim) for _ in range(22)]
+    assert codes[-1] == 429, codes
+    assert _status(first, key, victim) == 200  # locked-out address, a key in use: still served
+
+
+@pytest.fixture
+def stalled_auth_stack(tmp_path: Path, database_url: str, redis_url: str, slow_sim: str) -> Iterator[Stack]:
+    stack = make_stack(tmp_path, database_url, redis_url, slow_sim, IIR_GRPC_TIMEOUT_S="0.5")
+    yield stack
+    stack.processes["auth"].popen.send_signal(signal.SIGCONT)
+    stack.stop()
+
+
+def test_guesses_that_time_out_at_a_stalled_auth_still_count(stalled_auth_stack: Stack) -> None:
+    url, attacker = stalled_auth_stack.gateway_url, f"198.51.100.{uuid.uuid4().int % 250}"
+    stalled_auth_stack.processes["auth"].popen.send_signal(signal.SIGSTOP)  # reached, never answers
+    codes = [_guess_from(url, attacker) for _ in range(25)]
+    assert codes == [503] * 20 + [429] * 5, codes

@@ -44,9 +44,20 @@ FORWARDING_PREFIXES = (
 )
 
 
+# Anywhere in a name: WL-Proxy-Client-IP, Proxy-Client-IP, X-Real-IP variants, X-Forwarded variants.
+FORWARDING_WORDS = (b"forwarded", b"client-ip", b"real-ip", b"coming-from")
+
+
+def _says_forwarded(name: bytes) -> bool:
+    name = name.replace(b"_", b"-")  # some proxies pass X_Forwarded_For on, and some servers read it
+    return (
+        name in FORWARDING_HEADERS or name.startswith(FORWARDING_PREFIXES) or any(w in name for w in FORWARDING_WORDS)
+    )
+
+
 def is_forwarded(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     """Whether any header says a proxy forwarded this request (ASGI header names are lower case)."""
-    return any(name in FORWARDING_HEADERS or name.startswith(FORWARDING_PREFIXES) for name, _ in headers)
+    return any(_says_forwarded(name) for name, _ in headers)
 
 
 class ClientAddressResolver:

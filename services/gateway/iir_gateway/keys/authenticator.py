@@ -176,6 +176,12 @@ class Authenticator:
         except RedisError:
             return False
 
+    async def _remember(self, digest: bytes) -> None:
+        try:
+            await self._counters.set(known_secret(self._prefix, digest.hex()), 1, ex=KNOWN_SECRET_TTL_S)
+        except RedisError:
+            return
+
     async def _forget(self, digest: bytes) -> None:
         """A marked secret that auth refused (revoked, blocked, expired) counts as a guess from now on."""
         try:
@@ -283,7 +289,9 @@ class Authenticator:
                 auth_pb2.ValidateKeyRequest(key=key, client_ip=client_ip), timeout=self._timeout
             )
         except grpc.aio.AioRpcError as exc:
-            if not known:
+            # Only a call that never reached auth is given back: a guess that timed out was still a
+            # guess (else a flood slowing auth down would lift its own limit).
+            if not known and exc.code() == grpc.StatusCode.UNAVAILABLE:
                 await self._refund(bucket, counter)
             stale = self._stale(digest)  # read again: an event may have dropped it meanwhile
             if stale is not None:
@@ -303,7 +311,9 @@ class Authenticator:
                 code="invalid_api_key",
             )
         principal = Principal.from_key_info(reply.key)
-        if not known:
+        if known:  # renewed at each validation (once per cache TTL): a key in use never loses its mark
+            await self._remember(digest)
+        else:
             await self._refund(bucket, counter, remember=digest)
         if len(self._cache) >= _MAX_CACHED:
             self.clear()
