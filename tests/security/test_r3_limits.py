@@ -25,6 +25,7 @@ from iir_dev import datastores
 from iir_dev.stack import Stack
 from iir_gateway.errors import APIError
 from iir_gateway.limits.rate_limiter import RateLimiter
+from iir_gateway.limits.token_estimate import prompt_bound
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.principal import Principal
 from iir_gateway.settings import GatewaySettings
@@ -205,17 +206,18 @@ def test_long_answers_without_max_tokens_stay_within_the_money_budget_on_two_gat
     assert all(0 < given <= BUDGET_MAX_TOKENS and tokens <= given for _, tokens, given in admitted), admitted
     wait_for(lambda: pair.spend(made["id"])["requests"] >= len(admitted), timeout=15, what="spend records")
     spent = pair.spend(made["id"])["cost"]
-    # One reservation's bound: the worst case of every admitted request fitted in what was left, so only
-    # the prompt estimate of one request can be off.
-    one_prompt = 20 * IN_NANO / 1e9
+    # The worst case of every admitted request (the prompt's bound for text) fitted in what was left.
     print(f"budget ${budget}: {len(admitted)} streams admitted, spent ${spent:.6f}")
-    assert spent <= budget + one_prompt, spent
+    assert spent <= budget, spent
     refused = pair.chat(pair.b, made["key"])
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota"
 
 
 def test_one_request_cannot_spend_past_a_tiny_budget(pair: Pair) -> None:
-    made = pair.key(max_budget=0.001)  # 5 completion tokens at this model's price
+    # The prompt's bound, then 5 completion tokens at this model's price.
+    prompt = prompt_bound({"messages": [{"role": "user", "content": "tell a story"}], "ignore_eos": True})
+    budget = (prompt * IN_NANO + 5 * OUT_NANO) / 1e9
+    made = pair.key(max_budget=budget)
     refused = pair.chat(pair.a, made["key"], max_tokens=4000, ignore_eos=True)
     assert refused.status_code == 429, refused.text
     error = refused.json()["error"]
@@ -225,7 +227,7 @@ def test_one_request_cannot_spend_past_a_tiny_budget(pair: Pair) -> None:
     given = int(capped.headers["x-iir-max-tokens"])
     assert 1 <= given <= 5 and capped.json()["usage"]["completion_tokens"] <= given
     wait_for(lambda: pair.spend(made["id"])["requests"] >= 1, timeout=15, what="the spend record")
-    assert pair.spend(made["id"])["cost"] <= 0.001
+    assert pair.spend(made["id"])["cost"] <= budget
 
 
 # Finding 12: a crashed gateway's parallel slots stayed taken for the 900 s lease.
@@ -302,3 +304,73 @@ def test_a_budget_spent_before_redis_lost_its_keys_is_still_spent(pair: Pair) ->
         resp = pair.chat(url, made["key"], max_tokens=20)
         assert resp.status_code == 429, resp.text
         assert resp.json()["error"]["code"] == "insufficient_quota"
+
+
+# The attacker's review of finding 4: a list of prompts paid for one answer; counts sent as floats were
+# not counted; the prompt's characters ÷ 4 estimate was reserved, and concurrent requests added its error.
+
+
+def _complete(pair: Pair, key: str, **body: Any) -> httpx.Response:
+    payload = {"model": CHAT, "ignore_eos": True, **body}
+    return httpx.post(f"{pair.a}/v1/completions", json=payload, headers=bearer(key), timeout=30)
+
+
+def test_a_list_of_prompts_pays_for_an_answer_per_prompt(pair: Pair) -> None:
+    budget = 0.05  # 250 completion tokens at this model's price
+    made = pair.key(max_budget=budget)
+    refused = _complete(pair, made["key"], prompt=["hi"] * 20, max_tokens=16)  # 20 answers of 16: $0.064
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota", refused.text
+    many = _complete(pair, made["key"], prompt=["hi"] * 10, n=8, max_tokens=8)  # 80 answers: $0.128
+    assert many.status_code == 429, many.text
+    capped = _complete(pair, made["key"], prompt=["hi"] * 20)  # no max_tokens: what the budget pays, per answer
+    assert capped.status_code == 200, capped.text
+    given = int(capped.headers["x-iir-max-tokens"])
+    assert 1 <= given <= 12 and len(capped.json()["choices"]) == 20
+    assert capped.json()["usage"]["completion_tokens"] <= 20 * given
+    wait_for(lambda: pair.spend(made["id"])["requests"] >= 1, timeout=15, what="the spend record")
+    assert pair.spend(made["id"])["cost"] <= budget
+    # TPM reserves the same answers: 100 prompts × 16 tokens do not fit a 1,000 TPM key.
+    tpm = pair.key(tpm_limit=1000)
+    too_large = _complete(pair, tpm["key"], prompt=["hi"] * 100, max_tokens=16)
+    assert too_large.status_code == 429 and "too large" in too_large.json()["error"]["message"], too_large.text
+
+
+def test_counts_sent_as_floats_are_reserved_and_forwarded_as_integers(pair: Pair) -> None:
+    made = pair.key(max_budget=0.01)  # 50 completion tokens at this model's price
+    for body in ({"max_completion_tokens": 4000.0}, {"max_tokens": 4000.0}, {"n": 8.0, "max_tokens": 10}):
+        resp = pair.chat(pair.a, made["key"], ignore_eos=True, **body)
+        assert resp.status_code == 429 and resp.json()["error"]["code"] == "insufficient_quota", (body, resp.text)
+    eight = pair.chat(pair.b, made["key"], n=8.0, max_tokens=2, ignore_eos=True)  # the upstream read n=8
+    assert eight.status_code == 200 and len(eight.json()["choices"]) == 8, eight.text
+    half = pair.chat(pair.b, made["key"], n=8.5, max_tokens=2)
+    assert half.status_code == 400 and half.json()["error"]["param"] == "n", half.text
+    wait_for(lambda: pair.spend(made["id"])["requests"] >= 1, timeout=15, what="the spend record")
+    assert pair.spend(made["id"])["cost"] <= 0.01
+
+
+def test_concurrent_prompts_the_estimate_undercounts_stay_within_the_budget(pair: Pair) -> None:
+    budget = 5.0
+    made = pair.key(max_budget=budget)
+    # 11,000 characters, estimated at 2,754 tokens; the simulator counts 1.3 a word: 7,150 ($0.715).
+    text = "a " * 5500
+
+    async def wave() -> list[int]:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=50)) as client:
+            answers = await asyncio.gather(
+                *(
+                    client.post(
+                        f"{(pair.a, pair.b)[i % 2]}/v1/chat/completions",
+                        json={"model": CHAT, "messages": [{"role": "user", "content": text}], "max_tokens": 1},
+                        headers=bearer(made["key"]),
+                    )
+                    for i in range(40)
+                )
+            )
+        return [a.status_code for a in answers]
+
+    codes = asyncio.run(wave())
+    assert set(codes) == {200, 429}, codes
+    wait_for(lambda: pair.spend(made["id"])["requests"] >= codes.count(200), timeout=15, what="spend records")
+    spent = pair.spend(made["id"])["cost"]
+    print(f"budget ${budget}: {codes.count(200)} of 40 admitted, spent ${spent:.4f}")
+    assert spent <= budget, spent  # before: $12.87

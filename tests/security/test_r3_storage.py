@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import OutOfMemoryError
 
@@ -279,3 +281,149 @@ def test_create_batch_with_junk_fields_is_a_400(quota_stack: Stack, junk: dict) 
     got = httpx.post(f"{quota_stack.gateway_url}/v1/batches", json=batch, headers=_auth(key))
     assert got.status_code == 400, got.text
     assert got.json()["error"]["type"] == "invalid_request_error"
+
+
+# Round three's attacks on the fixes above.
+
+
+def test_a_single_huge_line_is_refused_before_it_is_held_or_parsed(quota_stack: Stack) -> None:
+    """19 MB in one line of 6.6 million `{}`: the old code held and copied the unfinished line, then parsed
+    and walked it (+500 MB peak RSS, the loop stalled). A line is a request body: over IIR_MAX_BODY_BYTES
+    (64 KiB in this stack) it is a 400 naming the line, as soon as the unfinished line passes it."""
+    pid = quota_stack.processes["gateway"].popen.pid
+    key = _key(quota_stack)
+    assert _upload(quota_stack, key, _line(0)).status_code == 200  # warm the route
+    head = b'{"custom_id":"x","method":"POST","url":"/v1/chat/completions","body":{"\xc3\xa9":['
+    n = 19 * MB // 3
+    before = _peak_rss_kib(pid)
+    got = _upload(quota_stack, key, head + b"{}," * n + b"{}]}}\n")
+    grown_mib = (_peak_rss_kib(pid) - before) / 1024
+    assert got.status_code == 400, got.text
+    error = got.json()["error"]
+    assert error["type"] == "invalid_request_error" and "Line 1 " in error["message"], error
+    assert grown_mib < 32, f"peak RSS grew {grown_mib:.0f} MiB"
+    # The second line is the long one; "\r" ends a line too; a line at the cap is kept.
+    long_second = _upload(quota_stack, key, _line(0) + _line(1, pad=70_000))
+    assert long_second.status_code == 400 and "Line 2 " in long_second.json()["error"]["message"]
+    assert _upload(quota_stack, key, _line(0, pad=65_538 - len(_line(0)))).status_code == 400  # one byte over
+    cr_lines = _upload(quota_stack, key, (_line(0).rstrip() + b"\r") * 2000)  # 2,000 short lines, no "\n"
+    assert cr_lines.status_code == 200, cr_lines.text
+    at_cap = _line(0, pad=65_537 - len(_line(0)))
+    assert len(at_cap) == 65_537 and _upload(quota_stack, key, at_cap).status_code == 200  # 65,536 + "\n"
+    for file in httpx.get(f"{quota_stack.gateway_url}/v1/files", headers=_auth(key)).json()["data"]:
+        httpx.delete(f"{quota_stack.gateway_url}/v1/files/{file['id']}", headers=_auth(key))
+
+
+@pytest.fixture(scope="module")
+def output_stack(
+    tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str, slow_sim: str
+) -> Iterator[Stack]:
+    """Small file and job quotas, with a batch runner and job workers."""
+    stack = make_stack(
+        tmp_path_factory.mktemp("r3-storage-out"),
+        database_url,
+        redis_url,
+        slow_sim,
+        IIR_GATEWAY_WORKERS="1",
+        IIR_QUOTA_FILES_PER_KEY="3",
+        IIR_QUOTA_FILE_BYTES_PER_KEY=str(2 * MB),
+        IIR_QUOTA_JOB_BYTES_PER_KEY=str(50 * 1024),
+        IIR_STORAGE_MAX_BYTES=str(50 * MB),
+        IIR_BATCH_CONCURRENCY="4",
+        IIR_JOB_WORKERS="2",
+    )
+    yield stack
+    stack.stop()
+
+
+def _usage(stack: Stack, kind: str, scope: str) -> tuple[int, int]:
+    prefix = stack.env["IIR_REDIS_PREFIX"]
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        base = f"{prefix}quota:{'bytes' if scope == 'global' else kind}:{scope}"
+        return int(client.zcard(base)), int(client.hget(f"{base}:bytes", "=") or 0)
+    finally:
+        client.close()
+
+
+def _made_key(stack: Stack, **settings: object) -> dict:
+    body = {"name": f"r3-storage-{uuid.uuid4().hex[:6]}", **settings}
+    made = httpx.post(f"{stack.gateway_url}/api/v1/apikeys", json=body, headers=_auth(MASTER_KEY), timeout=10)
+    assert made.status_code == 201, made.text
+    return dict(made.json())
+
+
+def test_batch_output_counts_in_every_quota_and_a_full_key_cannot_start_one(output_stack: Stack) -> None:
+    """A key at 3/3 files started a batch whose output then took it (and the global budget) past its quota;
+    the lines' results stayed in Redis, counted nowhere."""
+    url = output_stack.gateway_url
+    team = httpx.post(
+        f"{url}/api/v1/teams", json={"name": f"t-{uuid.uuid4().hex[:8]}"}, headers=_auth(MASTER_KEY), timeout=10
+    ).json()
+    made = _made_key(output_stack, team_id=team["id"])
+    key, key_id = made["key"], made["id"]
+    lines = b"".join(
+        _line(i).replace(b'"messages"', b'"max_tokens":300,"ignore_eos":true,"messages"') for i in range(30)
+    )
+    files = [_upload(output_stack, key, lines if i == 0 else _line(0)).json()["id"] for i in range(3)]
+    batch = {"input_file_id": files[0], "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    full = httpx.post(f"{url}/v1/batches", json=batch, headers=_auth(key))
+    assert full.status_code == 429 and full.json()["error"]["code"] == "insufficient_quota", full.text
+    assert "3 of 3 files" in full.json()["error"]["message"]
+
+    httpx.delete(f"{url}/v1/files/{files[2]}", headers=_auth(key))
+    global_before = _usage(output_stack, "files", "global")[1]
+    started = httpx.post(f"{url}/v1/batches", json=batch, headers=_auth(key))
+    assert started.status_code == 200, started.text
+    batch_id = started.json()["id"]
+
+    def ended() -> dict | None:
+        got = httpx.get(f"{url}/v1/batches/{batch_id}", headers=_auth(key)).json()
+        return got if got["status"] in ("completed", "failed", "expired", "cancelled") else None
+
+    done = wait_for(ended, timeout=60, interval=0.2, what="the batch to end")
+    assert done["status"] == "completed" and done["request_counts"]["completed"] == 30, done
+    output = httpx.get(f"{url}/v1/files/{done['output_file_id']}/content", headers=_auth(key)).content
+    assert [orjson.loads(line)["custom_id"] for line in output.splitlines()] == [f"r{i}" for i in range(30)]
+    size = len(output)
+    held = [httpx.get(f"{url}/v1/files/{f}", headers=_auth(key)).json()["bytes"] for f in files[:2]]
+    # The output counts in the key's, the team's and the global storage.
+    assert _usage(output_stack, "files", f"key:{key_id}") == (3, sum(held) + size)
+    assert _usage(output_stack, "files", f"team:{team['id']}") == (3, sum(held) + size)
+    assert _usage(output_stack, "files", "global")[1] >= global_before + size
+    # The lines' results are gone from Redis once the output holds them, and no longer counted.
+    client = redis.Redis.from_url(output_stack.redis_url)
+    prefix = output_stack.env["IIR_REDIS_PREFIX"]
+    assert not client.exists(f"{prefix}batches:{batch_id}:results")
+    client.close()
+    assert _usage(output_stack, "batches", f"key:{key_id}") == (0, 0)
+    # Full again (3/3): no new batch.
+    again = httpx.post(f"{url}/v1/batches", json=batch, headers=_auth(key))
+    assert again.status_code == 429 and again.json()["error"]["code"] == "insufficient_quota"
+
+
+def test_job_results_count_in_the_jobs_quota(output_stack: Stack) -> None:
+    """Jobs of 6,000 tokens were charged their requests' bytes only: a key with 100 KB kept 400 KB. Here a
+    key may keep 50 KiB of jobs; each result is about 30 KB."""
+    made = _made_key(output_stack)
+    key, url = made["key"], output_stack.gateway_url
+    job = {
+        "model": f"local/{SERVED}",
+        "messages": [{"role": "user", "content": "tell"}],
+        "max_tokens": 6000,
+        "ignore_eos": True,
+    }
+    for _ in range(2):
+        queued = httpx.post(f"{url}/v1/async/chat/completions", json=job, headers=_auth(key), timeout=10)
+        assert queued.status_code == 202, queued.text
+        job_id = queued.json().get("id") or queued.json()["job_id"]
+
+        def finished(job_id: str = job_id) -> dict | None:
+            got = httpx.get(f"{url}/v1/async/chat/completions/{job_id}", headers=_auth(key), timeout=10).json()
+            return got if got.get("status") in ("completed", "failed", "cancelled") else None
+
+        assert wait_for(finished, timeout=60, interval=0.2, what="the job")["status"] == "completed"
+    count, used = _usage(output_stack, "jobs", f"key:{made['id']}")
+    assert count == 2 and used > 50 * 1024, (count, used)  # the results count: the key is over
+    refused = httpx.post(f"{url}/v1/async/chat/completions", json=job, headers=_auth(key), timeout=10)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota", refused.text

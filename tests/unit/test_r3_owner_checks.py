@@ -117,18 +117,43 @@ class FakeBatches:
     async def update(self, batch_id: str, **fields: Any) -> dict[str, Any]:
         return await self.change(batch_id, lambda _: fields)
 
-    async def results_by_index(self, batch_id: str) -> dict[int, dict[str, Any]]:
-        return dict(self.results)
+    async def result_indexes(self, batch_id: str) -> set[int]:
+        return set(self.results)
 
-    async def add_result(self, batch_id: str, index: int, line: dict[str, Any], ok: bool) -> bool:
+    async def results_in_order(self, batch_id: str, lines: int) -> Any:
+        for index in sorted(self.results):
+            yield index, orjson.dumps(self.results[index])
+
+    async def add_result(self, batch_id: str, index: int, line: dict[str, Any], ok: bool) -> int:
         self.results.setdefault(index, line)
-        return True
+        return sum(len(orjson.dumps(r)) for r in self.results.values())
+
+    async def drop_results(self, batch_id: str) -> None:
+        self.results.clear()
 
     async def done(self, batch_id: str) -> None:
         return None
 
 
+class FakeOutput:
+    def __init__(self, files: FakeFiles) -> None:
+        self.files, self.size, self.data = files, 0, bytearray()
+
+    async def write(self, data: bytes) -> None:
+        self.data += data
+        self.size += len(data)
+
+    async def commit(self, name: str, purpose: str) -> dict[str, Any]:
+        self.files.made.append(bytes(self.data))
+        return {"id": f"file-{len(self.files.made)}"}
+
+    async def abort(self) -> None:
+        return None
+
+
 class FakeFiles:
+    quota = None
+
     def __init__(self, content: bytes) -> None:
         self.body = content
         self.made: list[bytes] = []
@@ -136,9 +161,8 @@ class FakeFiles:
     async def content(self, file_id: str, principal: Principal) -> bytes:
         return self.body
 
-    async def create(self, owner: str, name: str, purpose: str, content: bytes) -> dict[str, Any]:
-        self.made.append(content)
-        return {"id": f"file-{len(self.made)}"}
+    def output(self, principal: Principal) -> FakeOutput:
+        return FakeOutput(self)
 
 
 class ScriptedOwners:

@@ -62,6 +62,7 @@ async def upload_file(request: Request) -> Response:
             lines.write,
             gw.settings.batch_max_file_bytes,
             gw.settings.batch_max_lines,
+            gw.settings.max_body_bytes,  # a line is a request body
         )
         await lines.close()
         if not received.has_file:
@@ -134,6 +135,9 @@ async def _reserve_batch(gw: Runtime, principal: Principal, batch_id: str) -> No
         record = await gw.batches.record(held)
         if record is None or record["batch"]["status"] in FINAL:
             await quota.release("batches", scopes, held)
+    # Its output and error files are written whatever the file quota (their tokens are paid): a batch may
+    # not start while the quota is full, so a key holds at most its quota plus its unfinished batches' output.
+    await quota.check("files", scopes)
     await quota.reserve("batches", scopes, batch_id, 0, max(WINDOW_S.values()) + 3600)
 
 

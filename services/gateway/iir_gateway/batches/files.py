@@ -61,14 +61,11 @@ class FileStore:
             pipe.expire(self._owned(owner), self.ttl_s)
             await pipe.execute()
 
-    async def create(self, owner: str, filename: str, purpose: str, content: bytes) -> dict[str, Any]:
-        """A file IIR writes itself (a batch's output): counted in the owner's quota, never refused."""
-        meta = self._meta(f"file-{uuid.uuid4().hex}", filename, purpose, len(content))
-        scopes = [f"key:{owner}", "global"]
-        if self.quota is not None:
-            await self.quota.reserve("files", scopes, meta["id"], len(content), self.ttl_s, enforce=False)
-        await self._publish(owner, scopes, meta, content)
-        return meta
+    def output(self, principal: Principal) -> FileUpload:
+        """A file IIR writes itself for `principal` (a batch's output or errors), written in pieces like an
+        upload: counted in the quotas of its key, team and the global budget when committed, never
+        refused (its tokens were paid for; a batch cannot start while the key's file quota is full)."""
+        return FileUpload(self, principal.key_id, scopes_of(principal), f"file-{uuid.uuid4().hex}", enforce=False)
 
     async def begin(self, principal: Principal, declared_bytes: int) -> FileUpload:
         """Starts an upload of at most `declared_bytes`, reserved in the quotas now (a 429 when they
@@ -122,8 +119,9 @@ class FileStore:
 class FileUpload:
     """An upload being written: its content goes to Redis in pieces as it arrives."""
 
-    def __init__(self, store: FileStore, owner: str, scopes: list[str], file_id: str) -> None:
+    def __init__(self, store: FileStore, owner: str, scopes: list[str], file_id: str, enforce: bool = True) -> None:
         self.store, self.owner, self.scopes, self.id = store, owner, scopes, file_id
+        self.enforce = enforce  # False: counted in the quotas, never refused
         self.size = 0
         self._pending: list[bytes] = []
         self._pending_bytes = 0
@@ -151,7 +149,9 @@ class FileUpload:
         await self._flush()
         meta = self.store._meta(self.id, filename, purpose, self.size)
         if self.store.quota is not None:
-            await self.store.quota.reserve("files", self.scopes, self.id, self.size, self.store.ttl_s)
+            await self.store.quota.reserve(
+                "files", self.scopes, self.id, self.size, self.store.ttl_s, enforce=self.enforce
+            )
         await self.store._publish(self.owner, self.scopes, meta, b"" if self.size == 0 else None)
         return meta
 

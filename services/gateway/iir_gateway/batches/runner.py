@@ -23,9 +23,10 @@ import orjson
 
 from iir_gateway.answer import Answer
 from iir_gateway.batches.files import FileStore
-from iir_gateway.batches.store import FINAL, BatchStore
+from iir_gateway.batches.store import FINAL, WINDOW_S, BatchStore
 from iir_gateway.errors import APIError
 from iir_gateway.keys.owners import OwnerLookup, OwnerRefused
+from iir_gateway.limits.storage_quota import scopes_of
 from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.principal import Principal
@@ -140,11 +141,11 @@ class BatchRunner:
         if record is None:
             await self.batches.done(batch_id)
             return
-        batch, owner = record["batch"], record["owner"]
-        if batch["status"] in FINAL:
+        batch, made_by = record["batch"], Principal.from_dict(record["principal"])
+        if batch["status"] in FINAL:  # finished by a process that died before the end of `_finish`
+            await self._drop_results(batch_id, made_by)
             await self.batches.done(batch_id)
             return
-        made_by = Principal.from_dict(record["principal"])
         content = await self.files.content(batch["input_file_id"], made_by)
         if content is None:
             await self._fail(batch_id, "input_file_missing", "The input file no longer exists.")
@@ -161,9 +162,9 @@ class BatchRunner:
                 await self.batches.change(batch_id, lambda b: started if b["status"] == "validating" else None) or batch
             )
         if batch["status"] == "cancelling":  # cancelled before it ran
-            await self._finish(batch_id, owner, lines, "cancelled")
+            await self._finish(batch_id, made_by, lines, "cancelled")
             return
-        done = await self.batches.results_by_index(batch_id)
+        done = await self.batches.result_indexes(batch_id)
         queue = [i for i in range(len(lines)) if i not in done]
         stopping = asyncio.Event()
         refused: list[OwnerRefused] = []
@@ -185,7 +186,8 @@ class BatchRunner:
                     pause = min(pause * 2, AUTH_WAIT_S[1])
                 else:
                     pause = AUTH_WAIT_S[0]
-                    await self.batches.add_result(batch_id, index, result, _succeeded(result))
+                    held = await self.batches.add_result(batch_id, index, result, _succeeded(result))
+                    await self._count_results(batch_id, made_by, held)
                 current = await self.batches.record(batch_id)
                 now = time.time()
                 if current is None or current["batch"]["status"] == "cancelling" or now > batch["expires_at"]:
@@ -193,18 +195,18 @@ class BatchRunner:
 
         await asyncio.gather(*(work() for _ in range(self.concurrency)))
         if refused:
-            left = len(lines) - len(await self.batches.results_by_index(batch_id))
+            left = len(lines) - len(await self.batches.result_indexes(batch_id))
             message = f"The batch was stopped: {refused[0].why}; {left} of {len(lines)} requests were not sent."
             error = {"code": refused[0].code, "message": message, "param": None, "line": None}
             log.warning("batch stopped: its key was refused", extra={"batch_id": batch_id, "reason": refused[0].reason})
-            await self._finish(batch_id, owner, lines, "failed", errors={"object": "list", "data": [error]})
+            await self._finish(batch_id, made_by, lines, "failed", errors={"object": "list", "data": [error]})
             return
         current = await self.batches.record(batch_id)
         status = current["batch"]["status"] if current else "cancelled"
         final = (
             "cancelled" if status == "cancelling" else "expired" if time.time() > batch["expires_at"] else "completed"
         )
-        await self._finish(batch_id, owner, lines, final)
+        await self._finish(batch_id, made_by, lines, final)
 
     async def _line(
         self,
@@ -263,34 +265,54 @@ class BatchRunner:
                 return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}
         raise AssertionError("unreachable")
 
+    async def _count_results(self, batch_id: str, made_by: Principal, held: int) -> None:
+        """Counts the results kept so far (`held` bytes) with the batch, in its key's, team's and the global
+        storage (never refused: the tokens are paid)."""
+        quota = self.files.quota
+        if quota is not None and held >= 0:
+            ttl = max(WINDOW_S.values()) + 3600
+            await quota.reserve("batches", scopes_of(made_by), batch_id, held, ttl, enforce=False)
+
+    async def _drop_results(self, batch_id: str, made_by: Principal) -> None:
+        """The lines' results are in the output and error files: deleted, and no longer counted (the batch
+        has ended, so it is no longer one of the key's unfinished batches either)."""
+        await self.batches.drop_results(batch_id)
+        if self.files.quota is not None:
+            await self.files.quota.release("batches", scopes_of(made_by), batch_id)
+
     async def _finish(
-        self, batch_id: str, owner: str, lines: list[Any], status: str, errors: dict[str, Any] | None = None
+        self, batch_id: str, made_by: Principal, lines: list[Any], status: str, errors: dict[str, Any] | None = None
     ) -> None:
+        """Writes the output and error files from the lines' results, in the input's order, in pieces (one
+        result in memory at a time, and what the file store buffers), then ends the batch."""
         await self.batches.update(batch_id, status="finalizing", finalizing_at=int(time.time()))
-        results = await self.batches.results_by_index(batch_id)
-        ok, failed = bytearray(), bytearray()
-        for index in range(len(lines)):
-            line = results.get(index)
-            if line is None:
-                continue  # cancelled or expired before it ran
-            (ok if _succeeded(line) else failed).extend(orjson.dumps(line) + b"\n")
-        completed = sum(1 for r in results.values() if _succeeded(r))
-        fields: dict[str, Any] = {
-            "status": status,
-            f"{status}_at": int(time.time()),
-            "request_counts": {"total": len(lines), "completed": completed, "failed": len(results) - completed},
-        }
-        if errors is not None:
-            fields["errors"] = errors
-        if ok:
-            fields["output_file_id"] = (
-                await self.files.create(owner, f"{batch_id}_output.jsonl", "batch_output", bytes(ok))
-            )["id"]
-        if failed:
-            fields["error_file_id"] = (
-                await self.files.create(owner, f"{batch_id}_error.jsonl", "batch_output", bytes(failed))
-            )["id"]
+        ok, failed = self.files.output(made_by), self.files.output(made_by)
+        unwritten = [ok, failed]
+        counted = completed = 0
+        try:
+            async for _, raw in self.batches.results_in_order(batch_id, len(lines)):
+                succeeded = _succeeded(orjson.loads(raw))
+                counted += 1
+                completed += succeeded
+                await (ok if succeeded else failed).write(raw + b"\n")
+            fields: dict[str, Any] = {
+                "status": status,
+                f"{status}_at": int(time.time()),
+                "request_counts": {"total": len(lines), "completed": completed, "failed": counted - completed},
+            }
+            if errors is not None:
+                fields["errors"] = errors
+            for file, field, name in ((ok, "output_file_id", "output"), (failed, "error_file_id", "error")):
+                if file.size:
+                    fields[field] = (await file.commit(f"{batch_id}_{name}.jsonl", "batch_output"))["id"]
+                unwritten.remove(file)
+        except BaseException:
+            for file in unwritten:  # a takeover writes them again
+                with contextlib.suppress(Exception):
+                    await file.abort()
+            raise
         await self.batches.update(batch_id, **fields)
+        await self._drop_results(batch_id, made_by)
         await self.batches.done(batch_id)
         log.info("batch finished", extra={"batch_id": batch_id, "status": status, "lines": len(lines)})
 

@@ -1,12 +1,21 @@
 """An upload's bytes scrubbed line by line on their way to the file store: what a batch file keeps for
 its 30 days is what would be sent (each line redacted as the request it holds, or the upload refused
-in block mode), as the key's scrubbing mode says. Only the unfinished last line is held."""
+in block mode), as the key's scrubbing mode says. Only the unfinished last line is held: at most the
+upload's line cap (`receive_upload` refuses a longer line before it gets here)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from iir_gateway.scrubbing.policy import Scrubbing
+
+# Lines of more bytes than this are scrubbed in a thread, one such piece at a time in the process: parsing
+# and walking a 4 MB line of tiny JSON values takes about a second (the loop keeps answering meanwhile)
+# and a hundred MB or more (not several at once).
+_THREAD_BYTES = 1 << 20
+_BIG = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrub-upload")
 
 
 class ScrubbedLines:
@@ -35,7 +44,11 @@ class ScrubbedLines:
             await self._pass(whole)
 
     async def _pass(self, lines: bytes) -> None:
-        scrubbed, found = self.scrubbing.jsonl(lines, self.mode, self._line)
+        if len(lines) <= _THREAD_BYTES:
+            scrubbed, found = self.scrubbing.jsonl(lines, self.mode, self._line)
+        else:
+            loop = asyncio.get_running_loop()
+            scrubbed, found = await loop.run_in_executor(_BIG, self.scrubbing.jsonl, lines, self.mode, self._line)
         self.found |= found
         self._line += lines.count(b"\n")
         await self.sink(scrubbed)

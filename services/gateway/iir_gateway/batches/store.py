@@ -1,11 +1,12 @@
 """Batches (`/v1/batches`) in Redis: the batch object as OpenAI writes it, its owner, the result of each
-line by its position (set once: a line run twice after a crash is still written once), and a lease
-that one gateway process holds while it runs the batch."""
+line by its position (set once: a line run twice after a crash is still written once; deleted once the
+output and error files hold them), and a lease that one gateway process holds while it runs the batch."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -43,9 +44,23 @@ def batch_object(batch_id: str, endpoint: str, input_file_id: str, window: str, 
     }
 
 
+_READ_LINES = 100  # results read from Redis at once when the output is written
+# Sets a line's result once; counts it and its bytes. ARGV: index, result, counter, ttl. Answers the bytes of
+# all the results, or -1 when the line had one.
+_ADD = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return -1 end
+redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+local total = redis.call('HINCRBY', KEYS[2], 'bytes', #ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return total
+"""
+
+
 class BatchStore:
     def __init__(self, redis: aioredis.Redis, prefix: str, ttl_s: int) -> None:
         self.redis, self.prefix, self.ttl_s = redis, prefix, ttl_s
+        self._add = redis.register_script(_ADD)
 
     def key(self, batch_id: str) -> str:
         return f"{self.prefix}batches:{batch_id}"
@@ -80,7 +95,7 @@ class BatchStore:
         batch: dict[str, Any] = record["batch"]
         if batch["status"] in ("in_progress", "cancelling", "finalizing"):  # the counts so far
             counts: Any = await self.redis.hgetall(self.counts(batch_id))
-            batch["request_counts"] |= {k.decode(): int(v) for k, v in counts.items()}
+            batch["request_counts"] |= {k.decode(): int(v) for k, v in counts.items() if k != b"bytes"}
         return batch
 
     async def list(self, principal: Principal, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
@@ -132,21 +147,36 @@ class BatchStore:
 
         return await self.change(batch_id, cancelling)
 
-    async def add_result(self, batch_id: str, index: int, line: dict[str, Any], ok: bool) -> bool:
-        """The result of line `index`, counted as completed or failed; False when it has one already."""
-        added = await self.redis.hsetnx(self.results(batch_id), str(index), orjson.dumps(line))
-        if added:
-            await self.redis.hincrby(self.counts(batch_id), "completed" if ok else "failed", 1)
-        await self.redis.expire(self.results(batch_id), self.ttl_s)
-        await self.redis.expire(self.counts(batch_id), self.ttl_s)
-        return bool(added)
+    async def add_result(self, batch_id: str, index: int, line: dict[str, Any], ok: bool) -> int:
+        """The result of line `index`, counted as completed or failed: the bytes of all the batch's results
+        now, or -1 when the line had one already."""
+        raw = orjson.dumps(line)
+        added: Any = await self._add(
+            keys=[self.results(batch_id), self.counts(batch_id)],
+            args=[str(index), raw, "completed" if ok else "failed", self.ttl_s],
+        )
+        return int(added)
 
     def counts(self, batch_id: str) -> str:
         return f"{self.prefix}batches:{batch_id}:counts"
 
-    async def results_by_index(self, batch_id: str) -> dict[int, dict[str, Any]]:
-        raw: Any = await self.redis.hgetall(self.results(batch_id))
-        return {int(k): orjson.loads(v) for k, v in raw.items()}
+    async def result_indexes(self, batch_id: str) -> set[int]:
+        """The lines that have a result."""
+        raw: Any = await self.redis.hkeys(self.results(batch_id))
+        return {int(k) for k in raw}
+
+    async def results_in_order(self, batch_id: str, lines: int) -> AsyncIterator[tuple[int, bytes]]:
+        """(index, result as stored) of each line with one, in the input's order, read a few at a time."""
+        for start in range(0, lines, _READ_LINES):
+            fields = [str(i) for i in range(start, min(start + _READ_LINES, lines))]
+            got: Any = await self.redis.hmget(self.results(batch_id), fields)
+            for field, raw in zip(fields, got, strict=True):
+                if raw is not None:
+                    yield int(field), bytes(raw)
+
+    async def drop_results(self, batch_id: str) -> None:
+        """Deletes the lines' results (once they are in the output and error files) and their counts."""
+        await self.redis.delete(self.results(batch_id), self.counts(batch_id))
 
     async def lease(self, batch_id: str, holder: str, ttl_s: float) -> bool:
         """Takes or renews the batch's lease for `holder`."""

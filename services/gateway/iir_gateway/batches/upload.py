@@ -31,15 +31,36 @@ class UploadRefused(Exception):
 
 class LineCounter:
     """Counts the lines of a stream fed in arbitrary pieces that are not blank: as many as
-    `sum(1 for line in data.splitlines() if line.strip())` would."""
+    `sum(1 for line in data.splitlines() if line.strip())` would; and notes the first line over `max_line_bytes`."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_line_bytes: int = 0) -> None:
         self.lines = 0
         self.breaks = 0  # line breaks, blank lines' included
+        self.newlines = 0  # "\n" only: a line's number in messages is this + 1
+        self.max_line_bytes = max_line_bytes  # 0: any length
+        self.too_long = 0  # the number of the first line over `max_line_bytes` (its first bytes may do)
         self._open = False  # the unfinished last line has a non-blank byte (already counted)
+        self._open_bytes = 0  # bytes of the unfinished last line
+
+    def _measure(self, chunk: bytes) -> None:
+        cap = self.max_line_bytes
+        if self.too_long or not cap or self._open_bytes + len(chunk) <= cap:
+            return  # no line of it can be over: a chunk is usually far smaller than the cap
+        offset = self._open_bytes  # the first piece continues the unfinished line
+        for number, line in enumerate(chunk.split(b"\n"), self.newlines + 1):
+            for piece in line.split(b"\r"):  # "\r" ends a line too (the runner's splitlines)
+                if offset + len(piece) > cap:
+                    self.too_long = number
+                    return
+                offset = 0
 
     def feed(self, chunk: bytes) -> None:
-        self.breaks += chunk.count(b"\n") + chunk.count(b"\r")
+        self._measure(chunk)
+        last = max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
+        self._open_bytes = len(chunk) - last - 1 if last >= 0 else self._open_bytes + len(chunk)
+        newlines = chunk.count(b"\n")
+        self.newlines += newlines
+        self.breaks += newlines + chunk.count(b"\r")
         text = chunk.translate(_CR_AS_LF, _SPACES)
         if not text:
             return
@@ -75,9 +96,11 @@ async def receive_upload(
     sink: Callable[[bytes], Awaitable[None]],
     max_bytes: int,
     max_lines: int,
+    max_line_bytes: int,
 ) -> Received:
     """Parses multipart `body`, giving the `file` part's bytes to `sink` as they arrive; raises
-    UploadRefused when the form is malformed, the file is over `max_bytes` or `max_lines`."""
+    UploadRefused when the form is malformed, the file is over `max_bytes` or `max_lines`, or a line is
+    over `max_line_bytes` (refused as soon as the unfinished line passes it: the sink never holds more)."""
     kind, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if kind != b"multipart/form-data" or not boundary:
@@ -154,7 +177,7 @@ async def receive_upload(
             "on_end": on_end,
         },
     )
-    counter = LineCounter()
+    counter = LineCounter(max_line_bytes)
     size = 0
     async for chunk in body:
         try:
@@ -166,6 +189,12 @@ async def receive_upload(
             if size > max_bytes:
                 raise UploadRefused(413, f"A batch file may hold {max_bytes} bytes.", "file_too_large", "file")
             counter.feed(piece)
+            if counter.too_long:  # a line is a request body: no larger than one sent directly
+                raise bad(
+                    f"Line {counter.too_long} of the file is longer than {max_line_bytes} bytes, "
+                    "the largest request body.",
+                    "file",
+                )
             if counter.lines > max_lines:
                 raise bad(f"A batch file may hold {max_lines} requests; this one has more.", "file")
             if counter.breaks > 4 * max_lines + 4:  # blank lines cost the runner too (it splits the file)

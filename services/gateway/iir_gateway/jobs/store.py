@@ -209,7 +209,8 @@ class JobStore:
             await self.redis.expire(self.events(job_id), self.result_ttl_s)
 
     async def finish(self, job: Job, status: str, **fields: Any) -> bool:
-        """Makes the job final with `status` unless it already is; False when it was."""
+        """Makes the job final with `status` unless it already is; False when it was. The job is counted in
+        its key's storage at its size with its result (later submissions are refused while it is over)."""
         mapping = {
             "status": status,
             "finished_at": time.time(),
@@ -218,9 +219,13 @@ class JobStore:
         args: list[Any] = [self.result_ttl_s]
         for name, value in mapping.items():
             args += [name, value]
-        return bool(
-            await self.redis.eval(_FINISH, 3, self.key(job.id), self.events(job.id), self.queued(job.owner), *args)
-        )
+        if not await self.redis.eval(_FINISH, 3, self.key(job.id), self.events(job.id), self.queued(job.owner), *args):
+            return False
+        if self.quota is not None:  # its result counts too: kept, never refused (it is paid for)
+            size = len(orjson.dumps(job.request)) + sum(len(v) for v in mapping.values() if isinstance(v, bytes))
+            ttl = self.result_ttl_s + 60
+            await self.quota.reserve("jobs", scopes_of(job.caller()), job.id, size, ttl, enforce=False)
+        return True
 
     async def add_event(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
         await self.redis.xadd(self.events(job_id), {"kind": kind, "data": orjson.dumps(data)}, maxlen=100_000)

@@ -4,12 +4,13 @@ Each requests-per-minute and tokens-per-minute limit is a token bucket holding u
 refilled at `limit` per minute. Budgets (the key's tokens; money for the key, its user and its team) are
 counters per window (`iir_common.budget_window`). Admission is one Lua call that checks every bucket,
 budget and the key's parallel-requests set, and takes a request, the estimated tokens and the worst-case
-cost from all of them only if all allow it. A budget admits a request only when its worst case (the prompt
-and every completion token it may generate) fits in what is left; a request without `max_tokens` is
-granted as many completion tokens as every budget can pay (the caller caps `max_tokens` at that). So
-concurrent requests on any number of gateway replicas never overshoot a budget by more than the error of
-one request's prompt estimate. When the answer ends, `settle` (once per request) gives back the unused
-reservation or takes the excess, and frees the request's parallel slot.
+cost from all of them only if all allow it. A budget admits a request only when its worst case (the
+prompt's bound for text, its UTF-8 bytes, and every completion token of every answer it may generate)
+fits in what is left; a request without `max_tokens` is granted as many completion tokens as every budget
+can pay (the caller caps `max_tokens` at that). So concurrent requests on any number of gateway replicas
+never spend past a budget on text (images and audio count at their estimate). When the answer ends,
+`settle` (once per request) gives back the unused reservation or takes the excess, and frees the
+request's parallel slot.
 
 A budget counter Redis does not have (a new window, or Redis lost its data) is seeded once from the spend
 log (`SpendHistory`) before the request is admitted. Parallel slots are leases renewed by their gateway

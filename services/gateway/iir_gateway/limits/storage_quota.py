@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KINDS = ("files", "responses", "batches", "jobs")
-# Kinds whose bytes count against the global storage budget.
-_GLOBAL_BYTES = ("files", "responses", "jobs")
+# Kinds whose bytes count against the global storage budget (a batch's bytes: its lines' results, kept
+# until its output and error files are written; never refused).
+_GLOBAL_BYTES = ("files", "responses", "jobs", "batches")
 DEFAULT_GLOBAL_BYTES = 1 << 30
 
 # Drops up to 1000 expired items of a scope (more go on the next call).
@@ -214,7 +215,7 @@ class StorageQuota:
         if scope == "global":
             log.warning("global storage budget full", extra={"kind": kind, "bytes": used, "limit": max_bytes})
             message = (
-                f"The gateway's storage for files, stored responses and jobs is full ({used} of {max_bytes} "
+                f"The gateway's storage for files, stored responses, jobs and batches is full ({used} of {max_bytes} "
                 "bytes, all keys together). Try again later or delete what you keep."
             )
         else:

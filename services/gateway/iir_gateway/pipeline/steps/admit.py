@@ -1,10 +1,13 @@
 """Step 6: the limits and budgets of the key, its user and its team. The token estimate (prompt plus
-`max_tokens`, times `n`) is reserved from the token buckets, and the request's worst-case cost from the
-budgets, before the request goes on, with one of the key's parallel slots: a request whose `max_tokens`
-the budgets cannot pay is refused, and one without `max_tokens` from a key with a budget gets the
-completion tokens the budgets can pay (at most `budget_max_tokens`) as its `max_tokens` upstream, named in
-`x-iir-max-tokens`. When it is over, the reservation is settled once with what was really used (nothing,
-when the request failed) and the slot freed."""
+`max_tokens`, times the answers: `n` for each prompt) is reserved from the token buckets, and the
+request's worst case (the prompt's bound for text, `token_estimate.prompt_bound`, and every completion
+token) from the budgets, before the request goes on, with one of the key's parallel slots: a request whose
+`max_tokens` the budgets cannot pay is refused, and one without `max_tokens` from a key with a budget gets
+the completion tokens the budgets can pay (at most `budget_max_tokens`) as its `max_tokens` (and any other
+completion limit it carries) upstream, named in `x-iir-max-tokens`. Counts sent as `8.0` or `"8"` are
+forwarded as the integers the schema read, so every upstream generates what was reserved. When it is
+over, the reservation is settled once with what was really used (nothing, when the request failed) and
+the slot freed."""
 
 from __future__ import annotations
 
@@ -13,13 +16,45 @@ from typing import Any, Protocol
 
 from iir_gateway.answer import Answer
 from iir_gateway.limits.rate_limiter import Admission, BudgetAsk
-from iir_gateway.limits.token_estimate import TokenEstimate, asked_max_tokens, choices, estimate_tokens, generates
+from iir_gateway.limits.token_estimate import (
+    asked_max_tokens,
+    choices,
+    estimate_tokens,
+    generates,
+    prompt_bound,
+)
 from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.pipeline.cost import Prices, request_cost
 from iir_gateway.pipeline.step import Step
 from iir_gateway.principal import Principal
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+COUNTS = ("n", "max_tokens", "max_completion_tokens")
+COMPLETION_LIMITS = ("max_tokens", "max_completion_tokens")  # what an upstream may read as the answer's limit
+
+
+def normalise_counts(ctx: RequestContext) -> None:
+    """Counts the schema accepted in another form (`8.0`, `"8"`, `true`) as the integers it read: the
+    limits reserve for those, and an upstream must not read them otherwise."""
+    fixed = {}
+    for name in COUNTS:
+        value = ctx.body.get(name)
+        if value is not None and type(value) is not int:
+            parsed = getattr(ctx.request, name, None)
+            if isinstance(parsed, int) and not isinstance(parsed, bool):
+                fixed[name] = parsed
+    if fixed:
+        ctx.body = {**ctx.body, **fixed}
+
+
+def cap_completion(ctx: RequestContext, tokens: int) -> None:
+    """Every completion limit the request carries (and `max_tokens`) set to `tokens`, in the body and in
+    the client's own format sent as it is (an Anthropic body's `max_tokens`)."""
+    ctx.body = {**ctx.body, **{name: tokens for name in COMPLETION_LIMITS if name in ctx.body}, "max_tokens": tokens}
+    if ctx.native is not None:
+        native = ctx.native.body
+        ctx.native.body = {**native, **{name: tokens for name in COMPLETION_LIMITS if name in native}}
 
 
 class Limiter(Protocol):
@@ -50,16 +85,17 @@ class Admit(Step):
         self.budget_max_tokens = budget_max_tokens
         self.spawn = spawn
 
-    def _ask(self, ctx: RequestContext, principal: Principal, estimate: TokenEstimate) -> BudgetAsk | None:
+    def _ask(self, ctx: RequestContext, principal: Principal) -> BudgetAsk | None:
         """The request's worst case for the budgets (None when the key has none)."""
         if not (principal.spends_money or principal.budget_tokens > 0):
             return None
         price = self.prices.price(ctx.model) if principal.spends_money else None
         asked = asked_max_tokens(ctx.body)
         completion = (asked or self.budget_max_tokens) if generates(ctx.body) else 0
+        prompt = prompt_bound(ctx.body)  # not the estimate: a prompt can have more tokens than it says
         return BudgetAsk(
-            estimate.prompt,
-            price.cost_nano(estimate.prompt, 0, 0) if price else 0,
+            prompt,
+            price.cost_nano(prompt, 0, 0) if price else 0,
             completion,
             price.output * 1000 if price else 0.0,  # USD per million tokens → nano-USD per token
             choices(ctx.body),
@@ -69,17 +105,18 @@ class Admit(Step):
     async def before(self, ctx: RequestContext) -> Answer | None:
         principal = ctx.principal
         assert principal is not None
+        normalise_counts(ctx)
         # Estimating costs a walk over the messages: only keys with token limits need it up front.
         if principal.limited:
             ctx.estimate = estimate_tokens(ctx.body, self.completion_reserve)
         estimate = ctx.estimate.total if ctx.estimate is not None else 0
-        ask = self._ask(ctx, principal, ctx.estimate) if ctx.estimate is not None else None
+        ask = self._ask(ctx, principal) if ctx.estimate is not None else None
         admission = await self.limiter.admit(principal, estimate, ctx.count_request, ask, hold=True)
         ctx.state[self.name] = admission
         ctx.response_headers.update(admission.headers)
         if ask is not None and ask.flexible and admission.granted is not None:
             # The budgets pay for this many completion tokens: the upstream may not generate more.
-            ctx.body = {**ctx.body, "max_tokens": admission.granted}
+            cap_completion(ctx, admission.granted)
             ctx.response_headers["x-iir-max-tokens"] = str(admission.granted)
         return None
 
