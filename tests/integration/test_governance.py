@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from iir_dev.stack import REPO, Stack
+from iir_gateway.limits.token_estimate import prompt_bound
 from tests.conftest import MASTER_KEY, SERVED, SERVED_PRICE
 from tests.waiting import wait_for
 
@@ -149,7 +150,10 @@ def test_a_money_budget_refuses_with_its_reset_time(stack: Stack) -> None:
     usage = chat(stack, key(stack)["key"]).json()["usage"]
     price = SERVED_PRICE
     one_request = (usage["prompt_tokens"] * price["inputPerMillion"] + 4 * price["outputPerMillion"]) / 1e6
-    k = key(stack, max_budget=one_request * 2.5, budget_duration="1d")["key"]
+    # What admission reserves: the prompt's bound for text (its bytes and the template's tokens) and max_tokens.
+    bound = prompt_bound({"messages": [{"role": "user", "content": "hi"}]})
+    reserved = (bound * price["inputPerMillion"] + 4 * price["outputPerMillion"]) / 1e6
+    k = key(stack, max_budget=reserved + one_request * 1.5, budget_duration="1d")["key"]
     statuses = [chat(stack, k).status_code for _ in range(5)]
     # Admitted while the budget has room (reservations not yet settled may make that one fewer).
     assert statuses[0] == 200 and statuses.count(200) in (2, 3) and statuses[-1] == 429, statuses

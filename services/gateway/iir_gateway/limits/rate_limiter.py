@@ -362,7 +362,7 @@ class RateLimiter:
             message = (
                 f"The budget of {_scope_text(g.scope)} has {amount(left)} left of {amount(g.limit)}; this request "
                 f"may use up to {amount(worst)} (its prompt and max_tokens {ask.completion}"
-                f"{f' × n={ask.choices}' if ask.choices > 1 else ''}). max_tokens that fits: {fits}."
+                f"{f' for each of {ask.choices} answers' if ask.choices > 1 else ''}). max_tokens that fits: {fits}."
             )
         raise APIError(
             429, f"{message}{until}", type="insufficient_quota", code="insufficient_quota", param=None, headers=extra
