@@ -11,31 +11,17 @@ them, a rare and harmless undercount of the cap, never a leak.
 
 from __future__ import annotations
 
-import fcntl
 import mmap
-import os
 import struct
 import zlib
 from collections import Counter
 from pathlib import Path
 
+from iir_gateway.workers import ROW_HEADER, TABLE_BASE, claim_row, rows_claimed
+
 SLOTS = 16384
-MAX_ROWS = 256
-_HEADER = struct.Struct("<q")  # the row's owner pid
 _COUNT = struct.Struct("<i")
-_ROW = _HEADER.size + SLOTS * _COUNT.size
-_TOP = struct.Struct("<i")  # at the file's start: how many rows were ever claimed
-_BASE = 8
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_ROW = ROW_HEADER.size + SLOTS * _COUNT.size
 
 
 class ConnectionCounts:
@@ -47,40 +33,13 @@ class ConnectionCounts:
         self._mm: mmap.mmap | None = None
         self._row = 0
         if path is not None:
-            self._map(path)
-
-    def _map(self, path: Path) -> None:
-        size = _BASE + MAX_ROWS * _ROW
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                if os.fstat(fd).st_size < size:
-                    os.ftruncate(fd, size)  # sparse: pages are only made as counters are used
-                mm = mmap.mmap(fd, size)
-                top = _TOP.unpack_from(mm, 0)[0]
-                row = next(
-                    (r for r in range(top) if not _alive(_HEADER.unpack_from(mm, _BASE + r * _ROW)[0])),
-                    top,
-                )
-                if row >= MAX_ROWS:
-                    raise RuntimeError(f"more than {MAX_ROWS} gateway workers share {path}")
-                start = _BASE + row * _ROW
-                mm[start : start + _ROW] = bytes(_ROW)
-                _HEADER.pack_into(mm, start, os.getpid())
-                if row == top:
-                    _TOP.pack_into(mm, 0, top + 1)
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-        self._mm, self._row = mm, row
+            self._mm, self._row = claim_row(path, _ROW)
 
     def _total(self, slot: int) -> int:
         mm = self._mm
         assert mm is not None
-        offset = _BASE + _HEADER.size + slot * _COUNT.size
-        return sum(_COUNT.unpack_from(mm, offset + r * _ROW)[0] for r in range(_TOP.unpack_from(mm, 0)[0]))
+        offset = TABLE_BASE + ROW_HEADER.size + slot * _COUNT.size
+        return sum(_COUNT.unpack_from(mm, offset + r * _ROW)[0] for r in range(rows_claimed(mm)))
 
     def _add(self, address: str, step: int) -> int:
         if self._mm is None:
@@ -91,7 +50,7 @@ class ConnectionCounts:
                 del self._local[address]
             return count
         slot = zlib.crc32(address.encode()) % SLOTS
-        mine = _BASE + self._row * _ROW + _HEADER.size + slot * _COUNT.size
+        mine = TABLE_BASE + self._row * _ROW + ROW_HEADER.size + slot * _COUNT.size
         _COUNT.pack_into(self._mm, mine, _COUNT.unpack_from(self._mm, mine)[0] + step)
         return self._total(slot)
 

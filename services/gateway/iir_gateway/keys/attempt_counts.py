@@ -11,31 +11,17 @@ CRCs collide share a count: a rare early lockout of a fallback, never a missed o
 
 from __future__ import annotations
 
-import fcntl
 import mmap
-import os
 import struct
 import time
 import zlib
 from pathlib import Path
 
+from iir_gateway.workers import ROW_HEADER, TABLE_BASE, claim_row, rows_claimed
+
 SLOTS = 4096
-MAX_ROWS = 256
-_HEADER = struct.Struct("<q")  # the row's owner pid
 _SLOT = struct.Struct("<qi")  # window number, attempts in it
-_ROW = _HEADER.size + SLOTS * _SLOT.size
-_TOP = struct.Struct("<i")  # at the file's start: how many rows were ever claimed
-_BASE = 8
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_ROW = ROW_HEADER.size + SLOTS * _SLOT.size
 
 
 class AttemptCounts:
@@ -48,31 +34,7 @@ class AttemptCounts:
         self._mm: mmap.mmap | None = None
         self._row = 0
         if path is not None:
-            self._map(path)
-
-    def _map(self, path: Path) -> None:
-        size = _BASE + MAX_ROWS * _ROW
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                if os.fstat(fd).st_size < size:
-                    os.ftruncate(fd, size)  # sparse: pages are only made as slots are used
-                mm = mmap.mmap(fd, size)
-                top = _TOP.unpack_from(mm, 0)[0]
-                row = next((r for r in range(top) if not _alive(_HEADER.unpack_from(mm, _BASE + r * _ROW)[0])), top)
-                if row >= MAX_ROWS:
-                    raise RuntimeError(f"more than {MAX_ROWS} gateway workers share {path}")
-                start = _BASE + row * _ROW
-                mm[start : start + _ROW] = bytes(_ROW)
-                _HEADER.pack_into(mm, start, os.getpid())
-                if row == top:
-                    _TOP.pack_into(mm, 0, top + 1)
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-        self._mm, self._row = mm, row
+            self._mm, self._row = claim_row(path, _ROW)
 
     def add(self, bucket: str, step: int = 1) -> int:
         window = int(time.time() // self._window)
@@ -85,12 +47,12 @@ class AttemptCounts:
             self._local[bucket] = (window, count)
             return count
         slot = zlib.crc32(bucket.encode()) % SLOTS
-        offset = _BASE + _HEADER.size + slot * _SLOT.size
+        offset = TABLE_BASE + ROW_HEADER.size + slot * _SLOT.size
         mine = offset + self._row * _ROW
         seen, count = _SLOT.unpack_from(mm, mine)
         _SLOT.pack_into(mm, mine, window, max(0, (count if seen == window else 0) + step))
         total = 0
-        for r in range(_TOP.unpack_from(mm, 0)[0]):
+        for r in range(rows_claimed(mm)):
             seen, count = _SLOT.unpack_from(mm, offset + r * _ROW)
             if seen == window:
                 total += count
