@@ -110,25 +110,12 @@ class AuthServicer(OrgRpcs, SpendRpcs, auth_pb2_grpc.AuthServiceServicer):
         rec = await self.store.find(key)
         if rec is None:
             return auth_pb2.ValidateKeyResponse(valid=False, reason="unknown")
-        if rec.revoked_at is not None:
-            return auth_pb2.ValidateKeyResponse(valid=False, reason="revoked")
-        if rec.blocked:
-            return auth_pb2.ValidateKeyResponse(valid=False, reason="blocked")
-        ends = [rec.expires_at]
-        if rec.key_hash != hash_key(key):  # the secret before a regeneration, in its grace period
-            ends.append(rec.previous_valid_until)
-        for end in ends:
-            if end is not None:
-                left = end.timestamp() - time.time()
-                if left <= 0:
-                    return auth_pb2.ValidateKeyResponse(valid=False, reason="expired")
-                ttl = max(0, min(ttl, int(left)))
-        info = key_info(rec)
-        if rec.user_id and (user := await self.orgs.user(rec.user_id)) is not None:
-            info.scopes.append(scope_of_user(user))
-        if rec.team_id and (team := await self.orgs.team(rec.team_id)) is not None:
-            info.scopes.append(scope_of_team(team))
-        return auth_pb2.ValidateKeyResponse(valid=True, key=info, cache_ttl_seconds=ttl)
+        # The secret before a regeneration is valid until its grace period ends.
+        grace = rec.previous_valid_until if rec.key_hash != hash_key(key) else None
+        reply = await self._state(rec, ttl, grace)
+        if not reply.valid:
+            reply.cache_ttl_seconds = 0
+        return reply
 
     async def KeyState(
         self, request: auth_pb2.KeyRef, context: grpc.aio.ServicerContext
@@ -137,14 +124,20 @@ class AuthServicer(OrgRpcs, SpendRpcs, auth_pb2_grpc.AuthServiceServicer):
         rec = await self.store.get(request.id)
         if rec is None:
             return auth_pb2.ValidateKeyResponse(valid=False, reason="unknown", cache_ttl_seconds=ttl)
+        return await self._state(rec, ttl, None)
+
+    async def _state(self, rec: KeyRecord, ttl: int, grace: datetime | None) -> auth_pb2.ValidateKeyResponse:
+        """A stored key as it is now: refused (revoked, blocked, expired) or valid with its user's and
+        team's limits, cached for at most `ttl` seconds and never past its expiry (or `grace`)."""
         for refused, reason in ((rec.revoked_at is not None, "revoked"), (rec.blocked, "blocked")):
             if refused:
                 return auth_pb2.ValidateKeyResponse(valid=False, reason=reason, cache_ttl_seconds=ttl)
-        if rec.expires_at is not None:
-            left = rec.expires_at.timestamp() - time.time()
-            if left <= 0:
-                return auth_pb2.ValidateKeyResponse(valid=False, reason="expired", cache_ttl_seconds=ttl)
-            ttl = max(0, min(ttl, int(left)))
+        for end in (rec.expires_at, grace):
+            if end is not None:
+                left = end.timestamp() - time.time()
+                if left <= 0:
+                    return auth_pb2.ValidateKeyResponse(valid=False, reason="expired", cache_ttl_seconds=ttl)
+                ttl = max(0, min(ttl, int(left)))
         info = key_info(rec)
         if rec.user_id and (user := await self.orgs.user(rec.user_id)) is not None:
             info.scopes.append(scope_of_user(user))
