@@ -9,7 +9,6 @@ import io
 import json
 import shutil
 import stat
-import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -19,13 +18,12 @@ import httpx
 import openai
 import pytest
 import redis
-import yaml
 
 from iir_dev import dev_key
-from iir_dev.stack import REPO, Stack
+from iir_dev.stack import Stack
 from tests.conftest import MASTER_KEY
 from tests.integration.test_batches import chat_line, finished, jsonl
-from tests.unit.test_deploy_chart import validate_all
+from tests.unit.test_deploy_chart import render_overlay
 from tests.waiting import unavailable, wait_for
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -179,16 +177,7 @@ def test_make_dev_reuses_one_admin_key(stack: Stack, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
 def test_no_fixed_secret_behind_an_ingress(overlay: str) -> None:
-    if not shutil.which("kubectl"):
-        unavailable("kubectl is not installed: kustomize overlays not rendered")
-    out = subprocess.run(
-        ["kubectl", "kustomize", str(REPO / "deploy" / "kustomize" / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    objs = [d for d in yaml.safe_load_all(out) if d]
-    validate_all(objs)
+    objs = render_overlay(overlay)
     kinds = {o["kind"] for o in objs}
     secrets = [o for o in objs if o["kind"] == "Secret" and (o.get("data") or o.get("stringData"))]
     if "Ingress" in kinds:  # reachable from the network: the operator brings every secret

@@ -164,8 +164,8 @@ def test_kustomize_base_is_rendered_from_the_chart(helm: str) -> None:
         assert (REPO / "deploy" / "kustomize" / path).read_text() == content, f"{path} is stale: run `make kustomize`"
 
 
-@pytest.mark.parametrize("overlay", ["dev", "prod"])
-def test_kustomize_overlays_render_valid_objects(overlay: str) -> None:
+def render_overlay(overlay: str) -> list[dict]:
+    """The objects `kubectl kustomize` renders for an overlay, each validated (skipped without kubectl)."""
     if not shutil.which("kubectl"):
         unavailable("kubectl is not installed: kustomize overlays not rendered")
     out = subprocess.run(
@@ -176,6 +176,12 @@ def test_kustomize_overlays_render_valid_objects(overlay: str) -> None:
     ).stdout
     objs = [d for d in yaml.safe_load_all(out) if d]
     validate_all(objs)
+    return objs
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_kustomize_overlays_render_valid_objects(overlay: str) -> None:
+    objs = render_overlay(overlay)
     kinds = {o["kind"] for o in objs}
     assert {"Deployment", "Service", "ClusterRole", "CustomResourceDefinition", "ConfigMap"} <= kinds
     if overlay == "dev":  # its fixed dev secrets are not exposed: no Ingress (tests/security/test_r3_edge.py)
