@@ -29,7 +29,7 @@ from iir_gateway.limits.token_estimate import prompt_bound
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.principal import Principal
 from iir_gateway.settings import GatewaySettings
-from tests.conftest import MASTER_KEY, SERVED, SERVED_PRICE, make_stack
+from tests.conftest import EMBEDDER, MASTER_KEY, SERVED, SERVED_PRICE, make_stack
 from tests.waiting import eventually, unavailable, wait_for
 
 CHAT = f"local/{SERVED}"
@@ -374,3 +374,20 @@ def test_concurrent_prompts_the_estimate_undercounts_stay_within_the_budget(pair
     spent = pair.spend(made["id"])["cost"]
     print(f"budget ${budget}: {codes.count(200)} of 40 admitted, spent ${spent:.4f}")
     assert spent <= budget, spent  # before: $12.87
+
+
+def test_a_decoy_field_does_not_hide_the_prompt_from_the_budget(pair: Pair) -> None:
+    """Found by a second review: `messages: []` beside a completions `prompt`, or `prompt: ""` beside an
+    embeddings `input`, made the bound read the empty field (78× and 5,850× a budget in one request)."""
+    money = pair.key(max_budget=0.01)
+    for decoy in ({"messages": []}, {"input": ""}):
+        resp = _complete(pair, money["key"], prompt="a " * 6000, max_tokens=1, **decoy)
+        assert resp.status_code == 429 and resp.json()["error"]["code"] == "insufficient_quota", (decoy, resp.text)
+    tokens = pair.key(budget_tokens=100)
+    for decoy in ({"prompt": ""}, {"messages": []}):
+        body = {"model": f"local/{EMBEDDER}", "input": ["a " * 300] * 5, **decoy}
+        resp = httpx.post(f"{pair.a}/v1/embeddings", json=body, headers=bearer(tokens["key"]), timeout=30)
+        assert resp.status_code == 429 and resp.json()["error"]["code"] == "insufficient_quota", (decoy, resp.text)
+    # best_of: the candidates generated, not the answers returned, are what is paid for.
+    best = _complete(pair, money["key"], prompt="hi", n=1, best_of=8, max_tokens=10)
+    assert best.status_code == 429, best.text

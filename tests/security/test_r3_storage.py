@@ -314,6 +314,23 @@ def test_a_single_huge_line_is_refused_before_it_is_held_or_parsed(quota_stack: 
         httpx.delete(f"{quota_stack.gateway_url}/v1/files/{file['id']}", headers=_auth(key))
 
 
+def test_a_file_of_cr_ended_lines_is_not_held_whole(quota_stack: Stack) -> None:
+    """A second review: lines ended by a bare CR (the runner reads them as lines) were held whole by the
+    upload's scrubber, 20 MB → +200 MB peak RSS."""
+    pid = quota_stack.processes["gateway"].popen.pid
+    key = _key(quota_stack)
+    assert _upload(quota_stack, key, _line(0)).status_code == 200  # warm the route
+    before = _peak_rss_kib(pid)
+    body = b"".join(_line(i, pad=200).rstrip(b"\n").replace(b"x", "\u00e9".encode()) + b"\r" for i in range(30_000))
+    got = _upload(quota_stack, key, body)
+    grown_mib = (_peak_rss_kib(pid) - before) / 1024
+    assert got.status_code == 200, got.text
+    assert grown_mib < 48, f"peak RSS grew {grown_mib:.0f} MiB"
+    content = httpx.get(f"{quota_stack.gateway_url}/v1/files/{got.json()['id']}/content", headers=_auth(key))
+    assert content.content == body
+    httpx.delete(f"{quota_stack.gateway_url}/v1/files/{got.json()['id']}", headers=_auth(key))
+
+
 @pytest.fixture(scope="module")
 def output_stack(
     tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str, slow_sim: str
@@ -404,7 +421,7 @@ def test_batch_output_counts_in_every_quota_and_a_full_key_cannot_start_one(outp
 
 def test_job_results_count_in_the_jobs_quota(output_stack: Stack) -> None:
     """Jobs of 6,000 tokens were charged their requests' bytes only: a key with 100 KB kept 400 KB. Here a
-    key may keep 50 KiB of jobs; each result is about 30 KB."""
+    key may keep 50 KiB of jobs; one result is about 30 KB, and its token events about 1 MB."""
     made = _made_key(output_stack)
     key, url = made["key"], output_stack.gateway_url
     job = {
@@ -413,10 +430,12 @@ def test_job_results_count_in_the_jobs_quota(output_stack: Stack) -> None:
         "max_tokens": 6000,
         "ignore_eos": True,
     }
-    for _ in range(2):
+    ids = []
+    for _ in range(1):
         queued = httpx.post(f"{url}/v1/async/chat/completions", json=job, headers=_auth(key), timeout=10)
         assert queued.status_code == 202, queued.text
         job_id = queued.json().get("id") or queued.json()["job_id"]
+        ids.append(job_id)
 
         def finished(job_id: str = job_id) -> dict | None:
             got = httpx.get(f"{url}/v1/async/chat/completions/{job_id}", headers=_auth(key), timeout=10).json()
@@ -424,6 +443,17 @@ def test_job_results_count_in_the_jobs_quota(output_stack: Stack) -> None:
 
         assert wait_for(finished, timeout=60, interval=0.2, what="the job")["status"] == "completed"
     count, used = _usage(output_stack, "jobs", f"key:{made['id']}")
-    assert count == 2 and used > 50 * 1024, (count, used)  # the results count: the key is over
+    assert count == 1 and used > 50 * 1024, (count, used)  # the result counts: the key is over
+    # So do their event streams (a token event per chunk, kept as long as the result): a second review
+    # found 2 jobs of n=16 kept 41 MB of events against a quota that counted 1 MB.
+    client = redis.Redis.from_url(output_stack.redis_url)
+    try:
+        prefix = output_stack.env["IIR_REDIS_PREFIX"]
+        events = sum(
+            len(fields[b"data"]) for job_id in ids for _, fields in client.xrange(f"{prefix}job:{job_id}:events")
+        )
+    finally:
+        client.close()
+    assert events > 0 and used >= events, (used, events)
     refused = httpx.post(f"{url}/v1/async/chat/completions", json=job, headers=_auth(key), timeout=10)
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota", refused.text

@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from iir_gateway.scrubbing.policy import Scrubbing
+from iir_gateway.scrubbing.policy import Scrubbing, line_breaks
 
 # Lines of more bytes than this are scrubbed in a thread, one such piece at a time in the process: parsing
 # and walking a 4 MB line of tiny JSON values takes about a second (the loop keeps answering meanwhile)
@@ -29,7 +29,9 @@ class ScrubbedLines:
         if self.mode == "off":
             await self.sink(piece)
             return
-        end = piece.rfind(b"\n") + 1
+        # A line ends at LF, CRLF or a bare CR, as the batch runner reads them (a file of CR-ended lines
+        # is not held whole).
+        end = max(piece.rfind(b"\n"), piece.rfind(b"\r")) + 1
         if not end:
             self._partial += piece
             return
@@ -50,5 +52,5 @@ class ScrubbedLines:
             loop = asyncio.get_running_loop()
             scrubbed, found = await loop.run_in_executor(_BIG, self.scrubbing.jsonl, lines, self.mode, self._line)
         self.found |= found
-        self._line += lines.count(b"\n")
+        self._line += line_breaks(lines)
         await self.sink(scrubbed)

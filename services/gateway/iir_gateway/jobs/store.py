@@ -106,6 +106,8 @@ return 1
 
 
 _QUOTA_MARGIN_S = 3600  # a job is kept from its submission until its result expires: queueing included
+_MAX_EVENTS = 100_000  # entries of a job's event stream (the oldest are trimmed)
+_EVENT_OVERHEAD = 32  # about what Redis keeps per stream entry beside its fields
 
 
 class QueueFull(Exception):
@@ -120,6 +122,7 @@ class JobStore:
         self.prefix = prefix
         self.result_ttl_s = result_ttl_s
         self.quota = quota
+        self._event_bytes: dict[str, int] = {}  # job → bytes of events this process added to its stream
 
     def stream(self, name: str) -> str:
         return f"{self.prefix}jobs:{name}"
@@ -219,16 +222,23 @@ class JobStore:
         args: list[Any] = [self.result_ttl_s]
         for name, value in mapping.items():
             args += [name, value]
+        events = self._event_bytes.pop(job.id, 0)
         if not await self.redis.eval(_FINISH, 3, self.key(job.id), self.events(job.id), self.queued(job.owner), *args):
             return False
-        if self.quota is not None:  # its result counts too: kept, never refused (it is paid for)
+        if self.quota is not None:  # its result and events count too: kept, never refused (they are paid for)
             size = len(orjson.dumps(job.request)) + sum(len(v) for v in mapping.values() if isinstance(v, bytes))
+            size += events
             ttl = self.result_ttl_s + 60
             await self.quota.reserve("jobs", scopes_of(job.caller()), job.id, size, ttl, enforce=False)
         return True
 
     async def add_event(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
-        await self.redis.xadd(self.events(job_id), {"kind": kind, "data": orjson.dumps(data)}, maxlen=100_000)
+        raw = orjson.dumps(data)
+        if len(self._event_bytes) > 10_000:  # jobs another process ended (a cancel) are never finished here
+            self._event_bytes.clear()
+        # What the job's event stream holds, counted in its storage when it ends (an entry's own cost too).
+        self._event_bytes[job_id] = self._event_bytes.get(job_id, 0) + len(raw) + len(kind) + _EVENT_OVERHEAD
+        await self.redis.xadd(self.events(job_id), {"kind": kind, "data": raw}, maxlen=_MAX_EVENTS)
 
     def _fields(self, job: Job) -> Any:
         out: dict[str, Any] = {}

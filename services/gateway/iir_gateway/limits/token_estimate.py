@@ -40,13 +40,20 @@ def _text_length(content: Any) -> int:
 
 
 def count(value: Any) -> int | None:
-    """A count the client sent: an int, or a float with an integer value (`8.0`); never a bool."""
+    """A count the client sent: an int, or a float or a string with an integer value (`8.0`, `"8"`);
+    never a bool."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, str):  # "8": an upstream's lax validation may read it as 8
+        try:
+            number = float(value.strip().replace("_", ""))
+        except ValueError:
+            return None
+        return int(number) if number.is_integer() else None
     return None
 
 
@@ -72,9 +79,10 @@ def prompts(body: dict[str, Any]) -> int:
 
 
 def choices(body: dict[str, Any]) -> int:
-    """How many answers the request generates: `n` for each prompt."""
-    n = count(body.get("n"))
-    return (n if n is not None and n > 0 else 1) * prompts(body)
+    """How many answers the request generates: `n` (or `best_of`, the candidates generated to return
+    `n`, when more) for each prompt."""
+    n = max((c for c in (count(body.get("n")), count(body.get("best_of"))) if c is not None and c > 0), default=1)
+    return n * prompts(body)
 
 
 def _prompt_size(prompt: Any) -> tuple[int, int]:
@@ -95,11 +103,15 @@ def _prompt_size(prompt: Any) -> tuple[int, int]:
 def estimate_tokens(body: dict[str, Any], default_completion: int) -> TokenEstimate:
     """Prompt: about one token per 4 characters (+4 per message), one per token id; completion:
     max_tokens, or the default, for each answer."""
-    ids = 0
-    if "messages" in body:
-        chars = sum(_text_length(m.get("content")) + 16 for m in body["messages"])
-    else:
-        chars, ids = _prompt_size(body.get("prompt", body.get("input")))
+    # Every prompt field the body has counts (a decoy `messages: []` must not hide a `prompt`).
+    chars = ids = 0
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        chars = sum(_text_length(m.get("content")) + 16 for m in messages if isinstance(m, dict))
+    for name in ("prompt", "input"):
+        if name in body:
+            more_chars, more_ids = _prompt_size(body[name])
+            chars, ids = chars + more_chars, ids + more_ids
     prompt = math.ceil(chars / CHARS_PER_TOKEN) + ids
     if not generates(body):
         return TokenEstimate(prompt, 0)  # embeddings generate nothing
@@ -154,10 +166,18 @@ def prompt_bound(body: dict[str, Any]) -> int:
     """At most how many tokens the prompt is, for text: its UTF-8 bytes (a byte-level tokenizer makes at
     most one token of a byte) in every field that becomes prompt tokens, one per token id, and
     `MESSAGE_OVERHEAD` per message. Images, audio, video and files count nothing (not bounded here)."""
+    # Every prompt field the body has counts: upstreams read the one their endpoint takes, and a decoy
+    # (`messages: []` beside a `prompt`, `prompt: ""` beside an `input`) must not hide it.
+    total = sum(_prompt_bound(body[name]) for name in ("prompt", "input") if name in body)
+    total += _json(body.get("suffix") or "")
+    for name in _PROMPT_FIELDS:
+        value = body.get(name)
+        if value is not None:
+            total += _json(value)
     messages = body.get("messages")
     if not isinstance(messages, list):
-        return _prompt_bound(body.get("prompt", body.get("input"))) + _json(body.get("suffix") or "")
-    total = MESSAGE_OVERHEAD * (len(messages) + 1)
+        return total
+    total += MESSAGE_OVERHEAD * (len(messages) + 1)
     for m in messages:
         if not isinstance(m, dict):
             total += _json(m)
@@ -167,8 +187,4 @@ def prompt_bound(body: dict[str, Any]) -> int:
                 total += _content_bound(value)
             elif name != "role" and value is not None:
                 total += _json(value)  # name, tool_calls (their arguments), tool_call_id, ...
-    for name in _PROMPT_FIELDS:
-        value = body.get(name)
-        if value is not None:
-            total += _json(value)
     return total

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -218,16 +219,24 @@ def _slices(content: bytes) -> Iterator[tuple[int, int]]:
         start = end
 
 
+_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+def line_breaks(content: bytes) -> int:
+    """The line breaks in `content`: LF, CRLF and bare CR, as `bytes.splitlines` (the batch runner) reads."""
+    return content.count(b"\n") + content.count(b"\r") - content.count(b"\r\n")
+
+
 def _lines(content: bytes, start: int, end: int, first_line: int) -> Iterator[tuple[int, int, int]]:
     """(line number, start, end without its line break) of the lines of `content[start:end]` (the number
     is for the message only)."""
-    number = content.count(b"\n", 0, start) + first_line
-    while start < end:
-        stop = content.find(b"\n", start, end)
-        stop = end if stop < 0 else stop
-        yield number, start, stop - 1 if stop > start and content[stop - 1 : stop] == b"\r" else stop
+    number = line_breaks(content[:start]) + first_line
+    for brk in _BREAK.finditer(content, start, end):
+        yield number, start, brk.start()
         number += 1
-        start = stop + 1
+        start = brk.end()
+    if start < end:
+        yield number, start, end
 
 
 def _secret_in_line(number: int, kinds: str) -> APIError:

@@ -20,7 +20,6 @@ from iir_gateway.limits.token_estimate import (
     asked_max_tokens,
     choices,
     estimate_tokens,
-    generates,
     prompt_bound,
 )
 from iir_gateway.pipeline.context import RequestContext
@@ -30,7 +29,7 @@ from iir_gateway.principal import Principal
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
-COUNTS = ("n", "max_tokens", "max_completion_tokens")
+COUNTS = ("n", "best_of", "max_tokens", "max_completion_tokens")
 COMPLETION_LIMITS = ("max_tokens", "max_completion_tokens")  # what an upstream may read as the answer's limit
 
 
@@ -91,7 +90,7 @@ class Admit(Step):
             return None
         price = self.prices.price(ctx.model) if principal.spends_money else None
         asked = asked_max_tokens(ctx.body)
-        completion = (asked or self.budget_max_tokens) if generates(ctx.body) else 0
+        completion = (asked or self.budget_max_tokens) if ctx.endpoint != "embeddings" else 0
         prompt = prompt_bound(ctx.body)  # not the estimate: a prompt can have more tokens than it says
         return BudgetAsk(
             prompt,
