@@ -373,3 +373,27 @@ def test_a_batch_against_vllm(client: openai.OpenAI) -> None:
 
     final = wait_for(done, timeout=120, interval=0.5, what="the batch to finish")
     assert final.status == "completed" and final.request_counts.completed == 3  # type: ignore[attr-defined]
+
+
+def test_a_budgeted_request_gets_the_max_tokens_its_budget_pays_and_integer_counts(vllm_stack: Stack) -> None:
+    """A key with a budget and no `max_tokens`: vLLM is sent the `max_tokens` the budget can pay; counts
+    the client sent as floats reach vLLM as integers (issue 29)."""
+    url = vllm_stack.gateway_url
+    admin = {"authorization": f"Bearer {vllm_stack.create_key('budget-admin', admin=True)}"}
+    made = httpx.post(f"{url}/api/v1/apikeys", headers=admin, json={"name": "budgeted", "budget_tokens": 400}).json()
+    headers = {"authorization": f"Bearer {made['key']}"}
+    capped = httpx.post(
+        f"{url}/v1/chat/completions", headers=headers, json={"model": MODEL, "messages": MESSAGES}, timeout=120
+    )
+    assert capped.status_code == 200, capped.text
+    granted = int(capped.headers["x-iir-max-tokens"])
+    assert 0 < granted < 400 and capped.json()["usage"]["completion_tokens"] <= granted
+    floats = httpx.post(
+        f"{url}/v1/chat/completions",
+        headers=headers,
+        json={"model": MODEL, "messages": MESSAGES, "n": 2.0, "max_tokens": 3.0},
+        timeout=120,
+    )
+    assert floats.status_code == 200, floats.text
+    body = floats.json()
+    assert len(body["choices"]) == 2 and body["usage"]["completion_tokens"] <= 6
