@@ -112,3 +112,77 @@ def test_batch_files_are_scrubbed_line_by_line_and_refused_in_block_mode() -> No
     with pytest.raises(APIError) as refused:
         asyncio.run(upload("block"))
     assert refused.value.status == 400 and "Line 4" in refused.value.message
+
+
+def _arguments(data: list[dict[str, Any]]) -> tuple[dict[int, str], str]:
+    """Each call's arguments and all the text (content and refusal) of a relayed stream."""
+    got: dict[int, str] = {}
+    text = ""
+    for event in data:
+        for choice in event["choices"]:
+            delta = choice.get("delta") or {}
+            text += (delta.get("content") or "") + (delta.get("refusal") or "")
+            for call in delta.get("tool_calls") or []:
+                got[call["index"]] = got.get(call["index"], "") + call["function"].get("arguments", "")
+    return got, text
+
+
+@pytest.mark.parametrize("size", [1, 3, 11, 25])
+def test_parallel_calls_taking_turns_never_carry_a_secret_in_two_halves(size: int) -> None:
+    """A third review: call 0 held `{"token": "ghp_A1b2…`, call 1 sent a piece, call 0's held text went
+    out as it was and the rest of the secret followed untouched."""
+    secret = SECRETS["token"]
+    first, second = json.dumps({"token": secret}), json.dumps({"q": "x", "token": secret})
+    events = []
+    for s in range(0, max(len(first), len(second)), size):
+        events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": first[s : s + size]}}]}))
+        events.append(chunk({"tool_calls": [{"index": 1, "function": {"arguments": second[s : s + size]}}]}))
+    both = [  # two calls in one chunk, each a half
+        {"index": i, "function": {"arguments": part}} for i, part in enumerate((first[:20], first[:20]))
+    ]
+    rest = [{"index": i, "function": {"arguments": first[20:]}} for i in range(2)]
+    for stream in (events, [chunk({"tool_calls": both}), chunk({"tool_calls": rest})]):
+        got, _ = _arguments(relay([*stream, chunk({}, "tool_calls")]))
+        for arguments in got.values():
+            assert secret[4:16] not in arguments and secret[-12:] not in arguments, got
+            json.loads(arguments)  # still JSON
+
+
+def test_a_secret_cut_by_the_first_tool_call_leaves_in_neither_part() -> None:
+    secret = SECRETS["token"]
+    events = [chunk({"content": "key: " + secret[:20]}), chunk({"tool_calls": [{"index": 0, "function": {}}]})]
+    events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": secret[20:] + '"}'}}]}))
+    got, text = _arguments(relay([*events, chunk({}, "tool_calls")]))
+    assert secret[4:20] not in text and secret[20:] not in got.get(0, ""), (text, got)
+
+
+def test_a_refusal_spelled_over_chunks_is_held_like_text() -> None:
+    secret = SECRETS["token"]
+    events = [
+        chunk({"refusal": "key " + secret[: i + 1][-1:]}) if i == 0 else chunk({"refusal": c})
+        for i, c in enumerate(secret)
+    ]
+    _, text = _arguments(relay([*events, chunk({}, "stop")]))
+    assert secret not in text and secret[-12:] not in text, text
+
+
+def test_identifier_fields_below_the_top_are_scrubbed_too() -> None:
+    """`metadata.model`, a schema's `format`, `tool_call_id`: only the body's own `model` routes."""
+    secret = SECRETS["token"]
+    scrubbing = Scrubbing(SecretScrubber(), "redact", GatewayMetrics())
+    body = {
+        "model": "m",
+        "metadata": {"model": secret, "type": secret},
+        "text": {"format": {"type": "json_schema", "schema": {"properties": {"a": {"format": secret}}}}},
+        "messages": [{"role": "tool", "tool_call_id": secret, "content": "ok"}],
+    }
+    scrubbed, found = scrubbing.request(body, "redact")
+    assert found and secret not in json.dumps(scrubbed) and scrubbed["model"] == "m"
+
+
+def test_a_batch_line_spelling_a_secret_with_json_escapes_is_scrubbed() -> None:
+    secret = SECRETS["token"]
+    line = '{"custom_id":"a","body":{"messages":[{"role":"user","content":"\\u0067' + secret[1:] + '"}]}}\n'
+    scrubbing = Scrubbing(SecretScrubber(), "redact", GatewayMetrics())
+    scrubbed, found = scrubbing.jsonl(line.encode(), "redact")
+    assert found and secret not in json.dumps(json.loads(scrubbed)), scrubbed

@@ -25,21 +25,9 @@ from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.scrubbing.stream import StreamScrubber
 
 MODES = ("redact", "block", "off")
-# Values that are identifiers or enumerations, not text a user wrote.
-_STRUCTURAL = frozenset(
-    {
-        "model",
-        "role",
-        "type",
-        "tool_call_id",
-        "encoding_format",
-        "finish_reason",
-        "reasoning_effort",
-        "service_tier",
-        "detail",
-        "format",
-    }
-)
+# The body's own model name routes the request (any other string, an identifier or an enumeration
+# included, may be where a client put a secret: `metadata.model`, a schema's `format`).
+_ROUTING = frozenset({"model"})
 # Lines of a batch file checked for needles at once (the clean slices of a large file cost one C pass).
 _SLICE_BYTES = 1 << 20
 # Media whose base64 payload is binary: scanning it could only corrupt it.
@@ -71,12 +59,12 @@ def _decoded_data_url(value: str) -> tuple[str, str] | None:
         return None
 
 
-def _places(node: Any, out: list[_Place]) -> None:
+def _places(node: Any, out: list[_Place], top: bool = True) -> None:
     """Every scrubbable string under `node`, in document order."""
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
     for key, value in items:
         if isinstance(value, str):
-            if key in _STRUCTURAL and isinstance(node, dict):
+            if top and key in _ROUTING and isinstance(node, dict):
                 continue
             if value.startswith("data:"):
                 decoded = _decoded_data_url(value)
@@ -87,7 +75,7 @@ def _places(node: Any, out: list[_Place]) -> None:
                     continue
             out.append(_Place(node, key, value))
         elif isinstance(value, dict | list):
-            _places(value, out)
+            _places(value, out, top=False)
 
 
 class Scrubbing:
@@ -166,7 +154,7 @@ class Scrubbing:
         parts: list[bytes] = []
         kept = 0  # content before this offset is in `parts`
         for start, end in _slices(content):
-            if not self.scrubber.may_hold_secret(content[start:end]):
+            if not _may_hold(self.scrubber, content[start:end]):
                 continue
             for number, line_start, line_end in _lines(content, start, end, first_line):
                 line = content[line_start:line_end]
@@ -181,7 +169,7 @@ class Scrubbing:
         return b"".join(parts), found
 
     def _line(self, line: bytes, mode: str, number: int) -> tuple[bytes, set[str]]:
-        if not self.scrubber.may_hold_secret(line):
+        if not _may_hold(self.scrubber, line):
             return line, set()
         try:
             parsed = orjson.loads(line)
@@ -217,6 +205,12 @@ def _slices(content: bytes) -> Iterator[tuple[int, int]]:
         end = len(content) if end < 0 else end + 1
         yield start, end
         start = end
+
+
+def _may_hold(scrubber: SecretScrubber, raw: bytes) -> bool:
+    """Whether JSON text may hold a secret: a needle in its bytes, or a `\\u` escape that could spell
+    one (`\\u0067hp_…` is `ghp_…` once parsed)."""
+    return b"\\u" in raw or scrubber.may_hold_secret(raw)
 
 
 _BREAK = re.compile(rb"\r\n|\r|\n")

@@ -11,7 +11,9 @@ was recognised, never what follows it. A clean chunk is relayed as the bytes tha
 Tool-call arguments (`delta.tool_calls[].function.arguments`) are held the same way, one holder per
 (choice, call): what a call held is released when another call of its choice begins, when the choice
 finishes, or at the stream's end; a choice's held text is released when its first tool call begins, so
-the order of text and calls is kept. A redaction never cuts a JSON escape, so arguments stay JSON.
+the order of text and calls is kept. Released early (another call or the calls begin), a candidate still
+open is redacted whole and the rest of its token dropped as it comes. A redaction never cuts a JSON
+escape, so arguments stay JSON.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 from iir_common.secret_scrubber import NEEDLES, REDACTED, TOKEN_KINDS, SecretScrubber, normal_char
 from iir_gateway.answer import Event
 
-_TEXT_FIELDS = ("content", "reasoning_content", "reasoning", "text")
+_TEXT_FIELDS = ("content", "reasoning_content", "reasoning", "text", "refusal")
 # Released text kept per choice to see needles across chunks and to match a secret with its start.
 _CONTEXT = 96
 # After a prose needle (`password`, `bearer`, `aws`, `://`): how many words, and at most how many characters.
@@ -46,11 +48,12 @@ def _lowered(text: str) -> tuple[str, list[int] | None]:
 
 
 class _Choice:
-    __slots__ = ("context", "held")
+    __slots__ = ("context", "held", "tail")
 
     def __init__(self) -> None:
         self.context = ""  # the end of what was released
         self.held = ""  # what waits for its candidate to resolve
+        self.tail = False  # an open candidate was redacted early: the rest of its token is dropped
 
 
 class StreamScrubber:
@@ -59,6 +62,7 @@ class StreamScrubber:
         self.on_found = on_found
         self.choices: dict[tuple[int, str], _Choice] = {}
         self.calls: dict[int, dict[int, _Choice]] = {}  # choice index → tool call index → its arguments
+        self._tails: set[int] = set()  # choices whose text was cut in an open candidate by their first call
         self._template: dict[str, Any] | None = None
 
     def feed(self, event: Event) -> list[Event]:
@@ -98,7 +102,14 @@ class StreamScrubber:
                     state = self.choices.get((index, name))
                     if state is None or not state.held:
                         continue
-                released = self._feed(self._state(index, name), text or "", ends_text)
+                state = self._state(index, name)
+                if ends_text and not final:  # a tool call begins: the text goes first, whole
+                    released = self._feed(state, text or "", False) + self._force(state)
+                    if state.tail:  # the rest of that candidate's token would open the arguments
+                        state.tail = False
+                        self._tails.add(index)
+                else:
+                    released = self._feed(state, text or "", ends_text)
                 if released != text:
                     holder[name] = released
                     changed = True
@@ -128,6 +139,7 @@ class StreamScrubber:
                 choice.setdefault("delta", {})["tool_calls"] = pieces
         self.choices.clear()
         self.calls.clear()
+        self._tails.clear()
         if not out:
             return []
         return [Event.of({**self._template, "choices": list(out.values())})]
@@ -163,13 +175,16 @@ class StreamScrubber:
                 continue
             for other, state in states.items():  # a call begins: what the others held goes first
                 if other != position and state.held:
-                    out.append(self._call_piece(other, state))
+                    out.append({"index": other, "function": {"arguments": self._force(state)}})
                     changed = True
             arguments = function.get("arguments")
             if isinstance(arguments, str):
                 call_state = states.get(position)
                 if call_state is None:
                     call_state = states[position] = _Choice()
+                    if index in self._tails:
+                        self._tails.discard(index)
+                        call_state.tail = True
                 released = self._feed(call_state, arguments, final)
                 if released != arguments:
                     function["arguments"] = released
@@ -189,7 +204,27 @@ class StreamScrubber:
         """A tool call delta with all that `state` held, released."""
         return {"index": position, "function": {"arguments": self._release(state, len(state.held))}}
 
+    def _force(self, state: _Choice) -> str:
+        """All that `state` holds, released now because something else must go first (another tool call
+        of its choice, or the choice's first call after its text): what is resolved as usual; a token
+        candidate still open (`ghp_A1b2…`, no end yet) is redacted whole, and the rest of its token is
+        dropped as it comes, so a secret never leaves in two halves that pass one by one."""
+        cut = self._resolved(state)
+        released = self._release(state, cut) if cut else ""
+        if state.held and all(c.lower() in _TOKEN_CHARSET for c in state.held):  # a token, not ended yet
+            state.held = ""
+            state.tail = True
+            state.context = (state.context + REDACTED)[-_CONTEXT:]
+            return released + REDACTED
+        return released + self._release(state, len(state.held))
+
     def _feed(self, state: _Choice, text: str, final: bool) -> str:
+        if state.tail:
+            rest = next((i for i, c in enumerate(text) if c.lower() not in _TOKEN_CHARSET), len(text))
+            text = text[rest:]
+            if not text and not final:
+                return ""
+            state.tail = False
         if not state.held:
             start = self._first_needle(state.context, text)
             if start is None and not final:  # the common case: nothing to hold
