@@ -13,7 +13,7 @@ from starlette.responses import Response
 from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.batches.runner import ENDPOINTS
 from iir_gateway.batches.scrubbed_upload import ScrubbedLines
-from iir_gateway.batches.store import FINAL, WINDOW_S, batch_object
+from iir_gateway.batches.store import FINAL, QUOTA_TTL_S, WINDOW_S, batch_object
 from iir_gateway.batches.upload import UploadRefused, receive_upload
 from iir_gateway.errors import APIError
 from iir_gateway.limits.storage_quota import scopes_of
@@ -138,7 +138,7 @@ async def _reserve_batch(gw: Runtime, principal: Principal, batch_id: str) -> No
     # Its output and error files are written whatever the file quota (their tokens are paid): a batch may
     # not start while the quota is full, so a key holds at most its quota plus its unfinished batches' output.
     await quota.check("files", scopes)
-    await quota.reserve("batches", scopes, batch_id, 0, max(WINDOW_S.values()) + 3600)
+    await quota.reserve("batches", scopes, batch_id, 0, QUOTA_TTL_S)
 
 
 @router.post("/v1/batches", summary="Run a file of requests in the background")

@@ -23,7 +23,7 @@ import orjson
 
 from iir_gateway.answer import Answer
 from iir_gateway.batches.files import FileStore
-from iir_gateway.batches.store import FINAL, WINDOW_S, BatchStore
+from iir_gateway.batches.store import FINAL, QUOTA_TTL_S, BatchStore
 from iir_gateway.errors import APIError
 from iir_gateway.keys.owners import OwnerLookup, OwnerRefused
 from iir_gateway.limits.storage_quota import scopes_of
@@ -270,8 +270,7 @@ class BatchRunner:
         storage (never refused: the tokens are paid)."""
         quota = self.files.quota
         if quota is not None and held >= 0:
-            ttl = max(WINDOW_S.values()) + 3600
-            await quota.reserve("batches", scopes_of(made_by), batch_id, held, ttl, enforce=False)
+            await quota.reserve("batches", scopes_of(made_by), batch_id, held, QUOTA_TTL_S, enforce=False)
 
     async def _drop_results(self, batch_id: str, made_by: Principal) -> None:
         """The lines' results are in the output and error files: deleted, and no longer counted (the batch

@@ -16,6 +16,9 @@ from iir_gateway.principal import Principal
 
 FINAL = ("completed", "failed", "expired", "cancelled")
 WINDOW_S = {"24h": 86400}
+# How long a batch counts among its key's unfinished ones (and its results in the storage quotas) at most:
+# its window, and an hour to write its files.
+QUOTA_TTL_S = max(WINDOW_S.values()) + 3600
 
 
 def batch_object(batch_id: str, endpoint: str, input_file_id: str, window: str, metadata: Any) -> dict[str, Any]:

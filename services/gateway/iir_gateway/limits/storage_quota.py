@@ -27,10 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KINDS = ("files", "responses", "batches", "jobs")
-# Kinds whose bytes count against the global storage budget (a batch's bytes: its lines' results, kept
-# until its output and error files are written; never refused).
-_GLOBAL_BYTES = ("files", "responses", "jobs", "batches")
+# Every kind (files, responses, batches, jobs) counts its bytes against the global storage budget too (a
+# batch's bytes: its lines' results, kept until its output and error files are written; never refused).
 DEFAULT_GLOBAL_BYTES = 1 << 30
 
 # Drops up to 1000 expired items of a scope (more go on the next call).
@@ -180,15 +178,12 @@ class StorageQuota:
     def _limit(self, kind: str, scope: str) -> tuple[int, int]:
         own = self.limits.get(kind, Limits(0, 0))
         if scope == "global":
-            return 0, self.global_bytes if kind in _GLOBAL_BYTES else 0
+            return 0, self.global_bytes
         if scope.startswith("team:"):
             if self.team_factor <= 0:
                 return 0, 0
             return int(own.count * self.team_factor), int(own.bytes * self.team_factor)
         return own.count, own.bytes
-
-    def _scopes(self, kind: str, scopes: list[str]) -> list[str]:
-        return [s for s in scopes if s != "global" or kind in _GLOBAL_BYTES]
 
     async def reserve(
         self, kind: str, scopes: list[str], item: str, size: int, ttl_s: float, enforce: bool = True
@@ -197,7 +192,6 @@ class StorageQuota:
         naming the scope that is full. Without `enforce` (what IIR writes itself: batch output) it is
         counted but never refused."""
         await self._size_global()
-        scopes = self._scopes(kind, scopes)
         now_ms = int(time.time() * 1000)
         args: list[int | str] = [now_ms, item, size, now_ms + int(ttl_s * 1000)]
         for scope in scopes:
@@ -228,10 +222,7 @@ class StorageQuota:
         """Refuses (429) when a scope is already full: for work that stores its result only at the end,
         so the caller hears before it spends (a concurrent request may still fill it: `reserve` decides)."""
         await self._size_global()
-        scopes = self._scopes(kind, scopes)
-        reply = await self._info(keys=self._keys(kind, scopes), args=[int(time.time() * 1000)])
-        for i, scope in enumerate(scopes):
-            count, used = int(reply[2 * i]), int(reply[2 * i + 1])
+        for scope, (count, used) in zip(scopes, await self.usage(kind, scopes), strict=True):
             max_count, max_bytes = self._limit(kind, scope)
             if max_count > 0 and count >= max_count:
                 raise self._refusal(kind, scope, 1, count, max_count, max_bytes)
@@ -240,7 +231,6 @@ class StorageQuota:
 
     async def release(self, kind: str, scopes: list[str], item: str) -> None:
         """Frees `item` in the scopes it was reserved in (nothing when it was not)."""
-        scopes = self._scopes(kind, scopes)
         await self._release(keys=self._keys(kind, scopes), args=[item])
 
     async def members(self, kind: str, scope: str) -> list[str]:
@@ -250,7 +240,6 @@ class StorageQuota:
 
     async def usage(self, kind: str, scopes: list[str]) -> list[tuple[int, int]]:
         """(count, bytes) held in each scope."""
-        scopes = self._scopes(kind, scopes)
         reply = await self._info(keys=self._keys(kind, scopes), args=[int(time.time() * 1000)])
         return [(int(reply[2 * i]), int(reply[2 * i + 1])) for i in range(len(scopes))]
 
