@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from iir.v1 import auth_pb2, auth_pb2_grpc
 from iir_common.api_keys import hash_key
 from iir_common.key_events import KNOWN_SECRET_TTL_S, KeyEvent, channel, known_secret
+from iir_common.single_flight import SingleFlight
 from iir_gateway.errors import APIError
 from iir_gateway.keys.attempt_counts import AttemptCounts
 from iir_gateway.keys.failure_buckets import failure_bucket
@@ -114,7 +115,7 @@ class Authenticator:
         self._by_id: dict[str, set[bytes]] = {}
         # Attempts per address counted here too (over all this pod's workers), for when Redis cannot answer.
         self._local_attempts = AttemptCounts(failure_window_s, attempts_file)
-        self._inflight: dict[bytes, asyncio.Future[Principal]] = {}
+        self._inflight: SingleFlight[bytes, Principal] = SingleFlight()
         # Revocation events (and cache drops) seen so far: a validation that spans one is not cached.
         self._revocations = 0
         self.subscribed = False
@@ -249,12 +250,7 @@ class Authenticator:
         if hit is not None and hit[1] > time.monotonic():
             return hit[0]
         # Concurrent first uses of one key share one validation (a burst on a cold key is one RPC).
-        task = self._inflight.get(digest)
-        if task is None:
-            task = asyncio.ensure_future(self._validate(key, digest, client_ip))
-            self._inflight[digest] = task
-            task.add_done_callback(lambda _: self._inflight.pop(digest, None))
-        return await asyncio.shield(task)
+        return await self._inflight.run(digest, lambda: self._validate(key, digest, client_ip))
 
     def _stale(self, digest: bytes) -> Principal | None:
         """The cached principal of a key validated within the stale TTL and dropped by no event since."""

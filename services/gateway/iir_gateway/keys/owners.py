@@ -9,7 +9,6 @@ event for the key drops its entry at once, so a change reaches running work with
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -19,6 +18,7 @@ from typing import Protocol
 import grpc
 
 from iir.v1 import auth_pb2, auth_pb2_grpc
+from iir_common.single_flight import SingleFlight
 from iir_gateway.errors import APIError
 from iir_gateway.principal import Principal
 
@@ -62,7 +62,7 @@ class Owners:
         self._timeout = timeout_s
         self._following = following  # the key-event feed is subscribed: cached answers stay true
         self._cache: dict[str, tuple[Principal | OwnerRefused, float]] = {}
-        self._inflight: dict[str, asyncio.Future[Principal | OwnerRefused]] = {}
+        self._inflight: SingleFlight[str, Principal | OwnerRefused] = SingleFlight()
         self._events = 0
 
     def invalidate(self, key_id: str | None) -> None:
@@ -83,12 +83,7 @@ class Owners:
         if hit is not None and hit[1] > time.monotonic():
             state = hit[0]
         else:
-            task = self._inflight.get(key_id)
-            if task is None:
-                task = asyncio.ensure_future(self._ask(key_id))
-                self._inflight[key_id] = task
-                task.add_done_callback(lambda _: self._inflight.pop(key_id, None))
-            state = await asyncio.shield(task)
+            state = await self._inflight.run(key_id, lambda: self._ask(key_id))
         if isinstance(state, OwnerRefused):
             raise state
         return dataclasses.replace(state, **changes)  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from iir_common.budget_window import window
+from iir_common.single_flight import SingleFlight
 from iir_gateway.errors import APIError
 from iir_gateway.limits.admission import (
     NANO,
@@ -83,7 +84,7 @@ class RateLimiter:
         self._admit = redis.register_script(ADMIT)
         self._settle = redis.register_script(SETTLE)
         self._live: dict[str, set[str]] = {}  # parallel set → members of requests running here
-        self._seeding: dict[str, asyncio.Future[None]] = {}  # budget counter → its lookup in flight
+        self._seeding: SingleFlight[str, None] = SingleFlight()  # budget counter → its lookup in flight
         self._degraded_since = 0.0
         self._last_warning = 0.0
 
@@ -211,12 +212,7 @@ class RateLimiter:
         Concurrent requests of this process wait on one lookup per counter."""
         for g in budgets:
             key = self._budget_key(g)
-            task = self._seeding.get(key)
-            if task is None:
-                task = asyncio.ensure_future(self._seed_one(g, key, now))
-                self._seeding[key] = task
-                task.add_done_callback(lambda _, key=key: self._seeding.pop(key, None))  # type: ignore[misc]
-            await asyncio.shield(task)
+            await self._seeding.run(key, lambda g=g, key=key: self._seed_one(g, key, now))  # type: ignore[misc]
 
     async def _seed_one(self, g: Budget, key: str, now: float) -> None:
         spent = 0
