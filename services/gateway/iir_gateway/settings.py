@@ -71,9 +71,13 @@ class GatewaySettings(IIRSettings):
     providers_file: str = ""
     # A folder of files named like providers' key variables (OPENAI_API_KEY, ...): a mounted Secret.
     provider_keys_dir: str = ""
-    # Endpoint picking policy among a local model's ready replicas: round_robin, least_outstanding,
-    # load_aware, load_aware_prefix.
-    endpoint_picker: str = "load_aware_prefix"
+    # Endpoint picking policy among a local model's ready replicas: precise_prefix, round_robin,
+    # least_outstanding, load_aware, load_aware_prefix.
+    endpoint_picker: str = "precise_prefix"
+    # The engines' prefill speed in tokens/s (precise_prefix predicts time to first token with it).
+    picker_prefill_tokens_per_s: float = 10_000.0
+    # Where the models' tokenizers are (an InferenceModel's spec.tokenizer names a folder under it).
+    tokenizers_dir: str = "/var/lib/iir/tokenizers"
     # A replica is saturated when this gateway has this many requests in flight there, or vLLM reports
     # this many waiting; when all are, requests queue (highest key priority first).
     endpoint_max_outstanding: int = 256

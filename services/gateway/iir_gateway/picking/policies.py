@@ -17,7 +17,7 @@ class Policy:
     filters: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     scorers: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
     picker: tuple[str, dict[str, Any]] = ("max_score", {})
-    # Whether requests need prefix hashes (only the prefix scorer reads them).
+    # Whether requests need prefix facts (token counts, block hashes): only the prefix scorers read them.
     uses_prefixes: bool = False
 
 
@@ -26,6 +26,7 @@ POLICIES: dict[str, Policy] = {
     "round_robin": Policy([HEALTHY], [], ("round_robin", {})),
     "least_outstanding": Policy([HEALTHY], [("least_outstanding", 1.0, {})]),
     "load_aware": Policy([HEALTHY], [("load_aware", 1.0, {}), ("lora_affinity", 1.0, {})]),
+    "precise_prefix": Policy([HEALTHY], [("predicted_ttft", 1.0, {}), ("lora_affinity", 0.1, {})], uses_prefixes=True),
     "load_aware_prefix": Policy(
         [HEALTHY, ("low_load_filter", {"slack": 8})],
         [("prefix_affinity", 2.0, {}), ("load_aware", 1.0, {}), ("lora_affinity", 1.0, {})],
@@ -37,12 +38,12 @@ POLICIES: dict[str, Policy] = {
 class Scheduler:
     """Picks one endpoint URL for a request with the plugins of a policy."""
 
-    def __init__(self, policy: str | Policy, states: EndpointStates) -> None:
+    def __init__(self, policy: str | Policy, states: EndpointStates, context: PluginContext | None = None) -> None:
         if isinstance(policy, str):
             if policy not in POLICIES:
                 raise ValueError(f"unknown endpoint picking policy {policy!r}; known: {', '.join(sorted(POLICIES))}")
             policy = POLICIES[policy]
-        context = PluginContext(states)
+        context = context or PluginContext(states)
         self.states = states
         self.policy = policy
         self.filters = [build(name, context, params) for name, params in policy.filters]

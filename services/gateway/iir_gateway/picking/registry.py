@@ -12,6 +12,7 @@ from iir_gateway.picking.plugins.load_aware import LoadAwareScorer
 from iir_gateway.picking.plugins.lora_affinity import LoraAffinityScorer
 from iir_gateway.picking.plugins.low_load_filter import LowLoadFilter
 from iir_gateway.picking.plugins.max_score import MaxScorePicker
+from iir_gateway.picking.plugins.predicted_ttft import PredictedTtftScorer
 from iir_gateway.picking.plugins.prefix_affinity import PrefixAffinityScorer
 from iir_gateway.picking.plugins.round_robin import RoundRobinPicker
 
@@ -24,6 +25,9 @@ PLUGINS: dict[str, Factory] = {
     "load_aware": lambda ctx, p: LoadAwareScorer(**p),
     "lora_affinity": lambda ctx, p: LoraAffinityScorer(**p),
     "prefix_affinity": lambda ctx, p: PrefixAffinityScorer(ctx),
+    "predicted_ttft": lambda ctx, p: PredictedTtftScorer(
+        ctx, **{"prefill_tokens_per_s": ctx.prefill_tokens_per_s, **p}
+    ),
     "round_robin": lambda ctx, p: RoundRobinPicker(),
     "max_score": lambda ctx, p: MaxScorePicker(),
 }

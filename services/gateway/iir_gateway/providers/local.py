@@ -14,7 +14,7 @@ from iir.v1 import registry_pb2
 from iir_gateway.errors import APIError
 from iir_gateway.picking.base import PickRequest
 from iir_gateway.picking.policies import Scheduler
-from iir_gateway.picking.prefix import prefix_blocks
+from iir_gateway.picking.prompt_blocks import PromptBlocks
 from iir_gateway.picking.queue import PriorityGate, Saturated
 from iir_gateway.picking.state import EndpointStates
 from iir_gateway.providers.base import RouteRequest
@@ -46,6 +46,7 @@ class LocalProvider:
         max_waiting: float = 128,
         retries: int = 2,
         cold_starts: ColdStarts | None = None,
+        prompt_blocks: PromptBlocks | None = None,
     ) -> None:
         self.catalogue = catalogue
         self.cold_starts = cold_starts or ColdStarts()
@@ -55,6 +56,7 @@ class LocalProvider:
         self.max_outstanding = max_outstanding
         self.max_waiting = max_waiting
         self.retries = retries
+        self.prompt_blocks = prompt_blocks or PromptBlocks("/nonexistent")
 
     def _entry(self, full: str) -> registry_pb2.Model:
         entry = self.catalogue.get(full)
@@ -117,9 +119,20 @@ class LocalProvider:
         if len(room) == 1:
             url = room[0].url
         else:
-            blocks = prefix_blocks(request.body) if self.scheduler.policy.uses_prefixes else []
             adapter = entry.served_name if entry.base_model else ""
-            url = self.scheduler.pick(PickRequest(full, blocks, request.session, adapter), [e.url for e in room])
+            pick = PickRequest(full, session=request.session, adapter=adapter)
+            if self.scheduler.policy.uses_prefixes:
+                facts = self.prompt_blocks.facts(entry, request.body, adapter)
+                pick = PickRequest(
+                    full,
+                    facts.approximate_blocks,
+                    request.session,
+                    adapter,
+                    facts.tokens,
+                    facts.kv_blocks,
+                    facts.block_size,
+                )
+            url = self.scheduler.pick(pick, [e.url for e in room])
         self.states.started(url)
         target = next((e.target for e in room if e.url == url), "") or url
         return Upstream(

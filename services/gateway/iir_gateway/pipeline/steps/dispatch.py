@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from iir_gateway.answer import Answer, Event
 from iir_gateway.errors import APIError
+from iir_gateway.picking.session import session_of
 from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.pipeline.step import Step
 from iir_gateway.principal import Principal
@@ -100,7 +101,7 @@ class Dispatch(Step):
     async def before(self, ctx: RequestContext) -> Answer | None:
         principal = ctx.principal
         assert principal is not None
-        request = RouteRequest(ctx.body, principal.priority, ctx.headers.get("x-session-id", ""))
+        request = RouteRequest(ctx.body, principal.priority, session_of(ctx.headers, ctx.body, principal.key_id))
         chain = [ctx.model]
         last: APIError | None = None
         for index in range(MAX_MODELS):

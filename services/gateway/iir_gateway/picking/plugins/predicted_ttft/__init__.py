@@ -1,0 +1,102 @@
+"""Scorer: the replica with the shortest predicted time to first token, counting the prefill its KV cache saves."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from iir_gateway.picking.base import PickRequest, PluginContext
+from iir_gateway.picking.state import EndpointState
+
+_MAX_SESSIONS = 100_000
+
+
+@dataclass
+class _Backlog:
+    tokens: float = 0.0
+    at: float = 0.0
+
+
+class PredictedTtftScorer:
+    def __init__(
+        self,
+        context: PluginContext,
+        prefill_tokens_per_s: float | None = None,
+        decode_weight: float = 16.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.states = context.states
+        self.index = context.kv_index
+        self.rate = prefill_tokens_per_s or context.prefill_tokens_per_s
+        self.decode_weight = decode_weight
+        self.clock = clock
+        self.backlogs: dict[str, _Backlog] = {}
+        self.mean_uncached = 0.0
+        self.sessions: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        # Each candidate's uncached prompt tokens in the last score() (picked() reads the chosen one's).
+        self._uncached: dict[str, float] = {}
+
+    def _sent(self, url: str, now: float) -> float:
+        backlog = self.backlogs.get(url)
+        if backlog is None:
+            return 0.0
+        backlog.tokens = max(0.0, backlog.tokens - (now - backlog.at) * self.rate)
+        backlog.at = now
+        return backlog.tokens
+
+    def _cached(self, request: PickRequest, endpoints: Sequence[EndpointState]) -> list[float]:
+        tokens = float(request.prompt_tokens)
+        urls = [e.url for e in endpoints]
+        index = self.index
+        precise = [index is not None and bool(request.kv_blocks) and index.publishing(u) for u in urls]
+        cached = [0.0] * len(endpoints)
+        if any(precise):
+            assert index is not None
+            for i, matched in enumerate(index.match_lengths(request.kv_blocks, urls)):
+                if precise[i]:
+                    cached[i] = min(tokens, float(matched * request.block_size))
+        blocks = request.prefix_blocks
+        sticky = self.sessions.get(request.session) if request.session else None
+        for i, e in enumerate(endpoints):
+            if precise[i]:
+                continue
+            if blocks:
+                matched = 0
+                for block in blocks:
+                    if block not in e.prefixes:
+                        break
+                    matched += 1
+                cached[i] = tokens * matched / len(blocks)
+            if sticky is not None and sticky[0] == e.url:
+                cached[i] = max(cached[i], min(tokens, float(sticky[1])))
+        return cached
+
+    def score(self, request: PickRequest, endpoints: Sequence[EndpointState]) -> list[float]:
+        now = self.clock()
+        cached = self._cached(request, endpoints)
+        costs = []
+        self._uncached = {}
+        for e, hit in zip(endpoints, cached, strict=True):
+            uncached = max(0.0, request.prompt_tokens - hit)
+            self._uncached[e.url] = uncached
+            backlog = max(self._sent(e.url, now), e.waiting * self.mean_uncached)
+            costs.append(backlog + uncached + self.decode_weight * max(e.running, float(e.outstanding)))
+        low = min(costs)
+        return [(low + 1.0) / (c + 1.0) for c in costs]
+
+    def picked(self, request: PickRequest, endpoint: EndpointState) -> None:
+        """The chosen replica now has this request's prefill queued (and this prompt's prefix, this session)."""
+        uncached = self._uncached.get(endpoint.url, float(request.prompt_tokens))
+        now = self.clock()
+        backlog = self.backlogs.setdefault(endpoint.url, _Backlog(at=now))
+        backlog.tokens = self._sent(endpoint.url, now) + uncached
+        self.mean_uncached += 0.05 * (uncached - self.mean_uncached)
+        if request.prefix_blocks:
+            self.states.remember_prefixes(endpoint.url, request.prefix_blocks)
+        if request.session:
+            self.sessions[request.session] = (endpoint.url, request.prompt_tokens)
+            self.sessions.move_to_end(request.session)
+            if len(self.sessions) > _MAX_SESSIONS:
+                self.sessions.popitem(last=False)

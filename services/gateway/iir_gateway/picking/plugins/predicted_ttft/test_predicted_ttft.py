@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from iir_gateway.picking.base import PickRequest, PluginContext
+from iir_gateway.picking.plugins.predicted_ttft import PredictedTtftScorer
+from iir_gateway.picking.state import EndpointStates
+
+
+class Index:
+    """Replica URL → the block hashes it holds."""
+
+    def __init__(self, held: dict[str, set[int]]) -> None:
+        self.held = held
+
+    def publishing(self, url: str) -> bool:
+        return url in self.held
+
+    def match_lengths(self, hashes: Sequence[int], urls: Sequence[str]) -> list[int]:
+        out = []
+        for url in urls:
+            n = 0
+            while n < len(hashes) and hashes[n] in self.held.get(url, set()):
+                n += 1
+            out.append(n)
+        return out
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def scorer(held: dict[str, set[int]], clock: Clock | None = None) -> tuple[PredictedTtftScorer, EndpointStates]:
+    states = EndpointStates()
+    context = PluginContext(states, Index(held), prefill_tokens_per_s=1000.0)
+    return PredictedTtftScorer(context, clock=clock or Clock()), states
+
+
+def request(tokens: int, blocks: int, session: str = "") -> PickRequest:
+    return PickRequest("m", session=session, prompt_tokens=tokens, kv_blocks=list(range(blocks)), block_size=16)
+
+
+def test_the_replica_holding_the_prefix_costs_only_its_uncached_prefill() -> None:
+    s, states = scorer({"a": set(range(60)), "b": set()})
+    a, b = states.get("a"), states.get("b")
+    scores = s.score(request(1024, 64), [a, b])
+    # a: 1024 − 60·16 = 64 uncached tokens; b: all 1024
+    assert scores == [1.0, (64 + 1) / (1024 + 1)]
+
+
+def test_affinity_yields_to_a_replica_whose_queue_costs_more_than_the_prefill_it_saves() -> None:
+    clock = Clock()
+    s, states = scorer({"a": set(range(64)), "b": set()}, clock)
+    a, b = states.get("a"), states.get("b")
+    for _ in range(3):  # three long prompts queued on a: 3 × 4096 tokens of prefill waiting there
+        s.picked(request(4096, 0), a)
+        s._uncached = {}
+    scores = s.score(request(1024, 64), [a, b])
+    assert scores[1] > scores[0]
+    clock.now += 60  # the backlog drains at the prefill speed: affinity wins again
+    assert s.score(request(1024, 64), [a, b])[0] == 1.0
+
+
+def test_other_gateways_queues_count_through_vllms_waiting_gauge() -> None:
+    s, states = scorer({"a": set(range(64)), "b": set()})
+    a, b = states.get("a"), states.get("b")
+    s.mean_uncached = 2000.0
+    states.update_metrics("a", waiting=4, running=0, kv_cache_usage=0.1)
+    scores = s.score(request(1024, 64), [a, b])
+    assert scores[1] > scores[0]
+
+
+def test_replicas_without_events_use_the_estimate_and_the_session() -> None:
+    s, states = scorer({})
+    a, b = states.get("a"), states.get("b")
+    s.picked(PickRequest("m", session="k:s1", prompt_tokens=900), b)
+    s.backlogs.clear()
+    scores = s.score(PickRequest("m", session="k:s1", prompt_tokens=1000), [a, b])
+    assert scores[1] == 1.0 and scores[0] < 0.2
+    states.remember_prefixes("a", [7, 8])
+    scores = s.score(PickRequest("m", [7, 8], prompt_tokens=1000), [a, b])
+    assert scores[0] == 1.0
