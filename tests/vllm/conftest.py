@@ -35,10 +35,22 @@ def vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield os.environ["IIR_VLLM_URL"].rstrip("/")
         return
     port = _free_port()
-    proc = real_vllm.serve(port, tmp_path_factory.mktemp("vllm") / "vllm.log")
+    events = _free_port(), _free_port()
+    proc = real_vllm.serve(port, tmp_path_factory.mktemp("vllm") / "vllm.log", kv_events=events)
+    os.environ["IIR_TEST_VLLM_KV_EVENTS"] = f"{events[0]},{events[1]}"
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(30)
+
+
+@pytest.fixture(scope="session")
+def vllm_kv_events(vllm_url: str) -> tuple[int, int]:
+    """The session vLLM's KV event ports (PUB, replay), on as the operator turns them on."""
+    ports = os.environ.get("IIR_TEST_VLLM_KV_EVENTS")
+    if not ports:
+        pytest.skip("an outside vLLM (IIR_VLLM_URL): its KV events are unknown")
+    pub, replay = ports.split(",")
+    return int(pub), int(replay)
 
 
 @pytest.fixture(scope="session")

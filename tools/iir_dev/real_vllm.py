@@ -142,18 +142,41 @@ def build() -> Path:
     return model
 
 
+# As the operator runs vLLM: block hashes any process can compute (a fixed root, CBOR), published as KV events.
+HASH_SEED = "0"
+HASH_ALGO = "sha256_cbor"
+BLOCK_SIZE = 128  # vLLM's CPU backend caches 128-token blocks (GPUs: 16)
+
+
+def kv_events_config(events_port: int, replay_port: int) -> str:
+    return json.dumps(
+        {
+            "enable_kv_cache_events": True,
+            "publisher": "zmq",
+            "endpoint": f"tcp://*:{events_port}",  # vLLM binds only an address with a wildcard
+            "replay_endpoint": f"tcp://*:{replay_port}",
+        }
+    )
+
+
 def serve(
-    port: int, log_path: Path, timeout_s: float = 300, served: str = SERVED, lora: bool = False
+    port: int,
+    log_path: Path,
+    timeout_s: float = 300,
+    served: str = SERVED,
+    lora: bool = False,
+    kv_events: tuple[int, int] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Starts vLLM's OpenAI server for the model on `port`; returns once `/health` answers. With `lora`,
-    as the operator runs a model with spec.lora: LoRA on (two slots) and adapters loaded at run time."""
+    as the operator runs a model with spec.lora: LoRA on (two slots) and adapters loaded at run time. With
+    `kv_events` (PUB port, replay port), KV events on as the operator turns them on."""
     model = build()
     env = {
         **os.environ,
         "VLLM_CPU_KVCACHE_SPACE": "1",
         "HF_HUB_OFFLINE": "1",
         "VLLM_NO_USAGE_STATS": "1",
-        "VLLM_LOGGING_LEVEL": "WARNING",
+        "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
     }
     if lora:
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
@@ -178,6 +201,10 @@ def serve(
         "--tool-call-parser",
         os.environ.get("IIR_VLLM_TOOL_PARSER", "hermes"),
     ]
+    if kv_events is not None:
+        env["PYTHONHASHSEED"] = HASH_SEED
+        cmd += ["--prefix-caching-hash-algo", HASH_ALGO, "--block-size", str(BLOCK_SIZE)]
+        cmd += ["--kv-events-config", kv_events_config(*kv_events)]
     if lora:
         cmd += ["--enable-lora", "--max-loras", "2", "--max-lora-rank", str(ADAPTER_RANK)]
     log = log_path.open("wb")
