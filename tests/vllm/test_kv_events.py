@@ -36,7 +36,7 @@ def test_chat_tokens_are_vllms(vllm_url: str, tokenizer: PromptTokenizer) -> Non
 
 def _replayed(replay_port: int) -> set[int]:
     """Every block hash vLLM's events say it stored, from its replay socket (all batches since seq 0)."""
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
     sock.connect(f"tcp://127.0.0.1:{replay_port}")
     stored: set[int] = set()
     try:
