@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from iir_gateway.picking.state import EndpointStates
@@ -15,7 +15,7 @@ class EndpointStateCollector(Collector):
     def __init__(self, states: EndpointStates) -> None:
         self.states = states
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         families = {
             attr: GaugeMetricFamily(f"iir_gateway_endpoint_{attr}", doc, labels=["endpoint"])
             for attr, doc in (
@@ -28,10 +28,20 @@ class EndpointStateCollector(Collector):
         ejected = GaugeMetricFamily(
             "iir_gateway_endpoint_ejected", "1 while an endpoint is ejected for failures.", labels=["endpoint"]
         )
+        counters = {
+            attr: CounterMetricFamily(f"iir_gateway_endpoint_{attr}", doc, labels=["endpoint"])
+            for attr, doc in (
+                ("prompt_tokens", "Prompt tokens of the requests this gateway process picked the endpoint for."),
+                ("predicted_cached_tokens", "Of those, the tokens picking predicted the endpoint's KV cache held."),
+            )
+        }
         now = time.monotonic()
         for state in self.states.all():
             for attr, family in families.items():
                 family.add_metric([state.url], float(getattr(state, attr)))
+            for attr, counter in counters.items():
+                counter.add_metric([state.url], float(getattr(state, attr)))
             ejected.add_metric([state.url], 0.0 if state.healthy(now) else 1.0)
         yield from families.values()
+        yield from counters.values()
         yield ejected

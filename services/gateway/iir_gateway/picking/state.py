@@ -26,6 +26,9 @@ class EndpointState:
     failures: int = 0
     ejected_until: float = 0.0
     ejections: int = 0
+    # Prompt tokens picked here, and of those the ones predicted cached (compare vllm:prefix_cache_hits).
+    prompt_tokens: int = 0
+    predicted_cached_tokens: int = 0
     # Prefix block hashes recently sent here (an approximation of the replica's prefix cache), LRU.
     prefixes: OrderedDict[int, None] = field(default_factory=OrderedDict)
 

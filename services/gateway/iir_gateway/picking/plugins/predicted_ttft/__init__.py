@@ -93,6 +93,8 @@ class PredictedTtftScorer:
         backlog = self.backlogs.setdefault(endpoint.url, _Backlog(at=now))
         backlog.tokens = self._sent(endpoint.url, now) + uncached
         self.mean_uncached += 0.05 * (uncached - self.mean_uncached)
+        endpoint.prompt_tokens += request.prompt_tokens
+        endpoint.predicted_cached_tokens += round(request.prompt_tokens - uncached)
         if request.prefix_blocks:
             self.states.remember_prefixes(endpoint.url, request.prefix_blocks)
         if request.session:
