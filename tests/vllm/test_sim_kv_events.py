@@ -56,6 +56,7 @@ async def sim() -> AsyncIterator[Client]:
         engine="llama-3.1-8b-h100",
         time_scale=0.02,
         kv_cache_blocks=24,  # small: the requests below evict one another's blocks
+        max_model_len=360,
         max_loras=1,
         kv_events_endpoint="tcp://127.0.0.1:0",
         kv_events_replay_endpoint="tcp://127.0.0.1:0",

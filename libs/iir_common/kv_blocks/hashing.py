@@ -1,14 +1,14 @@
 """vLLM's prefix-cache block hash (vllm/v1/core/kv_cache_utils.py, vllm/utils/hashing.py).
 
 Block i's hash is `hash_fn((parent, tuple(tokens of block i), extra_keys))`, the first block's parent being
-`NONE_HASH = hash_fn(PYTHONHASHSEED)`; only full blocks are hashed. KV events carry a hash as the low 64 bits of
+`NONE_HASH = hash_fn(PYTHONHASHSEED)`, or of "vllm-none-hash" when the engine runs without one (vLLM 0.32, for
+its cryptographic algorithms); only full blocks are hashed. KV events carry a hash as the low 64 bits of
 its digest read big-endian (`maybe_convert_block_hash` with VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES, the default).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import cbor2
 
 _MASK64 = (1 << 64) - 1
+DEFAULT_SEED = "vllm-none-hash"  # vLLM's DEFAULT_NONE_HASH_SEED
 
 
 def sha256(value: Any) -> bytes:
@@ -32,10 +33,9 @@ HASH_ALGOS: dict[str, Callable[[Any], bytes]] = {"sha256": sha256, "sha256_cbor"
 class BlockHasher:
     """Hashes token ids into the chained block hashes one engine configuration computes.
 
-    `seed` is the engine's PYTHONHASHSEED; None draws a random root as vLLM does without one (hashes then
-    match no other process)."""
+    Defaults are vLLM's: `sha256`, 16-token blocks; `seed` is the engine's PYTHONHASHSEED (None: unset)."""
 
-    def __init__(self, algo: str = "sha256_cbor", seed: str | None = "0", block_size: int = 16) -> None:
+    def __init__(self, algo: str = "sha256", seed: str | None = None, block_size: int = 16) -> None:
         try:
             self.hash_fn = HASH_ALGOS[algo]
         except KeyError:
@@ -46,7 +46,7 @@ class BlockHasher:
             raise ValueError("block_size must be positive")
         self.algo = algo
         self.block_size = block_size
-        self.none_hash = os.urandom(32) if seed is None else self.hash_fn(seed)
+        self.none_hash = self.hash_fn(DEFAULT_SEED if seed is None else seed)
 
     def block_hashes(
         self,

@@ -19,6 +19,17 @@ from aiohttp import web
 from prometheus_client import generate_latest
 
 from iir_simbackend.answers import ChatAnswer, CompletionAnswer, Plan, plan_chat, plan_completion
+from iir_simbackend.engine.engine import Engine
+from iir_simbackend.engine.serving import (
+    SESSION_ID_HEADER,
+    EngineCall,
+    build_engine,
+    document,
+    prompt_ids,
+    stream,
+    with_engine_usage,
+)
+from iir_simbackend.engine.tokens import Tokenizer, load_tokenizer
 from iir_simbackend.generation import count_tokens
 from iir_simbackend.lora import LoraState
 from iir_simbackend.settings import SimSettings
@@ -29,6 +40,8 @@ SETTINGS = web.AppKey("settings", SimSettings)
 METRICS = web.AppKey("metrics", VllmMetrics)
 SEEN = web.AppKey("seen", set[str])  # model names asked for, served because IIR_SIM_MODELS has "*"
 LORA = web.AppKey("lora", LoraState)  # only with IIR_SIM_MAX_LORAS
+ENGINE = web.AppKey("engine", Engine)  # only with IIR_SIM_ENGINE
+TOKENIZER: web.AppKey[Tokenizer] = web.AppKey("tokenizer")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -136,11 +149,18 @@ def _handler(chat: bool) -> Handler:
         if not chat and body.get("prompt") is None:
             return missing("prompt", body)
         plan: Plan = (plan_chat if chat else plan_completion)(body, settings.default_max_tokens)
+        engine = request.app.get(ENGINE)
+        prompts: list[list[int]] = []
+        if engine is not None:
+            prompts = prompt_ids(request.app[TOKENIZER], body, chat)
+            plan = with_engine_usage(plan, prompts)
         refused = check_sampling(body, settings.max_model_len, plan.prompt_tokens)
         if refused is not None:
             return refused
         prefix = "chatcmpl" if chat else "cmpl"
         answer = (ChatAnswer if chat else CompletionAnswer)(plan, f"{prefix}-{_request_id(request)}", body["model"])
+        if engine is not None:
+            return await _engine_answer(request, engine, prompts, answer, body)
         m = request.app[METRICS]
         lora = request.app.get(LORA)
         start = time.perf_counter()
@@ -166,6 +186,49 @@ def _handler(chat: bool) -> Handler:
             m.e2e.observe(time.perf_counter() - start)
 
     return handler
+
+
+async def _engine_answer(
+    request: web.Request,
+    engine: Engine,
+    prompts: list[list[int]],
+    answer: ChatAnswer | CompletionAnswer,
+    body: dict[str, Any],
+) -> web.StreamResponse:
+    """The answer timed by the engine model (which keeps vLLM's metrics itself)."""
+    settings = request.app[SETTINGS]
+    model = body["model"]
+    lora = request.app.get(LORA)
+    adapter = engine.lora(model, lora.adapters[model]) if lora is not None and model in lora.adapters else None
+    session = body.get("session_id")
+    session = session if isinstance(session, str) else request.headers.get(SESSION_ID_HEADER)
+    call = EngineCall(engine, request.app[TOKENIZER], answer.plan, prompts, str(answer.head["id"]), adapter, session)
+    if lora is not None:
+        lora.started(model)
+    details = settings.enable_prompt_tokens_details
+    try:
+        if body.get("stream"):
+            return await stream(request, call, answer, details, settings.stream_interval)
+        return await document(call, answer, details)
+    finally:
+        call.abort()  # the client left: vLLM stops generating
+        if lora is not None:
+            lora.finished(model)
+
+
+async def reset_prefix_cache(request: web.Request) -> web.Response:
+    """vLLM's POST /reset_prefix_cache: `{"success": false}` while blocks are held, unless
+    `reset_running_requests` preempts the running requests first."""
+    flag = request.query.get("reset_running_requests", "false").lower() in ("true", "1", "yes", "on")
+    return _json({"success": await request.app[ENGINE].reset_prefix_cache(flag)})
+
+
+async def _start_engine(app: web.Application) -> None:
+    app[ENGINE].start()
+
+
+async def _stop_engine(app: web.Application) -> None:
+    await app[ENGINE].stop()
 
 
 async def _stream(request: web.Request, answer: ChatAnswer | CompletionAnswer, start: float) -> web.StreamResponse:
@@ -265,6 +328,12 @@ def create_app(settings: SimSettings | None = None) -> web.Application:
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    if settings.engine:
+        app[ENGINE] = build_engine(settings, app[METRICS])
+        app[TOKENIZER] = load_tokenizer(settings.tokenizer)
+        app.router.add_post("/reset_prefix_cache", reset_prefix_cache)
+        app.on_startup.append(_start_engine)
+        app.on_cleanup.append(_stop_engine)
     if settings.max_loras > 0:
         lora = app[LORA] = LoraState(app[METRICS].model, settings.max_loras, app[METRICS].registry)
         app.router.add_post("/v1/load_lora_adapter", lora.load)

@@ -24,6 +24,31 @@ class SimSettings(BaseSettings):
     max_loras: int = 0
     # Longest completion when the request gives no max_tokens (0: until the model stops, as vLLM does).
     default_max_tokens: int = 0
+    # The engine model (docs/simulated-fleet.md): a calibrated profile name, e.g. `llama-3.1-8b-h100`;
+    # empty keeps the fixed ttft_ms / tokens_per_s timing above.
+    engine: str = ""
+    # Engine time: 1.0 as on the GPU, 4.0 four times slower.
+    time_scale: float = 1.0
+    # Tokens coalesced per streamed chunk after the first, as vLLM's --stream-interval.
+    stream_interval: int = 1
+    # A folder with tokenizer.json and tokenizer_config.json; empty: a word is a token.
+    tokenizer: str = ""
+    # Overrides of the profile (0: the profile's): KV blocks, the token budget of a step, running requests.
+    kv_cache_blocks: int = 0
+    max_num_batched_tokens: int = 0
+    max_num_seqs: int = 0
+    # Block hashing as vLLM's --prefix-caching-hash-algo and PYTHONHASHSEED (vLLM's seed when unset).
+    prefix_caching_hash_algo: str = "sha256"
+    hash_seed: str = "vllm-none-hash"
+    # KV events as vLLM's --kv-events-config (ZMQ PUB endpoint, ROUTER replay endpoint, topic); empty: none.
+    kv_events_endpoint: str = ""
+    kv_events_replay_endpoint: str = ""
+    kv_events_topic: str = ""
+    # usage.prompt_tokens_details with the cached tokens, as vLLM's --enable-prompt-tokens-details.
+    enable_prompt_tokens_details: bool = False
+    # Independent servers in this process (own engine, metrics and ports): replica i listens on port + i,
+    # its KV events on the endpoints' ports + 2i.
+    replicas: int = 1
 
     @property
     def model_names(self) -> list[str]:
