@@ -8,7 +8,7 @@ target's own processes, from /proc), the time to first token added by streaming,
 with its default settings (auth on with a warm key, limits, scrubbing, cache lookup, metrics, access
 log). Load comes from wrk; TTFT from an asyncio client. Medians of several rounds, targets interleaved
 within each round so they share the machine's noise.
-Usage: .venv/bin/python bench/gateway_overhead.py [--rounds 3] [--duration 5] [--workers 1] [--no-peers]
+Usage: .venv/bin/python bench/gateway_overhead.py [--rounds 3] [--duration 5] [--workers 1] [--replicas 1] [--no-peers]
        [--concurrency 1,32,256] [--modes unary,stream] [--peers vllm-router,litellm]
 """
 
@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--replicas", type=int, default=1, help="simulated vLLM replicas behind IIR's model")
     parser.add_argument("--access-log", choices=("true", "false"), default="true")
     parser.add_argument("--no-peers", action="store_true", help="IIR and the backend only")
     parser.add_argument(
@@ -122,7 +123,7 @@ def main() -> None:
     rows: list[dict[str, object]] = []
     ttfts: list[dict[str, object]] = []
     memory: dict[str, float] = {}
-    with throwaway_stack("iir-bench-", "iir_bench", env=env) as stack:
+    with throwaway_stack("iir-bench-", "iir_bench", env=env, sim_replicas=args.replicas) as stack:
         work = stack.workdir
         key = stack.create_key("bench")
         direct = Peer("direct", stack.sim_url, stack.processes["simbackend"].popen.pid, key)
@@ -161,7 +162,8 @@ def main() -> None:
                     ttfts.append({"target": n, "concurrency": conc, "ttft_ms": v, "added_ttft_ms": v - got["direct"]})
             memory = {t.name: rss_mib(t.pid) for t in targets}
     print(
-        f"IIR gateway workers: {args.workers}, access log: {args.access_log}, rounds: {args.rounds} × {args.duration}s"
+        f"IIR gateway workers: {args.workers}, replicas: {args.replicas}, access log: {args.access_log}, "
+        f"rounds: {args.rounds} × {args.duration}s"
     )
     print(
         f"{'target':<12} {'mode':<6} {'conc':>4} | {'rps':>8} {'p50':>7} {'p99':>8} | {'added p50':>9} "
@@ -181,11 +183,12 @@ def main() -> None:
     for n, m in memory.items():
         print(f"RSS {n:<12} {m:.0f} MiB (all its processes)")
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"gateway_overhead_w{args.workers}.json"
+    out = RESULTS / f"gateway_overhead_w{args.workers}_r{args.replicas}.json"
     out.write_text(
         json.dumps(
             {
                 "workers": args.workers,
+                "replicas": args.replicas,
                 "access_log": args.access_log,
                 "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()},
                 "rows": rows,

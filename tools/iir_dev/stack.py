@@ -55,12 +55,19 @@ class Ports:
         )
 
 
-def write_models_file(path: Path, sim_url: str) -> list[str]:
-    """The dev models file with every endpoint pointed at the simulated backend; returns the served names."""
+def write_models_file(path: Path, sim_url: str, replicas: int = 1) -> list[str]:
+    """The dev models file with every endpoint pointed at the simulated backend (`replicas` of them, on
+    consecutive ports, as `python -m iir_simbackend --replicas` serves them); returns the served names."""
     docs = [d for d in yaml.safe_load_all(DEV_MODELS.read_text()) if d]
+    base, _, port = sim_url.rpartition(":")
     for doc in docs:
-        for endpoint in (doc.get("status") or {}).get("endpoints") or []:
+        status = doc.get("status") or {}
+        for endpoint in status.get("endpoints") or []:
             endpoint["url"] = sim_url
+        if replicas > 1 and status.get("endpoints"):
+            template = status["endpoints"][0]
+            status["endpoints"] = [{**template, "url": f"{base}:{int(port) + i}"} for i in range(replicas)]
+            status["replicas"] = status["readyReplicas"] = replicas
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     return [d["spec"]["servedName"] for d in docs]
 
@@ -109,6 +116,8 @@ class Stack:
     processes: dict[str, Process] = field(default_factory=dict)
     # Gateway replica URL → its metrics URL.
     replica_metrics: dict[str, str] = field(default_factory=dict)
+    # Simulated vLLM replicas (one process, consecutive ports) behind every dev model.
+    sim_replicas: int = 1
 
     @property
     def gateway_url(self) -> str:
@@ -181,8 +190,9 @@ class Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         sim_env = {}
         if not self.models_file.exists():  # a file that exists is the user's (or a test's): kept as it is
-            names = write_models_file(self.models_file, self.sim_url)
+            names = write_models_file(self.models_file, self.sim_url, self.sim_replicas)
             sim_env["IIR_SIM_MODELS"] = self.env.get("IIR_SIM_MODELS") or ",".join(names)
+            sim_env["IIR_SIM_REPLICAS"] = str(self.sim_replicas)
         p = self.ports
         grpc_services = {
             "auth": ("iir_auth", p.auth, "iir.v1.AuthService"),

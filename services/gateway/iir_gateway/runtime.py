@@ -43,7 +43,10 @@ from iir_gateway.limits.storage_quota import storage_quota
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.networks import parse_networks
 from iir_gateway.picking.collector import EndpointStateCollector
+from iir_gateway.picking.kv_index import KvIndex
+from iir_gateway.picking.base import PluginContext
 from iir_gateway.picking.policies import Scheduler
+from iir_gateway.picking.prompt_blocks import PromptBlocks
 from iir_gateway.picking.queue import PriorityGate
 from iir_gateway.picking.state import EndpointStates
 from iir_gateway.principal import Principal
@@ -156,6 +159,7 @@ class Runtime:
             settings.spend_checkpoint_s,
         )
         self.endpoints = EndpointStates()
+        self.kv_index = KvIndex()  # the blocks each replica's KV cache holds, from the registry
         self.queue = PriorityGate(settings.queue_max, settings.queue_timeout_s)
         self.registry_stub = registry_pb2_grpc.RegistryServiceStub(self.channels["registry"])
         self.cold_starts = ColdStarts(
@@ -166,7 +170,10 @@ class Runtime:
         self.demand = DemandReporter(self.registry_stub, [self.cold_starts.held, self.queue.held])
         self.cold_starts.on_demand = self.demand.kick
         self.catalogue = ModelCatalogue(
-            self.channels["registry"], on_metrics=self._on_endpoint_metrics, on_change=self.cold_starts.changed
+            self.channels["registry"],
+            on_metrics=self._on_endpoint_metrics,
+            on_change=self.cold_starts.changed,
+            kv_index=self.kv_index,
         )
         self.metrics.queue_depth.set_function(lambda: self.queue.waiting)
         self.metrics.cold_start_held.set_function(lambda: self.cold_starts.total)
@@ -175,13 +182,18 @@ class Runtime:
         self.providers: dict[str, Provider] = {
             "local": LocalProvider(
                 self.catalogue,
-                Scheduler(settings.endpoint_picker, self.endpoints),
+                Scheduler(
+                    settings.endpoint_picker,
+                    self.endpoints,
+                    PluginContext(self.endpoints, self.kv_index, settings.picker_prefill_tokens_per_s),
+                ),
                 self.endpoints,
                 self.queue,
                 settings.endpoint_max_outstanding,
                 settings.endpoint_max_waiting,
                 settings.upstream_retries,
                 self.cold_starts,
+                PromptBlocks(settings.tokenizers_dir),
             ),
         }
         for name, config in load_providers(

@@ -8,7 +8,8 @@ BLOCK_CHARS = 128
 MAX_BLOCKS = 128  # hash at most the first 16 KiB of a prompt
 
 
-def _prompt_text(body: dict[str, Any]) -> str:
+def prompt_text(body: dict[str, Any]) -> str:
+    """The prompt's text: role:content of each message, or the completion prompt."""
     messages = body.get("messages")
     if isinstance(messages, list):
         parts = []
@@ -24,7 +25,10 @@ def _prompt_text(body: dict[str, Any]) -> str:
 
 def prefix_blocks(body: dict[str, Any], block_chars: int = BLOCK_CHARS, max_blocks: int = MAX_BLOCKS) -> list[int]:
     """h[i] = hash(h[i-1], block i) over whole blocks of the prompt text (the partial last block is left out)."""
-    text = _prompt_text(body)
+    return text_blocks(prompt_text(body), block_chars, max_blocks)
+
+
+def text_blocks(text: str, block_chars: int = BLOCK_CHARS, max_blocks: int = MAX_BLOCKS) -> list[int]:
     blocks = []
     previous = 0
     for start in range(0, min(len(text) // block_chars, max_blocks) * block_chars, block_chars):

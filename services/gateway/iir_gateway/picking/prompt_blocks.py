@@ -13,7 +13,7 @@ from typing import Any
 
 from iir.v1 import registry_pb2
 from iir_common.kv_blocks import BlockHasher, PrefixBlocks, PromptTokenizer
-from iir_gateway.picking.prefix import _prompt_text, prefix_blocks
+from iir_gateway.picking.prefix import prompt_text, text_blocks
 
 log = logging.getLogger(__name__)
 
@@ -71,4 +71,5 @@ class PromptBlocks:
                     return PromptFacts(blocks.tokens, blocks.external, source.hasher.block_size)
             except Exception as exc:  # a template refusing these messages: vLLM will answer; pick by estimate
                 log.debug("prompt not tokenized for picking: %s", exc)
-        return PromptFacts(len(_prompt_text(body)) // _CHARS_PER_TOKEN, approximate_blocks=prefix_blocks(body))
+        text = prompt_text(body)
+        return PromptFacts(len(text) // _CHARS_PER_TOKEN, approximate_blocks=text_blocks(text))

@@ -26,6 +26,9 @@ class EndpointState:
     failures: int = 0
     ejected_until: float = 0.0
     ejections: int = 0
+    # Prefill tokens this gateway process sent here, as of `backlog_at` (predicted_ttft drains it).
+    backlog_tokens: float = 0.0
+    backlog_at: float = 0.0
     # Prompt tokens picked here, and of those the ones predicted cached (compare vllm:prefix_cache_hits).
     prompt_tokens: int = 0
     predicted_cached_tokens: int = 0

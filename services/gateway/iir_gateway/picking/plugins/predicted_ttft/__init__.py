@@ -5,18 +5,11 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from iir_gateway.picking.base import PickRequest, PluginContext
 from iir_gateway.picking.state import EndpointState
 
 _MAX_SESSIONS = 100_000
-
-
-@dataclass
-class _Backlog:
-    tokens: float = 0.0
-    at: float = 0.0
 
 
 class PredictedTtftScorer:
@@ -32,19 +25,10 @@ class PredictedTtftScorer:
         self.rate = prefill_tokens_per_s or context.prefill_tokens_per_s
         self.decode_weight = decode_weight
         self.clock = clock
-        self.backlogs: dict[str, _Backlog] = {}
         self.mean_uncached = 0.0
         self.sessions: OrderedDict[str, tuple[str, int]] = OrderedDict()
         # Each candidate's uncached prompt tokens in the last score() (picked() reads the chosen one's).
         self._uncached: dict[str, float] = {}
-
-    def _sent(self, url: str, now: float) -> float:
-        backlog = self.backlogs.get(url)
-        if backlog is None:
-            return 0.0
-        backlog.tokens = max(0.0, backlog.tokens - (now - backlog.at) * self.rate)
-        backlog.at = now
-        return backlog.tokens
 
     def _cached(self, request: PickRequest, endpoints: Sequence[EndpointState]) -> list[float]:
         tokens = float(request.prompt_tokens)
@@ -75,23 +59,29 @@ class PredictedTtftScorer:
 
     def score(self, request: PickRequest, endpoints: Sequence[EndpointState]) -> list[float]:
         now = self.clock()
-        cached = self._cached(request, endpoints)
+        tokens = float(request.prompt_tokens)
+        known = bool(request.kv_blocks or request.prefix_blocks or request.session)
+        cached = self._cached(request, endpoints) if known else None
+        rate, weight, mean = self.rate, self.decode_weight, self.mean_uncached
         costs = []
-        self._uncached = {}
-        for e, hit in zip(endpoints, cached, strict=True):
-            uncached = max(0.0, request.prompt_tokens - hit)
-            self._uncached[e.url] = uncached
-            backlog = max(self._sent(e.url, now), e.waiting * self.mean_uncached)
-            costs.append(backlog + uncached + self.decode_weight * max(e.running, float(e.outstanding)))
-        low = min(costs)
-        return [(low + 1.0) / (c + 1.0) for c in costs]
+        uncached_by_url = self._uncached = {}
+        for i, e in enumerate(endpoints):
+            uncached = tokens if cached is None else max(0.0, tokens - cached[i])
+            uncached_by_url[e.url] = uncached
+            sent = e.backlog_tokens - (now - e.backlog_at) * rate
+            queued = e.waiting * mean
+            busy = e.running if e.running > e.outstanding else e.outstanding
+            costs.append((sent if sent > queued else queued if queued > 0 else 0.0) + uncached + weight * busy)
+        low = min(costs) + 1.0
+        return [low / (c + 1.0) for c in costs]
 
     def picked(self, request: PickRequest, endpoint: EndpointState) -> None:
         """The chosen replica now has this request's prefill queued (and this prompt's prefix, this session)."""
         uncached = self._uncached.get(endpoint.url, float(request.prompt_tokens))
         now = self.clock()
-        backlog = self.backlogs.setdefault(endpoint.url, _Backlog(at=now))
-        backlog.tokens = self._sent(endpoint.url, now) + uncached
+        sent = endpoint.backlog_tokens - (now - endpoint.backlog_at) * self.rate
+        endpoint.backlog_tokens = (sent if sent > 0 else 0.0) + uncached
+        endpoint.backlog_at = now
         self.mean_uncached += 0.05 * (uncached - self.mean_uncached)
         endpoint.prompt_tokens += request.prompt_tokens
         endpoint.predicted_cached_tokens += round(request.prompt_tokens - uncached)

@@ -78,7 +78,7 @@ def test_replicas_without_events_use_the_estimate_and_the_session() -> None:
     s, states = scorer({})
     a, b = states.get("a"), states.get("b")
     s.picked(PickRequest("m", session="k:s1", prompt_tokens=900), b)
-    s.backlogs.clear()
+    b.backlog_tokens = 0.0
     scores = s.score(PickRequest("m", session="k:s1", prompt_tokens=1000), [a, b])
     assert scores[1] == 1.0 and scores[0] < 0.2
     states.remember_prefixes("a", [7, 8])
