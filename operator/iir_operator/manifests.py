@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,9 @@ Obj = dict[str, Any]
 MODEL_DIR = "/models"
 CACHE_DIR = "/cache"
 DEFAULT_DRAIN_S = 120  # spec.drainTimeoutSeconds when unset
+# vLLM's KV event sockets (PUB and its replay ROUTER), on named ports the registry finds in the EndpointSlices.
+KV_EVENTS_PORT, KV_REPLAY_PORT = 5557, 5558
+KV_EVENTS_TOPIC = "kv-events"
 
 
 def labels(im: Obj) -> dict[str, str]:
@@ -65,6 +69,42 @@ def _model_arg(source: Obj) -> tuple[str, list[Obj], list[Obj]]:
     return str(source["uri"]), [], []
 
 
+def kv_events(im: Obj) -> bool:
+    """spec.routing.kvEvents (on unless false): the replicas publish their KV-cache events."""
+    return ((im["spec"].get("routing") or {}).get("kvEvents", True)) is not False
+
+
+def hash_seed(im: Obj) -> str:
+    """The engines' PYTHONHASHSEED (unless spec.env sets one): spec.routing.hashSeed, else a number made
+    from the object's uid (the same for every replica, unguessable outside the cluster), else "0". The
+    registry computes the same (iir_registry/resource_mapping.py) to tell gateways; tests hold them equal."""
+    routing = im["spec"].get("routing") or {}
+    if routing.get("hashSeed"):
+        return str(routing["hashSeed"])
+    uid = str(im["metadata"].get("uid") or "").replace("-", "")
+    try:
+        return str(int(uid, 16) % 1_000_000_000) if uid else "0"
+    except ValueError:
+        return "0"
+
+
+def kv_events_args() -> list[str]:
+    """vLLM's KV events on (ZeroMQ PUB and replay sockets) and a block hash any process can compute."""
+    config = {
+        "enable_kv_cache_events": True,
+        "publisher": "zmq",
+        "endpoint": f"tcp://*:{KV_EVENTS_PORT}",
+        "replay_endpoint": f"tcp://*:{KV_REPLAY_PORT}",
+        "topic": KV_EVENTS_TOPIC,
+    }
+    return [
+        "--kv-events-config",
+        json.dumps(config, separators=(",", ":")),
+        "--prefix-caching-hash-algo",
+        "sha256_cbor",
+    ]
+
+
 def vllm_args(im: Obj, plan: Plan, model: str) -> list[str]:
     spec = im["spec"]
     vllm = spec.get("vllm") or {}
@@ -97,6 +137,8 @@ def vllm_args(im: Obj, plan: Plan, model: str) -> list[str]:
         args += ["--max-lora-rank", str(lora.get("maxLoraRank", 16))]
         if lora.get("maxCpuLoras"):
             args += ["--max-cpu-loras", str(lora["maxCpuLoras"])]
+    if kv_events(im):
+        args += kv_events_args()
     return args + list(vllm.get("extraArgs") or [])
 
 
@@ -120,7 +162,11 @@ def build_deployment(im: Obj, plan: Plan, adapter_claims: Sequence[str] = ()) ->
         )
     if spec.get("lora"):  # adapters are loaded and unloaded at run time through vLLM's own endpoints
         env.append({"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"})
-    env += list(spec.get("env") or [])
+    user_env = list(spec.get("env") or [])
+    if kv_events(im) and not any(e.get("name") == "PYTHONHASHSEED" for e in user_env):
+        # The root of the block hash chain: gateways compute the same hashes only with the same seed.
+        env.append({"name": "PYTHONHASHSEED", "value": hash_seed(im)})
+    env += user_env
     for i, claim in enumerate(adapter_claims):
         volumes.append({"name": f"adapters-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
         mounts.append({"name": f"adapters-{i}", "mountPath": f"{ADAPTERS_DIR}/{claim}", "readOnly": True})
@@ -141,7 +187,7 @@ def build_deployment(im: Obj, plan: Plan, adapter_claims: Sequence[str] = ()) ->
         "name": "vllm",
         "image": vllm.get("image", "vllm/vllm-openai:v0.11.0"),
         "args": vllm_args(im, plan, model),
-        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}, *_kv_ports(im, service=False)],
         "env": env,
         "resources": {
             "requests": {**(resources.get("requests") or {}), gpu_resource: str(plan.gpus)},
@@ -191,6 +237,16 @@ def build_deployment(im: Obj, plan: Plan, adapter_claims: Sequence[str] = ()) ->
     }
 
 
+def _kv_ports(im: Obj, service: bool) -> list[Obj]:
+    """The KV event ports, named: the container's, or the Service's (pointing at the container's)."""
+    if not kv_events(im):
+        return []
+    ports = (("kv-events", KV_EVENTS_PORT), ("kv-replay", KV_REPLAY_PORT))
+    if service:
+        return [{"name": name, "port": number, "targetPort": name, "protocol": "TCP"} for name, number in ports]
+    return [{"name": name, "containerPort": number, "protocol": "TCP"} for name, number in ports]
+
+
 def build_service(im: Obj, plan: Plan) -> Obj:
     port = int((im["spec"].get("vllm") or {}).get("port", 8000))
     return {
@@ -199,6 +255,10 @@ def build_service(im: Obj, plan: Plan) -> Obj:
         "metadata": _metadata(im),
         "spec": {
             "selector": {MODEL_LABEL: im["metadata"]["name"]},
-            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+            # The KV event ports reach the EndpointSlices, where the registry finds each pod's sockets.
+            "ports": [
+                {"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"},
+                *_kv_ports(im, service=True),
+            ],
         },
     }

@@ -42,9 +42,9 @@ from iir_gateway.limits.spend_recorder import SpendRecorder
 from iir_gateway.limits.storage_quota import storage_quota
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.networks import parse_networks
+from iir_gateway.picking.base import PluginContext
 from iir_gateway.picking.collector import EndpointStateCollector
 from iir_gateway.picking.kv_index import KvIndex
-from iir_gateway.picking.base import PluginContext
 from iir_gateway.picking.policies import Scheduler
 from iir_gateway.picking.prompt_blocks import PromptBlocks
 from iir_gateway.picking.queue import PriorityGate

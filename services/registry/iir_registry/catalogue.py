@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from iir.v1 import registry_pb2
 
@@ -18,12 +18,15 @@ class Catalogue:
 
     Each watcher's queue is bounded: a watcher that falls `max_pending` events behind (a stalled
     gateway) gets a fresh snapshot instead of the backlog, so a slow reader cannot grow the registry.
+    A snapshot is followed by the events of `kv_snapshot` (the KV block index, when one is kept).
     """
 
     def __init__(self, max_pending: int = 1000) -> None:
         self._models: dict[str, registry_pb2.Model] = {}
-        self._watchers: set[asyncio.Queue[Event]] = set()
+        self._watchers: set[asyncio.Queue[Event | None]] = set()  # None: send a fresh snapshot
         self.max_pending = max_pending
+        self.kv_snapshot: Callable[[], list[Event]] | None = None
+        self.listeners: list[Callable[[], None]] = []  # called after each change of a model
 
     def get(self, name: str) -> registry_pb2.Model | None:
         return self._models.get(name)
@@ -35,6 +38,7 @@ class Catalogue:
         if self._models.get(model.name) == model:
             return
         self._models[model.name] = model
+        self._changed()
         log.info(
             "model updated",
             extra={"model": model.name, "phase": model.phase, "ready_endpoints": sum(e.ready for e in model.endpoints)},
@@ -44,6 +48,7 @@ class Catalogue:
     def delete(self, name: str) -> None:
         model = self._models.pop(name, None)
         if model is not None:
+            self._changed()
             log.info("model removed", extra={"model": name})
             self._publish(Event(type=Event.DELETE, model=model))
 
@@ -65,6 +70,15 @@ class Catalogue:
         if demand:
             self._publish(Event(type=Event.DEMAND, demand=demand))
 
+    def publish_kv(self, updates: list[registry_pb2.KvBlockUpdate]) -> None:
+        """Sends what changed in the replicas' KV caches to every watcher."""
+        if updates:
+            self._publish(Event(type=Event.KV_BLOCKS, kv=updates))
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener()
+
     def _publish(self, event: Event) -> None:
         for queue in self._watchers:
             try:
@@ -72,16 +86,22 @@ class Catalogue:
             except asyncio.QueueFull:
                 while not queue.empty():
                     queue.get_nowait()
-                queue.put_nowait(Event(type=Event.SNAPSHOT, models=self.models()))
+                queue.put_nowait(None)  # the state as it is when the watcher reads it, not as it is now
                 log.warning("a watcher fell behind; it gets a fresh snapshot", extra={"pending": self.max_pending})
 
+    def _snapshot(self) -> list[Event]:
+        return [Event(type=Event.SNAPSHOT, models=self.models()), *(self.kv_snapshot() if self.kv_snapshot else [])]
+
     async def watch(self) -> AsyncIterator[Event]:
-        """Yields a SNAPSHOT, then every change until the caller stops iterating."""
-        queue: asyncio.Queue[Event] = asyncio.Queue(self.max_pending)
+        """Yields a SNAPSHOT (and the KV index), then every change until the caller stops iterating."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue(self.max_pending)
         self._watchers.add(queue)
         try:
-            yield Event(type=Event.SNAPSHOT, models=self.models())
+            for event in self._snapshot():
+                yield event
             while True:
-                yield await queue.get()
+                got = await queue.get()
+                for event in self._snapshot() if got is None else (got,):
+                    yield event
         finally:
             self._watchers.discard(queue)

@@ -11,6 +11,8 @@ from iir_common.inference_adapter import assign_names
 from iir_common.inference_model import InferenceModelView
 
 LOCAL_PROVIDER = "local"
+DEFAULT_BLOCK_SIZE = 16
+DEFAULT_HASH_ALGO = "sha256_cbor"
 
 
 def _created(meta: Mapping[str, Any], default: int) -> int:
@@ -21,10 +23,68 @@ def _created(meta: Mapping[str, Any], default: int) -> int:
 
 
 def endpoints_from_status(resource: Mapping[str, Any]) -> list[registry_pb2.Endpoint]:
+    """The status's endpoints, with their KV event sockets (`kvEvents`, `kvEventsReplay`; the file source)."""
+    raw = {
+        str(e.get("url")): e for e in (resource.get("status") or {}).get("endpoints") or [] if isinstance(e, Mapping)
+    }
     return [
-        registry_pb2.Endpoint(url=e.url, ready=e.ready, target=e.target)
+        registry_pb2.Endpoint(
+            url=e.url,
+            ready=e.ready,
+            target=e.target,
+            kv_events=str(raw[e.url].get("kvEvents") or ""),
+            kv_events_replay=str(raw[e.url].get("kvEventsReplay") or ""),
+        )
         for e in InferenceModelView.of(resource).endpoints
     ]
+
+
+def _flag(args: Iterable[Any], flag: str) -> str | None:
+    """The last value of `--flag value` or `--flag=value` in vLLM's arguments (argparse keeps the last)."""
+    value = None
+    words = [str(a) for a in args]
+    for i, word in enumerate(words):
+        if word == flag and i + 1 < len(words):
+            value = words[i + 1]
+        elif word.startswith(flag + "="):
+            value = word.partition("=")[2]
+    return value
+
+
+def hash_seed(resource: Mapping[str, Any]) -> str:
+    """The PYTHONHASHSEED of the model's engines: one given in spec.env, else spec.routing.hashSeed, else a
+    number made from the object's uid (unguessable outside the cluster, the same for every replica), else
+    "0". The operator sets the same (iir_operator/manifests.py); tests hold the two equal."""
+    spec = resource.get("spec") or {}
+    for env in spec.get("env") or []:
+        if isinstance(env, Mapping) and env.get("name") == "PYTHONHASHSEED" and "value" in env:
+            return str(env["value"])
+    routing = spec.get("routing") or {}
+    if routing.get("hashSeed"):
+        return str(routing["hashSeed"])
+    uid = str((resource.get("metadata") or {}).get("uid") or "").replace("-", "")
+    try:
+        return str(int(uid, 16) % 1_000_000_000) if uid else "0"
+    except ValueError:
+        return "0"
+
+
+def kv_cache_config(resource: Mapping[str, Any]) -> registry_pb2.KvCacheConfig | None:
+    """How the model's engines hash their blocks; None when its KV events are off (spec.routing.kvEvents)."""
+    spec = resource.get("spec") or {}
+    if (spec.get("routing") or {}).get("kvEvents", True) is False:
+        return None
+    args = (spec.get("vllm") or {}).get("extraArgs") or []
+    try:
+        block_size = int(_flag(args, "--block-size") or DEFAULT_BLOCK_SIZE)
+    except ValueError:
+        block_size = DEFAULT_BLOCK_SIZE
+    return registry_pb2.KvCacheConfig(
+        tokenizer=str(spec.get("tokenizer") or ""),
+        block_size=block_size,
+        hash_algo=_flag(args, "--prefix-caching-hash-algo") or DEFAULT_HASH_ALGO,
+        hash_seed=hash_seed(resource),
+    )
 
 
 def model_from_resource(
@@ -65,6 +125,7 @@ def model_from_resource(
         price_output=price_output,
         scale_from_zero=view.scales_from_zero,
         resource_name=str(meta.get("name", "")),
+        kv_cache=kv_cache_config(resource),
     )
 
 
@@ -91,11 +152,7 @@ def adapter_models(
     kept, _ = assign_names(adapters, {base.served_name, *models})
     for adapter, view in kept:
         holders = set(view.loaded_on)
-        endpoints = [
-            registry_pb2.Endpoint(url=e.url, ready=e.ready, target=e.target, draining=e.draining)
-            for e in base.endpoints
-            if e.target in holders
-        ]
+        endpoints = [e for e in base.endpoints if e.target in holders]
         status = adapter.get("status") or {}
         out.append(
             registry_pb2.Model(
@@ -118,6 +175,7 @@ def adapter_models(
                 scale_from_zero=base.scale_from_zero,
                 resource_name=base.resource_name,
                 base_model=base.name,
+                kv_cache=base.kv_cache if base.HasField("kv_cache") else None,
             )
         )
     return out

@@ -22,3 +22,15 @@ class RegistrySettings(IIRSettings):
     metrics_scrape_interval_s: float = 1.0
     # Namespace whose InferenceModels are served; empty means every namespace.
     registry_namespace: str = ""
+    # Follow the KV-cache events of ready replicas that publish them, for precise prefix routing.
+    kv_events: bool = True
+    # Topic prefix subscribed to on each replica's KV event socket ("" takes every topic).
+    kv_events_topic: str = ""
+    # Changes to the KV block index are pushed to gateways at most this long after they happen, or at once
+    # when this many hashes are waiting.
+    kv_flush_interval_s: float = 0.02
+    kv_flush_max_hashes: int = 5000
+    # How long a replica's replay socket may stay silent before a gap counts as lost.
+    kv_replay_timeout_s: float = 2.0
+    # Port of the registry's Prometheus /metrics (0: not served).
+    registry_metrics_port: int = 0

@@ -9,6 +9,7 @@ import grpc
 
 from iir.v1 import registry_pb2
 from iir_common.registry_watch import RegistryWatch
+from iir_gateway.picking.kv_index import KvIndex
 
 Event = registry_pb2.WatchEvent
 
@@ -21,8 +22,10 @@ class ModelCatalogue:
         channel: grpc.aio.Channel,
         on_metrics: Callable[[Sequence[registry_pb2.EndpointMetrics]], None] | None = None,
         on_change: Callable[[str], None] | None = None,
+        kv_index: KvIndex | None = None,
     ) -> None:
         self._watch = RegistryWatch(channel, self.apply)
+        self._kv_index = kv_index  # fed by KV_BLOCKS; the registry's whole index follows each snapshot
         self._on_metrics = on_metrics
         self._on_change = on_change  # the public name of a model that came, changed or went
         self.models: dict[str, registry_pb2.Model] = {}
@@ -38,6 +41,8 @@ class ModelCatalogue:
             changed = list(set(self.models) | {m.name for m in event.models})
             self.models = {m.name: m for m in event.models}
             self.synced.set()
+            if self._kv_index is not None:
+                self._kv_index.reset()
         elif event.type == Event.UPSERT:
             self.models[event.model.name] = event.model
             changed = [event.model.name]
@@ -46,6 +51,8 @@ class ModelCatalogue:
             changed = [event.model.name]
         elif event.type == Event.METRICS and self._on_metrics is not None:
             self._on_metrics(event.metrics)
+        elif event.type == Event.KV_BLOCKS and self._kv_index is not None:
+            self._kv_index.apply(event.kv)
         if self._on_change is not None:
             for name in changed:
                 self._on_change(name)

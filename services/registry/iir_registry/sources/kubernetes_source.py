@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 SOURCE = "kubernetes"
 SERVICE_LABEL = "kubernetes.io/service-name"
+KV_EVENTS_PORT = "kv-events"  # the vLLM container's named ports of its KV event sockets (operator manifests)
+KV_REPLAY_PORT = "kv-replay"
 _WATCHED = (PLURAL, ADAPTER_PLURAL, "endpointslices")
 _SELECTORS = {PLURAL: "", ADAPTER_PLURAL: "", "endpointslices": MODEL_LABEL}
 
@@ -50,15 +52,23 @@ def _model_of(plural: str, obj: Obj) -> tuple[str, str]:
     return meta.get("namespace", ""), (meta.get("labels") or {}).get(MODEL_LABEL, "")
 
 
+def _zmq_address(address: str, port: int | None) -> str:
+    if not port:
+        return ""
+    return f"tcp://[{address}]:{port}" if ":" in address else f"tcp://{address}:{port}"
+
+
 def slice_endpoints(slices: Iterable[Obj]) -> list[registry_pb2.Endpoint]:
     """Endpoints of EndpointSlices. An endpoint whose readiness is unknown counts as ready (as kube-proxy
-    does); a terminating one that still serves is draining: no new request, its own finish their course."""
+    does); a terminating one that still serves is draining: no new request, its own finish their course.
+    The ports named kv-events and kv-replay give the pod's KV event sockets."""
     out = []
     for sl in slices:
         ports = sl.get("ports") or []
         port = next((p.get("port") for p in ports if p.get("name") == "http"), ports[0].get("port") if ports else None)
         if not port:
             continue
+        named = {p.get("name"): p.get("port") for p in ports}
         for ep in sl.get("endpoints") or []:
             conditions = ep.get("conditions") or {}
             terminating = conditions.get("terminating") is True
@@ -66,8 +76,16 @@ def slice_endpoints(slices: Iterable[Obj]) -> list[registry_pb2.Endpoint]:
             draining = terminating and conditions.get("serving", conditions.get("ready")) is not False
             target = (ep.get("targetRef") or {}).get("name", "")
             for addr in ep.get("addresses") or []:
-                url = endpoint_url(addr, port)
-                out.append(registry_pb2.Endpoint(url=url, ready=ready, target=target, draining=draining))
+                out.append(
+                    registry_pb2.Endpoint(
+                        url=endpoint_url(addr, port),
+                        ready=ready,
+                        target=target,
+                        draining=draining,
+                        kv_events=_zmq_address(addr, named.get(KV_EVENTS_PORT)),
+                        kv_events_replay=_zmq_address(addr, named.get(KV_REPLAY_PORT)),
+                    )
+                )
     return sorted(out, key=lambda e: e.url)
 
 
