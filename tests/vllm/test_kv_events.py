@@ -4,6 +4,7 @@ blocks vLLM's KV events name are the blocks IIR computes."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,7 +13,11 @@ import pytest
 import zmq
 
 from iir_common.kv_blocks import BlockHasher, PromptTokenizer
-from iir_dev import real_vllm
+from iir_dev import datastores, real_vllm
+from iir_dev.stack import Stack
+from tests.conftest import inference_model, write_models
+from tests.vllm.conftest import MODEL
+from tests.waiting import wait_for
 
 SYSTEM = "You are a careful assistant who answers questions about routers, caches and GPUs. " * 40
 
@@ -68,3 +73,86 @@ def test_kv_events_name_the_blocks_iir_hashes(
     while not expected <= (stored := _replayed(vllm_kv_events[1])) and time.monotonic() < deadline:
         time.sleep(0.2)  # events are published after the step that stored the blocks
     assert expected <= stored
+
+
+def _metric(text: str, name: str) -> float:
+    """The sum of a metric's samples over its label sets."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.fixture(scope="module")
+def kv_stack(
+    vllm_url: str, vllm_kv_events: tuple[int, int], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """The gateway in front of the vLLM, listed as two replicas (two URLs, one engine: both hold what it
+    caches), its KV events followed by the registry and the model's tokenizer mounted for the gateway."""
+    work = tmp_path_factory.mktemp("kv-stack")
+    model = real_vllm.build_model()
+    doc = inference_model(real_vllm.SERVED, vllm_url)
+    doc["spec"]["tokenizer"] = model.name
+    doc["spec"]["vllm"] = {"extraArgs": ["--block-size", str(real_vllm.BLOCK_SIZE)]}
+    doc["spec"]["routing"] = {"hashSeed": real_vllm.HASH_SEED}
+    events = {
+        "kvEvents": f"tcp://127.0.0.1:{vllm_kv_events[0]}",
+        "kvEventsReplay": f"tcp://127.0.0.1:{vllm_kv_events[1]}",
+    }
+    port = vllm_url.rsplit(":", 1)[1]
+    doc["status"]["endpoints"] = [
+        {"url": url, "ready": True, "target": name, **events}
+        for name, url in (("a", vllm_url), ("b", f"http://localhost:{port}"))
+    ]
+    doc["status"]["readyReplicas"] = 2
+    write_models(work / "models.yaml", [doc])
+    pg = datastores.postgres(work, database="iir_test_vllm_kv")
+    rd = datastores.redis(work)
+    env = {"IIR_TOKENIZERS_DIR": str(model.parent), "IIR_ENDPOINT_PICKER": "precise_prefix"}
+    stack = Stack(workdir=work, database_url=pg.url, redis_url=rd.url, env=env)
+    stack.start()
+    yield stack
+    stack.stop()
+    pg.stop()
+    rd.stop()
+
+
+def test_the_index_predicts_the_hit_vllm_counts(kv_stack: Stack, vllm_url: str, tokenizer: PromptTokenizer) -> None:
+    key = kv_stack.create_key("kv-events")
+    headers = {"Authorization": f"Bearer {key}"}
+    first, second = messages("Name three caches."), messages("Name three routers.")
+    hasher = BlockHasher(real_vllm.HASH_ALGO, real_vllm.HASH_SEED, real_vllm.BLOCK_SIZE)
+    shared = 0
+    for a, b in zip(
+        hasher.external_hashes(tokenizer.chat_ids(first)),
+        hasher.external_hashes(tokenizer.chat_ids(second)),
+        strict=False,
+    ):
+        if a != b:
+            break
+        shared += 1
+    assert shared >= 3
+    body = {"model": MODEL, "messages": first, "max_tokens": 1}
+    resp = httpx.post(f"{kv_stack.gateway_url}/v1/chat/completions", json=body, headers=headers, timeout=60)
+    assert resp.status_code == 200, resp.text
+    # The registry follows the engine's events and pushes them: the gateway's index holds the prompt's blocks.
+    wait_for(
+        lambda: _metric(httpx.get(kv_stack.metrics_url).text, "iir_gateway_endpoint_kv_blocks") >= 2 * shared,
+        timeout=60,
+        what="the gateway's index to hold the served prompt's blocks",
+    )
+    gateway, engine = httpx.get(kv_stack.metrics_url).text, httpx.get(f"{vllm_url}/metrics").text
+    predicted, hits = (
+        _metric(gateway, "iir_gateway_endpoint_predicted_cached_tokens_total"),
+        _metric(engine, "vllm:prefix_cache_hits_total"),
+    )
+    body = {"model": MODEL, "messages": second, "max_tokens": 1}
+    resp = httpx.post(f"{kv_stack.gateway_url}/v1/chat/completions", json=body, headers=headers, timeout=60)
+    assert resp.status_code == 200, resp.text
+    predicted = (
+        _metric(httpx.get(kv_stack.metrics_url).text, "iir_gateway_endpoint_predicted_cached_tokens_total") - predicted
+    )
+    hits = _metric(httpx.get(f"{vllm_url}/metrics").text, "vllm:prefix_cache_hits_total") - hits
+    assert predicted == shared * real_vllm.BLOCK_SIZE  # a hit on the replica it went to: the shared blocks
+    assert hits == predicted  # and vLLM counts exactly that

@@ -177,7 +177,7 @@ class Runtime:
         )
         self.metrics.queue_depth.set_function(lambda: self.queue.waiting)
         self.metrics.cold_start_held.set_function(lambda: self.cold_starts.total)
-        self.metrics.registry.register(EndpointStateCollector(self.endpoints))
+        self.metrics.registry.register(EndpointStateCollector(self.endpoints, self.kv_index))
         self.meter_provider: Any = None
         self.providers: dict[str, Provider] = {
             "local": LocalProvider(

@@ -8,12 +8,14 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from iir_gateway.picking.kv_index import KvIndex
 from iir_gateway.picking.state import EndpointStates
 
 
 class EndpointStateCollector(Collector):
-    def __init__(self, states: EndpointStates) -> None:
+    def __init__(self, states: EndpointStates, kv_index: KvIndex | None = None) -> None:
         self.states = states
+        self.kv_index = kv_index
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         families = {
@@ -45,3 +47,12 @@ class EndpointStateCollector(Collector):
         yield from families.values()
         yield from counters.values()
         yield ejected
+        if self.kv_index is not None:
+            blocks = GaugeMetricFamily(
+                "iir_gateway_endpoint_kv_blocks",
+                "KV blocks the endpoint holds on its GPU, as the cluster index (its KV events) says.",
+                labels=["endpoint"],
+            )
+            for url in self.kv_index.urls():
+                blocks.add_metric([url], float(self.kv_index.held(url)))
+            yield blocks

@@ -152,6 +152,14 @@ class KvIndex:
             self._free.append(ep.bit)
             self._free.sort(reverse=True)
 
+    def held(self, url: str) -> int:
+        """Blocks the endpoint holds on its GPU."""
+        ep = self._endpoints.get(url)
+        return len(ep.gpu) if ep is not None else 0
+
+    def urls(self) -> list[str]:
+        return list(self._endpoints)
+
     def __len__(self) -> int:
         """Distinct blocks held somewhere, on either tier."""
         return len(self._gpu.keys() | self._cpu.keys()) if self._cpu else len(self._gpu)
