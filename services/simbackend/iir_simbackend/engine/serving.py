@@ -94,7 +94,11 @@ class EngineCall:
         """Engine outputs that must exist before the choice's `sent`-th streamed token goes out."""
         width = self.widths[choice]
         total = self.requests[choice].max_output
-        return total if sent >= width else -(-sent * total // width)
+        if sent >= width:
+            return total
+        # The first streamed token needs only the first output (vLLM sends it at once, whatever the
+        # stream interval); the rest spread evenly up to the last.
+        return 1 + (sent - 1) * (total - 1) // max(1, width - 1)
 
     async def finished(self) -> None:
         for request in self.requests:
