@@ -29,6 +29,9 @@ class EndpointState:
     # Prefill tokens this gateway process sent here, as of `backlog_at` (predicted_ttft drains it).
     backlog_tokens: float = 0.0
     backlog_at: float = 0.0
+    # Requests picked here, decayed exponentially (predicted_ttft's arrival rate), as of `arrivals_at`.
+    arrivals: float = 0.0
+    arrivals_at: float = 0.0
     # Prompt tokens picked here, and of those the ones predicted cached (compare vllm:prefix_cache_hits).
     prompt_tokens: int = 0
     predicted_cached_tokens: int = 0

@@ -84,3 +84,32 @@ def test_replicas_without_events_use_the_estimate_and_the_session() -> None:
     states.remember_prefixes("a", [7, 8])
     scores = s.score(PickRequest("m", [7, 8], prompt_tokens=1000), [a, b])
     assert scores[0] == 1.0
+
+
+def test_blocks_sent_count_as_held_until_the_events_can_say_so() -> None:
+    clock = Clock()
+    s, states = scorer({"a": set(), "b": set()}, clock)
+    a, b = states.get("a"), states.get("b")
+    first = request(4096, 256)
+    s.score(first, [a, b])
+    s.picked(first, a)  # a computes the prompt; its events come once it is stored
+    a.backlog_tokens = 0.0
+    scores = s.score(request(4096, 256), [a, b])
+    assert scores[0] == 1.0 and scores[1] < 0.1  # the next request sharing it queues there, a hit
+    clock.now += 31  # the events never said so: a guess no longer
+    scores = s.score(request(4096, 256), [a, b])
+    assert scores[1] == 1.0 and scores[0] > 0.95  # (a still has the arrival of the first, nearly forgotten)
+
+
+def test_a_long_miss_goes_where_it_delays_fewer_requests() -> None:
+    clock = Clock()
+    s, states = scorer({"a": set(range(8)), "b": set()}, clock)
+    a, b = states.get("a"), states.get("b")
+    for _ in range(20):  # a popular prefix keeps a busy: 2 requests a second
+        hit = request(128, 8)
+        s.score(hit, [a, b])
+        s.picked(hit, a)
+        clock.now += 0.5
+    a.backlog_tokens = b.backlog_tokens = 0.0
+    scores = s.score(request(8192, 0), [a, b])  # a new 8k-token prompt: a miss on both
+    assert scores[1] == 1.0 and scores[0] < 0.8
