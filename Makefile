@@ -17,7 +17,7 @@ TAG      ?= 0.1.0
 DOCKER   ?= docker
 
 .PHONY: install protos classifier-model browser dev test test-vllm test-openresponses typecheck lock lint fmt docs bench bench-tools clean images helm \
-        helm-lint kustomize skaffold-dev
+        helm-lint kustomize skaffold-dev bench-fleet
 
 install: $(STAMP) gen/.stamp
 
@@ -102,17 +102,26 @@ fmt: install
 	$(PY) -m ruff format .
 
 # Load generation uses wrk (Debian package), installed here when missing; the peers IIR is measured
-# against (vllm-router, LiteLLM proxy) and py-spy go into a venv of their own.
+# against (vllm-router, SMG, LiteLLM proxy), py-spy and gguf (it reads the fleet's tokenizer out of a GGUF
+# file) go into a venv of their own. The stamp names the set, so a new set installs into an old venv.
 BENCH_VENV := .cache/bench-venv
-bench-tools: $(BENCH_VENV)/.installed
+BENCH_PACKAGES := "vllm-router==0.1.17" "smg==1.13.0" "litellm[proxy]==1.108.7" "py-spy==0.4.3" "gguf==0.19.0"
+bench-tools: $(BENCH_VENV)/.installed-2
 	@command -v wrk >/dev/null || (command -v apt-get >/dev/null && \
 	  (apt-get install -y -q wrk >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null))) \
 	  || { echo "wrk is needed for the gateway benchmark: install it (apt-get install wrk)"; exit 1; }
 
-$(BENCH_VENV)/.installed:
+$(BENCH_VENV)/.installed-2:
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/python -m pip install -q "vllm-router==0.1.17" "litellm[proxy]==1.108.7" "py-spy==0.4.3"
+	$(BENCH_VENV)/bin/python -m pip install -q $(BENCH_PACKAGES)
 	touch $@
+
+# IIR beside vllm-router, SMG and random on one simulated fleet (bench/README.md); FLEET_ARGS=--quick for
+# a run of about 15 minutes.
+FLEET_ARGS ?=
+bench-fleet: install bench-tools
+	$(PY) -m iir_dev.fleet_tokenizer build
+	$(PY) bench/fleet.py $(FLEET_ARGS)
 
 bench: install classifier-model bench-tools
 	$(PY) bench/auth_overhead.py

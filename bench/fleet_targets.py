@@ -133,7 +133,17 @@ def available(choice: Choice, fleet: Fleet) -> str | None:
         return f"{BENCH_VENV}/bin/{choice.target} is missing: run `make bench-tools`"
     if choice.policy == "kv_aware" and not fleet.kv_events:
         return "the fleet publishes no KV events (the simulator has no engine model)"
+    if choice.policy == "kv_aware" and not serves_render(fleet):
+        return "the replicas do not serve /v1/chat/completions/render, where kv_aware gets a prompt's token ids"
     return None
+
+
+def serves_render(fleet: Fleet) -> bool:
+    """Whether the replicas answer vLLM's render API (vllm-router's kv_aware tokenizes through it)."""
+    body = {"model": fleet.options.model, "messages": [{"role": "user", "content": "hello"}]}
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.post(f"{fleet.urls[0]}/v1/chat/completions/render", json=body, timeout=5).status_code == 200
+    return False
 
 
 @contextlib.contextmanager
@@ -194,11 +204,12 @@ class IirServices:
 @contextlib.contextmanager
 def iir_services(fleet: Fleet) -> Iterator[IirServices]:
     work = Path(tempfile.mkdtemp(prefix="iir-fleet-"))
-    work.mkdir(exist_ok=True)
     (work / "models.yaml").write_text(models_file(fleet))  # kept: the stack writes none of its own
-    pg = datastores.postgres(work, database="iir_fleet")
+    # A database and a Redis key prefix of this run's own: two runs at once share nothing.
+    database = f"iir_fleet_{os.getpid()}"
+    pg = datastores.postgres(work, database=database)
     rd = datastores.redis(work, db=FLEET_REDIS_DB)
-    env = dict(IIR_ENV)
+    env = {**IIR_ENV, "IIR_REDIS_PREFIX": f"iir-fleet-{os.getpid()}:"}
     if fleet.options.tokenizer is not None:
         env["IIR_TOKENIZERS_DIR"] = str(fleet.options.tokenizer.parent)
     stack = Stack(workdir=work, database_url=pg.url, redis_url=rd.url, env=env)
@@ -207,6 +218,9 @@ def iir_services(fleet: Fleet) -> Iterator[IirServices]:
         yield IirServices(stack, stack.create_key("fleet"))
     finally:
         stack.stop()
+        if pg.origin == "local":
+            with contextlib.suppress(Exception):
+                datastores.drop_database(datastores.with_database(pg.url, "postgres"), database)
         pg.stop()
         rd.stop()
 

@@ -223,6 +223,31 @@ async def reset_prefix_cache(request: web.Request) -> web.Response:
     return _json({"success": await request.app[ENGINE].reset_prefix_cache(flag)})
 
 
+def _render(chat: bool) -> Handler:
+    """vLLM's render API (`/v1/chat/completions/render`, `/v1/completions/render`): the request's token ids,
+    as routers that hash blocks from them (vllm-router's kv_aware) ask each worker for them."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await _read(request)
+        if isinstance(body, web.Response):
+            return body
+        if chat and not isinstance(body.get("messages"), list):
+            return missing("messages", body)
+        if not chat and body.get("prompt") is None:
+            return missing("prompt", body)
+        ids = prompt_ids(request.app[TOKENIZER], body, chat)
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        rendered = {
+            "request_id": _request_id(request),
+            "token_ids": ids[0],
+            "sampling_params": {"max_tokens": max_tokens},
+            "model": body["model"],
+        }
+        return _json(rendered if chat else [{**rendered, "token_ids": p} for p in ids])
+
+    return handler
+
+
 async def _start_engine(app: web.Application) -> None:
     app[ENGINE].start()
 
@@ -332,6 +357,8 @@ def create_app(settings: SimSettings | None = None) -> web.Application:
         app[ENGINE] = build_engine(settings, app[METRICS])
         app[TOKENIZER] = load_tokenizer(settings.tokenizer)
         app.router.add_post("/reset_prefix_cache", reset_prefix_cache)
+        app.router.add_post("/v1/chat/completions/render", _render(chat=True))
+        app.router.add_post("/v1/completions/render", _render(chat=False))
         app.on_startup.append(_start_engine)
         app.on_cleanup.append(_stop_engine)
     if settings.max_loras > 0:

@@ -124,6 +124,26 @@ async def test_a_request_takes_at_least_the_modeled_gpu_time_times_the_scale() -
     assert elapsed >= modeled * scale * 0.98
 
 
+async def test_the_render_api_gives_the_prompt_tokens_routers_hash(tmp_path: Path) -> None:
+    folder = tiny_tokenizer_dir(tmp_path / "tokenizer")
+    async with TestClient(TestServer(create_app(engine_settings(tokenizer=str(folder))))) as client:
+        resp = await client.post("/v1/chat/completions/render", json={"model": "m", "messages": messages("hi")})
+        rendered = await resp.json()
+        missing = await client.post("/v1/chat/completions/render", json={"model": "m"})
+    assert rendered["token_ids"] == PromptTokenizer.from_dir(folder).chat_ids(messages("hi"))
+    assert missing.status == 400
+
+
+async def test_the_first_token_streams_alone_whatever_the_interval(tmp_path: Path) -> None:
+    # (a real tokenizer makes more tokens than the answer has words: the first word still goes alone)
+    settings = engine_settings(stream_interval=8, tokenizer=str(tiny_tokenizer_dir(tmp_path / "tokenizer")))
+    async with TestClient(TestServer(create_app(settings))) as client:
+        body = {"model": "m", "messages": messages("q"), "max_tokens": 20, "ignore_eos": True, "stream": True}
+        text = await (await client.post("/v1/chat/completions", json=body)).text()
+    contents = [m for m in re.findall(r'"delta":\{"content":"([^"]*)"\}', text) if m]
+    assert " " not in contents[0].strip()  # one word: vLLM sends the first token at once
+
+
 async def test_stream_interval_coalesces_tokens_into_fewer_chunks() -> None:
     async with TestClient(TestServer(create_app(engine_settings(stream_interval=5)))) as client:
         body = {"model": "m", "messages": messages("q"), "max_tokens": 20, "ignore_eos": True, "stream": True}
