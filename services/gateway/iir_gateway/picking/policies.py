@@ -26,7 +26,11 @@ POLICIES: dict[str, Policy] = {
     "round_robin": Policy([HEALTHY], [], ("round_robin", {})),
     "least_outstanding": Policy([HEALTHY], [("least_outstanding", 1.0, {})]),
     "load_aware": Policy([HEALTHY], [("load_aware", 1.0, {}), ("lora_affinity", 1.0, {})]),
-    "precise_prefix": Policy([HEALTHY], [("predicted_ttft", 1.0, {}), ("lora_affinity", 0.1, {})], uses_prefixes=True),
+    "precise_prefix": Policy(
+        [HEALTHY, ("low_load_filter", {"slack": 16, "ratio": 1.5})],
+        [("predicted_ttft", 1.0, {}), ("lora_affinity", 0.1, {})],
+        uses_prefixes=True,
+    ),
     "load_aware_prefix": Policy(
         [HEALTHY, ("low_load_filter", {"slack": 8})],
         [("prefix_affinity", 2.0, {}), ("load_aware", 1.0, {}), ("lora_affinity", 1.0, {})],

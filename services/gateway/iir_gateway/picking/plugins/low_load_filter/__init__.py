@@ -1,4 +1,4 @@
-"""Filter: endpoints whose load is within `slack` of the least loaded one."""
+"""Filter: endpoints whose load is within `slack` (or `ratio` times) of the least loaded one."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from iir_gateway.picking.state import EndpointState
 
 
 class LowLoadFilter:
-    def __init__(self, slack: float = 8.0) -> None:
+    def __init__(self, slack: float = 8.0, ratio: float = 1.0) -> None:
         self.slack = slack
+        self.ratio = ratio
 
     def filter(self, request: PickRequest, endpoints: Sequence[EndpointState], now: float) -> list[EndpointState]:
         if not endpoints:
             return []
         floor = min(e.load for e in endpoints)
-        return [e for e in endpoints if e.load <= floor + self.slack]
+        ceiling = max(floor + self.slack, floor * self.ratio)
+        return [e for e in endpoints if e.load <= ceiling]
