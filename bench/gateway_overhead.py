@@ -109,6 +109,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--replicas", type=int, default=1, help="simulated vLLM replicas behind IIR's model")
+    parser.add_argument("--picker", default="", help="IIR_ENDPOINT_PICKER (default: the gateway's default)")
     parser.add_argument("--access-log", choices=("true", "false"), default="true")
     parser.add_argument("--no-peers", action="store_true", help="IIR and the backend only")
     parser.add_argument(
@@ -120,6 +121,8 @@ def main() -> None:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: run `make bench-tools`")
     env = {"IIR_GATEWAY_WORKERS": str(args.workers), "IIR_ACCESS_LOG": args.access_log}
+    if args.picker:
+        env["IIR_ENDPOINT_PICKER"] = args.picker
     rows: list[dict[str, object]] = []
     ttfts: list[dict[str, object]] = []
     memory: dict[str, float] = {}

@@ -38,6 +38,7 @@ def main() -> None:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=int(settings.keepalive_timeout_s),
         # Forwarded headers are read by the gateway itself, from IIR_TRUSTED_PROXIES only.
         proxy_headers=False,
     )

@@ -13,6 +13,9 @@ from iir_gateway.networks import parse_networks
 class GatewaySettings(IIRSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
+    # How long an idle client connection is kept open for its next request. Longer than the clients' and
+    # load balancers' own idle timeouts (60 s on most), so they never reuse one the gateway is closing.
+    keepalive_timeout_s: float = 75.0
     # Worker processes serving the gateway port; they share nothing but Redis. 0: one per CPU the process
     # may use (its affinity, bounded by the cgroup's CPU quota), at most one per 128 MiB of memory limit.
     gateway_workers: int = Field(default=1, ge=0)

@@ -41,7 +41,8 @@ class EndpointState:
     @property
     def load(self) -> float:
         """Queued work: what we have in flight there, or what it reports waiting, whichever is larger."""
-        return max(float(self.outstanding), self.waiting + self.running)
+        queued = self.waiting + self.running
+        return float(self.outstanding) if self.outstanding > queued else queued
 
     def healthy(self, now: float) -> bool:
         return now >= self.ejected_until

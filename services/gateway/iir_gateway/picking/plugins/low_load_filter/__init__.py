@@ -16,6 +16,9 @@ class LowLoadFilter:
     def filter(self, request: PickRequest, endpoints: Sequence[EndpointState], now: float) -> list[EndpointState]:
         if not endpoints:
             return []
-        floor = min(e.load for e in endpoints)
+        loads = [e.load for e in endpoints]
+        floor = min(loads)
         ceiling = max(floor + self.slack, floor * self.ratio)
-        return [e for e in endpoints if e.load <= ceiling]
+        if max(loads) <= ceiling:
+            return list(endpoints)
+        return [e for e, load in zip(endpoints, loads, strict=True) if load <= ceiling]
