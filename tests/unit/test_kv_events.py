@@ -14,11 +14,12 @@ import pytest
 import zmq.asyncio
 
 from iir.v1 import registry_pb2
+from iir_common.kv_events.structs import AllBlocksCleared, BlockRemoved, BlockStored
 from iir_registry.kv_events.index import BlockIndex
 from iir_registry.kv_events.publisher import KvPublisher
 from iir_registry.kv_events.stats import KvStats
 from iir_registry.kv_events.subscriber import KvSubscriber, follow
-from iir_registry.kv_events.wire import AllBlocksCleared, BlockRemoved, BlockStored, Stored, block_ints, decode_batch
+from iir_registry.kv_events.wire import Stored, block_ints, decode_batch
 from tests.fakes.kv_publisher import FakeEngine, cleared, removed, stored
 from tests.waiting import eventually
 

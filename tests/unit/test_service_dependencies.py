@@ -68,7 +68,7 @@ def _closure(requirements: list[str]) -> set[str]:
 
 
 # Shared packages only some services import: the others' images need not carry their dependencies.
-LIBS_FOR = {"kv_blocks": ("gateway", "simbackend")}
+LIBS_FOR = {"kv_blocks": ("gateway", "simbackend"), "kv_events": ("registry", "simbackend")}
 
 
 def _imports(folder: Path, service: str = "") -> set[str]:

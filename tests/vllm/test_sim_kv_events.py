@@ -19,9 +19,9 @@ import zmq.asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from iir_common.kv_events.structs import KVEventBatch
 from iir_dev import real_vllm
 from iir_simbackend.app import ENGINE, create_app
-from iir_simbackend.engine.kv_events import KVEventBatch
 from iir_simbackend.settings import SimSettings
 from tests.waiting import unavailable
 

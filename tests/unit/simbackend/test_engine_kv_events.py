@@ -15,7 +15,6 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from iir_common.kv_blocks import BlockHasher
 from iir_simbackend.app import ENGINE, create_app
-from iir_simbackend.engine.kv_cache import external_hash
 from iir_simbackend.engine.tokens import StandInTokenizer
 from iir_simbackend.settings import SimSettings
 
@@ -86,7 +85,7 @@ async def test_events_are_vllm_batches_with_consecutive_sequence_numbers(sim: Cl
     system = "a system prompt no request sent before " * 4  # so every block of it is new
     await chat(sim, "which replica holds my prefix", system)
     ids = StandInTokenizer().chat_ids(messages("which replica holds my prefix", system), None)
-    first_block = external_hash(BlockHasher("sha256", "vllm-none-hash", 16).block_hashes(ids)[0])
+    first_block = BlockHasher.external(BlockHasher("sha256", "vllm-none-hash", 16).block_hashes(ids)[0])
     stored: dict[str, Any] | None = None
     while stored is None:
         seq, batch = await receive(sub)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import dataclasses
 
 from iir_common.kv_blocks import BlockHasher
+from iir_common.kv_events.structs import AllBlocksCleared, BlockRemoved, BlockStored
 from iir_simbackend.engine.calibration import LLAMA_31_8B_H100
-from iir_simbackend.engine.kv_cache import BlockPool, external_hash
-from iir_simbackend.engine.kv_events import AllBlocksCleared, BlockRemoved, BlockStored
+from iir_simbackend.engine.kv_cache import BlockPool
 from iir_simbackend.engine.request import EngineRequest, Lora, State
 from iir_simbackend.engine.scheduler import Outcome, Scheduler, Step
 
@@ -106,7 +106,7 @@ def test_the_least_recently_freed_blocks_are_evicted_first_tail_before_head() ->
     s.add(r3)
     run(s)
     removed = [e for e in s.pool.take_events() if isinstance(e, BlockRemoved)]
-    assert [e.block_hashes for e in removed] == [[external_hash(r1.block_hashes[1])]]
+    assert [e.block_hashes for e in removed] == [[BlockHasher.external(r1.block_hashes[1])]]
     assert len(s.pool.lookup(r1.block_hashes[:2])) == 1  # r1's head survived its tail
     assert len(s.pool.lookup(r2.block_hashes[:2])) == 2
 
@@ -121,7 +121,7 @@ def test_a_hit_makes_blocks_recently_used_again() -> None:
     s.add(request("r3", prompt(200, 40), 1))
     run(s)
     removed = [e.block_hashes for e in s.pool.take_events() if isinstance(e, BlockRemoved)]
-    assert removed == [[external_hash(r2.block_hashes[1])]]
+    assert removed == [[BlockHasher.external(r2.block_hashes[1])]]
 
 
 def test_a_request_that_cannot_get_a_block_preempts_the_last_running_one() -> None:
@@ -166,7 +166,7 @@ def test_block_stored_events_chain_each_block_to_its_parent_as_vllm_does() -> No
     s.add(r)
     run(s)
     stored = [e for e in s.pool.take_events() if isinstance(e, BlockStored)]
-    ext = [external_hash(h) for h in r.block_hashes]
+    ext = [BlockHasher.external(h) for h in r.block_hashes]
     # 60 tokens, 59 computed (the last sampled token never is): blocks 0-1 at prefill, 2 while decoding
     assert [e.block_hashes for e in stored] == [ext[:2], ext[2:3]]
     assert [e.parent_block_hash for e in stored] == [None, ext[1]]

@@ -11,15 +11,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
-from iir_simbackend.engine.kv_events import MEDIUM_GPU, AllBlocksCleared, BlockRemoved, KVEvent
-
-_MASK64 = (1 << 64) - 1
-
-
-def external_hash(block_hash: bytes) -> int:
-    """The form vLLM's KV events carry by default: the digest's low 64 bits, big-endian
-    (`maybe_convert_block_hash` with VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=1)."""
-    return int.from_bytes(block_hash, "big") & _MASK64
+from iir_common.kv_blocks import BlockHasher
+from iir_common.kv_events.structs import MEDIUM_GPU, AllBlocksCleared, BlockRemoved, KVEvent
 
 
 class Block:
@@ -97,7 +90,7 @@ class BlockPool:
             del self._cached[h]
         block.block_hash = None
         if self.records_events:
-            self.events.append(BlockRemoved(block_hashes=[external_hash(h)], medium=MEDIUM_GPU, group_idx=0))
+            self.events.append(BlockRemoved(block_hashes=[BlockHasher.external(h)], medium=MEDIUM_GPU, group_idx=0))
 
     def insert(self, block: Block, block_hash: bytes) -> None:
         """Makes a full block findable by its hash (a second block of the same hash is kept too, as vLLM

@@ -12,65 +12,16 @@ import contextlib
 import logging
 from collections import deque
 from itertools import count
-from typing import Any
 
 import msgspec
 import zmq
 import zmq.asyncio
 
+from iir_common.kv_events.structs import KVEvent, KVEventBatch
+
 log = logging.getLogger("iir_simbackend.kv_events")
 
-MEDIUM_GPU = "GPU"
 END_SEQ = (-1).to_bytes(8, "big", signed=True)
-
-# vLLM's ExternalBlockHash: `bytes | int`; the engine sends ints (VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=1).
-ExternalBlockHash = bytes | int
-
-
-class EventBatch(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
-    ts: float
-    events: list[Any]
-    data_parallel_rank: int | None = None
-
-
-class KVCacheEvent(msgspec.Struct, omit_defaults=True, gc=False, tag=True):
-    """Base class of the KV-cache events (tagged with the class name under `type`)."""
-
-
-class BlockStored(KVCacheEvent):
-    block_hashes: list[ExternalBlockHash]
-    parent_block_hash: ExternalBlockHash | None
-    token_ids: list[int]
-    block_size: int
-    lora_id: int | None
-    medium: str | None
-    lora_name: str | None
-    extra_keys: list[tuple[Any, ...] | None] | None = None
-    group_idx: int | None = None
-    kv_cache_spec_kind: str | None = None
-    kv_cache_spec_sliding_window: int | None = None
-    locality: str | None = None
-    ownership: str | None = None
-    session_id: str | None = None
-
-
-class BlockRemoved(KVCacheEvent):
-    block_hashes: list[ExternalBlockHash]
-    medium: str | None
-    group_idx: int | None = None
-    locality: str | None = None
-    ownership: str | None = None
-
-
-class AllBlocksCleared(KVCacheEvent):
-    pass
-
-
-KVEvent = BlockStored | BlockRemoved | AllBlocksCleared
-
-
-class KVEventBatch(EventBatch):
-    events: list[KVEvent]
 
 
 def _is_bind_endpoint(endpoint: str) -> bool:

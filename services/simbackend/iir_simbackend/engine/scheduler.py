@@ -20,9 +20,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from itertools import count
 
+from iir_common.kv_blocks import BlockHasher
+from iir_common.kv_events.structs import MEDIUM_GPU, BlockStored
 from iir_simbackend.engine.calibration import Profile, prefill_pairs
-from iir_simbackend.engine.kv_cache import BlockPool, external_hash
-from iir_simbackend.engine.kv_events import MEDIUM_GPU, BlockStored
+from iir_simbackend.engine.kv_cache import BlockPool
 from iir_simbackend.engine.request import EngineRequest, State
 
 
@@ -183,8 +184,8 @@ class Scheduler:
         lora = request.lora
         self.pool.events.append(
             BlockStored(
-                block_hashes=[external_hash(h) for h in hashes[first:full]],
-                parent_block_hash=external_hash(hashes[first - 1]) if first else None,
+                block_hashes=[BlockHasher.external(h) for h in hashes[first:full]],
+                parent_block_hash=BlockHasher.external(hashes[first - 1]) if first else None,
                 token_ids=request.all_ids[first * bs : full * bs],
                 block_size=bs,
                 lora_id=lora.int_id if lora else None,
