@@ -44,6 +44,15 @@ class EndpointState:
         queued = self.waiting + self.running
         return float(self.outstanding) if self.outstanding > queued else queued
 
+    def prefix_match(self, blocks: list[int]) -> int:
+        """How many leading blocks of `blocks` this gateway recently sent here."""
+        matched = 0
+        for block in blocks:
+            if block not in self.prefixes:
+                break
+            matched += 1
+        return matched
+
     def healthy(self, now: float) -> bool:
         return now >= self.ejected_until
 

@@ -66,12 +66,7 @@ class PredictedTtftScorer:
             if precise[i]:
                 continue
             if approximate:
-                matched = 0
-                for block in approximate:
-                    if block not in e.prefixes:
-                        break
-                    matched += 1
-                cached[i] = tokens * matched / len(approximate)
+                cached[i] = tokens * e.prefix_match(approximate) / len(approximate)
             if sticky is not None and sticky[0] == e.url:
                 cached[i] = max(cached[i], min(tokens, float(sticky[1])))
         return cached

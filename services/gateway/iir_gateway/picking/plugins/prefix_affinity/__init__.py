@@ -24,12 +24,7 @@ class PrefixAffinityScorer:
             if sticky is not None and e.url == sticky:
                 scores.append(1.0)
                 continue
-            matched = 0
-            for block in blocks:
-                if block not in e.prefixes:
-                    break
-                matched += 1
-            scores.append(matched / len(blocks) if blocks else 0.0)
+            scores.append(e.prefix_match(blocks) / len(blocks) if blocks else 0.0)
         return scores
 
     def picked(self, request: PickRequest, endpoint: EndpointState) -> None:
