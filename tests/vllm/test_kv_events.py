@@ -3,7 +3,6 @@ blocks vLLM's KV events name are the blocks IIR computes."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -69,10 +68,8 @@ def test_kv_events_name_the_blocks_iir_hashes(
     assert len(expected) >= 4
     body = {"model": real_vllm.SERVED, "messages": question, "max_tokens": 1}
     assert httpx.post(f"{vllm_url}/v1/chat/completions", json=body, timeout=60).status_code == 200
-    deadline = time.monotonic() + 60
-    while not expected <= (stored := _replayed(vllm_kv_events[1])) and time.monotonic() < deadline:
-        time.sleep(0.2)  # events are published after the step that stored the blocks
-    assert expected <= stored
+    # Events are published after the step that stored the blocks: wait until the replay holds them all.
+    wait_for(lambda: expected <= _replayed(vllm_kv_events[1]), timeout=60, interval=0.2, what="the prompt's blocks")
 
 
 def _metric(text: str, name: str) -> float:
