@@ -19,8 +19,8 @@ import grpc
 import redis.asyncio as aioredis
 
 from iir_dev.stack import Stack, throwaway_stack
+from iir_gateway.accounting.rate_limiter import RateLimiter
 from iir_gateway.keys.authenticator import Authenticator
-from iir_gateway.limits.rate_limiter import RateLimiter
 from iir_gateway.metrics import GatewayMetrics
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -11,7 +11,7 @@ import uuid
 import httpx
 import redis
 
-from iir_gateway.limits.rate_limiter import RateLimiter
+from iir_gateway.accounting.rate_limiter import RateLimiter
 from iir_gateway.metrics import GatewayMetrics
 from tests.concurrency.conftest import Pair, bearer, run, stream_usage
 from tests.conftest import SERVED

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from iir_dev.stack import REPO, Stack
-from iir_gateway.limits.token_estimate import prompt_bound
+from iir_gateway.accounting.token_estimate import prompt_bound
 from tests.conftest import MASTER_KEY, SERVED, SERVED_PRICE
 from tests.waiting import wait_for
 

@@ -17,7 +17,7 @@ import yaml
 from iir.v1 import registry_pb2_grpc
 from iir_common.grpc_server import GrpcService
 from iir_gateway.picking.kv_index import KvIndex
-from iir_gateway.providers.catalogue import ModelCatalogue
+from iir_gateway.providers.local.catalogue import ModelCatalogue
 from iir_registry.catalogue import Catalogue
 from iir_registry.grpc_api import RegistryServicer
 from iir_registry.kv_events.service import KvBlocks

@@ -23,9 +23,9 @@ import redis.asyncio as aioredis
 
 from iir_dev import datastores
 from iir_dev.stack import Stack
+from iir_gateway.accounting.rate_limiter import RateLimiter
+from iir_gateway.accounting.token_estimate import prompt_bound
 from iir_gateway.errors import APIError
-from iir_gateway.limits.rate_limiter import RateLimiter
-from iir_gateway.limits.token_estimate import prompt_bound
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.principal import Principal
 from iir_gateway.settings import GatewaySettings

@@ -125,7 +125,7 @@ async def test_a_flush_that_timed_out_after_the_commit_is_stored_once(
 ) -> None:
     """Finding 9 as it happened: auth stores the batch but its answer comes after the gateway's deadline
     (DEADLINE_EXCEEDED), and the gateway's recorder sends the batch again."""
-    from iir_gateway.limits import spend_recorder
+    from iir_gateway.accounting import spend_recorder
 
     monkeypatch.setattr(spend_recorder, "_TIMEOUT_S", 1.0)
     _, key_id = new_key(auth, "spend-late-answer")

@@ -21,7 +21,7 @@ from redis.exceptions import OutOfMemoryError
 
 from iir_dev import datastores
 from iir_dev.stack import Stack
-from iir_gateway.limits.storage_quota import Limits, StorageQuota
+from iir_gateway.accounting.storage_quota import Limits, StorageQuota
 from tests.conftest import MASTER_KEY, SERVED, make_stack
 from tests.waiting import unavailable, wait_for
 

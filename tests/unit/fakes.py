@@ -6,12 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from iir_gateway.accounting.prices import FREE, Price
+from iir_gateway.accounting.rate_limiter import Admission
 from iir_gateway.answer import Answer, Event, ListStream
 from iir_gateway.errors import APIError
-from iir_gateway.limits.rate_limiter import Admission
 from iir_gateway.principal import Principal
 from iir_gateway.providers.base import RouteRequest
-from iir_gateway.providers.prices import FREE, Price
 from iir_gateway.upstream.errors import UpstreamError
 from iir_gateway.upstream.target import Upstream
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from iir_gateway.api.access_log import AccessLog
+from iir_gateway.server.access_log import AccessLog
 
 KEY = "sk-proj-AbC12dEf34GhI56jKl78mNo90pQr12StU34vWx56Yz78aB"
 

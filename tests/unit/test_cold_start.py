@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from iir_gateway.errors import APIError
-from iir_gateway.providers.cold_start import ColdStarts
+from iir_gateway.providers.local.cold_start import ColdStarts
 
 
 async def test_held_requests_go_when_the_model_is_ready_and_the_wait_is_measured() -> None:

@@ -6,7 +6,7 @@ import multiprocessing
 from pathlib import Path
 from typing import Any
 
-from iir_gateway.api.connection_counts import ConnectionCounts
+from iir_gateway.server.connection_counts import ConnectionCounts
 
 
 def _hold(path: str, address: str, n: int, ready: Any, done: Any) -> None:

@@ -15,8 +15,8 @@ from iir_gateway.picking.queue import PriorityGate, Saturated
 from iir_gateway.picking.registry import build
 from iir_gateway.picking.state import EndpointStates
 from iir_gateway.providers.base import RouteRequest
-from iir_gateway.providers.catalogue import ModelCatalogue
-from iir_gateway.providers.local import LocalProvider
+from iir_gateway.providers.local.catalogue import ModelCatalogue
+from iir_gateway.providers.local.provider import LocalProvider
 
 URLS = ["http://a", "http://b", "http://c"]
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 from iir_common.budget_window import valid_duration, window
+from iir_gateway.accounting.prices import FREE, Price, built_in_price
 from iir_gateway.providers.config import ProviderConfig
 from iir_gateway.providers.external import ExternalProvider
-from iir_gateway.providers.prices import FREE, Price, built_in_price
 from iir_registry.resource_mapping import token_prices
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from iir_gateway.answer import Answer
-from iir_gateway.limits.admission import Admission, BudgetAsk
-from iir_gateway.limits.token_estimate import (
+from iir_gateway.accounting.admission import Admission, BudgetAsk
+from iir_gateway.accounting.prices import Price
+from iir_gateway.accounting.token_estimate import (
     MESSAGE_OVERHEAD,
     asked_max_tokens,
     choices,
@@ -18,13 +18,13 @@ from iir_gateway.limits.token_estimate import (
     prompt_bound,
     prompts,
 )
+from iir_gateway.answer import Answer
 from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.pipeline.steps.admit import Admit
 from iir_gateway.pipeline.steps.dispatch import Dispatch
 from iir_gateway.pipeline.steps.validate import Validate
 from iir_gateway.principal import Principal
-from iir_gateway.providers.prices import Price
 from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest
 from iir_gateway.upstream.target import Upstream
 from iir_gateway.wire.base import NativeBody

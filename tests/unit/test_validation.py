@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from iir_gateway.api.requests import parse_json_object
 from iir_gateway.errors import APIError
 from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.pipeline.steps.validate import Validate
 from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, InferenceRequest
+from iir_gateway.server.bodies import parse_json_object
 
 MODEL = "local/m"
 MESSAGES = [{"role": "user", "content": "hi"}]

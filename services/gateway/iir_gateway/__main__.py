@@ -33,7 +33,7 @@ def main() -> None:
         port=settings.gateway_port,
         workers=workers,
         loop="uvloop",
-        http="iir_gateway.api.http_protocol:GuardedHttpToolsProtocol",
+        http="iir_gateway.server.http_protocol:GuardedHttpToolsProtocol",
         log_config=None,
         access_log=False,
         server_header=False,

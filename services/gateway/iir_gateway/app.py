@@ -14,27 +14,13 @@ from iir_common import __version__
 from iir_common.logging import setup_logging
 from iir_common.tracing import setup_tracing
 from iir_common.tracing import shutdown as shutdown_tracing
-from iir_gateway.api import (
-    admin_routes,
-    anthropic_routes,
-    batch_routes,
-    jobs_routes,
-    openai_routes,
-    ops_routes,
-    org_routes,
-    registry_routes,
-    responses_routes,
-    spend_routes,
-)
-from iir_gateway.api.access_log import AccessLog
-from iir_gateway.api.client_address import ClientAddressResolver
-from iir_gateway.api.docs_routes import install_docs
-from iir_gateway.api.fastpath import InferenceFastPath
-from iir_gateway.api.metrics_server import MetricsServer
-from iir_gateway.api.middleware import RequestContextMiddleware
-from iir_gateway.api.ui_routes import install_ui
+from iir_gateway.admin import key_routes as admin_routes
+from iir_gateway.admin import ops_routes, org_routes, registry_routes, spend_routes
+from iir_gateway.admin.ui_routes import install_ui
 from iir_gateway.batches.runner import BatchRunner
 from iir_gateway.errors import install_error_handlers
+from iir_gateway.inference import anthropic_routes, batch_routes, jobs_routes, openai_routes, responses_routes
+from iir_gateway.inference.fastpath import InferenceFastPath
 from iir_gateway.jobs.worker import JobWorker
 from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.pipeline.steps.access import Access
@@ -48,6 +34,11 @@ from iir_gateway.pipeline.steps.scrub import Scrub
 from iir_gateway.pipeline.steps.validate import Validate
 from iir_gateway.runtime import Runtime
 from iir_gateway.schemas import OPENAPI_MODELS
+from iir_gateway.server.access_log import AccessLog
+from iir_gateway.server.client_address import ClientAddressResolver
+from iir_gateway.server.docs_routes import install_docs
+from iir_gateway.server.metrics_server import MetricsServer
+from iir_gateway.server.middleware import RequestContextMiddleware
 from iir_gateway.settings import GatewaySettings
 
 

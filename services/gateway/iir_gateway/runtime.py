@@ -27,6 +27,11 @@ from iir_common import __version__
 from iir_common.otlp_metrics import export_registry
 from iir_common.secret_scrubber import SecretScrubber, secret_env_values
 from iir_common.tracing import client_interceptors
+from iir_gateway.accounting.rate_limiter import RateLimiter
+from iir_gateway.accounting.spend_history import SpendHistory
+from iir_gateway.accounting.spend_journal import SpendJournal
+from iir_gateway.accounting.spend_recorder import SpendRecorder
+from iir_gateway.accounting.storage_quota import storage_quota
 from iir_gateway.batches.files import FileStore
 from iir_gateway.batches.store import BatchStore
 from iir_gateway.caching.response_cache import ResponseCache
@@ -35,11 +40,6 @@ from iir_gateway.datastore_probe import redis_write_status
 from iir_gateway.jobs.store import JobStore
 from iir_gateway.keys.authenticator import Authenticator, counting_redis
 from iir_gateway.keys.owners import Owners
-from iir_gateway.limits.rate_limiter import RateLimiter
-from iir_gateway.limits.spend_history import SpendHistory
-from iir_gateway.limits.spend_journal import SpendJournal
-from iir_gateway.limits.spend_recorder import SpendRecorder
-from iir_gateway.limits.storage_quota import storage_quota
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.networks import parse_networks
 from iir_gateway.picking.base import PluginContext
@@ -51,13 +51,13 @@ from iir_gateway.picking.queue import PriorityGate
 from iir_gateway.picking.state import EndpointStates
 from iir_gateway.principal import Principal
 from iir_gateway.providers.base import Provider
-from iir_gateway.providers.catalogue import ModelCatalogue
-from iir_gateway.providers.cold_start import ColdStarts
 from iir_gateway.providers.config import load_providers
-from iir_gateway.providers.demand_reporter import DemandReporter
 from iir_gateway.providers.directory import ModelDirectory
 from iir_gateway.providers.external import ExternalProvider
-from iir_gateway.providers.local import LocalProvider
+from iir_gateway.providers.local.catalogue import ModelCatalogue
+from iir_gateway.providers.local.cold_start import ColdStarts
+from iir_gateway.providers.local.demand_reporter import DemandReporter
+from iir_gateway.providers.local.provider import LocalProvider
 from iir_gateway.routing.auto_router import AutoRouter, load_policies
 from iir_gateway.scrubbing.policy import Scrubbing
 from iir_gateway.settings import GatewaySettings

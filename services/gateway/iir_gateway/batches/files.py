@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from iir_gateway.limits.storage_quota import StorageQuota, scopes_of
+from iir_gateway.accounting.storage_quota import StorageQuota, scopes_of
 from iir_gateway.principal import Principal
 
 UPLOAD_TTL_S = 3600  # an upload's partial content and its reservation, until it is committed

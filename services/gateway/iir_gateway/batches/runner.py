@@ -21,12 +21,12 @@ from typing import Any
 
 import orjson
 
+from iir_gateway.accounting.storage_quota import scopes_of
 from iir_gateway.answer import Answer
 from iir_gateway.batches.files import FileStore
 from iir_gateway.batches.store import FINAL, QUOTA_TTL_S, BatchStore
 from iir_gateway.errors import APIError
 from iir_gateway.keys.owners import OwnerLookup, OwnerRefused
-from iir_gateway.limits.storage_quota import scopes_of
 from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.principal import Principal

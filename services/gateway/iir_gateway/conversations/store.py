@@ -13,8 +13,8 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from iir_gateway.accounting.storage_quota import StorageQuota, scopes_of
 from iir_gateway.errors import APIError
-from iir_gateway.limits.storage_quota import StorageQuota, scopes_of
 from iir_gateway.principal import Principal
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from iir_gateway.limits.storage_quota import StorageQuota, scopes_of
+from iir_gateway.accounting.storage_quota import StorageQuota, scopes_of
 from iir_gateway.principal import Principal
 
 BANDS = ("high", "normal", "low")

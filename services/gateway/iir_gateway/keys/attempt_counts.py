@@ -3,7 +3,7 @@
 Redis counts attempts for every worker and replica; this table is what decides when Redis cannot answer
 (a connect timeout under a flood of guesses), so that the limit is then per pod, never per worker (with
 four workers, a count per process would let an address make four times the limit). Like the connection
-counts (api/connection_counts.py), the workers share a mapped file with a row per worker, each written
+counts (server/connection_counts.py), the workers share a mapped file with a row per worker, each written
 by its worker alone; a slot (at the CRC of the bucket) holds a fixed window's number and the attempts
 in it, and a bucket's count is the sum over the rows whose slot is in the current window. Buckets whose
 CRCs collide share a count: a rare early lockout of a fallback, never a missed one.

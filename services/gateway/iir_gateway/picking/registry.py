@@ -6,15 +6,15 @@ from collections.abc import Callable
 from typing import Any
 
 from iir_gateway.picking.base import PluginContext
-from iir_gateway.picking.plugins.healthy_filter import HealthyFilter
-from iir_gateway.picking.plugins.least_outstanding import LeastOutstandingScorer
-from iir_gateway.picking.plugins.load_aware import LoadAwareScorer
-from iir_gateway.picking.plugins.lora_affinity import LoraAffinityScorer
-from iir_gateway.picking.plugins.low_load_filter import LowLoadFilter
-from iir_gateway.picking.plugins.max_score import MaxScorePicker
-from iir_gateway.picking.plugins.predicted_ttft import PredictedTtftScorer
-from iir_gateway.picking.plugins.prefix_affinity import PrefixAffinityScorer
-from iir_gateway.picking.plugins.round_robin import RoundRobinPicker
+from iir_gateway.picking.plugins.healthy_filter.plugin import HealthyFilter
+from iir_gateway.picking.plugins.least_outstanding.plugin import LeastOutstandingScorer
+from iir_gateway.picking.plugins.load_aware.plugin import LoadAwareScorer
+from iir_gateway.picking.plugins.lora_affinity.plugin import LoraAffinityScorer
+from iir_gateway.picking.plugins.low_load_filter.plugin import LowLoadFilter
+from iir_gateway.picking.plugins.max_score.plugin import MaxScorePicker
+from iir_gateway.picking.plugins.predicted_ttft.plugin import PredictedTtftScorer
+from iir_gateway.picking.plugins.prefix_affinity.plugin import PrefixAffinityScorer
+from iir_gateway.picking.plugins.round_robin.plugin import RoundRobinPicker
 
 Factory = Callable[[PluginContext, dict[str, Any]], Any]
 

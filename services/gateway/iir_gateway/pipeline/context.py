@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iir_common.logging import request_id_var
-from iir_gateway.limits.token_estimate import TokenEstimate, estimate_tokens
+from iir_gateway.accounting.token_estimate import TokenEstimate, estimate_tokens
 from iir_gateway.pipeline.request_span import RequestSpan
 from iir_gateway.principal import Principal
 from iir_gateway.routing.auto_router import Route

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from iir_gateway.providers.prices import Price
+from iir_gateway.accounting.prices import Price
 from iir_gateway.upstream.target import Upstream
 
 

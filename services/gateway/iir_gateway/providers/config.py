@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from iir_gateway.providers.prices import Price
+from iir_gateway.accounting.prices import Price
 from iir_gateway.upstream.target import Timeouts
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from iir_gateway.accounting.prices import FREE, Price
 from iir_gateway.errors import APIError
 from iir_gateway.principal import Principal
 from iir_gateway.providers.base import Provider, RouteRequest
-from iir_gateway.providers.prices import FREE, Price
 from iir_gateway.upstream.target import Upstream
 
 

@@ -11,11 +11,11 @@ import math
 import time
 from typing import Any
 
+from iir_gateway.accounting.prices import FREE, Price, built_in_price
 from iir_gateway.errors import APIError
 from iir_gateway.picking.state import EndpointStates
 from iir_gateway.providers.base import RouteRequest
 from iir_gateway.providers.config import ProviderConfig
-from iir_gateway.providers.prices import FREE, Price, built_in_price
 from iir_gateway.upstream.target import Upstream
 
 ANTHROPIC_VERSION = "2023-06-01"

@@ -12,10 +12,10 @@ from typing import Protocol
 import orjson
 
 from iir.v1 import auth_pb2
-from iir_gateway.limits.rate_limiter import NANO
+from iir_gateway.accounting.cost import Prices, cached_tokens, request_cost
+from iir_gateway.accounting.rate_limiter import NANO
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.pipeline.context import RequestContext
-from iir_gateway.pipeline.cost import Prices, cached_tokens, request_cost
 from iir_gateway.pipeline.step import Step
 from iir_gateway.pipeline.steps.dispatch import RELAY
 

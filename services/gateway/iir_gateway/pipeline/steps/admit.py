@@ -14,16 +14,16 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from iir_gateway.answer import Answer
-from iir_gateway.limits.rate_limiter import Admission, BudgetAsk
-from iir_gateway.limits.token_estimate import (
+from iir_gateway.accounting.cost import Prices, request_cost
+from iir_gateway.accounting.rate_limiter import Admission, BudgetAsk
+from iir_gateway.accounting.token_estimate import (
     asked_max_tokens,
     choices,
     estimate_tokens,
     prompt_bound,
 )
+from iir_gateway.answer import Answer
 from iir_gateway.pipeline.context import RequestContext
-from iir_gateway.pipeline.cost import Prices, request_cost
 from iir_gateway.pipeline.step import Step
 from iir_gateway.principal import Principal
 

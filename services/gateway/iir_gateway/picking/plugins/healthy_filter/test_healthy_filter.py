@@ -1,5 +1,5 @@
 from iir_gateway.picking.base import PickRequest
-from iir_gateway.picking.plugins.healthy_filter import HealthyFilter
+from iir_gateway.picking.plugins.healthy_filter.plugin import HealthyFilter
 from iir_gateway.picking.state import EndpointStates
 
 

@@ -1,5 +1,5 @@
 from iir_gateway.picking.base import PickRequest
-from iir_gateway.picking.plugins.least_outstanding import LeastOutstandingScorer, normalized_inverse
+from iir_gateway.picking.plugins.least_outstanding.plugin import LeastOutstandingScorer, normalized_inverse
 from iir_gateway.picking.state import EndpointState
 
 

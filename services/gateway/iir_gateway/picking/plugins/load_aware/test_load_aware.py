@@ -1,7 +1,7 @@
 import pytest
 
 from iir_gateway.picking.base import PickRequest
-from iir_gateway.picking.plugins.load_aware import LoadAwareScorer
+from iir_gateway.picking.plugins.load_aware.plugin import LoadAwareScorer
 from iir_gateway.picking.state import EndpointState
 
 

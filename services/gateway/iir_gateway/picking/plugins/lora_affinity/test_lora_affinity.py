@@ -1,5 +1,5 @@
 from iir_gateway.picking.base import PickRequest
-from iir_gateway.picking.plugins.lora_affinity import LoraAffinityScorer
+from iir_gateway.picking.plugins.lora_affinity.plugin import LoraAffinityScorer
 from iir_gateway.picking.state import EndpointState
 
 

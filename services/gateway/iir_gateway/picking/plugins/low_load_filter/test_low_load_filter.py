@@ -1,5 +1,5 @@
 from iir_gateway.picking.base import PickRequest
-from iir_gateway.picking.plugins.low_load_filter import LowLoadFilter
+from iir_gateway.picking.plugins.low_load_filter.plugin import LowLoadFilter
 from iir_gateway.picking.state import EndpointState
 
 
@@ -11,7 +11,7 @@ def test_keeps_endpoints_within_slack_of_the_least_loaded() -> None:
 
 
 def test_a_ratio_keeps_busy_fleets_within_proportion() -> None:
-    from iir_gateway.picking.plugins.low_load_filter import LowLoadFilter
+    from iir_gateway.picking.plugins.low_load_filter.plugin import LowLoadFilter
     from iir_gateway.picking.state import EndpointState
 
     endpoints = [

@@ -1,5 +1,5 @@
 from iir_gateway.picking.base import PickRequest
-from iir_gateway.picking.plugins.max_score import MaxScorePicker
+from iir_gateway.picking.plugins.max_score.plugin import MaxScorePicker
 from iir_gateway.picking.state import EndpointState
 
 

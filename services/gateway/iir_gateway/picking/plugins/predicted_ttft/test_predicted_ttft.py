@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from iir_gateway.picking.base import PickRequest, PluginContext
-from iir_gateway.picking.plugins.predicted_ttft import PredictedTtftScorer
+from iir_gateway.picking.plugins.predicted_ttft.plugin import PredictedTtftScorer
 from iir_gateway.picking.state import EndpointStates
 
 

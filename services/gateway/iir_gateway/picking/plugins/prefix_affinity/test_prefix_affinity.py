@@ -1,5 +1,5 @@
 from iir_gateway.picking.base import PickRequest, PluginContext
-from iir_gateway.picking.plugins.prefix_affinity import PrefixAffinityScorer
+from iir_gateway.picking.plugins.prefix_affinity.plugin import PrefixAffinityScorer
 from iir_gateway.picking.prefix import prefix_blocks
 from iir_gateway.picking.state import EndpointStates
 

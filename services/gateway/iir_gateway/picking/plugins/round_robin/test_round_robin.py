@@ -1,5 +1,5 @@
 from iir_gateway.picking.base import PickRequest
-from iir_gateway.picking.plugins.round_robin import RoundRobinPicker
+from iir_gateway.picking.plugins.round_robin.plugin import RoundRobinPicker
 from iir_gateway.picking.state import EndpointState
 
 

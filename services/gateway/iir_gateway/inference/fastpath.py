@@ -14,11 +14,11 @@ from fastapi import FastAPI
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from iir_gateway.api.inference import serve_inference
-from iir_gateway.api.requests import read_asgi_json
 from iir_gateway.errors import APIError
+from iir_gateway.inference.entry import serve_inference
 from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from iir_gateway.server.bodies import read_asgi_json
 
 _ROUTES: dict[str, tuple[type[Any], str]] = {
     "/v1/chat/completions": (ChatCompletionRequest, "chat/completions"),

@@ -14,14 +14,14 @@ from starlette.responses import Response
 from starlette.types import Send
 
 from iir_common.logging import request_id_var
+from iir_gateway.accounting.token_estimate import estimate_tokens
 from iir_gateway.answer import EventStream
-from iir_gateway.api.answers import EventStreamResponse, named_frames
-from iir_gateway.api.inference import CLIENT_CLOSED, run_chat
-from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.errors import APIError
-from iir_gateway.limits.token_estimate import estimate_tokens
+from iir_gateway.inference.asgi_answer import EventStreamResponse, named_frames
+from iir_gateway.inference.entry import CLIENT_CLOSED, run_chat
 from iir_gateway.routing.auto_router import is_auto
 from iir_gateway.runtime import Runtime
+from iir_gateway.server.bodies import client_ip, read_json_object
 from iir_gateway.wire.anthropic_inbound import MessagesStreamEncoder, chat_request, message_response
 from iir_gateway.wire.base import NativeBody
 

@@ -11,11 +11,11 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iir_common.logging import request_id_var
-from iir_gateway.api.access_log import AccessLog
-from iir_gateway.api.client_address import ClientAddressResolver
 from iir_gateway.errors import ANTHROPIC_ROUTES, anthropic_error_body, error_body
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.request_ids import valid_request_id
+from iir_gateway.server.access_log import AccessLog
+from iir_gateway.server.client_address import ClientAddressResolver
 
 log = logging.getLogger(__name__)
 # Request ids: a random per-process prefix and a counter; unique, and far cheaper than uuid4.

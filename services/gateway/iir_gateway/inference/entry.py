@@ -12,12 +12,12 @@ from starlette.types import Receive
 
 from iir_common.logging import request_id_var
 from iir_gateway.answer import Answer
-from iir_gateway.api.answers import to_response, with_id
-from iir_gateway.api.requests import client_ip
+from iir_gateway.inference.asgi_answer import to_response, with_id
 from iir_gateway.pipeline.context import BodyReader, RequestContext
 from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.principal import Principal
 from iir_gateway.schemas import ChatCompletionRequest, InferenceRequest
+from iir_gateway.server.bodies import client_ip
 from iir_gateway.wire.base import NativeBody
 
 # What a client that went away gets (nobody reads it; the access log and metrics do).

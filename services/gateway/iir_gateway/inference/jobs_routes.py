@@ -11,9 +11,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
-from iir_gateway.api.answers import SSE_HEADERS
-from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.errors import APIError
+from iir_gateway.inference.asgi_answer import SSE_HEADERS
 from iir_gateway.jobs.store import FINAL, Job, QueueFull
 from iir_gateway.keys.authenticator import extract_key
 from iir_gateway.pipeline.context import RequestContext
@@ -22,6 +21,7 @@ from iir_gateway.principal import Principal
 from iir_gateway.routing.auto_router import is_auto
 from iir_gateway.runtime import Runtime
 from iir_gateway.schemas import ChatCompletionRequest, validate_body
+from iir_gateway.server.bodies import client_ip, read_json_object
 
 router = APIRouter(tags=["Async jobs"])
 ASYNC_CHAT = "/v1/async/chat/completions"

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from iir_common import __version__
-from iir_gateway.api.admin_access import keyless_admin
-from iir_gateway.api.requests import client_ip
+from iir_gateway.admin.access import keyless_admin
 from iir_gateway.errors import APIError
 from iir_gateway.keys.authenticator import extract_key
 from iir_gateway.runtime import Runtime
+from iir_gateway.server.bodies import client_ip
 
 router = APIRouter(tags=["Operations"])
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from iir_gateway.pipeline.context import RequestContext
-from iir_gateway.providers.prices import Price
+from iir_gateway.accounting.prices import Price
 
 
 class Prices(Protocol):
@@ -20,7 +19,20 @@ def cached_tokens(usage: dict[str, Any] | None) -> int:
     return int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
 
 
-def request_cost(ctx: RequestContext, prices: Prices) -> int:
+class CostedRequest(Protocol):
+    """What the cost of a request is computed from (the pipeline's RequestContext)."""
+
+    status: int
+    cache_hit: bool
+    answered_by: str
+    model: str
+    usage: dict[str, Any] | None
+    state: dict[str, Any]
+
+    def token_counts(self) -> tuple[int, int]: ...
+
+
+def request_cost(ctx: CostedRequest, prices: Prices) -> int:
     """The cost in nano-USD of what the request used (0 when it failed or was a cache hit); computed once."""
     cost = ctx.state.get("cost")
     if cost is None:

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 
 from iir.v1 import auth_pb2, auth_pb2_grpc
-from iir_gateway.limits.spend_journal import SpendJournal
+from iir_gateway.accounting.spend_journal import SpendJournal
 
 log = logging.getLogger(__name__)
 

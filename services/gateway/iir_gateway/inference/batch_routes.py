@@ -10,15 +10,15 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from iir_gateway.api.requests import client_ip, read_json_object
+from iir_gateway.accounting.storage_quota import scopes_of
 from iir_gateway.batches.runner import ENDPOINTS
 from iir_gateway.batches.scrubbed_upload import ScrubbedLines
 from iir_gateway.batches.store import FINAL, QUOTA_TTL_S, WINDOW_S, batch_object
 from iir_gateway.batches.upload import UploadRefused, receive_upload
 from iir_gateway.errors import APIError
-from iir_gateway.limits.storage_quota import scopes_of
 from iir_gateway.principal import Principal
 from iir_gateway.runtime import Runtime
+from iir_gateway.server.bodies import client_ip, read_json_object
 
 router = APIRouter(tags=["Batches"])
 

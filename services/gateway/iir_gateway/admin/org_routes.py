@@ -12,10 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.responses import Response
 
 from iir.v1 import auth_pb2
-from iir_gateway.api.admin_access import json_response, require_admin, validated
-from iir_gateway.api.admin_routes import _MAX_LIMIT, DURATION, MAX_BUDGET, _iso, _text, bounded_ids, metadata_json
-from iir_gateway.api.docs_routes import ADMIN_ERRORS, body_of
-from iir_gateway.api.requests import read_json_object
+from iir_gateway.admin.access import json_response, require_admin, validated
+from iir_gateway.admin.key_routes import _MAX_LIMIT, DURATION, MAX_BUDGET, _iso, _text, bounded_ids, metadata_json
+from iir_gateway.server.bodies import read_json_object
+from iir_gateway.server.docs_routes import ADMIN_ERRORS, body_of
 
 _IDS = [Depends(bounded_ids)]  # 404 for an id longer than any can be
 teams = APIRouter(prefix="/api/v1/teams", tags=["Teams and users"], responses=ADMIN_ERRORS, dependencies=_IDS)

@@ -15,14 +15,14 @@ from starlette.responses import Response
 from starlette.types import Send
 
 from iir_gateway.answer import EventStream
-from iir_gateway.api.answers import EventStreamResponse, named_frames
-from iir_gateway.api.inference import CLIENT_CLOSED, run_chat
-from iir_gateway.api.requests import client_ip, read_json_object
 from iir_gateway.conversations.store import ResponseStore, StoredResponse
 from iir_gateway.errors import APIError
+from iir_gateway.inference.asgi_answer import EventStreamResponse, named_frames
+from iir_gateway.inference.entry import CLIENT_CLOSED, run_chat
 from iir_gateway.principal import Principal
 from iir_gateway.runtime import Runtime
 from iir_gateway.schemas import validate_body
+from iir_gateway.server.bodies import client_ip, read_json_object
 from iir_gateway.wire.openai_responses import (
     ResponsesStreamEncoder,
     chat_request,

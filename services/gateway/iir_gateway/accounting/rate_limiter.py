@@ -31,8 +31,7 @@ from redis.exceptions import RedisError
 
 from iir_common.budget_window import window
 from iir_common.single_flight import SingleFlight
-from iir_gateway.errors import APIError
-from iir_gateway.limits.admission import (
+from iir_gateway.accounting.admission import (
     NANO,
     NO_LIMITS,
     Admission,
@@ -42,8 +41,9 @@ from iir_gateway.limits.admission import (
     SpendSource,
     duration,
 )
-from iir_gateway.limits.limit_scripts import ADMIT, SETTLE
-from iir_gateway.limits.local_limits import LocalLimits
+from iir_gateway.accounting.limit_scripts import ADMIT, SETTLE
+from iir_gateway.accounting.local_limits import LocalLimits
+from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.principal import Principal, Scope
 

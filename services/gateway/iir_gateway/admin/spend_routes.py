@@ -12,11 +12,11 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from iir.v1 import auth_pb2
-from iir_gateway.api.admin_access import call_auth, json_response, require_admin
-from iir_gateway.api.docs_routes import ADMIN_ERRORS
-from iir_gateway.api.requests import client_ip
+from iir_gateway.admin.access import call_auth, json_response, require_admin
 from iir_gateway.errors import APIError
 from iir_gateway.runtime import Runtime
+from iir_gateway.server.bodies import client_ip
+from iir_gateway.server.docs_routes import ADMIN_ERRORS
 
 router = APIRouter(prefix="/api/v1", tags=["Spend and audit"], responses=ADMIN_ERRORS)
 

@@ -8,17 +8,17 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from iir_gateway.api.inference import serve_inference
-from iir_gateway.api.requests import client_ip, read_json_object
-from iir_gateway.providers.local import model_not_found
+from iir_gateway.inference.entry import serve_inference
+from iir_gateway.providers.local.provider import model_not_found
 from iir_gateway.runtime import Runtime
 from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, openapi_body
+from iir_gateway.server.bodies import client_ip, read_json_object
 
 router = APIRouter(tags=["OpenAI"])
 
 
 async def _serve(request: Request, schema: type[Any], path: str) -> Response:
-    # Normally answered by the ASGI fast path (api/fastpath.py); kept for the docs and as a fallback.
+    # Normally answered by the ASGI fast path (inference/fastpath.py); kept for the docs and as a fallback.
     gw: Runtime = request.app.state.gateway
     return await serve_inference(
         request.app.state.pipeline,

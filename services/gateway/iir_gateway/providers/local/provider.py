@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 from iir.v1 import registry_pb2
+from iir_gateway.accounting.prices import FREE, Price
 from iir_gateway.errors import APIError
 from iir_gateway.picking.base import PickRequest
 from iir_gateway.picking.policies import Scheduler
@@ -18,9 +19,8 @@ from iir_gateway.picking.prompt_blocks import PromptBlocks
 from iir_gateway.picking.queue import PriorityGate, Saturated
 from iir_gateway.picking.state import EndpointStates
 from iir_gateway.providers.base import RouteRequest
-from iir_gateway.providers.catalogue import ModelCatalogue
-from iir_gateway.providers.cold_start import ColdStarts
-from iir_gateway.providers.prices import FREE, Price
+from iir_gateway.providers.local.catalogue import ModelCatalogue
+from iir_gateway.providers.local.cold_start import ColdStarts
 from iir_gateway.upstream.target import Upstream
 
 

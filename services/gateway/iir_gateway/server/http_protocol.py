@@ -16,9 +16,9 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from iir_gateway.api.connection_counts import ConnectionCounts
 from iir_gateway.errors import error_body
 from iir_gateway.networks import Network, in_networks, parse_networks
+from iir_gateway.server.connection_counts import ConnectionCounts
 from iir_gateway.settings import GatewaySettings
 from iir_gateway.workers import shared_dir
 

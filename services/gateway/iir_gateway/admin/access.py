@@ -13,12 +13,12 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
-from iir_gateway.api.client_address import is_forwarded
-from iir_gateway.api.requests import client_ip
 from iir_gateway.errors import APIError
 from iir_gateway.keys.authenticator import extract_key
 from iir_gateway.networks import in_networks
 from iir_gateway.runtime import Runtime
+from iir_gateway.server.bodies import client_ip
+from iir_gateway.server.client_address import is_forwarded
 
 _STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_value"),

@@ -13,10 +13,10 @@ from google.protobuf.json_format import MessageToDict
 from starlette.responses import Response
 
 from iir.v1 import registry_pb2
-from iir_gateway.api.requests import client_ip
 from iir_gateway.errors import APIError
 from iir_gateway.principal import Principal
 from iir_gateway.runtime import Runtime
+from iir_gateway.server.bodies import client_ip
 
 router = APIRouter(tags=["Registry"])
 

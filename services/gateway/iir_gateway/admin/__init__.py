@@ -1,0 +1,1 @@
+"""The admin and operations API: keys, teams, users, spend, models, health, the admin UI."""
