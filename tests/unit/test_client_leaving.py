@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from iir_gateway.inference import entry as inference
+from iir_gateway.pipeline import entry as inference
 
 
 def _receive(disconnect: asyncio.Event):  # type: ignore[no-untyped-def]

@@ -22,7 +22,7 @@ BodyReader = Callable[[], Awaitable[dict[str, Any]]]
 class RequestContext:
     """One request. The edge sets what it received; each step reads what the steps before it set."""
 
-    endpoint: str  # "chat/completions", "completions", "embeddings"
+    operation: str  # "chat/completions", "completions", "embeddings"
     schema: type[InferenceRequest]
     headers: Mapping[str, str] = field(default_factory=dict)
     client_ip: str = ""

@@ -34,7 +34,7 @@ class Pipeline:
 
     async def run(self, ctx: RequestContext) -> Answer:
         tracer = tracing.tracer()
-        ctx.span = RequestSpan(tracer, ctx.endpoint) if tracer is not None else None
+        ctx.span = RequestSpan(tracer, ctx.operation) if tracer is not None else None
         try:
             return await self._run(ctx)
         finally:

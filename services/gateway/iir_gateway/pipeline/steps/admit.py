@@ -90,7 +90,7 @@ class Admit(Step):
             return None
         price = self.prices.price(ctx.model) if principal.spends_money else None
         asked = asked_max_tokens(ctx.body)
-        completion = (asked or self.budget_max_tokens) if ctx.endpoint != "embeddings" else 0
+        completion = (asked or self.budget_max_tokens) if ctx.operation != "embeddings" else 0
         prompt = prompt_bound(ctx.body)  # not the estimate: a prompt can have more tokens than it says
         return BudgetAsk(
             prompt,

@@ -42,7 +42,7 @@ class Cache(Step):
         cache = self.cache
         if cache is None or not wants_cache(ctx.body, ctx.headers.get("x-iir-cache", ""), principal.cache_mode):
             return None
-        key = cache.key(ctx.endpoint, ctx.body, principal.key_id)
+        key = cache.key(ctx.operation, ctx.body, principal.key_id)
         entry = await cache.get(key)
         self.metrics.cache.labels("hit" if entry else "miss").inc()
         if entry is None:
@@ -54,7 +54,7 @@ class Cache(Step):
         completion = entry["completion"]
         if not ctx.stream:
             return Answer(entry["model"], document=Event.of(completion))
-        events = replay(completion, ctx.client_usage, ctx.endpoint == "chat/completions")
+        events = replay(completion, ctx.client_usage, ctx.operation == "chat/completions")
         return Answer(entry["model"], stream=ListStream(events, completion.get("usage")))
 
     def _store(self, ctx: RequestContext, completion: dict[str, Any]) -> None:

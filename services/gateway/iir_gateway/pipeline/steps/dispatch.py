@@ -125,7 +125,7 @@ class Dispatch(Step):
                     answer = await self.forwarder.forward(
                         provider.name,
                         upstream,
-                        ctx.endpoint,
+                        ctx.operation,
                         ctx.body,
                         stream=ctx.stream,
                         request_id=ctx.request_id,

@@ -17,7 +17,7 @@ class Validate(Step):
     async def before(self, ctx: RequestContext) -> Answer | None:
         if ctx.read_body is not None:
             ctx.body = await ctx.read_body()
-        if self.default_model and ctx.endpoint != "embeddings" and ctx.body.get("model") is None:
+        if self.default_model and ctx.operation != "embeddings" and ctx.body.get("model") is None:
             ctx.body["model"] = self.default_model
         ctx.request = request = validate_body(ctx.schema, ctx.body)
         ctx.model = request.model
