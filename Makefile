@@ -16,7 +16,7 @@ REGISTRY ?= ghcr.io/iir-dev
 TAG      ?= 0.1.0
 DOCKER   ?= docker
 
-.PHONY: install protos classifier-model browser dev test test-vllm test-openresponses typecheck lock lint fmt docs bench bench-tools clean images helm \
+.PHONY: install protos classifier-model browser dev test test-busy test-vllm test-openresponses typecheck lock lint fmt docs bench bench-tools clean images helm \
         helm-lint kustomize skaffold-dev bench-fleet
 
 install: $(STAMP) gen/.stamp
@@ -54,16 +54,26 @@ classifier-model: install $(CLASSIFIER_MODEL)/heads.npz
 dev: install classifier-model
 	$(PY) -m iir_dev up
 
-# mypy (strict, pydantic plugin) over IIR's own packages; configuration in pyproject.toml.
+# mypy (strict, pydantic plugin) over IIR's own packages and the tests; configuration in pyproject.toml.
 MYPY_PACKAGES := -p iir_common -p iir_gateway -p iir_auth -p iir_registry -p iir_classifier -p iir_simbackend \
                  -p iir_operator -p iir_dev
+MYPY_TESTS    := tests
 
 test: install classifier-model browser
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) -m mypy $(MYPY_PACKAGES)
+	$(PY) -m mypy $(MYPY_TESTS)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
+
+# `make test` with every core kept busy by a CPU burner (one `yes` per core, BUSY_CORES to choose), so a
+# test that only passes on an idle machine shows itself. The burners stop with the run, whatever its result.
+BUSY_CORES ?= $(shell nproc)
+test-busy:
+	@pids=; for i in $$(seq $(BUSY_CORES)); do yes >/dev/null & pids="$$pids $$!"; done; \
+	trap 'kill $$pids 2>/dev/null' EXIT INT TERM; \
+	$(MAKE) test
 
 # Debian's chromium and chromedriver, for the admin UI's browser test (tests/ui/).
 browser:
@@ -85,6 +95,7 @@ test-openresponses: install classifier-model
 
 typecheck: install
 	$(PY) -m mypy $(MYPY_PACKAGES)
+	$(PY) -m mypy $(MYPY_TESTS)
 
 # Re-pins every dependency (constraints.txt) from a fresh resolve of pyproject.toml, in a throwaway venv.
 lock:

@@ -9,7 +9,10 @@ with its default settings (auth on with a warm key, limits, scrubbing, cache loo
 log). Load comes from wrk; TTFT from an asyncio client. Medians of several rounds, targets interleaved
 within each round so they share the machine's noise.
 Usage: .venv/bin/python bench/gateway_overhead.py [--rounds 3] [--duration 5] [--workers 1] [--replicas 1] [--no-peers]
-       [--concurrency 1,32,256] [--modes unary,stream] [--peers vllm-router,litellm]
+       [--concurrency 1,32,256] [--modes unary,stream] [--peers vllm-router,litellm] [--baseline DIR]
+With `--baseline DIR` (a checkout of an earlier commit, e.g. `git worktree add /tmp/base <commit>`), a second
+IIR gateway runs that checkout's gateway code beside this one, on the same services, as the target `iir@base`:
+a change's cost per request, old and new in one run.
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", default="1,32,256", help="comma-separated wrk connection counts")
     parser.add_argument("--modes", default="unary,stream", help="unary, stream or both")
+    parser.add_argument("--baseline", type=Path, help="a checkout whose gateway runs beside this one as iir@base")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: run `make bench-tools`")
@@ -131,14 +135,19 @@ def main() -> None:
         key = stack.create_key("bench")
         direct = Peer("direct", stack.sim_url, stack.processes["simbackend"].popen.pid, key)
         iir = Peer("iir", stack.gateway_url, stack.processes["gateway"].popen.pid, key)
+        base = []
+        if args.baseline:
+            roots = [args.baseline / "services" / "gateway", args.baseline / "libs"]
+            url = stack.start_gateway_replica("gateway-base", env={"PYTHONPATH": os.pathsep.join(map(str, roots))})
+            base = [Peer("iir@base", url, stack.processes["gateway-base"].popen.pid, key)]
         with contextlib.ExitStack() as running:
             peers = (
                 []
                 if args.no_peers
                 else running.enter_context(start_peers(stack.sim_url, MODEL, work, tuple(args.peers.split(","))))
             )
-            targets = [direct, iir, *peers]
-            names = {t.name: (f"local/{MODEL}" if t.name == "iir" else MODEL) for t in targets}
+            targets = [direct, iir, *base, *peers]
+            names = {t.name: (f"local/{MODEL}" if t.name.startswith("iir") else MODEL) for t in targets}
             for stream in [m == "stream" for m in args.modes.split(",")]:
                 for conc in [int(c) for c in args.concurrency.split(",")]:
                     rounds: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}

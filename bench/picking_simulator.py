@@ -138,7 +138,7 @@ def simulate(policy: str, replicas: int, conversations: int, seed: int, rate_per
         now, _, kind, payload = heapq.heappop(events)
         if kind == "scrape":
             for rep in reps.values():
-                states.update_metrics(rep.url, len(rep.waiting), len(rep.running), kv_use(rep), now=now / 1000)
+                states.update_metrics(rep.url, len(rep.waiting), len(rep.running), kv_use(rep))
             if any(e[2] != "scrape" for e in events):
                 push(now + SCRAPE_MS, "scrape", None)
         elif kind == "turn":

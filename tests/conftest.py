@@ -6,8 +6,9 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -72,8 +73,8 @@ def inference_model(
     phase: str = "Ready",
     served: str | None = None,
     fallbacks: list[str] | None = None,
-    cost: dict | None = None,
-) -> dict:
+    cost: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
     endpoints = [{"url": url, "ready": True, "target": name}] if url else []
     routing = (
         {"routing": {k: v for k, v in (("fallbacks", fallbacks), ("cost", cost)) if v}} if fallbacks or cost else {}
@@ -97,7 +98,7 @@ SERVED_PRICE = {"inputPerMillion": 100, "outputPerMillion": 200}
 SLOW_PRICE = {"inputPerMillion": 1000, "outputPerMillion": 2000}
 
 
-def write_models(path: Path, docs: list[dict]) -> None:
+def write_models(path: Path, docs: list[dict[str, Any]]) -> None:
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
 
 

@@ -9,6 +9,9 @@ from typing import Any
 import celpy
 import jsonschema
 import yaml
+from celpy.adapter import json_to_cel
+
+from tests.json_values import json_object
 
 CRDS = Path(__file__).resolve().parents[1] / "deploy" / "crds"
 CRD_PATH = CRDS / "inferencemodels.iir.dev.yaml"
@@ -17,18 +20,18 @@ KINDS = {"InferenceModel": CRD_PATH, "InferenceAdapter": CRDS / "inferenceadapte
 
 @cache
 def crd(kind: str = "InferenceModel") -> dict[str, Any]:
-    return yaml.safe_load(KINDS[kind].read_text())
+    return json_object(yaml.safe_load(KINDS[kind].read_text()))
 
 
 def schema(kind: str = "InferenceModel") -> dict[str, Any]:
-    return crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return json_object(crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
 
 
 def _cel_errors(node_schema: dict[str, Any], value: Any, path: str, env: celpy.Environment) -> list[str]:
     errors = []
     for rule in node_schema.get("x-kubernetes-validations") or []:
         program = env.program(env.compile(rule["rule"]))
-        if not program.evaluate({"self": celpy.json_to_cel(value)}):
+        if not program.evaluate({"self": json_to_cel(value)}):
             errors.append(f"{path or '<root>'}: {rule.get('message', rule['rule'])}")
     if isinstance(value, dict):
         for key, child in (node_schema.get("properties") or {}).items():

@@ -8,14 +8,27 @@ import inspect
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn, TypeVar, overload
 
 import pytest
+
+T = TypeVar("T")
+
+
+@overload
+def wait_for(
+    check: Callable[[], T | None | Literal[False]], timeout: float = ..., interval: float = ..., *, what: str
+) -> T: ...
+
+
+@overload
+def wait_for(check: Callable[[], T], timeout: float = ..., interval: float = ...) -> T: ...
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.05, what: str = "") -> Any:
     """The first truthy value `check` returns within `timeout` seconds. Past it: the last value, or,
-    when `what` names the condition, an AssertionError saying what never happened."""
+    when `what` names the condition, an AssertionError saying what never happened (so a caller naming it
+    gets the truthy value, never None or False)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = check()

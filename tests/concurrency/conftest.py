@@ -14,6 +14,7 @@ import pytest
 from iir_dev import datastores
 from iir_dev.stack import Stack
 from tests.conftest import MASTER_KEY, make_stack, start_sim
+from tests.json_values import json_object
 
 
 class Pair:
@@ -31,7 +32,7 @@ class Pair:
             headers={"Authorization": f"Bearer {MASTER_KEY}"},
         )
         assert resp.status_code == 201, resp.text
-        return resp.json()
+        return json_object(resp.json())
 
     def admin(self, method: str, path: str, **kw: Any) -> httpx.Response:
         return httpx.request(method, f"{self.a}{path}", headers={"Authorization": f"Bearer {MASTER_KEY}"}, **kw)

@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -126,7 +127,7 @@ def test_redis_lost_and_back_empty(faulty: tuple[Stack, ThrowawayRedis]) -> None
     ]
     assert all(ids)
 
-    def finished() -> list[dict]:
+    def finished() -> list[dict[str, Any]]:
         jobs = [httpx.get(f"{url}{JOBS}/{j}", headers=bearer(key)).json() for j in ids]
         return jobs if all(j["status"] == "completed" for j in jobs) else []
 
@@ -143,7 +144,7 @@ def test_jobs_wait_out_a_dead_auth_service(faulty: tuple[Stack, ThrowawayRedis])
 
     def cached() -> bool:  # once the gateway follows revocations again, it caches the key
         httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers=bearer(key))
-        return httpx.get(f"{url}/health/ready").json()["cached_keys"] > 0
+        return bool(httpx.get(f"{url}/health/ready").json()["cached_keys"] > 0)
 
     assert wait_for(cached, 10)
     auth = stack.processes["auth"].popen

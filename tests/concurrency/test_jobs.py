@@ -12,6 +12,7 @@ import httpx
 from tests.concurrency.conftest import Pair, bearer
 from tests.conftest import MASTER_KEY
 from tests.waiting import wait_for
+from tests.json_values import json_object
 
 # 31 tokens at 20 tokens a second: a job of about 1.5 s.
 LONG = {"model": "local/slow", "messages": [{"role": "user", "content": "a long story"}], "max_tokens": 31}
@@ -23,7 +24,7 @@ def submit(url: str, key: str, body: dict[str, Any] = LONG) -> httpx.Response:
 
 
 def job(url: str, key: str, job_id: str) -> dict[str, Any]:
-    return httpx.get(f"{url}{JOBS}/{job_id}", headers=bearer(key)).json()
+    return json_object(httpx.get(f"{url}{JOBS}/{job_id}", headers=bearer(key)).json())
 
 
 def final(url: str, key: str, job_id: str, timeout: float = 30) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import httpx
 
@@ -44,7 +45,7 @@ def test_team_budget_holds_under_concurrent_streams_on_two_gateways(pair: Pair) 
     else:
         raise AssertionError("the team's budget never refused")
 
-    def spend_row() -> dict:
+    def spend_row() -> dict[str, Any]:
         rows = pair.admin("GET", "/api/v1/spend", params={"group_by": "team"}).json()["data"]
         return next((r for r in rows if r["group"] == team_id), {"cost": 0.0, "requests": 0})
 

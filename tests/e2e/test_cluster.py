@@ -21,6 +21,7 @@ import pytest
 
 from iir_dev.datastores import free_port
 from iir_dev.stack import REPO, Stack
+from tests.json_values import json_object
 from tests import waiting
 
 pytestmark = pytest.mark.e2e
@@ -109,9 +110,9 @@ def test_apply_model_then_status_and_catalogue(namespace: str, local_stack: Stac
     assert ids
 
 
-def _get_json(kind: str, name: str, namespace: str) -> dict | None:
+def _get_json(kind: str, name: str, namespace: str) -> dict[str, Any] | None:
     try:
-        return json.loads(kubectl("get", kind, name, "-n", namespace, "-o", "json"))
+        return json_object(json.loads(kubectl("get", kind, name, "-n", namespace, "-o", "json")))
     except subprocess.CalledProcessError:
         return None
 

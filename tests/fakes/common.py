@@ -8,8 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-CALLS = web.AppKey("calls", Counter)
-LAST = web.AppKey("last", dict)
+CALLS = web.AppKey("calls", Counter[str])
+LAST = web.AppKey("last", dict[str, Any])
 
 
 def install_introspection(app: web.Application) -> None:
@@ -18,7 +18,8 @@ def install_introspection(app: web.Application) -> None:
     app[LAST] = {}
 
     async def calls(request: web.Request) -> web.Response:
-        return web.json_response(dict(request.app[CALLS]))
+        counts: Counter[str] = request.app[CALLS]
+        return web.json_response(dict(counts))
 
     async def last(request: web.Request) -> web.Response:
         return web.json_response(request.app[LAST])

@@ -73,7 +73,7 @@ async def _tool_calls(request: web.Request, body: dict[str, Any]) -> web.StreamR
     size = int(str(body["model"]).rsplit("-", 1)[1])
     rid, created, model = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), body["model"]
     arguments = tool_arguments(last.strip())
-    calls = [
+    calls: list[dict[str, Any]] = [
         {"id": f"call_{i}", "type": "function", "function": {"name": "lookup", "arguments": a}}
         for i, a in enumerate(arguments)
     ]

@@ -4,6 +4,8 @@ Anthropic's shape."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import anthropic
 import httpx
 import pytest
@@ -142,7 +144,7 @@ def test_a_claude_code_shaped_session(client: anthropic.Anthropic) -> None:
         }
         for i in range(30)
     ]
-    messages: list[dict] = [{"role": "user", "content": [{"type": "text", "text": "Read the file Main"}]}]
+    messages: list[dict[str, Any]] = [{"role": "user", "content": [{"type": "text", "text": "Read the file Main"}]}]
     for _turn in range(3):
         with client.messages.stream(
             model=MODEL, max_tokens=200, system=system, tools=tools, messages=messages

@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -43,8 +44,10 @@ def submit(stack: Stack, headers: dict[str, str], model: str = f"local/{SERVED}"
     return str(resp.json()["job_id"])
 
 
-def wait_status(stack: Stack, headers: dict[str, str], job_id: str, wanted: set[str], timeout: float = 20) -> dict:
-    def reached() -> dict | None:
+def wait_status(
+    stack: Stack, headers: dict[str, str], job_id: str, wanted: set[str], timeout: float = 20
+) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
         job = httpx.get(f"{stack.gateway_url}{ASYNC}/{job_id}", headers=headers).json()
         return job if job["status"] in wanted else None
 

@@ -8,29 +8,31 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 
 from iir_dev.stack import REPO, Stack
 from tests.conftest import MASTER_KEY, SERVED, STATIC_KEY
+from tests.json_values import json_object
 from tests.waiting import wait_for
 
 MODEL = f"local/{SERVED}"
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
 
-def create(stack: Stack, headers: dict[str, str] | None = None, **body: object) -> dict:
+def create(stack: Stack, headers: dict[str, str] | None = None, **body: object) -> dict[str, Any]:
     resp = httpx.post(f"{stack.gateway_url}/api/v1/apikeys", json=body, headers=headers or {})
     assert resp.status_code == 201, resp.text
-    return resp.json()
+    return json_object(resp.json())
 
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def chat(url: str, key: str, body: dict | None = None, **headers: str) -> httpx.Response:
+def chat(url: str, key: str, body: dict[str, Any] | None = None, /, **headers: str) -> httpx.Response:
     return httpx.post(f"{url}/v1/chat/completions", json=body or CHAT, headers={**bearer(key), **headers}, timeout=20)
 
 
@@ -111,7 +113,7 @@ def test_expired_key_is_refused(stack: Stack) -> None:
     assert past.status_code == 400
 
 
-async def _burst(url: str, key: str, body: dict, n: int) -> list[httpx.Response]:
+async def _burst(url: str, key: str, body: dict[str, Any], n: int) -> list[httpx.Response]:
     async with httpx.AsyncClient(timeout=20) as client:
         return await asyncio.gather(
             *(client.post(f"{url}/v1/chat/completions", json=body, headers=bearer(key)) for _ in range(n))
@@ -251,7 +253,7 @@ def test_a_key_reads_its_own_info_and_usage(stack: Stack) -> None:
     assert info["id"] == made["id"] and info["rpm_limit"] == 100 and info["allowed_models"] == ["local/*"]
     assert "key" not in info and made["key"] not in str(info)  # never the secret
 
-    def used() -> dict | None:
+    def used() -> dict[str, Any] | None:
         usage = httpx.get(f"{stack.gateway_url}/api/v1/key/usage", headers=bearer(made["key"])).json()
         return usage if usage["totals"]["requests"] >= 1 else None
 
@@ -276,7 +278,7 @@ def test_a_key_is_updated_in_place_and_every_gateway_applies_it(stack: Stack) ->
     assert got["tpm_limit"] == made["tpm_limit"] and got["prefix"] == made["prefix"]  # the rest, and the secret, stay
 
     def applied() -> bool:
-        return chat(stack.gateway_url, made["key"]).headers.get("x-ratelimit-limit-requests") == "7"
+        return bool(chat(stack.gateway_url, made["key"]).headers.get("x-ratelimit-limit-requests") == "7")
 
     assert wait_for(applied, timeout=2, interval=0.05, what="the gateway to drop its cached copy")
     cleared = httpx.patch(f"{stack.gateway_url}/api/v1/apikeys/{made['id']}", headers=admin, json={"expires_at": None})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -95,7 +96,7 @@ def _silent_server() -> str:
     ],
 )
 def test_without_a_classifier_answer_the_default_model_answers(
-    stack: Stack, routing_file: Path, env: dict, reason: str
+    stack: Stack, routing_file: Path, env: dict[str, Any], reason: str
 ) -> None:
     replica = stack.start_gateway_replica(
         f"gateway-auto-{reason.split()[-1]}", env={"IIR_ROUTING_FILE": str(routing_file), **env}

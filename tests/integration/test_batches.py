@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import httpx
 import openai
@@ -17,11 +19,11 @@ from tests.waiting import wait_for
 MODEL = f"local/{SERVED}"
 
 
-def jsonl(lines: list[dict | str]) -> bytes:
+def jsonl(lines: Sequence[dict[str, Any] | str]) -> bytes:
     return b"".join((line if isinstance(line, str) else json.dumps(line)).encode() + b"\n" for line in lines)
 
 
-def chat_line(custom_id: str, text: str, model: str = MODEL) -> dict:
+def chat_line(custom_id: str, text: str, model: str = MODEL) -> dict[str, Any]:
     body = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 5}
     return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
 
@@ -35,7 +37,7 @@ def finished(client: openai.OpenAI, batch_id: str, timeout: float = 30) -> opena
 
 
 def test_a_batch_end_to_end(openai_client: openai.OpenAI) -> None:
-    lines = [chat_line(f"req-{i}", f"question {i}") for i in range(5)]
+    lines: list[dict[str, Any] | str] = [chat_line(f"req-{i}", f"question {i}") for i in range(5)]
     lines.insert(2, "this is not json")
     lines.append(chat_line("bad-model", "x", model="local/nope"))
     uploaded = openai_client.files.create(file=("input.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")
@@ -133,7 +135,7 @@ def test_a_responses_batch(openai_client: openai.OpenAI) -> None:
 
 
 def test_an_upload_without_a_length_is_refused(stack: Stack, api_key: str) -> None:
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks() -> Iterator[bytes]:
         yield b'--x\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--x--\r\n'
 
     resp = httpx.post(

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 import time
+from typing import Any, cast
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from iir_dev.stack import Stack
 from tests.conftest import SERVED
+from tests.json_values import json_object
 from tests.waiting import wait_for
 
 MODEL = f"local/{SERVED}"
-MESSAGES = [{"role": "user", "content": "hi"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +26,7 @@ def http(stack: Stack, api_key: str) -> httpx.Client:
     return httpx.Client(base_url=stack.gateway_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=20)
 
 
-def assert_error(resp: httpx.Response, status: int, code: str | None = None) -> dict:
+def assert_error(resp: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"].startswith("application/json")
     err = resp.json()["error"]
@@ -30,7 +34,7 @@ def assert_error(resp: httpx.Response, status: int, code: str | None = None) -> 
     assert err["message"] and "Traceback" not in err["message"]
     if code:
         assert err["code"] == code
-    return err
+    return json_object(err)
 
 
 def test_invalid_bodies_are_400_naming_the_field(http: httpx.Client) -> None:
@@ -54,7 +58,7 @@ def test_body_over_limit_is_413(http: httpx.Client) -> None:
 
 
 def test_chunked_body_over_limit_is_413(http: httpx.Client) -> None:
-    def chunks():  # no Content-Length: the limit is enforced while reading
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is enforced while reading
         yield b'{"model": "local/x", "messages": [{"role": "user", "content": "'
         for _ in range(20):
             yield b"y" * 8192
@@ -142,7 +146,8 @@ def test_openai_sdk_raises_typed_errors(openai_client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError):
         openai_client.chat.completions.create(model="local/nope", messages=MESSAGES)
     with pytest.raises(openai.BadRequestError):
-        openai_client.chat.completions.create(model=MODEL, messages=[{"role": "robot", "content": "x"}])
+        robot = cast(ChatCompletionMessageParam, {"role": "robot", "content": "x"})  # invalid on purpose
+        openai_client.chat.completions.create(model=MODEL, messages=[robot])
 
 
 def test_client_disconnect_cancels_the_upstream_request(stack: Stack, api_key: str, slow_sim: str) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from iir_dev.stack import REPO, Stack
 from iir_gateway.accounting.token_estimate import prompt_bound
 from tests.conftest import MASTER_KEY, SERVED, SERVED_PRICE
 from tests.waiting import wait_for
+from tests.json_values import json_object
 
 MODEL = f"local/{SERVED}"
 ADMIN = {"Authorization": f"Bearer {MASTER_KEY}"}
@@ -26,9 +28,9 @@ def admin(stack: Stack, method: str, path: str, **kw: object) -> httpx.Response:
     return httpx.request(method, f"{stack.gateway_url}{path}", headers=ADMIN, timeout=20, **kw)  # type: ignore[arg-type]
 
 
-def made(resp: httpx.Response, status: int = 201) -> dict:
+def made(resp: httpx.Response, status: int = 201) -> dict[str, Any]:
     assert resp.status_code == status, resp.text
-    return resp.json()
+    return json_object(resp.json())
 
 
 def chat(stack: Stack, key: str, model: str = MODEL, **body: object) -> httpx.Response:
@@ -41,11 +43,11 @@ def chat(stack: Stack, key: str, model: str = MODEL, **body: object) -> httpx.Re
     )
 
 
-def team(stack: Stack, **settings: object) -> dict:
+def team(stack: Stack, **settings: object) -> dict[str, Any]:
     return made(admin(stack, "POST", "/api/v1/teams", json={"name": f"team-{uuid.uuid4().hex[:8]}", **settings}))
 
 
-def key(stack: Stack, **settings: object) -> dict:
+def key(stack: Stack, **settings: object) -> dict[str, Any]:
     return made(admin(stack, "POST", "/api/v1/apikeys", json={"name": "gov", **settings}))
 
 
@@ -121,7 +123,7 @@ def test_spend_in_money_is_recorded_and_grouped(stack: Stack) -> None:
         / 1e6
     )
 
-    def by(group: str) -> dict[str, dict]:
+    def by(group: str) -> dict[str, dict[str, Any]]:
         resp = made(admin(stack, "GET", "/api/v1/spend", params={"group_by": group}), 200)
         return {row["group"]: row for row in resp["data"]}
 
@@ -266,7 +268,7 @@ def test_a_cut_stream_costs_what_was_generated(stack: Stack) -> None:
             if chunks == 3:
                 break  # the client leaves after three chunks
 
-    def spent() -> dict | None:
+    def spent() -> dict[str, Any] | None:
         own = httpx.get(f"{stack.gateway_url}/api/v1/key/spend", headers={"Authorization": f"Bearer {k}"}).json()
         return own["data"][0] if own["data"] and own["data"][0]["completion_tokens"] else None
 
@@ -300,7 +302,7 @@ def test_a_team_keys_job_runs_and_is_listed_for_the_admin(stack: Stack) -> None:
     assert queued.status_code == 202, queued.text
     job_id = queued.json()["job_id"]
 
-    def done() -> dict | None:
+    def done() -> dict[str, Any] | None:
         work = made(admin(stack, "GET", f"/api/v1/apikeys/{k['id']}/jobs"), 200)
         job = next((j for j in work["jobs"] if j["job_id"] == job_id), None)
         return job if job and job["status"] == "completed" else None

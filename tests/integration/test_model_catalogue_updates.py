@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import openai
 import yaml
 
@@ -33,3 +34,18 @@ def test_added_model_is_served_and_removed_model_is_404(stack: Stack, openai_cli
     finally:
         stack.models_file.write_text(original)
         assert wait_for(lambda: "local/slow" in [m.id for m in openai_client.models.list()])
+
+
+def test_a_replica_that_leaves_takes_its_state_and_metric_series_along(stack: Stack) -> None:
+    original = stack.models_file.read_text()
+    replica = f"{stack.sim_url}/"  # the simulated backend under a replica URL no other model has
+    series = f'iir_gateway_endpoint_waiting{{endpoint="{replica}"}}'
+    docs = [*yaml.safe_load_all(original), inference_model("leaving", replica)]
+    try:
+        stack.models_file.write_text(yaml.safe_dump_all(docs))
+        # The registry scrapes the new replica's load and pushes it: the gateway keeps a state for it.
+        wait_for(lambda: series in httpx.get(stack.metrics_url).text, timeout=10, what="the replica's series")
+        stack.models_file.write_text(original)
+        wait_for(lambda: series not in httpx.get(stack.metrics_url).text, what="the series to go with the replica")
+    finally:
+        stack.models_file.write_text(original)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from iir_dev.stack import Stack
 from tests.conftest import SERVED
 
 MODEL = f"local/{SERVED}"
-MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}]
+MESSAGES: list[ChatCompletionMessageParam] = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Say hello"},
+]
 
 
 def test_models_list_shows_ready_local_models(openai_client: openai.OpenAI) -> None:
@@ -31,7 +35,7 @@ def test_chat_completion_has_openai_shape(openai_client: openai.OpenAI) -> None:
     choice = resp.choices[0]
     assert choice.index == 0 and choice.message.role == "assistant" and choice.message.content
     assert choice.finish_reason in ("stop", "length")
-    assert resp.usage.completion_tokens <= 12
+    assert resp.usage is not None and resp.usage.completion_tokens <= 12
     assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
 
 
@@ -56,7 +60,7 @@ def test_streaming_chat_matches_non_streaming(openai_client: openai.OpenAI) -> N
     finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(finals) == 1
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
-    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert whole.usage is not None and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
 def test_stream_without_include_usage_has_no_usage_chunk(openai_client: openai.OpenAI) -> None:
@@ -81,7 +85,7 @@ def test_raw_sse_ends_with_done(stack: Stack, api_key: str) -> None:
 def test_text_completion(openai_client: openai.OpenAI) -> None:
     resp = openai_client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=5)
     assert resp.object == "text_completion" and resp.id.startswith("cmpl-")
-    assert resp.choices[0].text and resp.usage.completion_tokens <= 5
+    assert resp.choices[0].text and resp.usage is not None and resp.usage.completion_tokens <= 5
     streamed = list(openai_client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=5, stream=True))
     assert "".join(c.choices[0].text for c in streamed if c.choices) == resp.choices[0].text
 
@@ -108,5 +112,5 @@ def test_key_scoped_to_other_models_gets_403(stack: Stack) -> None:
     client = openai.OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=key, max_retries=0)
     with pytest.raises(openai.PermissionDeniedError) as err:
         client.chat.completions.create(model=MODEL, messages=MESSAGES)
-    assert err.value.body["code"] == "model_not_allowed"
+    assert isinstance(err.value.body, dict) and err.value.body["code"] == "model_not_allowed"
     assert client.models.list().data == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import httpx
 import pytest
@@ -85,7 +86,7 @@ def test_logs_are_json_lines_with_the_request_id(stack: Stack, api_key: str) -> 
     )
     log_path = stack.processes["gateway"].log_path
 
-    def logged() -> list[dict]:
+    def logged() -> list[dict[str, Any]]:
         entries = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
         return [e for e in entries if e.get("request_id") == "log-check-7"]
 

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -20,6 +21,7 @@ from iir_dev import datastores
 from iir_dev.stack import REPO, Stack, http_ok
 from tests.conftest import EMBEDDER, MASTER_KEY, SERVED, STATIC_KEY
 from tests.waiting import wait_for
+from tests.json_values import json_object
 
 OPENAI_KEY = "sk-test-" + uuid.uuid4().hex
 ANTHROPIC_KEY = "sk-ant-test-" + uuid.uuid4().hex
@@ -96,7 +98,7 @@ def client(gateway: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway}/v1", api_key=STATIC_KEY, max_retries=0, timeout=20)
 
 
-def last_request(fakes: dict[str, str], name: str) -> dict:
+def last_request(fakes: dict[str, str], name: str) -> dict[str, Any]:
     return httpx.get(f"{fakes[name]}/_last").json()
 
 
@@ -104,11 +106,11 @@ def calls(fakes: dict[str, str], name: str) -> dict[str, int]:
     return httpx.get(f"{fakes[name]}/_calls").json()
 
 
-def post(gateway: str, body: dict, path: str = "chat/completions") -> httpx.Response:
+def post(gateway: str, body: dict[str, Any], path: str = "chat/completions") -> httpx.Response:
     return httpx.post(f"{gateway}/v1/{path}", json=body, headers=HEADERS, timeout=20)
 
 
-def error_of(resp: httpx.Response) -> dict:
+def error_of(resp: httpx.Response) -> dict[str, Any]:
     return resp.json()["error"]
 
 
@@ -143,7 +145,7 @@ def test_anthropic_through_the_openai_sdk(client: openai.OpenAI, fakes: dict[str
     assert answer.usage.prompt_tokens == sent_tokens(sent) + 3 and answer.usage.completion_tokens == 5
 
 
-def sent_tokens(sent: dict) -> int:
+def sent_tokens(sent: dict[str, Any]) -> int:
     return max(1, len(sent.get("system", "").split())) + sum(
         max(1, len(str(m["content"]).split())) for m in sent["messages"]
     )
@@ -191,7 +193,7 @@ TOOLS = [
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_anthropic_tool_calls_round_trip(client: openai.OpenAI, fakes: dict[str, str], stream: bool) -> None:
-    messages: list[dict] = [{"role": "user", "content": "What is the weather in Paris?"}]
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "What is the weather in Paris?"}]
     if stream:
         chunks = list(
             client.chat.completions.create(

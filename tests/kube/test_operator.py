@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import kmock
 
 from iir_common.kube import PLURAL, Kube
@@ -11,19 +13,19 @@ from tests.waiting import eventually
 NS = "ml"
 
 
-async def status_of(kube: Kube, name: str) -> dict:
+async def status_of(kube: Kube, name: str) -> dict[str, Any]:
     im = await kube.get(PLURAL, NS, name)
     return (im or {}).get("status") or {}
 
 
-async def phase_is(kube: Kube, name: str, phase: str, reason: str | None = None) -> dict | None:
+async def phase_is(kube: Kube, name: str, phase: str, reason: str | None = None) -> dict[str, Any] | None:
     status = await status_of(kube, name)
     if status.get("phase") == phase and (reason is None or status.get("reason") == reason):
         return status
     return None
 
 
-async def events_for(kube: Kube, name: str) -> list[dict]:
+async def events_for(kube: Kube, name: str) -> list[dict[str, Any]]:
     events, _ = await kube.list("events", NS)
     return [e for e in events if (e.get("involvedObject") or {}).get("name") == name]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -20,13 +21,13 @@ from tests.waiting import eventually
 NS = "ml"
 
 
-def ready_model(name: str, url: str = "http://10.0.0.10:8000") -> dict:
+def ready_model(name: str, url: str = "http://10.0.0.10:8000") -> dict[str, Any]:
     im = inference_model(name, gpusPerReplica=1, routing={"costTier": "low", "categories": ["chat"]})
     im["status"] = {"phase": "Ready", "readyReplicas": 1, "endpoints": [{"url": url, "ready": True}]}
     return im
 
 
-def endpoint_slice(model: str, ready: list[bool], port: int = 8000, labeled: bool = True) -> dict:
+def endpoint_slice(model: str, ready: list[bool], port: int = 8000, labeled: bool = True) -> dict[str, Any]:
     """A slice of the model's Service, labelled as the EndpointSlice controller labels it (with the
     Service's own labels, `iir.dev/model` among them)."""
     labels = {"kubernetes.io/service-name": f"iir-{model}", **({MODEL_LABEL: model} if labeled else {})}
@@ -189,7 +190,7 @@ async def test_a_scale_write_moves_the_deployment_and_status_reports_the_pods(ku
     for i in range(2):
         await kube.create("pods", NS, pod("gamma", i))
 
-    async def counted() -> dict | None:
+    async def counted() -> dict[str, Any] | None:
         im = await kube.get(PLURAL, NS, "gamma")
         status = (im or {}).get("status") or {}
         return status if status.get("replicas") == 2 else None

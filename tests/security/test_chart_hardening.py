@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from tests.unit.test_deploy_chart import by_kind, render, validate_all
+from tests.json_values import json_object
 
 API_CALLERS = {"iir-registry", "iir-operator"}  # the only pods that talk to the Kubernetes API
 
 
 def _pod(obj: dict[str, Any]) -> dict[str, Any]:
-    return obj["spec"]["template"]["spec"]
+    return json_object(obj["spec"]["template"]["spec"])
 
 
 def test_network_policies_admit_only_who_needs_each_workload(helm: str) -> None:

@@ -61,7 +61,8 @@ def _act(url: str, key_id: str, action: str) -> str | None:
     body = {"grace_period_s": 600} if action == "regenerate" else None
     resp = httpx.post(f"{url}/api/v1/apikeys/{key_id}/{path}", json=body, headers=ADMIN)
     assert resp.status_code in (200, 201), resp.text
-    return resp.json().get("key")
+    key = resp.json().get("key")
+    return str(key) if key is not None else None
 
 
 @pytest.mark.parametrize("action", ["revoke", "block", "rotate", "regenerate"])

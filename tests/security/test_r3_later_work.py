@@ -84,7 +84,7 @@ def lines_of(stack: Stack, file_id: str | None) -> list[dict[str, Any]]:
     return [json.loads(line) for line in got.text.splitlines()]
 
 
-def change_mid_batch(stack: Stack, change: Callable[[str], None], **settings: Any) -> tuple[str, dict, int]:
+def change_mid_batch(stack: Stack, change: Callable[[str], None], **settings: Any) -> tuple[str, dict[str, Any], int]:
     """Starts a slow batch, applies `change(key_id)` once some lines are done; (key, final batch, lines
     completed when the change was made)."""
     key_id, key = new_key(stack, "later-work", **settings)

@@ -15,13 +15,19 @@ import httpx
 import openai
 import pytest
 import redis
+from openai.types.responses import FunctionToolParam
 
 from iir_dev.stack import Stack
 from tests.fakes.openai_api import TOOL_SECRETS
 from tests.waiting import wait_for
 
 KINDS = ("github", "openai", "aws", "aws_secret", "jwt")
-TOOL = {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}}
+TOOL: FunctionToolParam = {
+    "type": "function",
+    "name": "lookup",
+    "parameters": {"type": "object", "properties": {}},
+    "strict": None,  # the gateway then asks the upstream for no strictness either way
+}
 
 
 def _leaks(kind: str, arguments: dict[Any, str]) -> list[str]:
@@ -54,7 +60,7 @@ def _chat(client: openai.OpenAI, model: str, kind: str) -> list[str]:
 
 
 def _responses(client: openai.OpenAI, model: str, kind: str) -> list[str]:
-    stream = client.responses.create(model=model, input=kind, tools=[TOOL], stream=True, store=False)  # type: ignore[list-item]
+    stream = client.responses.create(model=model, input=kind, tools=[TOOL], stream=True, store=False)
     deltas: dict[str, str] = defaultdict(str)
     done: dict[str, str] = {}
     items: dict[str, str] = {}
@@ -124,7 +130,7 @@ def test_tool_arguments_of_whole_answers_are_scrubbed(chart_stack: Stack) -> Non
         chat = oa.chat.completions.create(model=model, messages=[{"role": "user", "content": kind}])
         calls = chat.choices[0].message.tool_calls or []
         problems += _leaks(kind, {i: c.function.arguments for i, c in enumerate(calls)})  # type: ignore[union-attr]
-        response = oa.responses.create(model=model, input=kind, tools=[TOOL], store=False)  # type: ignore[list-item]
+        response = oa.responses.create(model=model, input=kind, tools=[TOOL], store=False)
         problems += _leaks(kind, {i.id: i.arguments for i in response.output if i.type == "function_call"})
         message = an.messages.create(
             model=model,
@@ -141,6 +147,10 @@ def _secret() -> str:
     return "ghp_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(36))
 
 
+def _raw(value: bytes | str | None) -> bytes:
+    return value.encode() if isinstance(value, str) else value or b""
+
+
 def _stored(stack: Stack) -> list[bytes]:
     """Every value under the stack's prefix, in its Redis and in the storage Redis if it has one."""
     prefix = stack.env["IIR_REDIS_PREFIX"]
@@ -150,13 +160,13 @@ def _stored(stack: Stack) -> list[bytes]:
         for name in r.scan_iter(f"{prefix}*"):
             kind = r.type(name)
             if kind == b"string":
-                values.append(r.get(name) or b"")
+                values.append(_raw(r.get(name)))
             elif kind == b"hash":
-                values += r.hvals(name)
+                values += map(_raw, r.hvals(name))
             elif kind == b"stream":
-                values += [v for _, fields in r.xrange(name) for v in fields.values()]
+                values += [_raw(v) for _, fields in r.xrange(name) or [] for v in (fields or {}).values()]
             elif kind == b"list":
-                values += r.lrange(name, 0, -1)
+                values += map(_raw, r.lrange(name, 0, -1))
     return values
 
 

@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -187,7 +188,7 @@ def test_health_reports_a_redis_that_refuses_writes(tmp_path: Path) -> None:
     try:
         wait_for(lambda: datastores.port_open("127.0.0.1", port), timeout=10, what="redis-server")
 
-        async def run() -> dict:
+        async def run() -> dict[str, Any]:
             from iir_gateway.runtime import Runtime
             from iir_gateway.settings import GatewaySettings
 
@@ -275,7 +276,7 @@ def test_big_uploads_cost_little_memory_and_never_stall_the_gateway(quota_stack:
         {"metadata": ["x"]},
     ],
 )
-def test_create_batch_with_junk_fields_is_a_400(quota_stack: Stack, junk: dict) -> None:
+def test_create_batch_with_junk_fields_is_a_400(quota_stack: Stack, junk: dict[str, Any]) -> None:
     key = _key(quota_stack)
     batch = {"input_file_id": "file-none", "endpoint": "/v1/chat/completions", "completion_window": "24h", **junk}
     got = httpx.post(f"{quota_stack.gateway_url}/v1/batches", json=batch, headers=_auth(key))
@@ -363,7 +364,7 @@ def _usage(stack: Stack, kind: str, scope: str) -> tuple[int, int]:
         client.close()
 
 
-def _made_key(stack: Stack, **settings: object) -> dict:
+def _made_key(stack: Stack, **settings: object) -> dict[str, Any]:
     body = {"name": f"r3-storage-{uuid.uuid4().hex[:6]}", **settings}
     made = httpx.post(f"{stack.gateway_url}/api/v1/apikeys", json=body, headers=_auth(MASTER_KEY), timeout=10)
     assert made.status_code == 201, made.text
@@ -394,7 +395,7 @@ def test_batch_output_counts_in_every_quota_and_a_full_key_cannot_start_one(outp
     assert started.status_code == 200, started.text
     batch_id = started.json()["id"]
 
-    def ended() -> dict | None:
+    def ended() -> dict[str, Any] | None:
         got = httpx.get(f"{url}/v1/batches/{batch_id}", headers=_auth(key)).json()
         return got if got["status"] in ("completed", "failed", "expired", "cancelled") else None
 
@@ -437,7 +438,7 @@ def test_job_results_count_in_the_jobs_quota(output_stack: Stack) -> None:
         job_id = queued.json().get("id") or queued.json()["job_id"]
         ids.append(job_id)
 
-        def finished(job_id: str = job_id) -> dict | None:
+        def finished(job_id: str = job_id) -> dict[str, Any] | None:
             got = httpx.get(f"{url}/v1/async/chat/completions/{job_id}", headers=_auth(key), timeout=10).json()
             return got if got.get("status") in ("completed", "failed", "cancelled") else None
 

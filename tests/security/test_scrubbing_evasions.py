@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import httpx
 import openai
@@ -18,7 +19,7 @@ KEY = "sk-proj-Qw3rTy8uIoP2aSdF5gHjK7lZxC9vBnM4qWeRtY6uIoPaSd"
 HIDDEN = "8uIoP2aSdF5gHjK7"
 
 
-def placements() -> list[tuple[str, dict]]:
+def placements() -> list[tuple[str, dict[str, Any]]]:
     """Request bodies with the key in each field a reviewer found unscrubbed."""
     msg = [{"role": "user", "content": "hi"}]
     fn = {

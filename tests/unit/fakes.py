@@ -12,6 +12,7 @@ from iir_gateway.answer import Answer, Event, ListStream
 from iir_gateway.errors import APIError
 from iir_gateway.principal import Principal
 from iir_gateway.providers.base import RouteRequest
+from iir_gateway.providers.directory import ServedModel
 from iir_gateway.upstream.errors import UpstreamError
 from iir_gateway.upstream.target import Upstream
 
@@ -40,39 +41,60 @@ def chunks(words: list[str], usage: bool = True) -> list[Event]:
 
 
 class FakeProvider:
+    """The provider of every fake model, by its whole public name: an Upstream, or the APIError resolving
+    it raises."""
+
     name = "fake"
 
-    def __init__(self) -> None:
-        self.released: list[tuple[str, bool]] = []
+    def __init__(
+        self, models: dict[str, Upstream | APIError], fallback: dict[str, tuple[str, ...]], prices: dict[str, Price]
+    ) -> None:
+        self.models, self.fallback, self.prices = models, fallback, prices
+        self.released: list[tuple[str, bool | None]] = []
 
-    def release(self, upstream: Upstream, ok: bool) -> None:
-        self.released.append((upstream.public_model, ok))
-
-
-@dataclass
-class FakeDirectory:
-    """Models by public name: an Upstream, or the APIError resolving it raises."""
-
-    models: dict[str, Upstream | APIError]
-    fallback: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    provider: FakeProvider = field(default_factory=FakeProvider)
-    prices: dict[str, Price] = field(default_factory=dict)
-
-    async def route(self, model: str, principal: Principal, request: RouteRequest) -> tuple[Any, Upstream]:
+    async def resolve(self, model: str, request: RouteRequest) -> Upstream:
         target = self.models[model]
         if isinstance(target, APIError):
             raise target
-        return self.provider, target
+        return target
 
     def fallbacks(self, model: str) -> tuple[str, ...]:
         return self.fallback.get(model, ())
 
-    def check_access(self, model: str, principal: Principal) -> None:
+    def release(self, upstream: Upstream, ok: bool | None) -> None:
+        self.released.append((upstream.public_model, ok))
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return []
+
+    def price(self, model: str) -> Price:
+        return self.prices.get(model, FREE)
+
+    def knows(self, model: str) -> bool:
+        return model in self.models
+
+
+@dataclass
+class FakeDirectory:
+    """Models by public name (a name it lacks is 404), all of the one FakeProvider."""
+
+    models: dict[str, Upstream | APIError]
+    fallback: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    prices: dict[str, Price] = field(default_factory=dict)
+    provider: FakeProvider = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.provider = FakeProvider(self.models, self.fallback, self.prices)
+
+    def find(self, model: str) -> ServedModel:
         if model not in self.models:
             raise APIError(404, f"no {model}", code="model_not_found")
+        return ServedModel(model, self.provider, model)
 
-    def model_label(self, model: str) -> tuple[str, str]:
-        return model, model.partition("/")[0]
+    def check_access(self, model: str, principal: Principal) -> ServedModel:
+        served = self.find(model)
+        served.check_access(principal)
+        return served
 
     def price(self, model: str) -> Price:
         return self.prices.get(model, FREE)
@@ -89,7 +111,7 @@ class FakeForwarder:
         self,
         provider: str,
         upstream: Upstream,
-        endpoint: str,
+        operation: str,
         body: Mapping[str, Any],
         *,
         stream: bool,

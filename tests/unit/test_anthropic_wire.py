@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
@@ -71,7 +73,7 @@ def test_request_images_tools_and_choices() -> None:
         ),
     ],
 )
-def test_what_anthropic_cannot_express_is_a_400_naming_the_field(body: dict, param: str) -> None:
+def test_what_anthropic_cannot_express_is_a_400_naming_the_field(body: dict[str, Any], param: str) -> None:
     with pytest.raises(APIError) as exc:
         to_anthropic({"model": "claude", **body})
     assert exc.value.status == 400 and exc.value.param == param
@@ -133,7 +135,7 @@ STREAM = b"".join(
 )
 
 
-def translate(data: bytes, size: int) -> tuple[list[dict], AnthropicStreamDecoder]:
+def translate(data: bytes, size: int) -> tuple[list[dict[str, Any]], AnthropicStreamDecoder]:
     """The OpenAI chunks of an Anthropic stream cut every `size` bytes, as the upstream client reads it."""
     decoder, parser = AnthropicStreamDecoder(), SSEParser()
     payloads = [p for i in range(0, len(data), size) for p in parser.feed(data[i : i + size])] + parser.flush()

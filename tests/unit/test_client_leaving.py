@@ -4,13 +4,15 @@ answered; a fast answer needs no watcher; a cancellation from the server still p
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
+from iir_gateway.answer import Answer
 from iir_gateway.pipeline import entry as inference
 
 
-def _receive(disconnect: asyncio.Event):  # type: ignore[no-untyped-def]
+def _receive(disconnect: asyncio.Event) -> Callable[[], Awaitable[dict[str, str]]]:
     async def receive() -> dict[str, str]:
         await disconnect.wait()
         return {"type": "http.disconnect"}
@@ -23,32 +25,36 @@ async def test_a_client_that_leaves_cancels_the_run(monkeypatch: pytest.MonkeyPa
     body_read, disconnect = asyncio.Event(), asyncio.Event()
     cancelled = asyncio.Event()
 
-    async def slow() -> object:
+    async def slow() -> Answer:
         body_read.set()
         try:
             await asyncio.sleep(10)
         except asyncio.CancelledError:
             cancelled.set()
             raise
-        return object()
+        return Answer("m")
 
     asyncio.get_running_loop().call_later(0.05, disconnect.set)
     assert await inference._unless_client_leaves(slow(), _receive(disconnect), body_read) is None
     assert cancelled.is_set()
     await asyncio.sleep(0)  # this task is not left cancelled: it goes on
-    assert not asyncio.current_task().cancelling()  # type: ignore[union-attr]
+    task = asyncio.current_task()
+    assert task is not None and not task.cancelling()
 
 
 async def test_a_fast_answer_and_a_server_cancel() -> None:
     body_read, disconnect = asyncio.Event(), asyncio.Event()
 
-    async def fast() -> str:
-        return "answer"
+    answer = Answer("m")
 
-    assert await inference._unless_client_leaves(fast(), _receive(disconnect), body_read) == "answer"
+    async def fast() -> Answer:
+        return answer
 
-    async def forever() -> None:
+    assert await inference._unless_client_leaves(fast(), _receive(disconnect), body_read) is answer
+
+    async def forever() -> Answer:
         await asyncio.sleep(10)
+        return answer
 
     task = asyncio.ensure_future(inference._unless_client_leaves(forever(), _receive(disconnect), body_read))
     await asyncio.sleep(0.01)

@@ -164,7 +164,7 @@ def test_kustomize_base_is_rendered_from_the_chart(helm: str) -> None:
         assert (REPO / "deploy" / "kustomize" / path).read_text() == content, f"{path} is stale: run `make kustomize`"
 
 
-def render_overlay(overlay: str) -> list[dict]:
+def render_overlay(overlay: str) -> list[dict[str, Any]]:
     """The objects `kubectl kustomize` renders for an overlay, each validated (skipped without kubectl)."""
     if not shutil.which("kubectl"):
         unavailable("kubectl is not installed: kustomize overlays not rendered")

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import grpc
 import pytest
+from prometheus_client import CollectorRegistry
 
 from iir.v1 import registry_pb2
 from iir_gateway.errors import APIError
 from iir_gateway.picking.base import PickRequest
+from iir_gateway.picking.collector import EndpointStateCollector
 from iir_gateway.picking.policies import POLICIES, Scheduler
 from iir_gateway.picking.queue import PriorityGate, Saturated
 from iir_gateway.picking.registry import build
 from iir_gateway.picking.state import EndpointStates
 from iir_gateway.providers.base import RouteRequest
+from iir_gateway.providers.config import ProviderConfig
+from iir_gateway.providers.external import ExternalProvider
 from iir_gateway.providers.local.catalogue import ModelCatalogue
 from iir_gateway.providers.local.provider import LocalProvider
 
@@ -162,3 +167,55 @@ async def test_fresh_metrics_wake_requests_queued_behind_other_gateways_traffic(
     states.update_metrics("http://a", waiting=2, running=64, kv_cache_usage=0.9)
     gate.wake_all()
     assert (await asyncio.wait_for(queued, 1)).endpoint == "http://a"
+
+
+def _model(name: str, urls: list[str]) -> registry_pb2.Model:
+    endpoints = [registry_pb2.Endpoint(url=u, ready=True) for u in urls]
+    return registry_pb2.Model(name=name, served_name=name, phase="Ready", endpoints=endpoints)
+
+
+def _scrape(*loads: tuple[str, float]) -> registry_pb2.WatchEvent:
+    metrics = [registry_pb2.EndpointMetrics(url=url, waiting=waiting) for url, waiting in loads]
+    return registry_pb2.WatchEvent(type=registry_pb2.WatchEvent.METRICS, metrics=metrics)
+
+
+def _series(registry: CollectorRegistry) -> set[str]:
+    """The `endpoint` label of every series the endpoint collector exports."""
+    return {s.labels["endpoint"] for family in registry.collect() for s in family.samples}
+
+
+async def test_a_replica_that_leaves_the_catalogue_loses_its_state_and_its_series() -> None:
+    Event = registry_pb2.WatchEvent
+    states = EndpointStates()
+
+    def on_metrics(metrics: Sequence[registry_pb2.EndpointMetrics]) -> None:  # as the runtime wires it
+        for m in metrics:
+            states.update_metrics(m.url, m.waiting, m.running, m.kv_cache_usage)
+
+    catalogue = ModelCatalogue(grpc.aio.insecure_channel("127.0.0.1:1"), on_metrics=on_metrics)
+    provider = LocalProvider(catalogue, Scheduler("load_aware_prefix", states), states, PriorityGate())
+    registry = CollectorRegistry()
+    registry.register(EndpointStateCollector(states))
+    config = ProviderConfig(base_url="https://api.example/v1", api_key_required=False)
+    circuit = (await ExternalProvider("openai", config, states).resolve("gpt-x", RouteRequest({}))).endpoint
+
+    catalogue.apply(Event(type=Event.SNAPSHOT, models=[_model("local/m", ["http://a", "http://b", "http://c"])]))
+    catalogue.apply(Event(type=Event.UPSERT, model=_model("local/adapter", ["http://c"])))  # a LoRA on one replica
+    catalogue.apply(_scrape(("http://a", 1), ("http://b", 1), ("http://c", 500)))
+    for url in ("http://a", "http://b", "http://c"):
+        states.remember_prefixes(url, list(range(1000)))
+    in_flight = await provider.resolve("m", RouteRequest({}))  # on a or b: c is saturated
+    assert _series(registry) == {"http://a", "http://b", "http://c", circuit}
+
+    catalogue.apply(Event(type=Event.UPSERT, model=_model("local/m", ["http://c", in_flight.endpoint])))
+    kept = {"http://c", in_flight.endpoint}
+    assert {s.url for s in states.all()} == kept | {circuit}  # an external provider's circuit is no replica
+    assert _series(registry) == kept | {circuit}
+
+    catalogue.apply(Event(type=Event.DELETE, model=_model("local/m", [])))
+    catalogue.apply(_scrape(("http://a", 1), ("http://b", 1)))  # a scrape that was on its way
+    provider.release(in_flight, ok=False)  # and a request that outlived its replica
+    assert {s.url for s in states.all()} == {"http://c", circuit}  # the adapter still has c
+    catalogue.apply(Event(type=Event.SNAPSHOT, models=[]))
+    assert {s.url for s in states.all()} == {circuit}
+    assert _series(registry) == {circuit}

@@ -51,7 +51,7 @@ class FakeStore:
 
 
 class FakePipeline:
-    def __init__(self, outcomes: list[Any]) -> None:
+    def __init__(self, outcomes: list[Answer | APIError]) -> None:
         self.outcomes = outcomes
         self.contexts: list[RequestContext] = []
 
@@ -80,9 +80,15 @@ def job(**kw: Any) -> Job:
     return Job("j1", "k1", "chat", "chat/completions", "queued", body, dataclasses.asdict(PRINCIPAL), 0.0, **kw)
 
 
-def execute(outcomes: list[Any], refused: str = "", the_job: Job | None = None) -> tuple[FakeStore, FakePipeline]:
+async def no_sleep(seconds: float) -> None:
+    """A rate-limited job's wait, on a fake clock."""
+
+
+def execute(
+    outcomes: list[Answer | APIError], refused: str = "", the_job: Job | None = None
+) -> tuple[FakeStore, FakePipeline]:
     store, pipeline = FakeStore(), FakePipeline(outcomes)
-    worker = JobWorker(pipeline, store, Owners(refused), 1, 30.0)  # type: ignore[arg-type]
+    worker = JobWorker(pipeline, store, Owners(refused), 1, 30.0, sleep=no_sleep)  # type: ignore[arg-type]
     asyncio.run(worker._execute(the_job or job()))
     return store, pipeline
 
@@ -105,12 +111,16 @@ def test_a_broken_stream_fails_the_job() -> None:
     assert store.final is not None and store.final[0] == "failed"
 
 
-def test_a_refused_request_fails_the_job_with_its_error() -> None:
+def test_a_refused_request_fails_the_job_with_its_error_as_http_would_write_it() -> None:
     store, _ = execute([APIError(403, "not yours", code="model_not_allowed")])
-    assert store.final == (
-        "failed",
-        {"error": {"message": "not yours", "type": "api_error", "code": "model_not_allowed", "status": 403}},
-    )
+    error = {"message": "not yours", "type": "permission_error", "param": None, "code": "model_not_allowed"}
+    assert store.final == ("failed", {"error": {**error, "status": 403}})
+
+
+def test_a_rate_limit_without_a_type_fails_the_job_as_a_rate_limit_error() -> None:
+    store, _ = execute([APIError(429, "slow down", code="model_saturated")])  # no retry-after: not waited for
+    assert store.final is not None and store.final[1]["error"]["type"] == "rate_limit_error"
+    assert store.final[1]["error"]["status"] == 429
 
 
 @pytest.mark.parametrize("reason", ["revoked", "blocked", "expired"])
@@ -120,8 +130,7 @@ def test_a_refused_owner_is_refused_when_the_job_is_picked_up(reason: str) -> No
     assert store.final[0] == "cancelled" and store.final[1]["error"]["code"] == f"key_{reason}"
 
 
-def test_a_token_limit_refusal_waits_for_the_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("iir_gateway.jobs.worker.MAX_RATE_LIMIT_WAIT_S", 0.0)
+def test_a_token_limit_refusal_waits_for_the_bucket() -> None:
     limited = APIError(429, "tokens", code="rate_limit_exceeded", headers={"retry-after": "1"})
     store, pipeline = execute([limited, Answer("fake/a", stream=ListStream(chunks(["x"]), None))])
     assert len(pipeline.contexts) == 2 and store.final is not None and store.final[0] == "completed"

@@ -55,7 +55,7 @@ class NoChannel:
 
 def authenticator(fake: FakeAuth, subscribed: bool = True) -> Authenticator:
     auth = Authenticator(
-        NoChannel(),  # type: ignore[arg-type]
+        NoChannel(),
         DownRedis(),  # type: ignore[arg-type]
         GatewayMetrics(),
         timeout_s=1,

@@ -4,6 +4,7 @@ snapshot (in bounded events), and the endpoints it follows as the catalogue chan
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 
 from iir.v1 import registry_pb2
 from iir_gateway.picking.kv_index import KvIndex
@@ -92,6 +93,7 @@ async def test_a_watch_gets_the_kv_index_after_its_snapshot_and_again_after_fall
     again, blocks = await anext(stream), await anext(stream)
     assert again.type == Event.SNAPSHOT and blocks.type == Event.KV_BLOCKS
     assert set(blocks.kv[0].stored) == {1, 2, 3, 10, 11, 12, 13, 14} and blocks.kv[0].cleared
+    assert isinstance(stream, AsyncGenerator)
     await stream.aclose()
     await kv.stop()
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from iir_gateway.accounting.prices import Price
 from iir_gateway.answer import Answer, Event, ListStream
 from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
@@ -20,6 +21,7 @@ from iir_gateway.pipeline.steps.admit import Admit
 from iir_gateway.pipeline.steps.cache import Cache
 from iir_gateway.pipeline.steps.dispatch import Dispatch
 from iir_gateway.pipeline.steps.validate import Validate
+from iir_gateway.providers.directory import ServedModel
 from iir_gateway.schemas import ChatCompletionRequest
 from iir_gateway.upstream.errors import UpstreamError
 from iir_gateway.upstream.target import Upstream
@@ -172,6 +174,27 @@ def test_an_unavailable_model_falls_back_and_the_last_attempts_error_is_raised_w
     assert err.value.code == "upstream_error"  # what the last real attempt answered
 
 
+def test_the_asked_model_is_found_once_and_a_fallback_only_when_it_is_tried() -> None:
+    directory = FakeDirectory({A: APIError(503, "not ready", code="model_not_ready"), B: upstream(B)}, {A: (B,)})
+    found: list[str] = []
+    find = directory.find
+
+    def counting_find(model: str) -> ServedModel:
+        found.append(model)
+        return find(model)
+
+    directory.find = counting_find  # type: ignore[method-assign]
+    steps = [
+        Validate(),
+        Access(directory),
+        Admit(FakeLimiter(), directory, 100, Spawner()),
+        Account(FakeSpend(), directory, GatewayMetrics()),
+        Dispatch(directory, FakeForwarder({B: [document_answer(B)]})),
+    ]
+    assert run(Pipeline(steps).run(ctx())).model == B
+    assert found == [A, B]
+
+
 def test_the_usage_event_is_hidden_unless_asked_for_but_still_accounted() -> None:
     directory = FakeDirectory({A: upstream(A)})
     spend = FakeSpend()
@@ -179,7 +202,9 @@ def test_the_usage_event_is_hidden_unless_asked_for_but_still_accounted() -> Non
 
     async def go(include_usage: bool) -> list[dict[str, Any]]:
         forwarder = FakeForwarder({A: [stream_answer(A, ["x", "y"])]})
-        pipeline = Pipeline([Validate(), Account(spend, directory, directory, metrics), Dispatch(directory, forwarder)])
+        pipeline = Pipeline(
+            [Validate(), Access(directory), Account(spend, directory, metrics), Dispatch(directory, forwarder)]
+        )
         body = {"model": A, "messages": [{"role": "user", "content": "hi"}], "stream": True}
         if include_usage:
             body["stream_options"] = {"include_usage": True}
@@ -319,4 +344,33 @@ def test_what_a_step_holds_back_passes_only_the_steps_after_it() -> None:
 
 
 def run_answer(pipeline: Pipeline) -> Answer:
-    return run(pipeline.run(ctx()))
+    answer: Answer = run(pipeline.run(ctx()))
+    return answer
+
+
+def test_the_directory_parses_a_name_into_its_provider_or_refuses_it() -> None:
+    from iir_gateway.picking.state import EndpointStates
+    from iir_gateway.principal import Principal
+    from iir_gateway.providers.config import ProviderConfig
+    from iir_gateway.providers.directory import ModelDirectory
+    from iir_gateway.providers.external import ExternalProvider
+
+    config = ProviderConfig(
+        base_url="http://x/v1", api_key_required=False, models={"a": {"price": {"input": 1, "output": 2}}}
+    )
+    directory = ModelDirectory({"ext": ExternalProvider("ext", config, EndpointStates())})
+    only_a = Principal("k", "only-a", admin=False, priority=0, allowed_models=("ext/a",))
+    for name, status, says in [
+        ("a", 404, "Model names are `<provider>/<model>`"),
+        ("ext/", 404, "Model names are"),
+        ("other/a", 404, "Unknown provider `other` in model `other/a`; known providers: ext."),
+        ("ext/b", 403, "This API key may not use the model `ext/b`."),
+    ]:
+        with pytest.raises(APIError) as refused:
+            directory.check_access(name, only_a)
+        assert (refused.value.status, refused.value.param) == (status, "model") and says in refused.value.message
+    served = directory.check_access("ext/a", only_a)
+    assert (served.public, served.name, served.labels(), served.fallbacks()) == ("ext/a", "a", ("ext/a", "ext"), ())
+    assert served.price().output == 2 and directory.price("ext/a") == served.price()
+    assert directory.find("ext/made-up").labels() == ("other", "ext")  # made-up names do not grow the metrics
+    assert directory.price("nonsense") == directory.price("other/a") == Price()

@@ -15,8 +15,10 @@ from iir_registry.resource_mapping import token_prices
 
 def test_built_in_prices_match_dated_versions_by_the_longest_prefix() -> None:
     assert built_in_price("openai", "gpt-4o-2024-08-06") == built_in_price("openai", "gpt-4o")
-    assert built_in_price("openai", "gpt-4o-mini-2024-07-18").input == 0.15  # not gpt-4o's
-    assert built_in_price("anthropic", "claude-sonnet-4-5-20250929").output == 15.0
+    mini = built_in_price("openai", "gpt-4o-mini-2024-07-18")
+    sonnet = built_in_price("anthropic", "claude-sonnet-4-5-20250929")
+    assert mini is not None and mini.input == 0.15  # not gpt-4o's
+    assert sonnet is not None and sonnet.output == 15.0
     assert built_in_price("openai", "my-fine-tune") is None
 
 

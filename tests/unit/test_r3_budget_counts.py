@@ -21,6 +21,7 @@ from iir_gateway.accounting.token_estimate import (
 from iir_gateway.answer import Answer
 from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.pipeline.pipeline import Pipeline
+from iir_gateway.pipeline.steps.access import Access
 from iir_gateway.pipeline.steps.admit import Admit
 from iir_gateway.pipeline.steps.dispatch import Dispatch
 from iir_gateway.pipeline.steps.validate import Validate
@@ -84,15 +85,15 @@ class AskingLimiter:
 
 
 def _send(
-    body: dict[str, Any], endpoint: str = "chat/completions", native: NativeBody | None = None
+    body: dict[str, Any], operation: str = "chat/completions", native: NativeBody | None = None
 ) -> tuple[BudgetAsk, dict[str, Any], Answer]:
     directory = FakeDirectory(
         {A: Upstream("http://x/v1", "a", public_model=A)}, prices={A: Price(input=1.0, output=2.0)}
     )
     forwarder, limiter = FakeForwarder({A: [document_answer(A)]}), AskingLimiter()
-    schema = ChatCompletionRequest if endpoint == "chat/completions" else CompletionRequest
-    steps = [Validate(), Admit(limiter, directory, 100, Spawner()), Dispatch(directory, forwarder)]
-    ctx = RequestContext(endpoint, schema, principal=FUNDED, body={"model": A, **body}, native=native)
+    schema = ChatCompletionRequest if operation == "chat/completions" else CompletionRequest
+    steps = [Validate(), Access(directory), Admit(limiter, directory, 100, Spawner()), Dispatch(directory, forwarder)]
+    ctx = RequestContext(operation, schema, principal=FUNDED, body={"model": A, **body}, native=native)
     answer = asyncio.run(Pipeline(steps).run(ctx))
     return limiter.asks[0], forwarder.calls[0][1], answer
 
@@ -107,7 +108,7 @@ def test_counts_are_forwarded_as_the_integers_reserved() -> None:
     assert "max_tokens" not in sent and "x-iir-max-tokens" not in answer.headers
     ask, sent, _ = _send({**chat, "n": "3", "max_tokens": "9"})
     assert ask.choices == 3 and ask.completion == 9 and (sent["n"], sent["max_tokens"]) == (3, 9)
-    ask, sent, _ = _send({"prompt": ["hi"] * 10, "n": 2.0, "max_tokens": 4}, endpoint="completions")
+    ask, sent, _ = _send({"prompt": ["hi"] * 10, "n": 2.0, "max_tokens": 4}, operation="completions")
     assert ask.choices == 20 and sent["n"] == 2
 
 

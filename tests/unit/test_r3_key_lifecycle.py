@@ -38,7 +38,7 @@ class FakeAuth:
 
 def authenticator(fake: FakeAuth, attempts: Path | None = None, stale_ttl_s: float = 0) -> Authenticator:
     auth = Authenticator(
-        NoChannel(),  # type: ignore[arg-type]
+        NoChannel(),
         DownRedis(),  # type: ignore[arg-type]
         GatewayMetrics(),
         timeout_s=1,

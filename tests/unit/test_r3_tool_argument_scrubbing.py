@@ -52,7 +52,7 @@ def test_arguments_are_held_per_call_and_released_in_order(size: int, finish: bo
         ]
     if finish:
         events.append(chunk({}, "tool_calls"))
-    order: list[object] = []
+    order: list[str | int] = []
     got: dict[int, str] = {}
     for data in relay(events):
         for choice in data["choices"]:
@@ -62,7 +62,7 @@ def test_arguments_are_held_per_call_and_released_in_order(size: int, finish: bo
             for call in delta.get("tool_calls") or []:
                 order.append(call["index"])
                 got[call["index"]] = got.get(call["index"], "") + call["function"]["arguments"]
-    assert order == sorted(order, key=lambda x: -1 if x == "text" else int(x))  # type: ignore[arg-type]
+    assert order == sorted(order, key=lambda x: -1 if x == "text" else int(x))
     for i, (name, value) in enumerate(SECRETS.items()):
         assert value not in got[i] and value[4:] not in got[i], got[i]
         assert json.loads(got[i])["q"] == 'a "b" c' and "REDACTED" in json.loads(got[i])[name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 from iir.v1 import registry_pb2
@@ -30,6 +31,7 @@ async def test_watch_gets_snapshot_then_changes() -> None:
     cat.delete("local/a")  # already gone: no event
     events = [await asyncio.wait_for(anext(stream), 1) for _ in range(2)]
     assert [(e.type, e.model.phase) for e in events] == [(Event.UPSERT, "Degraded"), (Event.DELETE, "Degraded")]
+    assert isinstance(stream, AsyncGenerator)
     await stream.aclose()
     assert not cat._watchers
 
@@ -151,6 +153,7 @@ async def test_scraper_pushes_the_load_of_ready_local_endpoints() -> None:
         task = asyncio.create_task(MetricsScraper(cat, interval_s=0.05).run())
         event = await asyncio.wait_for(anext(stream), 5)
         task.cancel()
+        assert isinstance(stream, AsyncGenerator)
         await stream.aclose()
         assert event.type == Event.METRICS
         assert [(m.url, m.waiting) for m in event.metrics] == [(f"http://127.0.0.1:{port}", 4.0)]
@@ -254,6 +257,7 @@ async def test_demand_is_summed_over_gateways_and_expires_with_a_silent_one() ->
         [("local/m", 3)],
         [("local/m", 0), ("local/n", 0)],
     ]
+    assert isinstance(events, AsyncGenerator)
     await events.aclose()
 
 

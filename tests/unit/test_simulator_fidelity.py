@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from iir_simbackend.app import create_app
@@ -17,17 +18,18 @@ from tests.vllm.recording import CASES, MODEL, RECORDINGS, Case, answer_shape, l
 # The tiny real model answers `tool_choice: auto` in text; the simulator calls the tool, as a capable
 # model does (the call's shape is checked by the `required` and named cases).
 DIFFERENT_BY_DESIGN = {"chat_tools_auto"}
+SimClient = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[TestClient]:
+async def sim() -> AsyncIterator[SimClient]:
     client = TestClient(TestServer(create_app(SimSettings(models=MODEL, max_model_len=2048))))
     await client.start_server()
     yield client
     await client.close()
 
 
-async def answer(sim: TestClient, case: Case) -> tuple[int, object]:
+async def answer(sim: SimClient, case: Case) -> tuple[int, object]:
     resp = await sim.request(case.method, case.path, json=case.body)
     text = await resp.text()
     if case.stream and resp.status == 200:
@@ -40,7 +42,7 @@ def _kinds(chunks: list[object]) -> set[str]:
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.name not in DIFFERENT_BY_DESIGN], ids=lambda c: c.name)
-async def test_the_simulator_answers_as_real_vllm(sim: TestClient, case: Case) -> None:
+async def test_the_simulator_answers_as_real_vllm(sim: SimClient, case: Case) -> None:
     recorded = load(case.name)
     status, body = await answer(sim, case)
     got, real = answer_shape(status, body), answer_shape(recorded["status"], recorded["body"])
@@ -55,7 +57,7 @@ async def test_the_simulator_answers_as_real_vllm(sim: TestClient, case: Case) -
     assert not missing
 
 
-async def test_auto_tool_choice_calls_the_tool_then_answers_its_result(sim: TestClient) -> None:
+async def test_auto_tool_choice_calls_the_tool_then_answers_its_result(sim: SimClient) -> None:
     case = next(c for c in CASES if c.name == "chat_tools_auto")
     _, called = await answer(sim, case)
     call = called["choices"][0]["message"]["tool_calls"][0]  # type: ignore[index]
@@ -66,11 +68,11 @@ async def test_auto_tool_choice_calls_the_tool_then_answers_its_result(sim: Test
         {"role": "assistant", "content": "", "tool_calls": [call]},
         {"role": "tool", "tool_call_id": call["id"], "content": "sunny"},
     ]
-    _, answered = await answer(sim, Case("after", case.path, {**case.body, "messages": messages}))
+    _, answered = await answer(sim, Case("after", case.path, {**(case.body or {}), "messages": messages}))
     assert answered["choices"][0]["message"]["content"]  # type: ignore[index]
 
 
-async def test_metrics_are_named_as_real_vllm_exports_them(sim: TestClient) -> None:
+async def test_metrics_are_named_as_real_vllm_exports_them(sim: SimClient) -> None:
     await answer(sim, next(c for c in CASES if c.name == "chat"))
     text = await (await sim.get("/metrics")).text()
     real = (RECORDINGS / "metrics.txt").read_text()
@@ -84,7 +86,7 @@ async def test_metrics_are_named_as_real_vllm_exports_them(sim: TestClient) -> N
     assert "vllm:prompt_tokens_created" in text and "vllm:time_to_first_token_seconds_created" in text
 
 
-async def test_embeddings(sim: TestClient) -> None:
+async def test_embeddings(sim: SimClient) -> None:
     settings = SimSettings(models=MODEL, embedding_models="embedder", embedding_dims=100)
     async with TestClient(TestServer(create_app(settings))) as client:
         plain = await (await client.post("/v1/embeddings", json={"model": "embedder", "input": ["a", "b"]})).json()

@@ -4,7 +4,7 @@ and stream it makes of what its upstream answers. Plus the relay that reads stre
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -12,7 +12,7 @@ import pytest
 from iir_gateway.answer import Event
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.upstream.errors import upstream_error
-from iir_gateway.upstream.http11 import UpstreamProtocolError
+from iir_gateway.upstream.http11 import Response, UpstreamProtocolError
 from iir_gateway.upstream.relay import StreamRelay
 from iir_gateway.wire.registry import CODECS, codec_for
 from iir_gateway.wire.sse import SSEParser
@@ -122,7 +122,14 @@ class FakeResponse:
 def relay(first: bytes, script: list[Any], kind: str = "openai", read_timeout_s: float = 1.0) -> tuple[Any, Any]:
     resp = FakeResponse(script)
     stream = StreamRelay(
-        resp, first, codec_for(kind).stream_decoder(), read_timeout_s, "p", "p/m", "p/m", GatewayMetrics()
+        cast(Response, resp),  # the relay reads, releases and closes it: all the fake does
+        first,
+        codec_for(kind).stream_decoder(),
+        read_timeout_s,
+        "p",
+        "p/m",
+        "p/m",
+        GatewayMetrics(),
     )
     return stream, resp
 
@@ -225,5 +232,5 @@ def test_anthropic_stream_through_the_relay() -> None:
         ),
     ],
 )
-def test_an_upstream_error_object_is_kept(raw: bytes, expected: dict) -> None:
+def test_an_upstream_error_object_is_kept(raw: bytes, expected: dict[str, Any]) -> None:
     assert upstream_error(raw, 404, "local/m") == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import httpx
 import openai
@@ -12,6 +13,7 @@ from iir_dev.stack import Stack
 from tests.vllm.conftest import MODEL
 from tests.vllm.recording import TOOLS, WEATHER
 from tests.waiting import wait_for
+from tests.json_values import json_object
 
 MESSAGES = [{"role": "user", "content": "Say hello in three words."}]
 
@@ -102,7 +104,7 @@ def test_an_async_job_keeps_the_answer_and_its_id(vllm_stack: Stack, key: str) -
         timeout=30,
     ).json()
 
-    def finished() -> dict | None:
+    def finished() -> dict[str, Any] | None:
         got = httpx.get(f"{vllm_stack.gateway_url}/v1/async/chat/completions/{job['job_id']}", headers=headers).json()
         return got if got["status"] in ("completed", "failed") else None
 
@@ -212,7 +214,7 @@ def test_embeddings_on_a_chat_model_is_a_readable_404(vllm_stack: Stack, key: st
 
 
 def test_upstream_refusals_keep_their_fields(vllm_stack: Stack, key: str) -> None:
-    def refusal(**body: object) -> dict:
+    def refusal(**body: object) -> dict[str, Any]:
         resp = httpx.post(
             f"{vllm_stack.gateway_url}/v1/chat/completions",
             headers={"authorization": f"Bearer {key}"},
@@ -287,7 +289,7 @@ def test_a_cut_stream_is_billed_for_what_was_generated(vllm_stack: Stack) -> Non
             if seen == 10:
                 break
 
-    def billed() -> dict | None:
+    def billed() -> dict[str, Any] | None:
         usage = httpx.get(
             f"{vllm_stack.gateway_url}/api/v1/apikeys/{made['id']}/usage", headers={"authorization": f"Bearer {admin}"}
         ).json()["totals"]
@@ -302,7 +304,7 @@ def test_an_async_job_whose_answer_is_a_tool_call_completes(vllm_stack: Stack, k
     body = {"model": MODEL, "messages": WEATHER, "tools": TOOLS, "tool_choice": "required", "max_tokens": 80}
     job = httpx.post(f"{vllm_stack.gateway_url}/v1/async/chat/completions", headers=headers, json=body).json()
 
-    def finished() -> dict | None:
+    def finished() -> dict[str, Any] | None:
         got = httpx.get(f"{vllm_stack.gateway_url}/v1/async/chat/completions/{job['job_id']}", headers=headers).json()
         return got if got["status"] in ("completed", "failed") else None
 

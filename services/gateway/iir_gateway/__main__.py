@@ -7,8 +7,10 @@ import sys
 import uvicorn
 
 from iir_gateway.cpus import auto_workers
+from iir_gateway.networks import parse_networks
 from iir_gateway.providers.config import ProvidersFileError, load_providers
 from iir_gateway.routing.auto_router import RoutingFileError, load_policies
+from iir_gateway.server.http_protocol import ConnectionLimits, guarded_protocol
 from iir_gateway.settings import GatewaySettings
 from iir_gateway.upstream.target import Timeouts
 from iir_gateway.workers import share_between
@@ -24,6 +26,12 @@ def main() -> None:
         load_policies(settings.routing_file, settings.auto_default_model)
     except (ProvidersFileError, RoutingFileError) as exc:
         sys.exit(f"iir-gateway: {exc}")
+    limits = ConnectionLimits(
+        settings.header_timeout_s,
+        settings.body_timeout_s,
+        settings.max_connections_per_client,
+        parse_networks(settings.trusted_proxies, "IIR_TRUSTED_PROXIES"),
+    )
     workers = settings.gateway_workers or auto_workers()
     share_between(workers)
     uvicorn.run(
@@ -33,7 +41,7 @@ def main() -> None:
         port=settings.gateway_port,
         workers=workers,
         loop="uvloop",
-        http="iir_gateway.server.http_protocol:GuardedHttpToolsProtocol",
+        http=guarded_protocol(limits),
         log_config=None,
         access_log=False,
         server_header=False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -31,8 +32,8 @@ _TYPES = {
 def error_body(
     status: int, message: str, *, type: str | None = None, code: str | None = None, param: str | None = None
 ) -> bytes:
-    kind = type or _TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
+    """An OpenAI error body, `{"error": ...}` with `APIError.error_object`."""
+    return orjson.dumps({"error": APIError(status, message, type=type, code=code, param=param).error_object()})
 
 
 # Anthropic's error types by HTTP status (https://docs.anthropic.com/en/api/errors), for its routes.
@@ -76,13 +77,26 @@ class APIError(Exception):
         self.param = param
         self.headers = dict(headers or {})
 
+    def error_object(self) -> dict[str, Any]:
+        """OpenAI's error object, `{"message", "type", "param", "code"}`: what an HTTP error body, a failed
+        job and a batch line's error all carry. Without an explicit type, the type of the HTTP status."""
+        status = self.status
+        kind = self.type or _TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return {"message": self.message, "type": kind, "param": self.param, "code": self.code}
+
     def response(self, anthropic: bool = False) -> Response:
         """The error as OpenAI writes it, or as Anthropic does (on Anthropic's routes)."""
         if anthropic:
             body = anthropic_error_body(self.status, self.message)
         else:
-            body = error_body(self.status, self.message, type=self.type, code=self.code, param=self.param)
+            body = orjson.dumps({"error": self.error_object()})
         return Response(body, status_code=self.status, media_type="application/json", headers=self.headers)
+
+
+def invalid_value(message: str, param: str | None = None, *, named: bool = False) -> APIError:
+    """A 400 for a request field the gateway cannot take; `named` puts the field first in the message
+    (`messages[0].role: …`, as Anthropic words it)."""
+    return APIError(400, f"{param}: {message}" if named else message, code="invalid_value", param=param)
 
 
 def _shaped(request: Request, exc: APIError) -> Response:

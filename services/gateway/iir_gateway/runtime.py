@@ -1,8 +1,9 @@
 """The composition root: the gateway's running parts, built once per process (gRPC channels, Redis
-clients, caches, limiter, upstream pool, providers) and their start, stop and health.
+clients, caches, limiter, upstream pool, providers, the pipelines and the background work that runs
+them), their start, stop and health.
 
-Only `app.py` and the HTTP edge (`api/`) read it; everything below them is handed the one part it needs
-(import-linter forbids the rest to import this module).
+Only `app.py` reads it; the routes get it as the narrow interface each declares, and everything else is
+handed the one part it needs (import-linter forbids the rest to import this module).
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ from iir_gateway.accounting.rate_limiter import RateLimiter
 from iir_gateway.accounting.spend_history import SpendHistory
 from iir_gateway.accounting.spend_journal import SpendJournal
 from iir_gateway.accounting.spend_recorder import SpendRecorder
-from iir_gateway.accounting.storage_quota import storage_quota
+from iir_gateway.accounting.storage_quota import Limits, StorageQuota
 from iir_gateway.batches.files import FileStore
+from iir_gateway.batches.runner import BatchRunner
 from iir_gateway.batches.store import BatchStore
 from iir_gateway.caching.response_cache import ResponseCache
 from iir_gateway.conversations.store import ResponseStore
 from iir_gateway.datastore_probe import redis_write_status
 from iir_gateway.jobs.store import JobStore
+from iir_gateway.jobs.worker import JobWorker
 from iir_gateway.keys.authenticator import Authenticator, counting_redis
 from iir_gateway.keys.owners import Owners
 from iir_gateway.metrics import GatewayMetrics
@@ -49,6 +52,7 @@ from iir_gateway.picking.policies import Scheduler
 from iir_gateway.picking.prompt_blocks import PromptBlocks
 from iir_gateway.picking.queue import PriorityGate
 from iir_gateway.picking.state import EndpointStates
+from iir_gateway.pipelines import inference_pipeline, submission_pipeline
 from iir_gateway.principal import Principal
 from iir_gateway.providers.base import Provider
 from iir_gateway.providers.config import load_providers
@@ -60,8 +64,10 @@ from iir_gateway.providers.local.demand_reporter import DemandReporter
 from iir_gateway.providers.local.provider import LocalProvider
 from iir_gateway.routing.auto_router import AutoRouter, load_policies
 from iir_gateway.scrubbing.policy import Scrubbing
+from iir_gateway.server.metrics_server import MetricsServer
 from iir_gateway.settings import GatewaySettings
 from iir_gateway.upstream.client import UpstreamClient
+from iir_gateway.upstream.target import Timeouts
 from iir_gateway.workers import shared_dir
 
 log = logging.getLogger(__name__)
@@ -87,13 +93,35 @@ def _redis(url: str, timeout_s: float) -> aioredis.Redis:
     )
 
 
+def _storage_quota(settings: GatewaySettings, redis: aioredis.Redis, storage: aioredis.Redis) -> StorageQuota:
+    """The quotas the settings describe, counted in the Redis of the limits; the global budget sized
+    against both Redis servers when not set."""
+    limits = {
+        "files": Limits(settings.quota_files_per_key, settings.quota_file_bytes_per_key),
+        "responses": Limits(settings.quota_responses_per_key, settings.quota_response_bytes_per_key),
+        "batches": Limits(settings.quota_batches_per_key, 0),
+        "jobs": Limits(settings.quota_jobs_per_key, settings.quota_job_bytes_per_key),
+    }
+    return StorageQuota(
+        redis, settings.redis_prefix, limits, settings.quota_team_factor, settings.storage_max_bytes, [redis, storage]
+    )
+
+
 class Runtime:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.metrics = GatewayMetrics(settings.metrics_max_keys)
         self.trusted_networks = parse_networks(settings.trusted_networks, "IIR_TRUSTED_NETWORKS")
         self.scrubbing = Scrubbing(SecretScrubber(secret_env_values()), settings.scrub_mode, self.metrics)
-        self.upstream = UpstreamClient(settings, self.metrics)
+        self.upstream = UpstreamClient(
+            Timeouts(
+                connect_s=settings.upstream_connect_timeout_s,
+                first_token_s=settings.upstream_first_token_timeout_s,
+                read_s=settings.upstream_read_timeout_s,
+                total_s=settings.upstream_total_timeout_s,
+            ),
+            self.metrics,
+        )
         opts = [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1)]
         self.channels = {
             name: grpc.aio.insecure_channel(addr, options=opts, interceptors=client_interceptors())
@@ -135,7 +163,7 @@ class Runtime:
         # File bodies, stored responses and batches: their own Redis when IIR_STORAGE_REDIS_URL names one,
         # and within the global storage budget either way (docs/SECURITY.md).
         self.storage_redis = _redis(settings.storage_redis_url or settings.redis_url, timeout_s=5)
-        self.storage_quota = storage_quota(settings, self.redis, self.storage_redis)
+        self.storage_quota = _storage_quota(settings, self.redis, self.storage_redis)
         self.jobs = JobStore(self.redis, settings.redis_prefix, settings.job_result_ttl_s, self.storage_quota)
         self.responses = ResponseStore(
             self.storage_redis, settings.redis_prefix, settings.responses_ttl_s, self.storage_quota
@@ -208,6 +236,16 @@ class Runtime:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
+        self.pipeline = inference_pipeline(self)
+        self.submission = submission_pipeline(self)  # a job's, up to the queue
+        # Requests that run without a client waiting: queued jobs and batch lines (0: none in this process).
+        self.job_worker = JobWorker(
+            self.pipeline, self.jobs, self.owners, settings.job_workers, settings.job_claim_idle_s
+        )
+        self.batch_runner = BatchRunner(
+            self.pipeline, self.batches, self.files, self.owners, settings.batch_concurrency, settings.batch_lease_s
+        )
+        self.metrics_server = MetricsServer(self.metrics.registry, settings.gateway_host, settings.metrics_port)
 
     async def start(self) -> None:
         await self.upstream.start()
@@ -225,6 +263,11 @@ class Runtime:
             await asyncio.wait_for(
                 asyncio.gather(self.catalogue.synced.wait(), self.channels["classifier"].channel_ready()), timeout=2
             )
+        await self.metrics_server.start()
+        if self.settings.job_workers > 0:
+            await self.job_worker.start()
+        if self.settings.batch_concurrency > 0:
+            await self.batch_runner.start()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Runs `coro` after the response, keeping a reference so it is not collected mid-way."""
@@ -233,6 +276,11 @@ class Runtime:
         task.add_done_callback(self._background.discard)
 
     async def stop(self) -> None:
+        """Stops the work that uses the parts first, then the parts. A running job stays pending in Redis
+        and a running batch's lease lapses: another process goes on with them."""
+        await self.job_worker.stop()
+        await self.batch_runner.stop()
+        await self.metrics_server.stop()
         await asyncio.gather(*self._background, return_exceptions=True)
         for task in self._tasks:
             task.cancel()

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from iir_gateway.errors import APIError
+from iir_gateway.errors import APIError, invalid_value
 
 # Bounds that keep absurd numbers (2^63 tokens) from reaching an upstream or the limiter.
 MAX_TOKENS = 10_000_000
@@ -87,13 +87,16 @@ def _param(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def validate_body(schema: type[BaseModel], body: dict[str, Any]) -> Any:
-    """Validates `body` against `schema`, turning the first problem into a 400 naming the field."""
+def validate_body(schema: type[BaseModel], body: dict[str, Any], *, named: bool = False) -> Any:
+    """Validates `body` against `schema`, turning the first problem into a 400 naming the field; `named`:
+    worded as Anthropic does (`max_tokens: Field required`)."""
     try:
         return schema.model_validate(body)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         param = _param(tuple(err["loc"]))
+        if named:
+            raise invalid_value(err["msg"], param, named=True) from None
         if err["type"] == "missing":
             raise APIError(
                 400, f"Missing required parameter: '{param}'.", code="missing_required_parameter", param=param

@@ -7,8 +7,6 @@ overrides them; local models take theirs from the InferenceModel's `spec.routing
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -64,14 +62,3 @@ def built_in_price(provider: str, model: str) -> Price | None:
     table = _BUILT_IN.get(provider, {})
     best = max((name for name in table if model.startswith(name)), key=len, default=None)
     return table[best] if best else None
-
-
-@dataclass(frozen=True, slots=True)
-class PriceLookup:
-    """Prices of one provider's models: configured first, then built in, else free."""
-
-    provider: str
-    configured: dict[str, Price]
-
-    def price(self, model: str) -> Price:
-        return self.configured.get(model) or built_in_price(self.provider, model) or FREE

@@ -14,16 +14,13 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from iir_gateway.errors import APIError
 from iir_gateway.principal import Principal
-
-if TYPE_CHECKING:
-    from iir_gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
@@ -242,17 +239,3 @@ class StorageQuota:
         """(count, bytes) held in each scope."""
         reply = await self._info(keys=self._keys(kind, scopes), args=[int(time.time() * 1000)])
         return [(int(reply[2 * i]), int(reply[2 * i + 1])) for i in range(len(scopes))]
-
-
-def storage_quota(settings: GatewaySettings, redis: aioredis.Redis, storage: aioredis.Redis) -> StorageQuota:
-    """The quotas the settings describe, counted in the Redis of the limits; the global budget sized
-    against both Redis servers when not set."""
-    limits = {
-        "files": Limits(settings.quota_files_per_key, settings.quota_file_bytes_per_key),
-        "responses": Limits(settings.quota_responses_per_key, settings.quota_response_bytes_per_key),
-        "batches": Limits(settings.quota_batches_per_key, 0),
-        "jobs": Limits(settings.quota_jobs_per_key, settings.quota_job_bytes_per_key),
-    }
-    return StorageQuota(
-        redis, settings.redis_prefix, limits, settings.quota_team_factor, settings.storage_max_bytes, [redis, storage]
-    )

@@ -5,7 +5,7 @@ service on their behalf."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import orjson
@@ -14,9 +14,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from iir_gateway.errors import APIError
-from iir_gateway.keys.authenticator import extract_key
-from iir_gateway.networks import in_networks
-from iir_gateway.runtime import Runtime
+from iir_gateway.keys.authenticator import Authenticator, extract_key
+from iir_gateway.networks import Network, in_networks
 from iir_gateway.server.bodies import client_ip
 from iir_gateway.server.client_address import is_forwarded
 
@@ -40,11 +39,26 @@ async def call_auth(method: Any, message: Any, actor: str = "") -> Any:
         raise APIError(status, message or "request failed", code=code) from None
 
 
+class AdminAccess(Protocol):
+    """What deciding on admin access reads of the runtime."""
+
+    @property
+    def auth(self) -> Authenticator: ...
+    @property
+    def trusted_networks(self) -> tuple[Network, ...]: ...
+
+
+class BodyLimit(Protocol):
+    """The setting that bounds the admin routes' request bodies."""
+
+    @property
+    def max_body_bytes(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Admin:
-    """An admitted admin request: the runtime, and who it is for the audit log."""
+    """An admitted admin request: who it is, for the audit log."""
 
-    gw: Runtime
     actor: str
 
     async def call(self, method: Any, message: Any) -> Any:
@@ -56,12 +70,12 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _JSON = "application/json"
 
 
-def _from_trusted_network(request: Request, gw: Runtime) -> bool:
+def _from_trusted_network(request: Request, networks: tuple[Network, ...]) -> bool:
     """The TCP peer is in IIR_TRUSTED_NETWORKS and nothing forwarded the request (a proxy's client could be
     anyone, and a forwarded header anything)."""
-    if not gw.trusted_networks or is_forwarded(request.scope["headers"]):
+    if not networks or is_forwarded(request.scope["headers"]):
         return False
-    return in_networks(request.scope.get("iir.peer", ""), gw.trusted_networks)
+    return in_networks(request.scope.get("iir.peer", ""), networks)
 
 
 def _loopback_host(host: str) -> bool:
@@ -90,10 +104,10 @@ def _cross_site(request: Request) -> str:
     return ""
 
 
-def keyless_admin(request: Request, gw: Runtime) -> bool:
+def keyless_admin(request: Request, deps: AdminAccess) -> bool:
     """Whether this request may manage without a key: from a trusted network, not forwarded, and not one a
     page on another site could send (loopback Host, no foreign Origin, no cross-site Sec-Fetch-Site)."""
-    return _from_trusted_network(request, gw) and not _cross_site(request)
+    return _from_trusted_network(request, deps.trusted_networks) and not _cross_site(request)
 
 
 def _require_json_write(request: Request, *, keyless: bool) -> None:
@@ -113,11 +127,10 @@ def _require_json_write(request: Request, *, keyless: bool) -> None:
         )
 
 
-async def require_admin(request: Request) -> Admin:
+async def require_admin(request: Request, deps: AdminAccess) -> Admin:
     """An admin key, or no key at all from a trusted network (same-origin, loopback Host); 401/403 otherwise."""
-    gw: Runtime = request.app.state.gateway
     ip = client_ip(request)
-    if extract_key(request.headers) is None and _from_trusted_network(request, gw):
+    if extract_key(request.headers) is None and _from_trusted_network(request, deps.trusted_networks):
         if reason := _cross_site(request):
             raise APIError(
                 403,
@@ -126,12 +139,12 @@ async def require_admin(request: Request) -> Admin:
                 code="cross_site_refused",
             )
         _require_json_write(request, keyless=True)
-        return Admin(gw, f"network:{request.scope.get('iir.peer', '')}")
-    principal = await gw.auth.authenticate(request.headers, ip)
+        return Admin(f"network:{request.scope.get('iir.peer', '')}")
+    principal = await deps.auth.authenticate(request.headers, ip)
     if not principal.admin:
         raise APIError(403, "Managing API keys needs an admin key.", code="admin_required")
     _require_json_write(request, keyless=False)
-    return Admin(gw, f"key:{principal.key_id}")
+    return Admin(f"key:{principal.key_id}")
 
 
 def json_response(data: Any, status: int = 200) -> Response:

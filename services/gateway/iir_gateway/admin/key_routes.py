@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from starlette.responses import Response
 
-from iir.v1 import auth_pb2
-from iir_gateway.admin.access import call_auth, json_response, require_admin, validated
+from iir.v1 import auth_pb2, auth_pb2_grpc
+from iir_gateway.admin.access import AdminAccess, BodyLimit, call_auth, json_response, require_admin, validated
+from iir_gateway.batches.store import BatchStore
 from iir_gateway.errors import APIError
+from iir_gateway.jobs.store import JobStore
 from iir_gateway.principal import Principal
-from iir_gateway.runtime import Runtime
 from iir_gateway.server.bodies import client_ip, read_json_object
 from iir_gateway.server.docs_routes import ADMIN_ERRORS, body_of
 
@@ -31,9 +32,17 @@ def bounded_ids(request: Request) -> None:
         raise APIError(404, f"No such id (ids have at most {MAX_ID_CHARS} characters).", code="not_found")
 
 
-router = APIRouter(
-    prefix="/api/v1/apikeys", tags=["API keys"], responses=ADMIN_ERRORS, dependencies=[Depends(bounded_ids)]
-)
+class KeyDeps(AdminAccess, Protocol):
+    """What the key routes read of the runtime."""
+
+    @property
+    def settings(self) -> BodyLimit: ...
+    @property
+    def auth_stub(self) -> auth_pb2_grpc.AuthServiceStub: ...
+    @property
+    def jobs(self) -> JobStore: ...
+    @property
+    def batches(self) -> BatchStore: ...
 
 
 # Text without control characters (a NUL cannot be stored, others corrupt logs and terminals).
@@ -175,151 +184,6 @@ def key_json(k: auth_pb2.KeyInfo) -> dict[str, Any]:
     }
 
 
-@router.post("", summary="Create a key; its secret is returned once", status_code=201, openapi_extra=body_of(CreateKey))
-async def create_key(request: Request) -> Response:
-    admin = await require_admin(request)
-    gw = admin.gw
-    body: CreateKey = validated(CreateKey, await read_json_object(request, gw.settings.max_body_bytes))
-    expires = body.expires_at.timestamp() if body.expires_at else 0
-    if expires and expires <= time.time():
-        raise APIError(
-            400, "Invalid value for 'expires_at': it is in the past.", code="invalid_value", param="expires_at"
-        )
-    if body.expires_in_days:
-        expires = time.time() + body.expires_in_days * 86400
-    reply = await admin.call(
-        gw.auth_stub.CreateKey,
-        auth_pb2.CreateKeyRequest(
-            name=body.name or body.description[:60] or "key",
-            owner=body.owner,
-            description=body.description,
-            admin=body.admin,
-            priority=body.priority,
-            allowed_models=body.allowed_models,
-            rpm_limit=body.rpm_limit,
-            tpm_limit=body.tpm_limit,
-            budget_tokens=body.budget_tokens,
-            budget_period=body.budget_period,
-            expires_at=int(expires),
-            scrub_mode=body.scrub_mode,
-            cache_mode=body.cache_mode,
-            team_id=body.team_id,
-            user_id=body.user_id,
-            max_budget=body.max_budget,
-            budget_duration=body.budget_duration,
-            max_parallel_requests=body.max_parallel_requests,
-            metadata_json=metadata_json(body.metadata),
-        ),
-    )
-    # `api_key` is the onboarding guide's name for the secret; `key` is IIR's.
-    return json_response({**key_json(reply.info), "key": reply.key, "api_key": reply.key}, status=201)
-
-
-@router.patch(
-    "/{key_id}",
-    summary="Change a key's settings; its secret stays, every gateway applies it at once",
-    openapi_extra=body_of(UpdateKey),
-)
-async def update_key(key_id: str, request: Request) -> Response:
-    admin = await require_admin(request)
-    raw = await read_json_object(request, admin.gw.settings.max_body_bytes)
-    body: UpdateKey = validated(UpdateKey, raw)
-    change = auth_pb2.UpdateKeyRequest(id=key_id)
-    for name in (
-        "name",
-        "description",
-        "owner",
-        "priority",
-        "rpm_limit",
-        "tpm_limit",
-        "budget_tokens",
-        "budget_period",
-        "scrub_mode",
-        "cache_mode",
-        "team_id",
-        "user_id",
-        "max_budget",
-        "budget_duration",
-        "max_parallel_requests",
-    ):
-        if getattr(body, name) is not None:
-            setattr(change, name, getattr(body, name))
-    if body.metadata is not None:
-        change.metadata_json = metadata_json(body.metadata)
-    if body.allowed_models is not None:
-        change.set_allowed_models = True
-        change.allowed_models.extend(body.allowed_models)
-    if "expires_at" in raw:
-        change.expires_at = int(body.expires_at.timestamp()) if body.expires_at else 0
-    if body.expires_in_days:
-        change.expires_at = int(time.time() + body.expires_in_days * 86400)
-    return json_response(key_json(await admin.call(admin.gw.auth_stub.UpdateKey, change)))
-
-
-@router.get("", summary="List keys (without secrets)")
-async def list_keys(request: Request, include_revoked: bool = False) -> Response:
-    admin = await require_admin(request)
-    reply = await admin.call(admin.gw.auth_stub.ListKeys, auth_pb2.ListKeysRequest(include_revoked=include_revoked))
-    return json_response({"object": "list", "data": [key_json(k) for k in reply.keys]})
-
-
-@router.get("/{key_id}", summary="One key (without its secret)")
-async def get_key(key_id: str, request: Request) -> Response:
-    admin = await require_admin(request)
-    return json_response(key_json(await admin.call(admin.gw.auth_stub.GetKey, auth_pb2.KeyRef(id=key_id))))
-
-
-@router.delete("/{key_id}", summary="Revoke a key: every gateway refuses it within a second")
-async def revoke_key(key_id: str, request: Request) -> Response:
-    admin = await require_admin(request)
-    return json_response(key_json(await admin.call(admin.gw.auth_stub.RevokeKey, auth_pb2.KeyRef(id=key_id))))
-
-
-@router.post("/{key_id}/revoke", summary="Revoke a key (same as DELETE)")
-async def revoke_key_post(key_id: str, request: Request) -> Response:
-    return await revoke_key(key_id, request)
-
-
-@router.post("/{key_id}/rotate", summary="Revoke a key and issue its successor with the same settings", status_code=201)
-async def rotate_key(key_id: str, request: Request) -> Response:
-    admin = await require_admin(request)
-    reply = await admin.call(admin.gw.auth_stub.RotateKey, auth_pb2.KeyRef(id=key_id))
-    return json_response(
-        {**key_json(reply.info), "key": reply.key, "api_key": reply.key, "replaces": key_id}, status=201
-    )
-
-
-@router.post(
-    "/{key_id}/regenerate",
-    summary="A new secret for the same key (same id, settings and spend); the old one works for grace_period_s",
-    status_code=201,
-    openapi_extra=body_of(Regenerate),
-)
-async def regenerate_key(key_id: str, request: Request) -> Response:
-    admin = await require_admin(request)
-    raw = await read_json_object(request, admin.gw.settings.max_body_bytes, optional=True)
-    body: Regenerate = validated(Regenerate, raw)
-    message = auth_pb2.RegenerateKeyRequest(id=key_id, grace_period_s=body.grace_period_s)
-    reply = await admin.call(admin.gw.auth_stub.RegenerateKey, message)
-    return json_response({**key_json(reply.info), "key": reply.key, "api_key": reply.key}, status=201)
-
-
-async def _set_blocked(key_id: str, request: Request, blocked: bool) -> Response:
-    admin = await require_admin(request)
-    change = auth_pb2.UpdateKeyRequest(id=key_id, blocked=blocked)
-    return json_response(key_json(await admin.call(admin.gw.auth_stub.UpdateKey, change)))
-
-
-@router.post("/{key_id}/block", summary="Refuse a key until it is unblocked (every gateway, at once)")
-async def block_key(key_id: str, request: Request) -> Response:
-    return await _set_blocked(key_id, request, True)
-
-
-@router.post("/{key_id}/unblock", summary="Accept a blocked key again")
-async def unblock_key(key_id: str, request: Request) -> Response:
-    return await _set_blocked(key_id, request, False)
-
-
 def _usage_json(key_id: str, reply: auth_pb2.GetUsageResponse) -> dict[str, Any]:
     rows = [
         {
@@ -336,46 +200,186 @@ def _usage_json(key_id: str, reply: auth_pb2.GetUsageResponse) -> dict[str, Any]
     return {"key_id": key_id, "data": rows, "totals": totals}
 
 
-@router.get("/{key_id}/usage", summary="Requests and tokens by model and day")
-async def key_usage(key_id: str, request: Request, since: str = "", until: str = "") -> Response:
-    admin = await require_admin(request)
-    query = auth_pb2.GetUsageRequest(key_id=key_id, since=since, until=until)
-    reply = await admin.call(admin.gw.auth_stub.GetUsage, query)
-    return json_response(_usage_json(key_id, reply))
+def router(deps: KeyDeps) -> APIRouter:
+    """Key management (admin), and a key's own settings and usage."""
+    keys = APIRouter(
+        prefix="/api/v1/apikeys", tags=["API keys"], responses=ADMIN_ERRORS, dependencies=[Depends(bounded_ids)]
+    )
+    own = APIRouter(prefix="/api/v1/key", tags=["API keys"])
 
-
-@router.get("/{key_id}/jobs", summary="The key's async jobs (kept ones, newest first) and batches")
-async def key_jobs(key_id: str, request: Request) -> Response:
-    admin = await require_admin(request)
-    gw = admin.gw
-    info = await admin.call(gw.auth_stub.GetKey, auth_pb2.KeyRef(id=key_id))  # 404 for an unknown key
-    owner = Principal(info.id, info.name, False, 0, ())
-    batches, _ = await gw.batches.list(owner, None, 100)
-    jobs = [job.public() for job in await gw.jobs.of_owner(info.id)]
-    return json_response({"key_id": info.id, "jobs": jobs, "batches": batches})
-
-
-# Self-service: a key reads its own settings and usage with itself, no admin needed.
-self_router = APIRouter(prefix="/api/v1/key", tags=["API keys"])
-
-
-async def _own_key(request: Request) -> tuple[Runtime, Principal]:
-    gw: Runtime = request.app.state.gateway
-    return gw, await gw.auth.authenticate(request.headers, client_ip(request))
-
-
-@self_router.get("/info", summary="The calling key's own settings and limits (without its secret)")
-async def own_key_info(request: Request) -> Response:
-    gw, principal = await _own_key(request)
-    if principal.configured:  # IIR_MASTER_KEY / IIR_ALLOWED_KEYS: no database row
-        return json_response(
-            {"id": principal.key_id, "name": principal.name, "admin": principal.admin, "configured": True}
+    @keys.post(
+        "", summary="Create a key; its secret is returned once", status_code=201, openapi_extra=body_of(CreateKey)
+    )
+    async def create_key(request: Request) -> Response:
+        admin = await require_admin(request, deps)
+        body: CreateKey = validated(CreateKey, await read_json_object(request, deps.settings.max_body_bytes))
+        expires = body.expires_at.timestamp() if body.expires_at else 0
+        if expires and expires <= time.time():
+            raise APIError(
+                400, "Invalid value for 'expires_at': it is in the past.", code="invalid_value", param="expires_at"
+            )
+        if body.expires_in_days:
+            expires = time.time() + body.expires_in_days * 86400
+        reply = await admin.call(
+            deps.auth_stub.CreateKey,
+            auth_pb2.CreateKeyRequest(
+                name=body.name or body.description[:60] or "key",
+                owner=body.owner,
+                description=body.description,
+                admin=body.admin,
+                priority=body.priority,
+                allowed_models=body.allowed_models,
+                rpm_limit=body.rpm_limit,
+                tpm_limit=body.tpm_limit,
+                budget_tokens=body.budget_tokens,
+                budget_period=body.budget_period,
+                expires_at=int(expires),
+                scrub_mode=body.scrub_mode,
+                cache_mode=body.cache_mode,
+                team_id=body.team_id,
+                user_id=body.user_id,
+                max_budget=body.max_budget,
+                budget_duration=body.budget_duration,
+                max_parallel_requests=body.max_parallel_requests,
+                metadata_json=metadata_json(body.metadata),
+            ),
         )
-    return json_response(key_json(await call_auth(gw.auth_stub.GetKey, auth_pb2.KeyRef(id=principal.key_id))))
+        # `api_key` is the onboarding guide's name for the secret; `key` is IIR's.
+        return json_response({**key_json(reply.info), "key": reply.key, "api_key": reply.key}, status=201)
 
+    @keys.patch(
+        "/{key_id}",
+        summary="Change a key's settings; its secret stays, every gateway applies it at once",
+        openapi_extra=body_of(UpdateKey),
+    )
+    async def update_key(key_id: str, request: Request) -> Response:
+        admin = await require_admin(request, deps)
+        raw = await read_json_object(request, deps.settings.max_body_bytes)
+        body: UpdateKey = validated(UpdateKey, raw)
+        change = auth_pb2.UpdateKeyRequest(id=key_id)
+        for name in (
+            "name",
+            "description",
+            "owner",
+            "priority",
+            "rpm_limit",
+            "tpm_limit",
+            "budget_tokens",
+            "budget_period",
+            "scrub_mode",
+            "cache_mode",
+            "team_id",
+            "user_id",
+            "max_budget",
+            "budget_duration",
+            "max_parallel_requests",
+        ):
+            if getattr(body, name) is not None:
+                setattr(change, name, getattr(body, name))
+        if body.metadata is not None:
+            change.metadata_json = metadata_json(body.metadata)
+        if body.allowed_models is not None:
+            change.set_allowed_models = True
+            change.allowed_models.extend(body.allowed_models)
+        if "expires_at" in raw:
+            change.expires_at = int(body.expires_at.timestamp()) if body.expires_at else 0
+        if body.expires_in_days:
+            change.expires_at = int(time.time() + body.expires_in_days * 86400)
+        return json_response(key_json(await admin.call(deps.auth_stub.UpdateKey, change)))
 
-@self_router.get("/usage", summary="The calling key's own requests and tokens by model and day")
-async def own_key_usage(request: Request, since: str = "", until: str = "") -> Response:
-    gw, principal = await _own_key(request)
-    query = auth_pb2.GetUsageRequest(key_id=principal.key_id, since=since, until=until)
-    return json_response(_usage_json(principal.key_id, await call_auth(gw.auth_stub.GetUsage, query)))
+    @keys.get("", summary="List keys (without secrets)")
+    async def list_keys(request: Request, include_revoked: bool = False) -> Response:
+        admin = await require_admin(request, deps)
+        reply = await admin.call(deps.auth_stub.ListKeys, auth_pb2.ListKeysRequest(include_revoked=include_revoked))
+        return json_response({"object": "list", "data": [key_json(k) for k in reply.keys]})
+
+    @keys.get("/{key_id}", summary="One key (without its secret)")
+    async def get_key(key_id: str, request: Request) -> Response:
+        admin = await require_admin(request, deps)
+        return json_response(key_json(await admin.call(deps.auth_stub.GetKey, auth_pb2.KeyRef(id=key_id))))
+
+    @keys.delete("/{key_id}", summary="Revoke a key: every gateway refuses it within a second")
+    async def revoke_key(key_id: str, request: Request) -> Response:
+        admin = await require_admin(request, deps)
+        return json_response(key_json(await admin.call(deps.auth_stub.RevokeKey, auth_pb2.KeyRef(id=key_id))))
+
+    @keys.post("/{key_id}/revoke", summary="Revoke a key (same as DELETE)")
+    async def revoke_key_post(key_id: str, request: Request) -> Response:
+        return await revoke_key(key_id, request)
+
+    @keys.post(
+        "/{key_id}/rotate", summary="Revoke a key and issue its successor with the same settings", status_code=201
+    )
+    async def rotate_key(key_id: str, request: Request) -> Response:
+        admin = await require_admin(request, deps)
+        reply = await admin.call(deps.auth_stub.RotateKey, auth_pb2.KeyRef(id=key_id))
+        return json_response(
+            {**key_json(reply.info), "key": reply.key, "api_key": reply.key, "replaces": key_id}, status=201
+        )
+
+    @keys.post(
+        "/{key_id}/regenerate",
+        summary="A new secret for the same key (same id, settings and spend); the old one works for grace_period_s",
+        status_code=201,
+        openapi_extra=body_of(Regenerate),
+    )
+    async def regenerate_key(key_id: str, request: Request) -> Response:
+        admin = await require_admin(request, deps)
+        raw = await read_json_object(request, deps.settings.max_body_bytes, optional=True)
+        body: Regenerate = validated(Regenerate, raw)
+        message = auth_pb2.RegenerateKeyRequest(id=key_id, grace_period_s=body.grace_period_s)
+        reply = await admin.call(deps.auth_stub.RegenerateKey, message)
+        return json_response({**key_json(reply.info), "key": reply.key, "api_key": reply.key}, status=201)
+
+    async def _set_blocked(key_id: str, request: Request, blocked: bool) -> Response:
+        admin = await require_admin(request, deps)
+        change = auth_pb2.UpdateKeyRequest(id=key_id, blocked=blocked)
+        return json_response(key_json(await admin.call(deps.auth_stub.UpdateKey, change)))
+
+    @keys.post("/{key_id}/block", summary="Refuse a key until it is unblocked (every gateway, at once)")
+    async def block_key(key_id: str, request: Request) -> Response:
+        return await _set_blocked(key_id, request, True)
+
+    @keys.post("/{key_id}/unblock", summary="Accept a blocked key again")
+    async def unblock_key(key_id: str, request: Request) -> Response:
+        return await _set_blocked(key_id, request, False)
+
+    @keys.get("/{key_id}/usage", summary="Requests and tokens by model and day")
+    async def key_usage(key_id: str, request: Request, since: str = "", until: str = "") -> Response:
+        admin = await require_admin(request, deps)
+        query = auth_pb2.GetUsageRequest(key_id=key_id, since=since, until=until)
+        reply = await admin.call(deps.auth_stub.GetUsage, query)
+        return json_response(_usage_json(key_id, reply))
+
+    @keys.get("/{key_id}/jobs", summary="The key's async jobs (kept ones, newest first) and batches")
+    async def key_jobs(key_id: str, request: Request) -> Response:
+        admin = await require_admin(request, deps)
+        info = await admin.call(deps.auth_stub.GetKey, auth_pb2.KeyRef(id=key_id))  # 404 for an unknown key
+        owner = Principal(info.id, info.name, False, 0, ())
+        batches, _ = await deps.batches.list(owner, None, 100)
+        jobs = [job.public() for job in await deps.jobs.of_owner(info.id)]
+        return json_response({"key_id": info.id, "jobs": jobs, "batches": batches})
+
+    # Self-service: a key reads its own settings and usage with itself, no admin needed.
+    async def _own_key(request: Request) -> Principal:
+        return await deps.auth.authenticate(request.headers, client_ip(request))
+
+    @own.get("/info", summary="The calling key's own settings and limits (without its secret)")
+    async def own_key_info(request: Request) -> Response:
+        principal = await _own_key(request)
+        if principal.configured:  # IIR_MASTER_KEY / IIR_ALLOWED_KEYS: no database row
+            return json_response(
+                {"id": principal.key_id, "name": principal.name, "admin": principal.admin, "configured": True}
+            )
+        return json_response(key_json(await call_auth(deps.auth_stub.GetKey, auth_pb2.KeyRef(id=principal.key_id))))
+
+    @own.get("/usage", summary="The calling key's own requests and tokens by model and day")
+    async def own_key_usage(request: Request, since: str = "", until: str = "") -> Response:
+        principal = await _own_key(request)
+        query = auth_pb2.GetUsageRequest(key_id=principal.key_id, since=since, until=until)
+        return json_response(_usage_json(principal.key_id, await call_auth(deps.auth_stub.GetUsage, query)))
+
+    routes = APIRouter()
+    routes.include_router(keys)
+    routes.include_router(own)
+    return routes

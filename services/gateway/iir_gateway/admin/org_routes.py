@@ -4,24 +4,30 @@ their limits, allowed models and money budgets as well as its own."""
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.responses import Response
 
-from iir.v1 import auth_pb2
-from iir_gateway.admin.access import json_response, require_admin, validated
+from iir.v1 import auth_pb2, auth_pb2_grpc
+from iir_gateway.admin.access import AdminAccess, BodyLimit, json_response, require_admin, validated
 from iir_gateway.admin.key_routes import _MAX_LIMIT, DURATION, MAX_BUDGET, _iso, _text, bounded_ids, metadata_json
 from iir_gateway.server.bodies import read_json_object
 from iir_gateway.server.docs_routes import ADMIN_ERRORS, body_of
 
 _IDS = [Depends(bounded_ids)]  # 404 for an id longer than any can be
-teams = APIRouter(prefix="/api/v1/teams", tags=["Teams and users"], responses=ADMIN_ERRORS, dependencies=_IDS)
-users = APIRouter(prefix="/api/v1/users", tags=["Teams and users"], responses=ADMIN_ERRORS, dependencies=_IDS)
-
 _Duration = Annotated[str, StringConstraints(pattern=DURATION)]
+
+
+class OrgDeps(AdminAccess, Protocol):
+    """What the team and user routes read of the runtime."""
+
+    @property
+    def settings(self) -> BodyLimit: ...
+    @property
+    def auth_stub(self) -> auth_pb2_grpc.AuthServiceStub: ...
 
 
 class _Limits(BaseModel):
@@ -120,85 +126,88 @@ def _fill(message: Any, body: BaseModel) -> list[str]:
     return fields
 
 
-@teams.post("", summary="Create a team", status_code=201, openapi_extra=body_of(CreateTeam))
-async def create_team(request: Request) -> Response:
-    admin = await require_admin(request)
-    body: CreateTeam = validated(CreateTeam, await read_json_object(request, admin.gw.settings.max_body_bytes))
-    message = auth_pb2.Team()
-    _fill(message, body)
-    return json_response(team_json(await admin.call(admin.gw.auth_stub.CreateTeam, message)), status=201)
+def router(deps: OrgDeps) -> APIRouter:
+    """Teams and users (admin)."""
+    teams = APIRouter(prefix="/api/v1/teams", tags=["Teams and users"], responses=ADMIN_ERRORS, dependencies=_IDS)
+    users = APIRouter(prefix="/api/v1/users", tags=["Teams and users"], responses=ADMIN_ERRORS, dependencies=_IDS)
 
+    @teams.post("", summary="Create a team", status_code=201, openapi_extra=body_of(CreateTeam))
+    async def create_team(request: Request) -> Response:
+        admin = await require_admin(request, deps)
+        body: CreateTeam = validated(CreateTeam, await read_json_object(request, deps.settings.max_body_bytes))
+        message = auth_pb2.Team()
+        _fill(message, body)
+        return json_response(team_json(await admin.call(deps.auth_stub.CreateTeam, message)), status=201)
 
-@teams.get("", summary="List teams")
-async def list_teams(request: Request) -> Response:
-    admin = await require_admin(request)
-    reply = await admin.call(admin.gw.auth_stub.ListTeams, auth_pb2.ListRequest())
-    return json_response({"object": "list", "data": [team_json(t) for t in reply.teams]})
+    @teams.get("", summary="List teams")
+    async def list_teams(request: Request) -> Response:
+        admin = await require_admin(request, deps)
+        reply = await admin.call(deps.auth_stub.ListTeams, auth_pb2.ListRequest())
+        return json_response({"object": "list", "data": [team_json(t) for t in reply.teams]})
 
+    @teams.get("/{team_id}", summary="One team, with its members")
+    async def get_team(team_id: str, request: Request) -> Response:
+        admin = await require_admin(request, deps)
+        return json_response(team_json(await admin.call(deps.auth_stub.GetTeam, auth_pb2.KeyRef(id=team_id))))
 
-@teams.get("/{team_id}", summary="One team, with its members")
-async def get_team(team_id: str, request: Request) -> Response:
-    admin = await require_admin(request)
-    return json_response(team_json(await admin.call(admin.gw.auth_stub.GetTeam, auth_pb2.KeyRef(id=team_id))))
+    @teams.patch(
+        "/{team_id}", summary="Change a team; its keys see the change at once", openapi_extra=body_of(UpdateTeam)
+    )
+    async def update_team(team_id: str, request: Request) -> Response:
+        admin = await require_admin(request, deps)
+        body: UpdateTeam = validated(UpdateTeam, await read_json_object(request, deps.settings.max_body_bytes))
+        message = auth_pb2.Team(id=team_id)
+        fields = _fill(message, body)
+        change = auth_pb2.UpdateTeamRequest(team=message, fields=fields)
+        return json_response(team_json(await admin.call(deps.auth_stub.UpdateTeam, change)))
 
+    @teams.delete("/{team_id}", summary="Delete a team that has no live keys (409 otherwise)")
+    async def delete_team(team_id: str, request: Request) -> Response:
+        admin = await require_admin(request, deps)
+        reply = await admin.call(deps.auth_stub.DeleteTeam, auth_pb2.KeyRef(id=team_id))
+        return json_response({**team_json(reply), "deleted": True})
 
-@teams.patch("/{team_id}", summary="Change a team; its keys see the change at once", openapi_extra=body_of(UpdateTeam))
-async def update_team(team_id: str, request: Request) -> Response:
-    admin = await require_admin(request)
-    body: UpdateTeam = validated(UpdateTeam, await read_json_object(request, admin.gw.settings.max_body_bytes))
-    message = auth_pb2.Team(id=team_id)
-    fields = _fill(message, body)
-    change = auth_pb2.UpdateTeamRequest(team=message, fields=fields)
-    return json_response(team_json(await admin.call(admin.gw.auth_stub.UpdateTeam, change)))
+    @users.post("", summary="Create a user", status_code=201, openapi_extra=body_of(CreateUser))
+    async def create_user(request: Request) -> Response:
+        admin = await require_admin(request, deps)
+        body: CreateUser = validated(CreateUser, await read_json_object(request, deps.settings.max_body_bytes))
+        if not body.id:
+            body.id = body.email or f"user-{secrets.token_hex(8)}"
+        message = auth_pb2.User()
+        _fill(message, body)
+        return json_response(user_json(await admin.call(deps.auth_stub.CreateUser, message)), status=201)
 
+    @users.get("", summary="List users")
+    async def list_users(request: Request) -> Response:
+        admin = await require_admin(request, deps)
+        reply = await admin.call(deps.auth_stub.ListUsers, auth_pb2.ListRequest())
+        return json_response({"object": "list", "data": [user_json(u) for u in reply.users]})
 
-@teams.delete("/{team_id}", summary="Delete a team that has no live keys (409 otherwise)")
-async def delete_team(team_id: str, request: Request) -> Response:
-    admin = await require_admin(request)
-    reply = await admin.call(admin.gw.auth_stub.DeleteTeam, auth_pb2.KeyRef(id=team_id))
-    return json_response({**team_json(reply), "deleted": True})
+    @users.get("/{user_id}", summary="One user, with their teams")
+    async def get_user(user_id: str, request: Request) -> Response:
+        admin = await require_admin(request, deps)
+        return json_response(user_json(await admin.call(deps.auth_stub.GetUser, auth_pb2.KeyRef(id=user_id))))
 
+    @users.patch(
+        "/{user_id}",
+        summary="Change a user (`team_ids` replaces their memberships)",
+        openapi_extra=body_of(UpdateUser),
+    )
+    async def update_user(user_id: str, request: Request) -> Response:
+        admin = await require_admin(request, deps)
+        body: UpdateUser = validated(UpdateUser, await read_json_object(request, deps.settings.max_body_bytes))
+        message = auth_pb2.User(id=user_id)
+        fields = _fill(message, body)
+        change = auth_pb2.UpdateUserRequest(user=message, fields=fields)
+        return json_response(user_json(await admin.call(deps.auth_stub.UpdateUser, change)))
 
-@users.post("", summary="Create a user", status_code=201, openapi_extra=body_of(CreateUser))
-async def create_user(request: Request) -> Response:
-    admin = await require_admin(request)
-    body: CreateUser = validated(CreateUser, await read_json_object(request, admin.gw.settings.max_body_bytes))
-    if not body.id:
-        body.id = body.email or f"user-{secrets.token_hex(8)}"
-    message = auth_pb2.User()
-    _fill(message, body)
-    return json_response(user_json(await admin.call(admin.gw.auth_stub.CreateUser, message)), status=201)
+    @users.delete("/{user_id}", summary="Delete a user who has no live keys (409 otherwise)")
+    async def delete_user(user_id: str, request: Request) -> Response:
+        admin = await require_admin(request, deps)
+        reply = await admin.call(deps.auth_stub.DeleteUser, auth_pb2.KeyRef(id=user_id))
+        return json_response({**user_json(reply), "deleted": True})
 
-
-@users.get("", summary="List users")
-async def list_users(request: Request) -> Response:
-    admin = await require_admin(request)
-    reply = await admin.call(admin.gw.auth_stub.ListUsers, auth_pb2.ListRequest())
-    return json_response({"object": "list", "data": [user_json(u) for u in reply.users]})
-
-
-@users.get("/{user_id}", summary="One user, with their teams")
-async def get_user(user_id: str, request: Request) -> Response:
-    admin = await require_admin(request)
-    return json_response(user_json(await admin.call(admin.gw.auth_stub.GetUser, auth_pb2.KeyRef(id=user_id))))
-
-
-@users.patch(
-    "/{user_id}",
-    summary="Change a user (`team_ids` replaces their memberships)",
-    openapi_extra=body_of(UpdateUser),
-)
-async def update_user(user_id: str, request: Request) -> Response:
-    admin = await require_admin(request)
-    body: UpdateUser = validated(UpdateUser, await read_json_object(request, admin.gw.settings.max_body_bytes))
-    message = auth_pb2.User(id=user_id)
-    fields = _fill(message, body)
-    change = auth_pb2.UpdateUserRequest(user=message, fields=fields)
-    return json_response(user_json(await admin.call(admin.gw.auth_stub.UpdateUser, change)))
-
-
-@users.delete("/{user_id}", summary="Delete a user who has no live keys (409 otherwise)")
-async def delete_user(user_id: str, request: Request) -> Response:
-    admin = await require_admin(request)
-    reply = await admin.call(admin.gw.auth_stub.DeleteUser, auth_pb2.KeyRef(id=user_id))
-    return json_response({**user_json(reply), "deleted": True})
+    routes = APIRouter()
+    routes.include_router(teams)
+    routes.include_router(users)
+    return routes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import orjson
@@ -12,13 +12,23 @@ from fastapi import APIRouter, Request
 from google.protobuf.json_format import MessageToDict
 from starlette.responses import Response
 
-from iir.v1 import registry_pb2
+from iir.v1 import registry_pb2, registry_pb2_grpc
 from iir_gateway.errors import APIError
+from iir_gateway.keys.authenticator import Authenticator
+from iir_gateway.picking.state import EndpointStates
 from iir_gateway.principal import Principal
-from iir_gateway.runtime import Runtime
 from iir_gateway.server.bodies import client_ip
 
-router = APIRouter(tags=["Registry"])
+
+class RegistryDeps(Protocol):
+    """What the registry routes read of the runtime."""
+
+    @property
+    def auth(self) -> Authenticator: ...
+    @property
+    def registry_stub(self) -> registry_pb2_grpc.RegistryServiceStub: ...
+    @property
+    def endpoints(self) -> EndpointStates: ...
 
 
 # What a key without admin rights sees of a model: no endpoint URLs, pods, namespaces or nodes.
@@ -39,11 +49,11 @@ def _render_public(reply: registry_pb2.StatusResponse, principal: Principal) -> 
     return Response(orjson.dumps({"models": models}), media_type="application/json")
 
 
-def _with_load(model: dict[str, Any], gw: Runtime) -> dict[str, Any]:
+def _with_load(model: dict[str, Any], endpoints: EndpointStates) -> dict[str, Any]:
     """Each endpoint's live load as this gateway sees it: its own in-flight requests and vLLM's scraped
     waiting/running requests and KV-cache use."""
     for endpoint in model.get("endpoints") or []:
-        state = gw.endpoints.get(endpoint["url"])
+        state = endpoints.get(endpoint["url"])
         endpoint["load"] = {
             "in_flight": state.outstanding,
             "waiting": state.waiting,
@@ -54,19 +64,18 @@ def _with_load(model: dict[str, Any], gw: Runtime) -> dict[str, Any]:
     return model
 
 
-def _render(reply: registry_pb2.StatusResponse, gw: Runtime) -> Response:
+def _render(reply: registry_pb2.StatusResponse, endpoints: EndpointStates) -> Response:
     body = {
         "source": reply.source,
         "last_refresh": datetime.fromtimestamp(reply.last_refresh, UTC).isoformat() if reply.last_refresh else None,
-        "models": [_with_load(_as_dict(m), gw) for m in reply.models],
+        "models": [_with_load(_as_dict(m), endpoints) for m in reply.models],
         "nodes": [_as_dict(n) for n in reply.nodes],
         "error": reply.error or None,
     }
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-async def _call(gw: Runtime, method: str) -> registry_pb2.StatusResponse:
-    stub = gw.registry_stub
+async def _call(stub: registry_pb2_grpc.RegistryServiceStub, method: str) -> registry_pb2.StatusResponse:
     try:
         reply: registry_pb2.StatusResponse
         if method == "refresh":
@@ -80,35 +89,39 @@ async def _call(gw: Runtime, method: str) -> registry_pb2.StatusResponse:
         ) from None
 
 
-@router.get(
-    "/v1/registry/status",
-    summary="Models with state, source, replicas, endpoints; GPU nodes "
-    "(admin keys; other keys see their models' names and states)",
-)
-async def registry_status(request: Request) -> Response:
-    gw: Runtime = request.app.state.gateway
-    principal = await gw.auth.authenticate(request.headers, client_ip(request))
-    reply = await _call(gw, "status")
-    return _render(reply, gw) if principal.admin else _render_public(reply, principal)
-
-
 # Keys without admin rights may ask for a re-list (the onboarding guide does), at most this often per
 # gateway process; in between they get the current status.
 PUBLIC_REFRESH_INTERVAL_S = 10.0
 
 
-@router.post(
-    "/v1/registry/refresh",
-    summary="Re-list every model source now (admin keys; other keys at most every 10 s per gateway)",
-)
-async def registry_refresh(request: Request) -> Response:
-    gw: Runtime = request.app.state.gateway
-    principal = await gw.auth.authenticate(request.headers, client_ip(request))
-    if principal.admin:
-        return _render(await _call(gw, "refresh"), gw)
-    state = request.app.state
-    now = time.monotonic()
-    due = now - getattr(state, "public_refresh_at", -PUBLIC_REFRESH_INTERVAL_S) >= PUBLIC_REFRESH_INTERVAL_S
-    if due:
-        state.public_refresh_at = now
-    return _render_public(await _call(gw, "refresh" if due else "status"), principal)
+def router(deps: RegistryDeps) -> APIRouter:
+    """The registry's status and a re-list."""
+    routes = APIRouter(tags=["Registry"])
+    public_refresh_at = -PUBLIC_REFRESH_INTERVAL_S  # when a key without admin rights last had a re-list
+
+    @routes.get(
+        "/v1/registry/status",
+        summary="Models with state, source, replicas, endpoints; GPU nodes "
+        "(admin keys; other keys see their models' names and states)",
+    )
+    async def registry_status(request: Request) -> Response:
+        principal = await deps.auth.authenticate(request.headers, client_ip(request))
+        reply = await _call(deps.registry_stub, "status")
+        return _render(reply, deps.endpoints) if principal.admin else _render_public(reply, principal)
+
+    @routes.post(
+        "/v1/registry/refresh",
+        summary="Re-list every model source now (admin keys; other keys at most every 10 s per gateway)",
+    )
+    async def registry_refresh(request: Request) -> Response:
+        nonlocal public_refresh_at
+        principal = await deps.auth.authenticate(request.headers, client_ip(request))
+        if principal.admin:
+            return _render(await _call(deps.registry_stub, "refresh"), deps.endpoints)
+        now = time.monotonic()
+        due = now - public_refresh_at >= PUBLIC_REFRESH_INTERVAL_S
+        if due:
+            public_refresh_at = now
+        return _render_public(await _call(deps.registry_stub, "refresh" if due else "status"), principal)
+
+    return routes

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import APIRouter
 from starlette.responses import RedirectResponse, Response
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
@@ -20,19 +20,23 @@ _HEADERS = {
 }
 
 
-def install_ui(app: FastAPI) -> None:
+def router() -> APIRouter:
+    """`/ui/` and its files."""
+    routes = APIRouter(include_in_schema=False)
     files = {name: (UI_DIR / name).read_bytes() for name in _TYPES}  # read once; a fixed set, no paths from URLs
 
-    @app.get("/ui", include_in_schema=False)
+    @routes.get("/ui")
     async def ui_root() -> Response:
         return RedirectResponse("/ui/")
 
-    @app.get("/ui/", include_in_schema=False)
+    @routes.get("/ui/")
     async def ui_index() -> Response:
         return Response(files["index.html"], media_type=_TYPES["index.html"], headers=_HEADERS)
 
-    @app.get("/ui/{name}", include_in_schema=False)
+    @routes.get("/ui/{name}")
     async def ui_file(name: str) -> Response:
         if name not in files:
             return Response(b"Not Found", status_code=404, media_type="text/plain")
         return Response(files[name], media_type=_TYPES[name], headers=_HEADERS)
+
+    return routes

@@ -22,27 +22,22 @@ from typing import Any
 import orjson
 
 from iir_gateway.accounting.storage_quota import scopes_of
-from iir_gateway.answer import Answer
 from iir_gateway.batches.files import FileStore
 from iir_gateway.batches.store import FINAL, QUOTA_TTL_S, BatchStore
 from iir_gateway.errors import APIError
+from iir_gateway.inbound import responses_answer as responses
+from iir_gateway.inbound.responses_request import chat_request
+from iir_gateway.inbound.routes import batch_endpoints
 from iir_gateway.keys.owners import OwnerLookup, OwnerRefused
-from iir_gateway.pipeline.context import RequestContext
+from iir_gateway.pipeline.entry import run_request
 from iir_gateway.pipeline.pipeline import Pipeline
+from iir_gateway.pipeline.rate_limit_waits import RateLimitWaits, Sleep
 from iir_gateway.principal import Principal
 from iir_gateway.request_ids import valid_request_id
-from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, InferenceRequest
-from iir_gateway.wire import openai_responses as responses
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS: dict[str, tuple[str, type[InferenceRequest]]] = {
-    "/v1/chat/completions": ("chat/completions", ChatCompletionRequest),
-    "/v1/completions": ("completions", CompletionRequest),
-    "/v1/embeddings": ("embeddings", EmbeddingRequest),
-    "/v1/responses": ("chat/completions", ChatCompletionRequest),  # translated, as POST /v1/responses is
-}
-RATE_LIMIT_WAITS = 20
+ENDPOINTS = batch_endpoints()  # path → (operation, schema), from the one route table
 AUTH_WAIT_S = (1.0, 5.0)  # while auth cannot say whether the key may go on: first and longest pause
 CUSTOM_ID_RULE = "1 to 128 ASCII letters, digits, '_', '-', '.' or ':'"
 
@@ -89,10 +84,12 @@ class BatchRunner:
         concurrency: int,
         lease_s: float = 30.0,
         poll_s: float = 1.0,
+        sleep: Sleep = asyncio.sleep,  # a rate-limited line's waits
     ) -> None:
         self.pipeline, self.batches, self.files, self.owners = pipeline, batches, files, owners
         self.concurrency = max(1, concurrency)
         self.lease_s, self.poll_s = lease_s, poll_s
+        self.sleep = sleep
         self.holder = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._task: asyncio.Task[None] | None = None
 
@@ -229,7 +226,8 @@ class BatchRunner:
             }
         path, schema = ENDPOINTS[endpoint]
         request_id = f"{batch_id}-{custom_id}"[:128]
-        for waits in range(RATE_LIMIT_WAITS + 1):
+        waits = RateLimitWaits(self.sleep)  # a rate-limited line waits; a used-up budget fails it
+        while True:
             # Asked again after every wait: a change while the line waited for its limits counts.
             principal = await self.owners.current(made_by, priority=0)  # interactive traffic first
             try:
@@ -239,31 +237,22 @@ class BatchRunner:
                         raise APIError(
                             400, "A batch line cannot continue a stored response.", param="previous_response_id"
                         )
-                    sent = responses.chat_request(sent, [])
-                ctx = RequestContext(path, schema, principal=principal, body=sent, request_id=request_id)
-                answer: Answer = await self.pipeline.run(ctx)
-                assert answer.document is not None
+                    sent = chat_request(sent, [])
+                answer = await run_request(
+                    self.pipeline, path, schema, body=sent, principal=principal, request_id=request_id
+                )
+                assert answer is not None and answer.document is not None  # unwatched, and not streamed
                 result = answer.document.json()
                 if endpoint == "/v1/responses":
                     result = _response(body, answer.model, result)
                 response = {"status_code": 200, "request_id": request_id, "body": result}
                 return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}
             except APIError as exc:
-                retry = exc.headers.get("retry-after", "")
-                # A batch waits for its rate limits; a used-up budget (it resets in hours or days) fails the line.
-                limited = exc.status == 429 and exc.code != "insufficient_quota" and retry.isdigit()
-                if limited and waits < RATE_LIMIT_WAITS:
-                    await asyncio.sleep(min(float(retry) or 1.0, 30.0))
+                if await waits.after(exc):
                     continue
-                error = {
-                    "message": exc.message,
-                    "type": exc.type or "invalid_request_error",
-                    "param": exc.param,
-                    "code": exc.code,
-                }
+                error = exc.error_object()
                 response = {"status_code": exc.status, "request_id": request_id, "body": {"error": error}}
                 return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}
-        raise AssertionError("unreachable")
 
     async def _count_results(self, batch_id: str, made_by: Principal, held: int) -> None:
         """Counts the results kept so far (`held` bytes) with the batch, in its key's, team's and the global

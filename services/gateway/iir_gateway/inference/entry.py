@@ -1,63 +1,78 @@
-"""The inference endpoints' edge: one request in, through the pipeline, its answer out as ASGI."""
+"""The inference edge: one request of an inbound protocol in, through the pipeline, its answer (or error)
+out as ASGI, written as that protocol's clients expect."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive
 
-from iir_common.logging import request_id_var
-from iir_gateway.answer import Answer
-from iir_gateway.inference.asgi_answer import to_response, with_id
+from iir_gateway.errors import APIError
+from iir_gateway.inbound.base import Exchange, InboundProtocol
+from iir_gateway.inference.asgi_answer import to_response
 from iir_gateway.pipeline.context import BodyReader
 from iir_gateway.pipeline.entry import run_request
 from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.principal import Principal
-from iir_gateway.schemas import ChatCompletionRequest, InferenceRequest
-from iir_gateway.server.bodies import client_ip
-from iir_gateway.wire.base import NativeBody
+
+
+class BodyLimit(Protocol):
+    """The setting the routes that read a request body read."""
+
+    @property
+    def max_body_bytes(self) -> int: ...
+
 
 # What a client that went away gets (nobody reads it; the access log and metrics do).
 CLIENT_CLOSED = 499
 
 
-async def serve_inference(
+async def serve(
     pipeline: Pipeline,
+    protocol: InboundProtocol,
     headers: Mapping[str, str],
     client_ip: str,
-    read_body: BodyReader,
-    schema: type[InferenceRequest],
-    endpoint: str,
-    receive: Receive | None = None,
+    read_json: Callable[[], Awaitable[dict[str, Any]]],
+    receive: Receive,
 ) -> Response:
-    """Serves one request to `endpoint` (`chat/completions`, `completions`, `embeddings`) as OpenAI does."""
-    answer = await run_request(
-        pipeline, endpoint, schema, read_body=read_body, headers=headers, client_ip=client_ip, receive=receive
-    )
+    """Serves one request of `protocol`: its body is read (`read_json`) and translated once the key is
+    known."""
+    exchange = protocol.exchange(headers)
+
+    async def read_body() -> dict[str, Any]:
+        return exchange.request(await read_json())
+
+    return await serve_exchange(pipeline, protocol, exchange, read_body, headers, client_ip, receive)
+
+
+async def serve_exchange(
+    pipeline: Pipeline,
+    protocol: InboundProtocol,
+    exchange: Exchange,
+    read_body: BodyReader,
+    headers: Mapping[str, str],
+    client_ip: str,
+    receive: Receive,
+    principal: Principal | None = None,
+) -> Response:
+    """Runs `exchange`'s request (the pipeline's form, from `read_body`) through the pipeline; a client
+    that goes away meanwhile cancels it. `principal`: the caller, when the route already knows it."""
+    try:
+        answer = await run_request(
+            pipeline,
+            protocol.operation,
+            protocol.schema,
+            read_body=read_body,
+            headers=headers,
+            client_ip=client_ip,
+            principal=principal,
+            native=exchange.native,
+            receive=receive,
+        )
+    except APIError as exc:
+        return protocol.error(exc)
     if answer is None:
         return Response(status_code=CLIENT_CLOSED)
-    client_id = headers.get("x-request-id")
-    if client_id and client_id == request_id_var.get():  # the client's, and valid (else IIR made one)
-        answer = with_id(answer, client_id)
-    return to_response(answer)
-
-
-async def run_chat(
-    request: Request, read_body: BodyReader, principal: Principal | None = None, native: NativeBody | None = None
-) -> Answer | None:
-    """A chat request that another API was translated into (Messages, Responses), through the pipeline;
-    `native`: the request as the client wrote it, for an upstream of that API."""
-    pipeline: Pipeline = request.app.state.pipeline
-    return await run_request(
-        pipeline,
-        "chat/completions",
-        ChatCompletionRequest,
-        read_body=read_body,
-        headers=request.headers,
-        client_ip=client_ip(request),
-        principal=principal,
-        native=native,
-        receive=request.receive,
-    )
+    return await to_response(answer, exchange)

@@ -110,10 +110,6 @@ _MAX_EVENTS = 100_000  # entries of a job's event stream (the oldest are trimmed
 _EVENT_OVERHEAD = 32  # about what Redis keeps per stream entry beside its fields
 
 
-class QueueFull(Exception):
-    """The key already has as many unfinished jobs as it may."""
-
-
 class JobStore:
     def __init__(
         self, redis: aioredis.Redis, prefix: str, result_ttl_s: int, quota: StorageQuota | None = None
@@ -150,8 +146,8 @@ class JobStore:
 
     async def submit(
         self, principal: Principal, kind: str, path: str, request: dict[str, Any], max_queued: int = 0
-    ) -> Job:
-        """Stores and queues a job; QueueFull when its owner has `max_queued` unfinished ones."""
+    ) -> Job | None:
+        """Stores and queues a job; None when its owner has `max_queued` unfinished ones (0: no bound)."""
         job = Job(
             id=f"job_{uuid.uuid4().hex}",
             owner=principal.key_id,
@@ -171,7 +167,7 @@ class JobStore:
         ):
             if self.quota is not None:
                 await self.quota.release("jobs", scopes, job.id)
-            raise QueueFull(job.owner)
+            return None
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.key(job.id), mapping=self._fields(job))
             pipe.xadd(self.stream(band(principal.priority)), {"job": job.id})

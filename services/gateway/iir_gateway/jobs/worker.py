@@ -28,28 +28,33 @@ from iir_gateway.caching.assembler import StreamAssembler
 from iir_gateway.errors import APIError
 from iir_gateway.jobs.store import BANDS, FINAL, GROUP, Job, JobStore
 from iir_gateway.keys.owners import OwnerLookup, OwnerRefused
-from iir_gateway.pipeline.context import RequestContext
+from iir_gateway.pipeline.entry import run_request
 from iir_gateway.pipeline.pipeline import Pipeline
+from iir_gateway.pipeline.rate_limit_waits import RateLimitWaits, Sleep
 from iir_gateway.schemas import ChatCompletionRequest
 
 log = logging.getLogger(__name__)
 
 CANCEL_CHECK_S = 0.25
 MAX_BACKOFF_S = 10.0
-# A job refused by its key's token limit waits for the bucket, this many times at most.
-RATE_LIMIT_WAITS = 3
-MAX_RATE_LIMIT_WAIT_S = 60.0
 
 
 class JobWorker:
     def __init__(
-        self, pipeline: Pipeline, store: JobStore, owners: OwnerLookup, concurrency: int, claim_idle_s: float
+        self,
+        pipeline: Pipeline,
+        store: JobStore,
+        owners: OwnerLookup,
+        concurrency: int,
+        claim_idle_s: float,
+        sleep: Sleep = asyncio.sleep,  # a rate-limited job's waits
     ) -> None:
         self.pipeline = pipeline
         self.store = store
         self.owners = owners
         self.concurrency = concurrency
         self.claim_idle_s = claim_idle_s
+        self.sleep = sleep
         self.name = f"{socket.gethostname()}-{os.getpid()}"
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -137,12 +142,7 @@ class JobWorker:
     async def _refused(self, job: Job, refused: OwnerRefused) -> None:
         """Cancels the job of a key that may no longer run it."""
         log.info("job cancelled: its key was refused", extra={"job_id": job.id, "reason": refused.reason})
-        error = {
-            "message": f"The job was cancelled: {refused.why}.",
-            "type": "invalid_request_error",
-            "code": refused.code,
-            "status": 401,
-        }
+        error = _job_error(APIError(401, f"The job was cancelled: {refused.why}.", code=refused.code))
         await self._finish(job, "cancelled", error=error)
 
     async def _execute(self, job: Job) -> None:
@@ -173,54 +173,43 @@ class JobWorker:
             await self._refused(job, refused)
             return
         except APIError as exc:
-            error = {"message": exc.message, "type": exc.type or "api_error", "code": exc.code, "status": exc.status}
-            await self._finish(job, "failed", error=error)
+            await self._finish(job, "failed", error=_job_error(exc))
             return
         if cancelled:
             log.info("job cancelled", extra={"job_id": job.id})
             return
         completion = assembler.completion()
         if completion is None:
-            await self._finish(
-                job,
-                "failed",
-                error={
-                    "message": "The upstream stream broke off.",
-                    "type": "upstream_error",
-                    "code": "upstream_error",
-                    "status": 502,
-                },
-            )
+            broke = APIError(502, "The upstream stream broke off.", code="upstream_error")
+            await self._finish(job, "failed", error=_job_error(broke))
             return
         await self._finish(job, "completed", result=completion)
 
     async def _serve(self, job: Job, body: dict[str, Any]) -> EventStream:
         """The job's request on its owner's behalf, as the key is now (its request was counted against
-        the key's RPM when it was queued, its tokens are counted now); a token-limit 429 waits for the
-        bucket a few times. OwnerRefused when the key may no longer run it."""
-        for waits in range(RATE_LIMIT_WAITS + 1):
-            ctx = RequestContext(
-                job.path,
-                ChatCompletionRequest,
-                principal=await self.owners.current(job.caller()),
-                body=body,
-                count_request=False,
-                request_id=job.id,  # vLLM names its answer after it (`chatcmpl-<request id>`)
-            )
+        the key's RPM when it was queued, its tokens are counted now); a rate-limited one waits as
+        `pipeline/rate_limit_waits.py` says. OwnerRefused when the key may no longer run it."""
+        waits = RateLimitWaits(self.sleep)
+        while True:
+            principal = await self.owners.current(job.caller())  # asked again after each wait
             try:
-                answer = await self.pipeline.run(ctx)
-                if answer.stream is None:
-                    raise APIError(502, "The model did not stream its answer.", code="upstream_error")
-                return answer.stream
+                answer = await run_request(
+                    self.pipeline,
+                    job.path,
+                    ChatCompletionRequest,
+                    body=body,
+                    principal=principal,
+                    count_request=False,
+                    request_id=job.id,  # vLLM names its answer after it (`chatcmpl-<request id>`)
+                )
             except APIError as exc:
-                retry = exc.headers.get("retry-after", "")
-                # A used-up budget fails the job at once: it resets in hours or days, not seconds.
-                if exc.status != 429 or exc.code == "insufficient_quota" or not retry.isdigit():
-                    raise
-                if waits == RATE_LIMIT_WAITS:
-                    raise
-                await asyncio.sleep(min(float(retry), MAX_RATE_LIMIT_WAIT_S))
-        raise AssertionError("unreachable")
+                if await waits.after(exc):
+                    continue
+                raise
+            assert answer is not None  # no client to leave: only a watched request ends without one
+            if answer.stream is None:
+                raise APIError(502, "The model did not stream its answer.", code="upstream_error")
+            return answer.stream
 
     async def _relay(self, job: Job, stream: EventStream, assembler: StreamAssembler) -> bool:
         """Publishes the answer's events as token events; True when the job was cancelled meanwhile,
@@ -248,3 +237,8 @@ class JobWorker:
             return  # cancelled meanwhile: that was final
         await self.store.add_event(job.id, "status", {"status": status, **fields})
         log.info("job finished", extra={"job_id": job.id, "status": status})
+
+
+def _job_error(error: APIError) -> dict[str, Any]:
+    """A job's `error`: OpenAI's error object and the HTTP status a request would have had."""
+    return {**error.error_object(), "status": error.status}

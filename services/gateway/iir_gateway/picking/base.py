@@ -1,4 +1,4 @@
-"""The plugin interfaces and the request facts plugins read."""
+"""What picking plugins read: the request's facts, and the context their factories get."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from iir_gateway.picking.state import EndpointState, EndpointStates
+from iir_gateway.picking.state import EndpointStates
 
 
 @dataclass(frozen=True)
@@ -25,24 +25,6 @@ class PickRequest:
     # when the model names no tokenizer. `block_size` tokens each.
     kv_blocks: list[int] = field(default_factory=list)
     block_size: int = 16
-
-
-class Filter(Protocol):
-    def filter(self, request: PickRequest, endpoints: Sequence[EndpointState], now: float) -> list[EndpointState]:
-        """The endpoints still eligible; an empty result means none is."""
-        ...
-
-
-class Scorer(Protocol):
-    def score(self, request: PickRequest, endpoints: Sequence[EndpointState]) -> list[float]:
-        """One score in [0, 1] per endpoint, higher is better."""
-        ...
-
-
-class Picker(Protocol):
-    def pick(
-        self, request: PickRequest, endpoints: Sequence[EndpointState], scores: Sequence[float]
-    ) -> EndpointState: ...
 
 
 class BlockIndex(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -21,7 +22,6 @@ class EndpointState:
     running_adapters: frozenset[str] = frozenset()
     waiting_adapters: frozenset[str] = frozenset()
     max_loras: int = 0
-    metrics_at: float = 0.0
     # Passive health: consecutive failures; ejected until `ejected_until`, then one probe request.
     failures: int = 0
     ejected_until: float = 0.0
@@ -110,14 +110,12 @@ class EndpointStates:
         waiting: float,
         running: float,
         kv_cache_usage: float,
-        now: float | None = None,
         adapters: tuple[frozenset[str], frozenset[str], int] = (frozenset(), frozenset(), 0),
     ) -> None:
         """Fresh figures from the replica's /metrics; `adapters` is (running, waiting, max_loras)."""
         state = self.get(url)
         state.waiting, state.running, state.kv_cache_usage = waiting, running, kv_cache_usage
         state.running_adapters, state.waiting_adapters, state.max_loras = adapters
-        state.metrics_at = time.monotonic() if now is None else now
 
     def remember_prefixes(self, url: str, blocks: list[int]) -> None:
         prefixes = self.get(url).prefixes
@@ -127,7 +125,7 @@ class EndpointStates:
         while len(prefixes) > self.prefix_capacity:
             prefixes.popitem(last=False)
 
-    def forget_except(self, urls: set[str]) -> None:
-        """Drops the state of endpoints no model has any more."""
-        for url in [u for u in self._states if u not in urls]:
-            del self._states[url]
+    def forget(self, urls: Iterable[str]) -> None:
+        """Drops the state of replicas no model has any more (their prefixes, and their metric series)."""
+        for url in urls:
+            self._states.pop(url, None)

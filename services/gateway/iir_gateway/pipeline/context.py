@@ -11,7 +11,7 @@ from iir_common.logging import request_id_var
 from iir_gateway.accounting.token_estimate import TokenEstimate, estimate_tokens
 from iir_gateway.pipeline.request_span import RequestSpan
 from iir_gateway.principal import Principal
-from iir_gateway.routing.auto_router import Route
+from iir_gateway.providers.directory import ServedModel
 from iir_gateway.schemas import InferenceRequest
 from iir_gateway.wire.base import NativeBody
 
@@ -33,13 +33,12 @@ class RequestContext:
 
     principal: Principal | None = None  # authenticate (or set by the caller, for a job)
     body: dict[str, Any] = field(default_factory=dict)  # validate; scrub replaces it with a scrubbed copy
-    request: InferenceRequest | None = None  # validate
     stream: bool = False
     client_usage: bool = False  # the client asked for the usage event of its stream
     scrub_mode: str = "off"  # scrub
     scrubbed: set[str] = field(default_factory=set)  # kinds of secrets found
-    route: Route | None = None  # auto-route
     model: str = ""  # the public model asked for, or chosen by auto routing
+    served: ServedModel | None = None  # access: `model` parsed, with its provider
     estimate: TokenEstimate | None = None  # admit, for keys with token limits
     cache_key: str | None = None  # cache
     cache_hit: bool = False

@@ -34,13 +34,15 @@ async def run_request(
     request_id: str | None = None,
     count_request: bool = True,
     receive: Receive | None = None,
+    state: Mapping[str, Any] | None = None,
 ) -> Answer | None:
     """One request to `operation` (`chat/completions`, `completions`, `embeddings`) through the pipeline.
 
     The body is given (`body`: a batch line, a job) or read once the key is known (`read_body`: HTTP).
     `principal`: the caller when already known (else the pipeline authenticates `headers`). With
     `receive` (an HTTP client), a client that goes away while its answer is made cancels the request,
-    and with it the upstream call: None then. A stream watches for that itself once it is sent."""
+    and with it the upstream call: None then. A stream watches for that itself once it is sent.
+    `state`: steps' per-request state to start with, by step name (a job's kind, for Enqueue)."""
     body_read = asyncio.Event()
     reader: BodyReader | None = None
     if read_body is not None:
@@ -65,6 +67,8 @@ async def run_request(
     )
     if request_id is not None:
         ctx.request_id = request_id
+    if state:
+        ctx.state.update(state)
     if receive is None:
         return await pipeline.run(ctx)
     return await _unless_client_leaves(pipeline.run(ctx), receive, body_read)

@@ -24,7 +24,6 @@ from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.scrubbing.stream import StreamScrubber
 
-MODES = ("redact", "block", "off")
 # The body's own model name routes the request (any other string, an identifier or an enumeration
 # included, may be where a client put a secret: `metadata.model`, a schema's `format`).
 _ROUTING = frozenset({"model"})

@@ -5,6 +5,9 @@ Without them a client that sends half a request holds a socket (and its buffers)
 
 It also sends a response's head with its first body bytes: uvicorn writes the status line and headers
 on their own, which costs a second send() per answer and a TCP segment with no body in it.
+
+uvicorn makes a protocol object per connection from what `guarded_protocol(limits)` returns; `__main__`
+hands it the limits from the settings.
 """
 
 from __future__ import annotations
@@ -12,14 +15,13 @@ from __future__ import annotations
 import asyncio
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from iir_gateway.errors import error_body
-from iir_gateway.networks import Network, in_networks, parse_networks
+from iir_gateway.networks import Network, in_networks
 from iir_gateway.server.connection_counts import ConnectionCounts
-from iir_gateway.settings import GatewaySettings
 from iir_gateway.workers import shared_dir
 
 _BODY = error_body(408, "The request was not received in time.", code="request_timeout")
@@ -30,26 +32,21 @@ _TIMEOUT_REPLY = (
 
 
 @dataclass(frozen=True, slots=True)
-class _Limits:
+class ConnectionLimits:
+    """The deadlines for a request's headers and then its body, and the open connections a client address
+    may hold (addresses in `proxies` excepted)."""
+
     header_timeout_s: float
     body_timeout_s: float
     per_client: int
     proxies: tuple[Network, ...]
-    open_connections: ConnectionCounts
 
 
 @functools.cache
-def _limits() -> _Limits:
-    """This process's settings, read once (a protocol object is made per connection)."""
-    settings = GatewaySettings()
+def _open_connections() -> ConnectionCounts:
+    """This process's counts of open connections per address (over all workers when they share a folder)."""
     shared = shared_dir()
-    return _Limits(
-        settings.header_timeout_s,
-        settings.body_timeout_s,
-        settings.max_connections_per_client,
-        parse_networks(settings.trusted_proxies, "IIR_TRUSTED_PROXIES"),
-        ConnectionCounts(shared / "connections" if shared else None),
-    )
+    return ConnectionCounts(shared / "connections" if shared else None)
 
 
 class _HeadWithBody:
@@ -97,9 +94,10 @@ class _HeadWithBody:
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """Closes connections whose headers or body do not arrive in time, and those past the per-address cap."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._limits = _limits()
+        self._limits = limits
+        self._open_connections = _open_connections()
         self._deadline: asyncio.TimerHandle | None = None
         self._peer = ""
 
@@ -107,7 +105,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._peer = self.client[0] if self.client else ""
         self._writer = _HeadWithBody(transport, self.loop)
-        count = self._limits.open_connections.open(self._peer)
+        count = self._open_connections.open(self._peer)
         if count > self._limits.per_client and not in_networks(self._peer, self._limits.proxies):
             transport.close()  # connection_lost gives the slot back
             return
@@ -115,7 +113,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        self._limits.open_connections.close(self._peer)
+        self._open_connections.close(self._peer)
         super().connection_lost(exc)
 
     def _arm(self, seconds: float) -> None:
@@ -151,3 +149,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._disarm()
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
+    """What uvicorn's `http` takes: GuardedHttpToolsProtocol with `limits`. uvicorn only calls it, as it
+    would the class; a partial pickles into the worker processes, where a class attribute set here would
+    not follow."""
+    return cast("type[asyncio.Protocol]", functools.partial(GuardedHttpToolsProtocol, limits=limits))

@@ -15,7 +15,6 @@ from typing import Any
 from iir_gateway.answer import Answer
 from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
-from iir_gateway.settings import GatewaySettings
 from iir_gateway.upstream.errors import UpstreamError, upstream_error, upstream_message
 from iir_gateway.upstream.http11 import HTTP11Client, Response, UpstreamConnectError
 from iir_gateway.upstream.relay import StreamRelay
@@ -28,16 +27,10 @@ log = logging.getLogger(__name__)
 
 
 class UpstreamClient:
-    def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics) -> None:
-        self.settings = settings
+    def __init__(self, defaults: Timeouts, metrics: GatewayMetrics) -> None:
+        self.defaults = defaults  # for an upstream that names no timeouts of its own
         self.metrics = metrics
         self._http: HTTP11Client | None = None
-        self.defaults = Timeouts(
-            connect_s=settings.upstream_connect_timeout_s,
-            first_token_s=settings.upstream_first_token_timeout_s,
-            read_s=settings.upstream_read_timeout_s,
-            total_s=settings.upstream_total_timeout_s,
-        )
 
     async def start(self) -> None:
         # Bodies are relayed as bytes, so upstreams must not compress them: no Accept-Encoding is sent.

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
 DONE = b"[DONE]"
 DONE_FRAME = b"data: [DONE]\n\n"
 
 
 def frame(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
+
+
+def named_frames(events: Iterable[tuple[str, Any]]) -> bytes:
+    """Frames with an `event:` name each (the Messages and Responses streams)."""
+    return b"".join(b"event: %s\ndata: %s\n\n" % (name.encode(), orjson.dumps(data)) for name, data in events)
 
 
 class SSEParser:

@@ -1,4 +1,6 @@
-"""Step 5: the model's name is one IIR serves, and the key may use it."""
+"""Step 5: the model's name is one IIR serves, and the key may use it. An `auto` name is checked once a
+model is chosen for it: by AutoRoute, before this step, or when a queued job runs. The name is parsed
+here, once: the later steps read `ctx.served`."""
 
 from __future__ import annotations
 
@@ -8,11 +10,13 @@ from iir_gateway.answer import Answer
 from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.pipeline.step import Step
 from iir_gateway.principal import Principal
+from iir_gateway.providers.directory import ServedModel
+from iir_gateway.routing.auto_router import is_auto
 
 
 class AccessPolicy(Protocol):
-    def check_access(self, model: str, principal: Principal) -> None:
-        """APIError 404 for a name no provider serves, 403 when the key may not use it."""
+    def check_access(self, model: str, principal: Principal) -> ServedModel:
+        """The model, parsed; APIError 404 for a name no provider serves, 403 when the key may not use it."""
         ...
 
 
@@ -24,5 +28,6 @@ class Access(Step):
 
     async def before(self, ctx: RequestContext) -> Answer | None:
         assert ctx.principal is not None
-        self.policy.check_access(ctx.model, ctx.principal)
+        if not is_auto(ctx.model):
+            ctx.served = self.policy.check_access(ctx.model, ctx.principal)
         return None

@@ -33,19 +33,17 @@ class SpendSink(Protocol):
     def untrack(self, record_id: str) -> None: ...
 
 
-class ModelLabels(Protocol):
-    def model_label(self, model: str) -> tuple[str, str]:
-        """(model, provider) as bounded metric labels."""
-        ...
+def _labels(ctx: RequestContext) -> tuple[str, str]:
+    """(model, provider) as bounded metric labels."""
+    return ctx.served.labels() if ctx.served is not None else ("other", "other")
 
 
 class Account(Step):
     name = "account"
 
-    def __init__(self, spend: SpendSink, prices: Prices, labels: ModelLabels, metrics: GatewayMetrics) -> None:
+    def __init__(self, spend: SpendSink, prices: Prices, metrics: GatewayMetrics) -> None:
         self.spend = spend
         self.prices = prices
-        self.labels = labels
         self.metrics = metrics
 
     async def before(self, ctx: RequestContext) -> None:
@@ -61,7 +59,7 @@ class Account(Step):
             return None  # no answer yet: nothing generated
         prompt = ctx.token_counts()[0]
         completion = int(getattr(relay, "text_events", 0))
-        _, provider = self.labels.model_label(ctx.model)
+        _, provider = _labels(ctx)
         cost = self.prices.price(ctx.answered_by or ctx.model).cost_nano(prompt, 0, completion)
         return self._record(ctx, provider, prompt, completion, cost)
 
@@ -99,7 +97,7 @@ class Account(Step):
 
     def on_complete(self, ctx: RequestContext) -> None:
         m = self.metrics
-        model_label, provider_label = self.labels.model_label(ctx.model)
+        model_label, provider_label = _labels(ctx)
         m.model_requests.labels(model_label, provider_label, str(ctx.status)).inc()
         if ctx.principal is None:
             return

@@ -4,10 +4,10 @@ request's worst case (the prompt's bound for text, `token_estimate.prompt_bound`
 token) from the budgets, before the request goes on, with one of the key's parallel slots: a request whose
 `max_tokens` the budgets cannot pay is refused, and one without `max_tokens` from a key with a budget gets
 the completion tokens the budgets can pay (at most `budget_max_tokens`) as its `max_tokens` (and any other
-completion limit it carries) upstream, named in `x-iir-max-tokens`. Counts sent as `8.0` or `"8"` are
-forwarded as the integers the schema read, so every upstream generates what was reserved. When it is
-over, the reservation is settled once with what was really used (nothing, when the request failed) and
-the slot freed."""
+completion limit it carries) upstream, named in `x-iir-max-tokens`. When it is over, the reservation is
+settled once with what was really used (nothing, when the request failed) and the slot freed. With
+`request_only` (a job's submission) only the request is counted, against the RPM (and refused over
+budget): its tokens are reserved when it runs."""
 
 from __future__ import annotations
 
@@ -29,22 +29,7 @@ from iir_gateway.principal import Principal
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
-COUNTS = ("n", "best_of", "max_tokens", "max_completion_tokens")
 COMPLETION_LIMITS = ("max_tokens", "max_completion_tokens")  # what an upstream may read as the answer's limit
-
-
-def normalise_counts(ctx: RequestContext) -> None:
-    """Counts the schema accepted in another form (`8.0`, `"8"`, `true`) as the integers it read: the
-    limits reserve for those, and an upstream must not read them otherwise."""
-    fixed = {}
-    for name in COUNTS:
-        value = ctx.body.get(name)
-        if value is not None and type(value) is not int:
-            parsed = getattr(ctx.request, name, None)
-            if isinstance(parsed, int) and not isinstance(parsed, bool):
-                fixed[name] = parsed
-    if fixed:
-        ctx.body = {**ctx.body, **fixed}
 
 
 def cap_completion(ctx: RequestContext, tokens: int) -> None:
@@ -76,19 +61,29 @@ class Admit(Step):
     name = "admit"
 
     def __init__(
-        self, limiter: Limiter, prices: Prices, completion_reserve: int, spawn: Spawn, budget_max_tokens: int = 4096
+        self,
+        limiter: Limiter,
+        prices: Prices,
+        completion_reserve: int,
+        spawn: Spawn,
+        budget_max_tokens: int = 4096,
+        request_only: bool = False,
     ) -> None:
         self.limiter = limiter
         self.prices = prices
         self.completion_reserve = completion_reserve
         self.budget_max_tokens = budget_max_tokens
         self.spawn = spawn
+        self.request_only = request_only
 
     def _ask(self, ctx: RequestContext, principal: Principal) -> BudgetAsk | None:
         """The request's worst case for the budgets (None when the key has none)."""
         if not (principal.spends_money or principal.budget_tokens > 0):
             return None
-        price = self.prices.price(ctx.model) if principal.spends_money else None
+        price = None
+        if principal.spends_money:
+            assert ctx.served is not None  # Access found the model
+            price = ctx.served.price()
         asked = asked_max_tokens(ctx.body)
         completion = (asked or self.budget_max_tokens) if ctx.operation != "embeddings" else 0
         prompt = prompt_bound(ctx.body)  # not the estimate: a prompt can have more tokens than it says
@@ -104,7 +99,9 @@ class Admit(Step):
     async def before(self, ctx: RequestContext) -> Answer | None:
         principal = ctx.principal
         assert principal is not None
-        normalise_counts(ctx)
+        if self.request_only:  # nothing is held, so nothing is settled
+            ctx.response_headers.update((await self.limiter.admit(principal, 0)).headers)
+            return None
         # Estimating costs a walk over the messages: only keys with token limits need it up front.
         if principal.limited:
             ctx.estimate = estimate_tokens(ctx.body, self.completion_reserve)

@@ -22,7 +22,7 @@ class AutoRoute(Step):
 
     async def before(self, ctx: RequestContext) -> Answer | None:
         if is_auto(ctx.model):
-            ctx.route = await self.router.choose(ctx.model, ctx.body)
-            ctx.model = ctx.route.model
-            ctx.response_headers["x-iir-route"] = ctx.route.header
+            route = await self.router.choose(ctx.model, ctx.body)
+            ctx.model = route.model
+            ctx.response_headers["x-iir-route"] = route.header
         return None

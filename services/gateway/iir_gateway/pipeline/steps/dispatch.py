@@ -3,8 +3,9 @@ the model's fallbacks in order.
 
 A retry happens only when nothing was generated: a connection failure, a 429 or a 5xx before any byte
 of the answer. Each attempt resolves the model again, so a local model's retry may go to another
-replica. The answer names the model that answered (`x-iir-model`). Streams always ask the upstream for
-usage; the usage event is removed here when the client did not ask for it.
+replica. The asked model is the one Access found (`ctx.served`); a fallback is found, and the key's
+access to it checked, here. The answer names the model that answered (`x-iir-model`). Streams always
+ask the upstream for usage; the usage event is removed here when the client did not ask for it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.pipeline.step import Step
 from iir_gateway.principal import Principal
 from iir_gateway.providers.base import Provider, RouteRequest
+from iir_gateway.providers.directory import ServedModel
 from iir_gateway.upstream.errors import UpstreamError
 from iir_gateway.upstream.target import Upstream
 from iir_gateway.wire.base import NativeBody
@@ -37,11 +39,9 @@ MAX_BACKOFF_S = 2.0
 
 
 class Directory(Protocol):
-    async def route(self, model: str, principal: Principal, request: RouteRequest) -> tuple[Provider, Upstream]:
-        """The provider and upstream for a public model name; APIError 403/404/429/503."""
+    def find(self, model: str) -> ServedModel:
+        """A public model name, parsed; APIError 404 for a name no provider serves."""
         ...
-
-    def fallbacks(self, model: str) -> tuple[str, ...]: ...
 
 
 class Forwarder(Protocol):
@@ -49,7 +49,7 @@ class Forwarder(Protocol):
         self,
         provider: str,
         upstream: Upstream,
-        endpoint: str,
+        operation: str,
         body: Mapping[str, Any],
         *,
         stream: bool,
@@ -98,6 +98,16 @@ class Dispatch(Step):
         self.directory = directory
         self.forwarder = forwarder
 
+    def _served(self, ctx: RequestContext, name: str, principal: Principal, chain: list[str]) -> ServedModel:
+        """The model `name`, its fallbacks added to `chain`: the asked one as Access found it, another found
+        here (APIError 404) and checked (403: its own fallbacks are still tried)."""
+        asked = ctx.served
+        served = asked if asked is not None and asked.public == name else self.directory.find(name)
+        chain += [f for f in served.fallbacks() if f not in chain]
+        if served is not asked:  # Access checked the asked one
+            served.check_access(principal)
+        return served
+
     async def before(self, ctx: RequestContext) -> Answer | None:
         principal = ctx.principal
         assert principal is not None
@@ -108,11 +118,13 @@ class Dispatch(Step):
             if index >= len(chain):
                 break
             name = chain[index]
-            chain += [f for f in self.directory.fallbacks(name) if f not in chain]
+            served: ServedModel | None = None
             attempt = 0
             while True:
                 try:
-                    provider, upstream = await self.directory.route(name, principal, request)
+                    served = served or self._served(ctx, name, principal, chain)
+                    provider = served.provider
+                    upstream = await served.resolve(request)
                 except APIError as exc:
                     if index == 0 and (exc.status not in _UNAVAILABLE or len(chain) == 1):
                         raise  # the caller's own model: it sees why it cannot answer

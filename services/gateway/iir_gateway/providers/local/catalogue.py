@@ -29,11 +29,17 @@ class ModelCatalogue:
         self._on_metrics = on_metrics
         self._on_change = on_change  # the public name of a model that came, changed or went
         self.models: dict[str, registry_pb2.Model] = {}
+        self.replicas: set[str] = set()  # every model's replica URLs
+        self._replicas_gone: list[Callable[[set[str]], None]] = []
         # True once a snapshot arrived; a lost stream keeps the last catalogue (stale beats empty).
         self.synced = asyncio.Event()
 
     def get(self, name: str) -> registry_pb2.Model | None:
         return self.models.get(name)
+
+    def on_replicas_gone(self, listener: Callable[[set[str]], None]) -> None:
+        """After each change, `listener` gets the URLs of the replicas no model has any more."""
+        self._replicas_gone.append(listener)
 
     def apply(self, event: registry_pb2.WatchEvent) -> None:
         changed: list[str] = []
@@ -50,12 +56,22 @@ class ModelCatalogue:
             self.models.pop(event.model.name, None)
             changed = [event.model.name]
         elif event.type == Event.METRICS and self._on_metrics is not None:
-            self._on_metrics(event.metrics)
+            # Only the catalogue's replicas: a scrape of a replica that has left would bring its state back.
+            self._on_metrics([m for m in event.metrics if m.url in self.replicas])
         elif event.type == Event.KV_BLOCKS and self._kv_index is not None:
             self._kv_index.apply(event.kv)
+        if changed:
+            self._replicas_changed()
         if self._on_change is not None:
             for name in changed:
                 self._on_change(name)
+
+    def _replicas_changed(self) -> None:
+        replicas = {e.url for m in self.models.values() for e in m.endpoints}
+        gone, self.replicas = self.replicas - replicas, replicas
+        if gone:
+            for listener in self._replicas_gone:
+                listener(gone)
 
     @property
     def connected(self) -> bool:

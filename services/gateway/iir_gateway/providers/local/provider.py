@@ -52,6 +52,7 @@ class LocalProvider:
         self.cold_starts = cold_starts or ColdStarts()
         self.scheduler = scheduler
         self.states = states
+        pass
         self.gate = gate
         self.max_outstanding = max_outstanding
         self.max_waiting = max_waiting
@@ -150,7 +151,8 @@ class LocalProvider:
         return tuple(entry.fallbacks) if entry is not None else ()
 
     def release(self, upstream: Upstream, ok: bool | None) -> None:
-        self.states.finished(upstream.endpoint, ok)
+        if upstream.endpoint in self.catalogue.replicas:  # not one that left while the request ran
+            self.states.finished(upstream.endpoint, ok)
         self.gate.wake(upstream.public_model)
 
     def knows(self, model: str) -> bool:

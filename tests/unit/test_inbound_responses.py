@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import orjson
 import pytest
 
+from iir_gateway.answer import Answer, Event
 from iir_gateway.errors import APIError
-from iir_gateway.wire.openai_responses import ResponsesStreamEncoder, chat_request, output_items
+from iir_gateway.inbound.responses import RESPONSES, ResponsesExchange
+from iir_gateway.inbound.responses_answer import output_items
+from iir_gateway.inbound.responses_request import chat_request
+from iir_gateway.inbound.responses_stream import ResponsesStreamEncoder
 
 
 def test_a_request_after_a_conversation() -> None:
@@ -36,14 +44,14 @@ def test_a_request_after_a_conversation() -> None:
 
 
 @pytest.mark.parametrize("tool", [{"type": "web_search"}, {"type": "file_search"}, {"type": "mcp"}, {"type": "custom"}])
-def test_tools_it_cannot_run_are_a_400(tool: dict) -> None:
+def test_tools_it_cannot_run_are_a_400(tool: dict[str, Any]) -> None:
     with pytest.raises(APIError) as refused:
         chat_request({"model": "m", "input": "x", "tools": [tool]}, [])
     assert refused.value.status == 400 and tool["type"] in refused.value.message
 
 
 def test_a_stream_with_reasoning_text_and_a_call() -> None:
-    def chunk(delta: dict, finish: str | None = None) -> dict:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
     encoder = ResponsesStreamEncoder("resp_1", {"model": "m"}, "m")
@@ -76,3 +84,57 @@ def test_a_stream_with_reasoning_text_and_a_call() -> None:
         ]
     }
     assert [i["type"] for i in output_items(whole)] == ["reasoning", "message", "function_call"]  # the same, whole
+
+
+def _kinds(raw: bytes) -> list[str]:
+    return [b.split(b"\n")[0].removeprefix(b"event: ").decode() for b in raw.split(b"\n\n") if b]
+
+
+class _Kept:
+    def __init__(self) -> None:
+        self.kept: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+
+    async def __call__(self, response: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        self.kept.append((response, history))
+
+
+def test_a_bad_body_is_a_400_in_openai_s_shape() -> None:
+    with pytest.raises(APIError) as refused:
+        RESPONSES.exchange({}).request({"model": "m", "input": "x", "max_output_tokens": 0})
+    assert refused.value.param == "max_output_tokens"
+    response = RESPONSES.error(refused.value)
+    assert response.status_code == 400 and orjson.loads(response.body)["error"]["param"] == "max_output_tokens"
+
+
+def test_a_document_is_a_response_kept_with_the_conversation_after_it() -> None:
+    kept = _Kept()
+    history = [{"role": "user", "content": "Before"}, {"role": "assistant", "content": "Yes"}]
+    exchange = ResponsesExchange(history, kept, {"email"})
+    chat = exchange.request({"model": "local/m", "instructions": "Be brief.", "input": "Hi"})
+    assert chat["messages"][0]["role"] == "system" and chat["messages"][-1] == {"role": "user", "content": "Hi"}
+    completion = {"choices": [{"message": {"content": "Hello"}, "finish_reason": "stop"}], "usage": {}}
+    answer = Answer("local/m", document=Event.of(completion), headers={"x-iir-scrubbed": "aws_key"})
+    response = orjson.loads(asyncio.run(exchange.document(answer)))
+    assert response["id"] == exchange.id and response["status"] == "completed"
+    assert response["output"][0]["content"][0]["text"] == "Hello"
+    ((stored, after),) = kept.kept
+    assert stored == response
+    assert after == [*history, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    assert exchange.headers(answer)["x-iir-scrubbed"] == "aws_key,email"  # the route's and the pipeline's
+
+
+def test_a_stream_is_kept_when_whole_and_fails_on_an_error_event() -> None:
+    kept = _Kept()
+    exchange = ResponsesExchange(None, kept)
+    exchange.request({"model": "local/m", "input": "Hi", "stream": True})
+    frames = exchange.stream(Answer("local/m"))
+    chunk = {"choices": [{"index": 0, "delta": {"content": "Yo"}, "finish_reason": "stop"}]}
+    body = frames.head() + frames.feed(Event.of(chunk), []) + asyncio.run(frames.tail(True))
+    assert _kinds(body)[:2] == ["response.created", "response.in_progress"]
+    assert _kinds(body)[-1] == "response.completed" and len(kept.kept) == 1
+
+    failing = exchange.stream(Answer("local/m"))
+    body = failing.feed(Event.of({"error": {"message": "gone", "code": "upstream_error"}}), [])
+    body += asyncio.run(failing.tail(False))
+    assert _kinds(body) == ["response.failed"] and len(kept.kept) == 1  # a failed response is not kept
+    assert asyncio.run(exchange.stream(Answer("m")).tail(False)) == b""  # broken off, no error: nothing

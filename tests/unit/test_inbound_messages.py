@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import orjson
 import pytest
 
+from iir_common.logging import request_id_var
+from iir_gateway.answer import Answer, Event
 from iir_gateway.errors import APIError
-from iir_gateway.wire.anthropic_inbound import MessagesStreamEncoder, chat_request, message_response
+from iir_gateway.inbound.messages import MESSAGES
+from iir_gateway.inbound.messages_answer import message_response
+from iir_gateway.inbound.messages_request import chat_request
+from iir_gateway.inbound.messages_stream import MessagesStreamEncoder
 
 
 def test_a_request_with_every_kind_of_block() -> None:
@@ -76,7 +85,7 @@ def test_a_request_with_every_kind_of_block() -> None:
         {"messages": [], "tools": [{"name": "f"}], "tool_choice": {"type": "sometimes"}},
     ],
 )
-def test_what_cannot_be_said_is_a_400(body: dict) -> None:
+def test_what_cannot_be_said_is_a_400(body: dict[str, Any]) -> None:
     with pytest.raises(APIError) as refused:
         chat_request({"model": "m", "max_tokens": 1, **body})
     assert refused.value.status == 400
@@ -111,7 +120,7 @@ def test_an_answer_with_reasoning_and_a_tool_call() -> None:
 
 
 def test_a_stream_of_text_then_a_tool_call() -> None:
-    def chunk(delta: dict, finish: str | None = None) -> dict:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {"id": "c", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
     encoder = MessagesStreamEncoder("local/m", [], 7)
@@ -218,3 +227,77 @@ def test_the_decoder_keeps_every_upstream_payload_in_order() -> None:
     events = decoder.decode_all(payloads)
     assert [p for e in events for p in e.native or ()] == payloads  # the signature included
     assert AnthropicStreamDecoder().decode_all(payloads)[0].native is None  # only when asked
+
+
+def _frames(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """(event name, data) of each SSE frame."""
+    out = []
+    for block in filter(None, raw.split(b"\n\n")):
+        name, data = block.split(b"\n")
+        out.append((name.removeprefix(b"event: ").decode(), orjson.loads(data.removeprefix(b"data: "))))
+    return out
+
+
+def test_a_bad_body_is_a_400_in_anthropic_s_shape_with_the_request_id() -> None:
+    exchange = MESSAGES.exchange({})
+    with pytest.raises(APIError) as missing:
+        exchange.request({"model": "local/m", "messages": []})
+    assert missing.value.message == "max_tokens: Field required"  # as Anthropic words it
+    with pytest.raises(APIError) as untranslatable:
+        exchange.request({"model": "m", "max_tokens": 1, "messages": [{"role": "tool", "content": "x"}]})
+    assert untranslatable.value.message.startswith("messages[0].role: ")
+    token = request_id_var.set("rid-1")
+    try:
+        response = MESSAGES.error(missing.value)
+    finally:
+        request_id_var.reset(token)
+    assert response.status_code == 400 and response.headers["request-id"] == "rid-1"
+    assert orjson.loads(response.body) == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"},
+    }
+
+
+def test_a_document_is_a_message_or_anthropic_s_own_bytes() -> None:
+    exchange = MESSAGES.exchange({})
+    body = {
+        "model": "claude/x",
+        "max_tokens": 5,
+        "stop_sequences": ["END"],
+        "messages": [{"role": "user", "content": "Hi"}],
+    }
+    assert exchange.request(body)["messages"] == [{"role": "user", "content": "Hi"}]
+    assert exchange.native is not None and exchange.native.body == body  # for an Anthropic model, as written
+    completion = {
+        "id": "c1",
+        "choices": [{"message": {"content": "Yo"}, "finish_reason": "stop", "stop_reason": "END"}],
+    }
+    translated = orjson.loads(asyncio.run(exchange.document(Answer("claude/x", document=Event.of(completion)))))
+    assert translated["id"] == "msg_c1" and translated["model"] == "claude/x"
+    assert (translated["stop_reason"], translated["stop_sequence"]) == ("stop_sequence", "END")
+    own = b'{"id":"msg_01","type":"message"}'
+    native = Answer("claude/x", document=Event(b"{}", native=[own]), headers={"x-iir-cache": "miss"})
+    assert asyncio.run(exchange.document(native)) is own
+    assert exchange.headers(native)["x-iir-model"] == "claude/x" and "request-id" in exchange.headers(native)
+
+
+def test_a_stream_in_messages_events_or_anthropic_s_own() -> None:
+    exchange = MESSAGES.exchange({})
+    exchange.request({"model": "local/m", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]})
+    frames = exchange.stream(Answer("local/m"))
+    chunk = {"id": "c", "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]}
+    body = frames.head() + frames.feed(Event.of(chunk), []) + asyncio.run(frames.tail(True))
+    names = [name for name, _ in _frames(body)]
+    assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"]
+    assert _frames(body)[0][1]["message"]["usage"]["input_tokens"] > 0  # the prompt's estimate
+
+    own = [orjson.dumps({"type": "message_start", "message": {}}), orjson.dumps({"type": "ping"})]
+    passed = exchange.stream(Answer("claude/x"))
+    broken = Event.of({"error": {"message": "upstream went away"}})
+    body = passed.feed(Event(b"{}", native=own), [broken]) + asyncio.run(passed.tail(True))
+    assert body.startswith(b"event: message_start\ndata: " + own[0] + b"\n\nevent: ping\ndata: " + own[1])
+    assert _frames(body)[-1] == (
+        "error",
+        {"type": "error", "error": {"type": "api_error", "message": "upstream went away"}},
+    )
+    assert asyncio.run(exchange.stream(Answer("m")).tail(False)) == b""  # broken off: no message_stop

@@ -1,0 +1,1 @@
+"""Inbound protocols: the APIs clients speak to the gateway, each run through the one pipeline."""

@@ -1,0 +1,120 @@
+"""Responses API answers: a chat completion as a Response object and its output items."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def usage(chat_usage: dict[str, Any] | None) -> dict[str, Any]:
+    u = chat_usage or {}
+    prompt, completion = int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {
+            "cached_tokens": int((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+        },
+        "output_tokens": completion,
+        "output_tokens_details": {
+            "reasoning_tokens": int((u.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
+        },
+        "total_tokens": prompt + completion,
+    }
+
+
+def message_item(text: str, item_id: str | None = None, status: str = "completed") -> dict[str, Any]:
+    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    return {"type": "message", "id": item_id or new_id("msg"), "status": status, "role": "assistant", "content": [part]}
+
+
+def call_item(
+    call_id: str, name: str, arguments: str, item_id: str | None = None, status: str = "completed"
+) -> dict[str, Any]:
+    return {
+        "type": "function_call",
+        "id": item_id or new_id("fc"),
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
+
+
+def reasoning_item(text: str, item_id: str | None = None) -> dict[str, Any]:
+    return {
+        "type": "reasoning",
+        "id": item_id or new_id("rs"),
+        "summary": [],
+        "content": [{"type": "reasoning_text", "text": text}],
+    }
+
+
+def output_items(completion: dict[str, Any]) -> list[dict[str, Any]]:
+    message = ((completion.get("choices") or [{}])[0]).get("message") or {}
+    items = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if reasoning:
+        items.append(reasoning_item(reasoning))
+    if message.get("content"):
+        items.append(message_item(message["content"]))
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        items.append(
+            call_item(call.get("id") or new_id("call"), function.get("name", ""), function.get("arguments", ""))
+        )
+    return items
+
+
+def response_object(
+    response_id: str,
+    body: dict[str, Any],
+    model: str,
+    output: list[dict[str, Any]],
+    chat_usage: dict[str, Any] | None,
+    finish_reason: str | None,
+    status: str | None = None,
+    created_at: int | None = None,
+) -> dict[str, Any]:
+    """A Response object as OpenAI writes it, for a request `body` and its output."""
+    incomplete = finish_reason == "length"
+    status = status or ("incomplete" if incomplete else "completed")
+    created = created_at or int(time.time())
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": created,
+        "completed_at": int(time.time()) if status in ("completed", "incomplete") else None,
+        "status": status,
+        "background": False,
+        "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "max_tool_calls": body.get("max_tool_calls"),
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "previous_response_id": body.get("previous_response_id"),
+        "prompt_cache_key": body.get("prompt_cache_key"),
+        "reasoning": {"effort": (body.get("reasoning") or {}).get("effort"), "summary": None},
+        "safety_identifier": body.get("safety_identifier"),
+        "service_tier": "default",
+        "store": body.get("store", True),
+        "temperature": body.get("temperature", 1.0),
+        "presence_penalty": body.get("presence_penalty", 0.0),
+        "frequency_penalty": body.get("frequency_penalty", 0.0),
+        "text": body.get("text") or {"format": {"type": "text"}},
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools") or [],
+        "top_logprobs": body.get("top_logprobs", 0),
+        "top_p": body.get("top_p", 1.0),
+        "truncation": body.get("truncation", "disabled"),
+        "usage": usage(chat_usage) if chat_usage is not None else None,
+        "user": body.get("user"),
+        "metadata": body.get("metadata") or {},
+    }
