@@ -32,13 +32,17 @@ def test_a_batch_survives_the_gateway_running_it(
         lines = [
             {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body} for i in range(12)
         ]
-        uploaded = client.files.create(file=("in.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")  # type: ignore[arg-type]
+        uploaded = client.files.create(file=("in.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")
         batch = client.batches.create(
             input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
         assert wait_for(lambda: client.batches.retrieve(batch.id).status == "in_progress", timeout=10)
         first = stack.processes["gateway-runner"].popen
-        progress = lambda: client.batches.retrieve(batch.id).request_counts.completed  # type: ignore[union-attr]  # noqa: E731
+
+        def progress() -> int:
+            counts = client.batches.retrieve(batch.id).request_counts
+            return counts.completed if counts is not None else 0
+
         wait_for(lambda: progress() >= 3, timeout=20, what="a few lines to finish (counted as they finish)")
         os.kill(first.pid, signal.SIGKILL)  # mid-batch, lines in flight
         first.wait(10)

@@ -139,7 +139,9 @@ def test_a_revocation_is_never_overtaken_by_a_stale_validation(pair: Pair) -> No
 
 
 def _validations(metrics_url: str) -> float:
-    return float(re.search(r"^iir_gateway_auth_validations_total (\S+)", httpx.get(metrics_url).text, re.M).group(1))
+    found = re.search(r"^iir_gateway_auth_validations_total (\S+)", httpx.get(metrics_url).text, re.M)
+    assert found is not None, "no auth validations counted"
+    return float(found.group(1))
 
 
 def test_a_burst_on_a_cold_key_is_one_validation(pair: Pair) -> None:

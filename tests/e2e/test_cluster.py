@@ -14,7 +14,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import httpx
 import pytest
@@ -27,12 +27,14 @@ from tests import waiting
 pytestmark = pytest.mark.e2e
 FAKE_GPU = "iir.dev/fake-gpu"
 
+T = TypeVar("T")
+
 
 def kubectl(*args: str, stdin: str | None = None) -> str:
     return subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, check=True).stdout
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait_for(check: Callable[[], T | None | Literal[False]], timeout: float, what: str) -> T:
     return waiting.wait_for(check, timeout, interval=1, what=what)
 
 

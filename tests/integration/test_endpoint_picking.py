@@ -11,6 +11,7 @@ import httpx
 
 from iir_dev.stack import Stack
 from tests.conftest import STATIC_KEY
+from tests.waiting import wait_for
 
 HEADERS = {"Authorization": f"Bearer {STATIC_KEY}"}
 
@@ -25,16 +26,26 @@ def slow_chat(url: str, max_tokens: int = 3, stream: bool = False) -> httpx.Resp
     return httpx.post(f"{url}/v1/chat/completions", json=body, headers=HEADERS, timeout=20)
 
 
-def test_saturated_replica_queues_one_request_and_refuses_the_next_with_retry_after(stack: Stack) -> None:
+def _gauge(metrics_url: str, name: str) -> float:
+    """The gauge `name` at `metrics_url`, summed over its series."""
+    values = re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+]+)$", httpx.get(metrics_url).text, re.M)
+    return sum(map(float, values))
+
+
+def test_saturated_replica_queues_one_request_and_refuses_the_next_with_retry_after(
+    stack: Stack, slow_sim: str
+) -> None:
     replica = stack.start_gateway_replica(
         "gateway-saturating",
         env={"IIR_ENDPOINT_MAX_OUTSTANDING": "1", "IIR_QUEUE_MAX": "1", "IIR_QUEUE_TIMEOUT_S": "10"},
     )
+    metrics = stack.replica_metrics[replica]
     with ThreadPoolExecutor(3) as pool:
-        running = pool.submit(slow_chat, replica)
-        time.sleep(0.3)
+        # 12 tokens at 4/s: the replica's one slot stays taken while the next two arrive.
+        running = pool.submit(slow_chat, replica, 12)
+        wait_for(lambda: _gauge(f"{slow_sim}/metrics", "vllm:num_requests_running") >= 1, what="the first to run")
         queued = pool.submit(slow_chat, replica)
-        time.sleep(0.3)
+        wait_for(lambda: _gauge(metrics, "iir_gateway_queue_depth") >= 1, what="the second to be queued")
         refused = slow_chat(replica)
         assert refused.status_code == 429, refused.text
         assert refused.headers["retry-after"] == "1"
@@ -46,7 +57,12 @@ def test_saturated_replica_queues_one_request_and_refuses_the_next_with_retry_af
 def test_vllm_load_is_scraped_by_the_registry_and_pushed_to_the_gateway(stack: Stack, slow_sim: str) -> None:
     # A streamed request long enough (12 tokens at 4/s) to be seen running by a scrape.
     done = threading.Event()
-    worker = threading.Thread(target=lambda: (slow_chat(stack.gateway_url, max_tokens=12, stream=True), done.set()))
+
+    def stream() -> None:
+        slow_chat(stack.gateway_url, max_tokens=12, stream=True)
+        done.set()
+
+    worker = threading.Thread(target=stream)
     worker.start()
     pattern = re.compile(rf'iir_gateway_endpoint_running{{endpoint="{re.escape(slow_sim)}"}} ([0-9.]+)')
     seen = 0.0

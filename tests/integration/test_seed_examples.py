@@ -9,6 +9,7 @@ onboarding guide (keys, `/infer`, models, registry refresh, chat), the LLM Infer
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ import requests
 
 from iir_dev.stack import Stack
 from tests.conftest import SERVED
+from tests.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def base(stack: Stack) -> str:
 
 def test_onboarding_guide(base: str) -> None:
     # "Registering an API Key" (from a trusted network, without a key)
-    payload = {"description": "dev test key", "priority": 10}
+    payload: dict[str, Any] = {"description": "dev test key", "priority": 10}
     r = requests.post(f"{base}/api/v1/apikeys", json=payload)
     print(r.json())  # {'api_key': '...', 'priority': 10}
     assert r.status_code == 201 and r.json()["priority"] == 10
@@ -120,10 +122,12 @@ def test_a_failed_task_reads_as_the_seed_writes_it(base: str, api_key: str) -> N
     task_id = requests.post(
         f"{base}/generate", headers=headers, json={"prompt": "x", "model": "local/dead", "max_tokens": 4}
     ).json()["task_id"]
-    deadline = time.monotonic() + 30
-    while (result := requests.get(f"{base}/result/{task_id}", headers=headers).json())["status"] != "error":
-        assert time.monotonic() < deadline, result
-        time.sleep(0.2)
+
+    def failed() -> dict[str, Any] | None:
+        result = requests.get(f"{base}/result/{task_id}", headers=headers).json()
+        return result if result["status"] == "error" else None
+
+    result = wait_for(failed, timeout=30, interval=0.2, what="the task to fail")
     assert result["error_message"] and result["error_type"]
     assert requests.get(f"{base}/status/{task_id}", headers=headers).json()["status"] == "failed"
 

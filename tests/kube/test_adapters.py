@@ -6,6 +6,7 @@ lists it on the replicas that hold it, and the gateway serves it as `local/<adap
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -115,7 +116,7 @@ async def test_adapters_are_loaded_at_run_time_where_the_model_runs(
 
     await kube.delete(ADAPTER_PLURAL, NS, "sql-lora")
     for host in HOSTS:
-        await eventually(lambda host=host: _holds_nothing(host, port), timeout=10)
+        await eventually(functools.partial(_holds_nothing, host, port), timeout=10)
 
 
 async def test_adapters_that_cannot_be_served_say_why(kube: Kube, port: int, base: None) -> None:

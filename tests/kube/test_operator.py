@@ -63,6 +63,7 @@ async def test_model_becomes_deployment_service_and_ready(kube: Kube, operator: 
     assert dep["metadata"]["ownerReferences"][0]["kind"] == "InferenceModel"
     assert dep["metadata"]["ownerReferences"][0]["uid"] == "uid-llama"
     svc = await kube.get("services", NS, "iir-llama")
+    assert svc is not None
     assert svc["spec"]["ports"][0]["port"] == 8000 and svc["spec"]["selector"] == {"iir.dev/model": "llama"}
     assert svc["metadata"]["ownerReferences"][0]["name"] == "llama"
     status = await eventually(lambda: phase_is(kube, "llama", "Progressing"))
@@ -189,7 +190,7 @@ async def test_deleting_the_model_leaves_owned_objects_to_garbage_collection(
     await kube.create(PLURAL, NS, inference_model("gone", gpusPerReplica=1))
     dep = await eventually(lambda: kube.get("deployments", NS, "iir-gone"))
     im = await kube.get(PLURAL, NS, "gone")
-    assert not (im["metadata"].get("finalizers") or [])  # owner references suffice; no finalizer to block delete
+    assert im is not None and not (im["metadata"].get("finalizers") or [])  # owner references suffice; no finalizer to block delete
     owner = dep["metadata"]["ownerReferences"][0]
     assert owner["controller"] and owner["blockOwnerDeletion"] and owner["uid"] == "uid-gone"
     await kube.delete(PLURAL, NS, "gone")

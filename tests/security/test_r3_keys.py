@@ -77,15 +77,20 @@ def test_grace_secret_is_dropped_by_every_key_event_on_every_gateway(two_gateway
     ).json()["key"]
     # Both secrets cached on both gateways, the grace one first (the cache's index by id then names the new one).
     for url in two_gateways:
-        assert wait_for(lambda url=url: _status(url, first) == 200, timeout=3), url
+
+        def first_served(url: str = url) -> bool:
+            return _status(url, first) == 200
+
+        assert wait_for(first_served, timeout=10), url
         assert _status(url, second) == 200
     third = _act(admin_url, key_id, action)
 
     def grace_refused() -> bool:
         return all(_status(url, first) == 401 for url in two_gateways)
 
-    # The key cache lives 30 s (IIR_KEY_CACHE_TTL_S): the grace secret must go with the event, not the TTL.
-    assert wait_for(grace_refused, timeout=3), [_status(u, first) for u in two_gateways]
+    # The key cache lives 30 s (IIR_KEY_CACHE_TTL_S): the grace secret must go with the event, not the TTL
+    # (a wait well under the TTL, and long enough for a busy machine).
+    assert wait_for(grace_refused, timeout=15), [_status(u, first) for u in two_gateways]
     if action == "regenerate":  # the second secret is now the one in its grace period
         assert all(_status(url, second) == 200 and _status(url, str(third)) == 200 for url in two_gateways)
     else:

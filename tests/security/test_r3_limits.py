@@ -7,6 +7,7 @@ refuse writes or lose its keys without touching anyone else's."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import shutil
 import time
@@ -144,9 +145,9 @@ async def _local_fallback_is_bounded(url: str) -> None:
     """IIR_LIMITS_ON_REDIS_ERROR=local: the key's own RPM, counted in this process; budgets refused."""
     client = aioredis.from_url(url)
     limiter = RateLimiter(client, GatewayMetrics(), f"r3-local-{uuid.uuid4().hex[:6]}:", on_redis_error="local")
-    base = {"name": "l", "admin": False, "priority": 0, "allowed_models": ()}
-    rpm3 = Principal(key_id=f"rpm-{uuid.uuid4().hex[:6]}", rpm_limit=3, **base)
-    broke = Principal(key_id=f"money-{uuid.uuid4().hex[:6]}", max_budget=1.0, **base)
+    principal = functools.partial(Principal, name="l", admin=False, priority=0, allowed_models=())
+    rpm3 = principal(key_id=f"rpm-{uuid.uuid4().hex[:6]}", rpm_limit=3)
+    broke = principal(key_id=f"money-{uuid.uuid4().hex[:6]}", max_budget=1.0)
     admitted = 0
     for _ in range(12):
         try:
@@ -380,7 +381,8 @@ def test_a_decoy_field_does_not_hide_the_prompt_from_the_budget(pair: Pair) -> N
     """Found by a second review: `messages: []` beside a completions `prompt`, or `prompt: ""` beside an
     embeddings `input`, made the bound read the empty field (78× and 5,850× a budget in one request)."""
     money = pair.key(max_budget=0.01)
-    for decoy in ({"messages": []}, {"input": ""}):
+    decoys: tuple[dict[str, Any], ...] = ({"messages": []}, {"input": ""})
+    for decoy in decoys:
         resp = _complete(pair, money["key"], prompt="a " * 6000, max_tokens=1, **decoy)
         assert resp.status_code == 429 and resp.json()["error"]["code"] == "insufficient_quota", (decoy, resp.text)
     tokens = pair.key(budget_tokens=100)

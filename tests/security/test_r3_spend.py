@@ -195,7 +195,7 @@ def test_a_cut_stream_of_spaced_json_is_billed(auth: auth_pb2_grpc.AuthServiceSt
                 relayed += 1
             if relayed == 20:
                 break  # the client cuts the stream, long before its usage chunk
-    group = wait_for(lambda: spent(auth, key_id), timeout=15, what="the cut stream's spend record")
+    group: auth_pb2.SpendGroup = wait_for(lambda: spent(auth, key_id), timeout=15, what="the cut stream's spend record")
     assert group.requests == 1
     assert 20 <= group.completion_tokens <= 404  # what was relayed (the gateway may have read ahead)
     assert group.cost > 0
@@ -233,7 +233,7 @@ def test_a_crashed_gateways_unsent_spend_is_billed_once(
         proc.wait(10)
     assert spent(auth, key_id) is None  # nothing sent before the crash
     stack.start_gateway_replica("gateway-heir")
-    group = wait_for(
+    group: auth_pb2.SpendGroup = wait_for(
         lambda: (g := spent(auth, key_id)) is not None and g.requests == 5 and g, timeout=40, what="5 records"
     )
     assert group.completion_tokens >= 4 * 1 + 3  # the stream's relayed tokens at its last checkpoint

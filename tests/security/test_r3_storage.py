@@ -451,7 +451,9 @@ def test_job_results_count_in_the_jobs_quota(output_stack: Stack) -> None:
     try:
         prefix = output_stack.env["IIR_REDIS_PREFIX"]
         events = sum(
-            len(fields[b"data"]) for job_id in ids for _, fields in client.xrange(f"{prefix}job:{job_id}:events")
+            len((fields or {})[b"data"])
+            for job_id in ids
+            for _, fields in client.xrange(f"{prefix}job:{job_id}:events") or []
         )
     finally:
         client.close()

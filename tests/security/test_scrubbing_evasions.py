@@ -4,16 +4,16 @@ chunk, and in async jobs at rest: none reaches the upstream, the client or Redis
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import httpx
 import openai
-import redis
 
 from iir_dev.stack import Stack
 from tests.fakes.openai_api import LEAKED
+from tests.security.test_r3_scrubbing import _stored
 from tests.unit.test_secret_scrubber import evasions
+from tests.waiting import wait_for
 
 KEY = "sk-proj-Qw3rTy8uIoP2aSdF5gHjK7lZxC9vBnM4qWeRtY6uIoPaSd"
 HIDDEN = "8uIoP2aSdF5gHjK7"
@@ -138,24 +138,14 @@ def test_async_job_requests_are_stored_scrubbed(chart_stack: Stack) -> None:
     )
     assert resp.status_code == 202
     job_id = resp.json()["job_id"]
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def ended() -> dict[str, Any] | None:
         job = httpx.get(
             f"{chart_stack.gateway_url}/v1/async/chat/completions/{job_id}", headers={"Authorization": f"Bearer {key}"}
         ).json()
-        if job["status"] in ("completed", "failed"):
-            break
-        time.sleep(0.2)
+        return job if job["status"] in ("completed", "failed") else None
+
+    job = wait_for(ended, timeout=60, interval=0.2, what="the job to end")
     assert job["status"] == "completed", job
-    r = redis.Redis.from_url(chart_stack.redis_url)
-    prefix = chart_stack.env["IIR_REDIS_PREFIX"]
-    stored = []
-    for name in r.scan_iter(f"{prefix}*"):
-        kind = r.type(name)
-        if kind == b"hash":
-            stored += r.hvals(name)
-        elif kind == b"stream":
-            stored += [v for _, fields in r.xrange(name) for v in fields.values()]
-        elif kind == b"string":
-            stored.append(r.get(name) or b"")
+    stored = _stored(chart_stack)
     assert stored and not any(HIDDEN.encode() in v for v in stored)

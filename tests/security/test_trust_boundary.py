@@ -117,7 +117,8 @@ def test_failed_auth_limit_is_exact_per_real_address_and_spares_valid_keys(chart
         refused = c.post(f"{other}/v1/chat/completions", json=CHAT, headers=bearer("iir-another-guess-x" * 2))
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_auth_failures"
     metrics = httpx.get(chart_stack.metrics_url).text
-    assert re.search(r"^iir_gateway_auth_lockouts_total (\d+)", metrics, re.M).group(1) == "1"
+    lockouts = re.search(r"^iir_gateway_auth_lockouts_total (\d+)", metrics, re.M)
+    assert lockouts is not None and lockouts.group(1) == "1"
 
 
 def test_metric_labels_stay_bounded_under_made_up_model_names(chart_stack: Stack) -> None:

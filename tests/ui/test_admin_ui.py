@@ -8,6 +8,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -16,12 +17,16 @@ from iir_dev.stack import REPO, Stack
 from tests.conftest import MASTER_KEY, SERVED
 from tests.waiting import unavailable
 
+if TYPE_CHECKING:
+    from selenium.webdriver import Chrome
+    from selenium.webdriver.remote.webelement import WebElement
+
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 ARTIFACTS = REPO / ".artifacts" / "ui"
 
 
 @pytest.fixture
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Chrome]:
     if not (CHROMIUM and DRIVER):
         unavailable("chromium and chromedriver are not installed (`make browser`)")
     from selenium import webdriver
@@ -37,57 +42,57 @@ def browser() -> Iterator[object]:
     driver.quit()
 
 
-def test_create_a_team_and_key_then_see_its_spend(stack: Stack, browser: object) -> None:
+def test_create_a_team_and_key_then_see_its_spend(stack: Stack, browser: Chrome) -> None:
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as seen
     from selenium.webdriver.support.select import Select
     from selenium.webdriver.support.ui import WebDriverWait
 
-    d = browser  # type: ignore[assignment]
-    wait = WebDriverWait(d, 15)  # type: ignore[arg-type]
+    d = browser
+    wait = WebDriverWait(d, 15)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
     def shot(name: str) -> None:
-        d.save_screenshot(str(ARTIFACTS / f"{name}.png"))  # type: ignore[attr-defined]
+        d.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
-    def by_id(element_id: str) -> object:
+    def by_id(element_id: str) -> WebElement:
         return wait.until(seen.visibility_of_element_located((By.ID, element_id)))
 
-    d.get(f"{stack.gateway_url}/ui/")  # type: ignore[attr-defined]
-    by_id("admin-key").send_keys("not-a-key")  # type: ignore[attr-defined]
-    by_id("login-button").click()  # type: ignore[attr-defined]
-    assert "Incorrect API key" in by_id("error").text  # type: ignore[attr-defined]
+    d.get(f"{stack.gateway_url}/ui/")
+    by_id("admin-key").send_keys("not-a-key")
+    by_id("login-button").click()
+    assert "Incorrect API key" in by_id("error").text
     key_input = by_id("admin-key")
-    key_input.clear()  # type: ignore[attr-defined]
-    key_input.send_keys(MASTER_KEY)  # type: ignore[attr-defined]
-    by_id("login-button").click()  # type: ignore[attr-defined]
+    key_input.clear()
+    key_input.send_keys(MASTER_KEY)
+    by_id("login-button").click()
     by_id("keys-table")
     shot("1-keys")
 
     team = f"ui-team-{uuid.uuid4().hex[:6]}"
-    d.find_element(By.CSS_SELECTOR, "nav button[data-view=teams]").click()  # type: ignore[attr-defined]
-    by_id("team-name").send_keys(team)  # type: ignore[attr-defined]
-    by_id("team-budget").send_keys("25")  # type: ignore[attr-defined]
-    by_id("team-create").click()  # type: ignore[attr-defined]
+    d.find_element(By.CSS_SELECTOR, "nav button[data-view=teams]").click()
+    by_id("team-name").send_keys(team)
+    by_id("team-budget").send_keys("25")
+    by_id("team-create").click()
     wait.until(seen.text_to_be_present_in_element((By.ID, "teams-table"), team))
     shot("2-teams")
 
-    d.find_element(By.CSS_SELECTOR, "nav button[data-view=keys]").click()  # type: ignore[attr-defined]
-    by_id("key-name").send_keys("ui-key")  # type: ignore[attr-defined]
-    Select(by_id("key-team")).select_by_visible_text(team)  # type: ignore[arg-type]
-    by_id("key-create").click()  # type: ignore[attr-defined]
-    secret = by_id("new-secret").text  # type: ignore[attr-defined]
+    d.find_element(By.CSS_SELECTOR, "nav button[data-view=keys]").click()
+    by_id("key-name").send_keys("ui-key")
+    Select(by_id("key-team")).select_by_visible_text(team)
+    by_id("key-create").click()
+    secret = by_id("new-secret").text
     assert secret.startswith("iir-")
     wait.until(seen.text_to_be_present_in_element((By.ID, "keys-table"), team))
     shot("3-key-created")
     # Edit it: a limit set in the form is the key's at once.
-    row = next(r for r in d.find_elements(By.CSS_SELECTOR, "#keys-table tbody tr") if team in r.text)  # type: ignore[attr-defined]
+    row = next(r for r in d.find_elements(By.CSS_SELECTOR, "#keys-table tbody tr") if team in r.text)
     row.find_element(By.XPATH, ".//button[text()='Edit']").click()
     rpm = by_id("edit-rpm")
-    rpm.clear()  # type: ignore[attr-defined]
-    rpm.send_keys("600")  # type: ignore[attr-defined]
-    by_id("edit-save").click()  # type: ignore[attr-defined]
+    rpm.clear()
+    rpm.send_keys("600")
+    by_id("edit-save").click()
     wait.until(seen.text_to_be_present_in_element((By.ID, "keys-table"), "600"))
 
     for _ in range(2):
@@ -99,28 +104,28 @@ def test_create_a_team_and_key_then_see_its_spend(stack: Stack, browser: object)
         )
         assert resp.status_code == 200, resp.text
 
-    def team_spend(_: object) -> str | None:
+    def team_spend(_: Chrome) -> str | None:
         """The team's row once its spend is recorded (the page re-rendered at each try)."""
-        d.find_element(By.CSS_SELECTOR, "nav button[data-view=spend]").click()  # type: ignore[attr-defined]
+        d.find_element(By.CSS_SELECTOR, "nav button[data-view=spend]").click()
         wait.until(seen.visibility_of_element_located((By.ID, "spend-table")))
-        rows = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#spend-table tbody tr")]  # type: ignore[attr-defined]
+        rows = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#spend-table tbody tr")]
         return next((r for r in rows if team in r and " 2 " in f" {r} "), None)
 
-    polling = WebDriverWait(d, 15, poll_frequency=0.5, ignored_exceptions=(StaleElementReferenceException,))  # type: ignore[arg-type]
-    row = polling.until(team_spend)
-    assert "$0.0" in row  # a cost in dollars, above zero, for its 2 requests
+    polling = WebDriverWait(d, 15, poll_frequency=0.5, ignored_exceptions=(StaleElementReferenceException,))
+    spend_row = polling.until(team_spend)
+    assert spend_row is not None and "$0.0" in spend_row  # a cost in dollars, above zero, for its 2 requests
     assert wait.until(seen.visibility_of_element_located((By.CSS_SELECTOR, "#spend-chart rect")))
     shot("4-spend")
 
-    d.find_element(By.CSS_SELECTOR, "nav button[data-view=models]").click()  # type: ignore[attr-defined]
+    d.find_element(By.CSS_SELECTOR, "nav button[data-view=models]").click()
     wait.until(seen.text_to_be_present_in_element((By.ID, "models-table"), f"local/{SERVED}"))
     shot("5-models")
-    d.find_element(By.CSS_SELECTOR, "nav button[data-view=batches]").click()  # type: ignore[attr-defined]
+    d.find_element(By.CSS_SELECTOR, "nav button[data-view=batches]").click()
     by_id("jobs-table")
-    d.find_element(By.CSS_SELECTOR, "nav button[data-view=audit]").click()  # type: ignore[attr-defined]
+    d.find_element(By.CSS_SELECTOR, "nav button[data-view=audit]").click()
     wait.until(seen.text_to_be_present_in_element((By.ID, "audit-table"), "team.create"))
     shot("6-audit")
     # No script error and no failed load, but the wrong key's 401 at the start.
-    logged = d.get_log("browser")  # type: ignore[attr-defined]
+    logged = d.get_log("browser")
     assert not [e for e in logged if e["level"] == "SEVERE" and "401" not in e["message"]], logged
     assert all(Path(ARTIFACTS / f).exists() for f in ("1-keys.png", "4-spend.png"))

@@ -29,25 +29,16 @@ class BodyLimit(Protocol):
 CLIENT_CLOSED = 499
 
 
-async def serve(
-    pipeline: Pipeline,
-    protocol: InboundProtocol,
-    headers: Mapping[str, str],
-    client_ip: str,
-    read_json: Callable[[], Awaitable[dict[str, Any]]],
-    receive: Receive,
-) -> Response:
-    """Serves one request of `protocol`: its body is read (`read_json`) and translated once the key is
-    known."""
-    exchange = protocol.exchange(headers)
+def translated(exchange: Exchange, read_json: Callable[[], Awaitable[dict[str, Any]]]) -> BodyReader:
+    """The pipeline's body reader: the client's body (`read_json`), translated by `exchange`."""
 
     async def read_body() -> dict[str, Any]:
         return exchange.request(await read_json())
 
-    return await serve_exchange(pipeline, protocol, exchange, read_body, headers, client_ip, receive)
+    return read_body
 
 
-async def serve_exchange(
+async def serve(
     pipeline: Pipeline,
     protocol: InboundProtocol,
     exchange: Exchange,
@@ -57,8 +48,9 @@ async def serve_exchange(
     receive: Receive,
     principal: Principal | None = None,
 ) -> Response:
-    """Runs `exchange`'s request (the pipeline's form, from `read_body`) through the pipeline; a client
-    that goes away meanwhile cancels it. `principal`: the caller, when the route already knows it."""
+    """Serves one request of `protocol`: its body (the pipeline's form, from `read_body`, read once the key
+    is known) runs through the pipeline, and a client that goes away meanwhile cancels it; the answer or
+    error is written as `protocol` writes them. `principal`: the caller, when the route already knows it."""
     try:
         answer = await run_request(
             pipeline,

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from iir_gateway.inbound.routes import Route, fast_routes
-from iir_gateway.inference.entry import BodyLimit, serve
+from iir_gateway.inference.entry import BodyLimit, serve, translated
 from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.schemas import openapi_body
 from iir_gateway.server.bodies import client_ip, read_asgi_json, read_json_object
@@ -41,14 +41,11 @@ class InferenceFastPath:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         client = scope.get("client")
         limit = self.max_body_bytes
+        exchange = route.protocol.exchange(headers)
+        read_body = translated(exchange, lambda: read_asgi_json(receive, limit))
         try:
             response = await serve(
-                self.pipeline,
-                route.protocol,
-                headers,
-                client[0] if client else "",
-                lambda: read_asgi_json(receive, limit),
-                receive,
+                self.pipeline, route.protocol, exchange, read_body, headers, client[0] if client else "", receive
             )
         except ClientDisconnect:
             return
@@ -83,13 +80,10 @@ def router(deps: FastPathDeps) -> APIRouter:
 
 def _handler(deps: FastPathDeps, route: Route) -> Callable[[Request], Awaitable[Response]]:
     async def handle(request: Request) -> Response:
+        exchange = route.protocol.exchange(request.headers)
+        read_body = translated(exchange, lambda: read_json_object(request, deps.settings.max_body_bytes))
         return await serve(
-            deps.pipeline,
-            route.protocol,
-            request.headers,
-            client_ip(request),
-            lambda: read_json_object(request, deps.settings.max_body_bytes),
-            request.receive,
+            deps.pipeline, route.protocol, exchange, read_body, request.headers, client_ip(request), request.receive
         )
 
     return handle

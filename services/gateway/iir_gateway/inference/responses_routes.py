@@ -17,7 +17,7 @@ from iir_gateway.conversations.store import ResponseStore, StoredResponse
 from iir_gateway.errors import APIError
 from iir_gateway.inbound.responses import RESPONSES, ResponseRequest, ResponsesExchange
 from iir_gateway.inbound.responses_answer import new_id
-from iir_gateway.inference.entry import BodyLimit, serve_exchange
+from iir_gateway.inference.entry import BodyLimit, serve
 from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.pipeline.steps.authenticate import KeyCheck
 from iir_gateway.principal import Principal
@@ -106,7 +106,7 @@ def router(deps: ResponsesDeps) -> APIRouter:
         async def read_body() -> dict[str, Any]:
             return chat
 
-        return await serve_exchange(
+        return await serve(
             deps.pipeline,
             RESPONSES,
             exchange,

@@ -6,15 +6,11 @@ from typing import Any
 
 import orjson
 
-from iir_gateway.errors import APIError
+from iir_gateway.errors import invalid_value
 
 # Anthropic requires max_tokens; OpenAI does not.
 DEFAULT_MAX_TOKENS = 4096
 _TOOL_CHOICE = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}
-
-
-def _bad(message: str, param: str) -> APIError:
-    return APIError(400, message, code="invalid_value", param=param)
 
 
 def _text_of(content: Any) -> str:
@@ -31,11 +27,11 @@ def _image(part: dict[str, Any], param: str) -> dict[str, Any]:
         header, _, data = url.partition(",")
         media_type = header[5:].split(";", 1)[0]
         if not data or ";base64" not in header:
-            raise _bad("Images must be base64 data URLs or http(s) URLs.", param)
+            raise invalid_value("Images must be base64 data URLs or http(s) URLs.", param)
         return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
     if url.startswith(("http://", "https://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
-    raise _bad("Images must be base64 data URLs or http(s) URLs.", param)
+    raise invalid_value("Images must be base64 data URLs or http(s) URLs.", param)
 
 
 def _blocks(content: Any, param: str) -> list[dict[str, Any]]:
@@ -51,7 +47,9 @@ def _blocks(content: Any, param: str) -> list[dict[str, Any]]:
         elif kind == "image_url":
             blocks.append(_image(part, f"{param}[{j}]"))
         else:
-            raise _bad(f"Content parts of type {kind!r} are not supported for Anthropic models.", f"{param}[{j}]")
+            raise invalid_value(
+                f"Content parts of type {kind!r} are not supported for Anthropic models.", f"{param}[{j}]"
+            )
     return blocks
 
 
@@ -60,7 +58,7 @@ def _tool_use(call: dict[str, Any], param: str) -> dict[str, Any]:
     try:
         arguments = orjson.loads(function.get("arguments") or "{}")
     except orjson.JSONDecodeError:
-        raise _bad("Tool call arguments must be a JSON object.", f"{param}.function.arguments") from None
+        raise invalid_value("Tool call arguments must be a JSON object.", f"{param}.function.arguments") from None
     return {"type": "tool_use", "id": call.get("id", ""), "name": function.get("name", ""), "input": arguments}
 
 
@@ -83,7 +81,7 @@ def _messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]
                 {"type": "tool_result", "tool_use_id": m.get("tool_call_id", ""), "content": _text_of(m.get("content"))}
             ]
         else:
-            raise _bad(
+            raise invalid_value(
                 f"Messages with role {role!r} are not supported for Anthropic models; use `tool`.", f"{param}.role"
             )
         if out and out[-1]["role"] == role:  # Anthropic wants user and assistant turns to alternate
@@ -96,7 +94,7 @@ def _messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]
 def to_anthropic(body: dict[str, Any]) -> dict[str, Any]:
     """The Messages API request for an OpenAI chat completion request (400 for what cannot be expressed)."""
     if (body.get("n") or 1) > 1:
-        raise _bad("Anthropic models return one choice: `n` must be 1.", "n")
+        raise invalid_value("Anthropic models return one choice: `n` must be 1.", "n")
     system, messages = _messages(body["messages"])
     out: dict[str, Any] = {
         "model": body["model"],
@@ -132,7 +130,7 @@ def to_anthropic(body: dict[str, Any]) -> dict[str, Any]:
     if choice is not None and tools:
         if isinstance(choice, str):
             if choice not in _TOOL_CHOICE:
-                raise _bad(f"Unknown tool_choice {choice!r}.", "tool_choice")
+                raise invalid_value(f"Unknown tool_choice {choice!r}.", "tool_choice")
             out["tool_choice"] = dict(_TOOL_CHOICE[choice])
         else:
             out["tool_choice"] = {"type": "tool", "name": (choice.get("function") or {}).get("name", "")}
@@ -140,5 +138,5 @@ def to_anthropic(body: dict[str, Any]) -> dict[str, Any]:
             out["tool_choice"]["disable_parallel_tool_use"] = True
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-        raise _bad("response_format other than text is not supported for Anthropic models.", "response_format")
+        raise invalid_value("response_format other than text is not supported for Anthropic models.", "response_format")
     return out

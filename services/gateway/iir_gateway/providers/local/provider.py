@@ -52,7 +52,7 @@ class LocalProvider:
         self.cold_starts = cold_starts or ColdStarts()
         self.scheduler = scheduler
         self.states = states
-        pass
+        catalogue.on_replicas_gone(states.forget)  # a vanished replica's state would be kept for ever
         self.gate = gate
         self.max_outstanding = max_outstanding
         self.max_waiting = max_waiting
