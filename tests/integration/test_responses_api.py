@@ -4,20 +4,30 @@
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import httpx
 import openai
 import pytest
+from openai.types.responses import (
+    EasyInputMessageParam,
+    FunctionToolParam,
+    ResponseCompletedEvent,
+    ResponseIncompleteEvent,
+    ResponseInputParam,
+    ResponseTextDeltaEvent,
+)
 
 from iir_dev.stack import Stack
 from tests.conftest import SERVED
 
 MODEL = f"local/{SERVED}"
-WEATHER = {
+WEATHER: FunctionToolParam = {
     "type": "function",
     "name": "get_weather",
     "description": "Weather for a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    "strict": None,  # unset: the gateway passes no strictness on
 }
 
 
@@ -27,14 +37,15 @@ def test_a_response(openai_client: openai.OpenAI) -> None:
     )
     assert response.object == "response" and response.id.startswith("resp_") and response.model == MODEL
     assert response.status in ("completed", "incomplete") and response.output_text
-    assert response.output[0].type == "message" and response.output[0].content[0].type == "output_text"  # type: ignore[union-attr]
+    assert response.output[0].type == "message" and response.output[0].content[0].type == "output_text"
     assert response.usage and response.usage.input_tokens > 0 and response.usage.output_tokens > 0
     assert response.usage.total_tokens == response.usage.input_tokens + response.usage.output_tokens
 
 
 def test_max_output_tokens_makes_it_incomplete(openai_client: openai.OpenAI) -> None:
     response = openai_client.responses.create(model=MODEL, input="Tell me everything", max_output_tokens=2)
-    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"  # type: ignore[union-attr]
+    assert response.status == "incomplete" and response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens"
 
 
 def test_a_streamed_response(openai_client: openai.OpenAI) -> None:
@@ -55,21 +66,23 @@ def test_a_streamed_response(openai_client: openai.OpenAI) -> None:
     ]
     assert kinds[-1] in ("response.completed", "response.incomplete")
     assert [e.sequence_number for e in events] == list(range(len(events)))
-    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")  # type: ignore[union-attr]
-    assert text == whole.output_text == events[-1].response.output_text  # type: ignore[union-attr]
-    assert events[-1].response.usage.output_tokens == whole.usage.output_tokens  # type: ignore[union-attr]
+    text = "".join(e.delta for e in events if isinstance(e, ResponseTextDeltaEvent))
+    last = events[-1]
+    assert isinstance(last, ResponseCompletedEvent | ResponseIncompleteEvent)
+    assert text == whole.output_text == last.response.output_text
+    assert last.response.usage and whole.usage and last.response.usage.output_tokens == whole.usage.output_tokens
 
 
 def test_tools_and_their_outputs(openai_client: openai.OpenAI) -> None:
-    called = openai_client.responses.create(model=MODEL, input="What is the weather in Paris?", tools=[WEATHER])  # type: ignore[list-item]
+    called = openai_client.responses.create(model=MODEL, input="What is the weather in Paris?", tools=[WEATHER])
     call = next(item for item in called.output if item.type == "function_call")
-    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Paris"}
     # The agent loop: the call's output continues the stored conversation.
     answered = openai_client.responses.create(
         model=MODEL,
         previous_response_id=called.id,
-        tools=[WEATHER],  # type: ignore[list-item]
-        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],  # type: ignore[union-attr]
+        tools=[WEATHER],
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
     )
     assert answered.output_text and answered.previous_response_id == called.id
 
@@ -79,15 +92,15 @@ def test_a_streamed_function_call(openai_client: openai.OpenAI) -> None:
         openai_client.responses.create(
             model=MODEL,
             input="Weather in Lyon?",
-            tools=[WEATHER],  # type: ignore[list-item]
+            tools=[WEATHER],
             tool_choice={"type": "function", "name": "get_weather"},
             stream=True,
         )
     )
     done = next(e for e in events if e.type == "response.function_call_arguments.done")
-    assert json.loads(done.arguments) == {"city": "Lyon"}  # type: ignore[union-attr]
-    deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")  # type: ignore[union-attr]
-    assert deltas == done.arguments  # type: ignore[union-attr]
+    assert json.loads(done.arguments) == {"city": "Lyon"}
+    deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    assert deltas == done.arguments
 
 
 def test_stored_responses_belong_to_their_key(stack: Stack, openai_client: openai.OpenAI) -> None:
@@ -110,7 +123,7 @@ def test_stored_responses_belong_to_their_key(stack: Stack, openai_client: opena
 
 def test_bad_requests_are_400s(stack: Stack, api_key: str, openai_client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as built_in:
-        openai_client.responses.create(model=MODEL, input="x", tools=[{"type": "web_search"}])  # type: ignore[list-item]
+        openai_client.responses.create(model=MODEL, input="x", tools=[{"type": "web_search"}])
     assert "web_search" in built_in.value.message
     for body in (
         {"input": "no model"},
@@ -130,21 +143,24 @@ def test_the_open_responses_compliance_requests(openai_client: openai.OpenAI) ->
         "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQ"
         "AAAABJRU5ErkJggg=="
     )
-    inputs = [
+    inputs: list[ResponseInputParam] = [
         [{"type": "message", "role": "user", "content": "Say hello in exactly 3 words."}],
         [
             {"type": "message", "role": "system", "content": "You are a pirate."},
             {"type": "message", "role": "user", "content": "Say hello."},
         ],
         [
-            {
-                "type": "message",
-                "role": "user",
-                "content": [
-                    {"type": "input_text", "text": "What do you see?"},
-                    {"type": "input_image", "image_url": image},
-                ],
-            }
+            cast(  # as the suite sends it: an image without the `detail` the SDK's types require
+                EasyInputMessageParam,
+                {
+                    "type": "message",
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "What do you see?"},
+                        {"type": "input_image", "image_url": image},
+                    ],
+                },
+            )
         ],
         [
             {"type": "message", "role": "user", "content": "My name is Alice."},
@@ -153,5 +169,5 @@ def test_the_open_responses_compliance_requests(openai_client: openai.OpenAI) ->
         ],
     ]
     for items in inputs:
-        response = openai_client.responses.create(model=MODEL, input=items)  # type: ignore[arg-type]
+        response = openai_client.responses.create(model=MODEL, input=items)
         assert response.status == "completed" and response.output and response.completed_at, items

@@ -12,13 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam
+
 MODEL = "smollm2-135m-instruct"
 RECORDINGS = Path(__file__).resolve().parents[1] / "data" / "vllm"
 VLLM_VERSION = "0.32.0"
 
 _HI = [{"role": "user", "content": "Say hello in three words."}]
-WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
-TOOLS = [
+WEATHER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is the weather in Paris?"}]
+TOOLS: list[ChatCompletionFunctionToolParam] = [
     {
         "type": "function",
         "function": {

@@ -8,14 +8,15 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolChoiceOptionParam
 
 from iir_dev.stack import Stack
+from tests.json_values import json_object
 from tests.vllm.conftest import MODEL
 from tests.vllm.recording import TOOLS, WEATHER
 from tests.waiting import wait_for
-from tests.json_values import json_object
 
-MESSAGES = [{"role": "user", "content": "Say hello in three words."}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello in three words."}]
 
 
 @pytest.fixture(scope="module")
@@ -140,17 +141,18 @@ def test_a_seed_gives_the_same_sample(client: openai.OpenAI) -> None:
 @pytest.mark.parametrize(
     "tool_choice", ["required", {"type": "function", "function": {"name": "get_weather"}}], ids=["required", "named"]
 )
-def test_tool_calls(client: openai.OpenAI, tool_choice: object) -> None:
+def test_tool_calls(client: openai.OpenAI, tool_choice: ChatCompletionToolChoiceOptionParam) -> None:
     out = client.chat.completions.create(
         model=MODEL,
         messages=WEATHER,
         tools=TOOLS,
         tool_choice=tool_choice,
         max_tokens=80,
-        temperature=0,  # type: ignore[arg-type]
+        temperature=0,
     )
     calls = out.choices[0].message.tool_calls
-    assert calls and calls[0].function.name == "get_weather" and calls[0].id.startswith("chatcmpl-tool-")
+    assert calls and calls[0].type == "function" and calls[0].function.name == "get_weather"
+    assert calls[0].id.startswith("chatcmpl-tool-")
 
 
 def test_tool_choice_auto_answers(client: openai.OpenAI) -> None:
@@ -160,7 +162,7 @@ def test_tool_choice_auto_answers(client: openai.OpenAI) -> None:
         tools=TOOLS,
         tool_choice="auto",
         max_tokens=20,
-        temperature=0,  # type: ignore[arg-type]
+        temperature=0,
     )
     message = out.choices[0].message
     assert message.content or message.tool_calls  # the tiny model answers in text; either is a valid answer
@@ -172,7 +174,7 @@ def test_a_streamed_tool_call_is_whole_and_replays_whole_from_the_cache(client: 
         for chunk in client.chat.completions.create(
             model=MODEL,
             messages=WEATHER,
-            tools=TOOLS,  # type: ignore[arg-type]
+            tools=TOOLS,
             tool_choice="required",
             max_tokens=80,
             temperature=0,
@@ -222,7 +224,7 @@ def test_upstream_refusals_keep_their_fields(vllm_stack: Stack, key: str) -> Non
             timeout=30,
         )
         assert resp.status_code == 400, resp.text
-        return resp.json()["error"]
+        return json_object(resp.json()["error"])
 
     assert refusal(max_tokens=100_000)["param"] == "max_tokens"
     assert refusal(top_p=0)["param"] == "top_p"
