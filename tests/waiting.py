@@ -17,7 +17,7 @@ T = TypeVar("T")
 
 @overload
 def wait_for(
-    check: Callable[[], T | None | Literal[False]], timeout: float = ..., interval: float = ..., *, what: str
+    check: Callable[[], T | Literal[False] | None], timeout: float = ..., interval: float = ..., *, what: str
 ) -> T: ...
 
 

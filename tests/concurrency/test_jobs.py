@@ -11,8 +11,8 @@ import httpx
 
 from tests.concurrency.conftest import Pair, bearer
 from tests.conftest import MASTER_KEY
-from tests.waiting import wait_for
 from tests.json_values import json_object
+from tests.waiting import wait_for
 
 # 31 tokens at 20 tokens a second: a job of about 1.5 s.
 LONG = {"model": "local/slow", "messages": [{"role": "user", "content": "a long story"}], "max_tokens": 31}

@@ -21,8 +21,8 @@ import pytest
 
 from iir_dev.datastores import free_port
 from iir_dev.stack import REPO, Stack
-from tests.json_values import json_object
 from tests import waiting
+from tests.json_values import json_object
 
 pytestmark = pytest.mark.e2e
 FAKE_GPU = "iir.dev/fake-gpu"
@@ -34,7 +34,7 @@ def kubectl(*args: str, stdin: str | None = None) -> str:
     return subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, check=True).stdout
 
 
-def wait_for(check: Callable[[], T | None | Literal[False]], timeout: float, what: str) -> T:
+def wait_for(check: Callable[[], T | Literal[False] | None], timeout: float, what: str) -> T:
     return waiting.wait_for(check, timeout, interval=1, what=what)
 
 

@@ -4,17 +4,18 @@ Anthropic's shape."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
 import anthropic
 import httpx
 import pytest
+from anthropic.types import ContentBlockParam, MessageParam, TextBlock, TextBlockParam, ToolParam, ToolUseBlock
 
 from iir_dev.stack import Stack
 from tests.conftest import SERVED
 
 MODEL = f"local/{SERVED}"
-WEATHER_TOOL = {
+WEATHER_TOOL: ToolParam = {
     "name": "get_weather",
     "description": "Weather for a city",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
@@ -40,12 +41,12 @@ def test_a_message(client: anthropic.Anthropic) -> None:
 
 
 def test_a_streamed_message_equals_the_whole_one(client: anthropic.Anthropic) -> None:
-    kwargs = {"model": MODEL, "max_tokens": 12, "messages": [{"role": "user", "content": "Tell me more"}]}
-    whole = client.messages.create(**kwargs)  # type: ignore[arg-type]
-    with client.messages.stream(**kwargs) as stream:  # type: ignore[arg-type]
+    messages: list[MessageParam] = [{"role": "user", "content": "Tell me more"}]
+    whole = client.messages.create(model=MODEL, max_tokens=12, messages=messages)
+    with client.messages.stream(model=MODEL, max_tokens=12, messages=messages) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
-    assert text == whole.content[0].text  # type: ignore[union-attr]
+    assert isinstance(whole.content[0], TextBlock) and text == whole.content[0].text
     assert final.stop_reason == whole.stop_reason and final.usage.output_tokens == whole.usage.output_tokens
 
 
@@ -63,18 +64,18 @@ def test_stream_events_are_anthropics(stack: Stack, api_key: str) -> None:
 
 
 def test_tools_then_the_tool_result(client: anthropic.Anthropic) -> None:
-    asked = [{"role": "user", "content": "What is the weather in Paris?"}]
-    called = client.messages.create(model=MODEL, max_tokens=60, tools=[WEATHER_TOOL], messages=asked)  # type: ignore[list-item]
+    asked: list[MessageParam] = [{"role": "user", "content": "What is the weather in Paris?"}]
+    called = client.messages.create(model=MODEL, max_tokens=60, tools=[WEATHER_TOOL], messages=asked)
     assert called.stop_reason == "tool_use"
     use = next(b for b in called.content if b.type == "tool_use")
     assert use.name == "get_weather" and use.input == {"city": "Paris"}
     answered = client.messages.create(
         model=MODEL,
         max_tokens=20,
-        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        tools=[WEATHER_TOOL],
         messages=[
             *asked,
-            {"role": "assistant", "content": called.content},  # type: ignore[typeddict-item]
+            {"role": "assistant", "content": called.content},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}]},
         ],
     )
@@ -85,7 +86,7 @@ def test_a_streamed_tool_use(client: anthropic.Anthropic) -> None:
     with client.messages.stream(
         model=MODEL,
         max_tokens=60,
-        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        tools=[WEATHER_TOOL],
         tool_choice={"type": "tool", "name": "get_weather"},
         messages=[{"role": "user", "content": "Weather in Lyon?"}],
     ) as stream:
@@ -104,13 +105,14 @@ def test_errors_have_anthropics_shape(stack: Stack, client: anthropic.Anthropic)
         anthropic.Anthropic(base_url=stack.gateway_url, api_key="wrong", max_retries=0).messages.create(
             model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "x"}]
         )
-    assert unauthorized.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+    body = unauthorized.value.body
+    assert isinstance(body, dict) and body["error"]["type"] == "authentication_error"
     assert unauthorized.value.response.headers["request-id"]
     with pytest.raises(anthropic.NotFoundError):
         client.messages.create(model="local/nope", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     missing = httpx.post(  # the SDK refuses to send it; curl does not
         f"{stack.gateway_url}/v1/messages",
-        headers={"x-api-key": client.api_key},
+        headers={"x-api-key": str(client.api_key)},
         json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]},
     )
     assert missing.status_code == 400 and missing.json()["error"]["type"] == "invalid_request_error"
@@ -132,11 +134,11 @@ def test_errors_have_anthropics_shape(stack: Stack, client: anthropic.Anthropic)
 def test_a_claude_code_shaped_session(client: anthropic.Anthropic) -> None:
     """A large system prompt in blocks (cache_control on), many tools, streamed turns, and tool_use →
     tool_result round trips, as Claude Code drives a session."""
-    system = [
+    system: list[TextBlockParam] = [
         {"type": "text", "text": "You are an agent for software engineering. " * 200},
         {"type": "text", "text": "Use the tools.", "cache_control": {"type": "ephemeral"}},
     ]
-    tools = [
+    tools: list[ToolParam] = [
         {
             "name": f"tool_{i}",
             "description": f"Tool number {i}",
@@ -144,14 +146,16 @@ def test_a_claude_code_shaped_session(client: anthropic.Anthropic) -> None:
         }
         for i in range(30)
     ]
-    messages: list[dict[str, Any]] = [{"role": "user", "content": [{"type": "text", "text": "Read the file Main"}]}]
+    messages: list[MessageParam] = [{"role": "user", "content": [{"type": "text", "text": "Read the file Main"}]}]
     for _turn in range(3):
         with client.messages.stream(
             model=MODEL, max_tokens=200, system=system, tools=tools, messages=messages
-        ) as stream:  # type: ignore[arg-type]
+        ) as stream:
             reply = stream.get_final_message()
-        messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in reply.content]})
-        uses = [b for b in reply.content if b.type == "tool_use"]
+        # The blocks sent back as they came, as a client keeping the conversation does.
+        echoed = [cast(ContentBlockParam, b.model_dump(exclude_none=True)) for b in reply.content]
+        messages.append({"role": "assistant", "content": echoed})
+        uses = [b for b in reply.content if isinstance(b, ToolUseBlock)]
         if not uses:
             break
         assert reply.stop_reason == "tool_use" and uses[0].name == "tool_0" and uses[0].input == {"path": "Main"}
@@ -161,4 +165,4 @@ def test_a_claude_code_shaped_session(client: anthropic.Anthropic) -> None:
                 "content": [{"type": "tool_result", "tool_use_id": u.id, "content": "file contents"} for u in uses],
             }
         )
-    assert messages[-1]["role"] == "assistant" and messages[-1]["content"][0]["type"] == "text"  # it answered
+    assert messages[-1]["role"] == "assistant" and reply.content[0].type == "text"  # it answered

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 import time
+from collections.abc import Iterator
 from typing import Any, cast
 
 import httpx

@@ -17,8 +17,8 @@ import pytest
 from iir_dev.stack import REPO, Stack
 from iir_gateway.accounting.token_estimate import prompt_bound
 from tests.conftest import MASTER_KEY, SERVED, SERVED_PRICE
-from tests.waiting import wait_for
 from tests.json_values import json_object
+from tests.waiting import wait_for
 
 MODEL = f"local/{SERVED}"
 ADMIN = {"Authorization": f"Bearer {MASTER_KEY}"}

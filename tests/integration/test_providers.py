@@ -16,12 +16,15 @@ import httpx
 import openai
 import pytest
 import yaml
+from anthropic.types import MessageParam, TextBlock, ToolParam
+from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam
+from openai.types.responses import FunctionToolParam
 
 from iir_dev import datastores
 from iir_dev.stack import REPO, Stack, http_ok
 from tests.conftest import EMBEDDER, MASTER_KEY, SERVED, STATIC_KEY
-from tests.waiting import wait_for
 from tests.json_values import json_object
+from tests.waiting import wait_for
 
 OPENAI_KEY = "sk-test-" + uuid.uuid4().hex
 ANTHROPIC_KEY = "sk-ant-test-" + uuid.uuid4().hex
@@ -99,11 +102,11 @@ def client(gateway: str) -> openai.OpenAI:
 
 
 def last_request(fakes: dict[str, str], name: str) -> dict[str, Any]:
-    return httpx.get(f"{fakes[name]}/_last").json()
+    return json_object(httpx.get(f"{fakes[name]}/_last").json())
 
 
 def calls(fakes: dict[str, str], name: str) -> dict[str, int]:
-    return httpx.get(f"{fakes[name]}/_calls").json()
+    return {str(model): int(n) for model, n in json_object(httpx.get(f"{fakes[name]}/_calls").json()).items()}
 
 
 def post(gateway: str, body: dict[str, Any], path: str = "chat/completions") -> httpx.Response:
@@ -111,7 +114,7 @@ def post(gateway: str, body: dict[str, Any], path: str = "chat/completions") -> 
 
 
 def error_of(resp: httpx.Response) -> dict[str, Any]:
-    return resp.json()["error"]
+    return json_object(resp.json()["error"])
 
 
 # Anthropic ----------------------------------------------------------------------------------------------------
@@ -142,7 +145,17 @@ def test_anthropic_through_the_openai_sdk(client: openai.OpenAI, fakes: dict[str
     assert sent["temperature"] == 1.0 and sent["metadata"] == {"user_id": "u-1"}
     assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]  # consecutive turns merged
     # Cached input counts as prompt tokens.
-    assert answer.usage.prompt_tokens == sent_tokens(sent) + 3 and answer.usage.completion_tokens == 5
+    assert (
+        answer.usage is not None
+        and answer.usage.prompt_tokens == sent_tokens(sent) + 3
+        and answer.usage.completion_tokens == 5
+    )
+
+
+def _text(block: object) -> str:
+    """An Anthropic content block's text; fails the test when it is another kind of block."""
+    assert isinstance(block, TextBlock), block
+    return block.text
 
 
 def sent_tokens(sent: dict[str, Any]) -> int:
@@ -163,7 +176,7 @@ def test_anthropic_streaming_is_translated_chunk_by_chunk(client: openai.OpenAI)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Claude heard: Stream this please"
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
-    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 5
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
     assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 3  # not buffered into one
     # Without include_usage, no usage chunk.
     plain = list(
@@ -179,7 +192,7 @@ def test_anthropic_max_tokens_gives_length(client: openai.OpenAI, fakes: dict[st
     assert default.choices[0].finish_reason == "stop" and last_request(fakes, "anthropic")["max_tokens"] == 4096
 
 
-TOOLS = [
+TOOLS: list[ChatCompletionFunctionToolParam] = [
     {
         "type": "function",
         "function": {
@@ -193,7 +206,7 @@ TOOLS = [
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_anthropic_tool_calls_round_trip(client: openai.OpenAI, fakes: dict[str, str], stream: bool) -> None:
-    messages: list[dict[str, Any]] = [{"role": "user", "content": "What is the weather in Paris?"}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is the weather in Paris?"}]
     if stream:
         chunks = list(
             client.chat.completions.create(
@@ -201,15 +214,19 @@ def test_anthropic_tool_calls_round_trip(client: openai.OpenAI, fakes: dict[str,
             )
         )
         calls_ = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
-        call_id, name = calls_[0].id, calls_[0].function.name
-        arguments = "".join(tc.function.arguments or "" for tc in calls_)
+        first = calls_[0]
+        assert first.id is not None and first.function is not None and first.function.name is not None
+        call_id, name = first.id, first.function.name
+        arguments = "".join(tc.function.arguments or "" for tc in calls_ if tc.function)
         finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
         assert finish == ["tool_calls"] and all(tc.index == 0 for tc in calls_)
     else:
         answer = client.chat.completions.create(model=SONNET, messages=messages, tools=TOOLS, tool_choice="required")
         assert answer.choices[0].finish_reason == "tool_calls"
         assert answer.choices[0].message.content == "Let me check."
-        call = answer.choices[0].message.tool_calls[0]
+        tool_calls = answer.choices[0].message.tool_calls
+        assert tool_calls and tool_calls[0].type == "function"
+        call = tool_calls[0]
         call_id, name, arguments = call.id, call.function.name, call.function.arguments
         assert last_request(fakes, "anthropic")["tool_choice"] == {"type": "any"}
     assert name == "get_weather" and json.loads(arguments) == {"location": "Paris"}
@@ -443,7 +460,7 @@ def test_the_messages_api_to_an_anthropic_model(gateway: str, fakes: dict[str, s
         stop_sequences=["you"],
         messages=[{"role": "user", "content": "How are you?"}],
     )
-    assert message.content[0].text == "Claude heard: How are "  # type: ignore[union-attr]
+    assert _text(message.content[0]) == "Claude heard: How are "
     assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", "you")
     sent = last_request(fakes, "anthropic")
     # The client's own request went to Anthropic (the gateway's key, the upstream's model name).
@@ -457,20 +474,23 @@ def test_the_messages_api_to_an_anthropic_model(gateway: str, fakes: dict[str, s
     )
     assert "mcp_servers" not in last_request(fakes, "anthropic")  # nothing runs on the gateway's account unasked
     assert "container" not in last_request(fakes, "anthropic")
-    tool = {"name": "get_weather", "description": "", "input_schema": {"type": "object", "properties": {}}}
-    asked = [{"role": "user", "content": "What is the weather?"}]
-    with client.messages.stream(model=SONNET, max_tokens=50, tools=[tool], messages=asked) as stream:  # type: ignore[list-item]
+    tool: ToolParam = {"name": "get_weather", "description": "", "input_schema": {"type": "object", "properties": {}}}
+    asked: list[MessageParam] = [{"role": "user", "content": "What is the weather?"}]
+    with client.messages.stream(model=SONNET, max_tokens=50, tools=[tool], messages=asked) as stream:
         called = stream.get_final_message()
     use = next(b for b in called.content if b.type == "tool_use")
     assert called.stop_reason == "tool_use" and use.input == {"location": "Paris"}
-    result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "18"}]}
+    result: MessageParam = {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "18"}],
+    }
     answered = client.messages.create(
         model=SONNET,
         max_tokens=50,
         tools=[tool],
-        messages=[*asked, {"role": "assistant", "content": called.content}, result],  # type: ignore[list-item,typeddict-item]
+        messages=[*asked, {"role": "assistant", "content": called.content}, result],
     )
-    assert answered.content[0].text == "It is 18 degrees in Paris."  # type: ignore[union-attr]
+    assert _text(answered.content[0]) == "It is 18 degrees in Paris."
 
 
 def test_the_messages_api_to_an_openai_model(gateway: str) -> None:
@@ -480,7 +500,7 @@ def test_the_messages_api_to_an_openai_model(gateway: str) -> None:
     message = client.messages.create(
         model="openai/gpt-4o-mini", max_tokens=20, messages=[{"role": "user", "content": "a b c"}]
     )
-    assert message.content[0].text == "Echo from gpt-4o-mini: a b c"  # type: ignore[union-attr]
+    assert _text(message.content[0]) == "Echo from gpt-4o-mini: a b c"
     assert message.stop_reason == "end_turn" and message.usage.output_tokens > 0
 
 
@@ -491,14 +511,19 @@ def test_the_responses_api_to_an_anthropic_model(client: openai.OpenAI, fakes: d
     assert response.output_text == "Claude heard: How are you?" and response.status == "completed"
     sent = last_request(fakes, "anthropic")
     assert sent["system"] == "Be brief." and sent["max_tokens"] == 50
-    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
-    called = client.responses.create(model=SONNET, input="What is the weather?", tools=[tool])  # type: ignore[list-item]
+    tool: FunctionToolParam = {
+        "type": "function",
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {}},
+        "strict": None,
+    }
+    called = client.responses.create(model=SONNET, input="What is the weather?", tools=[tool])
     call = next(item for item in called.output if item.type == "function_call")
     answered = client.responses.create(
         model=SONNET,
         previous_response_id=called.id,
-        tools=[tool],  # type: ignore[list-item]
-        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18"}],  # type: ignore[union-attr]
+        tools=[tool],
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18"}],
     )
     assert answered.output_text == "It is 18 degrees in Paris."
 
@@ -515,7 +540,7 @@ def test_an_anthropic_answer_reaches_an_anthropic_client_untouched(gateway: str,
     ).json()
     client = anthropic.Anthropic(base_url=gateway, api_key=made["key"], max_retries=0)
     whole = client.messages.create(model=SONNET, max_tokens=50, messages=[{"role": "user", "content": "Hi"}])
-    assert whole.model == "claude-sonnet-4-5" and whole.content[0].text == "Claude heard: Hi"  # type: ignore[union-attr]
+    assert whole.model == "claude-sonnet-4-5" and _text(whole.content[0]) == "Claude heard: Hi"
     with httpx.stream(
         "POST",
         f"{gateway}/v1/messages",

@@ -190,7 +190,8 @@ async def test_deleting_the_model_leaves_owned_objects_to_garbage_collection(
     await kube.create(PLURAL, NS, inference_model("gone", gpusPerReplica=1))
     dep = await eventually(lambda: kube.get("deployments", NS, "iir-gone"))
     im = await kube.get(PLURAL, NS, "gone")
-    assert im is not None and not (im["metadata"].get("finalizers") or [])  # owner references suffice; no finalizer to block delete
+    assert im is not None
+    assert not (im["metadata"].get("finalizers") or [])  # owner references suffice; no finalizer to block delete
     owner = dep["metadata"]["ownerReferences"][0]
     assert owner["controller"] and owner["blockOwnerDeletion"] and owner["uid"] == "uid-gone"
     await kube.delete(PLURAL, NS, "gone")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.unit.test_deploy_chart import by_kind, render, validate_all
 from tests.json_values import json_object
+from tests.unit.test_deploy_chart import by_kind, render, validate_all
 
 API_CALLERS = {"iir-registry", "iir-operator"}  # the only pods that talk to the Kubernetes API
 

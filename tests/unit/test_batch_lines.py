@@ -37,14 +37,16 @@ class Owners:
         return dataclasses.replace(made_by, **changes)  # type: ignore[arg-type]
 
 
-def run_line(outcomes: list[Answer | APIError]) -> tuple[dict[str, Any], FakePipeline, list[float]]:
+def run_line(
+    outcomes: list[Answer | APIError], endpoint: str = "/v1/chat/completions", body: dict[str, Any] = BODY
+) -> tuple[dict[str, Any], FakePipeline, list[float]]:
     pipeline, slept = FakePipeline(outcomes), []
 
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
 
     runner = BatchRunner(pipeline, None, None, Owners(), 1, sleep=sleep)  # type: ignore[arg-type]
-    line = asyncio.run(runner._line("batch_1", "/v1/chat/completions", PRINCIPAL, "c1", BODY, ""))
+    line = asyncio.run(runner._line("batch_1", endpoint, PRINCIPAL, "c1", body, ""))
     return line, pipeline, slept
 
 
@@ -75,3 +77,24 @@ def test_a_used_up_budget_fails_the_line_at_once() -> None:
     spent = APIError(429, "budget", code="insufficient_quota", type="insufficient_quota", headers={"retry-after": "9"})
     line, _, slept = run_line([spent])
     assert line["response"]["body"]["error"]["code"] == "insufficient_quota" and slept == []
+
+
+def test_a_responses_line_runs_as_a_chat_request_and_keeps_a_response_that_is_not_stored() -> None:
+    body = {"model": "fake/a", "input": "hi", "instructions": "Be brief.", "store": True}
+    line, pipeline, _ = run_line([Answer("fake/a", document=Event.of(completion()))], "/v1/responses", body)
+    assert pipeline.contexts[0].body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi"},
+    ]
+    assert pipeline.contexts[0].body["stream"] is False
+    response = line["response"]["body"]
+    assert line["response"]["status_code"] == 200 and response["object"] == "response"
+    assert response["id"].startswith("resp_") and response["store"] is False and response["instructions"] == "Be brief."
+    assert response["output"][0]["content"][0]["text"] == "hello" and response["usage"]["total_tokens"] == 5
+
+
+def test_a_responses_line_cannot_continue_a_stored_response() -> None:
+    body = {"model": "fake/a", "input": "hi", "previous_response_id": "resp_1"}
+    line, pipeline, _ = run_line([], "/v1/responses", body)
+    assert line["response"]["status_code"] == 400 and pipeline.contexts == []
+    assert line["response"]["body"]["error"]["param"] == "previous_response_id"

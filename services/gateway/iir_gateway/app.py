@@ -18,7 +18,15 @@ from iir_common.tracing import shutdown as shutdown_tracing
 from iir_gateway.admin import key_routes, ops_routes, org_routes, registry_routes, spend_routes, ui_routes
 from iir_gateway.errors import install_error_handlers
 from iir_gateway.inbound.routes import fast_routes
-from iir_gateway.inference import anthropic_routes, batch_routes, fastpath, jobs_routes, openai_routes, responses_routes
+from iir_gateway.inference import (
+    anthropic_routes,
+    batch_routes,
+    fastpath,
+    jobs_routes,
+    openai_routes,
+    responses_routes,
+    task_routes,
+)
 from iir_gateway.runtime import Runtime
 from iir_gateway.schemas import OPENAPI_MODELS
 from iir_gateway.server.access_log import AccessLog
@@ -83,6 +91,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(org_routes.router(runtime))
     app.include_router(spend_routes.router(runtime))
     app.include_router(jobs_routes.router(runtime))
+    app.include_router(task_routes.router(runtime))
     app.include_router(anthropic_routes.router(runtime))
     app.include_router(responses_routes.router(runtime))
     app.include_router(batch_routes.router(runtime))

@@ -8,10 +8,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
-import orjson
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
-from starlette.responses import Response
 
 from iir_gateway.errors import APIError
 from iir_gateway.keys.authenticator import Authenticator, extract_key
@@ -145,10 +143,6 @@ async def require_admin(request: Request, deps: AdminAccess) -> Admin:
         raise APIError(403, "Managing API keys needs an admin key.", code="admin_required")
     _require_json_write(request, keyless=False)
     return Admin(f"key:{principal.key_id}")
-
-
-def json_response(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
 def validated(schema: type[BaseModel], body: dict[str, Any]) -> Any:

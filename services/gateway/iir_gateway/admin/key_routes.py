@@ -13,12 +13,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from starlette.responses import Response
 
 from iir.v1 import auth_pb2, auth_pb2_grpc
-from iir_gateway.admin.access import AdminAccess, BodyLimit, call_auth, json_response, require_admin, validated
+from iir_gateway.admin.access import AdminAccess, BodyLimit, call_auth, require_admin, validated
 from iir_gateway.batches.store import BatchStore
 from iir_gateway.errors import APIError
 from iir_gateway.jobs.store import JobStore
 from iir_gateway.principal import Principal
-from iir_gateway.server.bodies import client_ip, read_json_object
+from iir_gateway.server.bodies import client_ip, json_response, read_json_object
 from iir_gateway.server.docs_routes import ADMIN_ERRORS, body_of
 
 # No id IIR makes or takes is longer (key and team ids are UUIDs, user ids at most 200 characters).

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -13,7 +12,7 @@ from iir_common import __version__
 from iir_gateway.admin.access import AdminAccess, keyless_admin
 from iir_gateway.errors import APIError
 from iir_gateway.keys.authenticator import extract_key
-from iir_gateway.server.bodies import client_ip
+from iir_gateway.server.bodies import client_ip, json_response
 
 
 class OpsDeps(AdminAccess, Protocol):
@@ -46,7 +45,7 @@ def router(deps: OpsDeps) -> APIRouter:
         healthy, report = await deps.health()
         if not await _sees_details(request, deps):
             report = {"status": report["status"]}
-        return Response(orjson.dumps(report), status_code=200 if healthy else 503, media_type="application/json")
+        return json_response(report, 200 if healthy else 503)
 
     @routes.get("/health/live", summary="Liveness: the process answers")
     @routes.get("/healthz", summary="Liveness: the process answers (the Inference Gateway's name)")
@@ -62,10 +61,10 @@ def router(deps: OpsDeps) -> APIRouter:
         ok, report = await deps.ready()
         if not await _sees_details(request, deps):  # the count of cached keys tells how many keys are active
             report = {"status": report["status"]}
-        return Response(orjson.dumps(report), status_code=200 if ok else 503, media_type="application/json")
+        return json_response(report, 200 if ok else 503)
 
     @routes.get("/version", summary="Gateway version")
     async def version() -> Response:
-        return Response(orjson.dumps({"name": "iir-gateway", "version": __version__}), media_type="application/json")
+        return json_response({"name": "iir-gateway", "version": __version__})
 
     return routes

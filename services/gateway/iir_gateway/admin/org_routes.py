@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.responses import Response
 
 from iir.v1 import auth_pb2, auth_pb2_grpc
-from iir_gateway.admin.access import AdminAccess, BodyLimit, json_response, require_admin, validated
+from iir_gateway.admin.access import AdminAccess, BodyLimit, require_admin, validated
 from iir_gateway.admin.key_routes import _MAX_LIMIT, DURATION, MAX_BUDGET, _iso, _text, bounded_ids, metadata_json
-from iir_gateway.server.bodies import read_json_object
+from iir_gateway.server.bodies import json_response, read_json_object
 from iir_gateway.server.docs_routes import ADMIN_ERRORS, body_of
 
 _IDS = [Depends(bounded_ids)]  # 404 for an id longer than any can be

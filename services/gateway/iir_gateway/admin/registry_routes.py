@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import grpc
-import orjson
 from fastapi import APIRouter, Request
 from google.protobuf.json_format import MessageToDict
 from starlette.responses import Response
@@ -17,7 +16,7 @@ from iir_gateway.errors import APIError
 from iir_gateway.keys.authenticator import Authenticator
 from iir_gateway.picking.state import EndpointStates
 from iir_gateway.principal import Principal
-from iir_gateway.server.bodies import client_ip
+from iir_gateway.server.bodies import client_ip, json_response
 
 
 class RegistryDeps(Protocol):
@@ -46,7 +45,7 @@ def _as_dict(msg: Any) -> dict[str, Any]:
 
 def _render_public(reply: registry_pb2.StatusResponse, principal: Principal) -> Response:
     models = [{f: d[f] for f in _PUBLIC_FIELDS} for d in map(_as_dict, reply.models) if principal.may_use(d["name"])]
-    return Response(orjson.dumps({"models": models}), media_type="application/json")
+    return json_response({"models": models})
 
 
 def _with_load(model: dict[str, Any], endpoints: EndpointStates) -> dict[str, Any]:
@@ -72,7 +71,7 @@ def _render(reply: registry_pb2.StatusResponse, endpoints: EndpointStates) -> Re
         "nodes": [_as_dict(n) for n in reply.nodes],
         "error": reply.error or None,
     }
-    return Response(orjson.dumps(body), media_type="application/json")
+    return json_response(body)
 
 
 async def _call(stub: registry_pb2_grpc.RegistryServiceStub, method: str) -> registry_pb2.StatusResponse:

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from iir.v1 import auth_pb2, auth_pb2_grpc
-from iir_gateway.admin.access import AdminAccess, call_auth, json_response, require_admin
+from iir_gateway.admin.access import AdminAccess, call_auth, require_admin
 from iir_gateway.errors import APIError
-from iir_gateway.server.bodies import client_ip
+from iir_gateway.server.bodies import client_ip, json_response
 from iir_gateway.server.docs_routes import ADMIN_ERRORS
 
 

@@ -25,8 +25,6 @@ from iir_gateway.accounting.storage_quota import scopes_of
 from iir_gateway.batches.files import FileStore
 from iir_gateway.batches.store import FINAL, QUOTA_TTL_S, BatchStore
 from iir_gateway.errors import APIError
-from iir_gateway.inbound import responses_answer as responses
-from iir_gateway.inbound.responses_request import chat_request
 from iir_gateway.inbound.routes import batch_endpoints
 from iir_gateway.keys.owners import OwnerLookup, OwnerRefused
 from iir_gateway.pipeline.entry import run_request
@@ -37,7 +35,7 @@ from iir_gateway.request_ids import valid_request_id
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = batch_endpoints()  # path → (operation, schema), from the one route table
+_ENDPOINTS = batch_endpoints()  # path → inbound protocol, from the one route table
 AUTH_WAIT_S = (1.0, 5.0)  # while auth cannot say whether the key may go on: first and longest pause
 CUSTOM_ID_RULE = "1 to 128 ASCII letters, digits, '_', '-', '.' or ':'"
 
@@ -94,7 +92,7 @@ class BatchRunner:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
+        self._task = asyncio.create_task(self._loop(), name="batch-runner")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -224,27 +222,25 @@ class BatchRunner:
                 "response": None,
                 "error": {"code": "invalid_request", "message": problem},
             }
-        path, schema = ENDPOINTS[endpoint]
+        protocol = _ENDPOINTS[endpoint]
         request_id = f"{batch_id}-{custom_id}"[:128]
         waits = RateLimitWaits(self.sleep)  # a rate-limited line waits; a used-up budget fails it
         while True:
             # Asked again after every wait: a change while the line waited for its limits counts.
             principal = await self.owners.current(made_by, priority=0)  # interactive traffic first
             try:
-                sent = {**body, "stream": False}
-                if endpoint == "/v1/responses":
-                    if body.get("previous_response_id"):
-                        raise APIError(
-                            400, "A batch line cannot continue a stored response.", param="previous_response_id"
-                        )
-                    sent = chat_request(sent, [])
+                exchange = protocol.exchange({})  # a line has no headers of its own
+                sent = exchange.request({**body, "stream": False})
                 answer = await run_request(
-                    self.pipeline, path, schema, body=sent, principal=principal, request_id=request_id
+                    self.pipeline,
+                    protocol.operation,
+                    protocol.schema,
+                    body=sent,
+                    principal=principal,
+                    request_id=request_id,
                 )
                 assert answer is not None and answer.document is not None  # unwatched, and not streamed
-                result = answer.document.json()
-                if endpoint == "/v1/responses":
-                    result = _response(body, answer.model, result)
+                result = orjson.loads(await exchange.document(answer))
                 response = {"status_code": 200, "request_id": request_id, "body": result}
                 return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}
             except APIError as exc:
@@ -308,14 +304,6 @@ class BatchRunner:
         errors = {"object": "list", "data": [{"code": code, "message": message, "param": None, "line": None}]}
         await self.batches.update(batch_id, status="failed", failed_at=int(time.time()), errors=errors)
         await self.batches.done(batch_id)
-
-
-def _response(body: dict[str, Any], model: str, completion: dict[str, Any]) -> dict[str, Any]:
-    """The Response object of a batch line (batch lines are not stored)."""
-    finish = ((completion.get("choices") or [{}])[0]).get("finish_reason")
-    output = responses.output_items(completion)
-    usage = completion.get("usage")
-    return responses.response_object(responses.new_id("resp"), {**body, "store": False}, model, output, usage, finish)
 
 
 def _succeeded(line: dict[str, Any]) -> bool:

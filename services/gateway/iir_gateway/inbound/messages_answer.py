@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from iir_gateway.inbound.chat_reading import reasoning
+
 # OpenAI finish reason → Anthropic stop reason (the inverse of anthropic_response.FINISH_REASONS).
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
 
@@ -52,9 +54,8 @@ def message_response(completion: dict[str, Any], model: str, stops: list[str]) -
     choice = (completion.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     content: list[dict[str, Any]] = []
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if reasoning:
-        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+    if thought := reasoning(message):
+        content.append({"type": "thinking", "thinking": thought, "signature": ""})
     if message.get("content"):
         content.append({"type": "text", "text": message["content"]})
     for call in message.get("tool_calls") or []:

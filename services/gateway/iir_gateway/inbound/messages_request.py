@@ -8,14 +8,7 @@ from typing import Any
 import orjson
 
 from iir_gateway.errors import invalid_value
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
-    return ""
+from iir_gateway.wire.anthropic_request import text_of
 
 
 def _image(block: dict[str, Any], param: str) -> dict[str, Any]:
@@ -38,7 +31,7 @@ def _user(blocks: list[Any], param: str) -> list[dict[str, Any]]:
     for j, block in enumerate(blocks):
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "tool_result":
-            text = _text(block.get("content"))
+            text = text_of(block.get("content"))
             if block.get("is_error"):
                 text = f"Error: {text}"
             out.append({"role": "tool", "tool_call_id": str(block.get("tool_use_id", "")), "content": text})
@@ -116,7 +109,7 @@ def chat_request(body: dict[str, Any]) -> dict[str, Any]:
     """The OpenAI chat request for a Messages request (400 for what it cannot say). `cache_control` is
     dropped: upstreams other than Anthropic cache prefixes by themselves, or not at all."""
     messages: list[dict[str, Any]] = []
-    system = _text(body.get("system"))
+    system = text_of(body.get("system"))
     if system:
         messages.append({"role": "system", "content": system})
     for i, m in enumerate(body.get("messages") or []):

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from iir_gateway.inbound.chat_reading import first_choices, reasoning
 from iir_gateway.inbound.messages_answer import message_id, stop, tool_input, usage
 
 
@@ -71,15 +72,12 @@ class MessagesStreamEncoder:
             yield from self._start(chunk)
         if chunk.get("usage"):
             self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
+        for choice in first_choices(chunk):
             delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning:
+            if thought := reasoning(delta):
                 if self.block != "thinking":
                     yield from self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""})
-                yield "content_block_delta", self._delta({"type": "thinking_delta", "thinking": reasoning})
+                yield "content_block_delta", self._delta({"type": "thinking_delta", "thinking": thought})
             if delta.get("content"):
                 if self.block != "text":
                     yield from self._open("text", {"type": "text", "text": ""})

@@ -120,14 +120,24 @@ class ResponsesExchange:
         return ResponsesFrames(ResponsesStreamEncoder(self.id, self.body, answer.model), self.keep)
 
 
+class _StandaloneExchange(ResponsesExchange):
+    """A Responses request on its own (a batch line): it continues no stored response, and its Response
+    says it is not stored."""
+
+    def request(self, body: dict[str, Any]) -> dict[str, Any]:
+        if body.get("previous_response_id"):
+            raise APIError(400, "A batch line cannot continue a stored response.", param="previous_response_id")
+        return super().request({**body, "store": False})
+
+
 class ResponsesProtocol:
     name = "openai-responses"
     operation = "chat/completions"
     schema = ChatCompletionRequest
 
     def exchange(self, headers: Mapping[str, str]) -> ResponsesExchange:
-        """A request that continues no stored conversation, and whose answer is not kept (a batch line)."""
-        return ResponsesExchange()
+        """A request on its own (a batch line); the route builds the exchange of a stored conversation."""
+        return _StandaloneExchange()
 
     def error(self, exc: APIError) -> Response:
         return exc.response()

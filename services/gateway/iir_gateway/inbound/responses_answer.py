@@ -6,6 +6,8 @@ import time
 import uuid
 from typing import Any
 
+from iir_gateway.inbound.chat_reading import reasoning
+
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
@@ -57,9 +59,8 @@ def reasoning_item(text: str, item_id: str | None = None) -> dict[str, Any]:
 def output_items(completion: dict[str, Any]) -> list[dict[str, Any]]:
     message = ((completion.get("choices") or [{}])[0]).get("message") or {}
     items = []
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if reasoning:
-        items.append(reasoning_item(reasoning))
+    if thought := reasoning(message):
+        items.append(reasoning_item(thought))
     if message.get("content"):
         items.append(message_item(message["content"]))
     for call in message.get("tool_calls") or []:

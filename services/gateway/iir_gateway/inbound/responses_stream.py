@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from iir_gateway.inbound.chat_reading import first_choices, reasoning
 from iir_gateway.inbound.responses_answer import call_item, message_item, new_id, reasoning_item, response_object
 
 
@@ -94,22 +95,19 @@ class ResponsesStreamEncoder:
     def feed(self, chunk: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
         if chunk.get("usage"):
             self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
+        for choice in first_choices(chunk):
             delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning:
+            if thought := reasoning(delta):
                 if self.open is None or self.open["type"] != "reasoning":
                     yield from self._open(reasoning_item(""))
                 assert self.open is not None
-                self.open["content"][0]["text"] += reasoning
+                self.open["content"][0]["text"] += thought
                 yield self._event(
                     "response.reasoning_text.delta",
                     item_id=self.open["id"],
                     output_index=len(self.output),
                     content_index=0,
-                    delta=reasoning,
+                    delta=thought,
                 )
             if delta.get("content"):
                 if self.open is None or self.open["type"] != "message":

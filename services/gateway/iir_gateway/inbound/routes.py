@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from iir_gateway.inbound.base import InboundProtocol
 from iir_gateway.inbound.registry import protocol_for
-from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, InferenceRequest
+from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +60,6 @@ def fast_routes() -> dict[str, Route]:
     return {route.path: route for route in ROUTES if route.fast}
 
 
-def batch_endpoints() -> dict[str, tuple[str, type[InferenceRequest]]]:
-    """(operation, schema) of each path a batch may run, by path."""
-    return {r.path: (r.protocol.operation, r.protocol.schema) for r in ROUTES if r.batch}
+def batch_endpoints() -> dict[str, InboundProtocol]:
+    """The protocol of each path a batch may run, by path."""
+    return {r.path: r.protocol for r in ROUTES if r.batch}

@@ -6,22 +6,23 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Protocol
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from iir_gateway.accounting.storage_quota import StorageQuota, scopes_of
 from iir_gateway.batches.files import FileStore
-from iir_gateway.batches.runner import ENDPOINTS
 from iir_gateway.batches.scrubbed_upload import ScrubbedLines
 from iir_gateway.batches.store import FINAL, QUOTA_TTL_S, WINDOW_S, BatchStore, batch_object
 from iir_gateway.batches.upload import UploadRefused, receive_upload
-from iir_gateway.errors import APIError
+from iir_gateway.errors import APIError, invalid_value
+from iir_gateway.inbound.routes import batch_endpoints
 from iir_gateway.pipeline.steps.admit import Limiter
 from iir_gateway.pipeline.steps.authenticate import KeyCheck
 from iir_gateway.principal import Principal
 from iir_gateway.scrubbing.policy import Scrubbing
-from iir_gateway.server.bodies import client_ip, read_json_object
+from iir_gateway.server.bodies import client_ip, json_response, page_response, read_json_object
+
+_ENDPOINTS = batch_endpoints()  # the paths a batch may run, from the one route table
 
 
 class BatchRouteSettings(Protocol):
@@ -54,10 +55,6 @@ class BatchRouteDeps(Protocol):
     def storage_quota(self) -> StorageQuota: ...
 
 
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-
-
 def _no_file(file_id: str) -> APIError:
     return APIError(404, f"No such File object: {file_id}", code="file_not_found", param="file_id")
 
@@ -66,19 +63,15 @@ def _no_batch(batch_id: str) -> APIError:
     return APIError(404, f"No batch {batch_id!r}.", code="batch_not_found")
 
 
-def _bad(message: str, param: str | None = None) -> APIError:
-    return APIError(400, message, code="invalid_value", param=param)
-
-
 def _metadata(value: Any) -> dict[str, str] | None:
     """OpenAI's metadata: at most 16 pairs, keys up to 64 characters, string values up to 512."""
     if value is None:
         return None
     if not isinstance(value, dict) or len(value) > 16:
-        raise _bad("metadata must be an object of at most 16 pairs.", "metadata")
+        raise invalid_value("metadata must be an object of at most 16 pairs.", "metadata")
     for key, item in value.items():
         if len(key) > 64 or not isinstance(item, str) or len(item) > 512:
-            raise _bad("metadata keys may have 64 characters and values must be strings of 512.", "metadata")
+            raise invalid_value("metadata keys may have 64 characters and values must be strings of 512.", "metadata")
     return value
 
 
@@ -126,11 +119,11 @@ def router(deps: BatchRouteDeps) -> APIRouter:
             )
             await lines.close()
             if not received.has_file:
-                raise _bad("A `file` part is required.", "file")
+                raise invalid_value("A `file` part is required.", "file")
             if received.fields.get("purpose") != "batch":
-                raise _bad("Only purpose `batch` is supported.", "purpose")
+                raise invalid_value("Only purpose `batch` is supported.", "purpose")
             if received.lines == 0:
-                raise _bad("The file has no requests.", "file")
+                raise invalid_value("The file has no requests.", "file")
             meta = await upload.commit(received.filename, "batch")
         except UploadRefused as exc:
             await upload.abort()
@@ -139,12 +132,12 @@ def router(deps: BatchRouteDeps) -> APIRouter:
             with contextlib.suppress(Exception):  # its partial content expires anyway
                 await upload.abort()
             raise
-        return _json(meta)
+        return json_response(meta)
 
     @routes.get("/v1/files", summary="The key's files")
     async def list_files(request: Request, purpose: str | None = None) -> Response:
         principal = await caller(request)
-        return _json({"object": "list", "data": await deps.files.list(principal, purpose), "has_more": False})
+        return json_response({"object": "list", "data": await deps.files.list(principal, purpose), "has_more": False})
 
     @routes.get("/v1/files/{file_id}", summary="A file's metadata")
     async def get_file(file_id: str, request: Request) -> Response:
@@ -152,7 +145,7 @@ def router(deps: BatchRouteDeps) -> APIRouter:
         meta = await deps.files.get(file_id, principal)
         if meta is None:
             raise _no_file(file_id)
-        return _json(meta)
+        return json_response(meta)
 
     @routes.get("/v1/files/{file_id}/content", summary="A file's content")
     async def file_content(file_id: str, request: Request) -> Response:
@@ -167,41 +160,33 @@ def router(deps: BatchRouteDeps) -> APIRouter:
         principal = await caller(request)
         if not await deps.files.delete(file_id, principal):
             raise _no_file(file_id)
-        return _json({"id": file_id, "object": "file", "deleted": True})
+        return json_response({"id": file_id, "object": "file", "deleted": True})
 
     @routes.post("/v1/batches", summary="Run a file of requests in the background")
     async def create_batch(request: Request) -> Response:
         principal = await caller(request)
         body = await read_json_object(request, deps.settings.max_body_bytes)
         endpoint, window, input_file_id = body.get("endpoint"), body.get("completion_window"), body.get("input_file_id")
-        if not isinstance(endpoint, str) or endpoint not in ENDPOINTS:
-            raise _bad(f"endpoint must be one of {', '.join(ENDPOINTS)}.", "endpoint")
+        if not isinstance(endpoint, str) or endpoint not in _ENDPOINTS:
+            raise invalid_value(f"endpoint must be one of {', '.join(_ENDPOINTS)}.", "endpoint")
         if not isinstance(window, str) or window not in WINDOW_S:
-            raise _bad("completion_window must be 24h.", "completion_window")
+            raise invalid_value("completion_window must be 24h.", "completion_window")
         if not isinstance(input_file_id, str) or not input_file_id:
-            raise _bad("input_file_id must be the id of an uploaded file.", "input_file_id")
+            raise invalid_value("input_file_id must be the id of an uploaded file.", "input_file_id")
         metadata = _metadata(body.get("metadata"))
         meta = await deps.files.get(input_file_id, principal)
         if meta is None or meta["purpose"] != "batch":
-            raise _bad(f"No batch input file {input_file_id[:100]!r}.", "input_file_id")
+            raise invalid_value(f"No batch input file {input_file_id[:100]!r}.", "input_file_id")
         batch = batch_object(deps.batches.new_id(), endpoint, input_file_id, window, metadata)
         await _reserve_batch(deps, principal, batch["id"])
         await deps.batches.create(principal, batch)
-        return _json(batch)
+        return json_response(batch)
 
     @routes.get("/v1/batches", summary="The key's batches, newest first")
     async def list_batches(request: Request, after: str | None = None, limit: int = 20) -> Response:
         principal = await caller(request)
         page, more = await deps.batches.list(principal, after, max(1, min(limit, 100)))
-        return _json(
-            {
-                "object": "list",
-                "data": page,
-                "first_id": page[0]["id"] if page else None,
-                "last_id": page[-1]["id"] if page else None,
-                "has_more": more,
-            }
-        )
+        return page_response(page, more)
 
     @routes.get("/v1/batches/{batch_id}", summary="A batch: status, counts, output and error files")
     async def get_batch(batch_id: str, request: Request) -> Response:
@@ -209,7 +194,7 @@ def router(deps: BatchRouteDeps) -> APIRouter:
         batch = await deps.batches.get(batch_id, principal)
         if batch is None:
             raise _no_batch(batch_id)
-        return _json(batch)
+        return json_response(batch)
 
     @routes.post("/v1/batches/{batch_id}/cancel", summary="Cancel a batch (lines already run keep their results)")
     async def cancel_batch(batch_id: str, request: Request) -> Response:
@@ -222,6 +207,6 @@ def router(deps: BatchRouteDeps) -> APIRouter:
         updated = await deps.batches.cancel(batch_id)
         if updated is None:
             raise _no_batch(batch_id)
-        return _json(updated)
+        return json_response(updated)
 
     return routes

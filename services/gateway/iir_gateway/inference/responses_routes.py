@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-import orjson
 from fastapi import APIRouter, Request
 from redis.exceptions import RedisError
 from starlette.responses import Response
@@ -23,7 +22,7 @@ from iir_gateway.pipeline.steps.authenticate import KeyCheck
 from iir_gateway.principal import Principal
 from iir_gateway.schemas import validate_body
 from iir_gateway.scrubbing.policy import Scrubbing
-from iir_gateway.server.bodies import client_ip, read_json_object
+from iir_gateway.server.bodies import client_ip, json_response, page_response, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +40,6 @@ class ResponsesDeps(Protocol):
     def scrubbing(self) -> Scrubbing: ...
     @property
     def settings(self) -> BodyLimit: ...
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
 def _input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -122,28 +117,19 @@ def router(deps: ResponsesDeps) -> APIRouter:
         stored = await deps.responses.get(response_id, await caller(request))
         if stored is None:
             raise _not_found(response_id)
-        return _json(stored.response)
+        return json_response(stored.response)
 
     @api.delete("/v1/responses/{response_id}", summary="Delete a stored response")
     async def delete_response(response_id: str, request: Request) -> Response:
         if not await deps.responses.delete(response_id, await caller(request)):
             raise _not_found(response_id)
-        return _json({"id": response_id, "object": "response", "deleted": True})
+        return json_response({"id": response_id, "object": "response", "deleted": True})
 
     @api.get("/v1/responses/{response_id}/input_items", summary="The input items of a stored response")
     async def input_items(response_id: str, request: Request) -> Response:
         stored = await deps.responses.get(response_id, await caller(request))
         if stored is None:
             raise _not_found(response_id)
-        items = stored.input_items
-        return _json(
-            {
-                "object": "list",
-                "data": items,
-                "first_id": items[0]["id"] if items else None,
-                "last_id": items[-1]["id"] if items else None,
-                "has_more": False,
-            }
-        )
+        return page_response(stored.input_items, False)
 
     return api

@@ -1,4 +1,4 @@
-"""Reading request bodies: size limit, JSON parsing, OpenAI-style errors."""
+"""JSON bodies over HTTP: reading requests' (size limit, parsing, OpenAI-style errors) and writing responses."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 from starlette.types import Receive
 
 from iir_gateway.errors import APIError
@@ -60,6 +61,24 @@ async def read_asgi_json(receive: Receive, limit: int) -> dict[str, Any]:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return parse_json_object(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """`data` as a JSON response."""
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def page_response(items: list[dict[str, Any]], has_more: bool) -> Response:
+    """A page of a list (items with ids) as OpenAI writes it."""
+    return json_response(
+        {
+            "object": "list",
+            "data": items,
+            "first_id": items[0]["id"] if items else None,
+            "last_id": items[-1]["id"] if items else None,
+            "has_more": has_more,
+        }
+    )
 
 
 def client_ip(request: Request) -> str:

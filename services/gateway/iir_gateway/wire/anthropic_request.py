@@ -13,7 +13,9 @@ DEFAULT_MAX_TOKENS = 4096
 _TOOL_CHOICE = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}
 
 
-def _text_of(content: Any) -> str:
+def text_of(content: Any) -> str:
+    """The text of a message's content: a string, or the text of its `text` parts (OpenAI's parts and
+    Anthropic's blocks alike)."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -68,7 +70,7 @@ def _messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]
     for i, m in enumerate(messages):
         role, param = m.get("role"), f"messages[{i}]"
         if role in ("system", "developer"):
-            system.append(_text_of(m.get("content")))
+            system.append(text_of(m.get("content")))
             continue
         if role == "user":
             role, blocks = "user", _blocks(m.get("content"), f"{param}.content")
@@ -78,7 +80,7 @@ def _messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]
         elif role == "tool":
             role = "user"
             blocks = [
-                {"type": "tool_result", "tool_use_id": m.get("tool_call_id", ""), "content": _text_of(m.get("content"))}
+                {"type": "tool_result", "tool_use_id": m.get("tool_call_id", ""), "content": text_of(m.get("content"))}
             ]
         else:
             raise invalid_value(
