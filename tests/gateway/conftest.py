@@ -103,7 +103,7 @@ class Gateway:
         """A client of the same app sending `key` as a bearer token."""
         return httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app),
-            base_url="http://gateway",
+            base_url="http://127.0.0.1",
             headers={"Authorization": f"Bearer {key}"},
             timeout=30,
         )
@@ -115,7 +115,7 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
     app = create_asgi(settings)
     async with lifespan(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=30) as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", timeout=30) as client:
             yield Gateway(app, client)
 
 
@@ -225,7 +225,7 @@ async def http(gateway: Gateway, api_key: str) -> AsyncIterator[httpx.AsyncClien
 async def openai_client(gateway: Gateway, api_key: str) -> AsyncIterator[openai.AsyncOpenAI]:
     """The official OpenAI SDK, talking to the shared gateway in process."""
     async with gateway.authorized(api_key) as http_client:
-        yield openai.AsyncOpenAI(base_url="http://gateway/v1", api_key=api_key, max_retries=0, http_client=http_client)
+        yield openai.AsyncOpenAI(base_url="http://127.0.0.1/v1", api_key=api_key, max_retries=0, http_client=http_client)
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
@@ -239,4 +239,4 @@ async def anthropic_client(gateway: Gateway, api_key: str) -> AsyncIterator[anth
 async def anthropic_sdk(gateway: Gateway, key: str) -> AsyncIterator[anthropic.AsyncAnthropic]:
     """The Anthropic SDK with `key`, over the gateway app (it speaks `httpx2`, not `httpx`)."""
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=gateway.app), timeout=30) as http_client:
-        yield anthropic.AsyncAnthropic(base_url="http://gateway", api_key=key, max_retries=0, http_client=http_client)
+        yield anthropic.AsyncAnthropic(base_url="http://127.0.0.1", api_key=key, max_retries=0, http_client=http_client)

@@ -103,7 +103,7 @@ async def test_stored_responses_belong_to_their_key(
     other_key = await fleet.create_key("other")
     async with gateway.authorized(other_key) as other_http:
         other = openai.AsyncOpenAI(
-            base_url="http://gateway/v1", api_key=other_key, max_retries=0, http_client=other_http
+            base_url="http://127.0.0.1/v1", api_key=other_key, max_retries=0, http_client=other_http
         )
         with pytest.raises(openai.NotFoundError):
             await other.responses.retrieve(response.id)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import openai
 import yaml
@@ -11,6 +9,8 @@ import yaml
 from iir_dev.stack import Stack
 from tests.conftest import inference_model
 from tests.waiting import wait_for
+
+REJECTED = "cannot read models file; keeping the last good one"
 
 
 def test_added_model_is_served_and_removed_model_is_404(stack: Stack, openai_client: openai.OpenAI) -> None:
@@ -21,15 +21,17 @@ def test_added_model_is_served_and_removed_model_is_404(stack: Stack, openai_cli
         stack.models_file.write_text(yaml.safe_dump_all(docs))
         assert wait_for(lambda: "local/added-later" in [m.id for m in openai_client.models.list()])
         stack.models_file.write_text(yaml.safe_dump_all([d for d in docs if d["metadata"]["name"] != "slow"]))
-        assert wait_for(lambda: "local/slow" not in [m.id for m in openai_client.models.list()], timeout=2)
+        assert wait_for(lambda: "local/slow" not in [m.id for m in openai_client.models.list()])
         try:
             openai_client.chat.completions.create(model="local/slow", messages=[{"role": "user", "content": "x"}])
             raise AssertionError("a removed model must answer 404")
         except openai.NotFoundError:
             pass
         # A broken file keeps the last good catalogue.
+        registry_log = stack.processes["registry"].log_path
+        rejected = registry_log.read_text().count(REJECTED)
         stack.models_file.write_text("kind: [unclosed")
-        time.sleep(0.5)
+        wait_for(lambda: registry_log.read_text().count(REJECTED) > rejected, what="the registry to reject the file")
         assert "local/llama-3-8b-instruct" in [m.id for m in openai_client.models.list()]
     finally:
         stack.models_file.write_text(original)
