@@ -219,3 +219,22 @@ async def test_a_replica_that_leaves_the_catalogue_loses_its_state_and_its_serie
     catalogue.apply(Event(type=Event.SNAPSHOT, models=[]))
     assert {s.url for s in states.all()} == {circuit}
     assert _series(registry) == {circuit}
+
+
+async def test_made_up_external_model_names_leave_no_state_behind() -> None:
+    """Any name a client sends gets a circuit while it runs; an idle, healthy one of an unconfigured model is
+    dropped, so made-up names cannot grow the states and their series; a failing one is kept (its circuit)."""
+    states = EndpointStates(failure_threshold=1)
+    config = ProviderConfig(base_url="https://api.example/v1", api_key_required=False)
+    provider = ExternalProvider("openai", config, states)
+    for i in range(50):
+        upstream = await provider.resolve(f"made-up-{i}", RouteRequest({}))
+        provider.release(upstream, ok=None if i % 2 else True)
+    assert states.all() == []
+
+    failing = await provider.resolve("made-up-failing", RouteRequest({}))
+    provider.release(failing, ok=False)
+    assert [s.url for s in states.all()] == [failing.endpoint]
+    with pytest.raises(APIError) as refused:
+        await provider.resolve("made-up-failing", RouteRequest({}))
+    assert refused.value.status == 503

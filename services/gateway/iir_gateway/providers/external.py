@@ -80,6 +80,12 @@ class ExternalProvider:
 
     def release(self, upstream: Upstream, ok: bool | None) -> None:
         self.states.finished(upstream.endpoint, ok)
+        if not self.knows(upstream.model):
+            # Any name a client makes up gets a circuit: kept only while it has requests or failures, or
+            # made-up names would grow the states (and their metric series) without bound.
+            state = self.states.get(upstream.endpoint)
+            if state.outstanding == 0 and state.failures == 0 and state.healthy(time.monotonic()):
+                self.states.forget([upstream.endpoint])
 
     def knows(self, model: str) -> bool:
         return model in self.config.models
