@@ -21,6 +21,8 @@ from tests.waiting import unavailable, wait_for
 
 CHAT = {"model": f"local/{SERVED}", "messages": [{"role": "user", "content": "hi"}]}
 JOBS = "/v1/async/chat/completions"
+JOB_WORKERS = 4
+BACKING_OFF = "job worker error; backing off"  # a job worker's line, once per outage
 
 
 class ThrowawayRedis:
@@ -83,7 +85,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Itera
         database_url,
         store.url,
         f"http://127.0.0.1:{port}",
-        IIR_JOB_WORKERS="4",
+        IIR_JOB_WORKERS=str(JOB_WORKERS),
         IIR_JOB_CLAIM_IDLE_S="2",
     )
     yield stack, store
@@ -94,12 +96,18 @@ def faulty(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Itera
         store.kill()
 
 
+def backing_off(stack: Stack) -> int:
+    """How many times the gateway's job workers have met an outage."""
+    return stack.processes["gateway"].log_path.read_text().count(BACKING_OFF)
+
+
 def test_redis_lost_and_back_empty(faulty: tuple[Stack, ThrowawayRedis]) -> None:
     stack, store = faulty
     url = stack.gateway_url
     key = stack.create_key("faults")
     assert httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers=bearer(key)).status_code == 200
 
+    before = backing_off(stack)
     store.kill()
     assert httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers=bearer(key)).status_code == 200
     # A Response is made and sent though it cannot be stored; reading stored state is a 503.
@@ -112,7 +120,8 @@ def test_redis_lost_and_back_empty(faulty: tuple[Stack, ThrowawayRedis]) -> None
     # A gateway starts while Redis is down, and serves.
     late = stack.start_gateway_replica("gateway-late")
     assert httpx.post(f"{late}/v1/chat/completions", json=CHAT, headers=bearer(key)).status_code == 200
-    time.sleep(3)  # workers back off meanwhile
+    wait_for(lambda: backing_off(stack) >= before + JOB_WORKERS, timeout=20, what="every job worker backing off")
+    time.sleep(1.5)  # the outage outlasts the workers' next retries (after 0.5 s, then 1 s), which log nothing
 
     store.start()  # back, and empty: no streams, no consumer groups
     ids = [
@@ -133,8 +142,7 @@ def test_redis_lost_and_back_empty(faulty: tuple[Stack, ThrowawayRedis]) -> None
 
     jobs = wait_for(finished, 30)
     assert jobs, [httpx.get(f"{url}{JOBS}/{j}", headers=bearer(key)).json()["status"] for j in ids]
-    log = stack.processes["gateway"].log_path.read_text()
-    assert log.count("job worker error") <= 4 * 3  # once per outage per worker, not once per retry
+    assert backing_off(stack) <= JOB_WORKERS * 3  # once per outage per worker, not once per retry
 
 
 def test_jobs_wait_out_a_dead_auth_service(faulty: tuple[Stack, ThrowawayRedis]) -> None:
@@ -148,12 +156,14 @@ def test_jobs_wait_out_a_dead_auth_service(faulty: tuple[Stack, ThrowawayRedis])
 
     assert wait_for(cached, 10)
     auth = stack.processes["auth"].popen
+    before = backing_off(stack)
     auth.terminate()
     auth.wait(10)
     submitted = [httpx.post(f"{url}{JOBS}", json=CHAT, headers=bearer(key)) for _ in range(5)]
     assert all(s.status_code == 202 for s in submitted), submitted[0].text
     ids = [s.json()["job_id"] for s in submitted]
-    time.sleep(2)
+    # A worker has taken a job and found the auth service gone: the job waits, none fails.
+    wait_for(lambda: backing_off(stack) > before, timeout=20, what="a job worker backing off")
     states = [httpx.get(f"{url}{JOBS}/{j}", headers=bearer(key)).json() for j in ids]
     assert all(s.get("status") == "pending" for s in states), [(s.get("status"), s.get("error")) for s in states]
     stack._spawn("auth", "iir_auth")

@@ -15,6 +15,7 @@ from iir_gateway.accounting.rate_limiter import RateLimiter
 from iir_gateway.metrics import GatewayMetrics
 from tests.concurrency.conftest import Pair, bearer, run, stream_usage
 from tests.conftest import SERVED
+from tests.waiting import wait_for
 
 FAST = {"model": f"local/{SERVED}", "messages": [{"role": "user", "content": "count to ten"}], "max_tokens": 31}
 SLOW = {**FAST, "model": "local/slow"}
@@ -132,8 +133,12 @@ def test_a_revocation_is_never_overtaken_by_a_stale_validation(pair: Pair) -> No
     for _ in range(200):
         made = pair.key()
         run(race(made["key"], made["id"]))
-        time.sleep(0.2)  # the revocation event travels in milliseconds; a stale cache entry would live 30 s
-        if httpx.post(f"{pair.b}/v1/chat/completions", json=FAST, headers=bearer(made["key"])).status_code != 401:
+
+        def refused(key: str = made["key"]) -> bool:
+            return httpx.post(f"{pair.b}/v1/chat/completions", json=FAST, headers=bearer(key)).status_code == 401
+
+        # The revocation event travels in milliseconds; a stale cache entry would live 30 s.
+        if not wait_for(refused, timeout=5):
             leaked += 1
     assert leaked == 0
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+import kmock
 import pytest
 
 from iir.v1 import registry_pb2, registry_pb2_grpc
@@ -52,12 +53,20 @@ def endpoint_slice(model: str, ready: list[bool], port: int = 8000, labeled: boo
     }
 
 
+def watchers(apiserver: kmock.KubernetesEmulator) -> int:
+    """How many watch streams the emulator sends live events to. kmock sends a watch only the events made
+    after it subscribed to the resource's bus, and counts the subscribers only there (a private field)."""
+    return sum(bus.consumer_count for bus in apiserver._buses.values())
+
+
 @pytest.fixture
-async def source(kube: Kube) -> AsyncIterator[tuple[Catalogue, KubernetesSource]]:
+async def source(apiserver: kmock.KubernetesEmulator, kube: Kube) -> AsyncIterator[tuple[Catalogue, KubernetesSource]]:
+    """The source, its three watches (models, adapters, slices) following live events."""
     catalogue = Catalogue()
     src = KubernetesSource(await Kube.connect(str(kube.api.configuration.host)), catalogue)
+    before = watchers(apiserver)
     src.start()
-    await asyncio.sleep(0.3)
+    await eventually(lambda: watchers(apiserver) >= before + 3, timeout=10)
     yield catalogue, src
     await src.stop()
 
@@ -76,19 +85,22 @@ async def test_models_follow_resources_and_slices(kube: Kube, source: tuple[Cata
         ("http://10.1.0.1:8000", False, "iir-alpha-1"),
     ]
 
-    # A slice of some other Service (no `iir.dev/model` label) is not IIR's: it changes nothing.
+    # A slice of some other Service (no `iir.dev/model` label) is not IIR's: it changes nothing. The
+    # change of alpha's own slice after it comes down the same watch, so it is through once that one is.
     stranger = endpoint_slice("alpha", [True, True, True], labeled=False)
     stranger["metadata"]["name"] = "other-abcde"
     await kube.create("endpointslices", NS, stranger)
-    await asyncio.sleep(0.3)
-    assert len(catalogue.get("local/alpha").endpoints) == 2  # type: ignore[union-attr]
+    own = endpoint_slice("alpha", [True, True, True])
+    await kube.merge_patch("endpointslices", NS, own["metadata"]["name"], {"endpoints": own["endpoints"]})
+    model = await eventually(lambda: (m := catalogue.get("local/alpha")) is not None and m.endpoints[1].ready and m)
+    assert [e.url for e in model.endpoints] == ["http://10.1.0.0:8000", "http://10.1.0.1:8000", "http://10.1.0.2:8000"]
 
     await kube.merge_patch(PLURAL, NS, "alpha", {"spec": {"servedName": "alpha-v2"}})
     await eventually(lambda: catalogue.get("local/alpha-v2"))
     assert catalogue.get("local/alpha") is None
 
     await kube.delete(PLURAL, NS, "alpha")
-    await eventually(lambda: catalogue.get("local/alpha-v2") is None, timeout=1.0)
+    await eventually(lambda: catalogue.get("local/alpha-v2") is None)
 
 
 async def test_watch_stream_reports_changes_to_subscribers(
@@ -107,10 +119,10 @@ async def test_watch_stream_reports_changes_to_subscribers(
             call = stub.Watch(registry_pb2.WatchRequest())
             assert (await call.read()).type == registry_pb2.WatchEvent.SNAPSHOT
             await kube.create(PLURAL, NS, ready_model("beta"))
-            event = await asyncio.wait_for(call.read(), 1.0)
+            event = await asyncio.wait_for(call.read(), 10)
             assert event.type == registry_pb2.WatchEvent.UPSERT and event.model.name == "local/beta"
             await kube.delete(PLURAL, NS, "beta")
-            event = await asyncio.wait_for(call.read(), 1.0)
+            event = await asyncio.wait_for(call.read(), 10)
             assert event.type == registry_pb2.WatchEvent.DELETE and event.model.name == "local/beta"
             call.cancel()
 
@@ -202,7 +214,7 @@ async def test_a_scale_write_moves_the_deployment_and_status_reports_the_pods(ku
 async def test_an_adapter_cannot_take_a_models_name(kube: Kube, source: tuple[Catalogue, KubernetesSource]) -> None:
     """A tenant's adapter named after another team's model would capture its traffic: it is not listed,
     and the model stays listed on its own endpoints."""
-    catalogue, _ = source
+    catalogue, src = source
     victim = ready_model("shared-llm", url="http://10.0.0.99:8000")
     victim["metadata"]["namespace"] = "team-a"
     await kube.create(PLURAL, "team-a", victim)
@@ -216,9 +228,14 @@ async def test_an_adapter_cannot_take_a_models_name(kube: Kube, source: tuple[Ca
     }
     await kube.create(ADAPTER_PLURAL, NS, hijack)
     await kube.merge_patch(PLURAL, NS, "attacker-base", {"metadata": {"labels": {"touched": "1"}}})
-    await asyncio.sleep(0.5)
+
+    def held() -> bool:  # the source has applied the adapter and its base's change (and published them)
+        labels = src.objects[PLURAL].get((NS, "attacker-base"), {}).get("metadata", {}).get("labels") or {}
+        return (NS, "hijack") in src.objects[ADAPTER_PLURAL] and "touched" in labels
+
+    await eventually(held)
     model = catalogue.get("local/shared-llm")
     assert model is not None and not model.base_model and [e.url for e in model.endpoints] == ["http://10.0.0.99:8000"]
     await kube.delete(ADAPTER_PLURAL, NS, "hijack")
-    await asyncio.sleep(0.3)
+    await eventually(lambda: (NS, "hijack") not in src.objects[ADAPTER_PLURAL])
     assert catalogue.get("local/shared-llm") is not None  # deleting the refused adapter leaves the model

@@ -60,6 +60,11 @@ class Load:
             except Exception as exc:
                 self.failures.append(f"unary: {exc!r}")
 
+    async def progress(self, each: int) -> None:
+        """Until `each` more streams and `each` more unary requests are through (or one failed)."""
+        streams, unary = self.streams + each, self.unary + each
+        await eventually(lambda: self.failures or (self.streams >= streams and self.unary >= unary), timeout=60)
+
 
 async def test_rollout_and_autoscaler_scale_down_fail_no_request(
     tmp_path: Path, apiserver: kmock.KubernetesEmulator, kube: Kube, database_url: str, redis_url: str
@@ -82,14 +87,14 @@ async def test_rollout_and_autoscaler_scale_down_fail_no_request(
                     load = Load(client)
                     workers = [asyncio.create_task(load.stream_forever()) for _ in range(3)]
                     workers += [asyncio.create_task(load.unary_forever()) for _ in range(3)]
-                    await asyncio.sleep(2)
+                    await load.progress(10)
 
                     # A rollout step: a new replica first (maxSurge 1); with one more than the Deployment
                     # asks for, the stand-in controller stops the oldest, which drains first.
                     first = replicas.live[0]
                     await replicas.add()
                     await eventually(lambda: replicas.drained == [first], timeout=30)
-                    await asyncio.sleep(2)
+                    await load.progress(6)
                     during_rollout = load.streams + load.unary
 
                     # The autoscaler scales down (the load needs fewer than 3; at least 2 stay).
@@ -102,7 +107,7 @@ async def test_rollout_and_autoscaler_scale_down_fail_no_request(
                     )
                     # The Deployment says 3 until the autoscaler writes 2; the stand-in controller then stops one.
                     await eventually(lambda: len(replicas.drained) == 2, timeout=30)
-                    await asyncio.sleep(2)
+                    await load.progress(6)
                     load.stop.set()
                     await asyncio.gather(*workers)
                     await client.close()
