@@ -224,8 +224,15 @@ async def http(gateway: Gateway, api_key: str) -> AsyncIterator[httpx.AsyncClien
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def openai_client(gateway: Gateway, api_key: str) -> AsyncIterator[openai.AsyncOpenAI]:
     """The official OpenAI SDK, talking to the shared gateway in process."""
-    async with gateway.authorized(api_key) as http_client:
-        yield openai.AsyncOpenAI(base_url="http://127.0.0.1/v1", api_key=api_key, max_retries=0, http_client=http_client)
+    async with openai_sdk(gateway, api_key) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def openai_sdk(gateway: Gateway, key: str) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The OpenAI SDK with `key`, over the gateway app (it speaks `httpx2`, not `httpx`)."""
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=gateway.app), timeout=30) as http_client:
+        yield openai.AsyncOpenAI(base_url="http://127.0.0.1/v1", api_key=key, max_retries=0, http_client=http_client)
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")

@@ -28,6 +28,9 @@ from iir_registry.demand import DemandBook
 from iir_registry.grpc_api import RegistryServicer
 from iir_registry.sources.file_source import FileSource
 
+# A shutdown that hangs fails the test instead of the whole run.
+SHUTDOWN_TIMEOUT_S = 30.0
+
 
 @contextlib.asynccontextmanager
 async def serve_aiohttp(app: web.Application) -> AsyncIterator[str]:
@@ -52,8 +55,8 @@ async def auth_server(
         redis_url=redis_url,
         redis_prefix=redis_prefix,
         auth_port=0,
-        master_key=master_key,  # type: ignore[arg-type]  # pydantic turns the str into a SecretStr
-        allowed_keys=static_key,  # type: ignore[arg-type]
+        master_key=master_key,
+        allowed_keys=static_key,
     )
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=5)
     async with pool.acquire() as conn:
@@ -120,7 +123,11 @@ async def lifespan(app: ASGIApp) -> AsyncIterator[None]:
     inbox: asyncio.Queue[Message] = asyncio.Queue()
     outbox: asyncio.Queue[Message] = asyncio.Queue()
     scope: dict[str, Any] = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-    task = asyncio.create_task(app(scope, inbox.get, outbox.put))
+
+    async def run() -> None:
+        await app(scope, inbox.get, outbox.put)
+
+    task = asyncio.create_task(run())
 
     async def step(message: str) -> None:
         await inbox.put({"type": f"lifespan.{message}"})
@@ -138,5 +145,10 @@ async def lifespan(app: ASGIApp) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await step("shutdown")
-        await task
+        try:
+            async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
+                await step("shutdown")
+                await task
+        except TimeoutError:
+            task.cancel()
+            raise AssertionError(f"the app did not shut down within {SHUTDOWN_TIMEOUT_S:.0f}s") from None

@@ -42,7 +42,7 @@ async def test_a_streamed_message_equals_the_whole_one(anthropic_client: anthrop
     async with anthropic_client.messages.stream(**kwargs) as stream:
         text = "".join([t async for t in stream.text_stream])
         final = await stream.get_final_message()
-    assert text == whole.content[0].text  # type: ignore[union-attr]
+    assert text == whole.content[0].text
     assert final.stop_reason == whole.stop_reason and final.usage.output_tokens == whole.usage.output_tokens
 
 
@@ -109,7 +109,7 @@ async def test_errors_have_anthropics_shape(gateway: Gateway, anthropic_client: 
     assert not_found.value.response.headers["request-id"]
     client = gateway.client
     missing = await client.post(  # the SDK refuses to send it; curl does not
-        "/v1/messages", headers={"x-api-key": anthropic_client.api_key}, json={"model": MODEL, "messages": one}
+        "/v1/messages", headers={"x-api-key": str(anthropic_client.api_key)}, json={"model": MODEL, "messages": one}
     )
     assert missing.status_code == 400 and missing.json()["error"]["type"] == "invalid_request_error"
     assert "max_tokens" in missing.json()["error"]["message"]

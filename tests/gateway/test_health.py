@@ -6,13 +6,20 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest_asyncio
 
 from iir_dev.datastores import free_port
+from iir_gateway.settings import GatewaySettings
 from tests.conftest import MASTER_KEY, SERVED, STATIC_KEY
 from tests.gateway.conftest import Fleet, Gateway, running_gateway
 from tests.gateway.servers import auth_server
+
+
+def without_workers(fleet: Fleet, auth_addr: str) -> GatewaySettings:
+    """A short-lived gateway's settings: no job or batch workers, whose stop can hang when it comes
+    within moments of their start (a cancelled first Redis command)."""
+    return fleet.settings(auth_addr=auth_addr, grpc_timeout_s=0.5, job_workers=0, batch_concurrency=0)
+
 
 ADMIN = {"Authorization": f"Bearer {MASTER_KEY}"}
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -45,7 +52,7 @@ async def test_ready_once_keys_can_be_checked_and_a_catalogue_arrived(gateway: G
 
 
 async def test_without_auth_from_the_start_the_gateway_is_neither_healthy_nor_ready(fleet: Fleet) -> None:
-    async with running_gateway(fleet.settings(auth_addr=f"127.0.0.1:{free_port()}", grpc_timeout_s=0.5)) as gw:
+    async with running_gateway(without_workers(fleet, auth_addr=f"127.0.0.1:{free_port()}")) as gw:
         health = await gw.client.get("/health")  # key-less admin: the test client is on loopback
         assert health.status_code == 503 and health.json()["status"] == "unavailable"
         assert health.json()["dependencies"]["auth"]["status"].startswith("unavailable")
@@ -74,7 +81,7 @@ async def test_when_auth_goes_away_cached_keys_keep_the_gateway_ready(
     fleet: Fleet, own_auth: tuple[str, contextlib.AsyncExitStack], api_key: str
 ) -> None:
     address, auth = own_auth
-    async with running_gateway(fleet.settings(auth_addr=address, grpc_timeout_s=0.5)) as gw:
+    async with running_gateway(without_workers(fleet, auth_addr=address)) as gw:
         headers = {"Authorization": f"Bearer {api_key}"}
         body = {"model": f"local/{SERVED}", "messages": MESSAGES, "max_tokens": 2}
         assert (await gw.client.post("/v1/chat/completions", json=body, headers=headers)).status_code == 200

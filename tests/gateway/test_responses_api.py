@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import SERVED
-from tests.gateway.conftest import Fleet, Gateway
+from tests.gateway.conftest import Fleet, Gateway, openai_sdk
 
 MODEL = f"local/{SERVED}"
 WEATHER: Any = {
@@ -101,10 +101,7 @@ async def test_stored_responses_belong_to_their_key(
     items = await openai_client.responses.input_items.list(response.id)
     assert [i.type for i in items.data] == ["message"]
     other_key = await fleet.create_key("other")
-    async with gateway.authorized(other_key) as other_http:
-        other = openai.AsyncOpenAI(
-            base_url="http://127.0.0.1/v1", api_key=other_key, max_retries=0, http_client=other_http
-        )
+    async with openai_sdk(gateway, other_key) as other:
         with pytest.raises(openai.NotFoundError):
             await other.responses.retrieve(response.id)
         with pytest.raises(openai.BadRequestError):  # nor continue it

@@ -4,8 +4,12 @@ metrics server) and Runtime.stop ends every one of them: nothing it started is l
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
+from typing import Any, cast
 
 from iir_dev import datastores
+from iir_gateway.batches.runner import BatchRunner
+from iir_gateway.jobs.worker import JobWorker
 from iir_gateway.runtime import Runtime
 from iir_gateway.settings import GatewaySettings
 
@@ -40,3 +44,37 @@ async def test_stop_ends_every_task_that_start_began(redis_url: str) -> None:
 
     assert _running(asyncio.all_tasks() - before) == set()
     assert not await asyncio.to_thread(datastores.port_open, "127.0.0.1", metrics_port)
+
+
+class _SwallowingRedis:
+    """A Redis client that, as redis-py can when a cancel lands in its timeout handling, turns the
+    cancellation of a waiting command into its own connection error."""
+
+    def __init__(self) -> None:
+        self.waiting = asyncio.Event()
+
+    async def _command(self, *args: object, **kwargs: object) -> object:
+        self.waiting.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise ConnectionError("Connection closed by server.") from None
+        return None
+
+    ensure_groups = smembers = _command
+
+
+async def test_stop_ends_the_job_worker_and_batch_runner_when_the_cancel_comes_back_as_an_error() -> None:
+    redis = _SwallowingRedis()
+    store: Any = SimpleNamespace(ensure_groups=redis.ensure_groups)
+    worker = JobWorker(cast(Any, None), store, cast(Any, None), concurrency=1, claim_idle_s=30)
+    await worker.start()
+    await asyncio.wait_for(redis.waiting.wait(), 10)
+    await asyncio.wait_for(worker.stop(), 10)
+
+    redis = _SwallowingRedis()
+    batches: Any = SimpleNamespace(redis=redis, active="active")
+    runner = BatchRunner(cast(Any, None), batches, cast(Any, None), cast(Any, None), concurrency=1)
+    await runner.start()
+    await asyncio.wait_for(redis.waiting.wait(), 10)
+    await asyncio.wait_for(runner.stop(), 10)

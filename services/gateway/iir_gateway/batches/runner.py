@@ -24,6 +24,7 @@ import orjson
 from iir_gateway.accounting.storage_quota import scopes_of
 from iir_gateway.batches.files import FileStore
 from iir_gateway.batches.store import FINAL, QUOTA_TTL_S, BatchStore
+from iir_gateway.cancelling import current_task_cancelling
 from iir_gateway.errors import APIError
 from iir_gateway.inbound.routes import batch_endpoints
 from iir_gateway.keys.owners import OwnerLookup, OwnerRefused
@@ -111,6 +112,8 @@ class BatchRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis down: try again later, never die
+                if current_task_cancelling():  # a stop that a library turned into another error
+                    raise asyncio.CancelledError from exc
                 log.warning("batch runner failed", extra={"error": repr(exc)[:200]})
             await asyncio.sleep(self.poll_s)
 

@@ -25,6 +25,7 @@ from redis.exceptions import ResponseError
 
 from iir_gateway.answer import EventStream
 from iir_gateway.caching.assembler import StreamAssembler
+from iir_gateway.cancelling import current_task_cancelling
 from iir_gateway.errors import APIError
 from iir_gateway.jobs.store import BANDS, FINAL, GROUP, Job, JobStore
 from iir_gateway.keys.owners import OwnerLookup, OwnerRefused
@@ -86,6 +87,8 @@ class JobWorker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis down or emptied, a bad entry: back off, go on
+                if current_task_cancelling():  # a stop that a library turned into another error
+                    raise asyncio.CancelledError from exc
                 if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
                     grouped = False  # Redis restarted without our groups: make them again
                 if not backoff:  # once per outage, not once per retry
