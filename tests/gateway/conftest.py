@@ -6,8 +6,10 @@ servers, which a blocking call would stall."""
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,13 @@ import openai
 import pytest
 import pytest_asyncio
 import yaml
+from prometheus_client import generate_latest
 from starlette.types import ASGIApp
 
 from iir.v1 import auth_pb2, auth_pb2_grpc
 from iir_dev.datastores import free_port
 from iir_gateway.app import create_asgi
+from iir_gateway.server.middleware import RequestContextMiddleware
 from iir_gateway.settings import GatewaySettings
 from iir_simbackend.app import create_app as create_sim
 from iir_simbackend.settings import SimSettings
@@ -99,10 +103,16 @@ class Gateway:
     app: ASGIApp
     client: httpx.AsyncClient
 
-    def authorized(self, key: str) -> httpx.AsyncClient:
-        """A client of the same app sending `key` as a bearer token."""
+    def metrics(self) -> str:
+        """The app's Prometheus text, as its metrics port serves it."""
+        assert isinstance(self.app, RequestContextMiddleware)
+        return generate_latest(self.app.metrics.registry).decode()
+
+    def authorized(self, key: str, client_ip: str = "127.0.0.1") -> httpx.AsyncClient:
+        """A client of the same app sending `key` as a bearer token, from `client_ip` (loopback: inside
+        the trusted networks)."""
         return httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.app),
+            transport=httpx.ASGITransport(app=self.app, client=(client_ip, 123)),
             base_url="http://127.0.0.1",
             headers={"Authorization": f"Bearer {key}"},
             timeout=30,
@@ -117,6 +127,20 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", timeout=30) as client:
             yield Gateway(app, client)
+
+
+@contextlib.contextmanager
+def logged_lines() -> Iterator[io.StringIO]:
+    """The lines the gateway logs meanwhile (the root logger's, in its format), in a buffer as well."""
+    root = logging.getLogger()
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(root.handlers[0].formatter)
+    root.addHandler(handler)
+    try:
+        yield buffer
+    finally:
+        root.removeHandler(handler)
 
 
 def local_models(sim_url: str, slow_url: str) -> list[dict[str, Any]]:
