@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from iir_dev import datastores
 from iir_gateway.batches.runner import BatchRunner
+from iir_gateway.cancelling import cancel_all
 from iir_gateway.jobs.worker import JobWorker
 from iir_gateway.runtime import Runtime
 from iir_gateway.settings import GatewaySettings
@@ -78,3 +79,21 @@ async def test_stop_ends_the_job_worker_and_batch_runner_when_the_cancel_comes_b
     await runner.start()
     await asyncio.wait_for(redis.waiting.wait(), 10)
     await asyncio.wait_for(runner.stop(), 10)
+
+
+async def test_cancel_all_ends_a_task_that_swallowed_a_cancel() -> None:
+    swallowed = asyncio.Event()
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                if swallowed.is_set():
+                    raise
+                swallowed.set()  # as a library may, once: turned into its own error and retried
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_all([task], every_s=0.05), 10)
+    assert swallowed.is_set() and task.cancelled()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -32,8 +33,30 @@ class Datastore:
     stop: Callable[[], None] = field(default=lambda: None)
 
 
+# Ports handed out below the kernel's ephemeral range: a port of that range that is free now may be taken,
+# before the server that was given it binds it, by any outgoing connection (on a busy machine, it is).
+_PORTS = (20000, 32000)
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A TCP port free on 127.0.0.1 now, outside the range the kernel picks outgoing ports from."""
+    low, high = _PORTS[0], min(_PORTS[1], _ephemeral_low())
+    for _ in range(200):
+        port = random.randrange(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # that range is crowded: any port the kernel calls free
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

@@ -37,6 +37,7 @@ from iir_gateway.batches.files import FileStore
 from iir_gateway.batches.runner import BatchRunner
 from iir_gateway.batches.store import BatchStore
 from iir_gateway.caching.response_cache import ResponseCache
+from iir_gateway.cancelling import cancel_all
 from iir_gateway.conversations.store import ResponseStore
 from iir_gateway.datastore_probe import redis_write_status
 from iir_gateway.jobs.store import JobStore
@@ -282,9 +283,7 @@ class Runtime:
         await self.batch_runner.stop()
         await self.metrics_server.stop()
         await asyncio.gather(*self._background, return_exceptions=True)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         await self.upstream.close()
         if self.meter_provider is not None:
             self.meter_provider.shutdown()

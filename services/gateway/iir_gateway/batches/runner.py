@@ -24,7 +24,7 @@ import orjson
 from iir_gateway.accounting.storage_quota import scopes_of
 from iir_gateway.batches.files import FileStore
 from iir_gateway.batches.store import FINAL, QUOTA_TTL_S, BatchStore
-from iir_gateway.cancelling import current_task_cancelling
+from iir_gateway.cancelling import cancel_all, current_task_cancelling
 from iir_gateway.errors import APIError
 from iir_gateway.inbound.routes import batch_endpoints
 from iir_gateway.keys.owners import OwnerLookup, OwnerRefused
@@ -97,9 +97,7 @@ class BatchRunner:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_all([self._task])
 
     async def _loop(self) -> None:
         while True:

@@ -25,7 +25,7 @@ from redis.exceptions import ResponseError
 
 from iir_gateway.answer import EventStream
 from iir_gateway.caching.assembler import StreamAssembler
-from iir_gateway.cancelling import current_task_cancelling
+from iir_gateway.cancelling import cancel_all, current_task_cancelling
 from iir_gateway.errors import APIError
 from iir_gateway.jobs.store import BANDS, FINAL, GROUP, Job, JobStore
 from iir_gateway.keys.owners import OwnerLookup, OwnerRefused
@@ -66,9 +66,7 @@ class JobWorker:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
 
     async def _slot(self, consumer: str) -> None:
         backoff = 0.0
