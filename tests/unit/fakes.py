@@ -10,6 +10,7 @@ from iir_gateway.accounting.prices import FREE, Price
 from iir_gateway.accounting.rate_limiter import Admission
 from iir_gateway.answer import Answer, Event, ListStream
 from iir_gateway.errors import APIError
+from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.principal import Principal
 from iir_gateway.providers.base import RouteRequest
 from iir_gateway.providers.directory import ServedModel
@@ -205,3 +206,18 @@ class Spawner:
     async def run(self) -> None:
         while self.pending:
             await self.pending.pop(0)
+
+
+class FakePipeline:
+    """A pipeline that answers each run with the next of `outcomes` (an answer, or an error raised)."""
+
+    def __init__(self, outcomes: list[Answer | APIError]) -> None:
+        self.outcomes = outcomes
+        self.contexts: list[RequestContext] = []
+
+    async def run(self, ctx: RequestContext) -> Answer:
+        self.contexts.append(ctx)
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, APIError):
+            raise outcome
+        return outcome

@@ -12,24 +12,10 @@ import orjson
 from iir_gateway.answer import Answer, Event
 from iir_gateway.batches.runner import BatchRunner
 from iir_gateway.errors import APIError
-from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.principal import Principal
-from tests.unit.fakes import PRINCIPAL, completion
+from tests.unit.fakes import PRINCIPAL, FakePipeline, completion
 
 BODY = {"model": "fake/a", "messages": [{"role": "user", "content": "hi"}]}
-
-
-class FakePipeline:
-    def __init__(self, outcomes: list[Answer | APIError]) -> None:
-        self.outcomes = outcomes
-        self.contexts: list[RequestContext] = []
-
-    async def run(self, ctx: RequestContext) -> Answer:
-        self.contexts.append(ctx)
-        outcome = self.outcomes.pop(0)
-        if isinstance(outcome, APIError):
-            raise outcome
-        return outcome
 
 
 class Owners:

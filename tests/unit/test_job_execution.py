@@ -14,9 +14,8 @@ from iir_gateway.errors import APIError
 from iir_gateway.jobs.store import Job
 from iir_gateway.jobs.worker import JobWorker
 from iir_gateway.keys.owners import OwnerRefused
-from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.principal import Principal
-from tests.unit.fakes import PRINCIPAL, chunks
+from tests.unit.fakes import PRINCIPAL, FakePipeline, chunks
 
 
 class FakeRedis:
@@ -48,19 +47,6 @@ class FakeStore:
             return False
         self.final = (status, fields)
         return True
-
-
-class FakePipeline:
-    def __init__(self, outcomes: list[Answer | APIError]) -> None:
-        self.outcomes = outcomes
-        self.contexts: list[RequestContext] = []
-
-    async def run(self, ctx: RequestContext) -> Answer:
-        self.contexts.append(ctx)
-        outcome = self.outcomes.pop(0)
-        if isinstance(outcome, APIError):
-            raise outcome
-        return outcome
 
 
 class Owners:
