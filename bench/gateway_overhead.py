@@ -2,14 +2,16 @@
 and beside its peers in front of the same backend: vllm-router (Rust) and LiteLLM proxy, installed by
 `make bench-tools`.
 
-For non-streaming and streaming chat completions at concurrency 1, 32 and 256, for each target:
-requests per second, latency p50/p99 and what it adds to the direct call, CPU time per request (the
-target's own processes, from /proc), the time to first token added by streaming, and memory. IIR runs
+For non-streaming and streaming chat completions at concurrency 1, 32 and 256, with answers of `--tokens`
+tokens each, for each target: requests per second, latency p50/p99 and what it adds to the direct call,
+CPU time per request and per answer token (the target's own processes, from /proc), the time to first
+token added by streaming, and memory. IIR runs
 with its default settings (auth on with a warm key, limits, scrubbing, cache lookup, metrics, access
 log). Load comes from wrk; TTFT from an asyncio client. Medians of several rounds, targets interleaved
 within each round so they share the machine's noise.
 Usage: .venv/bin/python bench/gateway_overhead.py [--rounds 3] [--duration 5] [--workers 1] [--replicas 1] [--no-peers]
-       [--concurrency 1,32,256] [--modes unary,stream] [--peers vllm-router,litellm] [--baseline DIR]
+       [--concurrency 1,32,256] [--modes unary,stream] [--tokens 16,256,2048] [--peers vllm-router,litellm]
+       [--baseline DIR]
 With `--baseline DIR` (a checkout of an earlier commit, e.g. `git worktree add /tmp/base <commit>`), a second
 IIR gateway runs that checkout's gateway code beside this one, on the same services, as the target `iir@base`:
 a change's cost per request, old and new in one run.
@@ -39,9 +41,16 @@ MODEL = "llama-3-8b-instruct"
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def body(stream: bool, model: str) -> str:
+def body(stream: bool, model: str, tokens: int = 16) -> str:
+    """A chat completion whose answer is exactly `tokens` tokens long (vLLM's `ignore_eos`)."""
     return json.dumps(
-        {"model": model, "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 16, "stream": stream}
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": "Hello there"}],
+            "max_tokens": tokens,
+            "ignore_eos": True,
+            "stream": stream,
+        }
     )
 
 
@@ -106,6 +115,15 @@ def measure(target: Peer, payload: str, conc: int, duration: int, work: Path) ->
     return result
 
 
+def versus_router(row: dict[str, object], rows: list[dict[str, object]]) -> str:
+    """`row`'s CPU per request as a multiple of vllm-router's in the same mode, concurrency and length."""
+    same = ("stream", "concurrency", "tokens")
+    router = next((r for r in rows if r["target"] == "vllm-router" and all(r[k] == row[k] for k in same)), None)
+    if router is None or row["target"] in ("direct", "vllm-router"):
+        return ""
+    return f"{float(row['cpu_us_per_request']) / float(router['cpu_us_per_request']):.2f}×"  # type: ignore[arg-type]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
@@ -120,6 +138,7 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", default="1,32,256", help="comma-separated wrk connection counts")
     parser.add_argument("--modes", default="unary,stream", help="unary, stream or both")
+    parser.add_argument("--tokens", default="256", help="comma-separated answer lengths, in tokens")
     parser.add_argument("--baseline", type=Path, help="a checkout whose gateway runs beside this one as iir@base")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -148,20 +167,24 @@ def main() -> None:
             )
             targets = [direct, iir, *base, *peers]
             names = {t.name: (f"local/{MODEL}" if t.name.startswith("iir") else MODEL) for t in targets}
-            for stream in [m == "stream" for m in args.modes.split(",")]:
-                for conc in [int(c) for c in args.concurrency.split(",")]:
-                    rounds: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
-                    for _ in range(args.rounds):
-                        for t in targets:
-                            rounds[t.name].append(measure(t, body(stream, names[t.name]), conc, args.duration, work))
-                    med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in rounds.items()}
-                    for n, m in med.items():
-                        print(f"  {n} {'stream' if stream else 'unary'} c{conc}: {m['rps']:.0f} rps", flush=True)
-                    for n, m in med.items():
-                        if n != "direct":
-                            m["added_p50_ms"] = m["p50_ms"] - med["direct"]["p50_ms"]
-                            m["added_p99_ms"] = m["p99_ms"] - med["direct"]["p99_ms"]
-                        rows.append({"target": n, "stream": stream, "concurrency": conc, **m})
+            for tokens in [int(n) for n in args.tokens.split(",")]:
+                for stream in [m == "stream" for m in args.modes.split(",")]:
+                    for conc in [int(c) for c in args.concurrency.split(",")]:
+                        rounds: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
+                        for _ in range(args.rounds):
+                            for t in targets:
+                                payload = body(stream, names[t.name], tokens)
+                                rounds[t.name].append(measure(t, payload, conc, args.duration, work))
+                        med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in rounds.items()}
+                        mode = "stream" if stream else "unary"
+                        for n, m in med.items():
+                            print(f"  {n} {mode} c{conc} {tokens} tokens: {m['rps']:.0f} rps", flush=True)
+                        for n, m in med.items():
+                            m["cpu_us_per_token"] = m["cpu_us_per_request"] / tokens
+                            if n != "direct":
+                                m["added_p50_ms"] = m["p50_ms"] - med["direct"]["p50_ms"]
+                                m["added_p99_ms"] = m["p99_ms"] - med["direct"]["p99_ms"]
+                            rows.append({"target": n, "stream": stream, "concurrency": conc, "tokens": tokens, **m})
             for conc in (1, 32):
                 got = {
                     t.name: statistics.median(
@@ -178,14 +201,15 @@ def main() -> None:
         f"rounds: {args.rounds} × {args.duration}s"
     )
     print(
-        f"{'target':<12} {'mode':<6} {'conc':>4} | {'rps':>8} {'p50':>7} {'p99':>8} | {'added p50':>9} "
-        f"{'p99':>8} ms | {'CPU/req':>8} µs"
+        f"{'target':<12} {'mode':<6} {'conc':>4} {'tokens':>6} | {'rps':>8} {'p50':>7} {'p99':>8} | {'added p50':>9} "
+        f"{'p99':>8} ms | {'CPU/req':>8} {'CPU/token':>9} µs | {'vs router':>9}"
     )
     for r in rows:
         added = f"{r['added_p50_ms']:>9.2f} {r['added_p99_ms']:>8.2f}" if "added_p50_ms" in r else f"{'':>9} {'':>8}"
         print(
-            f"{r['target']:<12} {'stream' if r['stream'] else 'unary':<6} {r['concurrency']:>4} | {r['rps']:>8.0f} "
-            f"{r['p50_ms']:>7.2f} {r['p99_ms']:>8.2f} | {added} ms | {r['cpu_us_per_request']:>8.0f} µs"
+            f"{r['target']:<12} {'stream' if r['stream'] else 'unary':<6} {r['concurrency']:>4} {r['tokens']:>6} | "
+            f"{r['rps']:>8.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>8.2f} | {added} ms | "
+            f"{r['cpu_us_per_request']:>8.0f} {r['cpu_us_per_token']:>9.2f} µs | {versus_router(r, rows):>9}"
         )
     for t in ttfts:
         print(
@@ -195,13 +219,14 @@ def main() -> None:
     for n, m in memory.items():
         print(f"RSS {n:<12} {m:.0f} MiB (all its processes)")
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"gateway_overhead_w{args.workers}_r{args.replicas}.json"
+    out = RESULTS / f"gateway_overhead_w{args.workers}_r{args.replicas}_t{args.tokens.replace(',', '-')}.json"
     out.write_text(
         json.dumps(
             {
                 "workers": args.workers,
                 "replicas": args.replicas,
                 "access_log": args.access_log,
+                "tokens": args.tokens,
                 "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()},
                 "rows": rows,
                 "ttft": ttfts,

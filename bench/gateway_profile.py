@@ -1,7 +1,7 @@
 """Where the gateway's CPU goes: py-spy samples the gateway worker while wrk loads it (non-streaming
 or streaming chat completions through the default pipeline), and the hottest frames are printed, by
 their own time and with what they call. py-spy comes from `make bench-tools`.
-Usage: .venv/bin/python bench/gateway_profile.py [--stream] [--duration 10] [--connections 32] [--top 25]
+Usage: .venv/bin/python bench/gateway_profile.py [--stream] [--tokens 16] [--duration 10] [--connections 32] [--top 25]
 """
 
 from __future__ import annotations
@@ -43,12 +43,13 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--tokens", type=int, default=16, help="answer length in tokens")
     args = parser.parse_args()
     spy = BENCH_VENV / "bin" / "py-spy"
     if not spy.exists():
         raise SystemExit("py-spy is not installed: run `make bench-tools`")
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"gateway_profile_{'stream' if args.stream else 'unary'}.txt"
+    out = RESULTS / f"gateway_profile_{'stream' if args.stream else 'unary'}_t{args.tokens}.txt"
     with throwaway_stack("iir-profile-", "iir_profile") as stack:
         key = stack.create_key("profile")
         pids = tree(stack.processes["gateway"].popen.pid)
@@ -58,7 +59,7 @@ def main() -> None:
             args=(
                 f"{stack.gateway_url}/v1/chat/completions",
                 key,
-                body(args.stream, f"local/{MODEL}"),
+                body(args.stream, f"local/{MODEL}", args.tokens),
                 args.connections,
                 args.duration + 2,
                 stack.workdir,

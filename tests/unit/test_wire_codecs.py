@@ -4,6 +4,7 @@ and stream it makes of what its upstream answers. Plus the relay that reads stre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, cast
 
 import orjson
@@ -102,15 +103,24 @@ class FakeResponse:
     def __init__(self, script: list[Any]) -> None:
         self.script = script
         self.released = self.closed = False
+        self.failure: BaseException | None = None
+        self.failed = asyncio.Event()
 
     async def readany(self) -> bytes:
         item = self.script.pop(0) if self.script else b""
         if isinstance(item, BaseException):
             raise item
-        if isinstance(item, float):
-            await asyncio.sleep(item)
+        if isinstance(item, float):  # a stall: nothing comes for that long, unless the reader gives up
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.failed.wait(), item)
+            if self.failure is not None:
+                raise self.failure
             return b""
         return item
+
+    def fail(self, exc: BaseException) -> None:
+        self.failure, self.closed = exc, True
+        self.failed.set()
 
     def release(self) -> None:
         self.released = True
@@ -159,6 +169,22 @@ def test_a_broken_or_stalled_stream_ends_with_an_error_event_and_counts_what_was
     error = events[-1].json()["error"]
     assert error["code"] in ("upstream_error", "upstream_timeout") and not stream.completed
     assert stream.usage == {"completion_tokens": 2} and resp.closed  # the connection is dropped: vLLM aborts
+
+
+def test_a_reader_slower_than_the_stall_timeout_is_not_an_upstream_stall() -> None:
+    # The timeout counts only time spent waiting on the upstream, not time the client took to read.
+    stream, resp = relay(chunk("a"), [chunk("b"), chunk("c")], read_timeout_s=0.05)
+
+    async def slow_reader() -> list[Event]:
+        out = []
+        async for event in stream:
+            out.append(event)
+            await asyncio.sleep(0.2)  # the client reading slowly: the scenario itself, not a wait
+        await stream.aclose()
+        return out
+
+    events = asyncio.run(slow_reader())
+    assert len(events) == 3 and stream.completed and resp.released and not resp.closed
 
 
 def test_closing_early_drops_the_connection() -> None:

@@ -39,7 +39,9 @@ class _AsIs:
         return b""
 
     def feed(self, event: Event, more: list[Event]) -> bytes:
-        return frame(event.raw) if not more else b"".join(frame(e.raw) for e in (event, *more))
+        if not more:
+            return b"data: " + event.raw + b"\n\n"
+        return b"data: " + b"\n\ndata: ".join([event.raw, *(e.raw for e in more)]) + b"\n\n"
 
     async def tail(self, completed: bool) -> bytes:
         return DONE_FRAME if completed else b""

@@ -23,6 +23,7 @@ from typing import Any
 
 from iir_common.secret_scrubber import NEEDLES, REDACTED, TOKEN_KINDS, SecretScrubber, normal_char
 from iir_gateway.answer import Event
+from iir_gateway.scrubbing.skeleton import TextSkeleton, decode
 
 _TEXT_FIELDS = ("content", "reasoning_content", "reasoning", "text", "refusal")
 # Released text kept per choice to see needles across chunks and to match a secret with its start.
@@ -64,24 +65,61 @@ class StreamScrubber:
         self.calls: dict[int, dict[int, _Choice]] = {}  # choice index → tool call index → its arguments
         self._tails: set[int] = set()  # choices whose text was cut in an open candidate by their first call
         self._template: dict[str, Any] | None = None
+        self._skeleton = TextSkeleton()
 
     def feed(self, event: Event) -> list[Event]:
         """One event in; the same event out with its text released or held (as a new event if changed)."""
-        return [self._feed_event(event, True)]
+        return self.feed_all((event,))
 
     def feed_all(self, events: Sequence[Event]) -> list[Event]:
-        """`feed` for the events of one read: their other fields are checked in one pass when none of
-        them can hold a secret."""
-        if len(events) == 1:
-            return [self._feed_event(events[0], True)]
-        check = self.scrubber.may_hold_secret(b"".join(e.raw for e in events), split=False)
-        return [self._feed_event(e, check) for e in events]
+        """`feed` for the events of one read. Those that fit the stream's text skeleton pass as they
+        came, unparsed, when nothing is held and no needle completes in their text (joined, after what
+        was sent before); the others are parsed."""
+        out: list[Event] = []
+        run: list[Event] = []  # events that fit the skeleton, in a row: their text is checked together
+        texts: list[bytes] = []
+        skeleton = self._skeleton
+        prefix, suffix = skeleton.prefix, skeleton.suffix
+        start, around = len(prefix), len(prefix) + len(suffix)
+        learnt = skeleton.field is not None
+        for event in events:
+            raw = event.raw
+            # Inline (this runs for every event of every stream): `skeleton.text_of(raw)`.
+            if learnt and raw.startswith(prefix) and raw.endswith(suffix) and len(raw) >= around:
+                text = raw[start : len(raw) - len(suffix)]
+                if b'"' not in text:
+                    run.append(event)
+                    texts.append(text)
+                    continue
+            if run:
+                self._pass_run(run, texts, out)
+                run, texts = [], []
+            out.append(self._feed_event(event))
+            learnt = skeleton.field is not None
+            prefix, suffix = skeleton.prefix, skeleton.suffix
+            start, around = len(prefix), len(prefix) + len(suffix)
+        if run:
+            self._pass_run(run, texts, out)
+        return out
 
-    def _feed_event(self, event: Event, check: bool) -> Event:
+    def _pass_run(self, run: list[Event], texts: list[bytes], out: list[Event]) -> None:
+        field = self._skeleton.field
+        assert field is not None
+        state = self._state(*field)
+        if not state.held and not state.tail:
+            text = decode(texts)
+            if text is not None and self._first_needle(state.context, text) is None:
+                state.context = (state.context + text)[-_CONTEXT:]
+                out.extend(run)
+                return
+        out.extend(self._feed_event(event) for event in run)
+
+    def _feed_event(self, event: Event) -> Event:
+        clean = not self.scrubber.may_hold_secret(event.raw, split=False)  # outside its text too
         obj = event.data
         choices = obj.get("choices") if isinstance(obj, dict) else None
         if not isinstance(choices, list) or not choices:
-            return self._scrubbed(event) if check else event
+            return event if clean else self._scrubbed(event)
         if self._template is None:
             self._template = {k: obj[k] for k in ("id", "object", "created", "model") if k in obj}
         changed = False
@@ -118,7 +156,11 @@ class StreamScrubber:
                     holder = choice["delta"] = {}
                 changed |= self._feed_calls(index, holder, calls, final)
         out = Event.of(obj) if changed else event
-        return self._scrubbed(out) if check else out
+        if not clean:
+            return self._scrubbed(out)
+        if not changed and self._skeleton.unlearnt():
+            self._skeleton.learn(event.raw, obj)
+        return out
 
     def flush(self) -> list[Event]:
         """Whatever is still held, scrubbed, as one last event (when the stream ends)."""

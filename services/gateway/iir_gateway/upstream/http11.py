@@ -208,6 +208,11 @@ class Response:
         self.release()
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    def fail(self, exc: BaseException) -> None:
+        """Breaks off the answer: a read waiting (or the next) raises `exc`, and the connection is dropped."""
+        self._released = True
+        self._conn._fail(exc)
+
     def release(self) -> None:
         """Ends the exchange: the connection is reused when its answer was read whole, else dropped."""
         if self._released:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections import deque
 from typing import Any
@@ -18,19 +17,15 @@ from iir_gateway.wire.sse import SSEParser
 
 log = logging.getLogger(__name__)
 
-# Any JSON whitespace around the colon: upstreams that write `"content": "w"` are counted too.
-_TEXT_FIELD = re.compile(rb'"(?:content|text|reasoning_content|reasoning|arguments)"[ \t\r\n]*:[ \t\r\n]*"[^"]')
-
-
-def text_fields(raw: bytes) -> int:
-    """How many non-empty text fields (content, text, reasoning, tool arguments) an event carries."""
-    return len(_TEXT_FIELD.findall(raw))
-
 
 class StreamRelay:
     """Reads `resp` (whose first bytes were read already) through `decoder`. A stream that breaks
     off or stalls past `read_timeout_s` ends with an OpenAI error event. `aclose` ends the call: a
-    stream closed before its end drops the connection, which makes vLLM abort the request."""
+    stream closed before its end drops the connection, which makes vLLM abort the request.
+
+    The stall is watched by one timer per stream, which looks at how long the current read has been
+    waiting when it fires (and comes back later if none has waited long): a timeout per read would
+    cost a timer set and cancelled for every event."""
 
     def __init__(
         self,
@@ -59,8 +54,11 @@ class StreamRelay:
         self._closed = False
         self._reads = 0
         self._first_at = time.perf_counter()
-        # Events carrying generated text: the completion tokens of a stream cut before its usage event
-        # (vLLM sends about one token per event).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting_since = 0.0  # when the read now waiting began (0: none is)
+        self._watchdog: asyncio.TimerHandle | None = None
+        # Events relayed: the completion tokens of a stream cut before its usage event (vLLM sends about
+        # one token per event; counting events, not parsing them, may count the role and finish events).
         self.text_events = 0
 
     def __aiter__(self) -> StreamRelay:
@@ -83,8 +81,15 @@ class StreamRelay:
         chunk, self._next = self._next, b""
         try:
             if not chunk:
-                async with asyncio.timeout(self.read_timeout_s):
+                loop = self._loop
+                if loop is None:
+                    loop = self._loop = asyncio.get_running_loop()
+                    self._watchdog = loop.call_later(self.read_timeout_s, self._watch)
+                self._waiting_since = loop.time()
+                try:
                     chunk = await self.resp.readany()
+                finally:
+                    self._waiting_since = 0.0
         except (TimeoutError, OSError) as exc:
             self._broke(exc)
             return
@@ -99,10 +104,19 @@ class StreamRelay:
         self._reads += 1
         self._decode(self._parser.feed(chunk))
 
+    def _watch(self) -> None:
+        assert self._loop is not None
+        waited = self._loop.time() - self._waiting_since if self._waiting_since else 0.0
+        if waited >= self.read_timeout_s:
+            self._watchdog = None
+            self.resp.fail(TimeoutError(f"no data for {self.read_timeout_s:g}s"))
+        else:
+            self._watchdog = self._loop.call_later(self.read_timeout_s - waited, self._watch)
+
     def _decode(self, payloads: list[bytes]) -> None:
         events = self.decoder.decode_all(payloads)
         if events:
-            self.text_events += text_fields(events[0].raw if len(events) == 1 else b"\n".join(e.raw for e in events))
+            self.text_events += len(events)
             self._pending.extend(events)
 
     def _broke(self, exc: BaseException) -> None:
@@ -118,6 +132,9 @@ class StreamRelay:
         if self._closed:
             return
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         usage = self.decoder.usage
         if usage is None and self.text_events:
             usage = {"completion_tokens": self.text_events}

@@ -174,6 +174,11 @@ class Dispatch(Step):
     def on_chunk(self, ctx: RequestContext, event: Event) -> Sequence[Event]:
         return () if b'"usage"' in event.raw and _usage_only(event) else (event,)
 
+    def on_chunks(self, ctx: RequestContext, events: Sequence[Event]) -> Sequence[Event]:
+        if not any(b'"usage"' in e.raw for e in events):
+            return events
+        return [e for e in events if not (b'"usage"' in e.raw and _usage_only(e))]
+
     def on_complete(self, ctx: RequestContext) -> None:
         lease = ctx.state.get(self.name)
         if lease is not None:
