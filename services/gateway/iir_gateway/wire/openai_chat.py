@@ -23,9 +23,10 @@ class OpenAIStreamDecoder:
         return self.decode_all([payload])
 
     def decode_all(self, payloads: list[bytes]) -> list[Event]:
-        events = [Event(p) for p in payloads if p != DONE]
-        if len(events) < len(payloads):
+        if DONE in payloads:
             self.done = True
+            payloads = [p for p in payloads if p != DONE]
+        events = list(map(Event, payloads))
         for event in events[-2:]:  # the usage event comes last (before [DONE])
             if b'"usage"' in event.raw:
                 usage = event.json().get("usage")

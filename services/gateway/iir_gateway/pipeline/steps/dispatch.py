@@ -175,9 +175,11 @@ class Dispatch(Step):
         return () if b'"usage"' in event.raw and _usage_only(event) else (event,)
 
     def on_chunks(self, ctx: RequestContext, events: Sequence[Event]) -> Sequence[Event]:
-        if not any(b'"usage"' in e.raw for e in events):
+        # The usage event comes last (before [DONE]): only the last two are looked at.
+        tail = len(events) - 2
+        if not any(b'"usage"' in e.raw for e in events[-2:]):
             return events
-        return [e for e in events if not (b'"usage"' in e.raw and _usage_only(e))]
+        return [e for i, e in enumerate(events) if i < tail or not (b'"usage"' in e.raw and _usage_only(e))]
 
     def on_complete(self, ctx: RequestContext) -> None:
         lease = ctx.state.get(self.name)
