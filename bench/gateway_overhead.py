@@ -26,10 +26,12 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 from peers import Peer, cpu_seconds, rss_mib, start_peers
@@ -63,7 +65,18 @@ def wrk(url: str, key: str, payload: str, connections: int, duration: int, workd
     )
     threads = "2" if connections >= 32 else "1"
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--timeout",
+            "60s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -76,7 +89,9 @@ def wrk(url: str, key: str, payload: str, connections: int, duration: int, workd
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    size, unit = re.search(r"requests in [\d.]+\w+, ([\d.]+)([KMGT]?B) read", out).groups()  # type: ignore[union-attr]
     return {
+        "bytes_read": float(size) * 1024 ** "BKMGT".index(unit[0]) if unit != "B" else float(size),
         "rps": rps,
         "p50_ms": pct("50"),
         "p99_ms": pct("99"),
@@ -106,12 +121,28 @@ async def ttft(url: str, key: str, model: str, concurrency: int, requests: int) 
     return statistics.median(samples)
 
 
-def measure(target: Peer, payload: str, conc: int, duration: int, work: Path) -> dict[str, float]:
-    """One wrk run against `target`, with the CPU its processes spent per request."""
+def answer_bytes(target: Peer, payload: str) -> int:
+    """The bytes of one whole answer from `target` (status line, headers and body), as wrk counts them."""
+    url = urlsplit(target.url)
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {target.key}\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout=60) as conn:
+        conn.sendall(head.encode() + payload.encode())
+        return sum(len(part) for part in iter(lambda: conn.recv(1 << 16), b""))
+
+
+def measure(target: Peer, payload: str, conc: int, duration: int, work: Path, tokens: int) -> dict[str, float]:
+    """One wrk run against `target`, with the CPU its processes spent per request, and per answer token
+    delivered: the bytes wrk read over the bytes of one whole answer, so streams cut when the run ends count
+    for what they sent (with long streams at high concurrency, they are most of them)."""
+    whole = answer_bytes(target, payload)
     before = cpu_seconds(target.pid)
     result = wrk(f"{target.url}/v1/chat/completions", target.key, payload, conc, duration, work)
     spent = cpu_seconds(target.pid) - before
     result["cpu_us_per_request"] = spent / max(1, result["requests"]) * 1e6
+    result["cpu_us_per_token"] = spent / max(1.0, result["bytes_read"] / whole * tokens) * 1e6
     return result
 
 
@@ -174,13 +205,12 @@ def main() -> None:
                         for _ in range(args.rounds):
                             for t in targets:
                                 payload = body(stream, names[t.name], tokens)
-                                rounds[t.name].append(measure(t, payload, conc, args.duration, work))
+                                rounds[t.name].append(measure(t, payload, conc, args.duration, work, tokens))
                         med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in rounds.items()}
                         mode = "stream" if stream else "unary"
                         for n, m in med.items():
                             print(f"  {n} {mode} c{conc} {tokens} tokens: {m['rps']:.0f} rps", flush=True)
                         for n, m in med.items():
-                            m["cpu_us_per_token"] = m["cpu_us_per_request"] / tokens
                             if n != "direct":
                                 m["added_p50_ms"] = m["p50_ms"] - med["direct"]["p50_ms"]
                                 m["added_p99_ms"] = m["p99_ms"] - med["direct"]["p99_ms"]

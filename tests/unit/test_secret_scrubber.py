@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from iir_common.secret_scrubber import REDACTED, SecretScrubber, secret_env_values
+from iir_common.secret_scrubber import NEEDLES, REDACTED, SecretScrubber, secret_env_values
 from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.scrubbing.policy import Scrubbing
@@ -99,3 +99,17 @@ def test_evasions_are_caught_and_look_alikes_are_left() -> None:
         (t, scrubber.scrub_texts(list(t))) for k, _, t in evasions() if k == "none" if scrubber.scrub_texts(list(t))[1]
     ]
     assert not flagged, f"false positives: {flagged}"
+
+
+def test_the_quick_check_agrees_with_the_scrubber_on_every_needle_and_evasion() -> None:
+    # `may_hold_secret` may say yes to a clean text, never no to one the scrubber would change.
+    scrubber = SecretScrubber()
+    firsts = {n if isinstance(n, str) else n[0] for needles in NEEDLES.values() for n in needles}
+    for needle in firsts:
+        assert scrubber.may_hold_secret(f"Some text, {needle.upper()} and more".encode(), split=False), needle
+    texts = [" ".join(t) for k, _, t in evasions() if k != "none"]
+    texts += [f"here is the key: {s}" for s in ("sk- proj-" + "a" * 40, "ghp _" + "b" * 36, "AKIA Q7RTX2EXAMPL3KEY")]
+    for text in texts:
+        if scrubber.scrub(text)[1]:
+            assert scrubber.may_hold_secret(text.encode()), text
+    assert not scrubber.may_hold_secret(b"The order left the warehouse and should arrive on Friday.")

@@ -67,18 +67,18 @@ class StreamScrubber:
         self._template: dict[str, Any] | None = None
         self._skeleton = TextSkeleton()
 
-    def feed(self, event: Event) -> list[Event]:
+    def feed(self, event: Event) -> Sequence[Event]:
         """One event in; the same event out with its text released or held (as a new event if changed)."""
         return self.feed_all((event,))
 
-    def feed_all(self, events: Sequence[Event]) -> list[Event]:
+    def feed_all(self, events: Sequence[Event]) -> Sequence[Event]:
         """`feed` for the events of one read. Those that fit the stream's text skeleton pass as they
         came, unparsed, when nothing is held and no needle completes in their text (joined, after what
         was sent before); the others are parsed."""
+        skeleton = self._skeleton
         out: list[Event] = []
         run: list[Event] = []  # events that fit the skeleton, in a row: their text is checked together
         texts: list[bytes] = []
-        skeleton = self._skeleton
         prefix, suffix = skeleton.prefix, skeleton.suffix
         start, around = len(prefix), len(prefix) + len(suffix)
         learnt = skeleton.field is not None
@@ -92,17 +92,19 @@ class StreamScrubber:
                     texts.append(text)
                     continue
             if run:
-                self._pass_run(run, texts, out)
+                out.extend(self._passed(run, texts))
                 run, texts = [], []
             out.append(self._feed_event(event))
             learnt = skeleton.field is not None
             prefix, suffix = skeleton.prefix, skeleton.suffix
             start, around = len(prefix), len(prefix) + len(suffix)
         if run:
-            self._pass_run(run, texts, out)
+            out.extend(self._passed(run, texts))
         return out
 
-    def _pass_run(self, run: list[Event], texts: list[bytes], out: list[Event]) -> None:
+    def _passed(self, run: Sequence[Event], texts: list[bytes]) -> Sequence[Event]:
+        """Events that fit the skeleton (`texts`, their texts): as they came when nothing is held and no
+        needle completes in their text, else each through `_feed_event`."""
         field = self._skeleton.field
         assert field is not None
         state = self._state(*field)
@@ -110,9 +112,8 @@ class StreamScrubber:
             text = decode(texts)
             if text is not None and self._first_needle(state.context, text) is None:
                 state.context = (state.context + text)[-_CONTEXT:]
-                out.extend(run)
-                return
-        out.extend(self._feed_event(event) for event in run)
+                return run
+        return [self._feed_event(event) for event in run]
 
     def _feed_event(self, event: Event) -> Event:
         clean = not self.scrubber.may_hold_secret(event.raw, split=False)  # outside its text too
