@@ -29,6 +29,7 @@ class AccessLog:
         self.enabled = logging.getLogger(LOGGER).isEnabledFor(logging.INFO)
         self._queue: deque[tuple[float, str, str, str, int, float]] = deque()
         self._scrubber = SecretScrubber(secret_env_values())
+        self._paths: dict[str, str] = {}  # paths as logged (most requests share a few)
         self._wake = threading.Event()
         self._flush_s = flush_s
         self._lock = threading.Lock()
@@ -59,10 +60,12 @@ class AccessLog:
                 second = int(created)
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
             # What the client chose (path, request id) may hold a key: never logged as it came.
-            if self._scrubber.may_hold_secret(path.encode()):
-                path = self._scrubber.scrub(path)[0]
-            if self._scrubber.may_hold_secret(rid.encode()):
-                rid = self._scrubber.scrub(rid)[0]
+            logged = self._paths.get(path)
+            if logged is None:
+                logged = self._clean(path)
+                if len(self._paths) < 1024:
+                    self._paths[path] = logged
+            path, rid = logged, self._clean(rid)
             entry = {
                 "ts": f"{stamp}.{int(created * 1000) % 1000:03d}Z",
                 "level": "info",
@@ -77,6 +80,9 @@ class AccessLog:
             }
             out.append(orjson.dumps(entry))
         return out
+
+    def _clean(self, text: str) -> str:
+        return self._scrubber.scrub(text)[0] if self._scrubber.may_hold_secret(text.encode()) else text
 
     def flush(self) -> None:
         with self._lock:  # the writer thread and the exit handler
