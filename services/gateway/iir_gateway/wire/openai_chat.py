@@ -23,9 +23,9 @@ class OpenAIStreamDecoder:
         return self.decode_all([payload])
 
     def decode_all(self, payloads: list[bytes]) -> list[Event]:
-        if DONE in payloads:
+        if payloads and payloads[-1] == DONE:  # it ends the stream: nothing comes after it
             self.done = True
-            payloads = [p for p in payloads if p != DONE]
+            payloads = payloads[:-1]
         events = list(map(Event, payloads))
         for event in events[-2:]:  # the usage event comes last (before [DONE])
             if b'"usage"' in event.raw:
