@@ -11,7 +11,7 @@ log). Load comes from wrk; TTFT from an asyncio client. Medians of several round
 within each round so they share the machine's noise.
 Usage: .venv/bin/python bench/gateway_overhead.py [--rounds 3] [--duration 5] [--workers 1] [--replicas 1] [--no-peers]
        [--concurrency 1,32,256] [--modes unary,stream] [--tokens 16,256,2048] [--peers vllm-router,litellm]
-       [--baseline DIR]
+       [--baseline DIR] [--without scrub,access-log]
 With `--baseline DIR` (a checkout of an earlier commit, e.g. `git worktree add /tmp/base <commit>`), a second
 IIR gateway runs that checkout's gateway code beside this one, on the same services, as the target `iir@base`:
 a change's cost per request, old and new in one run.
@@ -41,6 +41,10 @@ from iir_dev.stack import throwaway_stack
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "llama-3-8b-instruct"
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+# What `--without` turns off, in a gateway of its own: what each costs is IIR's CPU less that gateway's.
+FEATURES = {"scrub": {"IIR_SCRUB_MODE": "off"}, "access-log": {"IIR_ACCESS_LOG": "false"}}
 
 
 def body(stream: bool, model: str, tokens: int = 16) -> str:
@@ -171,6 +175,11 @@ def main() -> None:
     parser.add_argument("--modes", default="unary,stream", help="unary, stream or both")
     parser.add_argument("--tokens", default="256", help="comma-separated answer lengths, in tokens")
     parser.add_argument("--baseline", type=Path, help="a checkout whose gateway runs beside this one as iir@base")
+    parser.add_argument(
+        "--without",
+        default="",
+        help=f"features ({', '.join(FEATURES)}), each off in a gateway of its own beside IIR (iir-no-FEATURE)",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: run `make bench-tools`")
@@ -190,6 +199,9 @@ def main() -> None:
             roots = [args.baseline / "services" / "gateway", args.baseline / "libs"]
             url = stack.start_gateway_replica("gateway-base", env={"PYTHONPATH": os.pathsep.join(map(str, roots))})
             base = [Peer("iir@base", url, stack.processes["gateway-base"].popen.pid, key)]
+        for feature in filter(None, args.without.split(",")):
+            url = stack.start_gateway_replica(f"gateway-no-{feature}", env=FEATURES[feature])
+            base.append(Peer(f"iir-no-{feature}", url, stack.processes[f"gateway-no-{feature}"].popen.pid, key))
         with contextlib.ExitStack() as running:
             peers = (
                 []
@@ -231,23 +243,23 @@ def main() -> None:
         f"rounds: {args.rounds} × {args.duration}s"
     )
     print(
-        f"{'target':<12} {'mode':<6} {'conc':>4} {'tokens':>6} | {'rps':>8} {'p50':>7} {'p99':>8} | {'added p50':>9} "
+        f"{'target':<17} {'mode':<6} {'conc':>4} {'tokens':>6} | {'rps':>8} {'p50':>7} {'p99':>8} | {'added p50':>9} "
         f"{'p99':>8} ms | {'CPU/req':>8} {'CPU/token':>9} µs | {'vs router':>9}"
     )
     for r in rows:
         added = f"{r['added_p50_ms']:>9.2f} {r['added_p99_ms']:>8.2f}" if "added_p50_ms" in r else f"{'':>9} {'':>8}"
         print(
-            f"{r['target']:<12} {'stream' if r['stream'] else 'unary':<6} {r['concurrency']:>4} {r['tokens']:>6} | "
+            f"{r['target']:<17} {'stream' if r['stream'] else 'unary':<6} {r['concurrency']:>4} {r['tokens']:>6} | "
             f"{r['rps']:>8.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>8.2f} | {added} ms | "
             f"{r['cpu_us_per_request']:>8.0f} {r['cpu_us_per_token']:>9.2f} µs | {versus_router(r, rows):>9}"
         )
     for t in ttfts:
         print(
-            f"TTFT {t['target']:<12} concurrency {t['concurrency']:>3}: {t['ttft_ms']:.2f} ms, "
+            f"TTFT {t['target']:<17} concurrency {t['concurrency']:>3}: {t['ttft_ms']:.2f} ms, "
             f"added {t['added_ttft_ms']:.2f} ms"
         )
     for n, m in memory.items():
-        print(f"RSS {n:<12} {m:.0f} MiB (all its processes)")
+        print(f"RSS {n:<17} {m:.0f} MiB (all its processes)")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"gateway_overhead_w{args.workers}_r{args.replicas}_t{args.tokens.replace(',', '-')}.json"
     out.write_text(

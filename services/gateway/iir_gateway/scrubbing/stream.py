@@ -77,29 +77,30 @@ class StreamScrubber:
         was sent before); the others are parsed."""
         skeleton = self._skeleton
         out: list[Event] = []
-        run: list[Event] = []  # events that fit the skeleton, in a row: their text is checked together
-        texts: list[bytes] = []
+        texts: list[bytes] = []  # of the events that fit the skeleton, in a row: checked together
         prefix, suffix = skeleton.prefix, skeleton.suffix
-        start, around = len(prefix), len(prefix) + len(suffix)
+        start, end, around = len(prefix), -len(suffix), len(prefix) + len(suffix)
         learnt = skeleton.field is not None
-        for event in events:
+        for i, event in enumerate(events):
             raw = event.raw
-            # Inline (this runs for every event of every stream): `skeleton.text_of(raw)`.
-            if learnt and raw.startswith(prefix) and raw.endswith(suffix) and len(raw) >= around:
-                text = raw[start : len(raw) - len(suffix)]
+            # This runs for every event of every stream: as few steps as can tell that it fits.
+            if learnt and len(raw) >= around and raw.startswith(prefix) and raw.endswith(suffix):
+                text = raw[start:end]
                 if b'"' not in text:
-                    run.append(event)
                     texts.append(text)
                     continue
-            if run:
-                out.extend(self._passed(run, texts))
-                run, texts = [], []
+            if texts:
+                out.extend(self._passed(events[i - len(texts) : i], texts))
+                texts = []
             out.append(self._feed_event(event))
             learnt = skeleton.field is not None
             prefix, suffix = skeleton.prefix, skeleton.suffix
-            start, around = len(prefix), len(prefix) + len(suffix)
-        if run:
-            out.extend(self._passed(run, texts))
+            start, end, around = len(prefix), -len(suffix), len(prefix) + len(suffix)
+        if not texts:
+            return out
+        if not out:  # the usual read: every event fits
+            return self._passed(events, texts)
+        out.extend(self._passed(events[len(events) - len(texts) :], texts))
         return out
 
     def _passed(self, run: Sequence[Event], texts: list[bytes]) -> Sequence[Event]:

@@ -108,13 +108,15 @@ class _Connection(asyncio.Protocol):
         self._headers_done = True
         self._wake()
 
-    def on_body(self, body: bytes) -> None:
+    def on_body(self, body: bytes) -> None:  # once per chunk of a chunked answer: per token of a stream
         self._body.append(body)
         self._buffered += len(body)
         if self._buffered > HIGH_WATER and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
-        self._wake()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def on_message_complete(self) -> None:
         self._complete = True
