@@ -5,6 +5,7 @@ the answer (and each event of its stream) carry that id."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from operator import attrgetter
 from typing import Any
 
 from starlette.responses import Response
@@ -15,6 +16,8 @@ from iir_gateway.errors import APIError
 from iir_gateway.inbound.base import StreamEncoder
 from iir_gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, InferenceRequest
 from iir_gateway.wire.sse import DONE_FRAME, frame
+
+_RAW = attrgetter("raw")
 
 
 class _AsIs:
@@ -41,7 +44,7 @@ class _AsIs:
     def feed(self, event: Event, more: list[Event]) -> bytes:
         if not more:
             return b"data: " + event.raw + b"\n\n"
-        return b"data: " + b"\n\ndata: ".join([event.raw, *(e.raw for e in more)]) + b"\n\n"
+        return b"data: " + b"\n\ndata: ".join([event.raw, *map(_RAW, more)]) + b"\n\n"
 
     async def tail(self, completed: bool) -> bytes:
         return DONE_FRAME if completed else b""
