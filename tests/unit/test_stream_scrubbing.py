@@ -37,7 +37,7 @@ def relay(pieces: list[str], batch: int = 1) -> tuple[str, list[bytes]]:
     scrubber = StreamScrubber(SecretScrubber(), lambda found: None)
     events = [event(p) for p in pieces]
     out = [e for i in range(0, len(events), batch) for e in scrubber.feed_all(events[i : i + batch])]
-    out += scrubber.feed(event("", "stop")) + scrubber.flush()
+    out += [*scrubber.feed(event("", "stop")), *scrubber.flush()]
     text = ""
     for e in out:
         for choice in orjson.loads(e.raw)["choices"]:
@@ -97,7 +97,7 @@ def test_a_secret_written_with_json_escapes_is_redacted(batch: int) -> None:
     scrubber = StreamScrubber(SecretScrubber(), lambda found: None)
     events = [event(" start")] + [raw_event(p) for p in pieces]
     out = [e for i in range(0, len(events), batch) for e in scrubber.feed_all(events[i : i + batch])]
-    out += scrubber.feed(event("", "stop")) + scrubber.flush()
+    out += [*scrubber.feed(event("", "stop")), *scrubber.flush()]
     text = text_of(out)
     assert "REDACTED" in text and "Yz78aB" not in text, text
     assert text.startswith(" startHere: ") and text.endswith(' ok\n"done"'), text
@@ -120,7 +120,7 @@ def test_one_read_of_mixed_events_keeps_text_and_order() -> None:
     )
     usage = Event(b'{"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":9}}')
     pieces = ["The", " pass", "word", ":", " hunter22", "!", " Bye", "."]
-    out = scrubber.feed_all([role, *[event(p) for p in pieces], event("", "stop"), usage])
+    out = [*scrubber.feed_all([role, *[event(p) for p in pieces], event("", "stop"), usage])]
     out += scrubber.flush()
     assert text_of(out) == "The password: REDACTED Bye.", text_of(out)
     assert out[-1].raw == usage.raw
