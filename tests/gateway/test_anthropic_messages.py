@@ -88,12 +88,26 @@ async def test_a_streamed_tool_use(anthropic_client: anthropic.AsyncAnthropic) -
         final = await stream.get_final_message()
     use = next(b for b in final.content if b.type == "tool_use")
     assert use.name == "get_weather" and use.input == {"city": "Lyon"}
+    # vLLM finishes a forced call with `stop`; Anthropic says `tool_use`, and agent loops branch on it.
+    assert final.stop_reason == "tool_use" and use.id.startswith("toolu_")
+    whole = await anthropic_client.messages.create(
+        model=MODEL,
+        max_tokens=60,
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "tool", "name": "get_weather"},
+        messages=[{"role": "user", "content": "Weather in Lyon?"}],
+    )
+    assert whole.stop_reason == "tool_use"
+    assert all(b.id.startswith("toolu_") for b in whole.content if b.type == "tool_use")
 
 
 async def test_count_tokens(anthropic_client: anthropic.AsyncAnthropic) -> None:
     messages: Any = [{"role": "user", "content": "Hello there"}]
     counted = await anthropic_client.messages.count_tokens(model=MODEL, messages=messages)
     assert counted.input_tokens > 0
+    with pytest.raises(anthropic.NotFoundError) as unknown:  # as Anthropic answers for a model it has not
+        await anthropic_client.messages.count_tokens(model="local/no-such-model", messages=messages)
+    assert unknown.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
 
 
 async def test_errors_have_anthropics_shape(gateway: Gateway, anthropic_client: anthropic.AsyncAnthropic) -> None:

@@ -306,9 +306,11 @@ async def test_any_openai_compatible_server_by_name(client: openai.AsyncOpenAI) 
 
 
 async def test_models_list_offers_configured_providers_only(client: openai.AsyncOpenAI) -> None:
-    ids = {m.id async for m in client.models.list()}
+    models = [m async for m in client.models.list()]
+    ids = {m.id for m in models}
     assert {"openai/gpt-4o-mini", SONNET, f"llamacpp/{SERVED}", "broken/down"} <= ids
     assert not any(i.startswith("vault/") for i in ids)
+    assert all(m.model_dump()["permission"] == [] for m in models)  # as the seeds' API reference lists them
 
 
 async def test_provider_without_credentials_says_what_is_missing(providers: Providers) -> None:

@@ -147,7 +147,7 @@ def test_a_stream_of_text_then_a_tool_call() -> None:
         "message_delta",
         "message_stop",
     ]
-    assert events[4][1]["content_block"] == {"type": "tool_use", "id": "t1", "name": "f", "input": {}}
+    assert events[4][1]["content_block"] == {"type": "tool_use", "id": "toolu_t1", "name": "f", "input": {}}
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use" and events[-2][1]["usage"]["output_tokens"] == 5
 
 

@@ -301,8 +301,10 @@ class Runtime:
         self.queue.wake_all()
 
     def list_models(self, principal: Principal) -> list[dict[str, Any]]:
+        """The model cards `principal` may use; `permission: []` as the seeds' API reference shows them."""
         cards = self.directory.model_cards() + self.auto.list_models()
-        return sorted((c for c in cards if principal.may_use(c["id"])), key=lambda c: c["id"])
+        mine = ({**c, "permission": []} for c in cards if principal.may_use(c["id"]))
+        return sorted(mine, key=lambda c: c["id"])
 
     async def _grpc_status(self, name: str) -> str:
         """A dependency's gRPC health: "ok", its serving status, or why it cannot be reached."""

@@ -26,13 +26,23 @@ def usage(chat_usage: dict[str, Any] | None) -> dict[str, int]:
     }
 
 
-def stop(choice: dict[str, Any], stops: list[str]) -> tuple[str, str | None]:
-    """(stop_reason, stop_sequence) for an OpenAI choice: vLLM names the stop string that ended it."""
+def stop(choice: dict[str, Any], stops: list[str], called: bool = False) -> tuple[str, str | None]:
+    """(stop_reason, stop_sequence) for an OpenAI choice: vLLM names the stop string that ended it. An
+    answer that `called` a tool stopped for it (`tool_use`, which agent loops branch on), even where vLLM
+    says `stop`, as it does for a call the request forced with a named `tool_choice`."""
     finish = choice.get("finish_reason") or "stop"
     matched = choice.get("stop_reason")
     if finish == "stop" and isinstance(matched, str) and matched in stops:
         return "stop_sequence", matched
+    if finish == "stop" and called:
+        return "tool_use", None
     return STOP_REASONS.get(finish, "end_turn"), None
+
+
+def tool_use_id(call_id: str) -> str:
+    """A tool call's id as Anthropic writes them (`toolu_…`); the same id comes back in `tool_result`
+    and in the replayed `tool_use`, so the upstream sees one id either way."""
+    return call_id if call_id.startswith("toolu_") else f"toolu_{call_id or uuid.uuid4().hex}"
 
 
 def tool_input(arguments: str) -> dict[str, Any]:
@@ -62,9 +72,14 @@ def message_response(completion: dict[str, Any], model: str, stops: list[str]) -
         function = call.get("function") or {}
         arguments = tool_input(str(function.get("arguments") or ""))
         content.append(
-            {"type": "tool_use", "id": call.get("id", ""), "name": function.get("name", ""), "input": arguments}
+            {
+                "type": "tool_use",
+                "id": tool_use_id(str(call.get("id") or "")),
+                "name": function.get("name", ""),
+                "input": arguments,
+            }
         )
-    stop_reason, stop_sequence = stop(choice, stops)
+    stop_reason, stop_sequence = stop(choice, stops, bool(message.get("tool_calls")))
     return {
         "id": message_id(str(completion.get("id", ""))),
         "type": "message",

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from iir_gateway.inbound.chat_reading import first_choices, reasoning
-from iir_gateway.inbound.messages_answer import message_id, stop, tool_input, usage
+from iir_gateway.inbound.messages_answer import message_id, stop, tool_input, tool_use_id, usage
 
 
 class MessagesStreamEncoder:
@@ -88,7 +88,7 @@ class MessagesStreamEncoder:
                 if position not in self.tool_blocks:
                     block = {
                         "type": "tool_use",
-                        "id": call.get("id", ""),
+                        "id": tool_use_id(str(call.get("id") or "")),
                         "name": function.get("name", ""),
                         "input": {},
                     }
@@ -111,7 +111,8 @@ class MessagesStreamEncoder:
         if not self.started:
             yield from self._start({})
         yield from self._close()
-        stop_reason, stop_sequence = stop(self.choice, self.stops) if self.choice else ("end_turn", None)
+        called = bool(self.tool_blocks)
+        stop_reason, stop_sequence = stop(self.choice, self.stops, called) if self.choice else ("end_turn", None)
         used = usage(self.usage)
         yield (
             "message_delta",

@@ -1,6 +1,7 @@
 """`POST /v1/messages/count_tokens` of Anthropic's Messages API: the input tokens of a request, as the
-gateway estimates them, for a model the key may call. (`POST /v1/messages` itself: `inbound.messages`,
-served by the fast path.) Errors have Anthropic's shape and a `request-id` header."""
+gateway estimates them, for a model the key may call and IIR knows (404 `not_found_error` otherwise).
+(`POST /v1/messages` itself: `inbound.messages`, served by the fast path.) Errors have Anthropic's shape
+and a `request-id` header."""
 
 from __future__ import annotations
 
@@ -29,8 +30,12 @@ class CountTokensRequest(BaseModel):
     messages: list[Any]
 
 
+class Known(Protocol):
+    def known(self) -> bool: ...
+
+
 class AccessCheck(Protocol):
-    def check_access(self, model: str, principal: Principal) -> object:
+    def check_access(self, model: str, principal: Principal) -> Known:
         """APIError 403/404 when `principal` may not call `model`."""
         ...
 
@@ -56,8 +61,10 @@ def router(deps: CountTokensDeps) -> APIRouter:
             body = await read_json_object(request, deps.settings.max_body_bytes)
             validate_body(CountTokensRequest, body, named=True)
             translated = chat_request({k: v for k, v in body.items() if k != "max_tokens"})  # the input only
-            if not is_auto(translated["model"]):
-                deps.directory.check_access(translated["model"], principal)
+            model = translated["model"]
+            if not is_auto(model) and not deps.directory.check_access(model, principal).known():
+                # As Anthropic answers for a model it has not: a name only passed through is not counted.
+                raise APIError(404, f"model: {model}", code="model_not_found", param="model")
         except APIError as exc:
             return MESSAGES.error(exc)
         tokens = estimate_tokens(translated, 0).prompt

@@ -33,13 +33,17 @@ class ServedModel:
     def fallbacks(self) -> tuple[str, ...]:
         return self.provider.fallbacks(self.name)
 
+    def known(self) -> bool:
+        """Whether the provider's catalogue or configuration has the model (not merely passing it on)."""
+        return self.provider.knows(self.name)
+
     def price(self) -> Price:
         return self.provider.price(self.name)
 
     def labels(self) -> tuple[str, str]:
         """(model, provider) as metric labels: a name the catalogue or configuration knows, else `other`,
         so made-up names cannot grow the metrics without bound."""
-        return (self.public if self.provider.knows(self.name) else "other"), self.provider.name
+        return (self.public if self.known() else "other"), self.provider.name
 
     async def resolve(self, request: RouteRequest) -> Upstream:
         """The upstream to send the request to; APIError 404/429/503."""
