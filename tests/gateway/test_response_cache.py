@@ -85,6 +85,21 @@ async def test_a_stream_is_replayed_from_the_cache(gateway: Gateway, api_key: st
     assert unary.json()["choices"][0]["message"]["content"] == streamed(first)[0]
 
 
+async def test_replayed_logprobs_have_the_schema_s_refusal(gateway: Gateway, api_key: str) -> None:
+    # OpenAI's ChatCompletion and its chunks require both `content` and `refusal` in a choice's logprobs.
+    prompt = f"logprobs {uuid.uuid4()}"
+    first = await chat(gateway, api_key, prompt, seed=3, stream=True, logprobs=True)
+    assert first.headers["x-iir-cache"] == "miss"
+    await eventually(lambda: cached(gateway, api_key, prompt, seed=3, stream=True, logprobs=True))
+    replayed = await chat(gateway, api_key, prompt, seed=3, stream=True, logprobs=True)
+    events = [json.loads(line[6:]) for line in replayed.text.splitlines() if line.startswith("data: {")]
+    chunks = [c["logprobs"] for e in events for c in e["choices"] if c.get("logprobs")]
+    assert chunks and all(set(lp) >= {"content", "refusal"} for lp in chunks)
+    unary = await chat(gateway, api_key, prompt, seed=3, logprobs=True)
+    assert unary.headers["x-iir-cache"] == "hit"
+    assert set(unary.json()["choices"][0]["logprobs"]) >= {"content", "refusal"}
+
+
 async def test_entries_are_per_key(gateway: Gateway, fleet: Fleet, api_key: str) -> None:
     prompt = f"mine {uuid.uuid4()}"
     await chat(gateway, api_key, prompt, temperature=0)

@@ -42,7 +42,7 @@ def chat_choice(draw: Any, index: int) -> dict[str, Any]:
     return {
         "index": index,
         "message": message,
-        "logprobs": {"content": entries} if entries is not None else None,
+        "logprobs": {"content": entries, "refusal": None} if entries is not None else None,  # as OpenAI writes them
         "finish_reason": "tool_calls" if calls else draw(st.sampled_from(["stop", "length"])),
     }
 

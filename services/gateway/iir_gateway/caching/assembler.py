@@ -141,5 +141,6 @@ class StreamAssembler:
         for name in ("reasoning_content", "reasoning"):
             if name in joined:
                 message[name] = joined[name]
-        logprobs = {"content": choice.logprobs} if choice.logprobs is not None else None
+        # OpenAI's schema requires both `content` and `refusal` in a choice's logprobs.
+        logprobs = {"content": choice.logprobs, "refusal": None} if choice.logprobs is not None else None
         return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": choice.finish}

@@ -34,7 +34,7 @@ def _chat_events(index: int, choice: dict[str, Any]) -> list[dict[str, Any]]:
             out.append({"delta": {"tool_calls": [{"index": i, "function": {"arguments": function["arguments"]}}]}})
     logprobs = choice.get("logprobs")
     if isinstance(logprobs, dict) and logprobs.get("content") is not None:
-        out.append({"delta": {}, "logprobs": {"content": logprobs["content"]}})
+        out.append({"delta": {}, "logprobs": {"content": logprobs["content"], "refusal": None}})
     out.append({"delta": {}, "finish_reason": choice.get("finish_reason") or "stop"})
     return [{"index": index, "logprobs": None, "finish_reason": None, **e} for e in out]
 
