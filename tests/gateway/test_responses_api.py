@@ -32,6 +32,8 @@ async def test_a_response(openai_client: openai.AsyncOpenAI) -> None:
     assert response.output[0].type == "message" and response.output[0].content[0].type == "output_text"
     assert response.usage and response.usage.input_tokens > 0 and response.usage.output_tokens > 0
     assert response.usage.total_tokens == response.usage.input_tokens + response.usage.output_tokens
+    # OpenAI's schema requires the cache-write count beside the cached one.
+    assert response.usage.input_tokens_details.model_dump()["cache_write_tokens"] == 0
 
 
 async def test_max_output_tokens_makes_it_incomplete(openai_client: openai.AsyncOpenAI) -> None:
@@ -68,6 +70,9 @@ async def test_tools_and_their_outputs(openai_client: openai.AsyncOpenAI) -> Non
     called = await openai_client.responses.create(model=MODEL, input="What is the weather in Paris?", tools=[WEATHER])
     call: Any = next(item for item in called.output if item.type == "function_call")
     assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Paris"}
+    raw = await openai_client.responses.with_raw_response.create(model=MODEL, input="Weather?", tools=[WEATHER])
+    echoed = json.loads(raw.http_response.text)["tools"][0]  # as OpenAI's schema has a function tool
+    assert echoed["name"] == "get_weather" and echoed["strict"] is None and echoed["parameters"]
     # The agent loop: the call's output continues the stored conversation.
     answered = await openai_client.responses.create(
         model=MODEL,
@@ -88,7 +93,7 @@ async def test_a_streamed_function_call(openai_client: openai.AsyncOpenAI) -> No
     )
     events: list[Any] = [e async for e in stream]
     done = next(e for e in events if e.type == "response.function_call_arguments.done")
-    assert json.loads(done.arguments) == {"city": "Lyon"}
+    assert json.loads(done.arguments) == {"city": "Lyon"} and done.model_dump()["name"] == "get_weather"
     deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
     assert deltas == done.arguments
 

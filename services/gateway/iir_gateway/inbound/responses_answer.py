@@ -19,7 +19,8 @@ def usage(chat_usage: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "input_tokens": prompt,
         "input_tokens_details": {
-            "cached_tokens": int((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+            "cached_tokens": int((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
+            "cache_write_tokens": 0,  # in OpenAI's schema; vLLM's prefix cache writes are not counted
         },
         "output_tokens": completion,
         "output_tokens_details": {
@@ -27,6 +28,17 @@ def usage(chat_usage: dict[str, Any] | None) -> dict[str, Any]:
         },
         "total_tokens": prompt + completion,
     }
+
+
+def echoed_tools(tools: list[Any]) -> list[Any]:
+    """The request's tools as a response echoes them: a function tool with its `description`,
+    `parameters` and `strict` (null when not given), as OpenAI's schema requires."""
+    return [
+        {"description": None, "parameters": None, **t, "strict": t.get("strict")}
+        if isinstance(t, dict) and t.get("type") == "function"
+        else t
+        for t in tools
+    ]
 
 
 def message_item(text: str, item_id: str | None = None, status: str = "completed") -> dict[str, Any]:
@@ -111,7 +123,7 @@ def response_object(
         "frequency_penalty": body.get("frequency_penalty", 0.0),
         "text": body.get("text") or {"format": {"type": "text"}},
         "tool_choice": body.get("tool_choice", "auto"),
-        "tools": body.get("tools") or [],
+        "tools": echoed_tools(body.get("tools") or []),
         "top_logprobs": body.get("top_logprobs", 0),
         "top_p": body.get("top_p", 1.0),
         "truncation": body.get("truncation", "disabled"),

@@ -74,6 +74,7 @@ class ResponsesStreamEncoder:
                 "response.function_call_arguments.done",
                 item_id=item["id"],
                 output_index=index,
+                name=item["name"],  # OpenAI's schema requires it
                 arguments=item["arguments"],
             )
         item["status"] = "completed"
