@@ -143,3 +143,27 @@ async def test_a_responses_batch(openai_client: openai.AsyncOpenAI) -> None:
         output["response"]["body"]["object"] == "response"
         and output["response"]["body"]["output"][0]["type"] == "message"
     )
+
+
+async def test_files_are_listed_in_pages(gateway: Gateway, fleet: Fleet) -> None:
+    # OpenAI's ListFilesResponse: first_id, last_id, has_more; `limit`, `after` and `order` honoured.
+    async with openai_sdk(gateway, await fleet.create_key("file-pages")) as client:
+        ids = [
+            (
+                await client.files.create(
+                    file=(f"{i}.jsonl", io.BytesIO(jsonl([chat_line("a", "b")]))), purpose="batch"
+                )
+            ).id
+            for i in range(3)
+        ]
+        first = await client.files.with_raw_response.list(limit=2)
+        page = json.loads(first.http_response.text)
+        assert [f["id"] for f in page["data"]] == ids[::-1][:2]  # newest first
+        assert page["first_id"] == ids[2] and page["last_id"] == ids[1] and page["has_more"] is True
+        rest = json.loads((await client.files.with_raw_response.list(limit=2, after=ids[1])).http_response.text)
+        assert [f["id"] for f in rest["data"]] == [ids[0]] and rest["has_more"] is False
+        assert [f.id async for f in client.files.list(order="asc")] == ids  # the SDK follows the pages
+        bad = await gateway.client.get(
+            "/v1/files?order=sideways", headers={"authorization": f"Bearer {client.api_key}"}
+        )
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "order"

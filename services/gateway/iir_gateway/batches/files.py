@@ -57,7 +57,7 @@ class FileStore:
                 mapping={"owner": owner, "meta": orjson.dumps(meta), "scopes": ",".join(scopes)},
             )
             pipe.expire(self._key(file_id), self.ttl_s)
-            pipe.zadd(self._owned(owner), {file_id: meta["created_at"]})
+            pipe.zadd(self._owned(owner), {file_id: time.time()})  # finer than created_at: pages keep their order
             pipe.expire(self._owned(owner), self.ttl_s)
             await pipe.execute()
 
@@ -106,14 +106,30 @@ class FileStore:
             await self.quota.release("files", scopes.split(","), file_id)
         return True
 
-    async def list(self, principal: Principal, purpose: str | None = None) -> list[dict[str, Any]]:
-        ids: Any = await self.redis.zrevrange(self._owned(principal.key_id), 0, 9999)
-        out = []
-        for file_id in ids:
-            meta = await self.get(file_id.decode(), principal)
-            if meta is not None and (purpose is None or meta["purpose"] == purpose):
-                out.append(meta)
-        return out
+    async def list(
+        self,
+        principal: Principal,
+        purpose: str | None = None,
+        after: str | None = None,
+        limit: int = 10000,
+        order: str = "desc",
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """A page of the key's files, newest first (`order="asc"`: oldest first), those after the file
+        `after`; and whether more follow."""
+        owned = self._owned(principal.key_id)
+        ids: Any = await (self.redis.zrange(owned, 0, 9999) if order == "asc" else self.redis.zrevrange(owned, 0, 9999))
+        names = [i.decode() for i in ids]
+        if after is not None:
+            names = names[names.index(after) + 1 :] if after in names else []
+        out: list[dict[str, Any]] = []
+        for file_id in names:
+            meta = await self.get(file_id, principal)
+            if meta is None or (purpose is not None and meta["purpose"] != purpose):
+                continue
+            if len(out) == limit:
+                return out, True
+            out.append(meta)
+        return out, False
 
 
 class FileUpload:

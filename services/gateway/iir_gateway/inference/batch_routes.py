@@ -134,10 +134,15 @@ def router(deps: BatchRouteDeps) -> APIRouter:
             raise
         return json_response(meta)
 
-    @routes.get("/v1/files", summary="The key's files")
-    async def list_files(request: Request, purpose: str | None = None) -> Response:
+    @routes.get("/v1/files", summary="The key's files, newest first")
+    async def list_files(
+        request: Request, purpose: str | None = None, after: str | None = None, limit: int = 10000, order: str = "desc"
+    ) -> Response:
         principal = await caller(request)
-        return json_response({"object": "list", "data": await deps.files.list(principal, purpose), "has_more": False})
+        if order not in ("asc", "desc"):
+            raise invalid_value("order must be asc or desc.", "order")
+        page, more = await deps.files.list(principal, purpose, after, max(1, min(limit, 10000)), order)
+        return page_response(page, more)
 
     @routes.get("/v1/files/{file_id}", summary="A file's metadata")
     async def get_file(file_id: str, request: Request) -> Response:
