@@ -87,11 +87,10 @@ test-vllm: install classifier-model
 	$(PY) -m iir_dev.real_vllm build
 	IIR_TEST_VLLM=1 $(PY) -m pytest -q tests/vllm
 
-# The Open Responses compliance suite against a throwaway stack: OPENRESPONSES=<checkout of
-# github.com/openresponses/openresponses> (kept outside this repository); bun comes from npm.
+# The Open Responses compliance suite against a throwaway stack: by default the copy in ../shared/openresponses
+# (OPENRESPONSES=<dir> for another), copied into .cache/ before `bun install`; bun comes from npm.
 test-openresponses: install classifier-model
-	@test -n "$(OPENRESPONSES)" || { echo "set OPENRESPONSES=<checkout of openresponses/openresponses>"; exit 2; }
-	$(PY) -m iir_dev.open_responses --suite $(OPENRESPONSES)
+	$(PY) -m iir_dev.open_responses $(if $(OPENRESPONSES),--suite $(OPENRESPONSES))
 
 typecheck: install
 	$(PY) -m mypy $(MYPY_PACKAGES)

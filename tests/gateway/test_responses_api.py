@@ -164,3 +164,40 @@ async def test_the_open_responses_compliance_requests(openai_client: openai.Asyn
     for items in inputs:
         response = await openai_client.responses.create(model=MODEL, input=items)
         assert response.status == "completed" and response.output and response.completed_at, items
+
+
+async def test_a_compacted_conversation_starts_a_new_chain(
+    http: httpx.AsyncClient, openai_client: openai.AsyncOpenAI
+) -> None:
+    first = await openai_client.responses.create(
+        model=MODEL, input="Remember the code word: slate.", max_output_tokens=5
+    )
+    compact = await http.post(
+        "/v1/responses/compact",
+        json={"model": MODEL, "previous_response_id": first.id, "input": [{"role": "user", "content": "And then?"}]},
+    )
+    assert compact.status_code == 200, compact.text
+    resource = compact.json()  # Open Responses' CompactResource
+    assert resource["object"] == "response.compaction" and resource["id"].startswith("resp_")
+    assert isinstance(resource["created_at"], int) and resource["usage"]["input_tokens"] > 0
+    [item] = resource["output"]
+    assert item["type"] == "compaction" and item["id"].startswith("cmp_") and item["encrypted_content"]
+    # The item starts a new chain without previous_response_id: the model sees the whole conversation.
+    plain = await openai_client.responses.create(model=MODEL, input="What was it?", max_output_tokens=5)
+    after: Any = [item, {"type": "message", "role": "user", "content": "What was it?"}]
+    continued = await openai_client.responses.create(model=MODEL, input=after, max_output_tokens=5)
+    assert continued.status == plain.status and continued.usage and plain.usage
+    assert continued.usage.input_tokens > plain.usage.input_tokens
+
+
+async def test_compaction_refuses_what_it_cannot_fold(http: httpx.AsyncClient) -> None:
+    one = [{"role": "user", "content": "x"}]
+    missing = await http.post("/v1/responses/compact", json={"input": one})
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "model"
+    unknown = await http.post("/v1/responses/compact", json={"model": "nowhere/model", "input": one})
+    assert unknown.status_code == 404
+    gone = await http.post("/v1/responses/compact", json={"model": MODEL, "previous_response_id": "resp_gone"})
+    assert gone.status_code == 400 and gone.json()["error"]["code"] == "previous_response_not_found"
+    forged = [{"type": "compaction", "id": "cmp_1", "encrypted_content": "bm90IG91cnM="}]
+    refused = await http.post("/v1/responses", json={"model": MODEL, "input": forged})
+    assert refused.status_code == 400 and "compaction" in refused.json()["error"]["message"]

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from iir_gateway.errors import invalid_value
+from iir_gateway.inbound.responses_compaction import expanded
 
 # Tools the upstream would have to run itself; a chat upstream cannot, and IIR does not.
 BUILT_IN_TOOLS = (
@@ -48,7 +49,8 @@ def _content(content: Any, param: str) -> str | list[dict[str, Any]]:
 
 
 def input_messages(items: Any) -> list[dict[str, Any]]:
-    """Chat messages for a Responses `input` (a string, or message, function_call and function_call_output items)."""
+    """Chat messages for a Responses `input` (a string, or message, function_call, function_call_output and
+    compaction items)."""
     if isinstance(items, str):
         return [{"role": "user", "content": items}]
     if not isinstance(items, list):
@@ -83,6 +85,8 @@ def input_messages(items: Any) -> list[dict[str, Any]]:
             output = item.get("output")
             text = output if isinstance(output, str) else orjson.dumps(output).decode()
             out.append({"role": "tool", "tool_call_id": str(item.get("call_id", "")), "content": text})
+        elif kind == "compaction":  # a conversation /v1/responses/compact folded: it comes first
+            out.extend(expanded(item, param))
         elif kind in ("reasoning", "item_reference"):
             continue  # reasoning is the upstream's own; references need no text
         else:

@@ -9,13 +9,17 @@ import logging
 from typing import Any, Protocol
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
+from iir_gateway.accounting.token_estimate import estimate_tokens
 from iir_gateway.conversations.store import ResponseStore, StoredResponse
 from iir_gateway.errors import APIError
 from iir_gateway.inbound.responses import RESPONSES, ResponseRequest, ResponsesExchange
 from iir_gateway.inbound.responses_answer import new_id
+from iir_gateway.inbound.responses_compaction import compaction
+from iir_gateway.inbound.responses_request import input_messages
 from iir_gateway.inference.entry import BodyLimit, serve
 from iir_gateway.pipeline.pipeline import Pipeline
 from iir_gateway.pipeline.steps.authenticate import KeyCheck
@@ -25,6 +29,21 @@ from iir_gateway.scrubbing.policy import Scrubbing
 from iir_gateway.server.bodies import client_ip, json_response, page_response, read_json_object
 
 log = logging.getLogger(__name__)
+
+
+class AccessCheck(Protocol):
+    def check_access(self, model: str, principal: Principal) -> object:
+        """APIError 403/404 when `principal` may not call `model`."""
+        ...
+
+
+class CompactRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    input: str | list[Any] | None = None
+    previous_response_id: str | None = None
+    instructions: str | None = None
+    prompt_cache_key: str | None = None
 
 
 class ResponsesDeps(Protocol):
@@ -38,6 +57,8 @@ class ResponsesDeps(Protocol):
     def responses(self) -> ResponseStore: ...
     @property
     def scrubbing(self) -> Scrubbing: ...
+    @property
+    def directory(self) -> AccessCheck: ...
     @property
     def settings(self) -> BodyLimit: ...
 
@@ -53,6 +74,15 @@ def _input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
         prefix = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}.get(kind, "item")
         items.append({"id": new_id(prefix), **item, "type": kind})
     return items
+
+
+def _previous_not_found(response_id: str) -> APIError:
+    return APIError(
+        400,
+        f"Previous response with id '{response_id}' not found.",
+        code="previous_response_not_found",
+        param="previous_response_id",
+    )
 
 
 def _not_found(response_id: str) -> APIError:
@@ -79,12 +109,7 @@ def router(deps: ResponsesDeps) -> APIRouter:
         if req.previous_response_id:
             previous = await deps.responses.get(req.previous_response_id, principal)
             if previous is None:
-                raise APIError(
-                    400,
-                    f"Previous response with id '{req.previous_response_id}' not found.",
-                    code="previous_response_not_found",
-                    param="previous_response_id",
-                )
+                raise _previous_not_found(req.previous_response_id)
             history = previous.history
         store = deps.responses
 
@@ -111,6 +136,23 @@ def router(deps: ResponsesDeps) -> APIRouter:
             request.receive,
             principal,
         )
+
+    @api.post("/v1/responses/compact", summary="Fold a conversation into one item a later input starts from")
+    async def compact(request: Request) -> Response:
+        principal = await caller(request)
+        body = await read_json_object(request, deps.settings.max_body_bytes)
+        req = validate_body(CompactRequest, body)
+        deps.directory.check_access(req.model, principal)
+        body, _ = deps.scrubbing.request(body, deps.scrubbing.mode(principal.scrub_mode))
+        history: list[dict[str, Any]] = []
+        if req.previous_response_id:
+            previous = await deps.responses.get(req.previous_response_id, principal)
+            if previous is None:
+                raise _previous_not_found(req.previous_response_id)
+            history = previous.history
+        messages = history + input_messages(body.get("input") or [])
+        prompt = estimate_tokens({"model": req.model, "messages": messages}, 0).prompt
+        return json_response(compaction(messages, prompt))
 
     @api.get("/v1/responses/{response_id}", summary="A stored response")
     async def get_response(response_id: str, request: Request) -> Response:
