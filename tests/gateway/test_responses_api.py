@@ -127,6 +127,7 @@ async def test_bad_requests_are_400s(http: httpx.AsyncClient, openai_client: ope
         {"input": "no model"},
         {"model": MODEL, "input": 5},
         {"model": MODEL, "input": [{"role": "robot", "content": "x"}]},
+        {"model": MODEL, "input": [{"type": "function_call_output", "call_id": "no_such_call", "output": "x"}]},
     ):
         resp = await http.post("/v1/responses", json=body)
         assert resp.status_code == 400 and resp.json()["error"]["message"], (body, resp.text)

@@ -25,6 +25,7 @@ from iir_gateway.inference import (
     jobs_routes,
     openai_routes,
     responses_routes,
+    responses_socket,
     task_routes,
 )
 from iir_gateway.runtime import Runtime
@@ -94,6 +95,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(task_routes.router(runtime))
     app.include_router(anthropic_routes.router(runtime))
     app.include_router(responses_routes.router(runtime))
+    app.include_router(responses_socket.socket_router(runtime))
     app.include_router(batch_routes.router(runtime))
     _add_schemas(app)
     return app

@@ -144,12 +144,24 @@ def _response_format(text: Any) -> dict[str, Any] | None:
     raise invalid_value(f"Unknown text.format type {fmt['type']!r}.", "text.format.type")
 
 
+def _check_outputs(messages: list[dict[str, Any]]) -> None:
+    """400, as OpenAI answers, for a function_call_output no earlier function_call of the conversation made."""
+    calls: set[str] = set()
+    for message in messages:
+        for call in message.get("tool_calls") or ():
+            calls.add(str(call.get("id", "")))
+        if message.get("role") == "tool" and message.get("tool_call_id") not in calls:
+            call_id = str(message.get("tool_call_id"))[:100]
+            raise invalid_value(f"No tool call found for function call output with call_id {call_id}.", "input")
+
+
 def chat_request(body: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
     """The chat request for a Responses request, after the messages of the conversation so far."""
     messages = []
     if body.get("instructions"):
         messages.append({"role": "system", "content": str(body["instructions"])})
     messages += history + input_messages(body.get("input", []))
+    _check_outputs(messages)
     out: dict[str, Any] = {"model": body.get("model"), "messages": messages}
     if body.get("max_output_tokens") is not None:
         out["max_tokens"] = body["max_output_tokens"]

@@ -89,6 +89,45 @@ def _not_found(response_id: str) -> APIError:
     return APIError(404, f"Response with id '{response_id}' not found.", code="response_not_found")
 
 
+async def prepared(
+    deps: ResponsesDeps, principal: Principal, body: dict[str, Any], recent: dict[str, Any] | None = None
+) -> ResponsesExchange:
+    """The exchange of one Responses request, its chat request made: checked, scrubbed (what is echoed
+    and stored is the scrubbed request; in block mode a secret anywhere in it is a 400 before anything
+    runs or is kept), after the conversation it continues. `recent`: a WebSocket's own most recent
+    response (id → conversation), looked at before the store and replaced by this one's when it ends."""
+    req = validate_body(ResponseRequest, body)
+    body, scrubbed = deps.scrubbing.request(body, deps.scrubbing.mode(principal.scrub_mode))
+    if req.store:  # refused before it runs when nothing more can be stored
+        await deps.responses.check_quota(principal)
+    history: list[dict[str, Any]] = []
+    if req.previous_response_id:
+        known = recent.get(req.previous_response_id) if recent is not None else None
+        if known is None:
+            previous = await deps.responses.get(req.previous_response_id, principal)
+            if previous is None:
+                raise _previous_not_found(req.previous_response_id)
+            known = previous.history
+        history = known
+    store = deps.responses
+
+    async def keep(response: dict[str, Any], history_now: list[dict[str, Any]]) -> None:
+        if recent is not None:
+            recent.clear()
+            recent[response["id"]] = history_now
+        if not req.store:
+            return
+        stored = StoredResponse(principal.key_id, response, _input_items(body), history_now)
+        try:
+            await store.put(principal, stored)
+        except RedisError as exc:  # the answer was made (and billed): it is sent, unstored
+            log.warning("response not stored", extra={"response_id": response["id"], "error": repr(exc)[:200]})
+
+    exchange = ResponsesExchange(history, keep if req.store or recent is not None else None, scrubbed)
+    exchange.request(body)
+    return exchange
+
+
 def router(deps: ResponsesDeps) -> APIRouter:
     api = APIRouter(tags=["Responses"])
 
@@ -99,29 +138,8 @@ def router(deps: ResponsesDeps) -> APIRouter:
     async def create_response(request: Request) -> Response:
         principal = await caller(request)
         body = await read_json_object(request, deps.settings.max_body_bytes)
-        req = validate_body(ResponseRequest, body)
-        # What is echoed and stored (input items, instructions, tools, metadata) is the scrubbed request;
-        # in block mode a secret anywhere in it is a 400 before anything runs or is kept.
-        body, scrubbed = deps.scrubbing.request(body, deps.scrubbing.mode(principal.scrub_mode))
-        if req.store:  # refused before it runs when nothing more can be stored
-            await deps.responses.check_quota(principal)
-        history: list[dict[str, Any]] = []
-        if req.previous_response_id:
-            previous = await deps.responses.get(req.previous_response_id, principal)
-            if previous is None:
-                raise _previous_not_found(req.previous_response_id)
-            history = previous.history
-        store = deps.responses
-
-        async def keep(response: dict[str, Any], history_now: list[dict[str, Any]]) -> None:
-            stored = StoredResponse(principal.key_id, response, _input_items(body), history_now)
-            try:
-                await store.put(principal, stored)
-            except RedisError as exc:  # the answer was made (and billed): it is sent, unstored
-                log.warning("response not stored", extra={"response_id": response["id"], "error": repr(exc)[:200]})
-
-        exchange = ResponsesExchange(history, keep if req.store else None, scrubbed)
-        chat = exchange.request(body)
+        exchange = await prepared(deps, principal, body)
+        chat = exchange.chat
 
         async def read_body() -> dict[str, Any]:
             return chat
