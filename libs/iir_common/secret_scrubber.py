@@ -213,6 +213,10 @@ class SecretScrubber:
                     break
         return out
 
+    def holds_literal(self, text: str) -> bool:
+        """Whether `text` holds one of this process's own secret values (they have no needle)."""
+        return any(lit in text for lit in self.literals)
+
     def may_hold_secret(self, data: bytes, split: bool = True) -> bool:
         """False when `data` surely holds none (a few substring searches, no decoding); `split`: also look
         for keys split by whitespace."""

@@ -1,4 +1,4 @@
-"""The README's examples of the Responses, Messages and Batch APIs, run as written against a stack
+"""The README's examples of the Responses (HTTP and WebSocket), Messages and Batch APIs, run as written against a stack
 (only the base URL and the key stand for this stack's)."""
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ def _examples() -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
-@pytest.mark.parametrize("code", _examples(), ids=["responses", "messages", "batches"])
+@pytest.mark.parametrize("code", _examples(), ids=["responses", "responses-websocket", "messages", "batches"])
 def test_a_readme_example(stack: Stack, api_key: str, code: str) -> None:
-    code = code.replace("http://127.0.0.1:8080", stack.gateway_url).replace('"iir-…"', repr(api_key))
+    socket_url = stack.gateway_url.replace("http://", "ws://")
+    code = code.replace("http://127.0.0.1:8080", stack.gateway_url).replace("ws://127.0.0.1:8080", socket_url)
+    code = code.replace('"iir-…"', repr(api_key))
     exec(compile(code, "README.md", "exec"), {})

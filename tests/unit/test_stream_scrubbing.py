@@ -124,3 +124,12 @@ def test_one_read_of_mixed_events_keeps_text_and_order() -> None:
     out += scrubber.flush()
     assert text_of(out) == "The password: REDACTED Bye.", text_of(out)
     assert out[-1].raw == usage.raw
+
+
+def test_this_process_s_own_secret_in_a_plain_event_is_redacted() -> None:
+    # An environment secret has no needle: the fast path looks for the literal itself.
+    literal = "Zq8-local-only-value-7fK2pW"
+    scrubber = StreamScrubber(SecretScrubber([literal]), lambda found: None)
+    events = [event(" hello"), event(" there"), event(f" {literal} "), event(" bye")]
+    out = [*scrubber.feed_all(events[:2]), *scrubber.feed_all(events[2:])]
+    assert literal not in text_of(out) and "REDACTED" in text_of(out), text_of(out)

@@ -59,8 +59,23 @@ def socket_router(deps: ResponsesDeps) -> APIRouter:
         recent: dict[str, Any] = {}
         try:
             while True:
-                text = await ws.receive_text()
-                for message in await _turn(deps, ws, principal, client, text, recent):
+                received = await ws.receive()
+                if received["type"] == "websocket.disconnect":
+                    return
+                text = received.get("text") or (received.get("bytes") or b"").decode("utf-8", "replace")
+                try:
+                    messages = await _turn(deps, ws, principal, client, text, recent)
+                except WebSocketDisconnect:
+                    raise
+                except Exception:  # a fault of ours: said as an event, and the socket closed
+                    log.exception("a WebSocket turn failed")
+                    error = APIError(
+                        500, "The server had an error while processing your request.", code="internal_error"
+                    )
+                    await ws.send_text(_error_event(error))
+                    await ws.close(code=1011)
+                    return
+                for message in messages:
                     await ws.send_text(message)
         except WebSocketDisconnect:
             return

@@ -111,7 +111,11 @@ class StreamScrubber:
         state = self._state(*field)
         if not state.held and not state.tail:
             text = decode(texts)
-            if text is not None and self._first_needle(state.context, text) is None:
+            if (
+                text is not None
+                and self._first_needle(state.context, text) is None
+                and not self.scrubber.holds_literal(text)
+            ):
                 state.context = (state.context + text)[-_CONTEXT:]
                 return run
         return [self._feed_event(event) for event in run]
