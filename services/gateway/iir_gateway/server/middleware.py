@@ -49,6 +49,8 @@ class RequestContextMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket":  # the client, as for HTTP: resolved through trusted proxies
+                self._resolve_client(scope)
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
@@ -62,12 +64,7 @@ class RequestContextMiddleware:
                 length = value
             elif name == b"authorization" or name == b"x-api-key":
                 credentials += 1
-        # The TCP peer stays in `iir.peer`; `client` becomes the address resolved through trusted proxies.
-        client = scope.get("client")
-        peer = client[0] if client else ""
-        scope["iir.peer"] = peer
-        if self.addresses.proxies:
-            scope["client"] = (self.addresses.resolve(peer, scope["headers"]), client[1] if client else 0)
+        self._resolve_client(scope)
         if not rid:
             rid = _RID_PREFIX + b"%x" % next(_rid_counter)
         token = request_id_var.set(rid.decode())
@@ -120,6 +117,14 @@ class RequestContextMiddleware:
             if self.access_log is not None:
                 self.access_log.record(rid.decode(), scope["method"], scope["path"], status, round(elapsed * 1000, 3))
             request_id_var.reset(token)
+
+    def _resolve_client(self, scope: Scope) -> None:
+        """The TCP peer stays in `iir.peer`; `client` becomes the address resolved through trusted proxies."""
+        client = scope.get("client")
+        peer = client[0] if client else ""
+        scope["iir.peer"] = peer
+        if self.addresses.proxies:
+            scope["client"] = (self.addresses.resolve(peer, scope["headers"]), client[1] if client else 0)
 
     @staticmethod
     async def _reply(send: Send, status: int, message: str, code: str, path: str = "") -> None:
