@@ -43,6 +43,12 @@ async def test_a_batch_end_to_end(openai_client: openai.AsyncOpenAI) -> None:
     output = [json.loads(line) for line in (await openai_client.files.content(done.output_file_id)).text.splitlines()]
     assert [o["custom_id"] for o in output] == [f"req-{i}" for i in range(5)]  # the input's order
     assert all(o["response"]["status_code"] == 200 and o["response"]["body"]["choices"] for o in output)
+    # Read against OpenAI's schema: no null where it allows none (vLLM writes these as null).
+    bodies = [o["response"]["body"] for o in output]
+    messages = [c["message"] for b in bodies for c in b["choices"]]
+    assert not any(m.get(k, 0) is None for m in messages for k in ("annotations", "function_call", "audio"))
+    assert not any(b["usage"].get("prompt_tokens_details", 0) is None for b in bodies)
+    assert all("refusal" in m and "content" in m for m in messages)  # required, null allowed
     errors = [json.loads(line) for line in (await openai_client.files.content(done.error_file_id)).text.splitlines()]
     assert errors[0]["error"]["code"] == "invalid_request" and errors[0]["response"] is None
     assert errors[1]["custom_id"] == "bad-model" and errors[1]["response"]["status_code"] == 404

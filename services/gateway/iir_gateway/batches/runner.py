@@ -241,7 +241,7 @@ class BatchRunner:
                     request_id=request_id,
                 )
                 assert answer is not None and answer.document is not None  # unwatched, and not streamed
-                result = orjson.loads(await exchange.document(answer))
+                result = schema_nulls_dropped(orjson.loads(await exchange.document(answer)))
                 response = {"status_code": 200, "request_id": request_id, "body": result}
                 return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}
             except APIError as exc:
@@ -305,6 +305,30 @@ class BatchRunner:
         errors = {"object": "list", "data": [{"code": code, "message": message, "param": None, "line": None}]}
         await self.batches.update(batch_id, status="failed", failed_at=int(time.time()), errors=errors)
         await self.batches.done(batch_id)
+
+
+# Fields OpenAI's schema has as optional but not nullable, which vLLM writes as null.
+_MESSAGE_NULLS = ("annotations", "function_call", "audio")
+_USAGE_NULLS = ("prompt_tokens_details", "completion_tokens_details")
+
+
+def schema_nulls_dropped(body: dict[str, Any]) -> dict[str, Any]:
+    """A chat completion (or any answer) with the nulls OpenAI's schema does not allow left out: an
+    output line is read against that schema, not vLLM's."""
+    for choice in body.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict):
+            for name in _MESSAGE_NULLS:
+                if name in message and message[name] is None:
+                    del message[name]
+    usage = body.get("usage")
+    if isinstance(usage, dict):
+        for name in _USAGE_NULLS:
+            if name in usage and usage[name] is None:
+                del usage[name]
+    if "system_fingerprint" in body and body["system_fingerprint"] is None:
+        del body["system_fingerprint"]
+    return body
 
 
 def _succeeded(line: dict[str, Any]) -> bool:
