@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-_TEXT_FIELDS = ("content", "reasoning_content", "reasoning", "text", "refusal")
+# The fields of a choice (or its delta) that carry generated text, as the stream scrubber reads them.
+TEXT_FIELDS = ("content", "reasoning_content", "reasoning", "text", "refusal")
 # Events tried before giving up (a stream with logprobs has no two events alike).
 _TRIES = 8
 
@@ -49,7 +50,7 @@ class TextSkeleton:
             return
         delta = choice.get("delta")
         holder = delta if isinstance(delta, dict) else choice
-        names = [n for n in _TEXT_FIELDS if n in holder]
+        names = [n for n in TEXT_FIELDS if n in holder]
         if len(names) != 1 or (holder is delta and len(delta) != 1):
             return
         name = names[0]

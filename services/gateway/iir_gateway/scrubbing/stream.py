@@ -23,9 +23,8 @@ from typing import Any
 
 from iir_common.secret_scrubber import NEEDLES, REDACTED, TOKEN_KINDS, SecretScrubber, normal_char
 from iir_gateway.answer import Event
-from iir_gateway.scrubbing.skeleton import TextSkeleton, decode
+from iir_gateway.scrubbing.skeleton import TEXT_FIELDS, TextSkeleton, decode
 
-_TEXT_FIELDS = ("content", "reasoning_content", "reasoning", "text", "refusal")
 # Released text kept per choice to see needles across chunks and to match a secret with its start.
 _CONTEXT = 96
 # After a prose needle (`password`, `bearer`, `aws`, `://`): how many words, and at most how many characters.
@@ -138,7 +137,7 @@ class StreamScrubber:
             holder: dict[str, Any] = delta if isinstance(delta, dict) else choice
             calls = holder.get("tool_calls")
             ends_text = final or bool(calls)  # text before a tool call is released before it
-            for name in _TEXT_FIELDS:
+            for name in TEXT_FIELDS:
                 text = holder.get(name)
                 if not isinstance(text, str):
                     if not ends_text:
