@@ -105,6 +105,14 @@ async def test_count_tokens(anthropic_client: anthropic.AsyncAnthropic) -> None:
     messages: Any = [{"role": "user", "content": "Hello there"}]
     counted = await anthropic_client.messages.count_tokens(model=MODEL, messages=messages)
     assert counted.input_tokens > 0
+    # A local model's replica counts them (vLLM's /tokenize): the count the answer then reports, tools too.
+    system, tools = "You are terse.", [WEATHER_TOOL]
+    for extra in ({}, {"system": system}, {"system": system, "tools": tools}):
+        counted = await anthropic_client.messages.count_tokens(model=MODEL, messages=messages, **extra)  # type: ignore[arg-type]
+        answer = await anthropic_client.messages.create(model=MODEL, max_tokens=5, messages=messages, **extra)  # type: ignore[arg-type]
+        usage = answer.usage
+        billed = usage.input_tokens + (usage.cache_read_input_tokens or 0) + (usage.cache_creation_input_tokens or 0)
+        assert counted.input_tokens == billed, extra
     with pytest.raises(anthropic.NotFoundError) as unknown:  # as Anthropic answers for a model it has not
         await anthropic_client.messages.count_tokens(model="local/no-such-model", messages=messages)
     assert unknown.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]

@@ -109,8 +109,14 @@ async def test_task_api(gateway: Gateway, headers: dict[str, str]) -> None:
         "tokens_per_s",
     } <= set(result["metrics"])
     assert result["metrics"]["completion_tokens"] > 0
+    # A finished task's stream: its terminal event alone, with the result, and no history after it; a
+    # browser reconnecting after it (Last-Event-ID) gets 204, which stops EventSource reconnecting.
     streamed = (await client.get(f"/stream/{task}", headers=headers)).text
-    assert "event:" not in streamed and '"token"' in streamed and '"completed"' in streamed
+    assert "event:" not in streamed and streamed.startswith("id: final\n") and streamed.count("data:") == 1
+    final = json.loads(streamed.split("data:", 1)[1])
+    assert final["status"] == "completed" and final["result"] == result["result"]
+    again = await client.get(f"/stream/{task}", headers={**headers, "Last-Event-ID": "final"})
+    assert again.status_code == 204 and not again.content
     bad = await client.post("/generate", headers=headers, json={"max_tokens": 5})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "prompt"
 

@@ -59,7 +59,21 @@ class Upstreams:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/{behaviour}/v1/{path:.*}", self.handle)
+        app.router.add_post("/{behaviour}/tokenize", self.tokenize)
         return app
+
+    async def tokenize(self, request: web.Request) -> web.StreamResponse:
+        """vLLM's /tokenize (outside /v1): the count of what it would be sent, or a failure."""
+        behaviour = request.match_info["behaviour"]
+        body = orjson.loads(await request.read())
+        self.seen.append(("tokenize", {k.lower(): v for k, v in request.headers.items()}, body))
+        if behaviour == "ok":
+            return web.json_response({"count": 7, "max_model_len": 2048, "tokens": list(range(7)), "token_strs": None})
+        if behaviour == "hang":
+            await self.release.wait()
+        if behaviour == "notjson":
+            return web.Response(body=b"[1, 2]", content_type="application/json")
+        return web.json_response({"detail": "Not Found"}, status=404)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         behaviour = request.match_info["behaviour"]
@@ -328,3 +342,19 @@ async def test_a_native_body_is_sent_as_the_client_wrote_it(client: UpstreamClie
     answer = await forward(client, claude, native=NativeBody("anthropic", native), native_answer=True)
     assert answer.document is not None and answer.document.native is not None
     assert orjson.loads(answer.document.native[0])["type"] == "message"  # the upstream's own bytes, untouched
+
+
+async def test_token_counts_come_from_the_replica_or_not_at_all(
+    client: UpstreamClient, upstreams: tuple[Upstreams, str]
+) -> None:
+    fake, url = upstreams
+    body = {**BODY, "tools": [{"type": "function", "function": {"name": "f"}}], "max_tokens": 9}
+    upstream = Upstream(base_url=f"{url}/ok/v1", model="served-name")
+    assert await client.count_tokens(upstream, body) == 7
+    sent = fake.seen[-1][2]  # the served name, the messages and tools; nothing of the answer's settings
+    assert sent == {"model": "served-name", "messages": BODY["messages"], "tools": body["tools"]}
+    for behaviour in ("status404", "notjson", "hang"):  # an older server, a broken answer, a stall
+        failing = Upstream(base_url=f"{url}/{behaviour}/v1", model="m")
+        assert await client.count_tokens(failing, body, timeout_s=0.5) is None, behaviour
+    closed = Upstream(base_url=f"http://127.0.0.1:{free_port()}/v1", model="m")
+    assert await client.count_tokens(closed, body) is None

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from iir_dev.stack import Stack
+from tests.browser import chromium
 from tests.conftest import SERVED
 from tests.waiting import wait_for
 
@@ -107,6 +108,58 @@ def test_llm_inference_system_api(base: str, api_key: str) -> None:
                 events.append(httpx.Response(200, content=line[5:]).json())
     assert events[0]["status"] in ("queued", "processing", "completed") and events[0]["message"]
     assert events[-1]["status"] == "completed" and events[-1]["result"] == result["result"]
+
+
+# The seed's "Stream Progress (SSE)" example as it is written, with `console.log` kept for the test and
+# each connection counted (a browser reconnects an EventSource whose stream ends unless the page closes it).
+SEED_EVENTSOURCE = """
+window.logs = []; window.opens = 0;
+console.log = (...parts) => window.logs.push(parts.map(String).join(" "));
+const eventSource = new EventSource('%s');
+eventSource.onopen = () => { window.opens += 1; };
+eventSource.onmessage = (event) => {
+  const data = JSON.parse(event.data);
+  console.log(data.status, data.message);
+
+  if (data.status === 'completed') {
+    console.log('Result:', data.result);
+    eventSource.close();
+  }
+};
+window.eventSource = eventSource;
+"""
+
+
+def test_the_seed_eventsource_example_prints_the_result_once_and_stops(base: str, api_key: str) -> None:
+    headers = {"X-API-Key": api_key}
+
+    def task(model: str) -> str:
+        body = {"prompt": "Tell me a story", "model": model, "max_tokens": 8}
+        task_id = str(requests.post(f"{base}/generate", headers=headers, json=body).json()["task_id"])
+        wait_for(
+            lambda: (
+                requests.get(f"{base}/status/{task_id}", headers=headers).json()["status"] in ("completed", "failed")
+            ),
+            timeout=60,
+            interval=0.2,
+            what="the task to end",
+        )
+        return task_id
+
+    done, failed = task(f"local/{SERVED}"), task("local/dead")
+    result = requests.get(f"{base}/result/{done}", headers=headers).json()["result"]
+    with chromium() as browser:
+        browser.get(f"{base}/healthz")  # a page of the gateway's origin
+        browser.execute_script(SEED_EVENTSOURCE % f"{base}/stream/{done}?api_key={api_key}")
+        wait_for(lambda: browser.execute_script("return window.eventSource.readyState") == 2, timeout=30)
+        assert browser.execute_script("return window.logs") == ["completed Task completed", f"Result: {result}"]
+        assert browser.execute_script("return window.opens") == 1
+        # A failed task: the seed's code does not close on it; the browser reconnects once, is told the
+        # terminal event was seen (204) and stops, without the history replayed.
+        browser.execute_script(SEED_EVENTSOURCE % f"{base}/stream/{failed}?api_key={api_key}")
+        wait_for(lambda: browser.execute_script("return window.eventSource.readyState") == 2, timeout=30)
+        assert browser.execute_script("return window.logs") == ["failed Task failed"]
+        assert browser.execute_script("return window.opens") == 1
 
 
 def test_the_query_key_works_on_the_stream_route_only(stack: Stack, base: str, api_key: str) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.server
 import io
 import json
-import shutil
 import stat
 import threading
 import uuid
@@ -21,12 +20,11 @@ import redis
 
 from iir_dev import dev_key
 from iir_dev.stack import Stack
+from tests.browser import chromium
 from tests.conftest import MASTER_KEY
 from tests.integration.test_batches import chat_line, finished, jsonl
 from tests.unit.test_deploy_chart import render_overlay
-from tests.waiting import unavailable, wait_for
-
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+from tests.waiting import wait_for
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -116,11 +114,6 @@ def attacker_site() -> Iterator[tuple[int, list[str]]]:
 
 def test_a_page_in_chromium_cannot_create_or_list_keys(stack: Stack, attacker_site: tuple[int, list[str]]) -> None:
     """The issue's reproduction: headless Chromium on a page of evil.example (resolved to this machine)."""
-    if not (CHROMIUM and DRIVER):
-        unavailable("chromium and chromedriver are not installed (`make browser`)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     port, page = attacker_site
     gateway = _port(stack)
     name = f"csrf-browser-{uuid.uuid4().hex[:8]}"
@@ -129,17 +122,7 @@ fetch("http://127.0.0.1:{gateway}/api/v1/apikeys", {{method: "POST", mode: "no-c
   headers: {{"Content-Type": "text/plain"}}, body: JSON.stringify({{name: "{name}", admin: true}})}})
   .then(() => {{ document.title = "sent"; }}, (e) => {{ document.title = "failed " + e; }});
 </script></body></html>"""
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--host-resolver-rules=MAP evil.example 127.0.0.1",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
-    try:
+    with chromium("--host-resolver-rules=MAP evil.example 127.0.0.1") as driver:
         driver.get(f"http://evil.example:{port}/")
         wait_for(lambda: driver.title != "loading", timeout=15, what="the page's request")
         assert driver.title == "sent", driver.title
@@ -156,8 +139,6 @@ fetch("http://127.0.0.1:{gateway}/api/v1/apikeys", {{method: "POST", mode: "no-c
             ".then((r) => done(r.status), (e) => done(String(e)));"
         )
         assert written == 403, written
-    finally:
-        driver.quit()
     assert name not in _key_names(stack)
 
 
@@ -226,10 +207,13 @@ def test_any_forwarding_header_ends_keyless_admin(stack: Stack) -> None:
 def test_health_details_are_for_admins(stack: Stack, api_key: str) -> None:
     url = f"{stack.gateway_url}/health"
     outside = {"X-Forwarded-For": "203.0.113.9"}  # a client behind the (trusted) proxy
+    anyone = {"status", "redis_connected", "model_loaded", "version"}  # the task API's seed fields
     for headers in (outside, {**outside, **bearer(api_key)}, {"Host": "evil.example"}, bearer("iir-not-a-key")):
         resp = httpx.get(url, headers=headers)
-        assert resp.status_code == 200 and set(resp.json()) == {"status"}, (headers, resp.text)
-        assert resp.json()["status"] in ("ok", "degraded")
+        keyed = headers.get("Authorization") == f"Bearer {api_key}"  # what the key may call; no dependencies
+        shown = anyone | ({"backend", "model", "available_models"} if keyed else set())
+        assert resp.status_code == 200 and set(resp.json()) == shown, (headers, resp.text)
+        assert resp.json()["status"] in ("ok", "degraded") and resp.json()["redis_connected"] is True
         ready = httpx.get(f"{url}/ready", headers=headers)  # how many keys are active: not for anyone
         assert ready.status_code == 200 and ready.json() == {"status": "ready"}, (headers, ready.text)
     assert httpx.get(f"{url}/ready", headers={**outside, **bearer(MASTER_KEY)}).json()["cached_keys"] >= 1

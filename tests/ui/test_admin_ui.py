@@ -4,7 +4,6 @@ each page are written to .artifacts/ui/."""
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,32 +13,20 @@ import httpx
 import pytest
 
 from iir_dev.stack import REPO, Stack
+from tests.browser import chromium
 from tests.conftest import MASTER_KEY, SERVED
-from tests.waiting import unavailable
 
 if TYPE_CHECKING:
     from selenium.webdriver import Chrome
     from selenium.webdriver.remote.webelement import WebElement
 
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 ARTIFACTS = REPO / ".artifacts" / "ui"
 
 
 @pytest.fixture
 def browser() -> Iterator[Chrome]:
-    if not (CHROMIUM and DRIVER):
-        unavailable("chromium and chromedriver are not installed (`make browser`)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
-    driver.implicitly_wait(0)
-    yield driver
-    driver.quit()
+    with chromium() as driver:
+        yield driver
 
 
 def test_create_a_team_and_key_then_see_its_spend(stack: Stack, browser: Chrome) -> None:

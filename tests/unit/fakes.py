@@ -71,6 +71,9 @@ class FakeProvider:
     def price(self, model: str) -> Price:
         return self.prices.get(model, FREE)
 
+    def counter(self, model: str) -> Upstream | None:
+        return None
+
     def knows(self, model: str) -> bool:
         return model in self.models
 

@@ -1,4 +1,5 @@
-"""OpenAI-style errors: `{"error": {"message", "type", "param", "code"}}` with the right HTTP status."""
+"""OpenAI-style errors: `{"error": {"message", "type", "param", "code"}, "detail": message}` with the right HTTP
+status. `detail` is the first design's error field (FastAPI's too), beside the object the SDKs parse."""
 
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ _TYPES = {
 def error_body(
     status: int, message: str, *, type: str | None = None, code: str | None = None, param: str | None = None
 ) -> bytes:
-    """An OpenAI error body, `{"error": ...}` with `APIError.error_object`."""
-    return orjson.dumps({"error": APIError(status, message, type=type, code=code, param=param).error_object()})
+    """An OpenAI error body, `{"error": ..., "detail": message}` with `APIError.error_object`."""
+    error = APIError(status, message, type=type, code=code, param=param).error_object()
+    return orjson.dumps({"error": error, "detail": message})
 
 
 # Anthropic's error types by HTTP status (https://docs.anthropic.com/en/api/errors), for its routes.
@@ -53,7 +55,7 @@ ANTHROPIC_ROUTES = "/v1/messages"
 
 def anthropic_error_body(status: int, message: str) -> bytes:
     kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+    return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}, "detail": message})
 
 
 class APIError(Exception):
@@ -89,7 +91,7 @@ class APIError(Exception):
         if anthropic:
             body = anthropic_error_body(self.status, self.message)
         else:
-            body = orjson.dumps({"error": self.error_object()})
+            body = orjson.dumps({"error": self.error_object(), "detail": self.message})
         return Response(body, status_code=self.status, media_type="application/json", headers=self.headers)
 
 

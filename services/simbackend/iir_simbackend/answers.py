@@ -18,8 +18,10 @@ from iir_simbackend.generation import (
     generate,
     logprob_entry,
     text_logprobs,
+    tokens,
     tool_arguments,
 )
+from iir_simbackend.structured import schema_value
 
 SYSTEM_FINGERPRINT = "vllm-0.32.0-simulated"
 _ARGUMENT_PIECE = 3  # characters of a tool call's arguments per streamed token
@@ -113,17 +115,46 @@ def plan_chat(body: dict[str, Any], default_max_tokens: int) -> Plan:
     tool, named = _tool_to_call(body)
     fmt = (body.get("response_format") or {}).get("type")
     outputs = []
+    schema = json_schema(body)
     for i in range(body.get("n") or 1):
         seed = _seed(prompt, body, i)
-        if tool is None:
-            json_object = fmt in ("json_object", "json_schema")
+        if tool is None and schema is not None:
+            outputs.append(Output(_pieces(orjson.dumps(schema_value(schema, _word(seed))).decode(), max_tokens)))
+        elif tool is None:
+            json_object = fmt == "json_object"
             outputs.append(Output(generate(seed, max_tokens, _stops(body), json_object, _ignore_eos(body))))
-            continue
-        args = tool_arguments(tool, prompt)
-        pieces = [args[k : k + _ARGUMENT_PIECE] for k in range(0, len(args), _ARGUMENT_PIECE)]
-        finish = "length" if len(pieces) > max_tokens else "stop" if named else "tool_calls"
-        outputs.append(Output(Generated(pieces[:max_tokens], finish), tool, call_id(seed)))
+        else:
+            generated = _pieces(tool_arguments(tool, prompt), max_tokens)
+            finish = generated.finish if generated.finish == "length" else "stop" if named else "tool_calls"
+            outputs.append(Output(Generated(generated.tokens, finish), tool, call_id(seed)))
     return Plan(count_tokens(prompt), outputs, _top(body, chat=True), _include_usage(body))
+
+
+def json_schema(body: dict[str, Any]) -> Any:
+    """The JSON Schema the answer must follow, as vLLM takes one: `response_format` `json_schema`, the
+    `guided_json` extra parameter, or `structured_outputs.json` (a schema, or its JSON text); None if none."""
+    fmt = body.get("response_format") or {}
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        return (fmt.get("json_schema") or {}).get("schema") or {}
+    structured = body.get("structured_outputs")
+    schema = structured.get("json") if isinstance(structured, dict) else body.get("guided_json")
+    if isinstance(schema, str):
+        try:
+            schema = orjson.loads(schema)
+        except orjson.JSONDecodeError:
+            return None
+    return schema if isinstance(schema, dict) else None
+
+
+def _word(seed: str) -> str:
+    return next(tokens(seed, 1)).strip()
+
+
+def _pieces(text: str, max_tokens: int) -> Generated:
+    """`text` as tokens of a few characters each, cut at `max_tokens` (a JSON value left unfinished, as
+    vLLM leaves one)."""
+    pieces = [text[k : k + _ARGUMENT_PIECE] for k in range(0, len(text), _ARGUMENT_PIECE)]
+    return Generated(pieces[:max_tokens], "length" if len(pieces) > max_tokens else "stop")
 
 
 def _top(body: dict[str, Any], chat: bool) -> int | None:
@@ -152,11 +183,14 @@ def plan_completion(body: dict[str, Any], default_max_tokens: int) -> Plan:
     prompts = _prompts(body.get("prompt"))
     max_tokens = _max_tokens(body, default_max_tokens)
     n = body.get("n") or 1
-    outputs = [
-        Output(generate(_seed(p, body, i), max_tokens, _stops(body), ignore_eos=_ignore_eos(body)))
-        for p in prompts
-        for i in range(n)
-    ]
+    schema = json_schema(body)
+
+    def output(seed: str) -> Output:
+        if schema is not None:
+            return Output(_pieces(orjson.dumps(schema_value(schema, _word(seed))).decode(), max_tokens))
+        return Output(generate(seed, max_tokens, _stops(body), ignore_eos=_ignore_eos(body)))
+
+    outputs = [output(_seed(p, body, i)) for p in prompts for i in range(n)]
     return Plan(sum(count_tokens(p) for p in prompts), outputs, _top(body, chat=False), _include_usage(body))
 
 

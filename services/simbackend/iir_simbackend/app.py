@@ -337,6 +337,24 @@ async def embeddings(request: web.Request) -> web.Response:
     )
 
 
+async def tokenize(request: web.Request) -> web.StreamResponse:
+    """vLLM's POST /tokenize: a chat request's (`messages`) or a prompt's token count, the same count its
+    answer's `usage.prompt_tokens` gives."""
+    body = await _read(request)
+    if isinstance(body, web.Response):
+        return body
+    chat = isinstance(body.get("messages"), list)
+    if not chat and not isinstance(body.get("prompt"), str):
+        return missing("prompt", body)
+    settings = request.app[SETTINGS]
+    if ENGINE in request.app:
+        ids = prompt_ids(request.app[TOKENIZER], body, chat)[0]
+    else:
+        plan = (plan_chat if chat else plan_completion)({**body, "n": 1}, settings.default_max_tokens)
+        ids = list(range(plan.prompt_tokens))
+    return _json({"count": len(ids), "max_model_len": settings.max_model_len, "tokens": ids, "token_strs": None})
+
+
 async def _not_found(request: web.Request) -> web.Response:
     return not_found()
 
@@ -353,6 +371,7 @@ def create_app(settings: SimSettings | None = None) -> web.Application:
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    app.router.add_post("/tokenize", tokenize)
     if settings.engine:
         app[ENGINE] = build_engine(settings, app[METRICS])
         app[TOKENIZER] = load_tokenizer(settings.tokenizer)

@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from iir_simbackend.structured import schema_value
+
 _VOCAB = (
     "the model answers every question with calm and measured words about tokens "
     "routing gateways clusters replicas latency throughput cache prefix decode batch "
@@ -122,26 +124,17 @@ def text_logprobs(words: list[str], top: int) -> dict[str, Any]:
     }
 
 
-def _argument(schema: dict[str, Any], prompt: str) -> Any:
-    kind = schema.get("type")
-    if kind in ("integer", "number"):
-        return 1
-    if kind == "boolean":
-        return True
-    if kind == "array":
-        return []
-    if kind == "object":
-        return {}
-    names = re.findall(r"\b[A-Z][a-z]+\b", prompt)
-    return names[-1] if names else next(tokens(prompt, 1))
-
-
 def tool_arguments(tool: dict[str, Any], prompt: str) -> str:
-    """The call's arguments as JSON: every required parameter, from the prompt where it can."""
-    params = tool.get("function", {}).get("parameters") or {}
+    """The call's arguments as JSON, a value of the tool's parameters schema (every required parameter;
+    every one when none is named required); strings are a name from the prompt where it has one."""
+    params = dict(tool.get("function", {}).get("parameters") or {})
     props = params.get("properties") or {}
-    required = params.get("required") or list(props)
-    return orjson.dumps({name: _argument(props.get(name) or {}, prompt) for name in required}).decode()
+    params["required"] = params.get("required") or list(props)
+    params["properties"] = {name: props[name] for name in params["required"] if name in props}
+    names = re.findall(r"\b[A-Z][a-z]+\b", prompt)
+    return orjson.dumps(
+        schema_value(params | {"type": "object"}, names[-1] if names else next(tokens(prompt, 1)))
+    ).decode()
 
 
 def call_id(seed: str) -> str:

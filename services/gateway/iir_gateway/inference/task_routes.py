@@ -106,14 +106,30 @@ def _task_result(job: Job) -> tuple[dict[str, Any], int]:
     return _task(job.id, job.status), 202
 
 
+# The terminal event's id: a browser's `EventSource` reconnects with it in `Last-Event-ID` (when the page
+# did not close it), and gets 204, which tells it to stop reconnecting.
+FINAL_EVENT_ID = "final"
+
+
+def _event(data: dict[str, Any], event_id: str = "") -> bytes:
+    head = f"id: {event_id}\n".encode() if event_id else b""
+    return head + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def _final_event(job: Job) -> bytes:
+    body, _ = _task_result(job)
+    return _event({**body, "status": _task_status(job.status)}, FINAL_EVENT_ID)
+
+
 async def _task_events(jobs: JobStore, job: Job) -> AsyncIterator[bytes]:
-    """The task's progress as unnamed events (what a browser's `EventSource.onmessage` receives):
-    `{"status", "task_id", "message"}`, each token as `token`, and at the end the result or the error."""
-
-    def event(data: dict[str, Any]) -> bytes:
-        return b"data: " + orjson.dumps(data) + b"\n\n"
-
-    yield event(_task(job.id, job.status))
+    """The task's progress as unnamed events (what a browser's `EventSource.onmessage` receives): the
+    current state first (`{"status", "task_id", "message"}`), each token so far and then as it comes as
+    `token`, and at the end one terminal event, `completed` with the result or `failed` with the error.
+    A task already final gets its terminal event alone."""
+    if job.status in FINAL:
+        yield _final_event(job)
+        return
+    yield _event(_task(job.id, job.status))
     async for kind, raw in job_events(jobs, job.id):
         if not kind:
             yield b": keep-alive\n\n"
@@ -121,18 +137,15 @@ async def _task_events(jobs: JobStore, job: Job) -> AsyncIterator[bytes]:
             choices = orjson.loads(raw).get("choices") or [{}]
             token = (choices[0].get("delta") or {}).get("content")
             if token:
-                yield event(_task(job.id, "running", token=token))
+                yield _event(_task(job.id, "running", token=token))
         elif kind == "restart":
-            yield event(_task(job.id, "running", restart=True))
-        elif kind == "status":
-            status = orjson.loads(raw).get("status", "")
-            if status in FINAL:
-                final = await jobs.get(job.id)
-                if final is not None:
-                    body, _ = _task_result(final)
-                    yield event({**body, "status": _task_status(final.status)})
-            else:
-                yield event(_task(job.id, status))
+            yield _event(_task(job.id, "running", restart=True))
+        elif kind == "status" and orjson.loads(raw).get("status", "") not in FINAL:
+            yield _event(_task(job.id, orjson.loads(raw).get("status", "")))
+    # The stream ended: at the job's final status, or its events expired. Either way, the job as stored.
+    final = await jobs.get(job.id)
+    if final is not None and final.status in FINAL:
+        yield _final_event(final)
 
 
 def router(deps: TaskRouteDeps) -> APIRouter:
@@ -169,6 +182,8 @@ def router(deps: TaskRouteDeps) -> APIRouter:
     @routes.get("/stream/{job_id}", summary="A task's progress as server-sent events (`?api_key=` for EventSource)")
     async def stream(job_id: str, request: Request) -> Response:
         job = await owned(deps.jobs, await caller(request, query_key=True), job_id)
+        if request.headers.get("last-event-id") == FINAL_EVENT_ID:
+            return Response(status_code=204)  # the terminal event was delivered: EventSource stops here
         return event_stream(_task_events(deps.jobs, job))
 
     return routes

@@ -42,6 +42,11 @@ class Provider(Protocol):
         """What `model`'s tokens cost (free when nothing prices it)."""
         ...
 
+    def counter(self, model: str) -> Upstream | None:
+        """An upstream that counts a request's tokens as it would bill them (vLLM's `/tokenize`), chosen
+        without waiting; None when there is none (an external API, no replica ready)."""
+        ...
+
     def knows(self, model: str) -> bool:
         """Whether `model` is in this provider's catalogue or configuration (not merely passed through)."""
         ...

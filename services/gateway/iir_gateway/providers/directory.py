@@ -40,6 +40,10 @@ class ServedModel:
     def price(self) -> Price:
         return self.provider.price(self.name)
 
+    def counter(self) -> Upstream | None:
+        """An upstream that counts the request's tokens as it bills them; None without one."""
+        return self.provider.counter(self.name)
+
     def labels(self) -> tuple[str, str]:
         """(model, provider) as metric labels: a name the catalogue or configuration knows, else `other`,
         so made-up names cannot grow the metrics without bound."""

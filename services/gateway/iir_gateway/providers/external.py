@@ -87,6 +87,9 @@ class ExternalProvider:
             if state.outstanding == 0 and state.failures == 0 and state.healthy(time.monotonic()):
                 self.states.forget([upstream.endpoint])
 
+    def counter(self, model: str) -> Upstream | None:
+        return None  # OpenAI-compatible APIs have no token count; Anthropic's is not asked
+
     def knows(self, model: str) -> bool:
         return model in self.config.models
 

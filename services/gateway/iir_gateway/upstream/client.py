@@ -12,6 +12,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from iir_gateway.answer import Answer
 from iir_gateway.errors import APIError
 from iir_gateway.metrics import GatewayMetrics
@@ -179,6 +181,27 @@ class UpstreamClient:
             self.metrics,
         )
         return Answer(public_model, stream=relay, headers=answer_headers)
+
+    async def count_tokens(self, upstream: Upstream, body: Mapping[str, Any], timeout_s: float = 5.0) -> int | None:
+        """The prompt tokens of the chat request `body` as `upstream` counts them when it answers (vLLM's
+        `POST /tokenize`, chat template and tools included); None when it cannot say (an old server, an
+        error, a timeout): the caller estimates instead."""
+        assert self._http is not None, "UpstreamClient.start() was not awaited"
+        fields = ("messages", "tools", "chat_template_kwargs", "add_generation_prompt")
+        payload = {"model": upstream.model, **{k: body[k] for k in fields if k in body}}
+        url = upstream.base_url.removesuffix("/v1") + "/tokenize"
+        headers = {"content-type": "application/json", **upstream.headers}
+        resp: Response | None = None
+        try:
+            async with asyncio.timeout(timeout_s):
+                resp = await self._http.request("POST", url, headers, orjson.dumps(payload), timeout_s)
+                raw = await resp.read()
+            count = orjson.loads(raw).get("count") if resp.status == 200 else None
+        except (TimeoutError, UpstreamConnectError, OSError, ValueError, AttributeError):
+            if resp is not None:
+                resp.close()
+            return None
+        return count if isinstance(count, int) and not isinstance(count, bool) else None
 
     def _status_error(
         self, provider: str, resp: Response, raw: bytes, public_model: str, answer_headers: dict[str, str]

@@ -155,6 +155,15 @@ class LocalProvider:
             self.states.finished(upstream.endpoint, ok)
         self.gate.wake(upstream.public_model)
 
+    def counter(self, model: str) -> Upstream | None:
+        full = f"{self.name}/{model}"
+        entry = self.catalogue.get(full)
+        ready = [e for e in entry.endpoints if e.ready] if entry is not None else []
+        if entry is None or not ready or entry.base_model:  # an adapter: its base model's replica counts
+            return None
+        url = min(ready, key=lambda e: self.states.get(e.url).outstanding).url
+        return Upstream(base_url=url.rstrip("/") + "/v1", model=entry.served_name, endpoint=url, public_model=full)
+
     def knows(self, model: str) -> bool:
         return self.catalogue.get(f"{self.name}/{model}") is not None
 
