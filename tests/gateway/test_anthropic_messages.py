@@ -108,8 +108,8 @@ async def test_count_tokens(anthropic_client: anthropic.AsyncAnthropic) -> None:
     # A local model's replica counts them (vLLM's /tokenize): the count the answer then reports, tools too.
     system, tools = "You are terse.", [WEATHER_TOOL]
     for extra in ({}, {"system": system}, {"system": system, "tools": tools}):
-        counted = await anthropic_client.messages.count_tokens(model=MODEL, messages=messages, **extra)  # type: ignore[arg-type]
-        answer = await anthropic_client.messages.create(model=MODEL, max_tokens=5, messages=messages, **extra)  # type: ignore[arg-type]
+        counted = await anthropic_client.messages.count_tokens(model=MODEL, messages=messages, **extra)
+        answer = await anthropic_client.messages.create(model=MODEL, max_tokens=5, messages=messages, **extra)
         usage = answer.usage
         billed = usage.input_tokens + (usage.cache_read_input_tokens or 0) + (usage.cache_creation_input_tokens or 0)
         assert counted.input_tokens == billed, extra

@@ -66,6 +66,24 @@ async def test_a_streamed_response(openai_client: openai.AsyncOpenAI) -> None:
     assert whole.usage is not None and events[-1].response.usage.output_tokens == whole.usage.output_tokens
 
 
+async def test_include_asks_for_the_text_s_logprobs(openai_client: openai.AsyncOpenAI) -> None:
+    asked: Any = {"model": MODEL, "input": "Hello there", "max_output_tokens": 6}
+    plain = await openai_client.responses.create(**asked)
+    assert plain.output[0].content[0].logprobs == []
+    include: Any = ["message.output_text.logprobs"]
+    whole = await openai_client.responses.create(**asked, include=include, top_logprobs=2)
+    part: Any = whole.output[0].content[0]
+    assert "".join(lp.token for lp in part.logprobs) == part.text
+    assert all(lp.logprob <= 0 and lp.bytes and len(lp.top_logprobs) == 2 for lp in part.logprobs)
+    events: list[Any] = [e async for e in await openai_client.responses.create(**asked, include=include, stream=True)]
+    deltas = [e for e in events if e.type == "response.output_text.delta"]
+    assert deltas and all(len(e.logprobs) == 1 and e.logprobs[0].token == e.delta for e in deltas)
+    done = next(e for e in events if e.type == "response.output_text.done")
+    assert [lp.token for lp in done.logprobs] == [e.delta for e in deltas]
+    final = events[-1].response.output[0].content[0].logprobs
+    assert [lp.model_dump() for lp in final] == [lp.model_dump() for lp in done.logprobs]
+
+
 async def test_tools_and_their_outputs(openai_client: openai.AsyncOpenAI) -> None:
     called = await openai_client.responses.create(model=MODEL, input="What is the weather in Paris?", tools=[WEATHER])
     call: Any = next(item for item in called.output if item.type == "function_call")

@@ -134,7 +134,7 @@ def test_the_seed_eventsource_example_prints_the_result_once_and_stops(base: str
     headers = {"X-API-Key": api_key}
 
     def task(model: str) -> str:
-        body = {"prompt": "Tell me a story", "model": model, "max_tokens": 8}
+        body: dict[str, Any] = {"prompt": "Tell me a story", "model": model, "max_tokens": 8}
         task_id = str(requests.post(f"{base}/generate", headers=headers, json=body).json()["task_id"])
         wait_for(
             lambda: (

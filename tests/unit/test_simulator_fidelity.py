@@ -7,13 +7,24 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
+import jsonschema
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from iir_simbackend.app import create_app
 from iir_simbackend.settings import SimSettings
-from tests.vllm.recording import CASES, MODEL, RECORDINGS, Case, answer_shape, load, parse_stream
+from tests.vllm.recording import (
+    CASES,
+    GREETING,
+    MODEL,
+    RECORDINGS,
+    STRUCTURED,
+    Case,
+    answer_shape,
+    load,
+    parse_stream,
+)
 
 # The tiny real model answers `tool_choice: auto` in text; the simulator calls the tool, as a capable
 # model does (the call's shape is checked by the `required` and named cases).
@@ -46,6 +57,8 @@ async def test_the_simulator_answers_as_real_vllm(sim: SimClient, case: Case) ->
     recorded = load(case.name)
     status, body = await answer(sim, case)
     got, real = answer_shape(status, body), answer_shape(recorded["status"], recorded["body"])
+    if case.name in STRUCTURED:  # as vLLM's guided decoding: the answer is a value of the schema
+        jsonschema.validate(json.loads(body["choices"][0]["message"]["content"]), GREETING)  # type: ignore[index]
     if not (case.stream and status == 200):
         assert got == real
         return

@@ -35,6 +35,16 @@ TOOLS: list[ChatCompletionFunctionToolParam] = [
 # Enough tokens for the tiny model to finish its call (greedy: the same answer every time).
 _TOOL_CALL = {"max_tokens": 80, "temperature": 0}
 
+# A strict structured output, as `client.chat.completions.parse` sends a pydantic model's schema.
+GREETING = {
+    "type": "object",
+    "properties": {"greeting": {"type": "string", "maxLength": 20}, "words": {"type": "integer"}},
+    "required": ["greeting", "words"],
+    "additionalProperties": False,
+}
+STRUCTURED = ("chat_json_schema", "chat_structured_outputs")  # answers that must be values of GREETING
+_JSON_SCHEMA = {"type": "json_schema", "json_schema": {"name": "Greeting", "schema": GREETING, "strict": True}}
+
 
 @dataclass(frozen=True)
 class Case:
@@ -69,6 +79,9 @@ CASES = [
     _chat("chat_logprobs_stream", temperature=0, logprobs=True, top_logprobs=2, stream=True),
     _chat("chat_stop", temperature=0, stop=["\n", "."], max_tokens=20),
     _chat("chat_json_object", temperature=0, response_format={"type": "json_object"}, max_tokens=10),
+    _chat("chat_json_schema", temperature=0, response_format=_JSON_SCHEMA, max_tokens=60),
+    _chat("chat_structured_outputs", temperature=0, structured_outputs={"json": GREETING}, max_tokens=60),
+    Case("tokenize_chat", "/tokenize", {"model": MODEL, "messages": _HI}),
     _chat("chat_tools_auto", messages=WEATHER, tools=TOOLS, tool_choice="auto", temperature=0),
     _chat("chat_tools_required", messages=WEATHER, tools=TOOLS, tool_choice="required", **_TOOL_CALL),
     _chat(

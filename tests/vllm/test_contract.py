@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolChoiceOptionParam
+from pydantic import BaseModel, Field
 
 from iir_dev.stack import Stack
 from tests.json_values import json_object
@@ -313,6 +314,50 @@ def test_an_async_job_whose_answer_is_a_tool_call_completes(vllm_stack: Stack, k
     done = wait_for(finished, timeout=120, interval=0.5, what="the job to finish")
     assert done["status"] == "completed", done
     assert done["result"]["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
+class Greeting(BaseModel):
+    greeting: str = Field(max_length=20)
+    words: int
+
+
+def test_structured_outputs_parse_through_the_gateway(client: openai.OpenAI) -> None:
+    """`client.chat.completions.parse` with a pydantic model: vLLM's guided decoding follows the strict
+    schema, and the SDK reads the answer back into the model."""
+    out = client.chat.completions.parse(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Say hello in three words."}],
+        response_format=Greeting,
+        max_tokens=60,
+        temperature=0,
+    )
+    assert isinstance(out.choices[0].message.parsed, Greeting)
+
+
+def test_count_tokens_is_what_the_answer_bills(vllm_stack: Stack, key: str) -> None:
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=vllm_stack.gateway_url, api_key=key, max_retries=0, timeout=120)
+    asked: Any = {"system": "Be brief.", "messages": [{"role": "user", "content": "Say hello."}]}
+    counted = client.messages.count_tokens(model=MODEL, **asked)
+    answer = client.messages.create(model=MODEL, max_tokens=4, **asked)
+    usage = answer.usage
+    billed = usage.input_tokens + (usage.cache_read_input_tokens or 0) + (usage.cache_creation_input_tokens or 0)
+    assert counted.input_tokens == billed
+
+
+def test_responses_include_the_text_s_logprobs(client: openai.OpenAI) -> None:
+    asked: Any = {"model": MODEL, "input": "Say hello.", "max_output_tokens": 5, "temperature": 0}
+    whole = client.responses.create(**asked, include=["message.output_text.logprobs"], top_logprobs=2)
+    part = whole.output[0].content[0]
+    assert part.logprobs and len(part.logprobs[0].top_logprobs) == 2
+    assert "".join(lp.token for lp in part.logprobs) == part.text
+    streamed = [
+        e
+        for e in client.responses.create(**asked, include=["message.output_text.logprobs"], stream=True)
+        if e.type == "response.output_text.delta"
+    ]
+    assert streamed and all(e.logprobs for e in streamed)
 
 
 def test_the_messages_api_against_vllm(vllm_stack: Stack, key: str) -> None:

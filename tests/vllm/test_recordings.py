@@ -7,9 +7,20 @@ import json
 import os
 
 import httpx
+import jsonschema
 import pytest
 
-from tests.vllm.recording import CASES, RECORDINGS, VLLM_VERSION, Case, answer_shape, load, parse_stream
+from tests.vllm.recording import (
+    CASES,
+    GREETING,
+    RECORDINGS,
+    STRUCTURED,
+    VLLM_VERSION,
+    Case,
+    answer_shape,
+    load,
+    parse_stream,
+)
 
 RECORD = os.environ.get("IIR_VLLM_RECORD") == "1"
 
@@ -30,6 +41,8 @@ def test_real_vllm_answers_as_recorded(vllm_url: str, case: Case) -> None:
         path.write_text(json.dumps(recording, indent=1, ensure_ascii=False) + "\n")
     recorded = load(case.name)
     assert answer_shape(status, body) == answer_shape(recorded["status"], recorded["body"])
+    if case.name in STRUCTURED:  # guided decoding: the answer is a value of the schema
+        jsonschema.validate(json.loads(body["choices"][0]["message"]["content"]), GREETING)  # type: ignore[index]
 
 
 def test_metrics_names_are_as_recorded(vllm_url: str) -> None:

@@ -42,8 +42,7 @@ class FileStore:
             "expires_at": now + self.ttl_s,
             "filename": filename,
             "purpose": purpose,
-            "status": "processed",
-            "status_details": None,
+            "status": "processed",  # `status_details` (deprecated) left out: OpenAI's schema has no null there
         }
 
     async def _publish(self, owner: str, scopes: list[str], meta: dict[str, Any], content: bytes | None) -> None:
@@ -85,6 +84,8 @@ class FileStore:
         if meta is None or (owner.decode() != principal.key_id and not principal.admin):
             return None
         data: dict[str, Any] = orjson.loads(meta)
+        if data.get("status_details", "") is None:  # stored by an earlier version
+            del data["status_details"]
         return data
 
     async def content(self, file_id: str, principal: Principal) -> bytes | None:

@@ -41,8 +41,25 @@ def echoed_tools(tools: list[Any]) -> list[Any]:
     ]
 
 
-def message_item(text: str, item_id: str | None = None, status: str = "completed") -> dict[str, Any]:
-    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def logprobs(choice: dict[str, Any]) -> list[dict[str, Any]]:
+    """A chat choice's (or chunk choice's) token logprobs as the Responses API writes them: `token`,
+    `logprob`, `bytes` and `top_logprobs`, each alternative with its `token`, `logprob` and `bytes`."""
+    content = (choice.get("logprobs") or {}).get("content") or []
+
+    def entry(e: dict[str, Any]) -> dict[str, Any]:
+        return {"token": e.get("token", ""), "logprob": e.get("logprob", 0.0), "bytes": e.get("bytes") or []}
+
+    return [
+        {**entry(e), "top_logprobs": [entry(t) for t in e.get("top_logprobs") or [] if isinstance(t, dict)]}
+        for e in content
+        if isinstance(e, dict)
+    ]
+
+
+def message_item(
+    text: str, item_id: str | None = None, status: str = "completed", token_logprobs: list[Any] | None = None
+) -> dict[str, Any]:
+    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": token_logprobs or []}
     return {"type": "message", "id": item_id or new_id("msg"), "status": status, "role": "assistant", "content": [part]}
 
 
@@ -69,12 +86,13 @@ def reasoning_item(text: str, item_id: str | None = None) -> dict[str, Any]:
 
 
 def output_items(completion: dict[str, Any]) -> list[dict[str, Any]]:
-    message = ((completion.get("choices") or [{}])[0]).get("message") or {}
+    choice = (completion.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
     items = []
     if thought := reasoning(message):
         items.append(reasoning_item(thought))
     if message.get("content"):
-        items.append(message_item(message["content"]))
+        items.append(message_item(message["content"], token_logprobs=logprobs(choice)))
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
         items.append(

@@ -155,6 +155,9 @@ def _check_outputs(messages: list[dict[str, Any]]) -> None:
             raise invalid_value(f"No tool call found for function call output with call_id {call_id}.", "input")
 
 
+LOGPROBS = "message.output_text.logprobs"  # the `include` value that asks for the text's logprobs
+
+
 def chat_request(body: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
     """The chat request for a Responses request, after the messages of the conversation so far."""
     messages = []
@@ -178,6 +181,10 @@ def chat_request(body: dict[str, Any], history: list[dict[str, Any]]) -> dict[st
             out[name] = body[name]
     if body.get("stream"):
         out["stream_options"] = {"include_usage": True}
+    if LOGPROBS in (body.get("include") or ()):  # each output token's logprob, and its top alternatives
+        out["logprobs"] = True
+        if body.get("top_logprobs"):
+            out["top_logprobs"] = body["top_logprobs"]
     if body.get("tools"):
         out["tools"] = _tools(body["tools"])
     if body.get("tool_choice") is not None and body.get("tools"):

@@ -7,7 +7,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from iir_gateway.inbound.chat_reading import first_choices, reasoning
-from iir_gateway.inbound.responses_answer import call_item, message_item, new_id, reasoning_item, response_object
+from iir_gateway.inbound.responses_answer import (
+    call_item,
+    logprobs,
+    message_item,
+    new_id,
+    reasoning_item,
+    response_object,
+)
 
 
 class ResponsesStreamEncoder:
@@ -59,7 +66,7 @@ class ResponsesStreamEncoder:
                 output_index=index,
                 content_index=0,
                 text=part["text"],
-                logprobs=[],
+                logprobs=part["logprobs"],
             )
             yield self._event(
                 "response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part
@@ -114,14 +121,17 @@ class ResponsesStreamEncoder:
                 if self.open is None or self.open["type"] != "message":
                     yield from self._open(message_item("", status="in_progress"))
                 assert self.open is not None
-                self.open["content"][0]["text"] += delta["content"]
+                part = self.open["content"][0]
+                part["text"] += delta["content"]
+                token_logprobs = logprobs(choice)
+                part["logprobs"] += token_logprobs
                 yield self._event(
                     "response.output_text.delta",
                     item_id=self.open["id"],
                     output_index=len(self.output),
                     content_index=0,
                     delta=delta["content"],
-                    logprobs=[],
+                    logprobs=token_logprobs,
                 )
             for call in delta.get("tool_calls") or []:
                 position = int(call.get("index", 0))
