@@ -1,5 +1,5 @@
-"""The README's examples of the Responses (HTTP and WebSocket), Messages and Batch APIs, run as written against a stack
-(only the base URL and the key stand for this stack's)."""
+"""The README's examples of the Responses (HTTP and WebSocket), Messages and Batch APIs and of structured
+outputs, run as written against a stack (only the base URL and the key stand for this stack's)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ def _examples() -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
-@pytest.mark.parametrize("code", _examples(), ids=["responses", "responses-websocket", "messages", "batches"])
+@pytest.mark.parametrize(
+    "code", _examples(), ids=["responses", "responses-websocket", "messages", "batches", "structured-outputs"]
+)
 def test_a_readme_example(stack: Stack, api_key: str, code: str) -> None:
     socket_url = stack.gateway_url.replace("http://", "ws://")
     code = code.replace("http://127.0.0.1:8080", stack.gateway_url).replace("ws://127.0.0.1:8080", socket_url)
