@@ -255,6 +255,7 @@ def test_a_bad_body_is_a_400_in_anthropic_s_shape_with_the_request_id() -> None:
     assert orjson.loads(response.body) == {
         "type": "error",
         "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"},
+        "detail": "max_tokens: Field required",
     }
 
 

@@ -58,6 +58,7 @@ def test_errors_have_openai_s_shape() -> None:
             "type": "invalid_request_error",
             "param": "input",
             "code": "x",
-        }
+        },
+        "detail": "Missing required parameter: 'input'.",
     }
     assert (EMBEDDINGS.operation, CHAT.operation) == ("embeddings", "chat/completions")

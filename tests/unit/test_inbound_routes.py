@@ -100,6 +100,7 @@ def test_bad_bodies_are_a_400_in_each_api_s_shape() -> None:
     assert orjson.loads(body) == {
         "type": "error",
         "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"},
+        "detail": "max_tokens: Field required",
     }
 
 

@@ -133,3 +133,41 @@ def test_this_process_s_own_secret_in_a_plain_event_is_redacted() -> None:
     events = [event(" hello"), event(" there"), event(f" {literal} "), event(" bye")]
     out = [*scrubber.feed_all(events[:2]), *scrubber.feed_all(events[2:])]
     assert literal not in text_of(out) and "REDACTED" in text_of(out), text_of(out)
+
+
+def _with_logprobs(text: str) -> Event:
+    raw = orjson.loads(event(text).raw)
+    entry = {"token": text, "logprob": -0.1, "bytes": list(text.encode()), "top_logprobs": []}
+    raw["choices"][0]["logprobs"] = {"content": [entry]}
+    return Event(orjson.dumps(raw))
+
+
+def test_logprobs_never_spell_what_the_text_holds_back_or_masks() -> None:
+    secret = SECRETS[0][0]
+    scrubber = StreamScrubber(SecretScrubber(), lambda found: None)
+    out = [e for piece in f"Key: {secret} ok".split(" ") for e in scrubber.feed(_with_logprobs(piece + " "))]
+    out += [*scrubber.feed(event("", "stop")), *scrubber.flush()]
+    tokens = ""
+    for e in out:
+        for choice in orjson.loads(e.raw)["choices"]:
+            for entry in (choice.get("logprobs") or {}).get("content") or []:
+                tokens += entry["token"]
+    assert "Key: " in tokens and SECRETS[0][1] not in tokens, tokens  # clean tokens keep their logprobs
+
+
+def test_a_whole_answer_that_held_a_secret_loses_its_logprobs() -> None:
+    from iir_gateway.metrics import GatewayMetrics
+    from iir_gateway.scrubbing.policy import Scrubbing
+
+    secret = SECRETS[0][0]
+    tokens = ["Key", ": ", secret[:10], secret[10:]]
+    entries = [{"token": t, "logprob": -0.1, "bytes": list(t.encode()), "top_logprobs": []} for t in tokens]
+    choice = {"index": 0, "message": {"role": "assistant", "content": "".join(tokens)}, "finish_reason": "stop"}
+    answer = {"id": "c", "object": "chat.completion", "choices": [{**choice, "logprobs": {"content": entries}}]}
+    policy = Scrubbing(SecretScrubber(), "mask", GatewayMetrics())
+    scrubbed, found = policy.answer(orjson.dumps(answer))
+    assert found and SECRETS[0][1].encode() not in scrubbed
+    assert orjson.loads(scrubbed)["choices"][0]["logprobs"] is None
+    kept = {**choice, "message": {"role": "assistant", "content": "Key: none"}, "logprobs": {"content": entries[:2]}}
+    clean = {**answer, "choices": [kept]}
+    assert orjson.loads(policy.answer(orjson.dumps(clean))[0])["choices"][0]["logprobs"]["content"] == entries[:2]

@@ -121,6 +121,8 @@ class Scrubbing:
             data, found = self._tool_arguments(data)
         scrubbed, more = self.scrubber.scrub_bytes(data)
         found |= more
+        if found and b'"logprobs"' in scrubbed:
+            scrubbed = _without_logprobs(scrubbed)
         self.count_answer(found)
         return scrubbed, found
 
@@ -239,3 +241,16 @@ def _secret_in_line(number: int, kinds: str) -> APIError:
         code="secret_detected",
         headers={"x-iir-scrubbed": kinds},
     )
+
+
+def _without_logprobs(data: bytes) -> bytes:
+    """An answer whose secrets were masked, without its choices' logprobs: their tokens, one by one, would
+    spell what the text no longer shows."""
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data
+    for choice in document.get("choices") or () if isinstance(document, dict) else ():
+        if isinstance(choice, dict) and choice.get("logprobs"):
+            choice["logprobs"] = None
+    return orjson.dumps(document)

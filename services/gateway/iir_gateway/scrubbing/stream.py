@@ -156,6 +156,8 @@ class StreamScrubber:
                 if released != text:
                     holder[name] = released
                     changed = True
+                    if choice.get("logprobs"):  # its tokens would spell what was held back or masked
+                        choice["logprobs"] = None
             if calls or (final and index in self.calls):
                 if not isinstance(delta, dict):  # a finishing choice without a delta: where released calls go
                     holder = choice["delta"] = {}
