@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import grpc
 import orjson
 
 from iir.v1 import auth_pb2
-from iir_auth.storage.spend_store import GROUPINGS, SCOPE_KINDS, SpendRow
+from iir_auth.storage.spend_store import GROUPINGS, SCOPE_KINDS, LogEntry, LogFilter, SpendRow
 
 if TYPE_CHECKING:
     from iir_auth.audit import Audited
@@ -21,6 +21,57 @@ log = logging.getLogger(__name__)
 
 _RETENTION_CHECK_S = 3600.0
 _MAX_AUDIT = 1000
+_MAX_LOGS = 500
+
+
+def _ms(moment: int) -> datetime | None:
+    return datetime.fromtimestamp(moment / 1000, UTC) if moment else None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _cursor(entry: LogEntry) -> str:
+    """A page's cursor: its last entry's time (microseconds, exactly as stored) and record id."""
+    return f"{(entry.row.at - _EPOCH) // _MICROSECOND}:{entry.row.record_id}"
+
+
+def _after(cursor: str) -> tuple[datetime, str] | None:
+    """The entry a cursor names; ValueError for one this service did not make."""
+    if not cursor:
+        return None
+    micros, _, record_id = cursor.partition(":")
+    return _EPOCH + int(micros) * _MICROSECOND, record_id
+
+
+def _record(row: SpendRow) -> auth_pb2.SpendRecord:
+    return auth_pb2.SpendRecord(
+        at_ms=int(row.at.timestamp() * 1000),
+        request_id=row.request_id,
+        key_id=row.key_id,
+        user_id=row.user_id,
+        team_id=row.team_id,
+        model=row.model,
+        answered_by=row.answered_by,
+        provider=row.provider,
+        prompt_tokens=row.prompt_tokens,
+        cached_tokens=row.cached_tokens,
+        completion_tokens=row.completion_tokens,
+        cost=row.cost,
+        latency_ms=row.latency_ms,
+        status=row.status,
+        cache_hit=row.cache_hit,
+        end_user=row.end_user,
+        tags_json=orjson.dumps(row.tags).decode() if row.tags else "",
+        record_id=row.record_id,
+        ttft_ms=row.ttft_ms,
+        target=row.target,
+        fallbacks=list(row.fallbacks),
+        error_code=row.error_code,
+        operation=row.operation,
+        stream=row.stream,
+    )
 
 
 def _text(value: str, limit: int) -> str:
@@ -58,6 +109,12 @@ def _row(r: auth_pb2.SpendRecord) -> SpendRow:
         end_user=_text(r.end_user, 200),
         tags=_tags(r.tags_json),
         record_id=_text(r.record_id, 200),
+        ttft_ms=r.ttft_ms,
+        target=_text(r.target, 300),
+        fallbacks=tuple(_text(f, 300) for f in r.fallbacks[:10]),
+        error_code=_text(r.error_code, 100),
+        operation=_text(r.operation, 100),
+        stream=r.stream,
     )
 
 
@@ -117,6 +174,38 @@ class SpendRpcs:
         since = datetime.fromtimestamp(max(0, request.since_ms) / 1000, UTC)
         cost, tokens, requests = await self.spend.spent_since(request.scope_kind, request.scope_id[:200], since)
         return auth_pb2.SpendSinceResponse(cost=cost, tokens=tokens, requests=requests)
+
+    async def ListRequestLogs(
+        self, request: auth_pb2.ListRequestLogsRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ListRequestLogsResponse:
+        limit = min(max(request.limit or 50, 1), _MAX_LOGS)
+        try:
+            after = _after(request.after)
+        except (ValueError, OverflowError, OSError):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "after: not a cursor this log gave")
+        where = LogFilter(
+            key_id=request.key_id,
+            team_id=request.team_id,
+            user_id=request.user_id,
+            model=request.model,
+            status=request.status,
+            errors_only=request.errors_only,
+            request_id=request.request_id,
+            since=_ms(request.since_ms),
+            until=_ms(request.until_ms),
+            after=after,
+        )
+        entries = await self.spend.logs(where, limit + 1)
+        page = entries[:limit]
+        return auth_pb2.ListRequestLogsResponse(
+            entries=[
+                auth_pb2.RequestLogEntry(
+                    record=_record(e.row), key_name=e.key_name, team_name=e.team_name, user_email=e.user_email
+                )
+                for e in page
+            ],
+            next=_cursor(page[-1]) if len(entries) > limit else "",
+        )
 
     async def ListAudit(
         self, request: auth_pb2.ListAuditRequest, context: grpc.aio.ServicerContext

@@ -15,7 +15,15 @@ from iir_common import __version__
 from iir_common.logging import setup_logging
 from iir_common.tracing import setup_tracing
 from iir_common.tracing import shutdown as shutdown_tracing
-from iir_gateway.admin import key_routes, ops_routes, org_routes, registry_routes, spend_routes, ui_routes
+from iir_gateway.admin import (
+    key_routes,
+    log_routes,
+    ops_routes,
+    org_routes,
+    registry_routes,
+    spend_routes,
+    ui_routes,
+)
 from iir_gateway.errors import install_error_handlers
 from iir_gateway.inbound.routes import fast_routes
 from iir_gateway.inference import (
@@ -91,6 +99,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(key_routes.router(runtime))
     app.include_router(org_routes.router(runtime))
     app.include_router(spend_routes.router(runtime))
+    app.include_router(log_routes.router(runtime))
     app.include_router(jobs_routes.router(runtime))
     app.include_router(task_routes.router(runtime))
     app.include_router(anthropic_routes.router(runtime))

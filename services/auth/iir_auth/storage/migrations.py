@@ -149,6 +149,21 @@ MIGRATIONS: list[tuple[int, str]] = [
     CREATE INDEX spend_log_team_at ON spend_log (team_id, at);
     """,
     ),
+    (
+        7,
+        """
+    -- The request log is the spend log with each request's details; read newest first, page by page.
+    ALTER TABLE spend_log
+        ADD COLUMN ttft_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+        ADD COLUMN target TEXT NOT NULL DEFAULT '',
+        ADD COLUMN fallbacks TEXT[] NOT NULL DEFAULT '{}',
+        ADD COLUMN error_code TEXT NOT NULL DEFAULT '',
+        ADD COLUMN operation TEXT NOT NULL DEFAULT '',
+        ADD COLUMN stream BOOLEAN NOT NULL DEFAULT FALSE;
+    CREATE INDEX spend_log_at ON spend_log (at DESC, record_id DESC);
+    CREATE INDEX spend_log_request ON spend_log (request_id);
+    """,
+    ),
 ]
 
 _LOCK_ID = 0x11A_0001  # arbitrary, constant: the advisory lock guarding migrations

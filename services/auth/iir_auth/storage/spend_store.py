@@ -34,6 +34,38 @@ class SpendRow:
     end_user: str
     tags: dict[str, Any]
     record_id: str = ""
+    ttft_ms: float = 0.0
+    target: str = ""
+    fallbacks: tuple[str, ...] = ()
+    error_code: str = ""
+    operation: str = ""
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """A request log entry: the spend row, with the names of its key and team and its user's email."""
+
+    row: SpendRow
+    key_name: str
+    team_name: str
+    user_email: str
+
+
+@dataclass(frozen=True, slots=True)
+class LogFilter:
+    """What a request log query keeps (empty or 0: anything) and where its page starts."""
+
+    key_id: str = ""
+    team_id: str = ""
+    user_id: str = ""
+    model: str = ""
+    status: int = 0
+    errors_only: bool = False
+    request_id: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+    after: tuple[datetime, str] | None = None  # the previous page's last entry (time, record id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +108,15 @@ _INSERT = (
     "WITH new AS ("
     " INSERT INTO spend_log (at, request_id, key_id, user_id, team_id, model, answered_by, provider,"
     " prompt_tokens, cached_tokens, completion_tokens, cost, latency_ms, status, cache_hit, end_user,"
-    " tags, record_id)"
-    " SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+    " tags, record_id, ttft_ms, target, fallbacks, error_code, operation, stream)"
+    " SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20,"
+    " CASE WHEN c21 = '' THEN '{}'::text[] ELSE string_to_array(c21, chr(31)) END, c22, c23, c24"
+    " FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
     " $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::float8[], $13::float8[],"
-    " $14::int[], $15::bool[], $16::text[], $17::jsonb[], $18::text[])"
+    " $14::int[], $15::bool[], $16::text[], $17::jsonb[], $18::text[], $19::float8[], $20::text[],"
+    " $21::text[], $22::text[], $23::text[], $24::bool[])"
+    " AS x(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20,"
+    " c21, c22, c23, c24)"
     " ON CONFLICT DO NOTHING"
     " RETURNING at, key_id, model, prompt_tokens, completion_tokens, status, record_id),"
     " used AS ("
@@ -121,6 +158,12 @@ def _columns(rows: Sequence[SpendRow]) -> list[list[Any]]:
         [r.end_user for r in rows],
         [orjson.dumps(r.tags).decode() for r in rows],
         [r.record_id or None for r in rows],
+        [r.ttft_ms for r in rows],
+        [r.target for r in rows],
+        ["\x1f".join(r.fallbacks) for r in rows],  # unnest cannot take an array of arrays
+        [r.error_code for r in rows],
+        [r.operation for r in rows],
+        [r.stream for r in rows],
     ]
 
 
@@ -223,3 +266,65 @@ class SpendStore:
             since,
         )
         return float(row["cost"]), int(row["tokens"]), int(row["requests"])
+
+    async def logs(self, where: LogFilter, limit: int) -> list[LogEntry]:
+        """The request log, newest first: at most `limit` entries that `where` keeps."""
+        after_at, after_id = where.after or (None, "")
+        rows = await self.pool.fetch(
+            "SELECT s.*, coalesce(k.name, '') AS key_name, coalesce(t.name, '') AS team_name,"
+            " coalesce(u.email, '') AS user_email"
+            " FROM spend_log s"
+            " LEFT JOIN teams t ON t.id::text = s.team_id"
+            " LEFT JOIN users u ON u.id = s.user_id"
+            " LEFT JOIN api_keys k ON k.id::text = s.key_id"
+            " WHERE ($1 = '' OR s.key_id = $1) AND ($2 = '' OR s.team_id = $2) AND ($3 = '' OR s.user_id = $3)"
+            " AND ($4 = '' OR s.model = $4 OR s.answered_by = $4)"
+            " AND ($5 = 0 OR s.status = $5) AND (NOT $6 OR s.status <> 200)"
+            " AND ($7 = '' OR s.request_id = $7)"
+            " AND ($8::timestamptz IS NULL OR s.at >= $8) AND ($9::timestamptz IS NULL OR s.at < $9)"
+            " AND ($10::timestamptz IS NULL OR (s.at, coalesce(s.record_id, '')) < ($10, $11))"
+            " ORDER BY s.at DESC, coalesce(s.record_id, '') DESC LIMIT $12",
+            where.key_id,
+            where.team_id,
+            where.user_id,
+            where.model,
+            where.status,
+            where.errors_only,
+            where.request_id,
+            where.since,
+            where.until,
+            after_at,
+            after_id,
+            limit,
+        )
+        return [LogEntry(_spend_row(r), r["key_name"], r["team_name"], r["user_email"]) for r in rows]
+
+
+def _spend_row(r: Any) -> SpendRow:
+    tags = r["tags"]
+    return SpendRow(
+        at=r["at"],
+        request_id=r["request_id"],
+        key_id=r["key_id"],
+        user_id=r["user_id"],
+        team_id=r["team_id"],
+        model=r["model"],
+        answered_by=r["answered_by"],
+        provider=r["provider"],
+        prompt_tokens=int(r["prompt_tokens"]),
+        cached_tokens=int(r["cached_tokens"]),
+        completion_tokens=int(r["completion_tokens"]),
+        cost=float(r["cost"]),
+        latency_ms=float(r["latency_ms"]),
+        status=int(r["status"]),
+        cache_hit=bool(r["cache_hit"]),
+        end_user=r["end_user"],
+        tags=orjson.loads(tags) if isinstance(tags, str) else dict(tags or {}),
+        record_id=r["record_id"] or "",
+        ttft_ms=float(r["ttft_ms"]),
+        target=r["target"],
+        fallbacks=tuple(r["fallbacks"] or ()),
+        error_code=r["error_code"],
+        operation=r["operation"],
+        stream=bool(r["stream"]),
+    )

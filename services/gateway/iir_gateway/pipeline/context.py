@@ -43,6 +43,10 @@ class RequestContext:
     cache_key: str | None = None  # cache
     cache_hit: bool = False
     answered_by: str = ""  # the model that answered (a fallback, maybe)
+    tried: list[str] = field(default_factory=list)  # dispatch: models that could not answer before it
+    target: str = ""  # dispatch: the replica or provider that answered
+    ttft_s: float = 0.0  # dispatch: a stream's time to its first bytes
+    error_code: str = ""  # the code of the error the client got
     usage: dict[str, Any] | None = None  # once the answer ended
     ok: bool = False  # the answer ran to its end
     status: int = 0  # the HTTP status the client got

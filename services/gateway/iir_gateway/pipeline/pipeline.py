@@ -54,7 +54,7 @@ class Pipeline:
             if answer is None:
                 raise APIError(500, "No step answered the request.", code="internal_error")
         except APIError as exc:
-            ctx.status = exc.status
+            ctx.status, ctx.error_code = exc.status, exc.code or exc.type or ""
             for name, value in ctx.response_headers.items():
                 exc.headers.setdefault(name, value)
             self._complete(ran, ctx, exc)

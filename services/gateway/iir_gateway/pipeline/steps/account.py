@@ -90,6 +90,12 @@ class Account(Step):
             cache_hit=ctx.cache_hit,
             end_user=user if isinstance(user, str) else "",
             tags_json=orjson.dumps(tags).decode() if isinstance(tags, dict) else "",
+            ttft_ms=ctx.ttft_s * 1000,
+            target=ctx.target,
+            fallbacks=ctx.tried,
+            error_code=ctx.error_code,
+            operation=ctx.operation,
+            stream=ctx.stream,
         )
 
     def _spend(self, ctx: RequestContext, provider: str, prompt: int, completion: int, cost: int) -> None:

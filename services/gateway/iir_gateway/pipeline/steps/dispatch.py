@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -162,7 +163,9 @@ class Dispatch(Step):
                     lease.release(False)
                     raise
                 ctx.state[self.name] = lease
+                ctx.tried, ctx.target = chain[:index], upstream.target or provider.name
                 if answer.stream is not None:
+                    ctx.ttft_s = time.perf_counter() - ctx.started
                     ctx.state[RELAY] = answer.stream  # its relayed count, for spend checkpoints
                 return answer
         assert last is not None
