@@ -38,11 +38,18 @@ async def test_version_and_docs(gateway: Gateway) -> None:
 
 async def test_docs_work_offline_with_bearer_auth_and_real_statuses(gateway: Gateway) -> None:
     client = gateway.client
-    page = (await client.get("/docs")).text
+    docs = await client.get("/docs")
+    page = docs.text
     assets = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert assets and all(a.startswith(("/docs/assets/", "/openapi.json")) for a in assets), assets
     for asset in assets:
         assert (await client.get(asset)).status_code == 200, asset
+    # Its one inline script by hash, everything else from the gateway (tests/ui/test_api_docs.py renders it).
+    policy = docs.headers["content-security-policy"]
+    assert "script-src 'self' 'sha256-" in policy and "connect-src 'self'" in policy and "http" not in policy
+    assert "'unsafe-inline'" not in policy and "frame-ancestors 'none'" in policy
+    for path in ("/docs/assets/index.html", "/docs/assets/__init__.py", "/docs/assets/%2e%2e%2fmain.py"):
+        assert (await client.get(path)).status_code == 404, path
     spec = (await client.get("/openapi.json")).json()
     assert spec["components"]["securitySchemes"]["bearer"] == {
         **spec["components"]["securitySchemes"]["bearer"],

@@ -111,7 +111,42 @@ def test_create_a_team_and_key_then_see_its_spend(stack: Stack, browser: Chrome)
     by_id("jobs-table")
     d.find_element(By.CSS_SELECTOR, "nav button[data-view=audit]").click()
     wait.until(seen.text_to_be_present_in_element((By.ID, "audit-table"), "team.create"))
+    assert f"team {team}" in by_id("audit-table").text  # names, not ids
     shot("6-audit")
+
+    # The request log: the key's two requests; a row opens its details; errors only shows none.
+    d.find_element(By.CSS_SELECTOR, "nav button[data-view=logs]").click()
+    Select(by_id("logs-key")).select_by_visible_text(
+        next(o.text for o in Select(by_id("logs-key")).options if o.text.startswith("ui-key"))
+    )
+    by_id("logs-apply").click()
+    wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, "#logs-table tbody tr")) == 2)
+    assert "local/" in by_id("logs-table").text and "200" in by_id("logs-table").text
+    d.find_element(By.CSS_SELECTOR, "#logs-table tbody tr").click()
+    wait.until(seen.text_to_be_present_in_element((By.ID, "log-fields"), "request_id"))
+    shot("7-logs")
+    by_id("logs-errors").click()
+    by_id("logs-apply").click()
+    wait.until(seen.text_to_be_present_in_element((By.ID, "logs-table"), "No requests logged yet."))
+
+    # A destructive action asks first: dismissed, the key stays; accepted, it is revoked.
+    d.find_element(By.CSS_SELECTOR, "nav button[data-view=keys]").click()
+
+    def revoke_button(_: Chrome) -> WebElement | None:
+        row = next((r for r in d.find_elements(By.CSS_SELECTOR, "#keys-table tbody tr") if team in r.text), None)
+        return row.find_element(By.XPATH, ".//button[text()='Revoke']") if row is not None else None
+
+    polling.until(revoke_button).click()
+    wait.until(seen.alert_is_present()).dismiss()
+    assert team in by_id("keys-table").text
+    polling.until(revoke_button).click()
+    wait.until(seen.alert_is_present()).accept()
+    polling.until(lambda _: team not in d.find_element(By.ID, "keys-table").text)
+
+    # Logging out leaves nothing: not the key, not the field it was typed in.
+    by_id("logout").click()
+    assert by_id("admin-key").get_attribute("value") == ""
+    assert d.execute_script("return sessionStorage.length") == 0
     # No script error and no failed load, but the wrong key's 401 at the start.
     logged = d.get_log("browser")
     assert not [e for e in logged if e["level"] == "SEVERE" and "401" not in e["message"]], logged

@@ -4,7 +4,7 @@ service off the request path, with each request's details."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import orjson
@@ -25,8 +25,9 @@ class LogDeps(AdminAccess, Protocol):
     def auth_stub(self) -> auth_pb2_grpc.AuthServiceStub: ...
 
 
-def _ms(value: str, param: str) -> int:
-    """An ISO 8601 date or time (UTC unless it says otherwise) as Unix milliseconds; 0 when empty."""
+def _ms(value: str, param: str, end: bool = False) -> int:
+    """An ISO 8601 date or time (UTC unless it says otherwise) as Unix milliseconds; 0 when empty. With
+    `end`, a date alone means the end of that day (`until=2026-12-07` keeps the 7th)."""
     if not value:
         return 0
     try:
@@ -35,6 +36,8 @@ def _ms(value: str, param: str) -> int:
         raise invalid_value("a date or time in ISO 8601, e.g. 2026-12-07 or 2026-12-07T09:30:00Z", param) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
+    if end and len(value) == 10:
+        moment += timedelta(days=1)
     return int(moment.timestamp() * 1000)
 
 
@@ -97,7 +100,7 @@ def _query(
         errors_only=params.get("errors", "").lower() in ("1", "true", "yes"),
         request_id=params.get("request_id", ""),
         since_ms=_ms(params.get("since", ""), "since"),
-        until_ms=_ms(params.get("until", ""), "until"),
+        until_ms=_ms(params.get("until", ""), "until", end=True),
         after=params.get("after", ""),
         limit=int(limit),
     )

@@ -81,6 +81,7 @@ const views = {
     const [keys, teams] = await Promise.all([api("GET", "/api/v1/apikeys"), api("GET", "/api/v1/teams")]);
     const teamName = Object.fromEntries(teams.data.map((t) => [t.id, t.name]));
     const act = (k, action, label) => el("button", { class: "small", on: { click: () => run(async () => {
+      if (!window.confirm(`${label} the key "${k.name}" (${k.prefix}…)?`)) return;
       if (action === "revoke") await api("DELETE", `/api/v1/apikeys/${k.id}`);
       else if (action === "regenerate") {
         const made = await api("POST", `/api/v1/apikeys/${k.id}/regenerate`, { grace_period_s: 3600 });
@@ -102,7 +103,7 @@ const views = {
         el("button", { id: "key-create", class: "primary", type: "submit" }, "Create key")),
       el("div", { id: "secret-box" }),
       table([
-        ["Name", (k) => k.name], ["Prefix", (k) => k.prefix], ["Team", (k) => teamName[k.team_id] || "–"],
+        ["Name", (k) => (k.admin ? [k.name, " ", el("span", { class: "badge" }, "admin")] : k.name)], ["Prefix", (k) => k.prefix], ["Team", (k) => teamName[k.team_id] || "–"],
         ["User", (k) => k.user_id || "–"], ["RPM", (k) => limit(k.rpm_limit)], ["TPM", (k) => limit(k.tpm_limit)],
         ["Budget", (k) => (k.max_budget ? `${money(k.max_budget)} / ${k.budget_duration || "all time"}` : "–")],
         ["State", (k) => (k.blocked ? "blocked" : "active")], ["Last used", (k) => k.last_used_at || "never"],
@@ -202,13 +203,78 @@ const views = {
         ["Created", (b) => new Date(b.created_at * 1000).toISOString()]], work.batches, "batches-table"));
   },
 
+  async logs(view) {
+    const keys = await api("GET", "/api/v1/apikeys");
+    const filters = JSON.parse(sessionStorage.getItem("iir-log-filters") || "{}");
+    const query = new URLSearchParams(Object.entries(filters).filter(([, v]) => v));
+    const page = await api("GET", `/api/v1/logs?limit=50&${query}`);
+    const rows = [...page.data];
+    const input = (id, name, attrs = {}) => el("input", { id, value: filters[name] || "", ...attrs });
+    const apply = () => {
+      sessionStorage.setItem("iir-log-filters", JSON.stringify({ key_id: value("logs-key"), model: value("logs-model"),
+        since: value("logs-since"), until: value("logs-until"), errors: $("logs-errors").checked ? "true" : "" }));
+      return show("logs");
+    };
+    const more = el("button", { id: "logs-more", hidden: !page.has_more, on: { click: () => run(async () => {
+      const next = await api("GET", `/api/v1/logs?limit=50&${query}&after=${encodeURIComponent(more.dataset.next)}`);
+      rows.push(...next.data);
+      $("logs-table").replaceWith(logTable(rows));
+      more.dataset.next = next.next || "";
+      more.hidden = !next.has_more;
+    }) } }, "More");
+    more.dataset.next = page.next || "";
+    view.append(
+      el("h2", {}, "Request log"),
+      el("form", { class: "inline", id: "logs-form", on: { submit: (e) => { e.preventDefault(); run(apply); } } },
+        field("Key", el("select", { id: "logs-key" }, el("option", { value: "" }, "(all)"),
+          keys.data.map((k) => el("option", { value: k.id, selected: k.id === filters.key_id }, `${k.name} (${k.prefix}…)`)))),
+        field("Model", input("logs-model", "model", { placeholder: "local/…" })),
+        field("From", input("logs-since", "since", { type: "date" })),
+        field("To", input("logs-until", "until", { type: "date" })),
+        field("Errors only", el("input", { id: "logs-errors", type: "checkbox", checked: filters.errors === "true" })),
+        el("button", { id: "logs-apply", class: "primary", type: "submit" }, "Show")),
+      rows.length ? logTable(rows) : el("p", { id: "logs-table" }, "No requests logged yet."), more,
+      el("div", { id: "logs-detail" }));
+  },
+
   async audit(view) {
-    const entries = await api("GET", "/api/v1/audit?limit=200");
+    const [entries, keys, teams] = await Promise.all([api("GET", "/api/v1/audit?limit=200"), api("GET", "/api/v1/apikeys?include_revoked=true"), api("GET", "/api/v1/teams")]);
+    const names = Object.fromEntries([...keys.data.map((k) => [`key:${k.id}`, `key ${k.name}`]), ...teams.data.map((t) => [`team:${t.id}`, `team ${t.name}`])]);
+    const change = (e) => el("details", {}, el("summary", {}, "before / after"),
+      el("pre", {}, JSON.stringify({ before: e.before, after: e.after }, null, 1)));
     view.append(el("h2", {}, "Audit log"),
-      table([["When", (e) => new Date(e.at_ms).toISOString()], ["Who", (e) => e.actor], ["What", (e) => e.action], ["Target", (e) => e.target]],
+      table([["When", (e) => new Date(e.at_ms).toISOString()], ["Who", (e) => names[`key:${e.actor}`] || e.actor], ["What", (e) => e.action],
+        ["Target", (e) => names[e.target] || e.target], ["Change", (e) => (e.before || e.after ? change(e) : "–")]],
         entries.data, "audit-table"));
   },
 };
+
+const LOG_COLUMNS = [
+  ["When", (e) => new Date(e.at_ms).toISOString().replace("T", " ").slice(0, 19)],
+  ["Key", (e) => e.key_name || e.key_id], ["Team", (e) => e.team_name || "–"],
+  ["Model", (e) => (e.answered_by && e.answered_by !== e.model ? `${e.model} → ${e.answered_by}` : e.model)],
+  ["Status", (e) => (e.error_code ? `${e.status} ${e.error_code}` : e.status)],
+  ["Tokens", (e) => `${e.prompt_tokens} + ${e.completion_tokens}`], ["Cost", (e) => money(e.cost)],
+  ["Latency", (e) => `${Math.round(e.latency_ms)} ms`], ["TTFT", (e) => (e.ttft_ms === null ? "–" : `${Math.round(e.ttft_ms)} ms`)],
+  ["Cache", (e) => (e.cache_hit ? "hit" : "–")],
+];
+
+function logTable(rows) {
+  const t = table(LOG_COLUMNS, rows, "logs-table");
+  t.querySelectorAll("tbody tr").forEach((tr, i) => {
+    tr.classList.add("clickable");
+    tr.addEventListener("click", () => showLog(rows[i]));
+  });
+  return t;
+}
+
+function showLog(e) {
+  // Every field of the entry, as text.
+  const shown = { ...e, at: new Date(e.at_ms).toISOString() };
+  $("logs-detail").replaceChildren(el("h3", {}, `Request ${e.request_id || e.id}`),
+    el("dl", { id: "log-fields" }, Object.entries(shown).map(([name, v]) => [el("dt", {}, name),
+      el("dd", {}, typeof v === "object" && v !== null ? JSON.stringify(v) : String(v ?? "–"))])));
+}
 
 function showSecret(secret, text = "The key's secret, shown once; store it now:") {
   const box = $("secret-box");
@@ -273,7 +339,14 @@ function loggedIn(yes) {
 
 document.addEventListener("DOMContentLoaded", () => {
   for (const b of document.querySelectorAll("nav button[data-view]")) b.addEventListener("click", () => run(() => show(b.dataset.view)));
-  $("logout").addEventListener("click", () => { sessionStorage.removeItem(KEY); loggedIn(false); });
+  $("logout").addEventListener("click", () => {
+    // Nothing of the session stays: the key, the field it was typed in, the filters, the page.
+    sessionStorage.clear();
+    $("admin-key").value = "";
+    $("view").replaceChildren();
+    showError(null);
+    loggedIn(false);
+  });
   $("login-form").addEventListener("submit", (e) => {
     e.preventDefault();
     sessionStorage.setItem(KEY, $("admin-key").value.trim());
