@@ -73,6 +73,29 @@ def test_streams_and_models_list(gateway: str) -> None:
     assert "auto" in ids and "auto/cheap" in ids
 
 
+def test_auto_chooses_only_models_the_key_may_use(stack: Stack, gateway: str) -> None:
+    """A key limited to some models: a rule routing elsewhere is passed over, a default it may not use gives
+    way to one it may; a key that may use none of the policy's models gets 403 saying so."""
+    hard_math = "Prove that the square root of 2 is irrational, with a rigorous argument."
+    limited = {"Authorization": f"Bearer {stack.create_key('auto-limited', allowed_models=[f'local/{SERVED}'])}"}
+    body = {"model": "auto", "messages": [{"role": "user", "content": hard_math}], "max_tokens": 2}
+    math = httpx.post(f"{gateway}/v1/chat/completions", json=body, headers=limited, timeout=20)
+    assert math.status_code == 200 and math.headers["x-iir-model"] == f"local/{SERVED}"  # not local/slow
+    assert route(math)["reason"] == "default"
+    slow_only = {"Authorization": f"Bearer {stack.create_key('auto-slow', allowed_models=['local/slow'])}"}
+    chat = httpx.post(
+        f"{gateway}/v1/chat/completions",
+        json={**body, "messages": [{"role": "user", "content": "Hi! How are you doing today?"}]},
+        headers=slow_only,
+        timeout=20,
+    )
+    assert chat.status_code == 200 and chat.headers["x-iir-model"] == "local/slow"
+    assert route(chat)["reason"] == "default not allowed for this key"
+    nothing = {"Authorization": f"Bearer {stack.create_key('auto-none', allowed_models=['openai/*'])}"}
+    refused = httpx.post(f"{gateway}/v1/chat/completions", json=body, headers=nothing, timeout=20)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed"
+
+
 def test_unknown_policy_is_404(gateway: str) -> None:
     resp = ask(gateway, "x", model="auto/fancy")
     assert resp.status_code == 404 and "auto/cheap" in resp.json()["error"]["message"]

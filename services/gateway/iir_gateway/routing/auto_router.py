@@ -11,13 +11,16 @@ table in configuration says which model does it.
         default: local/llama-3-8b-instruct
 
 If the classifier is down or misses its deadline, the policy's default model answers; the request
-never fails for it. The choice and its reason go back in the `x-iir-route` header.
+never fails for it. Only models the key may use are chosen: a rule whose model the key may not use is
+passed over, and so is a default it may not use (then the first of the policy's models it may use
+answers). The choice and its reason go back in the `x-iir-route` header.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,13 +107,27 @@ def _turns(body: dict[str, Any]) -> list[classifier_pb2.Turn]:
     return turns
 
 
+def _default(name: str, policy: Policy, may_use: Callable[[str], bool]) -> str:
+    """The policy's default model, or, where the key may not use it, the first of its models it may."""
+    for model in (policy.default, *(rule.model for rule in policy.rules)):
+        if may_use(model):
+            return model
+    raise APIError(
+        403,
+        f"This API key may use none of the models the `{name}` policy routes to.",
+        code="model_not_allowed",
+        param="model",
+    )
+
+
 class AutoRouter:
     def __init__(self, channel: grpc.aio.Channel, policies: dict[str, Policy], timeout_s: float) -> None:
         self._stub = classifier_pb2_grpc.ClassifierServiceStub(channel)
         self.policies = policies
         self.timeout_s = timeout_s
 
-    async def choose(self, name: str, body: dict[str, Any]) -> Route:
+    async def choose(self, name: str, body: dict[str, Any], may_use: Callable[[str], bool] = lambda _: True) -> Route:
+        """The model policy `name` chooses for `body`, among those `may_use` allows (403 when none)."""
         policy = self.policies.get(name)
         if policy is None:
             raise APIError(
@@ -119,6 +136,7 @@ class AutoRouter:
                 code="model_not_found",
                 param="model",
             )
+        fallback = _default(name, policy, may_use)
         start = time.perf_counter()
         try:
             reply = await self._stub.Classify(
@@ -132,12 +150,12 @@ class AutoRouter:
             )
             log.warning(
                 "auto routing fell back to the default model",
-                extra={"policy": name, "model": policy.default, "reason": reason},
+                extra={"policy": name, "model": fallback, "reason": reason},
             )
-            return Route(policy.default, f"policy={name}; model={policy.default}; reason={reason}")
-        chosen, reason = policy.default, "default"
+            return Route(fallback, f"policy={name}; model={fallback}; reason={reason}")
+        chosen, reason = fallback, "default" if fallback == policy.default else "default not allowed for this key"
         for i, rule in enumerate(policy.rules):
-            if rule.matches(reply):
+            if rule.matches(reply) and may_use(rule.model):
                 chosen, reason = rule.model, f"rule {i + 1}"
                 break
         took = (time.perf_counter() - start) * 1000

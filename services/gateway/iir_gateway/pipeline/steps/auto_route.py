@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from iir_gateway.answer import Answer
@@ -11,7 +12,7 @@ from iir_gateway.routing.auto_router import Route, is_auto
 
 
 class Router(Protocol):
-    async def choose(self, name: str, body: dict[str, Any]) -> Route: ...
+    async def choose(self, name: str, body: dict[str, Any], may_use: Callable[[str], bool]) -> Route: ...
 
 
 class AutoRoute(Step):
@@ -22,7 +23,8 @@ class AutoRoute(Step):
 
     async def before(self, ctx: RequestContext) -> Answer | None:
         if is_auto(ctx.model):
-            route = await self.router.choose(ctx.model, ctx.body)
+            principal = ctx.principal
+            route = await self.router.choose(ctx.model, ctx.body, principal.may_use if principal else lambda _: True)
             ctx.model = route.model
             ctx.response_headers["x-iir-route"] = route.header
         return None
