@@ -17,9 +17,20 @@ Obj = dict[str, Any]
 MODEL_DIR = "/models"
 CACHE_DIR = "/cache"
 DEFAULT_DRAIN_S = 120  # spec.drainTimeoutSeconds when unset
+# spec.vllm.image when unset (the CRD's default too): the vLLM release the repository tests against.
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
 # vLLM's KV event sockets (PUB and its replay ROUTER), on named ports the registry finds in the EndpointSlices.
 KV_EVENTS_PORT, KV_REPLAY_PORT = 5557, 5558
 KV_EVENTS_TOPIC = "kv-events"
+
+
+# Pod spec fields the InferenceModel spec passes through as they are (the names are PodSpec's).
+POD_SPEC_FIELDS = ("affinity", "priorityClassName", "serviceAccountName", "imagePullSecrets")
+# On the Deployment: what of its pod template came from the spec's pod fields, podLabels, podAnnotations
+# and nodeSelector. A merge patch only adds, so a drift repair removes what a later spec no longer asks
+# for by this record, and leaves alone what others added (`kubectl rollout restart`'s annotation, say).
+SPEC_OWNED = "iir.dev/spec-owned"
+RESERVED_PREFIX = "iir.dev/"  # the operator's label and annotation keys; spec.podLabels/podAnnotations cannot set them
 
 
 def labels(im: Obj) -> dict[str, str]:
@@ -53,6 +64,95 @@ def _metadata(im: Obj) -> Obj:
         "labels": labels(im),
         "ownerReferences": [owner_reference(im)],
     }
+
+
+def _pod_annotations(port: int) -> dict[str, str]:
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
+
+
+def _user_map(spec: Obj, field: str) -> dict[str, str]:
+    """spec.podLabels or spec.podAnnotations, less the keys the operator reserves (the CRD refuses them)."""
+    return {str(k): str(v) for k, v in (spec.get(field) or {}).items() if not str(k).startswith(RESERVED_PREFIX)}
+
+
+def _spec_owned(node_selector: Obj, pod_fields: Obj, pod_labels: Obj, pod_annotations: Obj) -> dict[str, str]:
+    """The Deployment's annotation recording what the spec put in its pod template (none when nothing)."""
+    record = {
+        "annotations": sorted(pod_annotations),
+        "fields": sorted(pod_fields),
+        "labels": sorted(pod_labels),
+        "nodeSelector": sorted(node_selector),
+    }
+    record = {k: v for k, v in record.items() if v}
+    return {SPEC_OWNED: json.dumps(record, separators=(",", ":"))} if record else {}
+
+
+def _removed(have: Any, want: Any) -> Any:
+    """The merge patch nulls that take from `have` the keys of `want` it lacks, at every depth (lists are
+    replaced whole by the patch, so none); None when there are none."""
+    if not (isinstance(have, dict) and isinstance(want, dict)):
+        return None
+    out: Obj = {}
+    for key, value in have.items():
+        if key not in want:
+            out[key] = None
+        elif (inner := _removed(value, want[key])) is not None:
+            out[key] = inner
+    return out or None
+
+
+def stale_patch(desired: Obj, existing: Obj) -> Obj:
+    """A merge patch (nulls only) removing from the `existing` Deployment what an earlier spec put in its pod
+    template, by its SPEC_OWNED record, and the desired one no longer has; {} when nothing is stale."""
+    try:
+        record = json.loads(((existing.get("metadata") or {}).get("annotations") or {}).get(SPEC_OWNED) or "{}")
+    except ValueError:
+        record = {}
+    if not isinstance(record, dict):
+        record = {}
+    have = ((existing.get("spec") or {}).get("template")) or {}
+    want = desired["spec"]["template"]
+    have_meta, want_meta = have.get("metadata") or {}, want["metadata"]
+    have_spec, want_spec = have.get("spec") or {}, want["spec"]
+    template: Obj = {}
+
+    def drop_keys(part: Obj, name: str, have_map: Obj, want_map: Obj, owned: Any) -> None:
+        gone = {str(k): None for k in (owned or []) if k in have_map and k not in want_map}
+        if gone:
+            part[name] = gone
+
+    meta: Obj = {}
+    drop_keys(meta, "labels", have_meta.get("labels") or {}, want_meta["labels"], record.get("labels"))
+    drop_keys(
+        meta, "annotations", have_meta.get("annotations") or {}, want_meta["annotations"], record.get("annotations")
+    )
+    pod: Obj = {}
+    drop_keys(
+        pod,
+        "nodeSelector",
+        have_spec.get("nodeSelector") or {},
+        want_spec.get("nodeSelector") or {},
+        record.get("nodeSelector"),
+    )
+    owned_fields = record.get("fields") or []
+    for field in POD_SPEC_FIELDS:
+        if field not in have_spec:
+            continue
+        if field in want_spec:  # the spec's value, whole: e.g. no podAntiAffinity the spec's affinity dropped
+            if (inner := _removed(have_spec[field], want_spec[field])) is not None:
+                pod[field] = inner
+        elif field in owned_fields:
+            pod[field] = None
+            if field == "serviceAccountName":  # and its deprecated alias, which the API server sets with it
+                pod["serviceAccount"] = None
+    if meta:
+        template["metadata"] = meta
+    if pod:
+        template["spec"] = pod
+    patch: Obj = {"spec": {"template": template}} if template else {}
+    if record and SPEC_OWNED not in ((desired["metadata"].get("annotations")) or {}):
+        patch["metadata"] = {"annotations": {SPEC_OWNED: None}}
+    return patch
 
 
 def _model_arg(source: Obj) -> tuple[str, list[Obj], list[Obj]]:
@@ -181,11 +281,16 @@ def build_deployment(im: Obj, plan: Plan, adapter_claims: Sequence[str] = ()) ->
         {"key": gpu_resource, "operator": "Exists", "effect": "NoSchedule"},
         *(spec.get("tolerations") or []),
     ]
+    pod_fields = {field: spec[field] for field in POD_SPEC_FIELDS if spec.get(field)}
+    # The spec's labels and annotations never replace the operator's: its selector and scrape settings hold.
+    user_labels, user_annotations = _user_map(spec, "podLabels"), _user_map(spec, "podAnnotations")
+    pod_labels = {**user_labels, **labels(im)}
+    pod_annotations = {**user_annotations, **_pod_annotations(port)}
     probe = {"httpGet": {"path": "/health", "port": "http"}}
     drain_s = int(spec.get("drainTimeoutSeconds", DEFAULT_DRAIN_S))
     container = {
         "name": "vllm",
-        "image": vllm.get("image", "vllm/vllm-openai:v0.11.0"),
+        "image": vllm.get("image", DEFAULT_VLLM_IMAGE),
         "args": vllm_args(im, plan, model),
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}, *_kv_ports(im, service=False)],
         "env": env,
@@ -201,28 +306,26 @@ def build_deployment(im: Obj, plan: Plan, adapter_claims: Sequence[str] = ()) ->
         # Stop only once the requests in flight are done (the endpoint is terminating meanwhile).
         "lifecycle": {"preStop": pre_stop(port, drain_s)},
     }
-    pod_labels = labels(im)
+    metadata = _metadata(im)
+    owned = _spec_owned(node_selector, pod_fields, user_labels, user_annotations)
+    if owned:
+        metadata["annotations"] = owned
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(im),
+        "metadata": metadata,
         "spec": {
             "replicas": int(spec.get("replicas", 1)),
             "selector": {"matchLabels": {MODEL_LABEL: im["metadata"]["name"]}},
             # Keep the capacity during a rollout: a new replica is ready before an old one drains.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
-                "metadata": {
-                    "labels": pod_labels,
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(port),
-                        "prometheus.io/path": "/metrics",
-                    },
-                },
+                "metadata": {"labels": pod_labels, "annotations": pod_annotations},
                 "spec": {
-                    "nodeSelector": node_selector,
+                    # None when empty: the API server drops an empty map, and the drift check would never settle.
+                    **({"nodeSelector": node_selector} if node_selector else {}),
                     "tolerations": tolerations,
+                    **pod_fields,
                     "containers": [container],
                     "volumes": [
                         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}},

@@ -20,7 +20,7 @@ from iir_common.kube import PLURAL, ApiException, Kube
 from iir_operator.adapters.sync import AdapterSync
 from iir_operator.cluster_view import ClusterView
 from iir_operator.events import post_event
-from iir_operator.manifests import build_deployment, build_service
+from iir_operator.manifests import build_deployment, build_service, stale_patch
 from iir_operator.plan import Plan, plan_model
 from iir_operator.settings import OperatorSettings
 from iir_operator.sizing import SpecError
@@ -38,6 +38,14 @@ def is_subset(want: Any, have: Any) -> bool:
     if isinstance(want, list):
         return isinstance(have, list) and len(want) == len(have) and all(map(is_subset, want, have))
     return bool(want == have or (want is not None and have is not None and str(want) == str(have)))
+
+
+def merged(base: Obj, extra: Obj) -> Obj:
+    """`base` with `extra` merged in, dicts key by key (`extra` wins elsewhere); neither is changed."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _event(im: Obj, phase: str, reason: str, message: str) -> None:
@@ -89,8 +97,17 @@ class Reconciler:
         self.plans[(ns, name)] = plan
         adapters = cluster.adapters_of(ns, name)
         claims = sorted({c for a in adapters if (c := AdapterView.of(a).claim)})
-        deployment = await self._apply(im, "deployments", build_deployment(im, plan, claims))
-        await self._apply(im, "services", build_service(im, plan))
+        try:
+            deployment = await self._apply(im, "deployments", build_deployment(im, plan, claims))
+            await self._apply(im, "services", build_service(im, plan))
+        except ApiException as exc:
+            if exc.status not in (400, 422):
+                raise
+            # A spec the schema lets through but the API server refuses in the Deployment (its pod fields
+            # pass through): retrying cannot help, a change of spec can.
+            log.warning("object refused", extra={"model": key_of(im), "error": str(exc.reason)})
+            await self._write_status(im, failed_status(im, "InvalidSpec", f"the API server refused: {exc.reason}"))
+            return
         pods = cluster.pods_of(ns, name)
         await self._write_status(im, compute_status(im, plan, deployment, pods))
         if adapters or im["spec"].get("lora"):
@@ -111,8 +128,16 @@ class Reconciler:
                 log.info("created", extra={"kind": kind, "object": meta["name"], "model": key_of(im)})
                 _event(im, "Progressing", f"{kind}Created", f"created {kind} {meta['name']}")
                 return created
-        if existing is not None and is_subset(
-            {"metadata": {"labels": meta["labels"]}, "spec": desired["spec"]}, existing
+        owned_meta = {
+            "labels": meta["labels"],
+            **({"annotations": meta["annotations"]} if "annotations" in meta else {}),
+        }
+        # What an earlier spec put in the pod template and this one dropped (a merge patch only adds).
+        stale = stale_patch(desired, existing) if existing is not None and plural == "deployments" else {}
+        if (
+            existing is not None
+            and not stale
+            and is_subset({"metadata": owned_meta, "spec": desired["spec"]}, existing)
         ):
             return existing
         log.info("repairing drift", extra={"kind": kind, "object": meta["name"], "model": key_of(im)})
@@ -120,10 +145,10 @@ class Reconciler:
             plural,
             meta["namespace"],
             meta["name"],
-            {
-                "metadata": {"labels": meta["labels"], "ownerReferences": meta["ownerReferences"]},
-                "spec": desired["spec"],
-            },
+            merged(
+                {"metadata": {**owned_meta, "ownerReferences": meta["ownerReferences"]}, "spec": desired["spec"]},
+                stale,
+            ),
         )
         _event(im, "Progressing", f"{kind}Updated", f"brought {kind} {meta['name']} back to the spec")
         return patched

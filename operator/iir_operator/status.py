@@ -46,6 +46,15 @@ def _unschedulable(pod: Obj) -> str | None:
     return None
 
 
+def _replica_failure(deployment: Obj | None) -> tuple[str, str] | None:
+    """The Deployment's ReplicaFailure condition: its pods cannot be created (an unknown priority class
+    or service account, a quota), so none will ever show."""
+    for c in ((deployment or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
+            return str(c.get("reason") or "FailedCreate"), str(c.get("message") or "")
+    return None
+
+
 def utc_stamp() -> str:
     """Now, as Kubernetes writes times (RFC 3339, seconds, UTC)."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -122,6 +131,9 @@ def compute_status(im: Obj, plan: Plan, deployment: Obj | None, pods: list[Obj])
         phase, reason, message = "Pending", "InsufficientGPU", plan.fit_problem
     elif unschedulable:
         phase, reason, message = "Pending", "Unschedulable", unschedulable
+    elif not live and (replica_failure := _replica_failure(deployment)):
+        reason, detail = replica_failure
+        phase, message = "Failed", f"the Deployment cannot create pods: {detail or reason}"
     elif deployment is None:
         phase, reason, message = "Progressing", "Creating", "creating the vLLM Deployment"
     else:

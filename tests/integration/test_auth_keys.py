@@ -193,7 +193,7 @@ def test_usage_is_recorded_per_model_and_day(stack: Stack) -> None:
 
 
 def test_cli_manages_keys(stack: Stack) -> None:
-    env = {**os.environ, "IIR_URL": stack.gateway_url, "IIR_ADMIN_KEY": MASTER_KEY}
+    env = {**os.environ, "IIR_URL": stack.gateway_url, "IIR_API_KEY": MASTER_KEY}
 
     def iir(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -30,7 +30,7 @@ def new_key(stack: Stack) -> str:
 
 
 def test_cli_manages_teams_users_keys_and_spend(stack: Stack) -> None:
-    env = {**os.environ, "IIR_URL": stack.gateway_url, "IIR_ADMIN_KEY": MASTER_KEY}
+    env = {**os.environ, "IIR_URL": stack.gateway_url, "IIR_API_KEY": MASTER_KEY}
 
     def iir(*args: str) -> str:
         done = subprocess.run(

@@ -196,3 +196,109 @@ async def test_deleting_the_model_leaves_owned_objects_to_garbage_collection(
     assert owner["controller"] and owner["blockOwnerDeletion"] and owner["uid"] == "uid-gone"
     await kube.delete(PLURAL, NS, "gone")
     assert await kube.get(PLURAL, NS, "gone") is None
+
+
+POD_SETTINGS: dict[str, Any] = {
+    "affinity": {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"iir.dev/model": "tuned"}},
+                    },
+                }
+            ]
+        },
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a"]}]}
+                ]
+            }
+        },
+    },
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
+    "nodeSelector": {"pool": "inference"},
+    "priorityClassName": "inference-high",
+    "imagePullSecrets": [{"name": "registry-creds"}],
+    "serviceAccountName": "vllm-reader",
+    "podAnnotations": {"team.example.com/owner": "search", "prometheus.io/scrape": "false"},
+    # The CRD refuses the operator's own keys; the operator keeps its own all the same.
+    "podLabels": {"team": "search", "iir.dev/model": "someone-else", "app.kubernetes.io/name": "x"},
+}
+
+
+async def test_pod_settings_reach_the_pod_template_and_leave_with_the_spec(kube: Kube, operator: None) -> None:
+    await kube.create("nodes", None, gpu_node("gpu-a"))
+    await kube.create(PLURAL, NS, inference_model("tuned", gpusPerReplica=1, gpu={"product": A100}, **POD_SETTINGS))
+    dep = await eventually(lambda: kube.get("deployments", NS, "iir-tuned"))
+    template = dep["spec"]["template"]
+    pod_spec = template["spec"]
+    assert pod_spec["affinity"] == POD_SETTINGS["affinity"]
+    assert pod_spec["priorityClassName"] == "inference-high"
+    assert pod_spec["imagePullSecrets"] == [{"name": "registry-creds"}]
+    assert pod_spec["serviceAccountName"] == "vllm-reader"
+    assert pod_spec["nodeSelector"] == {"nvidia.com/gpu.product": A100, "pool": "inference"}
+    assert pod_spec["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        *POD_SETTINGS["tolerations"],
+    ]
+    labels, annotations = template["metadata"]["labels"], template["metadata"]["annotations"]
+    assert labels["team"] == "search"
+    # The selector and the operator's labels hold: podLabels cannot take the pods out of their Deployment.
+    assert labels["iir.dev/model"] == "tuned" and labels["app.kubernetes.io/name"] == "vllm"
+    assert dep["spec"]["selector"] == {"matchLabels": {"iir.dev/model": "tuned"}}
+    assert annotations["team.example.com/owner"] == "search" and annotations["prometheus.io/scrape"] == "true"
+    svc = await kube.get("services", NS, "iir-tuned")
+    assert svc is not None and svc["spec"]["selector"] == {"iir.dev/model": "tuned"}
+    assert "team" not in svc["metadata"]["labels"]
+
+    # Something else annotates the template (as `kubectl rollout restart` does): the operator leaves it.
+    restarted = {"kubectl.kubernetes.io/restartedAt": "2026-01-01T00:00:00Z"}
+    await kube.merge_patch(
+        "deployments", NS, "iir-tuned", {"spec": {"template": {"metadata": {"annotations": restarted}}}}
+    )
+    # Dropped from the spec, gone from the pods; changed, changed whole (no podAntiAffinity left over).
+    await kube.merge_patch(
+        PLURAL,
+        NS,
+        "tuned",
+        {
+            "spec": {
+                "affinity": {"podAntiAffinity": None},
+                "priorityClassName": None,
+                "serviceAccountName": None,
+                "imagePullSecrets": [{"name": "other-creds"}],
+                "nodeSelector": None,
+                "podLabels": {"team": None, "tier": "gold"},
+                "podAnnotations": None,
+            }
+        },
+    )
+
+    async def followed() -> dict[str, Any] | None:
+        d = await kube.get("deployments", NS, "iir-tuned")
+        tpl = (d or {}).get("spec", {}).get("template", {})
+        spec = tpl.get("spec", {})
+        if d and "priorityClassName" not in spec and "team" not in tpl["metadata"]["labels"]:
+            return d
+        return None
+
+    dep = await eventually(followed)
+    template = dep["spec"]["template"]
+    pod_spec = template["spec"]
+    assert pod_spec["affinity"] == {"nodeAffinity": POD_SETTINGS["affinity"]["nodeAffinity"]}
+    assert "serviceAccountName" not in pod_spec and "serviceAccount" not in pod_spec
+    assert pod_spec["imagePullSecrets"] == [{"name": "other-creds"}]
+    assert pod_spec["nodeSelector"] == {"nvidia.com/gpu.product": A100}
+    assert (
+        template["metadata"]["labels"]["tier"] == "gold" and template["metadata"]["labels"]["iir.dev/model"] == "tuned"
+    )
+    assert template["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8000",
+        "prometheus.io/path": "/metrics",
+        **restarted,
+    }

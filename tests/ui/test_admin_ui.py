@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import httpx
 import pytest
@@ -132,9 +132,9 @@ def test_create_a_team_and_key_then_see_its_spend(stack: Stack, browser: Chrome)
     # A destructive action asks first: dismissed, the key stays; accepted, it is revoked.
     d.find_element(By.CSS_SELECTOR, "nav button[data-view=keys]").click()
 
-    def revoke_button(_: Chrome) -> WebElement | None:
+    def revoke_button(_: Chrome) -> WebElement | Literal[False]:
         row = next((r for r in d.find_elements(By.CSS_SELECTOR, "#keys-table tbody tr") if team in r.text), None)
-        return row.find_element(By.XPATH, ".//button[text()='Revoke']") if row is not None else None
+        return row.find_element(By.XPATH, ".//button[text()='Revoke']") if row is not None else False
 
     polling.until(revoke_button).click()
     wait.until(seen.alert_is_present()).dismiss()

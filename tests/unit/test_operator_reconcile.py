@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 from iir_common.gpus import GpuNode
+from iir_common.kube import ApiException
 from iir_operator.reconciler import Reconciler
 from iir_operator.settings import OperatorSettings
 
@@ -79,3 +80,49 @@ def test_a_node_change_reconciles_only_the_waiting_models_it_lets_fit() -> None:
 
     assert asyncio.run(go()) == (0, 1, 0)
     assert not any(call.startswith("list") for call in kube.calls)
+
+
+class RefusingKube(FakeKube):
+    """An API server that refuses the Deployment, as a real one does a spec its schema cannot see into."""
+
+    async def create(self, plural: str, namespace: str, body: Obj) -> Obj:
+        if plural == "deployments":
+            raise ApiException(
+                status=422, reason='POST deployments: Deployment.apps "iir-bad" is invalid: bad toleration'
+            )
+        return await super().create(plural, namespace, body)
+
+
+def test_a_refused_deployment_fails_the_model_with_the_servers_message() -> None:
+    kube = RefusingKube()
+    reconciler = Reconciler(kube, OperatorSettings())  # type: ignore[arg-type]
+    im = model("bad", 1)
+    asyncio.run(reconciler.reconcile(im, View([GpuNode("n1", "NVIDIA-L4", 24, 2, 2)])))  # no exception: no retry
+    status = im["status"]
+    assert status["phase"] == "Failed" and status["reason"] == "InvalidSpec"
+    assert "is invalid: bad toleration" in status["message"]
+    assert "patch inferencemodels/status" in kube.calls
+
+
+def test_a_deployment_that_cannot_create_pods_fails_the_model() -> None:
+    kube = FakeKube()
+    reconciler = Reconciler(kube, OperatorSettings())  # type: ignore[arg-type]
+    im = model("nopods", 1)
+    im["spec"]["priorityClassName"] = "missing"
+    kube.objects[("deployments", "ml", "iir-nopods")] = {
+        "status": {
+            "conditions": [
+                {
+                    "type": "ReplicaFailure",
+                    "status": "True",
+                    "reason": "FailedCreate",
+                    "message": 'pods "iir-nopods-5d9f" is forbidden: no PriorityClass with name missing was found',
+                }
+            ]
+        }
+    }
+    asyncio.run(reconciler.reconcile(im, View([GpuNode("n1", "NVIDIA-L4", 24, 2, 2)])))
+    status = im["status"]
+    assert status["phase"] == "Failed" and status["reason"] == "FailedCreate"
+    assert status["message"].startswith("the Deployment cannot create pods: pods")
+    assert "no PriorityClass with name missing" in status["message"]

@@ -1,7 +1,8 @@
 """`iir keys|teams|users|spend|audit` against a gateway's admin API, and `iir generate-api-key`.
 
-The gateway is `IIR_URL` (default http://127.0.0.1:8080); an admin key comes from `IIR_ADMIN_KEY`
-(not needed from `IIR_TRUSTED_NETWORKS`, which `make dev` sets to this machine; always needed in a cluster).
+The gateway is `IIR_URL` (default http://127.0.0.1:8080); an admin key comes from `IIR_API_KEY` (the
+names `make dev` prints as `export` lines; `IIR_ADMIN_KEY` is still read), not needed from
+`IIR_TRUSTED_NETWORKS`, which `make dev` sets to this machine; always needed in a cluster.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ class CliError(Exception):
 def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     url = os.environ.get("IIR_URL", "http://127.0.0.1:8080").rstrip("/") + path
     headers = {"Content-Type": "application/json"}
-    if os.environ.get("IIR_ADMIN_KEY"):
-        headers["Authorization"] = f"Bearer {os.environ['IIR_ADMIN_KEY']}"
+    key = os.environ.get("IIR_API_KEY") or os.environ.get("IIR_ADMIN_KEY")
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:

@@ -48,7 +48,7 @@ def up(args: argparse.Namespace) -> int:
     print(
         f"""
 IIR is up.
-  URL:      {url}      (IIR_URL for the CLI and the README's examples)
+  URL:      {url}
   SDKs:     OpenAI(base_url="{url}/v1", api_key=...)   (the OpenAI API is under /v1)
   API key:  {key}   (an admin key, kept in {workdir / dev_key.FILE_NAME} and reused)
   Admin UI: {url}/ui/   (log in with that key: keys, teams, users, spend, models)
@@ -57,8 +57,11 @@ IIR is up.
   External: export ANTHROPIC_API_KEY / OPENAI_API_KEY / … before `make dev` to call anthropic/…, openai/…
   Logs:     {workdir / "logs"}
 
+For the CLI and the README's examples, in your shell:
+  export IIR_URL={url} IIR_API_KEY={key}
+
 Try it (or "model": "auto" to let the classifier choose):
-  curl {url}/v1/chat/completions -H "Authorization: Bearer {key}" \\
+  curl $IIR_URL/v1/chat/completions -H "Authorization: Bearer $IIR_API_KEY" \\
     -H 'Content-Type: application/json' \\
     -d '{{"model": "local/llama-3-8b-instruct", "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
