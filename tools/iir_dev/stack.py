@@ -212,9 +212,12 @@ class Stack:
             self.stop()
             raise
 
-    def start_gateway_replica(self, name: str, timeout: float = 30, env: dict[str, str] | None = None) -> str:
-        """Another gateway process sharing this stack's services and Redis (plus `env`); returns its URL."""
-        port, metrics = free_port(), free_port()
+    def start_gateway_replica(
+        self, name: str, timeout: float = 30, env: dict[str, str] | None = None, port: int = 0
+    ) -> str:
+        """Another gateway process sharing this stack's services and Redis (plus `env`), on `port` (0: a free
+        one); returns its URL."""
+        port, metrics = port or free_port(), free_port()
         self._spawn(
             name, "iir_gateway", {"IIR_GATEWAY_PORT": str(port), "IIR_METRICS_PORT": str(metrics), **(env or {})}
         )

@@ -151,7 +151,7 @@ class SpendRpcs:
         except ValueError:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "since and until are days, YYYY-MM-DD")
             raise
-        groups = await self.spend.groups(request.group_by, since, until, request.key_id)
+        groups = await self.spend.groups(request.group_by, since, until, request.key_id, request.team_id)
         return auth_pb2.QuerySpendResponse(
             groups=[
                 auth_pb2.SpendGroup(
@@ -206,6 +206,14 @@ class SpendRpcs:
             ],
             next=_cursor(page[-1]) if len(entries) > limit else "",
         )
+
+    async def RecordSignIn(self, request: auth_pb2.SignIn, context: grpc.aio.ServicerContext) -> auth_pb2.SignIn:
+        who = _text(request.email or request.subject, 200)
+        after = {"issuer": _text(request.issuer, 300), "subject": _text(request.subject, 200), "role": request.role}
+        if request.team_id:
+            after["team_id"] = _text(request.team_id, 200)
+        await self.audit.record(context, "session.sign_in", f"user:{who}", None, after)
+        return request
 
     async def ListAudit(
         self, request: auth_pb2.ListAuditRequest, context: grpc.aio.ServicerContext

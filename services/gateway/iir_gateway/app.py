@@ -22,6 +22,7 @@ from iir_gateway.admin import (
     org_routes,
     registry_routes,
     spend_routes,
+    sso_routes,
     ui_routes,
 )
 from iir_gateway.errors import install_error_handlers
@@ -89,6 +90,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     if settings.docs_enabled:
         install_docs(app)
+    app.include_router(sso_routes.router(runtime))  # before the UI's files: /ui/sso is not one
     if settings.ui_enabled:
         app.include_router(ui_routes.router())
     install_error_handlers(app)

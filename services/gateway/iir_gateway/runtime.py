@@ -33,6 +33,8 @@ from iir_gateway.accounting.spend_history import SpendHistory
 from iir_gateway.accounting.spend_journal import SpendJournal
 from iir_gateway.accounting.spend_recorder import SpendRecorder
 from iir_gateway.accounting.storage_quota import Limits, StorageQuota
+from iir_gateway.admin.oidc import OIDCClient
+from iir_gateway.admin.sessions import SessionStore
 from iir_gateway.batches.files import FileStore
 from iir_gateway.batches.runner import BatchRunner
 from iir_gateway.batches.store import BatchStore
@@ -171,6 +173,21 @@ class Runtime:
         )
         self.files = FileStore(self.storage_redis, settings.redis_prefix, settings.files_ttl_s, self.storage_quota)
         self.batches = BatchStore(self.storage_redis, settings.redis_prefix, settings.files_ttl_s)
+        self.sessions = SessionStore(self.redis, settings.redis_prefix, settings.oidc_session_ttl_s)
+        self.oidc = (
+            OIDCClient(
+                settings.oidc_issuer,
+                settings.oidc_client_id,
+                settings.oidc_client_secret,
+                settings.oidc_redirect_url,
+                settings.oidc_scopes,
+                settings.oidc_groups_claim,
+                self.redis,
+                settings.redis_prefix,
+            )
+            if settings.oidc_issuer
+            else None
+        )
         self.limiter = RateLimiter(
             self.redis,
             self.metrics,

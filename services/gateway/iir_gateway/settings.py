@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from iir_common.settings import IIRSettings
 from iir_gateway.networks import parse_networks
@@ -135,6 +136,14 @@ class GatewaySettings(IIRSettings):
     # stream's record is kept there every `spend_checkpoint_s` with what it relayed so far.
     spend_journal: bool = True
     spend_checkpoint_s: float = Field(default=5.0, gt=0)
+    # Budget alerts: where they are POSTed (http or https; empty: none are sent), as `json` or a Slack
+    # message (`slack`: `{"text": ...}`); each try's deadline, the tries after a failed one, and the wait
+    # before the first of them (doubled each time, at most a minute). Set by the operator only.
+    budget_alert_webhook_url: SecretStr = SecretStr("")
+    budget_alert_format: Literal["json", "slack"] = "json"
+    budget_alert_timeout_s: float = Field(default=5.0, gt=0)
+    budget_alert_retries: int = Field(default=5, ge=0, le=20)
+    budget_alert_backoff_s: float = Field(default=1.0, gt=0)
     # Networks whose clients may manage keys without a key (comma-separated CIDRs): a dev convenience,
     # empty (off) by default. Decided on the TCP peer, never for a request with forwarding headers.
     trusted_networks: str = ""
@@ -149,11 +158,37 @@ class GatewaySettings(IIRSettings):
     docs_enabled: bool = False
     # The admin web UI at /ui/ (static files; every action still needs an admin key).
     ui_enabled: bool = True
+    # Single sign-on for the admin UI (OpenID Connect, authorization code with PKCE): the provider's
+    # issuer URL (its /.well-known/openid-configuration is read), this gateway's client id and secret
+    # (empty: a public client), and the callback URL registered with the provider (<gateway>/ui/sso/callback).
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_redirect_url: str = ""
+    oidc_scopes: str = "openid email profile groups"
+    # The ID token claim holding the person's groups, and which groups make which role: an admin, a
+    # viewer (reads every admin page, changes nothing), or a team admin (`<prefix><team name>`: that team's
+    # keys, spend and request log). Anyone else signed in is refused.
+    oidc_groups_claim: str = "groups"
+    oidc_admin_groups: str = "iir-admins"
+    oidc_viewer_groups: str = "iir-viewers"
+    oidc_team_admin_prefix: str = "iir-team-admin:"
+    # How long a signed-in session lasts.
+    oidc_session_ttl_s: int = Field(default=8 * 3600, ge=60)
     # A client must send its request headers within this time, and its body within the next; else 408.
     header_timeout_s: float = Field(default=10.0, gt=0)
     body_timeout_s: float = Field(default=30.0, gt=0)
     # Open connections per client address (trusted proxies excepted); more are closed at once.
     max_connections_per_client: int = Field(default=100, ge=1)
+
+    @field_validator("budget_alert_webhook_url")
+    @classmethod
+    def _webhook(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value().strip()
+        parts = urlsplit(url)
+        if url and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ValueError("IIR_BUDGET_ALERT_WEBHOOK_URL must be an http or https URL")
+        return SecretStr(url)
 
     @field_validator("trusted_networks", "trusted_proxies")
     @classmethod

@@ -225,7 +225,9 @@ class SpendStore:
             log.info("spend partitions dropped for retention", extra={"partitions": dropped})
         return dropped
 
-    async def groups(self, group_by: str, since: date | None, until: date | None, key_id: str = "") -> list[SpendGroup]:
+    async def groups(
+        self, group_by: str, since: date | None, until: date | None, key_id: str = "", team_id: str = ""
+    ) -> list[SpendGroup]:
         column, name = _GROUPS[group_by]
         rows = await self.pool.fetch(
             f"SELECT {column} AS grp, {name} AS name, sum(s.cost) AS cost, count(*) AS requests,"
@@ -236,11 +238,12 @@ class SpendStore:
             " LEFT JOIN api_keys k ON k.id::text = s.key_id"
             " WHERE ($1::date IS NULL OR s.at >= $1::date)"
             " AND ($2::date IS NULL OR s.at < $2::date + 1)"
-            " AND ($3 = '' OR s.key_id = $3)"
+            " AND ($3 = '' OR s.key_id = $3) AND ($4 = '' OR s.team_id = $4)"
             f" GROUP BY {column}, {name} ORDER BY {'grp' if group_by == 'day' else 'cost DESC, grp'}",
             since,
             until,
             key_id,
+            team_id,
         )
         return [
             SpendGroup(

@@ -11,6 +11,7 @@ import grpc
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
+from iir_gateway.admin.sessions import SESSION_PREFIX, SessionStore
 from iir_gateway.errors import APIError
 from iir_gateway.keys.authenticator import Authenticator, extract_key
 from iir_gateway.networks import Network, in_networks
@@ -44,6 +45,8 @@ class AdminAccess(Protocol):
     def auth(self) -> Authenticator: ...
     @property
     def trusted_networks(self) -> tuple[Network, ...]: ...
+    @property
+    def sessions(self) -> SessionStore: ...
 
 
 class BodyLimit(Protocol):
@@ -55,9 +58,12 @@ class BodyLimit(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Admin:
-    """An admitted admin request: who it is, for the audit log."""
+    """An admitted admin request: who it is, for the audit log; a team admin's `team_id` bounds what it
+    sees and changes to that team's."""
 
     actor: str
+    role: str = "admin"
+    team_id: str = ""
 
     async def call(self, method: Any, message: Any) -> Any:
         return await call_auth(method, message, self.actor)
@@ -125,9 +131,32 @@ def _require_json_write(request: Request, *, keyless: bool) -> None:
         )
 
 
-async def require_admin(request: Request, deps: AdminAccess) -> Admin:
-    """An admin key, or no key at all from a trusted network (same-origin, loopback Host); 401/403 otherwise."""
+async def _signed_in(request: Request, deps: AdminAccess, token: str, team_scope: bool) -> Admin:
+    """A single sign-on session's access: an admin's; a viewer's for reading only; a team admin's where the
+    route bounds what it does to a team (`team_scope`)."""
+    session = await deps.sessions.get(token)
+    if session is None:
+        raise APIError(401, "This session has ended; sign in again.", code="session_expired")
+    if session.role == "viewer" and request.method not in _SAFE_METHODS:
+        raise APIError(403, "A viewer reads the admin pages and changes nothing.", code="read_only_role")
+    if session.role == "team_admin" and not team_scope:
+        raise APIError(
+            403,
+            "A team admin manages its own team's keys and sees its spend and request log; this is for admins.",
+            code="admin_required",
+        )
+    _require_json_write(request, keyless=False)
+    return Admin(session.actor, session.role, session.team_id)
+
+
+async def require_admin(request: Request, deps: AdminAccess, team_scope: bool = False) -> Admin:
+    """An admin key, a signed-in person whose role allows it, or no key at all from a trusted network
+    (same-origin, loopback Host); 401/403 otherwise. With `team_scope` the route bounds a team admin to its
+    team (`Admin.team_id`)."""
     ip = client_ip(request)
+    token = extract_key(request.headers)
+    if token is not None and token.startswith(SESSION_PREFIX):
+        return await _signed_in(request, deps, token, team_scope)
     if extract_key(request.headers) is None and _from_trusted_network(request, deps.trusted_networks):
         if reason := _cross_site(request):
             raise APIError(

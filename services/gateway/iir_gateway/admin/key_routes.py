@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from starlette.responses import Response
 
 from iir.v1 import auth_pb2, auth_pb2_grpc
-from iir_gateway.admin.access import AdminAccess, BodyLimit, call_auth, require_admin, validated
+from iir_gateway.admin.access import Admin, AdminAccess, BodyLimit, call_auth, require_admin, validated
 from iir_gateway.batches.store import BatchStore
 from iir_gateway.errors import APIError
 from iir_gateway.jobs.store import JobStore
@@ -207,12 +207,25 @@ def router(deps: KeyDeps) -> APIRouter:
     )
     own = APIRouter(prefix="/api/v1/key", tags=["API keys"])
 
+    async def admitted(request: Request, key_id: str) -> Admin:
+        """An admin for key `key_id`: a team admin only for its team's keys (another's: 404, as unknown)."""
+        admin = await require_admin(request, deps, team_scope=True)
+        if admin.team_id:
+            info = await admin.call(deps.auth_stub.GetKey, auth_pb2.KeyRef(id=key_id))
+            if info.team_id != admin.team_id:
+                raise APIError(404, f"No API key with id `{key_id}`.", code="key_not_found")
+        return admin
+
     @keys.post(
         "", summary="Create a key; its secret is returned once", status_code=201, openapi_extra=body_of(CreateKey)
     )
     async def create_key(request: Request) -> Response:
-        admin = await require_admin(request, deps)
+        admin = await require_admin(request, deps, team_scope=True)
         body: CreateKey = validated(CreateKey, await read_json_object(request, deps.settings.max_body_bytes))
+        if admin.team_id:  # a team admin makes keys of its team, never an admin key
+            if body.admin or body.team_id not in ("", admin.team_id):
+                raise APIError(403, "A team admin creates its own team's plain keys only.", code="admin_required")
+            body.team_id = admin.team_id
         expires = body.expires_at.timestamp() if body.expires_at else 0
         if expires and expires <= time.time():
             raise APIError(
@@ -253,9 +266,11 @@ def router(deps: KeyDeps) -> APIRouter:
         openapi_extra=body_of(UpdateKey),
     )
     async def update_key(key_id: str, request: Request) -> Response:
-        admin = await require_admin(request, deps)
+        admin = await admitted(request, key_id)
         raw = await read_json_object(request, deps.settings.max_body_bytes)
         body: UpdateKey = validated(UpdateKey, raw)
+        if admin.team_id and body.team_id not in (None, admin.team_id):
+            raise APIError(403, "A team admin cannot move a key to another team.", code="admin_required")
         change = auth_pb2.UpdateKeyRequest(id=key_id)
         for name in (
             "name",
@@ -289,18 +304,19 @@ def router(deps: KeyDeps) -> APIRouter:
 
     @keys.get("", summary="List keys (without secrets)")
     async def list_keys(request: Request, include_revoked: bool = False) -> Response:
-        admin = await require_admin(request, deps)
+        admin = await require_admin(request, deps, team_scope=True)
         reply = await admin.call(deps.auth_stub.ListKeys, auth_pb2.ListKeysRequest(include_revoked=include_revoked))
-        return json_response({"object": "list", "data": [key_json(k) for k in reply.keys]})
+        shown = [k for k in reply.keys if not admin.team_id or k.team_id == admin.team_id]
+        return json_response({"object": "list", "data": [key_json(k) for k in shown]})
 
     @keys.get("/{key_id}", summary="One key (without its secret)")
     async def get_key(key_id: str, request: Request) -> Response:
-        admin = await require_admin(request, deps)
+        admin = await admitted(request, key_id)
         return json_response(key_json(await admin.call(deps.auth_stub.GetKey, auth_pb2.KeyRef(id=key_id))))
 
     @keys.delete("/{key_id}", summary="Revoke a key: every gateway refuses it within a second")
     async def revoke_key(key_id: str, request: Request) -> Response:
-        admin = await require_admin(request, deps)
+        admin = await admitted(request, key_id)
         return json_response(key_json(await admin.call(deps.auth_stub.RevokeKey, auth_pb2.KeyRef(id=key_id))))
 
     @keys.post("/{key_id}/revoke", summary="Revoke a key (same as DELETE)")
@@ -311,7 +327,7 @@ def router(deps: KeyDeps) -> APIRouter:
         "/{key_id}/rotate", summary="Revoke a key and issue its successor with the same settings", status_code=201
     )
     async def rotate_key(key_id: str, request: Request) -> Response:
-        admin = await require_admin(request, deps)
+        admin = await admitted(request, key_id)
         reply = await admin.call(deps.auth_stub.RotateKey, auth_pb2.KeyRef(id=key_id))
         return json_response(
             {**key_json(reply.info), "key": reply.key, "api_key": reply.key, "replaces": key_id}, status=201
@@ -324,7 +340,7 @@ def router(deps: KeyDeps) -> APIRouter:
         openapi_extra=body_of(Regenerate),
     )
     async def regenerate_key(key_id: str, request: Request) -> Response:
-        admin = await require_admin(request, deps)
+        admin = await admitted(request, key_id)
         raw = await read_json_object(request, deps.settings.max_body_bytes, optional=True)
         body: Regenerate = validated(Regenerate, raw)
         message = auth_pb2.RegenerateKeyRequest(id=key_id, grace_period_s=body.grace_period_s)
@@ -332,7 +348,7 @@ def router(deps: KeyDeps) -> APIRouter:
         return json_response({**key_json(reply.info), "key": reply.key, "api_key": reply.key}, status=201)
 
     async def _set_blocked(key_id: str, request: Request, blocked: bool) -> Response:
-        admin = await require_admin(request, deps)
+        admin = await admitted(request, key_id)
         change = auth_pb2.UpdateKeyRequest(id=key_id, blocked=blocked)
         return json_response(key_json(await admin.call(deps.auth_stub.UpdateKey, change)))
 
@@ -346,7 +362,7 @@ def router(deps: KeyDeps) -> APIRouter:
 
     @keys.get("/{key_id}/usage", summary="Requests and tokens by model and day")
     async def key_usage(key_id: str, request: Request, since: str = "", until: str = "") -> Response:
-        admin = await require_admin(request, deps)
+        admin = await admitted(request, key_id)
         query = auth_pb2.GetUsageRequest(key_id=key_id, since=since, until=until)
         reply = await admin.call(deps.auth_stub.GetUsage, query)
         return json_response(_usage_json(key_id, reply))

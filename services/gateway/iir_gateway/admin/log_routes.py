@@ -118,12 +118,12 @@ def router(deps: LogDeps) -> APIRouter:
         "the previous page)",
     )
     async def logs(request: Request) -> Response:
-        admin = await require_admin(request, deps)
+        admin = await require_admin(request, deps, team_scope=True)
         params = request.query_params
         query = _query(
             request,
             key_id=params.get("key_id", ""),
-            team_id=params.get("team_id", ""),
+            team_id=admin.team_id or params.get("team_id", ""),  # a team admin sees its team's requests only
             user_id=params.get("user_id", ""),
         )
         return _page(await admin.call(deps.auth_stub.ListRequestLogs, query))

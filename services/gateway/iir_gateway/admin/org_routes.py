@@ -141,9 +141,10 @@ def router(deps: OrgDeps) -> APIRouter:
 
     @teams.get("", summary="List teams")
     async def list_teams(request: Request) -> Response:
-        admin = await require_admin(request, deps)
+        admin = await require_admin(request, deps, team_scope=True)  # a team admin: its own team
         reply = await admin.call(deps.auth_stub.ListTeams, auth_pb2.ListRequest())
-        return json_response({"object": "list", "data": [team_json(t) for t in reply.teams]})
+        shown = [t for t in reply.teams if not admin.team_id or t.id == admin.team_id]
+        return json_response({"object": "list", "data": [team_json(t) for t in shown]})
 
     @teams.get("/{team_id}", summary="One team, with its members")
     async def get_team(team_id: str, request: Request) -> Response:

@@ -84,8 +84,9 @@ def router(deps: SpendDeps) -> APIRouter:
         until: str = "",
         format: Literal["json", "csv"] = "json",
     ) -> Response:
-        admin = await require_admin(request, deps)
-        query = auth_pb2.QuerySpendRequest(group_by=group_by, since=since, until=until)
+        admin = await require_admin(request, deps, team_scope=True)
+        # A team admin sees its team's spend only (by key, user, model or day).
+        query = auth_pb2.QuerySpendRequest(group_by=group_by, since=since, until=until, team_id=admin.team_id)
         return _answer(group_by, _groups(await admin.call(deps.auth_stub.QuerySpend, query)), format)
 
     @routes.get("/key/spend", summary="The calling key's own spend, grouped by model or day")

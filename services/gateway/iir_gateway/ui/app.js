@@ -203,6 +203,18 @@ const views = {
         ["Created", (b) => new Date(b.created_at * 1000).toISOString()]], work.batches, "batches-table"));
   },
 
+  async me(view) {
+    const [who, spend, logs] = await Promise.all([api("GET", "/api/v1/session"), api("GET", "/api/v1/key/spend?group_by=model"),
+      api("GET", "/api/v1/key/logs?limit=50")]);
+    view.append(
+      el("h2", {}, `My usage: ${who.name || ""}`),
+      el("p", { id: "me-spend" }, `Spent ${money(spend.total_cost)}`, who.team_name ? ` · team ${who.team_name}` : ""),
+      table([["Model", (r) => r.name || r.group], ["Cost", (r) => money(r.cost)], ["Requests", (r) => r.requests]], spend.data, "me-spend-table"),
+      el("h3", {}, "My requests"),
+      logs.data.length ? logTable(logs.data) : el("p", { id: "logs-table" }, "No requests logged yet."),
+      el("div", { id: "logs-detail" }));
+  },
+
   async logs(view) {
     const keys = await api("GET", "/api/v1/apikeys");
     const filters = JSON.parse(sessionStorage.getItem("iir-log-filters") || "{}");
@@ -331,30 +343,57 @@ async function show(name) {
   view.replaceWith(fresh);
 }
 
-function loggedIn(yes) {
-  $("login").hidden = yes;
-  $("nav").hidden = !yes;
-  $("view").hidden = !yes;
+// The views each role may open (the API enforces the same; the UI only leaves out what would be refused).
+const ROLE_VIEWS = {
+  admin: ["keys", "teams", "users", "spend", "logs", "models", "batches", "audit"],
+  viewer: ["keys", "teams", "users", "spend", "logs", "models", "batches", "audit"],
+  team_admin: ["keys", "spend", "logs"],
+  key: ["me"],
+};
+
+function loggedIn(who) {
+  $("login").hidden = Boolean(who);
+  $("nav").hidden = !who;
+  $("view").hidden = !who;
+  if (!who) return null;
+  const allowed = ROLE_VIEWS[who.role] || [];
+  for (const b of document.querySelectorAll("nav button[data-view]")) b.hidden = !allowed.includes(b.dataset.view);
+  const role = { admin: "admin", viewer: "viewer (read only)", team_admin: `team admin of ${who.team_name}`, key: "key" }[who.role];
+  $("who").textContent = `${who.email || who.name || ""} · ${role}`;
+  return allowed[0];
+}
+
+async function enter() {
+  // Who the stored key or session is decides the pages shown; a refused one is forgotten.
+  let who;
+  try { who = await api("GET", "/api/v1/session"); } catch (err) { sessionStorage.removeItem(KEY); throw err; }
+  await show(loggedIn(who));
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   for (const b of document.querySelectorAll("nav button[data-view]")) b.addEventListener("click", () => run(() => show(b.dataset.view)));
-  $("logout").addEventListener("click", () => {
-    // Nothing of the session stays: the key, the field it was typed in, the filters, the page.
+  $("logout").addEventListener("click", async () => {
+    // Nothing of the session stays: the key, the field it was typed in, the filters, the page; a signed-in
+    // session ends on the gateway too.
+    if ((sessionStorage.getItem(KEY) || "").startsWith("iir-session-")) await api("DELETE", "/api/v1/session").catch(() => null);
     sessionStorage.clear();
     $("admin-key").value = "";
     $("view").replaceChildren();
     showError(null);
-    loggedIn(false);
+    loggedIn(null);
   });
   $("login-form").addEventListener("submit", (e) => {
     e.preventDefault();
     sessionStorage.setItem(KEY, $("admin-key").value.trim());
-    run(async () => {
-      try { await api("GET", "/api/v1/apikeys"); } catch (err) { sessionStorage.removeItem(KEY); throw err; }
-      loggedIn(true);
-      await show("keys");
-    });
+    run(enter);
   });
-  if (sessionStorage.getItem(KEY)) run(async () => { loggedIn(true); await show("keys"); });
+  // Back from single sign-on: the session (or why there is none) is in the fragment, never sent anywhere.
+  const back = new URLSearchParams(location.hash.slice(1));
+  if (back.has("session") || back.has("sso_error")) {
+    history.replaceState(null, "", location.pathname);
+    if (back.get("session")) sessionStorage.setItem(KEY, back.get("session"));
+    if (back.get("sso_error")) showError(new Error(back.get("sso_error")));
+  }
+  fetch("/ui/sso").then((r) => r.json()).then((sso) => { $("sso").hidden = !sso.enabled; }).catch(() => null);
+  if (sessionStorage.getItem(KEY)) run(enter);
 });
