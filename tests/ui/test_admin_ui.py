@@ -64,14 +64,25 @@ def test_create_a_team_and_key_then_see_its_spend(stack: Stack, browser: Chrome)
     by_id("team-create").click()
     wait.until(seen.text_to_be_present_in_element((By.ID, "teams-table"), team))
     shot("2-teams")
+    # Edit it: its row's Edit opens a form with its settings.
+    row = next(r for r in d.find_elements(By.CSS_SELECTOR, "#teams-table tbody tr") if team in r.text)
+    row.find_element(By.XPATH, ".//button[text()='Edit']").click()
+    team_rpm = by_id("team-edit-rpm")
+    team_rpm.clear()
+    team_rpm.send_keys("777")
+    by_id("team-edit-save").click()
+    wait.until(seen.text_to_be_present_in_element((By.ID, "teams-table"), "777"))
 
     d.find_element(By.CSS_SELECTOR, "nav button[data-view=keys]").click()
     by_id("key-name").send_keys("ui-key")
+    by_id("key-models").send_keys(f"local/{SERVED}, local/qwen*")
+    by_id("key-expiry").send_keys("30")
     Select(by_id("key-team")).select_by_visible_text(team)
     by_id("key-create").click()
     secret = by_id("new-secret").text
     assert secret.startswith("iir-")
     wait.until(seen.text_to_be_present_in_element((By.ID, "keys-table"), team))
+    assert "local/qwen*" in by_id("keys-table").text  # its allowed models, and its expiry date
     shot("3-key-created")
     # Edit it: a limit set in the form is the key's at once.
     row = next(r for r in d.find_elements(By.CSS_SELECTOR, "#keys-table tbody tr") if team in r.text)
@@ -103,6 +114,9 @@ def test_create_a_team_and_key_then_see_its_spend(stack: Stack, browser: Chrome)
     assert spend_row is not None and "$0.0" in spend_row  # a cost in dollars, above zero, for its 2 requests
     assert wait.until(seen.visibility_of_element_located((By.CSS_SELECTOR, "#spend-chart rect")))
     shot("4-spend")
+    # A group's requests one by one: its row opens the request log filtered to it.
+    next(r for r in d.find_elements(By.CSS_SELECTOR, "#spend-table tbody tr") if team in r.text).click()
+    polling.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, "#logs-table tbody tr")) == 2)
 
     d.find_element(By.CSS_SELECTOR, "nav button[data-view=models]").click()
     wait.until(seen.text_to_be_present_in_element((By.ID, "models-table"), f"local/{SERVED}"))

@@ -100,12 +100,16 @@ const views = {
         field("Per", el("select", { id: "key-duration" }, ["", "1d", "7d", "30d"].map((d) => el("option", { value: d }, d || "all time")))),
         field("RPM", el("input", { id: "key-rpm", type: "number", min: 0 })),
         field("TPM", el("input", { id: "key-tpm", type: "number", min: 0 })),
+        field("Models", el("input", { id: "key-models", placeholder: "all, or local/*, openai/gpt-4o" })),
+        field("Expires in days", el("input", { id: "key-expiry", type: "number", min: 0 })),
         el("button", { id: "key-create", class: "primary", type: "submit" }, "Create key")),
       el("div", { id: "secret-box" }),
       table([
         ["Name", (k) => (k.admin ? [k.name, " ", el("span", { class: "badge" }, "admin")] : k.name)], ["Prefix", (k) => k.prefix], ["Team", (k) => teamName[k.team_id] || "–"],
         ["User", (k) => k.user_id || "–"], ["RPM", (k) => limit(k.rpm_limit)], ["TPM", (k) => limit(k.tpm_limit)],
         ["Budget", (k) => (k.max_budget ? `${money(k.max_budget)} / ${k.budget_duration || "all time"}` : "–")],
+        ["Models", (k) => (k.allowed_models || []).join(", ") || "all"],
+        ["Expires", (k) => (k.expires_at ? String(k.expires_at).slice(0, 10) : "never")],
         ["State", (k) => (k.blocked ? "blocked" : "active")], ["Last used", (k) => k.last_used_at || "never"],
         ["", (k) => [el("button", { class: "small", on: { click: () => editKey(k) } }, "Edit"), act(k, "regenerate", "Regenerate"), act(k, k.blocked ? "unblock" : "block", k.blocked ? "Unblock" : "Block"), act(k, "revoke", "Revoke")]],
       ], keys.data, "keys-table"));
@@ -127,7 +131,13 @@ const views = {
         ["Budget", (t) => (t.max_budget ? `${money(t.max_budget)} / ${t.budget_duration || "all time"}` : "–")],
         ["RPM", (t) => limit(t.rpm_limit)], ["TPM", (t) => limit(t.tpm_limit)],
         ["Models", (t) => t.allowed_models.join(", ") || "all"], ["Members", (t) => t.members.length],
-      ], teams.data, "teams-table"));
+        ["", (t) => [el("button", { class: "small", on: { click: () => editTeam(t) } }, "Edit"),
+          el("button", { class: "small", on: { click: () => run(async () => {
+            if (!window.confirm(`Delete the team "${t.name}"?`)) return;
+            await api("DELETE", `/api/v1/teams/${t.id}`);
+            await show("teams");
+          }) } }, "Delete")]],
+      ], teams.data, "teams-table"), el("div", { id: "secret-box" }));
   },
 
   async users(view) {
@@ -144,14 +154,34 @@ const views = {
       table([
         ["Id", (u) => u.id], ["Email", (u) => u.email], ["Teams", (u) => u.team_ids.map((t) => teamName[t] || t).join(", ") || "–"],
         ["Budget", (u) => (u.max_budget ? `${money(u.max_budget)} / ${u.budget_duration || "all time"}` : "–")],
-      ], users.data, "users-table"));
+        ["", (u) => [el("button", { class: "small", on: { click: () => editUser(u, teams.data) } }, "Edit"),
+          el("button", { class: "small", on: { click: () => run(async () => {
+            if (!window.confirm(`Delete the user "${u.email || u.id}"?`)) return;
+            await api("DELETE", `/api/v1/users/${encodeURIComponent(u.id)}`);
+            await show("users");
+          }) } }, "Delete")]],
+      ], users.data, "users-table"), el("div", { id: "secret-box" }));
   },
 
   async spend(view) {
     const group = sessionStorage.getItem("iir-spend-group") || "team";
+    const range = JSON.parse(sessionStorage.getItem("iir-spend-range") || "{}");
+    const dates = new URLSearchParams(Object.entries(range).filter(([, v]) => v));
     const [grouped, daily] = await Promise.all([
-      api("GET", `/api/v1/spend?group_by=${group}`), api("GET", "/api/v1/spend?group_by=day"),
+      api("GET", `/api/v1/spend?group_by=${group}&${dates}`), api("GET", `/api/v1/spend?group_by=day&${dates}`),
     ]);
+    const between = el("form", { class: "inline", id: "spend-range", on: { submit: (e) => { e.preventDefault(); run(() => {
+      sessionStorage.setItem("iir-spend-range", JSON.stringify({ since: value("spend-since"), until: value("spend-until") }));
+      return show("spend");
+    }); } } },
+      field("From", el("input", { id: "spend-since", type: "date", value: range.since || "" })),
+      field("To", el("input", { id: "spend-until", type: "date", value: range.until || "" })),
+      el("button", { id: "spend-apply", type: "submit" }, "Show"));
+    const drill = (r) => run(() => {  // a group's requests, one by one, in the request log
+      const filter = { team: "team_id", user: "user_id", key: "key_id", model: "model" }[group];
+      sessionStorage.setItem("iir-log-filters", JSON.stringify({ [filter]: r.group, since: range.since || "", until: range.until || "" }));
+      return show("logs");
+    });
     const picker = el("select", { id: "spend-group", on: { change: (e) => { sessionStorage.setItem("iir-spend-group", e.target.value); show("spend"); } } },
       ["team", "user", "key", "model"].map((g) => el("option", { value: g, selected: g === group }, `by ${g}`)));
     const csv = el("button", { id: "spend-csv", on: { click: () => run(async () => {
@@ -159,11 +189,16 @@ const views = {
       const link = el("a", { href: URL.createObjectURL(new Blob([text], { type: "text/csv" })), download: `spend-by-${group}.csv` });
       link.click();
     }) } }, "Export CSV");
+    const spendTable = table([["Name", (r) => r.name || r.group || "(none)"], ["Cost", (r) => money(r.cost)], ["Requests", (r) => r.requests],
+      ["Prompt tokens", (r) => r.prompt_tokens], ["Completion tokens", (r) => r.completion_tokens]], grouped.data, "spend-table");
+    spendTable.querySelectorAll("tbody tr").forEach((tr, i) => {
+      tr.classList.add("clickable");
+      tr.title = "Its requests";
+      tr.addEventListener("click", () => drill(grouped.data[i]));
+    });
     view.append(
-      el("h2", {}, "Spend ", el("small", { id: "spend-total" }, money(grouped.total_cost))), picker, csv,
-      el("h3", {}, `By ${group}`), barChart(grouped.data, "spend-chart"),
-      table([["Name", (r) => r.name || r.group || "(none)"], ["Cost", (r) => money(r.cost)], ["Requests", (r) => r.requests],
-        ["Prompt tokens", (r) => r.prompt_tokens], ["Completion tokens", (r) => r.completion_tokens]], grouped.data, "spend-table"),
+      el("h2", {}, "Spend ", el("small", { id: "spend-total" }, money(grouped.total_cost))), between, picker, csv,
+      el("h3", {}, `By ${group}`), barChart(grouped.data, "spend-chart"), spendTable,
       el("h3", {}, "Over time"), lineChart(daily.data, "spend-daily"));
   },
 
@@ -223,7 +258,7 @@ const views = {
     const rows = [...page.data];
     const input = (id, name, attrs = {}) => el("input", { id, value: filters[name] || "", ...attrs });
     const apply = () => {
-      sessionStorage.setItem("iir-log-filters", JSON.stringify({ key_id: value("logs-key"), model: value("logs-model"),
+      sessionStorage.setItem("iir-log-filters", JSON.stringify({ ...filters, key_id: value("logs-key"), model: value("logs-model"),
         since: value("logs-since"), until: value("logs-until"), errors: $("logs-errors").checked ? "true" : "" }));
       return show("logs");
     };
@@ -297,24 +332,61 @@ function editKey(k) {
   // The key's settings in a form; Save sends what the form holds (PATCH: the secret stays).
   const input = (id, v, type = "number") => el("input", { id, type, value: v ?? "", step: "any", min: 0 });
   const form = el("form", { class: "inline", id: "edit-form", on: { submit: (e) => { e.preventDefault(); run(async () => {
-    await api("PATCH", `/api/v1/apikeys/${k.id}`, { name: value("edit-name"), rpm_limit: number("edit-rpm"),
-      tpm_limit: number("edit-tpm"), max_budget: number("edit-budget"), max_parallel_requests: number("edit-parallel") });
+    const change = { name: value("edit-name"), rpm_limit: number("edit-rpm"), tpm_limit: number("edit-tpm"),
+      max_budget: number("edit-budget"), max_parallel_requests: number("edit-parallel"), allowed_models: models("edit-models") };
+    if (number("edit-expiry")) change.expires_in_days = number("edit-expiry");
+    await api("PATCH", `/api/v1/apikeys/${k.id}`, change);
     await show("keys");
   }); } } },
     el("strong", {}, `Edit ${k.prefix}…`),
     field("Name", input("edit-name", k.name, "text")), field("RPM", input("edit-rpm", k.rpm_limit)),
     field("TPM", input("edit-tpm", k.tpm_limit)), field("Budget (USD)", input("edit-budget", k.max_budget)),
     field("Parallel", input("edit-parallel", k.max_parallel_requests)),
+    field("Models", input("edit-models", (k.allowed_models || []).join(", "), "text")),
+    field("Expires in days", input("edit-expiry", "")),
     el("button", { id: "edit-save", class: "primary", type: "submit" }, "Save"));
   $("secret-box").replaceChildren(form);
 }
 
+const models = (id) => value(id).split(",").map((m) => m.trim()).filter(Boolean);
+
 async function createKey() {
   const body = { name: value("key-name"), team_id: value("key-team"), user_id: value("key-user"),
-    max_budget: number("key-budget"), budget_duration: value("key-duration"), rpm_limit: number("key-rpm"), tpm_limit: number("key-tpm") };
+    max_budget: number("key-budget"), budget_duration: value("key-duration"), rpm_limit: number("key-rpm"), tpm_limit: number("key-tpm"),
+    allowed_models: models("key-models") };
+  if (number("key-expiry")) body.expires_in_days = number("key-expiry");
   const made = await api("POST", "/api/v1/apikeys", body);
   await show("keys");
   showSecret(made.key);
+}
+
+function editForm(id, title, fields, save) {
+  // A form of `fields` ([label, input id, value, type]); Save sends what it holds.
+  const form = el("form", { class: "inline", id, on: { submit: (e) => { e.preventDefault(); run(save); } } },
+    el("strong", {}, title),
+    fields.map(([label, inputId, v, type = "number"]) => field(label, el("input", { id: inputId, type, value: v ?? "", step: "any", min: 0 }))),
+    el("button", { id: `${id}-save`, class: "primary", type: "submit" }, "Save"));
+  $("secret-box").replaceChildren(form);
+}
+
+function editTeam(t) {
+  editForm("team-edit", `Edit team ${t.name}`, [["Name", "team-edit-name", t.name, "text"], ["Budget (USD)", "team-edit-budget", t.max_budget],
+    ["RPM", "team-edit-rpm", t.rpm_limit], ["Models", "team-edit-models", t.allowed_models.join(", "), "text"]], async () => {
+    await api("PATCH", `/api/v1/teams/${t.id}`, { name: value("team-edit-name"), max_budget: number("team-edit-budget"),
+      rpm_limit: number("team-edit-rpm"), allowed_models: models("team-edit-models") });
+    await show("teams");
+  });
+}
+
+function editUser(u, teams) {
+  const byName = Object.fromEntries(teams.map((t) => [t.name, t.id]));
+  const names = u.team_ids.map((id) => teams.find((t) => t.id === id)?.name || id).join(", ");
+  editForm("user-edit", `Edit user ${u.email || u.id}`, [["Email", "user-edit-email", u.email, "text"],
+    ["Budget (USD)", "user-edit-budget", u.max_budget], ["Teams", "user-edit-teams", names, "text"]], async () => {
+    await api("PATCH", `/api/v1/users/${encodeURIComponent(u.id)}`, { email: value("user-edit-email"), max_budget: number("user-edit-budget"),
+      team_ids: models("user-edit-teams").map((n) => byName[n] || n) });
+    await show("users");
+  });
 }
 
 async function createTeam() {
