@@ -37,7 +37,21 @@ gen/.stamp: $(PROTOS) $(STAMP)
 protos: gen/.stamp
 
 # The classifier's model: MiniLM exported to ONNX, heads trained on services/classifier/training/.
+# torch first, from PyTorch's CPU index as in the Dockerfile: on Linux x86_64 PyPI's torch is the CUDA build,
+# which pulls ~15 nvidia-* wheels (several GB) that exporting a small encoder never uses. An extra index, not
+# the only one: its 2.13.0+cpu outranks PyPI's 2.13.0 and torch's own dependencies still come from PyPI (held
+# to constraints.txt). Asked only when it answers (pip retries an unreachable index five times per package):
+# else pip's other sources, e.g. a local CPU wheel its find-links names, else PyPI.
+TORCH := $(shell sed -n 's/^classifier-build = \["\(torch==[^"]*\)".*/\1/p' pyproject.toml)
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 $(VENV)/.classifier-build: $(STAMP)
+	@if $(PY) -c 'import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1], method="HEAD"), timeout=10)' \
+	  '$(TORCH_INDEX)/torch/' 2>/dev/null; then \
+	  set -x; $(PIP) install -q -c constraints.txt '$(TORCH)' --extra-index-url $(TORCH_INDEX); \
+	else \
+	  echo "$(TORCH_INDEX) cannot be reached: $(TORCH) from pip's other sources (from PyPI: the CUDA build on Linux)"; \
+	  set -x; $(PIP) install -q -c constraints.txt '$(TORCH)'; \
+	fi
 	$(PIP) install -q -c constraints.txt -e '.[classifier-build]'
 	touch $@
 

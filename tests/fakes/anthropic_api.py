@@ -130,91 +130,95 @@ def make_app(key: str) -> web.Application:
         if problem:
             return _invalid(problem)
         record(request, body)
-        if body["model"].endswith("-overloaded"):
-            return _error(529, "overloaded_error", "Overloaded")
-        blocks, stop_reason, stop_sequence = _plan(body)
-        out_tokens = sum(words(b.get("text", "")) for b in blocks) + sum(5 for b in blocks if b["type"] == "tool_use")
-        usage = {
-            "input_tokens": _input_tokens(body),
-            "output_tokens": out_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 3,
-        }
-        message = {
-            "id": f"msg_{uuid.uuid4().hex[:24]}",
-            "type": "message",
-            "role": "assistant",
-            "model": body["model"],
-            "content": blocks,
-            "stop_reason": stop_reason,
-            "stop_sequence": stop_sequence,
-            "usage": usage,
-        }
-        if not body.get("stream"):
-            return web.json_response(message, dumps=lambda o: orjson.dumps(o).decode())
-        resp = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
-        )
-        await resp.prepare(request)
-
-        async def event(kind: str, data: dict[str, Any]) -> None:
-            await resp.write(f"event: {kind}\ndata: ".encode() + orjson.dumps({"type": kind, **data}) + b"\n\n")
-            await asyncio.sleep(0.005)
-
-        await event(
-            "message_start",
-            {
-                "message": {
-                    **message,
-                    "content": [],
-                    "stop_reason": None,
-                    "stop_sequence": None,
-                    "usage": {**usage, "output_tokens": 1},
-                }
-            },
-        )
-        await event("ping", {})
-        for index, block in enumerate(blocks):
-            if block["type"] == "text":
-                await event("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
-                for i, word in enumerate(block["text"].split(" ")):
-                    if body["model"].endswith("-die") and i == 2:
-                        assert request.transport is not None
-                        request.transport.close()
-                        return resp
-                    await event(
-                        "content_block_delta",
-                        {"index": index, "delta": {"type": "text_delta", "text": word if i == 0 else " " + word}},
-                    )
-            else:
-                await event(
-                    "content_block_start",
-                    {
-                        "index": index,
-                        "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}},
-                    },
-                )
-                arguments = orjson.dumps(block["input"]).decode()
-                for piece in (arguments[:5], arguments[5:]):
-                    await event(
-                        "content_block_delta",
-                        {"index": index, "delta": {"type": "input_json_delta", "partial_json": piece}},
-                    )
-            await event("content_block_stop", {"index": index})
-        await event(
-            "message_delta",
-            {
-                "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-                "usage": {"output_tokens": out_tokens},
-            },
-        )
-        await event("message_stop", {})
-        return resp
+        return await answer(request, body)
 
     app = web.Application()
     app.router.add_post("/v1/messages", messages)
     install_introspection(app)
     return app
+
+
+async def answer(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    """The Messages API's answer to a valid request (whole, or streamed when it asks), as Anthropic's API
+    and Claude on Vertex AI send it."""
+    if body["model"].endswith("-overloaded"):
+        return _error(529, "overloaded_error", "Overloaded")
+    blocks, stop_reason, stop_sequence = _plan(body)
+    out_tokens = sum(words(b.get("text", "")) for b in blocks) + sum(5 for b in blocks if b["type"] == "tool_use")
+    usage = {
+        "input_tokens": _input_tokens(body),
+        "output_tokens": out_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 3,
+    }
+    message = {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": body["model"],
+        "content": blocks,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
+        "usage": usage,
+    }
+    if not body.get("stream"):
+        return web.json_response(message, dumps=lambda o: orjson.dumps(o).decode())
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+
+    async def event(kind: str, data: dict[str, Any]) -> None:
+        await resp.write(f"event: {kind}\ndata: ".encode() + orjson.dumps({"type": kind, **data}) + b"\n\n")
+        await asyncio.sleep(0.005)
+
+    await event(
+        "message_start",
+        {
+            "message": {
+                **message,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {**usage, "output_tokens": 1},
+            }
+        },
+    )
+    await event("ping", {})
+    for index, block in enumerate(blocks):
+        if block["type"] == "text":
+            await event("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
+            for i, word in enumerate(block["text"].split(" ")):
+                if body["model"].endswith("-die") and i == 2:
+                    assert request.transport is not None
+                    request.transport.close()
+                    return resp
+                await event(
+                    "content_block_delta",
+                    {"index": index, "delta": {"type": "text_delta", "text": word if i == 0 else " " + word}},
+                )
+        else:
+            await event(
+                "content_block_start",
+                {
+                    "index": index,
+                    "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}},
+                },
+            )
+            arguments = orjson.dumps(block["input"]).decode()
+            for piece in (arguments[:5], arguments[5:]):
+                await event(
+                    "content_block_delta",
+                    {"index": index, "delta": {"type": "input_json_delta", "partial_json": piece}},
+                )
+        await event("content_block_stop", {"index": index})
+    await event(
+        "message_delta",
+        {
+            "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+            "usage": {"output_tokens": out_tokens},
+        },
+    )
+    await event("message_stop", {})
+    return resp
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -162,7 +163,8 @@ async def test_a_money_budget_refuses_with_its_reset_time(gateway: Gateway) -> N
     # What admission reserves: the prompt's bound for text (its bytes and the template's tokens) and max_tokens.
     bound = prompt_bound({"messages": [{"role": "user", "content": "hi"}]})
     reserved = (bound * price["inputPerMillion"] + 4 * price["outputPerMillion"]) / 1e6
-    k = (await key(gateway, max_budget=reserved + one_request * 1.5, budget_duration="1d"))["key"]
+    made_key = await key(gateway, max_budget=reserved + one_request * 1.5, budget_duration="1d")
+    k = made_key["key"]
     statuses = [await status_of(gateway, k) for _ in range(5)]
     # Admitted while the budget has room (reservations not yet settled may make that one fewer).
     assert statuses[0] == 200 and statuses.count(200) in (2, 3) and statuses[-1] == 429, statuses
@@ -170,7 +172,10 @@ async def test_a_money_budget_refuses_with_its_reset_time(gateway: Gateway) -> N
     err = refused.json()["error"]
     assert refused.status_code == 429 and err["code"] == "insufficient_quota" and "$" in err["message"]
     reset = int(refused.headers["x-ratelimit-reset-budget"])
-    assert reset % 86400 == 0 and 0 < int(refused.headers["retry-after"]) <= 86400
+    # Its day is counted from the key's creation, not from midnight.
+    created = int(datetime.fromisoformat(made_key["created_at"]).timestamp())
+    assert reset == created + 86400 and made_key["budget_reset_at"] == datetime.fromtimestamp(reset, UTC).isoformat()
+    assert 0 < int(refused.headers["retry-after"]) <= 86400
     assert abs(reset - time.time() - int(refused.headers["retry-after"])) < 5
 
 

@@ -126,3 +126,30 @@ async def test_classifier_classifies(channels) -> None:  # type: ignore[no-untyp
     )
     assert [r.category for r in replies[:4]] == ["translation", "math", "creative", "chat"]
     assert [r.category for r in replies] == [r.category for r in replies[:4]] * 4
+
+
+async def test_logged_bodies_are_deleted_after_their_retention(database_url: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from iir_auth.storage.spend_store import LogFilter, SpendRow, SpendStore
+
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        store = SpendStore(pool, retention_days=400, body_retention_days=7)
+        now = datetime.now(UTC)
+        key = "bodies-retention"
+        rows = [
+            SpendRow(now - timedelta(days=age), f"r{age}", key, "", "", "m", "m", "local", 1, 0, 1, 0.0, 1.0, 200,
+                     False, "", {}, record_id=f"bodies-{age}-{now.timestamp()}", request_body="{}", response_body="{}")
+            for age in (10, 1)
+        ]  # fmt: skip
+        assert await store.record(rows) == 2
+        await store.drop_expired(now)
+        entries = await store.logs(LogFilter(key_id=key), 10, bodies=True)
+        kept = {e.row.request_id: e.row.request_body for e in entries}
+        assert kept == {"r1": "{}", "r10": ""}  # the metadata stays; the old bodies are gone
+    finally:
+        await pool.close()

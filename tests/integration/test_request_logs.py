@@ -4,6 +4,7 @@ sees the others'."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -96,3 +97,40 @@ def test_bad_queries_are_400s(stack: Stack, params: dict[str, str], param: str) 
     resp = _logs(stack, MASTER_KEY, **params)
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"]["param"] == (param or None)
+
+
+SECRET = "sk-proj-AbC12dEf34GhI56jKl78mNo90pQr12StU34vWx56Yz78aB"
+
+
+def _bodies(stack: Stack, key_id: str) -> list[dict[str, Any]] | None:
+    data: list[dict[str, Any]] = _logs(stack, MASTER_KEY, key_id=key_id, include="bodies").json()["data"]
+    return data if len(data) >= 2 else None
+
+
+def test_bodies_are_logged_scrubbed_for_the_keys_and_teams_that_ask(stack: Stack) -> None:
+    admin = bearer(MASTER_KEY)
+    url = stack.gateway_url
+    logged = httpx.post(f"{url}/api/v1/apikeys", headers=admin, json={"name": "bodies", "log_bodies": True}).json()
+    assert logged["log_bodies"] is True
+    team = httpx.post(f"{url}/api/v1/teams", headers=admin, json={"name": f"bodies-{uuid.uuid4().hex[:6]}"}).json()
+    teamed = httpx.post(f"{url}/api/v1/apikeys", headers=admin, json={"name": "in-team", "team_id": team["id"]}).json()
+    quiet = httpx.post(f"{url}/api/v1/apikeys", headers=admin, json={"name": "no-bodies"}).json()
+    turned_on = httpx.patch(f"{url}/api/v1/teams/{team['id']}", headers=admin, json={"log_bodies": True})
+    assert turned_on.json()["log_bodies"] is True
+    for key in (logged, teamed, quiet):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=key["key"], max_retries=0)
+        question = f"Remember {SECRET} and say hello " + "x" * 20_000  # a secret, and more than the cap
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": question}], max_tokens=4)
+        list(client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True))
+    for key in (logged, teamed):
+        stream, whole = wait_for(lambda k=key: _bodies(stack, k["id"]), timeout=30, interval=0.3, what="bodies")  # type: ignore[misc]
+        assert SECRET not in whole["request_body"] and "REDACTED" in whole["request_body"]
+        assert len(whole["request_body"]) == 16_384  # IIR_REQUEST_LOG_BODY_MAX_CHARS
+        assert json.loads(whole["response_body"])["choices"][0]["message"]["content"]
+        # A stream's answer, put together from its chunks.
+        assert json.loads(stream["response_body"])["object"] == "chat.completion"
+        assert json.loads(stream["request_body"])["messages"] == [{"role": "user", "content": "hi"}]
+    quiet_entries = wait_for(lambda: _bodies(stack, quiet["id"]), timeout=30, interval=0.3, what="its log")
+    assert all("request_body" not in e for e in quiet_entries)
+    # Without include=bodies, no entry carries them.
+    assert all("request_body" not in e for e in _logs(stack, MASTER_KEY, key_id=logged["id"]).json()["data"])

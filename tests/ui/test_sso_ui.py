@@ -16,6 +16,7 @@ from tests.conftest import SERVED
 from tests.fakes.oidc_provider import Provider
 from tests.integration.test_single_sign_on import sso  # noqa: F401  (the fixture)
 from tests.ui.test_admin_ui import ARTIFACTS
+from tests.waiting import wait_for
 
 
 def test_signing_in_with_sso_then_with_a_plain_key(stack: Stack, sso: tuple[str, Provider]) -> None:  # noqa: F811
@@ -39,8 +40,13 @@ def test_signing_in_with_sso_then_with_a_plain_key(stack: Stack, sso: tuple[str,
         token = d.execute_script("return sessionStorage.getItem('iir-admin-key')")
         d.find_element(By.ID, "logout").click()
         assert d.execute_script("return sessionStorage.length") == 0
-        ended = httpx.get(f"{gateway}/api/v1/apikeys", headers={"Authorization": f"Bearer {token}"})
-        assert ended.status_code == 401  # signing out ended the session on the gateway too
+        wait_for(  # signing out ends the session on the gateway too
+            lambda: (
+                httpx.get(f"{gateway}/api/v1/apikeys", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+            ),
+            timeout=15,
+            what="the session to end",
+        )
 
         # A plain key sees its own usage and requests, nothing else.
         key = stack.create_key("ui-plain")

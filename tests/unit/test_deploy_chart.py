@@ -3,12 +3,15 @@ validated against the Kubernetes schemas; the Dockerfile has a hardened target p
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -16,6 +19,7 @@ import yaml
 
 from iir_dev import kustomize_base
 from iir_dev.helm import helm_env
+from iir_gateway.cpus import WORKER_MIB
 from tests.waiting import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -190,6 +194,120 @@ def test_kustomize_overlays_render_valid_objects(overlay: str) -> None:
     else:
         assert by_kind(objs, "HorizontalPodAutoscaler")["iir-gateway"]["spec"]["minReplicas"] == 3
         assert "Ingress" in kinds
+
+
+POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def secret_values(secret: dict[str, Any]) -> dict[str, str]:
+    values = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+    return values | dict(secret.get("stringData") or {})
+
+
+def secret_refs(objs: list[dict[str, Any]]) -> Iterator[tuple[str, str, str | None]]:
+    """(workload, Secret, key) for every Secret key a pod needs to start: env `secretKeyRef`s, `envFrom`
+    Secrets (key None: the whole Secret), secret and projected volumes (their items, else the whole Secret);
+    those marked optional left out."""
+    for obj in objs:
+        if obj["kind"] not in POD_KINDS:
+            continue
+        where, spec = f"{obj['kind']}/{obj['metadata']['name']}", pod_spec(obj)
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            for env in container.get("env", []):
+                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+                if ref and not ref.get("optional"):
+                    yield where, ref["name"], ref["key"]
+            for source in container.get("envFrom", []):
+                ref = source.get("secretRef")
+                if ref and not ref.get("optional"):
+                    yield where, ref["name"], None
+        for volume in spec.get("volumes", []):
+            sources = [volume["secret"] | {"name": volume["secret"]["secretName"]}] if "secret" in volume else []
+            sources += [s["secret"] for s in (volume.get("projected") or {}).get("sources", []) if "secret" in s]
+            for source in sources:
+                if not source.get("optional"):
+                    for key in [item["key"] for item in source.get("items", [])] or [None]:
+                        yield where, source["name"], key
+
+
+def mounted_secret(workload: dict[str, Any], secrets: dict[str, dict[str, str]], path: str) -> str:
+    """The value of the Secret key a container of `workload` reads at file `path`."""
+    spec = pod_spec(workload)
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for container in spec["containers"]:
+        for mount in container.get("volumeMounts", []):
+            if path.startswith(mount["mountPath"].rstrip("/") + "/") and "secret" in volumes[mount["name"]]:
+                secret = volumes[mount["name"]]["secret"]
+                file = path[len(mount["mountPath"].rstrip("/")) + 1 :]
+                key = next((i["key"] for i in secret.get("items", []) if i["path"] == file), file)
+                return secrets[secret["secretName"]][key]
+    raise AssertionError(f"no Secret of {workload['metadata']['name']} is mounted at {path}")
+
+
+def service_of(objs: list[dict[str, Any]], workload: dict[str, Any], port: int) -> str:
+    """The name of the Service that sends `port` to `workload`'s pods."""
+    labels = workload["spec"]["template"]["metadata"]["labels"]
+    for name, service in by_kind(objs, "Service").items():
+        selector = service["spec"].get("selector") or {}
+        if selector and selector.items() <= labels.items() and port in [p["port"] for p in service["spec"]["ports"]]:
+            return name
+    raise AssertionError(f"no Service sends port {port} to {workload['metadata']['name']}")
+
+
+def check_secrets_and_datastore_urls(objs: list[dict[str, Any]]) -> None:
+    """Every Secret key a pod needs is there (a missing one leaves the pod in ContainerCreating), and the
+    bundled Redis and PostgreSQL are reached by the URLs in the Secret: their Service, the password each
+    server is started with, PostgreSQL's user and database."""
+    secrets = {name: secret_values(obj) for name, obj in by_kind(objs, "Secret").items()}
+    missing = [
+        f"{where} needs {name}/{key or '*'}"
+        for where, name, key in secret_refs(objs)
+        if name not in secrets or (key is not None and key not in secrets[name])
+    ]
+    assert not missing, missing
+    urls = secrets["iir-secrets"]
+    statefulsets = by_kind(objs, "StatefulSet")
+
+    redis = statefulsets["iir-redis"]
+    started = re.search(r'--requirepass "\$\(cat ([^)"]+)\)"', " ".join(pod_spec(redis)["containers"][0]["command"]))
+    assert started, "the bundled Redis is started without --requirepass"
+    redis_url = urlsplit(urls["redis-url"])
+    assert redis_url.password == mounted_secret(redis, secrets, started.group(1)), "redis-url lacks Redis's password"
+    assert redis_url.hostname == service_of(objs, redis, redis_url.port or 6379)
+
+    postgres = statefulsets["iir-postgresql"]
+    env = env_of(postgres)
+    database_url = urlsplit(urls["database-url"])
+    assert database_url.password == mounted_secret(postgres, secrets, env["POSTGRES_PASSWORD_FILE"])
+    assert (database_url.username, database_url.path) == (env["POSTGRES_USER"], f"/{env['POSTGRES_DB']}")
+    assert database_url.hostname == service_of(objs, postgres, database_url.port or 5432)
+
+
+def test_dev_overlay_secret_has_every_key_its_pods_use_and_reaches_the_datastores() -> None:
+    check_secrets_and_datastore_urls(render_overlay("dev"))
+
+
+def test_default_install_secret_has_every_key_its_pods_use_and_reaches_the_datastores(helm: str) -> None:
+    check_secrets_and_datastore_urls(render(helm))
+
+
+def test_the_readme_says_how_many_workers_the_charts_gateway_runs(helm: str) -> None:
+    """`gateway.workers: 0` with the chart's default resources: one worker per CPU of the node (no CPU
+    limit), at most one per WORKER_MIB of the memory limit (iir_gateway.cpus.auto_workers)."""
+    gateway = by_kind(render(helm), "Deployment")["iir-gateway"]
+    limits = pod_spec(gateway)["containers"][0]["resources"]["limits"]
+    assert env_of(gateway)["IIR_GATEWAY_WORKERS"] == "0" and "cpu" not in limits
+    memory = re.fullmatch(r"(\d+)Mi", limits["memory"])
+    assert memory, limits
+    cap = int(memory.group(1)) // WORKER_MIB
+    said = " ".join((REPO / "README.md").read_text().split())
+    sentence = said[said.index("`gateway.workers: 0`") :].split(". ", 1)[0]
+    assert "the node's cores" in sentence and f"{cap} with the default {memory.group(1)} MiB" in sentence, sentence
 
 
 def test_dockerfile_has_a_hardened_target_per_service() -> None:

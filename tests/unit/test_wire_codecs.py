@@ -27,7 +27,7 @@ CHAT = {
 
 
 def test_codecs_are_registered_by_kind() -> None:
-    assert set(CODECS) == {"openai", "anthropic"}
+    assert set(CODECS) == {"openai", "anthropic", "vertex-anthropic", "gemini", "bedrock"}
     assert codec_for("anthropic").kind == "anthropic"
 
 

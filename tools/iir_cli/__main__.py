@@ -91,7 +91,7 @@ def _given(fields: dict[str, Any]) -> dict[str, Any]:
 
 def _owner_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-budget", type=float, help="money (USD) per budget duration (0: unlimited)")
-    parser.add_argument("--budget-duration", help="30m, 12h, 1d, 7d, 30d ... ('' for all time)")
+    parser.add_argument("--budget-duration", help="30m, 12h, 7d, 1mo... from creation, day, month ('' for all time)")
     parser.add_argument("--metadata", help="a JSON object")
 
 

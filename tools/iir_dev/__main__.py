@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from iir_dev import datastores, dev_key
-from iir_dev.stack import MANAGED_VARIABLES, REPO, Ports, Stack, StackError
+from iir_dev.stack import MANAGED_VARIABLES, REPO, Ports, Stack, StackError, dev_settings
 
 
 def up(args: argparse.Namespace) -> int:
@@ -24,15 +24,7 @@ def up(args: argparse.Namespace) -> int:
         return 1
     print(f"  PostgreSQL: {pg.origin}   Redis: {rd.origin}", flush=True)
     # Your own IIR_ settings (IIR_PROVIDERS_FILE, IIR_ENDPOINT_PICKER…) reach the services; addresses are the stack's.
-    # Conveniences of a laptop, off in a cluster: key management from this machine without a key, and /docs.
-    settings = {
-        "IIR_ROUTING_FILE": str(REPO / "deploy" / "dev" / "routing.yaml"),
-        "IIR_TRUSTED_NETWORKS": "127.0.0.0/8,::1/128",
-        "IIR_DOCS_ENABLED": "true",
-        # The simulated vLLM serves whatever the models file names (edits included), and one embedding model.
-        "IIR_SIM_MODELS": "*",
-        "IIR_SIM_EMBEDDING_MODELS": "e5-small-v2",
-    }
+    settings = dev_settings()
     settings.update({k: v for k, v in os.environ.items() if k.startswith("IIR_") and k not in MANAGED_VARIABLES})
     stack = Stack(workdir=workdir, database_url=pg.url, redis_url=rd.url, ports=Ports.defaults(), env=settings)
     print("Starting simbackend, registry, auth, classifier, gateway…", flush=True)

@@ -103,6 +103,19 @@ MANAGED_VARIABLES = frozenset(
 )
 
 
+def dev_settings() -> dict[str, str]:
+    """What `make dev` sets besides the addresses. Conveniences of a laptop, off in a cluster: key management
+    from this machine without a key, and /docs; the dev routing file; and a simulated vLLM that serves
+    whatever the models file names (edits included), and one embedding model."""
+    return {
+        "IIR_ROUTING_FILE": str(REPO / "deploy" / "dev" / "routing.yaml"),
+        "IIR_TRUSTED_NETWORKS": "127.0.0.0/8,::1/128",
+        "IIR_DOCS_ENABLED": "true",
+        "IIR_SIM_MODELS": "*",
+        "IIR_SIM_EMBEDDING_MODELS": "e5-small-v2",
+    }
+
+
 @dataclass
 class Stack:
     """gateway, auth, registry, classifier and a simulated vLLM, each its own process."""

@@ -34,7 +34,7 @@ async def serve(settings: AuthSettings) -> None:
         settings,
         redis,
         OrgStore(pool),
-        SpendStore(pool, settings.spend_retention_days),
+        SpendStore(pool, settings.spend_retention_days, settings.request_body_retention_days),
         AuditStore(pool),
     )
     service = GrpcService(

@@ -19,7 +19,14 @@ from iir_auth.storage.audit_store import AuditStore
 from iir_auth.storage.key_store import KeyRecord, KeySettings, KeyStore, UsageRow
 from iir_auth.storage.org_store import OrgStore
 from iir_auth.storage.spend_store import SpendStore
-from iir_auth.validation import CONTROL, json_object_problem, limit_problems, refuse_unstorable
+from iir_auth.validation import (
+    CONTROL,
+    alert_threshold_problems,
+    alert_thresholds,
+    json_object_problem,
+    limit_problems,
+    refuse_unstorable,
+)
 from iir_common.api_keys import generate_key, hash_key, same_secret
 from iir_common.key_events import KNOWN_SECRET_TTL_S, KeyEvent, channel, known_secret
 
@@ -60,6 +67,8 @@ def key_info(rec: KeyRecord) -> auth_pb2.KeyInfo:
         blocked=rec.blocked,
         metadata_json=orjson.dumps(rec.metadata).decode(),
         previous_valid_until=unix(rec.previous_valid_until) if rec.previous_key_hash else 0,
+        budget_alert_thresholds=rec.budget_alert_thresholds,
+        log_bodies=rec.log_bodies,
     )
 
 
@@ -154,6 +163,7 @@ class AuthServicer(OrgRpcs, SpendRpcs, auth_pb2_grpc.AuthServiceServicer):
         if request.budget_period and request.budget_period not in BUDGET_PERIODS:
             problems.append(f"budget_period must be one of {', '.join(BUDGET_PERIODS)}")
         problems += limit_problems(request)
+        problems += alert_threshold_problems(request.budget_alert_thresholds)
         if min(request.budget_tokens, request.max_parallel_requests) < 0:
             problems.append("limits and budgets must not be negative")
         if problem := json_object_problem(request.metadata_json):
@@ -191,6 +201,8 @@ class AuthServicer(OrgRpcs, SpendRpcs, auth_pb2_grpc.AuthServiceServicer):
             budget_duration=request.budget_duration,
             max_parallel_requests=request.max_parallel_requests,
             metadata=orjson.loads(request.metadata_json) if request.metadata_json else {},
+            budget_alert_thresholds=alert_thresholds(request.budget_alert_thresholds),
+            log_bodies=request.log_bodies,
         )
 
     async def _owner_problems(self, request: auth_pb2.CreateKeyRequest) -> list[str]:
@@ -286,15 +298,22 @@ class AuthServicer(OrgRpcs, SpendRpcs, auth_pb2_grpc.AuthServiceServicer):
             budget_duration=current.budget_duration,
             max_parallel_requests=current.max_parallel_requests,
             metadata_json=orjson.dumps(current.metadata).decode(),
+            budget_alert_thresholds=current.budget_alert_thresholds,
+            log_bodies=current.log_bodies,
         )
-        changed = [f.name for f, _ in request.ListFields() if f.name not in ("id", "set_allowed_models", "blocked")]
+        flags = ("id", "set_allowed_models", "blocked", "set_budget_alert_thresholds")
+        changed = [f.name for f, _ in request.ListFields() if f.name not in flags]
         for name in changed:
-            if name != "allowed_models":
+            if name not in ("allowed_models", "budget_alert_thresholds"):
                 setattr(merged, name, getattr(request, name))
         if request.set_allowed_models:
             del merged.allowed_models[:]
             merged.allowed_models.extend(request.allowed_models)
             changed.append("allowed_models")
+        if request.set_budget_alert_thresholds:
+            del merged.budget_alert_thresholds[:]
+            merged.budget_alert_thresholds.extend(request.budget_alert_thresholds)
+            changed.append("budget_alert_thresholds")
         problems = self._problems(merged) or await self._owner_problems(merged)
         if problems:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))

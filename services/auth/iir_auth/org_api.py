@@ -13,7 +13,13 @@ import orjson
 
 from iir.v1 import auth_pb2
 from iir_auth.storage.org_store import TEAM_FIELDS, USER_FIELDS, DuplicateName, TeamRecord, UserRecord
-from iir_auth.validation import CONTROL, json_object_problem, limit_problems
+from iir_auth.validation import (
+    CONTROL,
+    alert_threshold_problems,
+    alert_thresholds,
+    json_object_problem,
+    limit_problems,
+)
 
 if TYPE_CHECKING:
     from iir_auth.audit import Audited
@@ -41,6 +47,8 @@ def team_message(t: TeamRecord) -> auth_pb2.Team:
         metadata_json=orjson.dumps(t.metadata).decode(),
         created_at=unix(t.created_at),
         member_ids=t.member_ids,
+        budget_alert_thresholds=t.budget_alert_thresholds,
+        log_bodies=t.log_bodies,
     )
 
 
@@ -68,6 +76,9 @@ def scope_of_team(t: TeamRecord) -> auth_pb2.Scope:
         rpm_limit=t.rpm_limit,
         tpm_limit=t.tpm_limit,
         allowed_models=t.allowed_models,
+        created_at=unix(t.created_at),
+        budget_alert_thresholds=t.budget_alert_thresholds,
+        log_bodies=t.log_bodies,
     )
 
 
@@ -80,6 +91,7 @@ def scope_of_user(u: UserRecord) -> auth_pb2.Scope:
         budget_duration=u.budget_duration,
         rpm_limit=u.rpm_limit,
         tpm_limit=u.tpm_limit,
+        created_at=unix(u.created_at),
     )
 
 
@@ -93,6 +105,8 @@ def _team_record(m: auth_pb2.Team) -> TeamRecord:
         tpm_limit=m.tpm_limit,
         allowed_models=list(m.allowed_models),
         metadata=orjson.loads(m.metadata_json) if m.metadata_json else {},
+        budget_alert_thresholds=alert_thresholds(m.budget_alert_thresholds),
+        log_bodies=m.log_bodies,
     )
 
 
@@ -119,7 +133,7 @@ def _common_problems(m: Any, texts: list[str]) -> list[str]:
 
 
 def _team_problems(m: auth_pb2.Team) -> list[str]:
-    problems = _common_problems(m, [m.name, *m.allowed_models])
+    problems = _common_problems(m, [m.name, *m.allowed_models]) + alert_threshold_problems(m.budget_alert_thresholds)
     if not m.name.strip() or len(m.name) > 200:
         problems.append("a team needs a name (at most 200 characters)")
     return problems
@@ -194,9 +208,9 @@ class OrgRpcs:
             raise
         merged = team_message(current)
         for name in request.fields:
-            if name == "allowed_models":
-                del merged.allowed_models[:]
-                merged.allowed_models.extend(request.team.allowed_models)
+            if name in ("allowed_models", "budget_alert_thresholds"):  # repeated: replaced whole
+                del getattr(merged, name)[:]
+                getattr(merged, name).extend(getattr(request.team, name))
             else:
                 setattr(merged, name, getattr(request.team, name))
         await self._invalid(context, _team_problems(merged))

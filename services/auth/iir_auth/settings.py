@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from iir_common.settings import IIRSettings
 
@@ -21,6 +21,8 @@ class AuthSettings(IIRSettings):
     key_cache_ttl_s: int = 30
     # Spend records older than this are dropped (a month's partition at a time).
     spend_retention_days: int = 400
+    # The request log's bodies (of keys and teams that log them) are deleted after this.
+    request_body_retention_days: int = Field(default=7, ge=1)
 
     def static_keys(self) -> list[str]:
         raw = self.allowed_keys.get_secret_value() if self.allowed_keys else ""

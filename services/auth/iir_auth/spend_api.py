@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 _RETENTION_CHECK_S = 3600.0
 _MAX_AUDIT = 1000
 _MAX_LOGS = 500
+_MAX_BODY = 1 << 20  # characters of a logged body kept, whatever the gateway's own cap
 
 
 def _ms(moment: int) -> datetime | None:
@@ -71,6 +72,8 @@ def _record(row: SpendRow) -> auth_pb2.SpendRecord:
         error_code=row.error_code,
         operation=row.operation,
         stream=row.stream,
+        request_body=row.request_body,
+        response_body=row.response_body,
     )
 
 
@@ -115,6 +118,8 @@ def _row(r: auth_pb2.SpendRecord) -> SpendRow:
         error_code=_text(r.error_code, 100),
         operation=_text(r.operation, 100),
         stream=r.stream,
+        request_body=_text(r.request_body, _MAX_BODY),
+        response_body=_text(r.response_body, _MAX_BODY),
     )
 
 
@@ -195,7 +200,7 @@ class SpendRpcs:
             until=_ms(request.until_ms),
             after=after,
         )
-        entries = await self.spend.logs(where, limit + 1)
+        entries = await self.spend.logs(where, limit + 1, request.include_bodies)
         page = entries[:limit]
         return auth_pb2.ListRequestLogsResponse(
             entries=[

@@ -6,7 +6,7 @@ import functools
 import inspect
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import asyncpg
@@ -30,8 +30,27 @@ def limit_problems(message: Any) -> list[str]:
     if not math.isfinite(message.max_budget) or message.max_budget < 0:
         problems.append("max_budget must be a non-negative amount")
     if not valid_duration(message.budget_duration):
-        problems.append("budget_duration must be like 30m, 12h, 1d, 7d, 30d (or day, month)")
+        problems.append("budget_duration must be like 30m, 12h, 1d, 7d, 30d, 1mo (or day, month)")
     return problems
+
+
+MAX_ALERT_THRESHOLDS = 10
+
+
+def alert_threshold_problems(values: Iterable[float]) -> list[str]:
+    """What is wrong with budget alert thresholds: percentages of max_budget, above 0, at most 100."""
+    values = list(values)
+    if len(values) > MAX_ALERT_THRESHOLDS or not all(math.isfinite(v) and 0 < v <= 100 for v in values):
+        return [
+            f"budget_alert_thresholds must be at most {MAX_ALERT_THRESHOLDS} percentages of max_budget, each above 0"
+            " and at most 100"
+        ]
+    return []
+
+
+def alert_thresholds(values: Iterable[float]) -> list[float]:
+    """Budget alert thresholds as they are stored: each once, in increasing order."""
+    return sorted(set(values))
 
 
 def json_object_problem(text: str) -> str | None:

@@ -79,6 +79,13 @@ class GatewayMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.budget_alerts = Counter(
+            "iir_gateway_budget_alerts",
+            "Budget alerts by outcome: sent, failed (every try failed, or the receiver refused it), dropped (too"
+            " many pending), already_sent (another replica sent it in this window).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.limits_degraded = Gauge(
             "iir_gateway_limits_degraded",
             "1 while limits cannot be checked in Redis (its last limit call failed), else 0.",

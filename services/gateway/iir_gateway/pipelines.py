@@ -38,6 +38,8 @@ class InferenceSettings(Protocol):
     def completion_token_reserve(self) -> int: ...
     @property
     def budget_max_tokens(self) -> int: ...
+    @property
+    def request_log_body_max_chars(self) -> int: ...
 
 
 class InferenceParts(Protocol):
@@ -83,7 +85,7 @@ def inference_pipeline(parts: InferenceParts) -> Pipeline:
                 parts.spawn,
                 settings.budget_max_tokens,
             ),
-            Account(parts.spend, parts.directory, parts.metrics),
+            Account(parts.spend, parts.directory, parts.metrics, settings.request_log_body_max_chars),
             Cache(parts.cache, parts.metrics, parts.spawn),
             Dispatch(parts.directory, parts.upstream),
         ]

@@ -25,6 +25,9 @@ class Scope:
     max_budget: float = 0.0  # USD per budget_duration
     budget_duration: str = ""
     allowed_models: tuple[str, ...] = ()
+    created_at: int = 0  # Unix seconds: budget windows are counted from it (0: from the epoch)
+    budget_alert_thresholds: tuple[float, ...] = ()  # percentages of max_budget the alert webhook is told of
+    log_bodies: bool = False  # a team's: its keys' requests are logged with their bodies
 
     @property
     def limited(self) -> bool:
@@ -53,6 +56,13 @@ class Principal:
     team_id: str = ""
     team_name: str = ""
     owners: tuple[Scope, ...] = ()  # the key's user and team
+    created_at: int = 0  # Unix seconds: the key's budget windows are counted from it
+    budget_alert_thresholds: tuple[float, ...] = ()
+    log_bodies: bool = False  # its requests are logged with their bodies
+
+    def logs_bodies(self) -> bool:
+        """Whether this key's requests are logged with their bodies: the key's setting, or its team's."""
+        return self.log_bodies or any(s.log_bodies for s in self.owners if s.kind == "team")
 
     def may_use(self, model: str) -> bool:
         """The key's patterns and its team's both allow the model (empty: every model)."""
@@ -65,7 +75,15 @@ class Principal:
     def scopes(self) -> tuple[Scope, ...]:
         """The key's own limits first, then its user's and team's."""
         own = Scope(
-            "key", self.key_id, self.name, self.rpm_limit, self.tpm_limit, self.max_budget, self.budget_duration
+            "key",
+            self.key_id,
+            self.name,
+            self.rpm_limit,
+            self.tpm_limit,
+            self.max_budget,
+            self.budget_duration,
+            created_at=self.created_at,
+            budget_alert_thresholds=self.budget_alert_thresholds,
         )
         return (own, *self.owners)
 
@@ -99,10 +117,9 @@ class Principal:
         """The principal `to_dict` stored (fields it does not know are ignored: stored by an older version)."""
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        values["allowed_models"] = tuple(values.get("allowed_models") or ())
-        values["owners"] = tuple(
-            Scope(**{**s, "allowed_models": tuple(s.get("allowed_models") or ())}) for s in values.get("owners") or ()
-        )
+        for name in ("allowed_models", "budget_alert_thresholds"):
+            values[name] = tuple(values.get(name) or ())
+        values["owners"] = tuple(_scope(s) for s in values.get("owners") or ())
         return cls(**{**values, **changes})
 
     @classmethod
@@ -117,6 +134,9 @@ class Principal:
                 s.max_budget,
                 s.budget_duration,
                 tuple(s.allowed_models),
+                s.created_at,
+                tuple(s.budget_alert_thresholds),
+                s.log_bodies,
             )
             for s in k.scopes
         )
@@ -139,4 +159,16 @@ class Principal:
             k.team_id,
             next((s.name for s in owners if s.kind == "team"), ""),
             owners,
+            k.created_at,
+            tuple(k.budget_alert_thresholds),
+            k.log_bodies,
         )
+
+
+def _scope(data: dict[str, Any]) -> Scope:
+    """A scope `Principal.to_dict` stored (fields this version does not know are ignored)."""
+    known = {f.name for f in dataclasses.fields(Scope)}
+    values = {k: v for k, v in data.items() if k in known}
+    for name in ("allowed_models", "budget_alert_thresholds"):
+        values[name] = tuple(values.get(name) or ())
+    return Scope(**values)

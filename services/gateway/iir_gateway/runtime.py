@@ -28,6 +28,8 @@ from iir_common import __version__
 from iir_common.otlp_metrics import export_registry
 from iir_common.secret_scrubber import SecretScrubber, secret_env_values
 from iir_common.tracing import client_interceptors
+from iir_gateway.accounting.alert_webhook import AlertWebhook
+from iir_gateway.accounting.budget_alerts import BudgetAlerts
 from iir_gateway.accounting.rate_limiter import RateLimiter
 from iir_gateway.accounting.spend_history import SpendHistory
 from iir_gateway.accounting.spend_journal import SpendJournal
@@ -60,11 +62,11 @@ from iir_gateway.principal import Principal
 from iir_gateway.providers.base import Provider
 from iir_gateway.providers.config import load_providers
 from iir_gateway.providers.directory import ModelDirectory
-from iir_gateway.providers.external import ExternalProvider
 from iir_gateway.providers.local.catalogue import ModelCatalogue
 from iir_gateway.providers.local.cold_start import ColdStarts
 from iir_gateway.providers.local.demand_reporter import DemandReporter
 from iir_gateway.providers.local.provider import LocalProvider
+from iir_gateway.providers.registry import external_provider
 from iir_gateway.routing.auto_router import AutoRouter, load_policies
 from iir_gateway.scrubbing.policy import Scrubbing
 from iir_gateway.server.metrics_server import MetricsServer
@@ -188,6 +190,25 @@ class Runtime:
             if settings.oidc_issuer
             else None
         )
+        # Budget alerts, to the operator's webhook (none without IIR_BUDGET_ALERT_WEBHOOK_URL).
+        webhook_url = settings.budget_alert_webhook_url.get_secret_value()
+        self.alert_webhook = (
+            AlertWebhook(
+                webhook_url,
+                self.metrics,
+                settings.budget_alert_format,
+                settings.budget_alert_timeout_s,
+                settings.budget_alert_retries,
+                settings.budget_alert_backoff_s,
+            )
+            if webhook_url
+            else None
+        )
+        self.budget_alerts = (
+            BudgetAlerts(self.redis, settings.redis_prefix, self.alert_webhook.send, self.metrics)
+            if self.alert_webhook is not None
+            else None
+        )
         self.limiter = RateLimiter(
             self.redis,
             self.metrics,
@@ -197,6 +218,7 @@ class Runtime:
             max_hold_s=settings.upstream_total_timeout_s + settings.queue_timeout_s + 60,
             on_redis_error=settings.limits_on_redis_error,
             history=SpendHistory(self.channels["auth"], settings.grpc_timeout_s),
+            alerts=self.budget_alerts,
         )
         self.spend = SpendRecorder(
             self.channels["auth"],
@@ -245,7 +267,7 @@ class Runtime:
         for name, config in load_providers(
             settings.providers_file, self.upstream.defaults, settings.upstream_retries, settings.provider_keys_dir
         ).items():
-            self.providers[name] = ExternalProvider(name, config, self.endpoints)
+            self.providers[name] = external_provider(name, config, self.endpoints)
         self.directory = ModelDirectory(self.providers)
         self.auto = AutoRouter(
             self.channels["classifier"],
@@ -300,6 +322,9 @@ class Runtime:
         await self.batch_runner.stop()
         await self.metrics_server.stop()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self.budget_alerts is not None and self.alert_webhook is not None:
+            await self.budget_alerts.close()
+            await self.alert_webhook.close()
         await cancel_all(self._tasks)
         await self.upstream.close()
         if self.meter_provider is not None:

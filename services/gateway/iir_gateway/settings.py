@@ -132,6 +132,9 @@ class GatewaySettings(IIRSettings):
     key_stale_ttl_s: float = Field(default=300.0, ge=0)
     # How often spend records are sent to the auth service.
     usage_flush_interval_s: float = 1.0
+    # For keys and teams that log request bodies: each of the request and its answer is cut to this many
+    # characters in the request log.
+    request_log_body_max_chars: int = Field(default=16384, ge=256, le=1 << 20)
     # Unsent spend records kept in Redis too, so another gateway sends them when this one dies; a running
     # stream's record is kept there every `spend_checkpoint_s` with what it relayed so far.
     spend_journal: bool = True

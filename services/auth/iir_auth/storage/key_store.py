@@ -39,6 +39,9 @@ class KeySettings:
     max_parallel_requests: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
     blocked: bool = False
+    # Percentages of max_budget at which the gateway's budget alert webhook is told (once per window each).
+    budget_alert_thresholds: list[float] = field(default_factory=list)
+    log_bodies: bool = False  # its requests are logged with their bodies
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ _COLUMNS = (
     "id, name, owner, description, prefix, key_hash, admin, priority, allowed_models, rpm_limit, "
     "tpm_limit, budget_tokens, budget_period, expires_at, scrub_mode, cache_mode, created_at, last_used_at, "
     "revoked_at, team_id, user_id, max_budget, budget_duration, max_parallel_requests, metadata, blocked, "
-    "previous_key_hash, previous_valid_until"
+    "previous_key_hash, previous_valid_until, budget_alert_thresholds, log_bodies"
 )
 
 
@@ -84,6 +87,7 @@ def _record(row: asyncpg.Record) -> KeyRecord:
             "team_id": str(team) if team else None,
             "allowed_models": list(row["allowed_models"]),
             "metadata": orjson.loads(row["metadata"]),
+            "budget_alert_thresholds": list(row["budget_alert_thresholds"]),
         }
     )
 
@@ -112,9 +116,10 @@ class KeyStore:
         row = await (conn or self.pool).fetchrow(
             f"INSERT INTO api_keys (id, name, owner, description, prefix, key_hash, admin, priority, allowed_models,"
             f" rpm_limit, tpm_limit, budget_tokens, budget_period, expires_at, scrub_mode, cache_mode, team_id,"
-            f" user_id, max_budget, budget_duration, max_parallel_requests, metadata, blocked)"
+            f" user_id, max_budget, budget_duration, max_parallel_requests, metadata, blocked,"
+            f" budget_alert_thresholds, log_bodies)"
             f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,"
-            f" $21, $22, $23) RETURNING {_COLUMNS}",
+            f" $21, $22, $23, $24, $25) RETURNING {_COLUMNS}",
             uuid.uuid4(),
             s.name,
             s.owner,
@@ -138,6 +143,8 @@ class KeyStore:
             s.max_parallel_requests,
             orjson.dumps(s.metadata).decode(),
             s.blocked,
+            s.budget_alert_thresholds,
+            s.log_bodies,
         )
         return _record(row)
 
@@ -218,6 +225,8 @@ class KeyStore:
             "max_parallel_requests",
             "metadata",
             "blocked",
+            "budget_alert_thresholds",
+            "log_bodies",
         }
     )
 

@@ -164,6 +164,29 @@ MIGRATIONS: list[tuple[int, str]] = [
     CREATE INDEX spend_log_request ON spend_log (request_id);
     """,
     ),
+    (
+        8,
+        """
+    -- Budget alerts: percentages of max_budget at which the gateway's webhook is told, once per window.
+    ALTER TABLE api_keys ADD COLUMN budget_alert_thresholds DOUBLE PRECISION[] NOT NULL DEFAULT '{}';
+    ALTER TABLE teams ADD COLUMN budget_alert_thresholds DOUBLE PRECISION[] NOT NULL DEFAULT '{}';
+    """,
+    ),
+    (
+        9,
+        """
+    -- The request log's bodies, for keys and teams that log them: kept apart, for a shorter time.
+    CREATE TABLE request_bodies (
+        record_id TEXT PRIMARY KEY,
+        at TIMESTAMPTZ NOT NULL,
+        request TEXT NOT NULL DEFAULT '',
+        response TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX request_bodies_at ON request_bodies (at);
+    ALTER TABLE api_keys ADD COLUMN log_bodies BOOLEAN NOT NULL DEFAULT FALSE;
+    ALTER TABLE teams ADD COLUMN log_bodies BOOLEAN NOT NULL DEFAULT FALSE;
+    """,
+    ),
 ]
 
 _LOCK_ID = 0x11A_0001  # arbitrary, constant: the advisory lock guarding migrations

@@ -24,6 +24,9 @@ class TeamRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
     member_ids: list[str] = field(default_factory=list)
+    # Percentages of max_budget at which the gateway's budget alert webhook is told (once per window each).
+    budget_alert_thresholds: list[float] = field(default_factory=list)
+    log_bodies: bool = False  # its keys' requests are logged with their bodies
 
 
 @dataclass(frozen=True)
@@ -39,12 +42,23 @@ class UserRecord:
     team_ids: list[str] = field(default_factory=list)
 
 
-TEAM_FIELDS = ("name", "max_budget", "budget_duration", "rpm_limit", "tpm_limit", "allowed_models", "metadata")
+TEAM_FIELDS = (
+    "name",
+    "max_budget",
+    "budget_duration",
+    "rpm_limit",
+    "tpm_limit",
+    "allowed_models",
+    "metadata",
+    "budget_alert_thresholds",
+    "log_bodies",
+)
 USER_FIELDS = ("email", "max_budget", "budget_duration", "rpm_limit", "tpm_limit", "metadata")
 
 _TEAM = (
     "t.id, t.name, t.max_budget, t.budget_duration, t.rpm_limit, t.tpm_limit, t.allowed_models, t.metadata,"
-    " t.created_at, COALESCE((SELECT array_agg(m.user_id ORDER BY m.user_id) FROM team_members m"
+    " t.created_at, t.budget_alert_thresholds, t.log_bodies,"
+    " COALESCE((SELECT array_agg(m.user_id ORDER BY m.user_id) FROM team_members m"
     " WHERE m.team_id = t.id), '{}') AS member_ids"
 )
 _USER = (
@@ -63,6 +77,7 @@ def _team(row: asyncpg.Record) -> TeamRecord:
             "allowed_models": list(row["allowed_models"]),
             "metadata": orjson.loads(row["metadata"]),
             "member_ids": list(row["member_ids"]),
+            "budget_alert_thresholds": list(row["budget_alert_thresholds"]),
         }
     )
 
@@ -95,7 +110,8 @@ class OrgStore:
         try:
             row = await self.pool.fetchrow(
                 "INSERT INTO teams (id, name, max_budget, budget_duration, rpm_limit, tpm_limit, allowed_models,"
-                " metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                " metadata, budget_alert_thresholds, log_bodies) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                " RETURNING id",
                 uuid.uuid4(),
                 team.name,
                 team.max_budget,
@@ -104,6 +120,8 @@ class OrgStore:
                 team.tpm_limit,
                 team.allowed_models,
                 _column("metadata", team.metadata),
+                team.budget_alert_thresholds,
+                team.log_bodies,
             )
         except asyncpg.UniqueViolationError:
             raise DuplicateName(f"a team named {team.name!r} exists already") from None

@@ -40,6 +40,8 @@ class SpendRow:
     error_code: str = ""
     operation: str = ""
     stream: bool = False
+    request_body: str = ""
+    response_body: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,10 +169,17 @@ def _columns(rows: Sequence[SpendRow]) -> list[list[Any]]:
     ]
 
 
+_BODIES = (
+    "INSERT INTO request_bodies (record_id, at, request, response)"
+    " SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING"
+)
+
+
 class SpendStore:
-    def __init__(self, pool: asyncpg.Pool, retention_days: int = 400) -> None:
+    def __init__(self, pool: asyncpg.Pool, retention_days: int = 400, body_retention_days: int = 7) -> None:
         self.pool = pool
         self.retention_days = retention_days
+        self.body_retention_days = body_retention_days
         self._partitions: set[date] = set()
 
     async def _ensure_partitions(self, conn: asyncpg.Connection, months: set[date]) -> None:
@@ -189,6 +198,11 @@ class SpendStore:
             return 0
         async with self.pool.acquire() as conn:
             await self._ensure_partitions(conn, {_month(r.at) for r in rows})
+            bodies = [r for r in rows if r.record_id and (r.request_body or r.response_body)]
+            if bodies:  # a resent record's bodies are stored once too
+                columns = [[r.record_id for r in bodies], [r.at for r in bodies]]
+                columns += [[r.request_body for r in bodies], [r.response_body for r in bodies]]
+                await conn.execute(_BODIES, *columns)
             try:
                 return int(await conn.fetchval(_INSERT, *_columns(rows)))
             except asyncpg.DataError:
@@ -223,6 +237,10 @@ class SpendStore:
                 dropped.append(name)
         if dropped:
             log.info("spend partitions dropped for retention", extra={"partitions": dropped})
+        body_cutoff = (now or datetime.now(UTC)) - timedelta(days=self.body_retention_days)
+        deleted = await self.pool.execute("DELETE FROM request_bodies WHERE at < $1", body_cutoff)
+        if deleted != "DELETE 0":
+            log.info("request bodies deleted for retention", extra={"deleted": deleted})
         return dropped
 
     async def groups(
@@ -270,14 +288,21 @@ class SpendStore:
         )
         return float(row["cost"]), int(row["tokens"]), int(row["requests"])
 
-    async def logs(self, where: LogFilter, limit: int) -> list[LogEntry]:
-        """The request log, newest first: at most `limit` entries that `where` keeps."""
+    async def logs(self, where: LogFilter, limit: int, bodies: bool = False) -> list[LogEntry]:
+        """The request log, newest first: at most `limit` entries that `where` keeps (with `bodies`, the
+        logged request and answer bodies too)."""
         after_at, after_id = where.after or (None, "")
         rows = await self.pool.fetch(
             "SELECT s.*, coalesce(k.name, '') AS key_name, coalesce(t.name, '') AS team_name,"
-            " coalesce(u.email, '') AS user_email"
-            " FROM spend_log s"
-            " LEFT JOIN teams t ON t.id::text = s.team_id"
+            " coalesce(u.email, '') AS user_email,"
+            + (
+                " coalesce(b.request, '') AS request_body, coalesce(b.response, '') AS response_body"
+                if bodies
+                else " '' AS request_body, '' AS response_body"
+            )
+            + " FROM spend_log s"
+            + (" LEFT JOIN request_bodies b ON b.record_id = s.record_id" if bodies else "")
+            + " LEFT JOIN teams t ON t.id::text = s.team_id"
             " LEFT JOIN users u ON u.id = s.user_id"
             " LEFT JOIN api_keys k ON k.id::text = s.key_id"
             " WHERE ($1 = '' OR s.key_id = $1) AND ($2 = '' OR s.team_id = $2) AND ($3 = '' OR s.user_id = $3)"
@@ -330,4 +355,6 @@ def _spend_row(r: Any) -> SpendRow:
         error_code=r["error_code"],
         operation=r["operation"],
         stream=bool(r["stream"]),
+        request_body=r["request_body"],
+        response_body=r["response_body"],
     )

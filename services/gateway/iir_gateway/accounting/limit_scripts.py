@@ -90,6 +90,7 @@ return {1, 0, 0, 0, k, unpack(levels)}
 # The reservation was the estimate; the answer used what it used: buckets and budgets take the difference,
 # and the parallel slot is freed. A budget counter that is gone (Redis lost it) is left to its seed from
 # the spend log. ARGV: now, counts, per bucket (limit, cap, refund), per budget (ttl, refund), the member.
+# Answers each budget counter as it is now (-1: gone), for the budget alerts.
 SETTLE = (
     LEVEL
     + """
@@ -103,6 +104,7 @@ for i = 1, nb do
     store(KEYS[i], math.min(cap, t + refund), cap, rate, now)
   end
 end
+local used = {}
 for j = 1, ng do
   local ttl, refund = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   a = a + 2
@@ -110,8 +112,9 @@ for j = 1, ng do
     redis.call('INCRBY', KEYS[nb + j], -refund)
     redis.call('EXPIRE', KEYS[nb + j], ttl)
   end
+  used[j] = tonumber(redis.call('GET', KEYS[nb + j]) or '-1')
 end
 if np > 0 then redis.call('ZREM', KEYS[nb + ng + 1], ARGV[a]) end
-return 1
+return used
 """
 )

@@ -12,10 +12,15 @@ never spend past a budget on text (images and audio count at their estimate). Wh
 `settle` (once per request) gives back the unused reservation or takes the excess, and frees the
 request's parallel slot.
 
-A budget counter Redis does not have (a new window, or Redis lost its data) is seeded once from the spend
-log (`SpendHistory`) before the request is admitted. Parallel slots are leases renewed by their gateway
-every third of `parallel_lease_s`: a dead gateway's slots free within one lease. When Redis fails, keys with
-limits are refused (503) or counted in this process (`LocalLimits`), as `on_redis_error` says.
+Budget windows are counted from the creation of the key, user or team (`Scope.created_at`). A budget
+counter Redis does not have (a new window, or Redis lost its data) is seeded once from the spend log
+(`SpendHistory`), from the same window start, before the request is admitted. With `alerts`, a money budget
+that reached one of its scope's alert thresholds (after a settlement, or when it refuses a request it has
+too little left for) is handed to `BudgetAlerts`, which tells the webhook off the request path.
+
+Parallel slots are leases renewed by their gateway every third of `parallel_lease_s`: a dead gateway's
+slots free within one lease. When Redis fails, keys with limits are refused (503) or counted in this
+process (`LocalLimits`), as `on_redis_error` says.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import logging
 import math
 import secrets
 import time
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -41,6 +47,7 @@ from iir_gateway.accounting.admission import (
     SpendSource,
     duration,
 )
+from iir_gateway.accounting.budget_alerts import BudgetAlerts
 from iir_gateway.accounting.limit_scripts import ADMIT, SETTLE
 from iir_gateway.accounting.local_limits import LocalLimits
 from iir_gateway.errors import APIError
@@ -71,6 +78,8 @@ class RateLimiter:
         on_redis_error: str = "closed",
         history: SpendSource | None = None,
         max_hold_s: float = 900.0,
+        alerts: BudgetAlerts | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
         self.metrics = metrics
@@ -80,6 +89,8 @@ class RateLimiter:
         self.max_hold_ms = int(max_hold_s * 1000)  # no request runs longer: its slot is not renewed past it
         self.on_redis_error = on_redis_error
         self.history = history
+        self.alerts = alerts
+        self.clock = clock  # Unix seconds: which budget window a request falls in (tests move it)
         self.local = LocalLimits()
         self._admit = redis.register_script(ADMIT)
         self._settle = redis.register_script(SETTLE)
@@ -115,7 +126,8 @@ class RateLimiter:
             if scope.max_budget > 0:
                 limit = math.ceil(scope.max_budget * NANO)
                 unit = ask.completion_price * ask.choices
-                budgets.append(Budget("money", scope, limit, window(scope.budget_duration, now), ask.prompt_cost, unit))
+                period = window(scope.budget_duration, now, scope.created_at)
+                budgets.append(Budget("money", scope, limit, period, ask.prompt_cost, unit))
         if p.budget_tokens > 0:
             budgets.append(
                 Budget(
@@ -157,7 +169,7 @@ class RateLimiter:
         fails and limits are not counted locally)."""
         if not p.limited:
             return NO_LIMITS
-        now = time.time()
+        now = self.clock()
         now_ms = int(now * 1000)
         buckets, budgets = self._plan(p, estimated_tokens, ask, count_request, now)
         parallel = hold and p.max_parallel_requests > 0
@@ -338,6 +350,8 @@ class RateLimiter:
         self, g: Budget, used: int, affordable: int, ask: BudgetAsk | None, now: float, headers: dict[str, str]
     ) -> None:
         self.metrics.rate_limited.labels("budget").inc()
+        if self.alerts is not None and (affordable == 0 or used >= g.limit):
+            self.alerts.reached(g, used, now, exhausted=True)  # not even the prompt and a token fit: used up
         resets = g.window.ends_at
         extra = dict(headers)
         until = ""
@@ -378,7 +392,7 @@ class RateLimiter:
             ]
             self.local.settle(local, p.key_id, bool(admission.parallel_member))
             return
-        now = time.time()
+        now = self.clock()
         keys: list[str] = []
         args: list[int | float | str] = [
             int(now * 1000),
@@ -405,9 +419,14 @@ class RateLimiter:
                 if not members:
                     del self._live[par]
         try:
-            await self._settle(keys=keys, args=args)
+            used = await self._settle(keys=keys, args=args)
         except RedisError as exc:
             self._redis_failed("settle", exc)
+            return
+        if self.alerts is not None:
+            for g, spent in zip(admission.budgets, used, strict=False):
+                if int(spent) >= 0:
+                    self.alerts.reached(g, int(spent), now)
 
     async def renew_leases(self) -> None:
         """Marks the parallel slots of every request running here as alive (one round trip): a slot whose

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from starlette.responses import Response
 
 from iir.v1 import auth_pb2, auth_pb2_grpc
+from iir_common.budget_window import window
 from iir_gateway.admin.access import Admin, AdminAccess, BodyLimit, call_auth, require_admin, validated
 from iir_gateway.batches.store import BatchStore
 from iir_gateway.errors import APIError
@@ -49,8 +50,12 @@ class KeyDeps(AdminAccess, Protocol):
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 _MAX_LIMIT = 10**12
 MAX_BUDGET = 10.0**9
-# Budget periods: 30m, 12h, 1d, 7d, 30d... (see iir_common.budget_window), or "" for all time.
-DURATION = r"^(|day|month|[1-9][0-9]{0,4}[smhd])$"
+# Budget periods: 30m, 12h, 1d, 7d, 30d..., 1mo, 3mo (from the key's, user's or team's creation), the
+# calendar day and month (see iir_common.budget_window), or "" for all time.
+DURATION = r"^(|day|month|[1-9][0-9]{0,4}[smhd]|[1-9][0-9]?mo)$"
+# Budget alerts: percentages of max_budget at which the gateway's webhook is told, once per window each.
+AlertThreshold = Annotated[float, Field(gt=0, le=100)]
+MAX_ALERT_THRESHOLDS = 10
 MAX_METADATA_BYTES = 16_384
 
 
@@ -112,7 +117,10 @@ class CreateKey(BaseModel):
     # Money (USD) per budget_duration (e.g. "30d"; "" for all time); 0 is unlimited.
     max_budget: float = Field(default=0.0, ge=0, le=MAX_BUDGET)
     budget_duration: Annotated[str, StringConstraints(pattern=DURATION)] = ""
+    budget_alert_thresholds: list[AlertThreshold] = Field(default_factory=list, max_length=MAX_ALERT_THRESHOLDS)
     max_parallel_requests: int = Field(default=0, ge=0, le=100_000)
+    # Its requests logged with their bodies (scrubbed, cut short) in the request log.
+    log_bodies: bool = False
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -138,7 +146,9 @@ class UpdateKey(BaseModel):
     user_id: _text(200) | None = None  # type: ignore[valid-type]
     max_budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET)
     budget_duration: Annotated[str, StringConstraints(pattern=DURATION)] | None = None
+    budget_alert_thresholds: list[AlertThreshold] | None = Field(default=None, max_length=MAX_ALERT_THRESHOLDS)
     max_parallel_requests: int | None = Field(default=None, ge=0, le=100_000)
+    log_bodies: bool | None = None
     metadata: dict[str, Any] | None = None
 
 
@@ -151,6 +161,12 @@ class Regenerate(BaseModel):
 
 def _iso(seconds: int) -> str | None:
     return datetime.fromtimestamp(seconds, UTC).isoformat() if seconds else None
+
+
+def budget_reset_at(duration: str, created_at: int) -> str | None:
+    """When the current window of a budget ends (windows count from the creation); None: never."""
+    period = window(duration, time.time(), created_at) if duration else None
+    return _iso(period.ends_at) if period is not None and not period.endless else None
 
 
 def key_json(k: auth_pb2.KeyInfo) -> dict[str, Any]:
@@ -177,6 +193,9 @@ def key_json(k: auth_pb2.KeyInfo) -> dict[str, Any]:
         "user_id": k.user_id or None,
         "max_budget": k.max_budget,
         "budget_duration": k.budget_duration,
+        "budget_reset_at": budget_reset_at(k.budget_duration, k.created_at),
+        "budget_alert_thresholds": list(k.budget_alert_thresholds),
+        "log_bodies": k.log_bodies,
         "max_parallel_requests": k.max_parallel_requests,
         "blocked": k.blocked,
         "metadata": orjson.loads(k.metadata_json) if k.metadata_json else {},
@@ -255,6 +274,8 @@ def router(deps: KeyDeps) -> APIRouter:
                 budget_duration=body.budget_duration,
                 max_parallel_requests=body.max_parallel_requests,
                 metadata_json=metadata_json(body.metadata),
+                budget_alert_thresholds=body.budget_alert_thresholds,
+                log_bodies=body.log_bodies,
             ),
         )
         # `api_key` is the onboarding guide's name for the secret; `key` is IIR's.
@@ -288,11 +309,15 @@ def router(deps: KeyDeps) -> APIRouter:
             "max_budget",
             "budget_duration",
             "max_parallel_requests",
+            "log_bodies",
         ):
             if getattr(body, name) is not None:
                 setattr(change, name, getattr(body, name))
         if body.metadata is not None:
             change.metadata_json = metadata_json(body.metadata)
+        if body.budget_alert_thresholds is not None:
+            change.set_budget_alert_thresholds = True
+            change.budget_alert_thresholds.extend(body.budget_alert_thresholds)
         if body.allowed_models is not None:
             change.set_allowed_models = True
             change.allowed_models.extend(body.allowed_models)

@@ -73,6 +73,8 @@ def entry(e: auth_pb2.RequestLogEntry) -> dict[str, Any]:
         "cache_hit": r.cache_hit,
         "end_user": r.end_user or None,
         "metadata": orjson.loads(r.tags_json) if r.tags_json else {},
+        # With `include=bodies`, for keys and teams that log them: JSON text, scrubbed, maybe cut short.
+        **({"request_body": r.request_body, "response_body": r.response_body} if r.request_body else {}),
     }
 
 
@@ -103,6 +105,7 @@ def _query(
         until_ms=_ms(params.get("until", ""), "until", end=True),
         after=params.get("after", ""),
         limit=int(limit),
+        include_bodies="bodies" in params.get("include", "").split(","),
     )
 
 
@@ -115,7 +118,7 @@ def router(deps: LogDeps) -> APIRouter:
         summary="Requests, newest first: time, key, team, user, model asked and served, replica or provider, "
         "status, tokens, cost, latency, TTFT, cache hit, fallbacks, request id. Filters: key_id, team_id, "
         "user_id, model, status, errors, request_id, since, until; paging: limit and after (the `next` of "
-        "the previous page)",
+        "the previous page); include=bodies: the logged request and answer bodies",
     )
     async def logs(request: Request) -> Response:
         admin = await require_admin(request, deps, team_scope=True)

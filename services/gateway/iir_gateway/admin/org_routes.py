@@ -13,7 +13,18 @@ from starlette.responses import Response
 
 from iir.v1 import auth_pb2, auth_pb2_grpc
 from iir_gateway.admin.access import AdminAccess, BodyLimit, require_admin, validated
-from iir_gateway.admin.key_routes import _MAX_LIMIT, DURATION, MAX_BUDGET, _iso, _text, bounded_ids, metadata_json
+from iir_gateway.admin.key_routes import (
+    _MAX_LIMIT,
+    DURATION,
+    MAX_ALERT_THRESHOLDS,
+    MAX_BUDGET,
+    AlertThreshold,
+    _iso,
+    _text,
+    bounded_ids,
+    budget_reset_at,
+    metadata_json,
+)
 from iir_gateway.server.bodies import json_response, read_json_object
 from iir_gateway.server.docs_routes import ADMIN_ERRORS, body_of
 
@@ -45,6 +56,10 @@ class CreateTeam(_Limits):
 
     name: _text(200)  # type: ignore[valid-type]
     allowed_models: list[_text(200)] = Field(default_factory=list, max_length=100)  # type: ignore[valid-type]
+    # Percentages of max_budget at which the gateway's budget alert webhook is told, once per window each.
+    budget_alert_thresholds: list[AlertThreshold] = Field(default_factory=list, max_length=MAX_ALERT_THRESHOLDS)
+    # Its keys' requests logged with their bodies (scrubbed, cut short) in the request log.
+    log_bodies: bool = False
 
 
 class UpdateTeam(BaseModel):
@@ -57,6 +72,8 @@ class UpdateTeam(BaseModel):
     rpm_limit: int | None = Field(default=None, ge=0, le=_MAX_LIMIT)
     tpm_limit: int | None = Field(default=None, ge=0, le=_MAX_LIMIT)
     allowed_models: list[_text(200)] | None = Field(default=None, max_length=100)  # type: ignore[valid-type]
+    budget_alert_thresholds: list[AlertThreshold] | None = Field(default=None, max_length=MAX_ALERT_THRESHOLDS)
+    log_bodies: bool | None = None
     metadata: dict[str, Any] | None = None
 
 
@@ -89,6 +106,9 @@ def team_json(t: auth_pb2.Team) -> dict[str, Any]:
         "rpm_limit": t.rpm_limit,
         "tpm_limit": t.tpm_limit,
         "allowed_models": list(t.allowed_models),
+        "budget_reset_at": budget_reset_at(t.budget_duration, t.created_at),
+        "budget_alert_thresholds": list(t.budget_alert_thresholds),
+        "log_bodies": t.log_bodies,
         "metadata": orjson.loads(t.metadata_json) if t.metadata_json else {},
         "members": list(t.member_ids),
         "created_at": _iso(t.created_at),
@@ -104,6 +124,7 @@ def user_json(u: auth_pb2.User) -> dict[str, Any]:
         "budget_duration": u.budget_duration,
         "rpm_limit": u.rpm_limit,
         "tpm_limit": u.tpm_limit,
+        "budget_reset_at": budget_reset_at(u.budget_duration, u.created_at),
         "team_ids": list(u.team_ids),
         "metadata": orjson.loads(u.metadata_json) if u.metadata_json else {},
         "created_at": _iso(u.created_at),

@@ -102,6 +102,7 @@ const views = {
         field("TPM", el("input", { id: "key-tpm", type: "number", min: 0 })),
         field("Models", el("input", { id: "key-models", placeholder: "all, or local/*, openai/gpt-4o" })),
         field("Expires in days", el("input", { id: "key-expiry", type: "number", min: 0 })),
+        field("Log bodies", el("input", { id: "key-bodies", type: "checkbox" })),
         el("button", { id: "key-create", class: "primary", type: "submit" }, "Create key")),
       el("div", { id: "secret-box" }),
       table([
@@ -310,14 +311,16 @@ function logTable(rows) {
   const t = table(LOG_COLUMNS, rows, "logs-table");
   t.querySelectorAll("tbody tr").forEach((tr, i) => {
     tr.classList.add("clickable");
-    tr.addEventListener("click", () => showLog(rows[i]));
+    tr.addEventListener("click", () => run(() => showLog(rows[i])));
   });
   return t;
 }
 
-function showLog(e) {
-  // Every field of the entry, as text.
-  const shown = { ...e, at: new Date(e.at_ms).toISOString() };
+async function showLog(e) {
+  // Every field of the entry, as text; its bodies too where its key or team logs them.
+  const own = ROLE === "key" ? "/api/v1/key/logs" : "/api/v1/logs";
+  const full = e.request_id ? (await api("GET", `${own}?request_id=${encodeURIComponent(e.request_id)}&include=bodies`).catch(() => null))?.data?.find((x) => x.id === e.id) : null;
+  const shown = { ...(full || e), at: new Date(e.at_ms).toISOString() };
   $("logs-detail").replaceChildren(el("h3", {}, `Request ${e.request_id || e.id}`),
     el("dl", { id: "log-fields" }, Object.entries(shown).map(([name, v]) => [el("dt", {}, name),
       el("dd", {}, typeof v === "object" && v !== null ? JSON.stringify(v) : String(v ?? "–"))])));
@@ -353,7 +356,7 @@ const models = (id) => value(id).split(",").map((m) => m.trim()).filter(Boolean)
 async function createKey() {
   const body = { name: value("key-name"), team_id: value("key-team"), user_id: value("key-user"),
     max_budget: number("key-budget"), budget_duration: value("key-duration"), rpm_limit: number("key-rpm"), tpm_limit: number("key-tpm"),
-    allowed_models: models("key-models") };
+    allowed_models: models("key-models"), log_bodies: $("key-bodies").checked };
   if (number("key-expiry")) body.expires_in_days = number("key-expiry");
   const made = await api("POST", "/api/v1/apikeys", body);
   await show("keys");
@@ -423,11 +426,14 @@ const ROLE_VIEWS = {
   key: ["me"],
 };
 
+let ROLE = "";
+
 function loggedIn(who) {
   $("login").hidden = Boolean(who);
   $("nav").hidden = !who;
   $("view").hidden = !who;
   if (!who) return null;
+  ROLE = who.role;
   const allowed = ROLE_VIEWS[who.role] || [];
   for (const b of document.querySelectorAll("nav button[data-view]")) b.hidden = !allowed.includes(b.dataset.view);
   const role = { admin: "admin", viewer: "viewer (read only)", team_admin: `team admin of ${who.team_name}`, key: "key" }[who.role];
@@ -444,15 +450,18 @@ async function enter() {
 
 document.addEventListener("DOMContentLoaded", () => {
   for (const b of document.querySelectorAll("nav button[data-view]")) b.addEventListener("click", () => run(() => show(b.dataset.view)));
-  $("logout").addEventListener("click", async () => {
+  $("logout").addEventListener("click", () => {
     // Nothing of the session stays: the key, the field it was typed in, the filters, the page; a signed-in
     // session ends on the gateway too.
-    if ((sessionStorage.getItem(KEY) || "").startsWith("iir-session-")) await api("DELETE", "/api/v1/session").catch(() => null);
+    const token = sessionStorage.getItem(KEY) || "";
     sessionStorage.clear();
     $("admin-key").value = "";
     $("view").replaceChildren();
     showError(null);
     loggedIn(null);
+    if (token.startsWith("iir-session-")) {
+      fetch("/api/v1/session", { method: "DELETE", headers: { Authorization: `Bearer ${token}` } }).catch(() => null);
+    }
   });
   $("login-form").addEventListener("submit", (e) => {
     e.preventDefault();

@@ -21,7 +21,7 @@ from iir_gateway.upstream.errors import UpstreamError, upstream_error, upstream_
 from iir_gateway.upstream.http11 import HTTP11Client, Response, UpstreamConnectError
 from iir_gateway.upstream.relay import StreamRelay
 from iir_gateway.upstream.span import end_span, upstream_span
-from iir_gateway.upstream.target import Timeouts, Upstream
+from iir_gateway.upstream.target import CredentialsError, Timeouts, Upstream
 from iir_gateway.wire.base import NativeBody
 from iir_gateway.wire.registry import codec_for
 
@@ -77,7 +77,7 @@ class UpstreamClient:
         assert self._http is not None, "UpstreamClient.start() was not awaited"
         public_model = upstream.public_model
         codec = codec_for(upstream.wire)
-        passthrough = native is not None and native.wire == codec.kind
+        passthrough = native is not None and native.wire == codec.native_kind
         if passthrough:
             assert native is not None
             path, payload = codec.encode_native(native.body, upstream.model, stream)
@@ -85,7 +85,21 @@ class UpstreamClient:
             path, payload = codec.encode_request(endpoint, body, upstream.model, stream)
         keep_native = passthrough and native_answer
         url = f"{upstream.base_url}/{path}"
+        if upstream.query:
+            url += ("&" if "?" in path else "?") + upstream.query
         headers = {"content-type": "application/json", "x-request-id": request_id, **upstream.headers}
+        if upstream.auth is not None:
+            try:
+                headers.update(await upstream.auth.authorize("POST", url, headers, payload))
+            except CredentialsError as exc:
+                raise self._fail(
+                    provider,
+                    "auth",
+                    502,
+                    f"The gateway has no credentials for `{public_model}`: {exc.message}",
+                    "upstream_auth_failed",
+                    retryable=exc.retryable,
+                ) from None
         span = upstream_span(provider, upstream, url, headers)
         timeouts = upstream.timeouts or self.defaults
         first = b""
@@ -179,6 +193,7 @@ class UpstreamClient:
             public_model,
             upstream.metric_model,
             self.metrics,
+            codec.framing(),
         )
         return Answer(public_model, stream=relay, headers=answer_headers)
 

@@ -12,16 +12,17 @@ from iir_gateway.answer import Event
 from iir_gateway.errors import error_body
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.upstream.http11 import Response
-from iir_gateway.wire.base import StreamDecoder
+from iir_gateway.wire.base import Framing, StreamDecoder
 from iir_gateway.wire.sse import SSEParser
 
 log = logging.getLogger(__name__)
 
 
 class StreamRelay:
-    """Reads `resp` (whose first bytes were read already) through `decoder`. A stream that breaks
-    off or stalls past `read_timeout_s` ends with an OpenAI error event. `aclose` ends the call: a
-    stream closed before its end drops the connection, which makes vLLM abort the request.
+    """Reads `resp` (whose first bytes were read already), cut into payloads by `framing` (SSE unless
+    the codec says otherwise), through `decoder`. A stream that breaks off or stalls past
+    `read_timeout_s` ends with an OpenAI error event. `aclose` ends the call: a stream closed before
+    its end drops the connection, which makes vLLM abort the request.
 
     The stall is watched by one timer per stream, which looks at how long the current read has been
     waiting when it fires (and comes back later if none has waited long): a timeout per read would
@@ -37,6 +38,7 @@ class StreamRelay:
         public_model: str,
         metric_model: str,
         metrics: GatewayMetrics,
+        framing: Framing | None = None,
     ) -> None:
         self.resp = resp
         self.decoder = decoder
@@ -47,7 +49,7 @@ class StreamRelay:
         self.metrics = metrics
         self.usage: dict[str, Any] | None = None
         self.completed = False
-        self._parser = SSEParser()
+        self._parser: Framing = framing if framing is not None else SSEParser()
         self._pending: deque[Event] = deque()
         self._next = first
         self._ended = False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,6 +18,26 @@ class Timeouts(BaseModel):
     total_s: float = Field(600.0, gt=0)
 
 
+class CredentialsError(Exception):
+    """The gateway's own credentials for a provider could not be had (a token endpoint refusing or
+    unreachable, a key file unreadable). The message names no secret; `retryable` when trying again may
+    help (the token endpoint was unreachable or failing)."""
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+
+
+class RequestAuth(Protocol):
+    """Credentials computed per request, once its bytes are known: an OAuth access token (cached until
+    it expires), an AWS SigV4 signature."""
+
+    async def authorize(self, method: str, url: str, headers: dict[str, str], body: bytes) -> dict[str, str]:
+        """The headers to add to the request (`headers` are those it has so far); raises CredentialsError."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Upstream:
     """An OpenAI-compatible server and the model name it knows."""
@@ -29,6 +49,8 @@ class Upstream:
     endpoint: str = ""  # its key in the endpoint states (health, load)
     public_model: str = ""
     metric_model: str = "other"  # public_model when the catalogue or configuration knows it (bounded labels)
-    wire: Literal["openai", "anthropic"] = "openai"
+    wire: str = "openai"  # the kind of its codec in `wire.registry`
     timeouts: Timeouts | None = None  # None: the gateway's defaults
     retries: int = 2
+    query: str = ""  # added to every request's URL (Azure's `api-version=…`)
+    auth: RequestAuth | None = None  # credentials made per request, after the headers

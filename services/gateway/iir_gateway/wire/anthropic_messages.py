@@ -13,6 +13,7 @@ from iir_gateway.errors import APIError
 from iir_gateway.wire.anthropic_request import to_anthropic
 from iir_gateway.wire.anthropic_response import from_anthropic
 from iir_gateway.wire.anthropic_stream import AnthropicStreamDecoder
+from iir_gateway.wire.sse import SSEParser
 
 NATIVE_FIELDS = frozenset(
     {
@@ -33,6 +34,7 @@ NATIVE_FIELDS = frozenset(
 
 class AnthropicMessagesCodec:
     kind = "anthropic"
+    native_kind = "anthropic"
 
     def encode_request(self, endpoint: str, body: Mapping[str, Any], model: str, stream: bool) -> tuple[str, bytes]:
         if endpoint != "chat/completions":
@@ -58,3 +60,6 @@ class AnthropicMessagesCodec:
         # run on the gateway's Anthropic account at the caller's word.
         kept = {k: v for k, v in body.items() if k in NATIVE_FIELDS}
         return "v1/messages", orjson.dumps({**kept, "model": model, "stream": stream})
+
+    def framing(self) -> SSEParser:
+        return SSEParser()

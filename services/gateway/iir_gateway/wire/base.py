@@ -40,8 +40,24 @@ class StreamDecoder(Protocol):
         ...
 
 
+class Framing(Protocol):
+    """Cuts an upstream's stream into the payloads of its events, however the network split it: SSE
+    (`wire.sse.SSEParser`) for most, AWS's binary event stream for Bedrock."""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The payloads completed by `chunk`, in order."""
+        ...
+
+    def flush(self) -> list[bytes]:
+        """The payloads of what is left when the stream ended."""
+        ...
+
+
 class WireCodec(Protocol):
     kind: str
+    # The API whose requests it can send as the client wrote them (`NativeBody.wire`): its own kind, or
+    # the API it carries (Claude on Vertex carries Anthropic's Messages).
+    native_kind: str
 
     def encode_request(self, endpoint: str, body: Mapping[str, Any], model: str, stream: bool) -> tuple[str, bytes]:
         """(path under the upstream's base URL, request body) for an OpenAI request to `endpoint`
@@ -60,4 +76,8 @@ class WireCodec(Protocol):
 
     def encode_native(self, body: Mapping[str, Any], model: str, stream: bool) -> tuple[str, bytes]:
         """(path, body) for a request already in this format (a client of the same API)."""
+        ...
+
+    def framing(self) -> Framing:
+        """A new framing for one stream of this format."""
         ...

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from iir_gateway.answer import Event
-from iir_gateway.wire.sse import DONE
+from iir_gateway.wire.sse import DONE, SSEParser
 
 
 class OpenAIStreamDecoder:
@@ -37,6 +37,7 @@ class OpenAIStreamDecoder:
 
 class OpenAIChatCodec:
     kind = "openai"
+    native_kind = "openai"
 
     def encode_request(self, endpoint: str, body: Mapping[str, Any], model: str, stream: bool) -> tuple[str, bytes]:
         out = {**body, "model": model}
@@ -53,3 +54,6 @@ class OpenAIChatCodec:
 
     def encode_native(self, body: Mapping[str, Any], model: str, stream: bool) -> tuple[str, bytes]:
         return self.encode_request("chat/completions", body, model, stream)
+
+    def framing(self) -> SSEParser:
+        return SSEParser()

@@ -1,12 +1,13 @@
-"""Step 7: what each request used and cost: one spend record per request (for spend queries and, in
-the auth service, usage per key and model), and the per-model metrics: requests by status, tokens,
-latency, money. A running stream's record is checkpointed (what it relayed so far), so a gateway crash
-still bills it."""
+"""Step 7: what each request used and cost: one spend record per request (for spend queries, the request
+log and, in the auth service, usage per key and model), and the per-model metrics: requests by status,
+tokens, latency, money. A running stream's record is checkpointed (what it relayed so far), so a gateway
+crash still bills it. For keys and teams that log bodies, the record carries the request and its answer
+as the client got them (after scrubbing, which runs before this step), cut to `body_cap` characters."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import orjson
@@ -14,6 +15,8 @@ import orjson
 from iir.v1 import auth_pb2
 from iir_gateway.accounting.cost import Prices, cached_tokens, request_cost
 from iir_gateway.accounting.rate_limiter import NANO
+from iir_gateway.answer import Event
+from iir_gateway.caching.assembler import StreamAssembler
 from iir_gateway.metrics import GatewayMetrics
 from iir_gateway.pipeline.context import RequestContext
 from iir_gateway.pipeline.step import Step
@@ -21,6 +24,7 @@ from iir_gateway.pipeline.steps.dispatch import RELAY
 
 _ID = "spend_id"  # ctx.state: the record's id and time, fixed when a stream is tracked
 _AT = "spend_at_ms"
+_ANSWER = "logged_answer"  # ctx.state: the answer's bytes, or the assembler of its stream, when logged
 
 
 class SpendSink(Protocol):
@@ -41,10 +45,41 @@ def _labels(ctx: RequestContext) -> tuple[str, str]:
 class Account(Step):
     name = "account"
 
-    def __init__(self, spend: SpendSink, prices: Prices, metrics: GatewayMetrics) -> None:
+    def __init__(self, spend: SpendSink, prices: Prices, metrics: GatewayMetrics, body_cap: int = 16384) -> None:
         self.spend = spend
         self.prices = prices
         self.metrics = metrics
+        self.body_cap = body_cap
+
+    @staticmethod
+    def _logs_bodies(ctx: RequestContext) -> bool:
+        return ctx.principal is not None and ctx.principal.logs_bodies()
+
+    def on_document(self, ctx: RequestContext, document: Event) -> Event:
+        if self._logs_bodies(ctx):
+            ctx.state[_ANSWER] = document.raw
+        return document
+
+    def wants_chunks(self, ctx: RequestContext) -> bool:
+        return self._logs_bodies(ctx)  # no cost on the stream of a key that logs no bodies
+
+    def on_chunk(self, ctx: RequestContext, event: Event) -> Sequence[Event]:
+        data = event.data
+        if isinstance(data, dict):
+            ctx.state.setdefault(_ANSWER, StreamAssembler()).add(data)
+        return (event,)
+
+    def _bodies(self, ctx: RequestContext) -> tuple[str, str]:
+        """(request, answer) as JSON text cut to the cap, for a key or team that logs them; else empty."""
+        if not self._logs_bodies(ctx):
+            return "", ""
+        answer = ctx.state.get(_ANSWER)
+        if isinstance(answer, StreamAssembler):
+            whole = answer.completion()
+            answer = orjson.dumps(whole) if whole is not None else b""
+        request = orjson.dumps(ctx.body).decode("utf-8", "replace")
+        response = answer.decode("utf-8", "replace") if isinstance(answer, bytes) else ""
+        return request[: self.body_cap], response[: self.body_cap]
 
     async def before(self, ctx: RequestContext) -> None:
         if ctx.stream and ctx.principal is not None:
@@ -99,7 +134,9 @@ class Account(Step):
         )
 
     def _spend(self, ctx: RequestContext, provider: str, prompt: int, completion: int, cost: int) -> None:
-        self.spend.record(self._record(ctx, provider, prompt, completion, cost))
+        record = self._record(ctx, provider, prompt, completion, cost)
+        record.request_body, record.response_body = self._bodies(ctx)
+        self.spend.record(record)
 
     def on_complete(self, ctx: RequestContext) -> None:
         m = self.metrics
