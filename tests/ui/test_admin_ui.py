@@ -70,8 +70,10 @@ def test_create_a_team_and_key_then_see_its_spend(stack: Stack, browser: Chrome)
     team_rpm = by_id("team-edit-rpm")
     team_rpm.clear()
     team_rpm.send_keys("777")
+    by_id("team-edit-alerts").send_keys("50, 80, 100")  # budget alerts at these shares of its budget
     by_id("team-edit-save").click()
     wait.until(seen.text_to_be_present_in_element((By.ID, "teams-table"), "777"))
+    assert "50% 80% 100%" in by_id("teams-table").text
 
     d.find_element(By.CSS_SELECTOR, "nav button[data-view=keys]").click()
     by_id("key-name").send_keys("ui-key")

@@ -132,6 +132,8 @@ const views = {
         ["Budget", (t) => (t.max_budget ? `${money(t.max_budget)} / ${t.budget_duration || "all time"}` : "–")],
         ["RPM", (t) => limit(t.rpm_limit)], ["TPM", (t) => limit(t.tpm_limit)],
         ["Models", (t) => t.allowed_models.join(", ") || "all"], ["Members", (t) => t.members.length],
+        ["Alerts", (t) => (t.budget_alert_thresholds || []).map((p) => `${p}%`).join(" ") || "–"],
+        ["Bodies", (t) => (t.log_bodies ? "logged" : "–")],
         ["", (t) => [el("button", { class: "small", on: { click: () => editTeam(t) } }, "Edit"),
           el("button", { class: "small", on: { click: () => run(async () => {
             if (!window.confirm(`Delete the team "${t.name}"?`)) return;
@@ -374,11 +376,14 @@ function editForm(id, title, fields, save) {
 
 function editTeam(t) {
   editForm("team-edit", `Edit team ${t.name}`, [["Name", "team-edit-name", t.name, "text"], ["Budget (USD)", "team-edit-budget", t.max_budget],
-    ["RPM", "team-edit-rpm", t.rpm_limit], ["Models", "team-edit-models", t.allowed_models.join(", "), "text"]], async () => {
+    ["RPM", "team-edit-rpm", t.rpm_limit], ["Models", "team-edit-models", t.allowed_models.join(", "), "text"],
+    ["Alerts at % of budget", "team-edit-alerts", (t.budget_alert_thresholds || []).join(", "), "text"]], async () => {
     await api("PATCH", `/api/v1/teams/${t.id}`, { name: value("team-edit-name"), max_budget: number("team-edit-budget"),
-      rpm_limit: number("team-edit-rpm"), allowed_models: models("team-edit-models") });
+      rpm_limit: number("team-edit-rpm"), allowed_models: models("team-edit-models"),
+      budget_alert_thresholds: models("team-edit-alerts").map(Number), log_bodies: $("team-edit-bodies").checked });
     await show("teams");
   });
+  $("team-edit").insertBefore(field("Log bodies", el("input", { id: "team-edit-bodies", type: "checkbox", checked: t.log_bodies })), $("team-edit-save"));
 }
 
 function editUser(u, teams) {
