@@ -135,14 +135,18 @@ def test_create_a_team_and_key_then_see_its_spend(stack: Stack, browser: Chrome)
     Select(by_id("logs-key")).select_by_visible_text(
         next(o.text for o in Select(by_id("logs-key")).options if o.text.startswith("ui-key"))
     )
+    shown = by_id("logs-table")
     by_id("logs-apply").click()
+    wait.until(seen.staleness_of(shown))  # the page drawn again for the chosen key
     wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, "#logs-table tbody tr")) == 2)
     assert "local/" in by_id("logs-table").text and "200" in by_id("logs-table").text
     d.find_element(By.CSS_SELECTOR, "#logs-table tbody tr").click()
     wait.until(seen.text_to_be_present_in_element((By.ID, "log-fields"), "request_id"))
     shot("7-logs")
     by_id("logs-errors").click()
+    shown = by_id("logs-table")
     by_id("logs-apply").click()
+    wait.until(seen.staleness_of(shown))
     wait.until(seen.text_to_be_present_in_element((By.ID, "logs-table"), "No requests logged yet."))
 
     # A destructive action asks first: dismissed, the key stays; accepted, it is revoked.
