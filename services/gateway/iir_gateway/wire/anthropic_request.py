@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from iir_gateway.errors import invalid_value
+from iir_gateway.wire.tool_calls import call_arguments
 
 # Anthropic requires max_tokens; OpenAI does not.
 DEFAULT_MAX_TOKENS = 4096
@@ -57,10 +56,7 @@ def _blocks(content: Any, param: str) -> list[dict[str, Any]]:
 
 def _tool_use(call: dict[str, Any], param: str) -> dict[str, Any]:
     function = call.get("function") or {}
-    try:
-        arguments = orjson.loads(function.get("arguments") or "{}")
-    except orjson.JSONDecodeError:
-        raise invalid_value("Tool call arguments must be a JSON object.", f"{param}.function.arguments") from None
+    arguments = call_arguments(call, param)
     return {"type": "tool_use", "id": call.get("id", ""), "name": function.get("name", ""), "input": arguments}
 
 

@@ -17,6 +17,7 @@ import orjson
 
 from iir_gateway.errors import invalid_value
 from iir_gateway.wire.anthropic_request import text_of
+from iir_gateway.wire.tool_calls import call_arguments
 
 _IMAGE_FORMATS = {
     "image/png": "png",
@@ -59,12 +60,7 @@ def _blocks(content: Any, param: str) -> list[dict[str, Any]]:
 
 def _tool_use(call: dict[str, Any], param: str) -> dict[str, Any]:
     function = call.get("function") or {}
-    try:
-        arguments = orjson.loads(function.get("arguments") or "{}")
-    except orjson.JSONDecodeError:
-        raise invalid_value("Tool call arguments must be a JSON object.", f"{param}.function.arguments") from None
-    if not isinstance(arguments, dict):
-        raise invalid_value("Tool call arguments must be a JSON object.", f"{param}.function.arguments")
+    arguments = call_arguments(call, param)
     return {"toolUse": {"toolUseId": call.get("id", ""), "name": function.get("name", ""), "input": arguments}}
 
 

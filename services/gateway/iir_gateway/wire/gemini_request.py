@@ -18,6 +18,7 @@ import orjson
 
 from iir_gateway.errors import invalid_value
 from iir_gateway.wire.anthropic_request import text_of
+from iir_gateway.wire.tool_calls import call_arguments
 
 _MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 # The fields of Gemini's `Schema` (an OpenAPI 3.0 subset); any other (`additionalProperties`, `$schema`,
@@ -116,12 +117,7 @@ def _parts(content: Any, param: str) -> list[dict[str, Any]]:
 
 def _function_call(call: dict[str, Any], param: str) -> dict[str, Any]:
     function = call.get("function") or {}
-    try:
-        args = orjson.loads(function.get("arguments") or "{}")
-    except orjson.JSONDecodeError:
-        raise invalid_value("Tool call arguments must be a JSON object.", f"{param}.function.arguments") from None
-    if not isinstance(args, dict):
-        raise invalid_value("Tool call arguments must be a JSON object.", f"{param}.function.arguments")
+    args = call_arguments(call, param)
     return {"functionCall": {"name": function.get("name", ""), "args": args}}
 
 
