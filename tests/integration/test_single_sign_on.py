@@ -58,11 +58,12 @@ def sign_in(gateway: str, provider: Provider, groups: list[str], email: str = ""
     """The browser's round trip: (the session token, or "" and the error the UI is sent back with)."""
     person = {"sub": uuid.uuid4().hex, "email": email or f"{uuid.uuid4().hex[:6]}@example.com", "groups": groups}
     httpx.post(f"{provider.issuer}/_person", json=person)
-    to_provider = httpx.get(f"{gateway}/ui/sso/login")
-    assert to_provider.status_code == 303 and to_provider.headers["location"].startswith(provider.issuer)
-    back = httpx.get(to_provider.headers["location"])
-    assert back.status_code == 302, back.text
-    landed = httpx.get(back.headers["location"])
+    with httpx.Client() as browser:  # its cookies: the sign-in's state comes back with it
+        to_provider = browser.get(f"{gateway}/ui/sso/login")
+        assert to_provider.status_code == 303 and to_provider.headers["location"].startswith(provider.issuer)
+        back = browser.get(to_provider.headers["location"])
+        assert back.status_code == 302, back.text
+        landed = browser.get(back.headers["location"])
     assert landed.status_code == 303 and landed.headers["location"].startswith("/ui/#")
     fragment = dict(httpx.QueryParams(landed.headers["location"].split("#", 1)[1]))
     return fragment.get("session", ""), fragment.get("sso_error", "")
@@ -175,10 +176,14 @@ def test_sign_ins_that_must_fail(sso: tuple[str, Provider]) -> None:
 def test_a_callback_is_good_once_and_a_session_is_no_api_key(sso: tuple[str, Provider]) -> None:
     gateway, provider = sso
     httpx.post(f"{provider.issuer}/_person", json={"sub": "s", "email": "once@example.com", "groups": ["iir-admins"]})
-    back = httpx.get(httpx.get(f"{gateway}/ui/sso/login").headers["location"]).headers["location"]
-    first = httpx.get(back).headers["location"]
+    attacker, victim = httpx.Client(), httpx.Client()
+    back = attacker.get(attacker.get(f"{gateway}/ui/sso/login").headers["location"]).headers["location"]
+    # The attacker's own callback link, opened in the victim's browser: refused (login CSRF).
+    forced = dict(httpx.QueryParams(victim.get(back).headers["location"].split("#", 1)[1]))
+    assert "session" not in forced and "another browser" in forced["sso_error"]
+    first = attacker.get(back).headers["location"]
     assert "session=" in first
-    again = httpx.get(back).headers["location"]  # the same code and state, replayed
+    again = attacker.get(back).headers["location"]  # the same code and state, replayed
     assert "session=" not in again and "sso_error" in again
     token = dict(httpx.QueryParams(first.split("#", 1)[1]))["session"]
     body = {"model": f"local/{SERVED}", "messages": [{"role": "user", "content": "hi"}]}

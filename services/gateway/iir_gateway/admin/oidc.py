@@ -76,8 +76,9 @@ class OIDCClient:
             self._config = config
         return self._config
 
-    async def start(self) -> str:
-        """The provider's authorization URL for a new sign-in (its state, nonce and verifier kept)."""
+    async def start(self) -> tuple[str, str]:
+        """The provider's authorization URL for a new sign-in (its state, nonce and verifier kept), and its
+        state, which the browser must bring back (a cookie), so no one can finish a sign-in another began."""
         config = await self._configuration()
         state, nonce, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(24), secrets.token_urlsafe(48)
         pending = orjson.dumps({"nonce": nonce, "verifier": verifier})
@@ -92,7 +93,7 @@ class OIDCClient:
             "code_challenge": _b64(hashlib.sha256(verifier.encode()).digest()),
             "code_challenge_method": "S256",
         }
-        return f"{config['authorization_endpoint']}?{urllib.parse.urlencode(query)}"
+        return f"{config['authorization_endpoint']}?{urllib.parse.urlencode(query)}", state
 
     async def finish(self, code: str, state: str) -> Identity:
         """The identity the provider vouches for, from the code and state it sent back."""

@@ -6,6 +6,7 @@ server). `/api/v1/session` says who the caller is (a session or a key); DELETE e
 from __future__ import annotations
 
 import logging
+import secrets
 import urllib.parse
 from typing import Protocol
 
@@ -71,8 +72,15 @@ async def _session_of(identity: Identity, settings: RoleSettings, stub: auth_pb2
     raise SignInError(f"{identity.email or identity.subject} is in none of the groups that give access to IIR.")
 
 
+# The sign-in's state, kept by the browser that began it: a callback from another browser (a link an
+# attacker made with their own sign-in, to log a victim in as them) is refused.
+_STATE_COOKIE = "iir_sso_state"
+
+
 def _back_to_ui(**fragment: str) -> Response:
-    return RedirectResponse(f"/ui/#{urllib.parse.urlencode(fragment)}", status_code=303)
+    response = RedirectResponse(f"/ui/#{urllib.parse.urlencode(fragment)}", status_code=303)
+    response.delete_cookie(_STATE_COOKIE, path="/ui/sso")
+    return response
 
 
 def router(deps: SsoDeps) -> APIRouter:
@@ -90,9 +98,12 @@ def router(deps: SsoDeps) -> APIRouter:
     @routes.get("/ui/sso/login", include_in_schema=False)
     async def sso_login() -> Response:
         try:
-            return RedirectResponse(await client().start(), status_code=303)
+            url, state = await client().start()
         except SignInError as exc:
             return _back_to_ui(sso_error=str(exc))
+        response = RedirectResponse(url, status_code=303)
+        response.set_cookie(_STATE_COOKIE, state, max_age=600, path="/ui/sso", httponly=True, samesite="lax")
+        return response
 
     @routes.get("/ui/sso/callback", include_in_schema=False)
     async def sso_callback(request: Request) -> Response:
@@ -100,8 +111,11 @@ def router(deps: SsoDeps) -> APIRouter:
         params = request.query_params
         if params.get("error"):  # the person declined, or the provider refused
             return _back_to_ui(sso_error=f"The identity provider said: {params.get('error', '')[:100]}.")
+        state = params.get("state", "")
+        if not state or not secrets.compare_digest(request.cookies.get(_STATE_COOKIE, ""), state):
+            return _back_to_ui(sso_error="This sign-in began in another browser; sign in again here.")
         try:
-            identity = await oidc.finish(params.get("code", ""), params.get("state", ""))
+            identity = await oidc.finish(params.get("code", ""), state)
             session = await _session_of(identity, deps.settings, deps.auth_stub)
         except SignInError as exc:
             log.warning("sign-in refused", extra={"reason": str(exc)})
