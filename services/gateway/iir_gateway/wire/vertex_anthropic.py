@@ -10,13 +10,9 @@ from typing import Any
 
 import orjson
 
-from iir_gateway.answer import Event
 from iir_gateway.errors import APIError
-from iir_gateway.wire.anthropic_messages import NATIVE_FIELDS
+from iir_gateway.wire.anthropic_messages import NATIVE_FIELDS, AnthropicMessagesCodec
 from iir_gateway.wire.anthropic_request import to_anthropic
-from iir_gateway.wire.anthropic_response import from_anthropic
-from iir_gateway.wire.anthropic_stream import AnthropicStreamDecoder
-from iir_gateway.wire.sse import SSEParser
 
 VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
 
@@ -25,9 +21,10 @@ def _path(model: str, stream: bool) -> str:
     return f"{model}:streamRawPredict" if stream else f"{model}:rawPredict"
 
 
-class VertexAnthropicCodec:
+class VertexAnthropicCodec(AnthropicMessagesCodec):
+    """Anthropic's codec with Vertex's paths and body; answers, streams and framing are Anthropic's own."""
+
     kind = "vertex-anthropic"
-    native_kind = "anthropic"
 
     def encode_request(self, endpoint: str, body: Mapping[str, Any], model: str, stream: bool) -> tuple[str, bytes]:
         if endpoint != "chat/completions":
@@ -44,21 +41,8 @@ class VertexAnthropicCodec:
             request["stream"] = True
         return _path(model, stream), orjson.dumps(request)
 
-    def decode_response(self, raw: bytes) -> Event | None:
-        try:
-            message = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return None
-        return Event.of(from_anthropic(message)) if isinstance(message, dict) else None
-
-    def stream_decoder(self, keep_native: bool = False) -> AnthropicStreamDecoder:
-        return AnthropicStreamDecoder(keep_native)
-
     def encode_native(self, body: Mapping[str, Any], model: str, stream: bool) -> tuple[str, bytes]:
         kept = {k: v for k, v in body.items() if k in NATIVE_FIELDS}
         return _path(model, stream), orjson.dumps(
             {**kept, "anthropic_version": VERTEX_ANTHROPIC_VERSION, "stream": stream}
         )
-
-    def framing(self) -> SSEParser:
-        return SSEParser()
