@@ -20,7 +20,7 @@ from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMes
 from tests.conftest import STATIC_KEY
 from tests.fakes import azure_openai
 from tests.gateway.conftest import Fleet, Gateway, openai_sdk
-from tests.gateway.provider_gateway import gateway_with_providers
+from tests.gateway.provider_gateway import error_of, gateway_with_providers, streamed
 from tests.gateway.servers import serve_aiohttp
 from tests.json_values import json_object
 
@@ -111,10 +111,6 @@ async def client(azure: Azure) -> AsyncIterator[openai.AsyncOpenAI]:
         yield sdk
 
 
-def error_of(resp: httpx.Response) -> dict[str, Any]:
-    return json_object(resp.json()["error"])
-
-
 async def test_a_deployment_answers_through_the_openai_sdk(client: openai.AsyncOpenAI, azure: Azure) -> None:
     raw = await client.chat.completions.with_raw_response.create(
         model="azure/gpt-4o", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
@@ -132,18 +128,7 @@ async def test_a_deployment_answers_through_the_openai_sdk(client: openai.AsyncO
 
 
 async def test_streams_pass_azure_chunks_and_usage(client: openai.AsyncOpenAI) -> None:
-    stream = await client.chat.completions.create(
-        model="azure/gpt-4o",
-        stream=True,
-        stream_options={"include_usage": True},
-        messages=[{"role": "user", "content": "Stream this please"}],
-    )
-    chunks = [c async for c in stream]
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == "Azure gpt-4o-2024-11-20 heard: Stream this please"
-    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 3  # not buffered into one
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
-    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
+    await streamed(client, "azure/gpt-4o", "Azure gpt-4o-2024-11-20", 6)
     plain = await client.chat.completions.create(
         model="azure/gpt-4o", stream=True, messages=[{"role": "user", "content": "hi"}]
     )

@@ -21,7 +21,7 @@ from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMes
 from tests.conftest import STATIC_KEY
 from tests.fakes import bedrock_runtime
 from tests.gateway.conftest import Fleet, Gateway, openai_sdk
-from tests.gateway.provider_gateway import gateway_with_providers
+from tests.gateway.provider_gateway import error_of, gateway_with_providers, streamed
 from tests.gateway.servers import serve_aiohttp
 from tests.json_values import json_object
 
@@ -95,10 +95,6 @@ async def client(bedrock: Bedrock) -> AsyncIterator[openai.AsyncOpenAI]:
         yield sdk
 
 
-def error_of(resp: httpx.Response) -> dict[str, Any]:
-    return json_object(resp.json()["error"])
-
-
 async def test_converse_through_the_openai_sdk(client: openai.AsyncOpenAI, bedrock: Bedrock) -> None:
     raw = await client.chat.completions.with_raw_response.create(
         model="bedrock/sonnet",
@@ -128,18 +124,8 @@ async def test_converse_through_the_openai_sdk(client: openai.AsyncOpenAI, bedro
 
 
 async def test_the_event_stream_is_translated_chunk_by_chunk(client: openai.AsyncOpenAI) -> None:
-    stream = await client.chat.completions.create(
-        model="bedrock/amazon.nova-pro-v1:0",
-        stream=True,
-        stream_options={"include_usage": True},
-        messages=[{"role": "user", "content": "Stream this please"}],
-    )
-    chunks = [c async for c in stream]
+    chunks = await streamed(client, "bedrock/amazon.nova-pro-v1:0", "Bedrock", 5)
     assert chunks[0].choices[0].delta.role == "assistant"
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Bedrock heard: Stream this please"
-    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 3  # not buffered into one
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
-    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
     plain = await client.chat.completions.create(
         model="bedrock/amazon.nova-pro-v1:0", stream=True, messages=[{"role": "user", "content": "hi"}]
     )

@@ -21,7 +21,7 @@ from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMes
 from tests.conftest import STATIC_KEY
 from tests.fakes import vertex_ai
 from tests.gateway.conftest import Fleet, Gateway, anthropic_sdk, openai_sdk
-from tests.gateway.provider_gateway import gateway_with_providers
+from tests.gateway.provider_gateway import error_of, gateway_with_providers, streamed
 from tests.gateway.servers import serve_aiohttp
 from tests.json_values import json_object
 
@@ -94,10 +94,6 @@ async def vertex(fleet: Fleet) -> AsyncIterator[Vertex]:
 async def client(vertex: Vertex) -> AsyncIterator[openai.AsyncOpenAI]:
     async with openai_sdk(vertex.gateway, STATIC_KEY) as sdk:
         yield sdk
-
-
-def error_of(resp: httpx.Response) -> dict[str, Any]:
-    return json_object(resp.json()["error"])
 
 
 # Claude --------------------------------------------------------------------------------------------------------
@@ -184,18 +180,8 @@ async def test_gemini_through_the_openai_sdk(client: openai.AsyncOpenAI, vertex:
 
 
 async def test_gemini_streams(client: openai.AsyncOpenAI) -> None:
-    stream = await client.chat.completions.create(
-        model="vertex/gemini-2.5-flash",
-        stream=True,
-        stream_options={"include_usage": True},
-        messages=[{"role": "user", "content": "Stream this please"}],
-    )
-    chunks = [c async for c in stream]
+    chunks = await streamed(client, "vertex/gemini-2.5-flash", "Gemini", 5)
     assert chunks[0].choices[0].delta.role == "assistant"
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Gemini heard: Stream this please"
-    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 3  # not buffered into one
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
-    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
 
 
 @pytest.mark.parametrize("stream", [False, True])
