@@ -140,8 +140,8 @@ async def _task_events(jobs: JobStore, job: Job) -> AsyncIterator[bytes]:
                 yield _event(_task(job.id, "running", token=token))
         elif kind == "restart":
             yield _event(_task(job.id, "running", restart=True))
-        elif kind == "status" and orjson.loads(raw).get("status", "") not in FINAL:
-            yield _event(_task(job.id, orjson.loads(raw).get("status", "")))
+        elif kind == "status" and (status := orjson.loads(raw).get("status", "")) not in FINAL:
+            yield _event(_task(job.id, status))
     # The stream ended: at the job's final status, or its events expired. Either way, the job as stored.
     final = await jobs.get(job.id)
     if final is not None and final.status in FINAL:
